@@ -1,0 +1,2 @@
+"""The plumbing every Kiln step shares: settings, errors, console output, AWS sessions, targets
+and tags."""

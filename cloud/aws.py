@@ -1,0 +1,106 @@
+"""AWS sessions for the accounts Kiln works in, with retries and a count of API calls."""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloud.errors import KilnError
+from cloud.settings import Settings
+
+
+@dataclass
+class ApiCalls:
+    """Counts every AWS operation made through any Kiln session (retries not counted twice)."""
+
+    by_operation: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())
+
+    def record(self, model=None, **_ignored) -> None:
+        if model is not None:
+            self.by_operation[f"{model.service_model.service_name}:{model.name}"] += 1
+
+
+class Aws:
+    """One account's boto3 session; clients are cached per service and region."""
+
+    def __init__(self, settings: Settings, session: boto3.Session, account_name: str,
+                 account_id: str, calls: ApiCalls | None = None):
+        self.settings = settings
+        self.session = session
+        self.account_name = account_name
+        self.account_id = account_id
+        self.calls = calls or ApiCalls()
+        self.region = settings.aws.region
+        self._clients: dict[tuple[str, str], object] = {}
+        session.events.register("before-call", self.calls.record)
+
+    @property
+    def sandbox(self) -> bool:
+        return self.settings.target == "sandbox"
+
+    def client(self, service: str, region: str | None = None):
+        key = (service, region or self.region)
+        if key not in self._clients:
+            retries = {"mode": self.settings.aws.retry_mode,
+                       "max_attempts": self.settings.aws.max_attempts}
+            self._clients[key] = self.session.client(
+                service, region_name=key[1], config=Config(retries=retries))
+        return self._clients[key]
+
+    def account(self, name: str) -> Aws:
+        """A session in the named account: this one, or one reached by AssumeRole."""
+        if name == self.account_name:
+            return self
+        spec = account_spec(self.settings, name)
+        if not spec.role:
+            raise KilnError(f"kiln.accounts.{name}.role: not set, so Kiln cannot reach account "
+                            f"{name} ({spec.id}) from {self.account_name}")
+        arn = f"arn:aws:iam::{spec.id}:role/{spec.role}"
+        return self._assumed(name, arn, spec.external_id)
+
+    def admin(self, name: str) -> Aws:
+        """A session with the rights to bootstrap the named account (its profile or admin role)."""
+        if name == self.account_name:
+            return self
+        spec = account_spec(self.settings, name)
+        if spec.profile:
+            session = boto3.Session(profile_name=spec.profile, region_name=self.region)
+            return Aws(self.settings, session, name, spec.id, self.calls)
+        if not spec.admin_role:
+            raise KilnError(f"kiln.accounts.{name}: set profile or admin_role to bootstrap it")
+        return self._assumed(name, f"arn:aws:iam::{spec.id}:role/{spec.admin_role}", None)
+
+    def _assumed(self, name: str, arn: str, external_id: str | None) -> Aws:
+        params = {"RoleArn": arn, "RoleSessionName": f"kiln-{self.account_name}-to-{name}"}
+        if external_id:
+            params["ExternalId"] = external_id
+        try:
+            creds = self.client("sts").assume_role(**params)["Credentials"]
+        except (ClientError, BotoCoreError) as error:
+            raise KilnError(f"cannot assume {arn} for account {name}: {error}") from None
+        session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                                aws_secret_access_key=creds["SecretAccessKey"],
+                                aws_session_token=creds["SessionToken"], region_name=self.region)
+        return Aws(self.settings, session, name, account_spec(self.settings, name).id, self.calls)
+
+
+def account_spec(settings: Settings, name: str) -> Settings:
+    try:
+        return settings.accounts[name]
+    except KeyError:
+        known = ", ".join(sorted(settings.accounts)) or "none"
+        raise KilnError(f"unknown account {name!r}: kiln.accounts lists {known}") from None
+
+
+def endpoint_url() -> str | None:
+    """The endpoint botocore will use instead of AWS's, if any (the sandbox sets it)."""
+    return os.environ.get("AWS_ENDPOINT_URL")

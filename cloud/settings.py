@@ -1,0 +1,235 @@
+"""Kiln's settings: the `kiln` key of Invoke's config tree, validated at load.
+
+Defaults live in the project's invoke.yaml; Invoke layers on top of it the user's files, the
+`-f FILE` runtime file and `INVOKE_KILN_*` environment variables. Validation names the key and the
+files it may have come from, and suggests the nearest valid key for a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.errors import ConfigError
+
+
+class Settings(dict):
+    """A validated section of settings: a dict that also reads as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True)
+class Value:
+    """A leaf setting: its type, whether it may be null, and the values it may take."""
+
+    kind: type | tuple[type, ...]
+    nullable: bool = False
+    choices: tuple[Any, ...] = ()
+    minimum: int | None = None
+
+    def check(self, key: str, value: Any) -> Any:
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(f"{key}: a value is required")
+        if self.kind is list:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+            return list(value)
+        if self.kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)  # env vars arrive as strings
+        if self.kind is bool and isinstance(value, str):
+            value = _parse_bool(key, value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {_kind_name(self.kind)}, got {value!r}")
+        if self.choices and value not in self.choices:
+            options = ", ".join(str(c) for c in self.choices)
+            raise ConfigError(f"{key}: {value!r} is not one of {options}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{key}: must be at least {self.minimum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Table:
+    """A mapping of user-chosen names (accounts, regions…) to sections of one shape."""
+
+    shape: dict
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {text!r}")
+
+
+S = Value(str)
+S0 = Value(str, nullable=True)
+L = Value(list)
+B = Value(bool)
+M0 = Value(dict, nullable=True)
+
+
+def N(minimum: int = 0) -> Value:
+    return Value(int, minimum=minimum)
+
+
+def N0(minimum: int = 0) -> Value:
+    return Value(int, nullable=True, minimum=minimum)
+
+
+def C(*choices: str) -> Value:
+    return Value(str, choices=choices)
+
+
+SCHEMA: dict = {
+    "target": C("sandbox", "aws"),
+    "app": S,
+    "manifest": S,
+    "dist": S,
+    "aws": {
+        "region": S,
+        "profile": S0,
+        "retry_mode": C("standard", "adaptive", "legacy"),
+        "max_attempts": N(1),
+    },
+    "accounts": Table(
+        {
+            "id": S,
+            "role": S0,
+            "external_id": S0,
+            "admin_role": S0,
+            "profile": S0,
+        }
+    ),
+    "build_account": S,
+    "sandbox": {
+        "state_dir": S,
+        "host": S,
+        "port": N0(1),
+    },
+    "stacks": {"prefix": S},
+    "package": {
+        "backend": C("auto", "rpmbuild", "fpm"),
+        "compression": C("zstd", "gzip", "xz", "none"),
+        "compression_level": N0(0),
+        "source_date_epoch": N0(0),
+    },
+    "repo": {
+        "bucket": S0,
+        "prefix": S,
+        "sign": B,
+        "gpg_key": S0,
+        "gpg_home": S0,
+        "lock_timeout": N(1),
+        "metadata_grace_seconds": N(0),
+    },
+    "bake": {
+        "base_ami": {
+            "id": S0,
+            "owners": L,
+            "filters": M0,
+        },
+        "instance_type": S,
+        "subnet": S0,
+        "ssh_user": S,
+        "ssh_port": N(1),
+        "ssh_interface": C("public_ip", "private_ip"),
+        "ssh_cidrs": L,
+        "ssh_timeout": N(1),
+        "staging_dir": S,
+        "sudo": B,
+        "chef_version": S,
+        "chef_install_command": S0,
+        "expires_minutes": N(1),
+        "volume_size": N(1),
+        "share": L,
+        "copy_regions": L,
+        "deprecate_after_days": N0(1),
+    },
+    "deploy": M0,
+}
+
+
+def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = "kiln") -> Settings:
+    """Check `raw` against `schema`; raise ConfigError naming the key and the files."""
+    try:
+        return _section(raw, schema, prefix)
+    except ConfigError as error:
+        where = " or ".join(sources) if sources else "the Invoke config"
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _section(raw: Any, schema: dict, prefix: str) -> Settings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {raw!r}")
+    for key in raw:
+        if key not in schema:
+            raise ConfigError(f"{prefix}.{key}: unknown key{_nearest(key, schema)}")
+    result = Settings()
+    for key, spec in schema.items():
+        path = f"{prefix}.{key}"
+        if key not in raw and not isinstance(spec, dict | Table):
+            if isinstance(spec, Value) and spec.nullable:
+                result[key] = None
+                continue
+            raise ConfigError(f"{path}: missing (set it in invoke.yaml)")
+        result[key] = _item(raw.get(key), spec, path)
+    return result
+
+
+def _item(value: Any, spec: Any, path: str) -> Any:
+    if isinstance(spec, Table):
+        if value is None:
+            return Settings()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of names, got {value!r}")
+        return Settings(
+            {name: _section(v, spec.shape, f"{path}.{name}") for name, v in value.items()})
+    if isinstance(spec, dict):
+        return _section(value, spec, path)
+    return spec.check(path, value)
+
+
+def _nearest(key: str, schema: dict) -> str:
+    match = difflib.get_close_matches(str(key), list(schema), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def load(ctx: Any) -> Settings:
+    """The validated `kiln` settings of an Invoke context (or of a plain dict, for tests)."""
+    config = getattr(ctx, "config", ctx)
+    raw = _plain(config.get("kiln") if hasattr(config, "get") else None)
+    return validate(raw, _sources(config))
+
+
+def _plain(value: Any) -> Any:
+    """Invoke's DataProxy → plain dicts and lists, so validation sees ordinary values."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _sources(config: Any) -> list[str]:
+    paths = [getattr(config, name, None) for name in ("_project_path", "_runtime_path")]
+    return [str(p) for p in paths if p]

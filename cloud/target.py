@@ -1,0 +1,47 @@
+"""Where Kiln acts: the sandbox (the embedded default) or real AWS. Always said out loud first."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from cloud.aws import Aws, account_spec, endpoint_url
+from cloud.console import say
+from cloud.errors import KilnError
+from cloud.settings import Settings
+
+
+def connect(settings: Settings) -> Aws:
+    """A session in the build account of the configured target, after printing that target."""
+    if settings.target == "sandbox":
+        from sandbox import control  # the only place Kiln reaches into the sandbox
+
+        control.ensure_up(settings)
+    name = settings.build_account
+    spec = account_spec(settings, name)
+    session = boto3.Session(profile_name=spec.profile, region_name=settings.aws.region)
+    aws = Aws(settings, session, name, spec.id)
+    actual = caller_account(aws)
+    if actual != spec.id:
+        raise KilnError(f"the credentials in use belong to account {actual}, but "
+                        f"kiln.accounts.{name}.id is {spec.id}: fix one or the other")
+    say(describe(aws))
+    return aws
+
+
+def caller_account(aws: Aws) -> str:
+    try:
+        return aws.client("sts").get_caller_identity()["Account"]
+    except NoCredentialsError:
+        raise KilnError("no AWS credentials found: set AWS_PROFILE or "
+                        "kiln.accounts.<name>.profile, or use kiln.target: sandbox") from None
+    except (ClientError, BotoCoreError) as error:
+        raise KilnError(f"cannot reach AWS STS ({endpoint_url() or 'aws'}): {error}") from None
+
+
+def describe(aws: Aws) -> str:
+    where = f"{aws.account_name} account {aws.account_id}, region {aws.region}"
+    if aws.sandbox:
+        return f"target: sandbox (moto at {endpoint_url()}; {where})"
+    custom = f" via endpoint {endpoint_url()}" if endpoint_url() else ""
+    return f"target: AWS ({where}){custom}"

@@ -1,0 +1,19 @@
+"""Small patches applied to moto inside the sandbox server before it serves.
+
+Each one closes a gap between moto and documented AWS behaviour on a flow Kiln uses, has its own
+test, and is listed in the README. Kiln's own code never bends around a moto gap.
+"""
+
+import importlib
+from pathlib import Path
+
+# Module names under sandbox.patches, applied in this order.
+PATCHES: list[str] = []
+
+
+def apply_all(state_dir: Path) -> list[str]:
+    applied = []
+    for name in PATCHES:
+        importlib.import_module(f"sandbox.patches.{name}").apply(state_dir)
+        applied.append(name)
+    return applied

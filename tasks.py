@@ -1,0 +1,51 @@
+"""Kiln: bake immutable AWS machine images and roll them out.
+
+`invoke --list` shows every task; `invoke --help TASK` shows its flags. Settings come from
+invoke.yaml (key `kiln`), your own Invoke config files, `-f FILE` and INVOKE_KILN_* variables.
+"""
+
+from invoke import Collection
+
+from cloud.console import say
+from cloud.tasking import kiln_task, settings
+from sandbox.control import Sandbox
+
+# -- sandbox --------------------------------------------------------------------------------
+
+
+@kiln_task
+def sandbox_up(c):
+    """Start the sandbox (moto server on loopback) unless it runs already."""
+    endpoint = Sandbox.from_settings(settings(c)).up()
+    say(f"sandbox: running at {endpoint}")
+
+
+@kiln_task
+def sandbox_down(c):
+    """Stop the sandbox; its AWS state is lost."""
+    stopped = Sandbox.from_settings(settings(c)).down()
+    say("sandbox: stopped" if stopped else "sandbox: was not running")
+
+
+@kiln_task
+def sandbox_reset(c):
+    """Clear every resource in the running sandbox, keeping it running."""
+    Sandbox.from_settings(settings(c)).reset()
+    say("sandbox: reset; run `invoke bootstrap --yes` to recreate the support stacks")
+
+
+@kiln_task
+def sandbox_env(c):
+    """Print `export` lines pointing the aws CLI and boto3 at the sandbox (eval them)."""
+    for key, value in Sandbox.from_settings(settings(c)).env().items():
+        print(f"export {key}={value}")
+
+
+sandbox = Collection("sandbox")
+sandbox.add_task(sandbox_up, "up")
+sandbox.add_task(sandbox_down, "down")
+sandbox.add_task(sandbox_reset, "reset")
+sandbox.add_task(sandbox_env, "env")
+
+ns = Collection()
+ns.add_collection(sandbox)

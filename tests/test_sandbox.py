@@ -1,0 +1,54 @@
+import subprocess
+
+import boto3
+
+from cloud.target import connect
+from sandbox.control import Sandbox
+
+
+def test_second_up_reuses_the_running_server(sandbox_box):
+    endpoint = sandbox_box.endpoint
+    assert Sandbox(sandbox_box.state_dir).up() == endpoint
+    assert sandbox_box.running()
+
+
+def test_env_lines_drive_the_aws_cli(sandbox_box, clean_sandbox):
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="seen-by-cli")
+    env = {"PATH": "/usr/bin:/bin", **sandbox_box.env()}
+    import shutil
+    import sys
+    from pathlib import Path
+
+    aws_cli = shutil.which("aws") or str(Path(sys.executable).with_name("aws"))
+    listing = subprocess.run([aws_cli, "s3", "ls"], env=env, capture_output=True, text=True,
+                             check=True)
+    assert "seen-by-cli" in listing.stdout
+
+
+def test_reset_clears_resources(sandbox_box):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="to-be-reset")
+    sandbox_box.reset()
+    assert s3.list_buckets()["Buckets"] == []
+
+
+def test_connect_prints_the_target_and_reaches_prod_by_assume_role(kiln_settings, capsys):
+    aws = connect(kiln_settings())
+    assert "target: sandbox (moto at http://127.0.0.1:" in capsys.readouterr().err
+    prod = aws.account("prod")
+    assert prod.client("sts").get_caller_identity()["Account"] == "222222222222"
+    assert aws.calls.by_operation["sts:AssumeRole"] == 1
+
+
+def test_connect_refuses_credentials_of_another_account(kiln_settings):
+    import pytest
+
+    from cloud.errors import KilnError
+
+    with pytest.raises(KilnError, match="kiln.accounts.build.id is 999999999999"):
+        connect(kiln_settings(accounts={"build": {"id": "999999999999"}}))
+
+
+def test_sandbox_env_task_prints_export_lines(run_invoke, sandbox_box):
+    result = run_invoke("sandbox.env", check=True)
+    assert f"export AWS_ENDPOINT_URL={sandbox_box.endpoint}" in result.stdout
