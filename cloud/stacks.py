@@ -1,0 +1,43 @@
+"""Find the support infrastructure through the outputs of the stacks `invoke bootstrap` made."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from cloud.aws import Aws
+from cloud.errors import KilnError
+
+
+def stack_name(settings, part: str) -> str:
+    """`build`, `prod` or `env-<app>` → the CloudFormation stack name, e.g. kiln-build."""
+    return f"{settings.stacks.prefix}-{part}"
+
+
+def outputs(aws: Aws, part: str, region: str | None = None) -> dict[str, str]:
+    """The outputs of one bootstrap stack in `aws`'s account, read once per session."""
+    name = stack_name(aws.settings, part)
+    region = region or aws.region
+    cache = aws.__dict__.setdefault("_stack_outputs", {})
+    if (name, region) not in cache:
+        cache[(name, region)] = _read(aws, name, region)
+    return cache[(name, region)]
+
+
+def output(aws: Aws, part: str, key: str, region: str | None = None) -> str:
+    values = outputs(aws, part, region)
+    if key not in values:
+        raise KilnError(f"stack {stack_name(aws.settings, part)} in account {aws.account_name} "
+                        f"has no output {key}: run `invoke bootstrap` to update it")
+    return values[key]
+
+
+def _read(aws: Aws, name: str, region: str) -> dict[str, str]:
+    try:
+        stacks = aws.client("cloudformation", region).describe_stacks(StackName=name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            raise KilnError(f"stack {name} not found in account {aws.account_name} "
+                            f"({aws.account_id}), region {region}: run `invoke bootstrap`"
+                            ) from None
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
