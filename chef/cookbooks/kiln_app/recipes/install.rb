@@ -1,0 +1,31 @@
+#
+# Cookbook:: kiln_app
+# Recipe:: install
+#
+# Exactly the version and release the bake asked for: never "latest", which could pick up a
+# package published after the bake started. Dependencies may come from the system's repositories.
+pkg = kiln_package
+
+package pkg[:name] do
+  version "#{pkg[:version]}-#{pkg[:release]}"
+  action :install
+end
+
+directory ::File.dirname(kiln_app['release_file']) do
+  mode '0755'
+  recursive true
+end
+
+# What was baked into this image, for people and tools on the instance.
+template kiln_app['release_file'] do
+  source 'release.json.erb'
+  mode '0644'
+  variables(
+    app: kiln_required('name'),
+    version: kiln_required('version'),
+    release: kiln_required('release'),
+    package: kiln_required('package'),
+    service: kiln_app['service'],
+    repo: kiln_required('repo', 'baseurl')
+  )
+end

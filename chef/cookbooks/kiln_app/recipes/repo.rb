@@ -1,0 +1,38 @@
+#
+# Cookbook:: kiln_app
+# Recipe:: repo
+#
+# The Kiln yum repository, with both signatures checked: the packages' (gpgcheck) and the
+# repository metadata's (repo_gpgcheck, repomd.xml.asc).
+repo = kiln_app['repo']
+repo_id = kiln_required('repo', 'id')
+key_path = "/etc/pki/rpm-gpg/RPM-GPG-KEY-#{repo_id}"
+
+directory '/etc/pki/rpm-gpg' do
+  recursive true
+end
+
+# Import the key up front, so the package install never stops to ask about an unknown key.
+remote_file key_path do
+  source kiln_required('repo', 'gpgkey')
+  mode '0644'
+  notifies :run, "execute[import #{repo_id} signing key]", :immediately
+end
+
+execute "import #{repo_id} signing key" do
+  command ['rpm', '--import', key_path]
+  action :nothing
+end
+
+yum_repository repo_id do
+  description repo['name'] || 'Kiln'
+  baseurl kiln_required('repo', 'baseurl')
+  gpgkey "file://#{key_path}"
+  gpgcheck repo['gpgcheck'] != false
+  repo_gpgcheck repo['repo_gpgcheck'] != false
+  enabled true
+  # Metadata changes on every publish: never trust a stale cache during a bake.
+  metadata_expire '0'
+  make_cache true
+  action :create
+end
