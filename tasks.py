@@ -49,3 +49,25 @@ sandbox.add_task(sandbox_env, "env")
 
 ns = Collection()
 ns.add_collection(sandbox)
+
+# -- packaging ------------------------------------------------------------------------------
+
+
+@kiln_task(help={"manifest": "the YAML manifest (default: kiln.manifest)",
+                 "version": "semantic version, overriding the manifest's",
+                 "json": "print the result as JSON on stdout"})
+def package(c, manifest=None, version=None, json=False):
+    """Build dist/<name>-<version>-<iteration>.<arch>.rpm from a YAML manifest."""
+    from cloud.console import emit_json
+    from cloud.tasking import pick
+    from packager.build import package as build_package
+
+    config = settings(c)
+    result = build_package(config, pick(manifest, config.manifest), version)
+    if json:
+        emit_json(result)
+    else:
+        say(f"package: {result['nevra']} sha256 {result['sha256']}")
+
+
+ns.add_task(package)

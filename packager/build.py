@@ -1,0 +1,154 @@
+"""Build a manifest into dist/<name>-<version>-<iteration>.<arch>.rpm.
+
+`package(settings, manifest_path, version=None)` checks the manifest, stages its files into a
+private buildroot (hard links where possible, so big files are not copied), runs the backend
+(rpmbuild, or fpm when chosen) in a private temp dir with its own HOME, then moves the RPM into
+dist/ atomically. Nothing reaches dist/ unless the build succeeded.
+
+An existing dist/ file of the same name is always rebuilt and replaced atomically: builds are
+reproducible, so the same inputs give the same bytes, and different inputs never hide behind a
+stale file. (Refusing a version that was already *published* with other content is the repo's job.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cloud.console import say
+from cloud.errors import KilnError
+from packager import fpm, rpmbuild
+from packager.manifest import Manifest, load
+from packager.spec import Provenance, scriptlets
+
+BACKENDS = {"rpmbuild": rpmbuild, "fpm": fpm}
+
+
+def package(settings: Any, manifest_path: str | os.PathLike, version: str | None = None) -> dict:
+    """Build the RPM for `manifest_path`; return what was built (path, nevra, sha256, …)."""
+    manifest = load(manifest_path, version)
+    options = settings["package"]
+    backend = choose_backend(options["backend"])
+    commit = git_commit(manifest.folder)
+    epoch = source_date_epoch(options["source_date_epoch"], manifest.folder)
+    provenance = Provenance(commit=commit, manifest_digest=manifest.digest)
+    dist = Path(settings["dist"])
+    say(f"package: {manifest.filename} with {backend} ({options['compression']})")
+    with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
+        work = Path(temp)
+        root = work / "root"
+        stage(manifest, root, epoch)
+        built = BACKENDS[backend].build(manifest, root, work, provenance, scriptlets(manifest),
+                                        epoch, options["compression"],
+                                        options["compression_level"])
+        digest = file_sha256(built)
+        target = place(built, dist / manifest.filename)
+    say(f"package: wrote {target}")
+    return result(manifest, target, digest, commit, backend)
+
+
+def result(manifest: Manifest, target: Path, digest: str, commit: str | None,
+           backend: str) -> dict:
+    return {
+        "path": str(target),
+        "name": manifest.name,
+        "version": manifest.version,
+        "rpm_version": manifest.rpm_version,
+        "release": manifest.iteration,
+        "arch": manifest.arch,
+        "sha256": digest,
+        "nevra": f"{manifest.name}-{manifest.rpm_version}-{manifest.iteration}.{manifest.arch}",
+        "manifest_digest": manifest.digest,
+        "commit": commit,
+        "backend": backend,
+    }
+
+
+def choose_backend(setting: str) -> str:
+    """auto: fpm when it is on PATH, else rpmbuild; an explicit choice must be installed."""
+    if setting == "auto":
+        return "fpm" if fpm.available() else "rpmbuild"
+    if not BACKENDS[setting].available():
+        raise KilnError(f"kiln.package.backend: {setting} is not on PATH")
+    return setting
+
+
+def git_commit(folder: Path) -> str | None:
+    return _git(folder, "rev-parse", "HEAD")
+
+
+def source_date_epoch(setting: int | None, folder: Path) -> int:
+    """The configured epoch, else the commit time of HEAD, else 0 outside a git checkout."""
+    if setting is not None:
+        return setting
+    text = _git(folder, "log", "-1", "--format=%ct", "HEAD")
+    return int(text) if text and text.isdigit() else 0
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                text=True, check=False)
+    except FileNotFoundError:
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def stage(manifest: Manifest, root: Path, epoch: int) -> None:
+    """Lay the package's tree out under `root`, every mtime at or clamped to `epoch`.
+
+    A source file newer than the epoch is hard-linked (rpm clamps its mtime in the header); an
+    older one is copied and stamped with the epoch, so the header never depends on checkout times.
+    """
+    root.mkdir(parents=True)
+    directories = []
+    for entry in manifest.entries:
+        path = root / entry.dest.lstrip("/")
+        if entry.kind == "dir":
+            path.mkdir(parents=True, exist_ok=True)
+            directories.append(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry.content is not None:
+            path.write_bytes(entry.content)
+            os.utime(path, (epoch, epoch))
+        else:
+            _link_or_copy(entry.src, path, epoch)
+    for path in reversed(directories):  # deepest last-listed first; parents after children
+        os.utime(path, (epoch, epoch))
+
+
+def _link_or_copy(src: Path, dest: Path, epoch: int) -> None:
+    if src.stat().st_mtime >= epoch:
+        try:
+            os.link(src, dest)
+            return
+        except OSError:
+            pass  # another filesystem, or hard links not allowed: copy instead
+    shutil.copyfile(src, dest)
+    os.utime(dest, (epoch, epoch))
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def place(built: Path, target: Path) -> Path:
+    """Move `built` to `target` atomically: readers see the old file or the new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(built, target)
+    except OSError:  # another filesystem: copy next to the target, then rename
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            shutil.copyfile(built, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,591 @@
+"""The package manifest: a YAML file in fpm's vocabulary, loaded and checked before anything builds.
+
+`load(path, version=None)` returns a `Manifest` whose entries (files, config files, directories and
+the generated systemd unit) are fully expanded, with modes and owners settled, so both backends
+build from the same list. Every problem is one KilnError line: `file:line: key: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import semver
+import yaml
+
+from cloud.errors import KilnError
+
+KEYS = ("name", "version", "iteration", "arch", "summary", "description", "license", "url",
+        "maintainer", "vendor", "depends", "provides", "conflicts", "user", "files",
+        "config_files", "directories", "service", "scripts")
+REQUIRED = ("name", "summary", "license")
+ENTRY_KEYS = ("src", "dest", "mode", "owner", "group")
+DIRECTORY_KEYS = ("path", "mode", "owner", "group")
+USER_KEYS = ("name", "group", "home", "system")
+SERVICE_KEYS = ("exec", "user", "environment", "restart")
+SCRIPT_KEYS = {"before_install": "pre", "after_install": "post",
+               "before_remove": "preun", "after_remove": "postun"}
+ARCHES = ("noarch", "x86_64", "aarch64")
+RESTARTS = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+ACCOUNT = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+RELEASE = re.compile(r"^[A-Za-z0-9._+]+$")
+# rpm's %files list globs and expands macros: keep destinations to characters that need neither.
+PATH_CHARS = re.compile(r"^[A-Za-z0-9._+@,=:~/-]+$")
+DEPENDENCY = re.compile(
+    r"^(?P<name>[A-Za-z0-9_/][A-Za-z0-9._+/()-]*)"
+    r"(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<version>[A-Za-z0-9._+~^:-]+))?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+UNIT_DIR = "/usr/lib/systemd/system"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path in the package: a file (from `src` or generated `content`) or a directory."""
+
+    dest: str
+    kind: str  # file | config | dir
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+    src: Path | None = None
+    content: bytes | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    group: str
+    home: str
+    system: bool = True
+
+
+@dataclass
+class Manifest:
+    path: Path
+    name: str
+    version: str
+    rpm_version: str
+    iteration: str
+    arch: str
+    summary: str
+    description: str
+    license: str
+    url: str | None = None
+    maintainer: str | None = None
+    vendor: str | None = None
+    depends: list[str] = field(default_factory=list)
+    provides: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    user: User | None = None
+    entries: list[Entry] = field(default_factory=list)
+    scripts: dict[str, str] = field(default_factory=dict)  # pre/post/preun/postun → text
+    service_unit: str | None = None
+    digest: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.rpm_version}-{self.iteration}.{self.arch}.rpm"
+
+
+def rpm_version(version: str) -> str:
+    """A semver string as an rpm Version that sorts the same way in rpm.
+
+    The pre-release goes after `~`, which rpm sorts before the plain version (2.0.0~rc.1 <
+    2.0.0). Build metadata stays after `+`, legal in rpm versions; semver gives it no order, rpm
+    sorts it after the plain version. `-` inside identifiers becomes `_` (rpm forbids `-`).
+    """
+    parsed = semver.Version.parse(version)
+    text = f"{parsed.major}.{parsed.minor}.{parsed.patch}"
+    if parsed.prerelease:
+        text += "~" + parsed.prerelease.replace("-", "_")
+    if parsed.build:
+        text += "+" + parsed.build.replace("-", "_")
+    return text
+
+
+# -- YAML with line numbers ------------------------------------------------------------------
+
+
+class Node(dict):
+    """A YAML mapping that remembers where each key sits and the raw text of scalar values."""
+
+    line: int = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lines: dict[Any, int] = {}
+        self.raw: dict[Any, str] = {}
+
+
+class Items(list):
+    line: int = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[int] = []
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Node:
+    loader.flatten_mapping(node)
+    result = Node()
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in result:
+            raise _Problem(line, str(key), "appears twice")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = line
+        if isinstance(value_node, yaml.ScalarNode):
+            result.raw[key] = value_node.value
+    return result
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> Items:
+    result = Items()
+    result.line = node.start_mark.line + 1
+    for item in node.value:
+        result.append(loader.construct_object(item, deep=True))
+        result.lines.append(item.start_mark.line + 1)
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+class _Problem(Exception):
+    """A problem at a line and key of the manifest, turned into a KilnError by load()."""
+
+    def __init__(self, line: int | None, key: str, message: str):
+        super().__init__(message)
+        self.line, self.key, self.message = line, key, message
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike, version: str | None = None) -> Manifest:
+    """Read, check and expand the manifest at `path`; `version` overrides its version."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise KilnError(f"{path}: cannot read the manifest ({error.strerror})") from None
+    try:
+        return _build(path, text, version)
+    except _Problem as problem:
+        where = f"{path}:{problem.line}" if problem.line else str(path)
+        raise KilnError(f"{where}: {problem.key}: {problem.message}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        reason = getattr(error, "problem", None) or str(error)
+        raise KilnError(f"{where}: not valid YAML ({reason})") from None
+
+
+def _build(path: Path, text: bytes, version: str | None) -> Manifest:
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(data, Node):
+        raise _Problem(None, "(top)", "expected a mapping of manifest keys")
+    _check_keys(data, KEYS, "")
+    for key in REQUIRED:
+        if key not in data:
+            raise _Problem(data.line, key, "missing (required)")
+    folder = path.resolve().parent
+    name = _name(data, "name")
+    semver_text = _version(data, version)
+    manifest = Manifest(
+        path=path,
+        name=name,
+        version=semver_text,
+        rpm_version=rpm_version(semver_text),
+        iteration=_iteration(data),
+        arch=_choice(data, "arch", ARCHES, "noarch"),
+        summary=_line(data, "summary"),
+        description=_text(data, "description") or _line(data, "summary"),
+        license=_line(data, "license"),
+        url=_optional_line(data, "url"),
+        maintainer=_optional_line(data, "maintainer"),
+        vendor=_optional_line(data, "vendor"),
+        depends=_dependencies(data, "depends"),
+        provides=_dependencies(data, "provides"),
+        conflicts=_dependencies(data, "conflicts"),
+        user=_user(data.get("user"), data),
+    )
+    entries = _files(data, "files", "file", folder) + _files(data, "config_files", "config", folder)
+    entries += _directories(data)
+    if "service" in data:
+        manifest.service_unit = _service(data["service"], data, manifest)
+        entries.append(Entry(dest=f"{UNIT_DIR}/{name}.service", kind="file", mode=0o644,
+                             content=manifest.service_unit.encode()))
+    manifest.entries = _unique(entries, data)
+    manifest.scripts = _scripts(data, folder)
+    manifest.digest = _digest(text, manifest)
+    return manifest
+
+
+def _check_keys(node: Node, allowed: tuple[str, ...] | dict, prefix: str) -> None:
+    for key in node:
+        if key not in allowed:
+            match = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f" (did you mean {match[0]!r}?)" if match else ""
+            raise _Problem(node.lines.get(key), f"{prefix}{key}", f"unknown key{hint}")
+
+
+def _at(node: Node, key: str) -> int | None:
+    return node.lines.get(key, node.line)
+
+
+def _name(node: Node, key: str, label: str | None = None) -> str:
+    value = node.get(key)
+    if not isinstance(value, str) or not NAME.match(value):
+        raise _Problem(_at(node, key), label or key,
+                       f"{value!r} is not a valid package name (letters, digits, . _ + -)")
+    return value
+
+
+def _version(node: Node, override: str | None) -> str:
+    if override is not None:
+        if not semver.Version.is_valid(override):
+            raise _Problem(None, "--version", f"{override!r} is not a semantic version (X.Y.Z)")
+        return override
+    if "version" not in node:
+        raise _Problem(node.line, "version", "missing (set it here or pass --version)")
+    raw = node.raw.get("version", str(node["version"]))
+    if not semver.Version.is_valid(raw):
+        raise _Problem(_at(node, "version"), "version",
+                       f"{raw!r} is not a semantic version (X.Y.Z, e.g. 1.4.2 or 2.0.0-rc.1)")
+    return raw
+
+
+def _iteration(node: Node) -> str:
+    raw = node.raw.get("iteration", "1") if "iteration" in node else "1"
+    if not RELEASE.match(raw) or raw.startswith("0") and raw.isdigit():
+        raise _Problem(_at(node, "iteration"), "iteration",
+                       f"{raw!r} is not a valid release (e.g. 1, 2, 1.el9)")
+    return raw
+
+
+def _choice(node: Node, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = node.get(key, default)
+    if value not in choices:
+        raise _Problem(_at(node, key), key, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _line(node: Node, key: str, label: str | None = None) -> str:
+    value = node.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = node.raw.get(key, str(value))
+    if not isinstance(value, str) or not value.strip():
+        raise _Problem(_at(node, key), label or key, "expected a non-empty string")
+    if "\n" in value.strip() or "\r" in value:
+        raise _Problem(_at(node, key), label or key, "must be a single line")
+    return value.strip()
+
+
+def _optional_line(node: Node, key: str) -> str | None:
+    return _line(node, key) if node.get(key) is not None else None
+
+
+def _text(node: Node, key: str) -> str | None:
+    value = node.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _Problem(_at(node, key), key, "expected non-empty text")
+    return value.strip("\n")
+
+
+def _list(node: Node, key: str) -> Items:
+    value = node.get(key)
+    if value is None:
+        return Items()
+    if not isinstance(value, Items):
+        raise _Problem(_at(node, key), key, "expected a list")
+    return value
+
+
+def _dependencies(node: Node, key: str) -> list[str]:
+    result = []
+    items = _list(node, key)
+    for index, item in enumerate(items):
+        match = DEPENDENCY.match(item.strip()) if isinstance(item, str) else None
+        if not match:
+            raise _Problem(items.lines[index], f"{key}[{index}]",
+                           f"{item!r} is not a dependency ('name' or 'name >= 1.2')")
+        name, op, version = match.group("name", "op", "version")
+        result.append(f"{name} {op} {version}" if op else name)
+    return result
+
+
+def _account(node: Node, key: str, label: str, default: str = "root") -> str:
+    value = node.get(key, default)
+    if not isinstance(value, str) or not ACCOUNT.match(value):
+        raise _Problem(_at(node, key), label, f"{value!r} is not a valid user or group name")
+    return value
+
+
+def _user(value: Any, top: Node) -> User | None:
+    if value is None:
+        return None
+    if not isinstance(value, Node):
+        raise _Problem(_at(top, "user"), "user", "expected a mapping (name, group, home, system)")
+    _check_keys(value, USER_KEYS, "user.")
+    if "name" not in value:
+        raise _Problem(value.line, "user.name", "missing (required)")
+    name = _account(value, "name", "user.name")
+    group = _account(value, "group", "user.group", default=name)
+    home = value.get("home", "/")
+    if not isinstance(home, str):
+        raise _Problem(_at(value, "home"), "user.home", "expected an absolute path")
+    _dest(home, _at(value, "home"), "user.home")
+    system = value.get("system", True)
+    if not isinstance(system, bool):
+        raise _Problem(_at(value, "system"), "user.system", "expected true or false")
+    return User(name=name, group=group, home=home, system=system)
+
+
+def _dest(value: Any, line: int | None, label: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _Problem(line, label, f"{value!r} must be an absolute path")
+    parts = value.split("/")[1:]
+    if value == "/" or any(p in ("", ".", "..") for p in parts):
+        raise _Problem(line, label, f"{value!r} must be a normalized path without . or ..")
+    if not PATH_CHARS.match(value):
+        raise _Problem(line, label, f"{value!r} has characters rpm file lists cannot carry")
+    return value
+
+
+def _mode(node: Node, key: str, label: str) -> int | None:
+    if key not in node:
+        return None
+    raw = node.raw.get(key, str(node[key])).removeprefix("0o")
+    if not re.fullmatch(r"[0-7]{3,4}", raw):
+        raise _Problem(_at(node, key), label, f"{raw!r} is not an octal mode such as 0644")
+    return int(raw, 8)
+
+
+def _inside(src: Path, folder: Path, line: int | None, label: str) -> Path:
+    """The real path of `src`, refused when it (or a symlink on the way) leaves `folder`."""
+    real = src.resolve()
+    if not real.is_relative_to(folder):
+        raise _Problem(line, label, f"{src} is outside the manifest's folder {folder}")
+    return real
+
+
+def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
+    entries: list[Entry] = []
+    items = _list(top, key)
+    for index, item in enumerate(items):
+        label = f"{key}[{index}]"
+        if not isinstance(item, Node):
+            raise _Problem(items.lines[index], label, "expected a mapping (src, dest, …)")
+        _check_keys(item, ENTRY_KEYS, f"{label}.")
+        for required in ("src", "dest"):
+            if required not in item:
+                raise _Problem(item.line, f"{label}.{required}", "missing (required)")
+        src_text = item["src"]
+        if not isinstance(src_text, str) or not src_text:
+            raise _Problem(_at(item, "src"), f"{label}.src", "expected a relative path")
+        dest = _dest(item["dest"], _at(item, "dest"), f"{label}.dest")
+        src = folder / src_text
+        line = _at(item, "src")
+        if not os.path.lexists(src):
+            raise _Problem(line, f"{label}.src", f"{src_text!r} does not exist in {folder}")
+        real = _inside(src, folder, line, f"{label}.src")
+        attrs = {"mode": _mode(item, "mode", f"{label}.mode"),
+                 "owner": _account(item, "owner", f"{label}.owner"),
+                 "group": _account(item, "group", f"{label}.group")}
+        if real.is_dir():
+            entries += _tree(real, dest, kind, folder, attrs, line, label)
+        else:
+            entries.append(_file_entry(real, dest, kind, attrs))
+    return entries
+
+
+def _file_entry(real: Path, dest: str, kind: str, attrs: dict) -> Entry:
+    mode = attrs["mode"]
+    if mode is None:
+        mode = 0o755 if real.stat().st_mode & stat.S_IXUSR else 0o644
+    return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
+                 src=real)
+
+
+def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
+          label: str) -> list[Entry]:
+    """A source directory, recursively: its directories owned by the package, its files."""
+    owner, group = attrs["owner"], attrs["group"]
+    entries = [Entry(dest=dest, kind="dir", mode=0o755, owner=owner, group=group)]
+    for current, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        base = Path(current)
+        relative = base.relative_to(root).as_posix()
+        prefix = dest if relative == "." else f"{dest}/{relative}"
+        for name in list(dirs):
+            path = base / name
+            if path.is_symlink():
+                dirs.remove(name)
+                files.append(name)  # a symlinked directory is refused or packaged as its files
+                continue
+            target = _dest(f"{prefix}/{name}", line, f"{label}.src ({path.relative_to(folder)})")
+            entries.append(Entry(dest=target, kind="dir", mode=0o755, owner=owner, group=group))
+        for name in sorted(files):
+            path = base / name
+            shown = f"{label}.src ({path.relative_to(folder)})"
+            real = _inside(path, folder, line, shown)
+            target = _dest(f"{prefix}/{name}", line, shown)
+            if real.is_dir():
+                entries += _tree(real, target, kind, folder, attrs, line, label)
+            elif real.is_file():
+                entries.append(_file_entry(real, target, kind, attrs))
+            else:
+                raise _Problem(line, shown, "is neither a regular file nor a directory")
+    return entries
+
+
+def _directories(top: Node) -> list[Entry]:
+    entries = []
+    items = _list(top, "directories")
+    for index, item in enumerate(items):
+        label = f"directories[{index}]"
+        if isinstance(item, str):
+            item_node, path_line = Node(), items.lines[index]
+            item_node["path"] = item
+        elif isinstance(item, Node):
+            _check_keys(item, DIRECTORY_KEYS, f"{label}.")
+            item_node, path_line = item, _at(item, "path")
+        else:
+            raise _Problem(items.lines[index], label, "expected a path or a mapping with path")
+        dest = _dest(item_node.get("path"), path_line, f"{label}.path")
+        entries.append(Entry(dest=dest, kind="dir",
+                             mode=_mode(item_node, "mode", f"{label}.mode") or 0o755,
+                             owner=_account(item_node, "owner", f"{label}.owner"),
+                             group=_account(item_node, "group", f"{label}.group")))
+    return entries
+
+
+def _unique(entries: list[Entry], top: Node) -> list[Entry]:
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.dest in seen:
+            raise _Problem(top.line, entry.dest, "is listed twice (files, config_files, "
+                           "directories or the generated service unit)")
+        seen[entry.dest] = entry
+    return sorted(entries, key=lambda e: e.dest)
+
+
+def _service(value: Any, top: Node, manifest: Manifest) -> str:
+    """The systemd unit for `service`, generated here so every backend ships the same bytes."""
+    if not isinstance(value, Node):
+        raise _Problem(_at(top, "service"), "service", "expected a mapping (exec, user, …)")
+    _check_keys(value, SERVICE_KEYS, "service.")
+    command = _line(value, "exec", "service.exec") if "exec" in value else None
+    if command is None or not command.startswith("/"):
+        raise _Problem(_at(value, "exec"), "service.exec",
+                       "expected a command line starting with an absolute path")
+    default_user = manifest.user.name if manifest.user else "root"
+    user = _account(value, "user", "service.user", default=default_user)
+    restart = _choice(value, "restart", RESTARTS, "on-failure")
+    lines = ["[Unit]", f"Description={manifest.summary.replace('%', '%%')}",
+             "After=network-online.target", "Wants=network-online.target", "",
+             "[Service]", "Type=simple", f"User={user}"]
+    if manifest.user and user == manifest.user.name:
+        lines.append(f"Group={manifest.user.group}")
+    lines += [f"Environment={_environment(name, text)}"
+              for name, text in _environment_items(value)]
+    lines += [f"ExecStart={command.replace('%', '%%')}", f"Restart={restart}", "RestartSec=2",
+              "", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def _environment_items(service: Node) -> list[tuple[str, str]]:
+    env = service.get("environment")
+    if env is None:
+        return []
+    if not isinstance(env, Node):
+        raise _Problem(_at(service, "environment"), "service.environment",
+                       "expected a mapping of NAME: value")
+    items = []
+    for name in env:
+        label = f"service.environment.{name}"
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise _Problem(env.lines.get(name), label, "is not a valid variable name")
+        text = env.raw.get(name) if name in env.raw and env[name] is not None else None
+        if text is None or isinstance(env[name], Node | Items) or "\n" in text:
+            raise _Problem(env.lines.get(name), label, "expected a single-line value")
+        items.append((name, text))
+    return sorted(items)
+
+
+def _environment(name: str, text: str) -> str:
+    # systemd: double quotes group the assignment, backslash escapes, % starts a specifier.
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{name}={quoted}"'
+
+
+def _scripts(top: Node, folder: Path) -> dict[str, str]:
+    value = top.get("scripts")
+    if value is None:
+        return {}
+    if not isinstance(value, Node):
+        raise _Problem(_at(top, "scripts"), "scripts", "expected a mapping (after_install, …)")
+    _check_keys(value, SCRIPT_KEYS, "scripts.")
+    result = {}
+    for key, text in value.items():
+        label, line = f"scripts.{key}", _at(value, key)
+        if not isinstance(text, str) or not text.strip():
+            raise _Problem(line, label, "expected a file path or inline script text")
+        result[SCRIPT_KEYS[key]] = _script_text(text, folder, line, label)
+    return result
+
+
+def _script_text(text: str, folder: Path, line: int | None, label: str) -> str:
+    """Multi-line text is the script itself; a single line is a path next to the manifest."""
+    if "\n" in text.strip():
+        return text.rstrip("\n") + "\n"
+    path = folder / text.strip()
+    if not path.is_file():
+        raise _Problem(line, label, f"{text.strip()!r} is not a file in {folder} "
+                       "(inline scripts need a YAML block: `key: |`)")
+    real = _inside(path, folder, line, label)
+    return real.read_text().rstrip("\n") + "\n"
+
+
+def _digest(text: bytes, manifest: Manifest) -> str:
+    """sha256 over the manifest text, every entry's attributes and every file's content."""
+    sources = [e.src for e in manifest.entries if e.src is not None]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        contents = dict(zip(sources, pool.map(_file_sha256, sources), strict=True))
+    digest = hashlib.sha256(text)
+    for entry in manifest.entries:
+        content = contents[entry.src] if entry.src else hashlib.sha256(entry.content or b"")
+        header = f"\0{entry.kind}\0{entry.dest}\0{entry.mode:o}\0{entry.owner}\0{entry.group}\0"
+        digest.update(header.encode())
+        digest.update(content.hexdigest().encode() if entry.kind != "dir" else b"")
+    for key in sorted(manifest.scripts):
+        digest.update(f"\0script\0{key}\0{manifest.scripts[key]}".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path):
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256")
