@@ -8,7 +8,15 @@ import importlib
 from pathlib import Path
 
 # Module names under sandbox.patches, applied in this order.
-PATCHES: list[str] = []
+PATCHES: list[str] = [
+    "shared_images",
+    "image_deprecation",
+    "instances",
+    "base_images",
+    "elb_health",
+    "cfn_alarms",
+    "cloudformation",
+]
 
 
 def apply_all(state_dir: Path) -> list[str]:
