@@ -71,3 +71,35 @@ def package(c, manifest=None, version=None, json=False):
 
 
 ns.add_task(package)
+
+# -- bake -----------------------------------------------------------------------------------
+
+
+@kiln_task(help={"version": "the version to bake (semantic version)",
+                 "manifest": "the package manifest (default: kiln.manifest)",
+                 "regions": "comma-separated regions to copy the image to "
+                            "(default: kiln.bake.copy_regions)",
+                 "share": "comma-separated account names to share the image with "
+                          "(default: kiln.bake.share)",
+                 "dry_run": "print the plan and create nothing",
+                 "json": "print the release record (or the plan) as JSON on stdout"})
+def bake(c, version, manifest=None, regions=None, share=None, dry_run=False, json=False):
+    """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from provisioner import bake as baking
+
+    config = settings(c)
+    aws = connect(config)
+    result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
+                        dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
+def _names(text):
+    """A comma-separated flag as a list; None (flag not given) stays None."""
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+ns.add_task(bake)

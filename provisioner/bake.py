@@ -1,0 +1,439 @@
+"""The bake: a version in, an AMI out, nothing temporary left behind.
+
+    package + publish (unless the repo has it) → base AMI → reuse an image baked from the same
+    inputs, or: key pair → security group → instance → SSH → chef-solo → stop → CreateImage
+    → tear down → share + copy to regions → release record
+
+Every temporary resource is one context manager (provisioner.resources); the bake nests them, so
+an error, a failed chef run, SIGINT or SIGTERM releases them in reverse order. An image is kept
+only once it is available and tagged; until then it is deregistered with its snapshots on exit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from cloud import stacks
+from cloud import tags as kiln_tags
+from cloud.aws import Aws, account_spec
+from cloud.console import say
+from cloud.errors import KilnError
+from provisioner import base_ami, chef, provision, record, resources, waits
+from provisioner.signals import interruptible
+
+# Provenance tags every baked image carries, besides the standard kiln:* set.
+INPUTS_DIGEST = "kiln:inputs-digest"
+# The bake settings that change what ends up in the image: a change means a new image.
+IMAGE_SETTINGS = ("instance_type", "volume_size", "staging_dir", "sudo", "chef_version",
+                  "chef_install_command", "chef_solo", "chef_license", "smoke_commands")
+CHECKIP_URL = "https://checkip.amazonaws.com"
+SSH_KEY_TYPE = "ed25519"
+
+
+@dataclass
+class Clock:
+    """Seconds and AWS API calls per step; entering a step ends the previous one, on stderr."""
+
+    calls: object = None  # cloud.aws.ApiCalls
+    timings: dict[str, float] = field(default_factory=dict)
+    api_calls: dict[str, int] = field(default_factory=dict)
+    current: str | None = None
+    since: float = 0.0
+    calls_since: int = 0
+
+    def step(self, name: str) -> None:
+        self.stop()
+        say(f"bake: step {name}")
+        self.current, self.since = name, time.monotonic()
+        self.calls_since = self.calls.total if self.calls else 0
+
+    def stop(self) -> None:
+        if self.current:
+            elapsed = time.monotonic() - self.since
+            self.timings[self.current] = round(self.timings.get(self.current, 0) + elapsed, 3)
+            made = (self.calls.total if self.calls else 0) - self.calls_since
+            self.api_calls[self.current] = self.api_calls.get(self.current, 0) + made
+        self.current = None
+
+
+@dataclass
+class Bake:
+    """Everything one bake needs to know, settled before anything is created."""
+
+    aws: Aws
+    settings: object
+    version: str
+    manifest: str
+    regions: list[str]
+    share: list[str]
+    run_id: str = field(default_factory=kiln_tags.new_run_id)
+    clock: Clock = field(default_factory=Clock)
+    package: dict = field(default_factory=dict)
+    base: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    cookbook_digest: str = ""
+
+    @property
+    def bake(self):
+        return self.settings.bake
+
+    @property
+    def app(self) -> str:
+        return self.package["name"]
+
+    def tags(self, role: str, temporary: bool = True, **extra: str) -> dict[str, str]:
+        return kiln_tags.kiln_tags(
+            self.app, role, run_id=self.run_id, version=self.version,
+            expires_in_minutes=self.bake.expires_minutes if temporary else None, **extra)
+
+
+def run(aws: Aws, settings, version: str, manifest: str | None = None,
+        regions: list[str] | None = None, share: list[str] | None = None,
+        dry_run: bool = False) -> dict:
+    """Bake `version`; the release record (or, with `dry_run`, the plan) as a dict."""
+    job = Bake(aws, settings, version, manifest or settings.manifest,
+               _copy_regions(aws, regions if regions is not None else settings.bake.copy_regions),
+               _share_accounts(aws, share if share is not None else settings.bake.share),
+               clock=Clock(aws.calls))
+    with interruptible():
+        job.clock.step("package")
+        job.package = _package(job, dry_run)
+        job.clock.step("base-ami")
+        job.base = base_ami.resolve(aws, settings.bake.base_ami)
+        say(f"bake: base image {job.base['ImageId']} ({job.base.get('Name')})")
+        job.outputs = stacks.outputs(aws, "build")
+        subnet, vpc = _subnet(job)
+        job.cookbook_digest = chef.cookbook_digest(provision.CHEF_DIR)
+        digest = inputs_digest(job)
+        job.clock.step("reuse")
+        existing = _existing_image(job, digest) if job.package.get("sha256") else None
+        if dry_run:
+            return _plan(job, subnet, vpc, digest, existing)
+        image_id = existing["ImageId"] if existing else _new_image(job, subnet, vpc, digest)
+        job.clock.step("copy")
+        images = {aws.region: image_id, **_copy(job, image_id, digest)}
+        job.clock.step("share")
+        shares = _share(job, images)
+        job.clock.stop()
+        return _record(job, images, shares, digest, reused=bool(existing))
+
+
+def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:
+    """The Aminator-style heart: each `with` holds one temporary resource until the image exists."""
+    aws, bake, clock = job.aws, job.bake, job.clock
+    name = f"kiln-{job.app}-{job.run_id}"
+    clock.step("key-pair")
+    with resources.key_pair(aws, name, job.tags("bake-key"), SSH_KEY_TYPE) as key:
+        clock.step("security-group")
+        with resources.security_group(aws, name, vpc, _ssh_cidrs(bake), bake.ssh_port,
+                                      job.tags("bake-sg")) as group:
+            clock.step("launch")
+            with resources.instance(aws, launch_params(job, subnet, key.name, group)) as node:
+                target = _running(job, node, key.private_key)
+                clock.step("ssh")
+                provision.wait_for_ssh(target, bake.ssh_timeout)
+                clock.step("provision")
+                provision.provision(target, _provision_plan(job), job.settings)
+                clock.step("stop")
+                _stop(aws, node)
+                clock.step("image")
+                with resources.image(aws, node, image_name(job), _description(job),
+                                     job.tags("image", False, **provenance(job, digest))) as ami:
+                    _finish_image(job, ami, digest)
+                clock.step("teardown")
+    return ami
+
+
+# -- package ----------------------------------------------------------------------------------
+def _package(job: Bake, dry_run: bool) -> dict:
+    """The RPM of this version, built and published unless the repo has it already."""
+    from packager import build, repo
+    from packager import manifest as manifests
+
+    wanted = manifests.load(job.manifest, job.version)
+    rpm_version, service = wanted.rpm_version, wanted.name if wanted.service_unit else None
+    found = repo.find_package(job.aws, wanted.name, rpm_version, wanted.iteration)
+    if dry_run:
+        action = "reuse the published" if found else "package and publish"
+        say(f"bake: would {action} {wanted.name}-{rpm_version}-{wanted.iteration}")
+        return {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
+                "release": wanted.iteration, "manifest_digest": wanted.digest,
+                "action": action, **(found or {})}
+    built = {**build.package(job.settings, job.manifest, job.version), "service": service}
+    if found is None:
+        repo.publish(job.aws, built["path"])
+        say(f"bake: published {built['nevra']} (sha256 {built['sha256'][:12]}…)")
+        return {**built, "action": "published"}
+    published = _published_source_sha256(job.aws, found)
+    if built["sha256"] not in (published, found.get("sha256")):
+        raise KilnError(f"{built['nevra']} is already in the repo with other content "
+                        f"(sha256 {str(published)[:12]}… there, {built['sha256'][:12]}… built "
+                        f"from {job.manifest}): bump the version or the iteration")
+    say(f"bake: {built['nevra']} is already in the repo with the same content; not publishing")
+    return {**built, "action": "reused"}
+
+
+def _published_source_sha256(aws: Aws, found: dict) -> str | None:
+    """The digest of the file that was published (the repo serves a signed copy of it)."""
+    from packager import repo
+
+    head = repo.Repo.of(aws).head(found["path"])
+    return (head or {}).get("Metadata", {}).get("source-sha256")
+
+
+# -- settings → AWS parameters ---------------------------------------------------------------
+def _copy_regions(aws: Aws, regions: list[str]) -> list[str]:
+    return [r for r in dict.fromkeys(regions) if r and r != aws.region]
+
+
+def _share_accounts(aws: Aws, names: list[str]) -> list[str]:
+    """Account names to share with, checked before anything is created."""
+    names = [n for n in dict.fromkeys(names) if n]
+    for name in names:
+        account_spec(aws.settings, name)  # KilnError naming kiln.accounts when unknown
+    return [n for n in names if n != aws.account_name]
+
+
+def _subnet(job: Bake) -> tuple[str, str]:
+    """(subnet id, VPC id): kiln.bake.subnet (checked), else the bootstrap's bake subnet."""
+    configured = job.bake.subnet
+    if not configured:
+        return _output(job, "BakeSubnetId"), _output(job, "BakeVpcId")
+    try:
+        found = job.aws.client("ec2").describe_subnets(SubnetIds=[configured])["Subnets"]
+    except ClientError as error:
+        if not error.response["Error"]["Code"].startswith("InvalidSubnet"):
+            raise
+        found = []
+    if not found:
+        raise KilnError(f"kiln.bake.subnet: subnet {configured} not found in region "
+                        f"{job.aws.region} of account {job.aws.account_id}")
+    return configured, found[0]["VpcId"]
+
+
+def _output(job: Bake, key: str) -> str:
+    if key not in job.outputs:
+        return stacks.output(job.aws, "build", key)  # the error names the stack and the output
+    return job.outputs[key]
+
+
+def _ssh_cidrs(bake) -> list[str]:
+    """kiln.bake.ssh_cidrs, or this machine's public address as a /32."""
+    if bake.ssh_cidrs:
+        return list(bake.ssh_cidrs)
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(CHECKIP_URL, timeout=10) as answer:
+            address = answer.read().decode().strip()
+    except OSError as error:
+        raise KilnError(f"kiln.bake.ssh_cidrs is empty and {CHECKIP_URL} did not answer "
+                        f"({error}): set the CIDRs SSH may come from") from None
+    return [f"{address}/32"]
+
+
+def launch_params(job: Bake, subnet: str, key_name: str, group: str) -> dict:
+    """RunInstances parameters: IMDSv2 only, encrypted root volume, terminate on shutdown."""
+    bake, base = job.bake, job.base
+    root = base.get("RootDeviceName", "/dev/xvda")
+    network = {"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
+               "DeleteOnTermination": True}
+    if bake.ssh_interface == "public_ip":
+        network["AssociatePublicIpAddress"] = True
+    return {
+        "ImageId": base["ImageId"], "InstanceType": bake.instance_type,
+        "MinCount": 1, "MaxCount": 1, "KeyName": key_name, "ClientToken": job.run_id,
+        "NetworkInterfaces": [network],
+        "IamInstanceProfile": {"Name": _output(job, "BakeInstanceProfileName")},
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                            "HttpPutResponseHopLimit": 1},
+        "BlockDeviceMappings": [{"DeviceName": root, "Ebs": {
+            "VolumeSize": _volume_size(job), "VolumeType": "gp3", "Encrypted": True,
+            "KmsKeyId": _output(job, "AmiKmsKeyArn"), "DeleteOnTermination": True}}],
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "TagSpecifications": [kiln_tags.spec("instance", job.tags("bake-instance")),
+                              kiln_tags.spec("volume", job.tags("bake-volume"))],
+    }
+
+
+def _volume_size(job: Bake) -> int:
+    """kiln.bake.volume_size, but never smaller than the base image's root snapshot."""
+    root = job.base.get("RootDeviceName")
+    sizes = [m["Ebs"].get("VolumeSize", 0) for m in job.base.get("BlockDeviceMappings", [])
+             if m.get("DeviceName") == root and "Ebs" in m]
+    return max([job.bake.volume_size, *sizes])
+
+
+def image_name(job: Bake) -> str:
+    """app-version-iteration-arch-YYYYmmddHHMM, in the characters AMI names allow."""
+    arch = job.base.get("Architecture", job.package.get("arch", "x86_64"))
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M")
+    name = f"{job.app}-{job.version}-{job.package['release']}-{arch}-{stamp}"
+    return re.sub(r"[^A-Za-z0-9()\[\]./\-'@_]", "_", name)[:128]
+
+
+def _description(job: Bake) -> str:
+    return (f"Kiln: {job.package.get('nevra', job.app)} on {job.base['ImageId']} "
+            f"(run {job.run_id})")[:255]
+
+
+# -- inputs and provenance ---------------------------------------------------------------------
+def inputs_digest(job: Bake) -> str:
+    """What decides the image's content; a second bake with the same digest reuses the image."""
+    settings = {key: job.bake.get(key) for key in IMAGE_SETTINGS}
+    inputs = {"base_ami": job.base["ImageId"], "rpm_sha256": job.package.get("sha256"),
+              "cookbook_digest": job.cookbook_digest,
+              "kms_key": job.outputs.get("AmiKmsKeyArn"), "bake_settings": settings}
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def provenance(job: Bake, digest: str) -> dict[str, str]:
+    package, base = job.package, job.base
+    values = {
+        "kiln:rpm-nevra": package.get("nevra"), "kiln:rpm-sha256": package.get("sha256"),
+        "kiln:base-ami-id": base["ImageId"], "kiln:base-ami-name": base.get("Name"),
+        "kiln:git-commit": package.get("commit"), "kiln:cookbook-digest": job.cookbook_digest,
+        "kiln:manifest-digest": package.get("manifest_digest"), INPUTS_DIGEST: digest,
+    }
+    # Tag values are at most 256 characters; a missing one is left out rather than invented.
+    return {k: str(v)[:256] for k, v in values.items() if v}
+
+
+def _existing_image(job: Bake, digest: str) -> dict | None:
+    images = job.aws.client("ec2").describe_images(Owners=["self"], Filters=[
+        {"Name": f"tag:{INPUTS_DIGEST}", "Values": [digest]},
+        {"Name": f"tag:{kiln_tags.APP}", "Values": [job.app]},
+        {"Name": "state", "Values": ["available"]}])["Images"]
+    if not images:
+        return None
+    newest = max(images, key=lambda i: i.get("CreationDate", ""))
+    say(f"bake: reusing image {newest['ImageId']} ({newest.get('Name')}): same base AMI, RPM, "
+        f"cookbooks and bake settings")
+    return newest
+
+
+# -- the instance ------------------------------------------------------------------------------
+def _running(job: Bake, instance_id: str, private_key: str) -> provision.SshTarget:
+    response = waits.wait(job.aws, "instance_running", f"instance {instance_id} running",
+                          InstanceIds=[instance_id])
+    found = response["Reservations"][0]["Instances"][0]
+    key = "PublicIpAddress" if job.bake.ssh_interface == "public_ip" else "PrivateIpAddress"
+    if not found.get(key):
+        raise KilnError(f"instance {instance_id} has no {key} (kiln.bake.ssh_interface is "
+                        f"{job.bake.ssh_interface}; does subnet {found.get('SubnetId')} route "
+                        f"to the internet?)")
+    return provision.SshTarget(instance_id, found[key], job.bake.ssh_port, job.bake.ssh_user,
+                               private_key)
+
+
+def _provision_plan(job: Bake) -> provision.ProvisionPlan:
+    from packager import repo
+
+    package = job.package
+    return provision.ProvisionPlan.for_release(
+        job.settings, app=job.app, version=job.version, release=str(package["release"]),
+        package=package["name"], service=package.get("service"),
+        repo_baseurl=repo.baseurl(job.aws), gpgkey_url=repo.gpgkey_url(job.aws),
+        rpm_version=package.get("rpm_version"))
+
+
+def _stop(aws: Aws, instance_id: str) -> None:
+    aws.client("ec2").stop_instances(InstanceIds=[instance_id])
+    waits.wait(aws, "instance_stopped", f"instance {instance_id} stopped",
+               InstanceIds=[instance_id])
+
+
+def _finish_image(job: Bake, image_id: str, digest: str) -> None:
+    image = waits.image_available(job.aws, image_id)
+    snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
+                 if m.get("Ebs", {}).get("SnapshotId")]
+    if snapshots:
+        tags = job.tags("image-snapshot", False, **provenance(job, digest))
+        job.aws.client("ec2").create_tags(Resources=snapshots, Tags=kiln_tags.to_list(tags))
+    say(f"bake: image {image_id} is available ({len(snapshots)} snapshot(s) tagged)")
+
+
+# -- share, copy, record -----------------------------------------------------------------------
+def _copy(job: Bake, image_id: str, digest: str) -> dict[str, str]:
+    if not job.regions:
+        return {}
+    from provisioner import share
+
+    tags = job.tags("image", False, **provenance(job, digest))
+    return share.copy_to_regions(job.aws, image_id, job.regions, tags)
+
+
+def _share(job: Bake, images: dict[str, str]) -> list[dict]:
+    if not job.share:
+        return []
+    from provisioner import share
+
+    shares = []
+    for region, image_id in images.items():
+        shares += share.share_image(job.aws, image_id, region, job.share)
+    return shares
+
+
+def _record(job: Bake, images: dict[str, str], shares: list[dict], digest: str,
+            reused: bool) -> dict:
+    package = job.package
+    result = {
+        "app": job.app, "version": job.version, "run_id": job.run_id,
+        "account": job.aws.account_id, "region": job.aws.region,
+        "images": images, "image_id": images[job.aws.region], "reused": reused,
+        "inputs_digest": digest, "shares": shares,
+        "rpm": {"nevra": package.get("nevra"), "sha256": package.get("sha256"),
+                "path": str(package.get("path")), "action": package.get("action")},
+        "base_ami": {"id": job.base["ImageId"], "name": job.base.get("Name")},
+        "cookbook_digest": job.cookbook_digest,
+        "manifest_digest": package.get("manifest_digest"), "commit": package.get("commit"),
+        "baked_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timings": job.clock.timings,
+        # The bake's own calls; packaging and publishing are the repo's, counted apart.
+        "api_calls": job.aws.calls.total - job.clock.api_calls.get("package", 0),
+        "api_calls_package": job.clock.api_calls.get("package", 0),
+        "api_calls_by_step": job.clock.api_calls,
+        "api_calls_by_operation": dict(sorted(job.aws.calls.by_operation.items())),
+    }
+    where = record.write(job.settings, job.app, job.version, result)
+    say(f"bake: {'reused' if reused else 'baked'} {result['image_id']} for {job.app} "
+        f"{job.version}; release record {where} ({result['api_calls']} AWS API calls)")
+    return result
+
+
+def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) -> dict:
+    """What a bake would do, as data; nothing is created."""
+    job.clock.stop()
+    name = f"kiln-{job.app}-{job.run_id}"
+    params = launch_params(job, subnet, name, "<security group of this bake>")
+    plan = {
+        "dry_run": True, "app": job.app, "version": job.version,
+        "package": {k: job.package.get(k) for k in ("name", "rpm_version", "release",
+                                                     "sha256", "action")},
+        "base_ami": {"id": job.base["ImageId"], "name": job.base.get("Name")},
+        "reuse": existing["ImageId"] if existing else None, "inputs_digest": digest,
+        "key_pair": name, "security_group": {"name": name, "vpc": vpc,
+                                             "ssh_from": job.bake.ssh_cidrs or ["<your /32>"],
+                                             "port": job.bake.ssh_port},
+        "instance": {k: v for k, v in params.items() if k != "ClientToken"},
+        "copy_regions": job.regions, "share": job.share,
+    }
+    say(f"bake: dry run; base image {plan['base_ami']['id']}, "
+        + (f"would reuse image {plan['reuse']}" if existing else
+           f"would launch a {job.bake.instance_type} in {subnet} and bake a new image")
+        + (f", copy to {', '.join(job.regions)}" if job.regions else "")
+        + (f", share with {', '.join(job.share)}" if job.share else ""))
+    return plan
+
+
+def release_path(settings, app: str, version: str) -> Path:
+    return record.path(settings, app, version)

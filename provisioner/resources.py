@@ -1,0 +1,145 @@
+"""The bake's temporary AWS resources, one context manager each.
+
+Each manager creates its resource (tagged at creation, inside `signals.shielded()` so a signal
+cannot land between "created" and "id known"), yields it, and releases it on any exit. A release
+that fails is reported in one line and left to the janitor (it carries kiln:expires-at); it never
+hides the error that caused the unwinding.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from cloud import tags as kiln_tags
+from cloud.aws import Aws
+from cloud.console import say
+from provisioner import waits
+from provisioner.signals import shielded
+
+# Codes that mean "already gone": releasing twice is not an error.
+GONE = {"InvalidKeyPair.NotFound", "InvalidGroup.NotFound", "InvalidInstanceID.NotFound",
+        "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound"}
+
+
+@dataclass
+class KeyPair:
+    name: str
+    id: str
+    private_key: str
+
+
+@contextmanager
+def key_pair(aws: Aws, name: str, tags: dict[str, str], key_type: str = "ed25519"):
+    """A fresh key pair whose private key lives only in this process's memory."""
+    ec2 = aws.client("ec2")
+    with shielded():
+        made = ec2.create_key_pair(KeyName=name, KeyType=key_type,
+                                   TagSpecifications=[kiln_tags.spec("key-pair", tags)])
+    say(f"bake: created key pair {name} ({made['KeyPairId']})")
+    try:
+        yield KeyPair(name, made["KeyPairId"], made["KeyMaterial"])
+    finally:
+        _release(f"key pair {name}", ec2.delete_key_pair, KeyPairId=made["KeyPairId"])
+
+
+@contextmanager
+def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int,
+                   tags: dict[str, str], dependency_timeout: int = 300):
+    """A group that lets SSH in from `cidrs` only; deleted once nothing uses it any more."""
+    ec2 = aws.client("ec2")
+    with shielded():
+        group_id = ec2.create_security_group(
+            GroupName=name, VpcId=vpc_id, Description=f"Kiln bake {tags.get(kiln_tags.RUN_ID)}: "
+            f"SSH from {', '.join(cidrs)}",
+            TagSpecifications=[kiln_tags.spec("security-group", tags)])["GroupId"]
+    say(f"bake: created security group {name} ({group_id}), SSH from {', '.join(cidrs)}")
+    try:
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+            "IpRanges": [{"CidrIp": c, "Description": "Kiln bake SSH"} for c in cidrs]}])
+        yield group_id
+    finally:
+        # The instance's network interface can hold the group for a while after termination.
+        delete = retry(retry=retry_if_exception(_dependency_violation), reraise=True,
+                       stop=stop_after_delay(dependency_timeout),
+                       wait=wait_exponential(1, max=15))(ec2.delete_security_group)
+        _release(f"security group {group_id}", delete, GroupId=group_id)
+
+
+@contextmanager
+def instance(aws: Aws, params: dict):
+    """One instance from RunInstances `params`; terminated (and waited for) on exit."""
+    ec2 = aws.client("ec2")
+    with shielded():
+        instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+    say(f"bake: launched instance {instance_id} ({params['InstanceType']}, {params['ImageId']})")
+    try:
+        yield instance_id
+    finally:
+        _release(f"instance {instance_id}", _terminate, aws, instance_id)
+
+
+def _terminate(aws: Aws, instance_id: str) -> None:
+    aws.client("ec2").terminate_instances(InstanceIds=[instance_id])
+    waits.wait(aws, "instance_terminated", f"instance {instance_id} terminated",
+               InstanceIds=[instance_id])
+    say(f"bake: terminated instance {instance_id}")
+
+
+@contextmanager
+def image(aws: Aws, instance_id: str, name: str, description: str, tags: dict[str, str]):
+    """CreateImage from the stopped instance; deregistered with its snapshots unless the block
+    completes, so a failed or interrupted bake leaves no image behind."""
+    ec2 = aws.client("ec2")
+    with shielded():
+        # Snapshots are tagged once they exist: a `snapshot` TagSpecification here is refused by
+        # some endpoints, and the snapshot ids are only known after the image is available.
+        image_id = ec2.create_image(InstanceId=instance_id, Name=name, Description=description,
+                                    TagSpecifications=[kiln_tags.spec("image", tags)])["ImageId"]
+    say(f"bake: creating image {image_id} ({name})")
+    try:
+        yield image_id
+    except BaseException:
+        _release(f"image {image_id}", deregister, aws, image_id)
+        raise
+
+
+def deregister(aws: Aws, image_id: str) -> None:
+    """Deregister an image and delete its snapshots (an AMI never leaves orphaned snapshots)."""
+    ec2 = aws.client("ec2")
+    try:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except ClientError as error:
+        if _code(error) not in GONE:
+            raise
+        images = []
+    snapshots = [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", [])
+                 if m.get("Ebs", {}).get("SnapshotId")]
+    ec2.deregister_image(ImageId=image_id)
+    for snapshot in snapshots:
+        _release(f"snapshot {snapshot}", ec2.delete_snapshot, SnapshotId=snapshot)
+    say(f"bake: deregistered image {image_id} and {len(snapshots)} snapshot(s)")
+
+
+def _release(what: str, action, *args, **kwargs) -> None:
+    with shielded():
+        try:
+            action(*args, **kwargs)
+        except ClientError as error:
+            if _code(error) in GONE:
+                return
+            say(f"bake: could not release {what}: {error}; the janitor will remove it by tag")
+        except (BotoCoreError, waits.WaitError) as error:
+            say(f"bake: could not release {what}: {error}; the janitor will remove it by tag")
+
+
+def _dependency_violation(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and _code(error) == "DependencyViolation"
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")

@@ -1,0 +1,84 @@
+"""SIGINT and SIGTERM as exceptions, so a bake's stack of context managers unwinds on either.
+
+Inside `interruptible()`, the first SIGINT or SIGTERM raises `Interrupted` where the bake is, and
+the `with` blocks above it release what they hold. Two things keep that release complete:
+
+- `shielded()` wraps each create call: a signal arriving while AWS is creating a resource is held
+  until the call has returned and its id is known, so the resource is never created unseen.
+- After the first signal, later ones only print a line: cleanup is never cut short by a second
+  Ctrl-C. (What a kill -9 leaves, the janitor finds by tag and expiry.)
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from cloud.console import say
+
+
+class Interrupted(KeyboardInterrupt):
+    """The bake was asked to stop by SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _State:
+    def __init__(self):
+        self.shield_depth = 0
+        self.pending: int | None = None
+        self.raised = False
+
+
+_state = _State()
+
+
+def _handle(signum, _frame) -> None:
+    if _state.raised:
+        say(f"bake: {signal.Signals(signum).name} received; still cleaning up, please wait")
+        return
+    if _state.shield_depth:
+        _state.pending = signum
+        return
+    _state.raised = True
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGINT/SIGTERM into `Interrupted` for the block (main thread only; else a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    global _state
+    saved_state = _state
+    _state = _State()
+    saved = {s: signal.signal(s, _handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        _state = saved_state
+
+
+@contextmanager
+def shielded():
+    """Hold signals for the block; raise the held one, if any, once the block has finished."""
+    _state.shield_depth += 1
+    try:
+        yield
+    finally:
+        _state.shield_depth -= 1
+    if not _state.shield_depth and _state.pending is not None and not _state.raised:
+        signum, _state.pending = _state.pending, None
+        _state.raised = True
+        raise Interrupted(signum)
+
+
+def interrupted() -> bool:
+    """True once a signal has been turned into `Interrupted` (cleanup is under way)."""
+    return _state.raised
