@@ -22,6 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from cloud.console import say
 from cloud.errors import KilnError
+from sandbox import instances, signing
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -70,6 +71,7 @@ class Sandbox:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             if self.running():
+                instances.start(self.state_dir)  # the sshd standing in for bake instances
                 return self.endpoint
             port = self.wanted_port or _free_port(self.host)
             log = open(self._file("moto.log"), "ab")  # noqa: SIM115 - handed to the child
@@ -87,10 +89,12 @@ class Sandbox:
                 _stop(process.pid)
                 raise
             say(f"sandbox: moto server started at {endpoint} (log: {self._file('moto.log')})")
+            instances.start(self.state_dir)
             return endpoint
 
     def down(self) -> bool:
-        """Stop the server; True if one was running."""
+        """Stop the server (and the sandbox sshd); True if one was running."""
+        instances.stop(self.state_dir)
         pid = self._read_int("moto.pid")
         for name in ("moto.pid", "moto.port"):
             self._file(name).unlink(missing_ok=True)
@@ -128,6 +132,8 @@ def ensure_up(settings) -> Sandbox:
     box.up()
     os.environ.pop("AWS_PROFILE", None)
     os.environ.update(box.env())
+    instances.overlay(settings, box.state_dir)
+    signing.overlay(settings)
     return box
 
 

@@ -1,0 +1,63 @@
+"""EC2 instances reachable over SSH, as on AWS: the sandbox sshd stands in for the instance.
+
+On AWS, an instance launched with a KeyName gets that key pair's public key in the login user's
+authorized_keys (cloud-init does it at first boot), and is reached at its public IP. In the
+sandbox, RunInstances with a KeyName authorizes the key pair's public key in the sandbox sshd,
+tied to that instance by a forced command (sandbox.instances.launch); every public IP that EC2
+assigns to an instance is 127.0.0.1, where that sshd listens (private IPs are kept). Terminating
+an instance (TerminateInstances, or any other way moto terminates one) removes its key and its
+world; a sandbox reset forgets them all.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from sandbox import instances
+
+PUBLIC_IP = "127.0.0.1"
+
+
+def apply(state_dir: Path) -> None:
+    from moto.ec2.models import elastic_network_interfaces
+    from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    elastic_network_interfaces.random_public_ip = lambda: PUBLIC_IP
+    InstanceBackend.run_instances = _after_run(InstanceBackend.run_instances, state_dir)
+    Instance.terminate = _after_terminate(Instance.terminate, state_dir)
+    MotoAPIBackend.reset = _after_reset(MotoAPIBackend.reset, state_dir)
+
+
+def _after_run(run_instances, state_dir: Path):
+    @functools.wraps(run_instances)
+    def wrapper(backend, *args, **kwargs):
+        reservation = run_instances(backend, *args, **kwargs)
+        for instance in reservation.instances:
+            key = backend.key_pairs.get(instance.key_name) if instance.key_name else None
+            if key is not None:
+                instances.launch(state_dir, instance.id, key.public_key)
+        return reservation
+
+    return wrapper
+
+
+def _after_terminate(terminate, state_dir: Path):
+    @functools.wraps(terminate)
+    def wrapper(instance, *args, **kwargs):
+        previous = terminate(instance, *args, **kwargs)
+        instances.terminate(state_dir, instance.id)
+        return previous
+
+    return wrapper
+
+
+def _after_reset(reset, state_dir: Path):
+    @functools.wraps(reset)
+    def wrapper(backend, *args, **kwargs):
+        result = reset(backend, *args, **kwargs)
+        instances.forget_all(state_dir)
+        return result
+
+    return wrapper
