@@ -50,6 +50,53 @@ sandbox.add_task(sandbox_env, "env")
 ns = Collection()
 ns.add_collection(sandbox)
 
+# -- bootstrap ------------------------------------------------------------------------------
+
+
+@kiln_task(help={"account": "an account name from kiln.accounts, or all (default)",
+                 "dry-run": "show the change sets, then delete them; change nothing",
+                 "yes": "apply without asking (CI); without it Kiln asks on the terminal",
+                 "json": "print one result per stack as JSON on stdout"})
+def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
+    """Create or update the support stacks (build account, target accounts) via change sets."""
+    from cloud import bootstrap as stacks
+    from cloud.console import emit_json
+    from cloud.target import connect
+
+    config = settings(c)
+    results = stacks.run(config, connect(config), account, dry_run=dry_run, yes=yes)
+    if json:
+        emit_json(results)
+
+
+@kiln_task(help={"account": "an account name from kiln.accounts, or all (default)",
+                 "json": "print the checks as JSON on stdout"})
+def bootstrap_verify(c, account=None, json=False):
+    """Check the real support resources: public bucket, encryption, key and trust policies…"""
+    from cloud import verify
+    from cloud.console import emit_json
+    from cloud.errors import KilnError
+    from cloud.target import connect
+
+    config = settings(c)
+    checks = verify.run(config, connect(config), account)
+    for check in checks:
+        say(f"{'✓' if check.ok else '✗'} [{check.account}] {check.name}")
+        for problem in check.problems:
+            say(f"    {problem}")
+    if json:
+        emit_json({"ok": all(ch.ok for ch in checks), "checks": [ch.as_dict() for ch in checks]})
+    failed = [ch for ch in checks if not ch.ok]
+    if failed:
+        count = sum(len(ch.problems) for ch in failed)
+        raise KilnError(f"bootstrap.verify: {count} problem(s) in {len(failed)} check(s)")
+
+
+bootstrap_tasks = Collection("bootstrap")
+bootstrap_tasks.add_task(bootstrap_apply, "apply", default=True)
+bootstrap_tasks.add_task(bootstrap_verify, "verify")
+ns.add_collection(bootstrap_tasks)
+
 # -- packaging ------------------------------------------------------------------------------
 
 

@@ -125,6 +125,13 @@ SCHEMA: dict = {
         "port": N0(1),
     },
     "stacks": {"prefix": S},
+    "bootstrap": {
+        "repo_read_vpces": L,
+        "repo_read_cidrs": L,
+        "bake_vpc_cidr": S,
+        "bake_subnet_cidr": S,
+        "log_retention_days": N(1),
+    },
     "package": {
         "backend": C("auto", "rpmbuild", "fpm"),
         "compression": C("zstd", "gzip", "xz", "none"),

@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import instances, signing
+from sandbox import bootstrap, instances, signing
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -134,6 +134,7 @@ def ensure_up(settings) -> Sandbox:
     os.environ.update(box.env())
     instances.overlay(settings, box.state_dir)
     signing.overlay(settings)
+    bootstrap.overlay(settings)
     return box
 
 
