@@ -123,6 +123,7 @@ SCHEMA: dict = {
         "state_dir": S,
         "host": S,
         "port": N0(1),
+        "smoke_commands": Value(list, nullable=True),
     },
     "stacks": {"prefix": S},
     "bootstrap": {

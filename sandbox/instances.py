@@ -18,6 +18,7 @@ already owns the instance's world), `chef-solo` (a stand-in: Chef cannot be inst
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shlex
 import shutil
@@ -34,6 +35,9 @@ SESSION = INSTANCE_KIT / "session"
 KEY_OPTIONS = "no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
 CHEF_INSTALL_COMMAND = "sandbox-install-chef {version}"
 BASE_PACKAGE = "sandbox-base"
+# What Amazon Linux 2023 base images have and apps commonly require; sandbox-base declares them
+# so that dnf can resolve such a dependency. Only /bin/sh is real in an instance root.
+BASE_PROVIDES = ["python3 = 3.9.16", "/usr/bin/python3"]
 
 
 # -- lifecycle, called by sandbox.control ---------------------------------------------------
@@ -53,8 +57,9 @@ def overlay(settings, state_dir: str | Path | None = None):
 
     kiln.bake.ssh_port: the sshd's port; ssh_user: the current user (the only one sshd admits);
     ssh_cidrs: 127.0.0.1/32 when empty (no public-IP lookup offline); chef_install_command: the
-    sandbox's (the real one would install Chef on this host). sudo stays as configured: the
-    instance's `sudo` is a pass-through.
+    sandbox's (the real one would install Chef on this host); smoke_commands:
+    kiln.sandbox.smoke_commands unless null (no service runs on a sandbox instance). sudo stays
+    as configured: the instance's `sudo` is a pass-through.
     """
     sshd = Sshd(state_dir or settings.sandbox.state_dir)
     bake = settings.bake
@@ -63,6 +68,8 @@ def overlay(settings, state_dir: str | Path | None = None):
     if not bake.get("ssh_cidrs"):
         bake["ssh_cidrs"] = [f"{sshd.host}/32"]
     bake["chef_install_command"] = CHEF_INSTALL_COMMAND
+    if settings.sandbox.get("smoke_commands") is not None:
+        bake["smoke_commands"] = list(settings.sandbox.smoke_commands)
     say(f"sandbox: bake instances are reached over the sandbox sshd at "
         f"{sshd.host}:{bake['ssh_port']}")
     return settings
@@ -138,6 +145,7 @@ Summary: Kiln sandbox base image: the /bin/sh that package scriptlets run with
 License: Apache-2.0
 BuildArch: noarch
 AutoReqProv: no
+{provides}
 %global debug_package %{{nil}}
 %global __os_install_post %{{nil}}
 %global _binaries_in_noarch_packages_terminate_build 0
@@ -161,14 +169,16 @@ def base_repo(state_dir: str | Path) -> Path:
 def ensure_base_repo(state_dir: str | Path) -> Path:
     """Build the `sandbox-base` RPM and its repo under the state dir, unless already there."""
     repo = base_repo(state_dir)
-    if (repo / "repodata/repomd.xml").exists():
-        return repo
     work = Path(tempfile.mkdtemp(prefix="base-build-", dir=Path(state_dir).resolve()))
     try:
         tree = work / "SOURCES/tree"
         files = _copy_shell(tree)
-        (work / "base.spec").write_text(BASE_SPEC.format(name=BASE_PACKAGE,
-                                                         files="\n".join(files)))
+        provides = "\n".join(f"Provides: {capability}" for capability in BASE_PROVIDES)
+        spec = BASE_SPEC.format(name=BASE_PACKAGE, provides=provides, files="\n".join(files))
+        stamp = hashlib.sha256(spec.encode()).hexdigest()
+        if (repo / "spec.sha256").exists() and (repo / "spec.sha256").read_text() == stamp:
+            return repo
+        (work / "base.spec").write_text(spec)
         env = {**os.environ, "HOME": str(work)}  # keep rpm's database out of the real HOME
         subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}",
                         str(work / "base.spec")], check=True, env=env, capture_output=True)
@@ -178,6 +188,8 @@ def ensure_base_repo(state_dir: str | Path) -> Path:
             shutil.copy2(rpm, staging)
         subprocess.run(["createrepo_c", "--quiet", str(staging)], check=True, env=env,
                        capture_output=True)
+        (staging / "spec.sha256").write_text(stamp)
+        shutil.rmtree(repo, ignore_errors=True)
         os.replace(staging, repo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
