@@ -43,7 +43,7 @@ def key_pair(aws: Aws, name: str, tags: dict[str, str], key_type: str = "ed25519
     try:
         yield KeyPair(name, made["KeyPairId"], made["KeyMaterial"])
     finally:
-        _release(f"key pair {name}", ec2.delete_key_pair, KeyPairId=made["KeyPairId"])
+        _release(f"key pair {name}", ec2.delete_key_pair, KeyName=name)
 
 
 @contextmanager
@@ -129,6 +129,8 @@ def _release(what: str, action, *args, **kwargs) -> None:
     with shielded():
         try:
             action(*args, **kwargs)
+            if not what.startswith(("instance", "image", "snapshot")):  # those say it themselves
+                say(f"bake: deleted {what}")
         except ClientError as error:
             if _code(error) in GONE:
                 return

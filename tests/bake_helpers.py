@@ -1,0 +1,95 @@
+"""What bake tests share: a bootstrapped sandbox, and counting what a bake left behind."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+import tasks
+from cloud import tags as kiln_tags
+
+# The temporary resources of a bake, by the service call that lists them.
+TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
+
+
+def bootstrap(run_invoke) -> None:
+    """The build account's support stack: `invoke bootstrap --yes` when Kiln has it, else the
+    few resources a bake reads from the stack's outputs, made directly."""
+    if hasattr(tasks, "bootstrap"):
+        run_invoke("bootstrap", "--yes", check=True)
+        return
+    s3, kms, iam, ddb, ec2, cfn = (boto3.client(s) for s in (
+        "s3", "kms", "iam", "dynamodb", "ec2", "cloudformation"))
+    bucket = "kiln-test-repo"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    key = kms.create_key(Description="kiln amis")["KeyMetadata"]["Arn"]
+    iam.create_instance_profile(InstanceProfileName="kiln-bake")
+    ddb.create_table(TableName="kiln-locks", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "LockKey", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "LockKey", "KeyType": "HASH"}])
+    subnet = ec2.describe_subnets()["Subnets"][0]
+    outputs = {"RepoBucket": bucket, "AmiKmsKeyArn": key, "BakeInstanceProfileName": "kiln-bake",
+               "LockTableName": "kiln-locks", "BakeSubnetId": subnet["SubnetId"],
+               "BakeVpcId": subnet["VpcId"]}
+    template = {"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+                "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
+    cfn.create_stack(StackName="kiln-build", TemplateBody=json.dumps(template))
+
+
+def leftovers(run_id: str | None = None, app: str = "hello-web") -> dict[str, list[str]]:
+    """Temporary bake resources still there, counted with each service's own describe call."""
+    ec2 = boto3.client("ec2")
+    wanted = {kiln_tags.APP: app}
+    if run_id:
+        wanted[kiln_tags.RUN_ID] = run_id
+    found = {}
+    for role, kind in (("bake-instance", "instances"), ("bake-key", "key_pairs"),
+                       ("bake-sg", "security_groups"), ("bake-volume", "volumes")):
+        filters = kiln_tags.filters({**wanted, kiln_tags.ROLE: role})
+        if kind == "instances":
+            found[role] = [i["InstanceId"] for r in ec2.describe_instances(Filters=filters)[
+                "Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        elif kind == "key_pairs":
+            found[role] = [k["KeyPairId"] for k in ec2.describe_key_pairs(Filters=filters)[
+                "KeyPairs"]]
+        elif kind == "security_groups":
+            found[role] = [g["GroupId"] for g in ec2.describe_security_groups(Filters=filters)[
+                "SecurityGroups"]]
+        else:
+            found[role] = [v["VolumeId"] for v in ec2.describe_volumes(Filters=filters)[
+                "Volumes"]]
+    return {role: ids for role, ids in found.items() if ids}
+
+
+def images(app: str = "hello-web") -> list[dict]:
+    ec2 = boto3.client("ec2")
+    return ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {kiln_tags.APP: app, kiln_tags.ROLE: "image"}))["Images"]
+
+
+PROBE = "bake-probe"
+
+
+def write_probe_manifest(folder) -> str:
+    """A one-file package with no dependencies: installs into a bare sandbox instance root."""
+    app = folder / "probe"
+    app.mkdir(parents=True, exist_ok=True)
+    (app / "probe.txt").write_text("baked by kiln\n")
+    manifest = folder / f"{PROBE}.yaml"
+    manifest.write_text(f"""\
+name: {PROBE}
+version: 1.0.0
+iteration: 1
+arch: noarch
+summary: A file to bake into an image
+description: Installs one file; the bake tests' package.
+license: MIT
+files:
+  - src: probe/probe.txt
+    dest: /opt/{PROBE}/probe.txt
+""")
+    return str(manifest)
