@@ -8,6 +8,7 @@ header and file list.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
         script_files[key] = path
     output = work / manifest.filename
     argv = fpm_argv(manifest, root, output, provenance, script_files, epoch, compression, level)
-    run(argv, env=build_env(home, epoch))
+    argv[1:1] = ["--workdir", str(home)]
+    # fpm is a Ruby program that may live in the user's gem dir: keep the caller's environment.
+    run(argv, env={**os.environ, **build_env(home, epoch), "HOME": os.environ.get("HOME", "/")})
     if not output.is_file():
         raise KilnError(f"fpm: {manifest.filename} was not produced in {work}")
     return output

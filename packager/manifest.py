@@ -284,10 +284,12 @@ def _iteration(node: Node) -> str:
     return raw
 
 
-def _choice(node: Node, key: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(node: Node, key: str, choices: tuple[str, ...], default: str,
+            label: str | None = None) -> str:
     value = node.get(key, default)
     if value not in choices:
-        raise _Problem(_at(node, key), key, f"{value!r} is not one of {', '.join(choices)}")
+        raise _Problem(_at(node, key), label or key,
+                       f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 
@@ -504,7 +506,7 @@ def _service(value: Any, top: Node, manifest: Manifest) -> str:
                        "expected a command line starting with an absolute path")
     default_user = manifest.user.name if manifest.user else "root"
     user = _account(value, "user", "service.user", default=default_user)
-    restart = _choice(value, "restart", RESTARTS, "on-failure")
+    restart = _choice(value, "restart", RESTARTS, "on-failure", "service.restart")
     lines = ["[Unit]", f"Description={manifest.summary.replace('%', '%%')}",
              "After=network-online.target", "Wants=network-online.target", "",
              "[Service]", "Type=simple", f"User={user}"]
