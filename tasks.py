@@ -119,6 +119,76 @@ def package(c, manifest=None, version=None, json=False):
 
 ns.add_task(package)
 
+# -- the yum repository ---------------------------------------------------------------------
+
+
+@kiln_task(help={"rpm": "the RPM file to publish",
+                 "manifest": "build this manifest first (default: kiln.manifest), then publish",
+                 "version": "with --manifest: the version to build",
+                 "json": "print the result as JSON on stdout"})
+def publish(c, rpm=None, manifest=None, version=None, json=False):
+    """Sign an RPM and publish it into the S3 yum repository (metadata updated incrementally)."""
+    from cloud.console import emit_json
+    from cloud.errors import KilnError
+    from cloud.target import connect
+    from packager import repo
+
+    config = settings(c)
+    if rpm and (manifest or version):
+        raise KilnError("publish: give --rpm, or --manifest/--version, not both")
+    aws = connect(config)
+    if not rpm:
+        from packager.build import package as build_package
+
+        rpm = build_package(config, manifest or config.manifest, version)["path"]
+    result = repo.publish(aws, rpm)
+    if json:
+        emit_json(result)
+
+
+@kiln_task(help={"app": "only this package name", "json": "print baseurl and packages as JSON"})
+def repo_list(c, app=None, json=False):
+    """List the packages in the yum repository (read from its metadata)."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from packager import repo
+
+    aws = connect(settings(c))
+    packages = repo.list_packages(aws, app)
+    fields = ("name", "epoch", "version", "release", "arch", "sha256", "path")
+    if json:
+        emit_json({"baseurl": repo.baseurl(aws),
+                   "packages": [{k: p[k] for k in fields} for p in packages]})
+        return
+    say(f"repo: {repo.repo_file_url(aws)}")
+    for p in packages:
+        print(f"{p['name']}-{p['version']}-{p['release']}.{p['arch']}  {p['sha256']}")
+
+
+@kiln_task(help={"keep": "versions to keep per package name",
+                 "dry_run": "print what would be removed and change nothing",
+                 "json": "print the plan as JSON on stdout"})
+def repo_prune(c, keep, dry_run=False, json=False):
+    """Remove all but the newest KEEP versions of each package from the yum repository."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from packager import repo
+
+    plan = repo.prune(connect(settings(c)), int(keep), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for p in plan["remove"]:
+        say(f"repo.prune: {verb} {p['name']}-{p['version']}-{p['release']}.{p['arch']}")
+    say(f"repo.prune: {len(plan['remove'])} {verb}, {plan['kept']} kept")
+    if json:
+        emit_json(plan)
+
+
+ns.add_task(publish)
+repo_tasks = Collection("repo")
+repo_tasks.add_task(repo_list, "list")
+repo_tasks.add_task(repo_prune, "prune")
+ns.add_collection(repo_tasks)
+
 # -- bake -----------------------------------------------------------------------------------
 
 

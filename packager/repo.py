@@ -1,0 +1,552 @@
+"""The yum repository on S3: publish signed RPMs, list and prune them, serve a .repo file.
+
+Layout under `s3://<bucket>/<kiln.repo.prefix>/` (default prefix el9/x86_64):
+
+    kiln.repo                      the .repo file a client drops into /etc/yum.repos.d/
+    RPM-GPG-KEY-kiln               the public signing key (gpgcheck and repo_gpgcheck)
+    Packages/<n>-<v>-<r>.<a>.rpm   the packages, immutable once published
+    repodata/repomd.xml(.asc)      the index and its detached signature
+    repodata/<sha256>-*.xml.gz     checksum-named metadata, never overwritten
+    .kiln/superseded.json          metadata and packages waiting out the grace period
+
+Publishing is incremental: only repodata/ is downloaded, createrepo_c reads only the new RPM, and
+only the new package and the new metadata files are uploaded. Readers are never shown a half
+state: the package goes first, then the new metadata files, repomd.xml and its signature last;
+files the new repomd.xml no longer names are deleted only on a later run, once they have been
+unreferenced for `kiln.repo.metadata_grace_seconds`. A lease in the lock table serializes the
+read-modify-write of repodata/, and repomd.xml is written with If-Match on the ETag that was read.
+
+Signing: publish signs a copy of the RPM, never the file in dist/ (the packager's builds stay
+reproducible). The repo's `sha256` of a package is that of the signed file dnf downloads; the
+object also records `source-sha256`, the digest of the file that was published, which is what
+immutability compares: the same file again is "unchanged", other bytes under the same
+name-version-release are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from cloud import locks, stacks
+from cloud.aws import Aws
+from cloud.console import say
+from cloud.errors import KilnError
+from packager import repodata, signing
+from packager.signing import Signer
+
+KEY_FILE = "RPM-GPG-KEY-kiln"
+REPO_FILE = "kiln.repo"
+LEDGER = ".kiln/superseded.json"
+REPOMD = "repodata/repomd.xml"
+CHUNK = 1024 * 1024
+# Above this size a package goes up in parts, read one part at a time (bounded memory).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+TRANSFER = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE,
+                          max_concurrency=4)
+
+
+@dataclass(frozen=True)
+class RpmInfo:
+    name: str
+    epoch: str
+    version: str
+    release: str
+    arch: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}.rpm"
+
+    @property
+    def nevra(self) -> str:
+        epoch = "" if self.epoch in ("", "0") else f"{self.epoch}:"
+        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+
+
+@dataclass
+class Metadata:
+    """The repodata/ that was read: repomd.xml's bytes and ETag, and its data files."""
+
+    repomd: bytes
+    etag: str
+    files: dict[str, str]
+    signature: bytes | None
+
+
+# -- the repository -----------------------------------------------------------------------------
+
+
+class Repo:
+    def __init__(self, aws: Aws, bucket: str, prefix: str):
+        self.aws = aws
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.s3 = aws.client("s3")
+
+    @classmethod
+    def of(cls, aws: Aws) -> Repo:
+        bucket = aws.settings.repo.bucket or stacks.output(aws, "build", "RepoBucket")
+        return cls(aws, bucket, aws.settings.repo.prefix)
+
+    def key(self, href: str) -> str:
+        return f"{self.prefix}/{href}" if self.prefix else href
+
+    def where(self, href: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(href)}"
+
+    # -- objects -----------------------------------------------------------------------------
+    def head(self, href: str) -> dict | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=self.key(href))
+        except ClientError as error:
+            if _status(error) == 404:
+                return None
+            raise self._error("read", href, error) from None
+
+    def get(self, href: str) -> tuple[bytes, str] | None:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.key(href))
+        except ClientError as error:
+            if _status(error) == 404 or _code(error) == "NoSuchKey":
+                return None
+            raise self._error("read", href, error) from None
+        return response["Body"].read(), response["ETag"]
+
+    def download(self, href: str, target: Path) -> None:
+        try:
+            self.s3.download_file(self.bucket, self.key(href), str(target), Config=TRANSFER)
+        except ClientError as error:
+            raise self._error("download", href, error) from None
+
+    def put(self, href: str, body: bytes, content_type: str, **conditions) -> None:
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(href), Body=body,
+                               ContentType=content_type, CacheControl="no-cache", **conditions)
+        except ClientError as error:
+            raise self._error("write", href, error) from None
+
+    def upload(self, path: Path, href: str, content_type: str) -> None:
+        try:
+            self.s3.upload_file(str(path), self.bucket, self.key(href), Config=TRANSFER,
+                                ExtraArgs={"ContentType": content_type})
+        except ClientError as error:
+            raise self._error("upload", href, error) from None
+        except Exception as error:  # boto3 wraps failures in S3UploadFailedError
+            raise KilnError(f"cannot upload {self.where(href)}: {error}") from None
+
+    def delete(self, hrefs: list[str]) -> None:
+        for start in range(0, len(hrefs), 1000):
+            batch = [{"Key": self.key(h)} for h in hrefs[start:start + 1000]]
+            try:
+                self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch,
+                                                                   "Quiet": True})
+            except ClientError as error:
+                raise self._error("delete", hrefs[start], error) from None
+
+    def listing(self, folder: str) -> list[str]:
+        hrefs, base = [], f"{self.key(folder)}/"
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
+        try:
+            for page in pages:
+                hrefs += [f"{folder}/{o['Key'][len(base):]}" for o in page.get("Contents", [])]
+        except ClientError as error:
+            raise self._error("list", folder, error) from None
+        return hrefs
+
+    def _error(self, verb: str, href: str, error: ClientError) -> KilnError:
+        if _code(error) == "NoSuchBucket":
+            return KilnError(f"repo bucket {self.bucket} does not exist (kiln.repo.bucket or the "
+                             f"build stack's RepoBucket output): run `invoke bootstrap`")
+        return KilnError(f"cannot {verb} {self.where(href)}: {_code(error)} "
+                         f"{error.response.get('Error', {}).get('Message', '')}".rstrip())
+
+    # -- the lease ---------------------------------------------------------------------------
+    @contextmanager
+    def lease(self):
+        settings = self.aws.settings
+        table = settings.repo.lock_table or stacks.output(self.aws, "build", "LockTableName")
+        with locks.lease(self.aws, table, f"repo/{self.bucket}/{self.prefix}",
+                         locks.owner_description(), wait_seconds=settings.repo.lock_timeout):
+            yield
+
+    # -- metadata ----------------------------------------------------------------------------
+    def fetch_metadata(self, tree: Path, types: tuple[str, ...] | None = None) -> Metadata | None:
+        """Download repodata/ (repomd.xml and its data files) into `tree`; None when empty."""
+        found = self.get(REPOMD)
+        if found is None:
+            return None
+        body, etag = found
+        files = repodata.data_files(body)
+        (tree / "repodata").mkdir(parents=True, exist_ok=True)
+        (tree / REPOMD).write_bytes(body)
+        for kind, href in files.items():
+            if types is None or kind in types:
+                self.download(href, tree / href)
+        signature = self.get(f"{REPOMD}.asc")
+        return Metadata(body, etag, files, signature[0] if signature else None)
+
+    def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> None:
+        """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc."""
+        body = (tree / REPOMD).read_bytes()
+        new_files = repodata.data_files(body)
+        old_files = set(old.files.values()) if old else set()
+        for href in new_files.values():
+            if href not in old_files:
+                self.upload(tree / href, href, _content_type(href))
+        signature = signer.sign_detached(tree / REPOMD).read_bytes() if signer else None
+        condition = {"IfMatch": old.etag} if old else {"IfNoneMatch": "*"}
+        try:
+            self.put(REPOMD, body, "application/xml", **condition)
+        except KilnError as error:
+            if "PreconditionFailed" in str(error):
+                raise KilnError(f"{self.where(REPOMD)} changed while Kiln held the repo lock "
+                                f"(a lease that expired?); nothing was changed: run it again"
+                                ) from None
+            raise
+        try:
+            if signature is not None:
+                self.put(f"{REPOMD}.asc", signature, "application/pgp-signature")
+        except KilnError:
+            self._restore(old)
+            raise
+
+    def _restore(self, old: Metadata | None) -> None:
+        """Put back the repomd.xml that was read, so index and signature match again."""
+        if old is None:
+            self.delete([REPOMD])
+        else:
+            self.put(REPOMD, old.repomd, "application/xml")
+
+    # -- retiring superseded files ----------------------------------------------------------
+    def retire(self, live: set[str], extra: list[str] = ()) -> list[str]:
+        """Record unreferenced repodata files (and `extra` hrefs) in the ledger; delete those
+        recorded more than the grace period ago. Returns the hrefs deleted now."""
+        found = self.get(LEDGER)
+        ledger = json.loads(found[0]) if found else {}
+        before = dict(ledger)
+        now = int(time.time())
+        keep = live | {REPOMD, f"{REPOMD}.asc"}
+        for href in [*self.listing("repodata"), *extra]:
+            if href not in keep:
+                ledger.setdefault(href, now)
+        for href in [h for h in ledger if h in keep]:
+            del ledger[href]
+        grace = self.aws.settings.repo.metadata_grace_seconds
+        due = sorted(h for h, since in ledger.items() if now - since >= grace)
+        if due:
+            self.delete(due)
+            for href in due:
+                del ledger[href]
+        if ledger != before:
+            self.put(LEDGER, json.dumps(ledger, indent=1, sort_keys=True).encode(),
+                     "application/json")
+        return due
+
+    # -- what clients read -----------------------------------------------------------------
+    def ensure_client_files(self, signer: Signer | None) -> None:
+        """Serve kiln.repo and the public key; written only when they differ."""
+        wanted = {REPO_FILE: (repo_file(self.aws, self.bucket, self.prefix, signer is not None),
+                              "text/plain")}
+        if signer:
+            wanted[KEY_FILE] = (signer.public_key(), "application/pgp-keys")
+        for href, (body, content_type) in wanted.items():
+            current = self.get(href)
+            if current is None or current[0] != body:
+                self.put(href, body, content_type)
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+def bucket_url(aws: Aws, bucket: str) -> str:
+    """The bucket's HTTP URL: virtual-hosted on AWS, path-style on any other endpoint."""
+    s3 = aws.client("s3")
+    endpoint = s3.meta.endpoint_url.rstrip("/")
+    host = urlsplit(endpoint).hostname or ""
+    if host.endswith(".amazonaws.com") or host == "amazonaws.com":
+        return f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com"
+    return f"{endpoint}/{bucket}"
+
+
+def baseurl(aws: Aws) -> str:
+    """The URL dnf uses as the repository's baseurl."""
+    repo = Repo.of(aws)
+    return f"{bucket_url(aws, repo.bucket)}/{repo.prefix}".rstrip("/")
+
+
+def gpgkey_url(aws: Aws) -> str:
+    return f"{baseurl(aws)}/{KEY_FILE}"
+
+
+def repo_file_url(aws: Aws) -> str:
+    return f"{baseurl(aws)}/{REPO_FILE}"
+
+
+def repo_file(aws: Aws, bucket: str, prefix: str, signed: bool) -> bytes:
+    url = f"{bucket_url(aws, bucket)}/{prefix}".rstrip("/")
+    check = "1" if signed else "0"
+    lines = ["[kiln]", "name=Kiln packages", f"baseurl={url}", "enabled=1",
+             f"gpgcheck={check}", f"repo_gpgcheck={check}"]
+    if signed:
+        lines.append(f"gpgkey={url}/{KEY_FILE}")
+    lines.append("metadata_expire=60")
+    return ("\n".join(lines) + "\n").encode()
+
+
+# -- publish -----------------------------------------------------------------------------------
+
+
+def publish(aws: Aws, rpm_path: str | Path) -> dict:
+    """Put one RPM into the repository and update the metadata; see the module docstring."""
+    rpm_path = Path(rpm_path)
+    repo = Repo.of(aws)
+    signer = signing.from_settings(aws.settings)
+    info = rpm_info(rpm_path)
+    source_sha256 = sha256_file(rpm_path)
+    href = f"Packages/{info.filename}"
+    result = {"name": info.name, "epoch": info.epoch, "version": info.version,
+              "release": info.release, "arch": info.arch, "nevra": info.nevra, "path": href,
+              "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
+              "source_sha256": source_sha256}
+    with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp:
+        tree = Path(tmp) / "repo"
+        (tree / "Packages").mkdir(parents=True)
+        sha256, created = _place_package(repo, rpm_path, tree, href, source_sha256, signer)
+        try:
+            with repo.lease():
+                status = _add_to_metadata(repo, tree, info, href, sha256, signer)
+        except BaseException:
+            if created:  # leave the repository as it was
+                repo.delete([href])
+            raise
+    repo.ensure_client_files(signer)
+    say(f"publish: {info.nevra} {status} in {repo.where()}")
+    return {**result, "sha256": sha256, "status": status}
+
+
+def _place_package(repo: Repo, rpm_path: Path, tree: Path, href: str, source_sha256: str,
+                   signer: Signer | None) -> tuple[str, bool]:
+    """Sign a copy and upload it unless the object exists; (published sha256, created)."""
+    existing = repo.head(href)
+    if existing is None:
+        staged = tree / href
+        shutil.copyfile(rpm_path, staged)
+        if signer:
+            signer.sign_rpm(staged)
+        sha256 = sha256_file(staged)
+        if _put_package(repo, staged, href, sha256, source_sha256):
+            return sha256, True
+        staged.unlink()  # another publish won the race: use its object
+        existing = repo.head(href)
+    published = existing.get("Metadata", {})
+    if source_sha256 not in (published.get("source-sha256"), published.get("sha256")):
+        raise KilnError(_immutable(repo, href, published.get("source-sha256", "unknown")))
+    return published.get("sha256", source_sha256), False
+
+
+def _put_package(repo: Repo, path: Path, href: str, sha256: str, source_sha256: str) -> bool:
+    """Create the object only if absent (If-None-Match); False if it exists already."""
+    params = {"Bucket": repo.bucket, "Key": repo.key(href), "ContentType": "application/x-rpm",
+              "Metadata": {"sha256": sha256, "source-sha256": source_sha256}}
+    try:
+        if path.stat().st_size <= MULTIPART_THRESHOLD:
+            with open(path, "rb") as body:
+                repo.s3.put_object(**params, Body=body, IfNoneMatch="*",
+                                   ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+        else:
+            _put_multipart(repo, path, params)
+    except ClientError as error:
+        if _status(error) == 412 or _code(error) == "PreconditionFailed":
+            return False
+        raise repo._error("upload", href, error) from None
+    return True
+
+
+def _put_multipart(repo: Repo, path: Path, params: dict) -> None:
+    """A multipart upload, one part in memory at a time, completed with If-None-Match."""
+    where = {"Bucket": params["Bucket"], "Key": params["Key"]}
+    upload_id = repo.s3.create_multipart_upload(**params)["UploadId"]
+    try:
+        parts = []
+        with open(path, "rb") as handle:
+            while chunk := handle.read(PART_SIZE):
+                number = len(parts) + 1
+                etag = repo.s3.upload_part(**where, UploadId=upload_id, PartNumber=number,
+                                           Body=chunk)["ETag"]
+                parts.append({"ETag": etag, "PartNumber": number})
+                del chunk
+        repo.s3.complete_multipart_upload(**where, UploadId=upload_id, IfNoneMatch="*",
+                                          MultipartUpload={"Parts": parts})
+    except BaseException:
+        repo.s3.abort_multipart_upload(**where, UploadId=upload_id)
+        raise
+
+
+def _add_to_metadata(repo: Repo, tree: Path, info: RpmInfo, href: str, sha256: str,
+                     signer: Signer | None) -> str:
+    old = repo.fetch_metadata(tree)
+    if old is not None:
+        for package in repodata.read_primary(tree / old.files["primary"]):
+            if _same_nevra(package, info):
+                if package["sha256"] == sha256:
+                    return "unchanged"
+                raise KilnError(_immutable(repo, href, package["sha256"]))
+    if not (tree / href).exists():
+        repo.download(href, tree / href)  # uploaded by an earlier, interrupted publish
+    repodata.add_packages(tree, [href])
+    repo.write_metadata(tree, old, signer)
+    live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
+    repo.retire(live)
+    return "published"
+
+
+def _same_nevra(package: dict, info: RpmInfo) -> bool:
+    return (package["name"], package["epoch"], package["version"], package["release"],
+            package["arch"]) == (info.name, info.epoch or "0", info.version, info.release,
+                                 info.arch)
+
+
+def _immutable(repo: Repo, href: str, other: str) -> str:
+    return (f"{repo.where(href)} is already published with other content (sha256 {other}); "
+            f"versions are immutable: publish it under a new version or iteration")
+
+
+# -- list, find, prune -------------------------------------------------------------------------
+
+
+def list_packages(aws: Aws, app: str | None = None) -> list[dict]:
+    """Every published package (from primary.xml), oldest version first within each name."""
+    repo = Repo.of(aws)
+    with tempfile.TemporaryDirectory(prefix="kiln-repo-") as tmp:
+        meta = repo.fetch_metadata(Path(tmp), types=("primary",))
+        if meta is None:
+            return []
+        packages = repodata.read_primary(Path(tmp) / meta.files["primary"])
+    if app:
+        packages = [p for p in packages if p["name"] == app]
+    return sort_packages(packages)
+
+
+def find_package(aws: Aws, name: str, rpm_version: str, release: str) -> dict | None:
+    for package in list_packages(aws, name):
+        if (package["version"], package["release"]) == (rpm_version, release):
+            return package
+    return None
+
+
+def prune(aws: Aws, keep: int, dry_run: bool = False) -> dict:
+    """Keep the newest `keep` versions of each package name; the metadata is updated first, the
+    removed packages are deleted once unreferenced for the grace period (now, if it is 0)."""
+    if keep < 1:
+        raise KilnError(f"--keep must be at least 1, got {keep}")
+    repo = Repo.of(aws)
+    signer = None if dry_run else signing.from_settings(aws.settings)
+    with tempfile.TemporaryDirectory(prefix="kiln-prune-") as tmp:
+        tree = Path(tmp) / "repo"
+        with repo.lease():
+            old = repo.fetch_metadata(tree)
+            packages = repodata.read_primary(tree / old.files["primary"]) if old else []
+            remove = _prune_plan(packages, keep)
+            plan = {"keep": keep, "dry_run": dry_run, "remove": remove,
+                    "kept": len(packages) - len(remove), "deleted": []}
+            if dry_run or not remove:
+                return plan
+            gone = {p["path"] for p in remove}
+            repodata.keep_packages(tree, [p["path"] for p in packages if p["path"] not in gone])
+            repo.write_metadata(tree, old, signer)
+            live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
+            plan["deleted"] = repo.retire(live, sorted(gone))
+    return plan
+
+
+def _prune_plan(packages: list[dict], keep: int) -> list[dict]:
+    by_name: dict[str, list[dict]] = {}
+    for package in sort_packages(packages):
+        by_name.setdefault(package["name"], []).append(package)
+    return [p for versions in by_name.values() for p in versions[:-keep]]
+
+
+def sort_packages(packages: list[dict]) -> list[dict]:
+    """By name, then by rpm's own version ordering (1.0~rc1 < 1.0 < 1.10), then arch."""
+    if not packages:
+        return []
+    order = rpm_order([(p["epoch"], p["version"], p["release"]) for p in packages])
+    rank = {i: position for position, i in enumerate(order)}
+    indexed = sorted(range(len(packages)),
+                     key=lambda i: (packages[i]["name"], rank[i], packages[i]["arch"]))
+    return [packages[i] for i in indexed]
+
+
+def rpm_order(evrs: list[tuple[str, str, str]]) -> list[int]:
+    """Indices of `evrs` in ascending order, compared by rpm itself (rpm.vercmp in its Lua)."""
+    for evr in evrs:
+        for part in evr:
+            if not re.fullmatch(r"[A-Za-z0-9._+~^]*", part or ""):
+                raise KilnError(f"repodata lists an invalid version part {part!r}")
+    table = ",".join(f'{{{i},"{e or 0}","{v}","{r}"}}' for i, (e, v, r) in enumerate(evrs))
+    script = (
+        "%{lua: local t={" + table + "}\n"
+        "local function cmp(a,b) for k=2,4 do local c=rpm.vercmp(a[k],b[k]) "
+        "if c~=0 then return c<0 end end return false end\n"
+        "table.sort(t,cmp) local o={} for _,x in ipairs(t) do o[#o+1]=x[1] end "
+        "print(table.concat(o,' '))}")
+    result = subprocess.run(["rpm", "--eval", script], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise KilnError(f"rpm could not compare versions: {result.stderr.strip()}")
+    return [int(i) for i in result.stdout.split()]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def rpm_info(path: Path) -> RpmInfo:
+    if not path.is_file():
+        raise KilnError(f"{path}: no such RPM file")
+    with tempfile.TemporaryDirectory(prefix="kiln-rpmdb-") as dbpath:
+        result = subprocess.run(
+            ["rpm", "--dbpath", dbpath, "-qp", "--nosignature", "--nodigest", "--qf",
+             "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}",
+             str(path)], capture_output=True, text=True)
+    fields = result.stdout.split("\t")
+    if result.returncode != 0 or len(fields) != 6:
+        detail = result.stderr.strip().splitlines()
+        raise KilnError(f"{path}: not a readable RPM ({detail[-1] if detail else 'no header'})")
+    name, epoch, version, release, arch, source = fields
+    if source == "(none)":
+        raise KilnError(f"{path}: a source RPM; the repository takes binary RPMs only")
+    return RpmInfo(name, epoch, version, release, arch)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _content_type(href: str) -> str:
+    return "application/xml" if href.endswith(".xml") else "application/octet-stream"
+
+
+def _status(error: ClientError) -> int:
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")

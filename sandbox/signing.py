@@ -1,0 +1,64 @@
+"""The sandbox's own repository signing key, made once under the sandbox state directory.
+
+`overlay(settings)` fills `kiln.repo.gpg_key` and `kiln.repo.gpg_home` when they are null, so the
+sandbox signs RPMs and repomd.xml like a real deployment does, with a key nobody else holds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+from cloud.errors import KilnError
+
+USER_ID = "Kiln sandbox repository <repo@kiln.sandbox.invalid>"
+
+
+def ensure_key(state_dir: str | Path) -> tuple[str, str]:
+    """(gpg_home, fingerprint) of the sandbox key, generating it on first use (RSA 3072)."""
+    home = Path(state_dir).resolve() / "gnupg"
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(home.parent / "gnupg.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fingerprint = _fingerprint(home)
+        if fingerprint is None:
+            # RSA: the rpm of EL9 verifies RSA signatures; no passphrase, no expiry.
+            _gpg(home, "--passphrase", "", "--quick-gen-key", USER_ID, "rsa3072", "sign", "never")
+            fingerprint = _fingerprint(home)
+    if fingerprint is None:
+        raise KilnError(f"sandbox: no signing key in {home} after generating one")
+    return str(home), fingerprint
+
+
+def overlay(settings) -> None:
+    """Point the repo signing settings at the sandbox key unless they are set."""
+    repo = settings.repo
+    if not repo.sign or repo.gpg_key:
+        return
+    home, fingerprint = ensure_key(settings.sandbox.state_dir)
+    repo["gpg_home"] = repo.gpg_home or home
+    repo["gpg_key"] = fingerprint
+
+
+def stop_agent(gpg_home: str | Path) -> None:
+    """Stop the gpg-agent serving `gpg_home` (it outlives gpg otherwise)."""
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ,
+                   "GNUPGHOME": str(gpg_home)}, capture_output=True, check=False)
+
+
+def _fingerprint(home: Path) -> str | None:
+    out = _gpg(home, "--with-colons", "--list-secret-keys", USER_ID, check=False)
+    for line in out.splitlines():
+        if line.startswith("fpr:"):
+            return line.split(":")[9]
+    return None
+
+
+def _gpg(home: Path, *args: str, check: bool = True) -> str:
+    result = subprocess.run(["gpg", "--batch", "--homedir", str(home), *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise KilnError(f"sandbox: gpg {args[0]} failed in {home}: {result.stderr.strip()}")
+    return result.stdout
