@@ -15,8 +15,9 @@ PROD_ID = "222222222222"
 
 
 def base_image(ec2) -> str:
-    images = ec2.describe_images(Owners=["amazon"])["Images"]
-    return sorted(images, key=lambda i: i["ImageId"])[0]["ImageId"]
+    images = ec2.describe_images(Owners=["amazon"], Filters=[
+        {"Name": "name", "Values": ["al2023-ami-2023.*-x86_64"]}])["Images"]
+    return max(images, key=lambda i: i["CreationDate"])["ImageId"]
 
 
 def kms_key(kms, description: str = "test ami key") -> str:

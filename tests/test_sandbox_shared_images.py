@@ -120,3 +120,9 @@ def test_deprecation_time_is_set_rounded_and_cleared(build, image):
     assert shown["DeprecationTime"] == "2031-05-04T03:03:00.000Z"
     ec2.disable_image_deprecation(ImageId=image_id)
     assert "DeprecationTime" not in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+
+
+def test_default_ebs_key_is_aws_managed(build):
+    make_image(build.client("ec2"), None)
+    key = build.client("kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
+    assert key["KeyManager"] == "AWS"

@@ -12,6 +12,7 @@ and ignores CopyImage's Encrypted, KmsKeyId and TagSpecifications. On AWS:
   owner's key (a grant or key-policy statement for the caller's account). The copy is encrypted
   with KmsKeyId, or the source key within one account and region, or the destination's default
   EBS key. TagSpecifications tag the copy at creation.
+- The default EBS key (alias/aws/ebs) is an AWS managed key: DescribeKey says KeyManager AWS.
   (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html,
   https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/CopyingAMIs.html)
 """
@@ -26,6 +27,7 @@ from moto.ec2.exceptions import EC2ClientError, InvalidAMIIdError
 from moto.ec2.models import amis as amis_module
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.utils import generic_filter
 
@@ -172,7 +174,20 @@ def _block_device_mappings(self) -> list[dict[str, Any]]:
                      "Encrypted": bool(self.ebs_snapshot.encrypted)}}]
 
 
+def _default_key(original):
+    def create(self) -> str:
+        from moto.kms.models import kms_backends
+
+        arn = original(self)
+        kms_backends[self.account_id][self.region_name].describe_key(arn).key_manager = "AWS"
+        return arn
+
+    return create
+
+
 def apply(state_dir: Path) -> None:
+    EBSBackend._create_default_encryption_key = _default_key(
+        EBSBackend._create_default_encryption_key)
     AmiBackend.describe_images = describe_images
     AmiBackend.create_image = create_image
     AmiBackend.copy_image = copy_image
