@@ -64,12 +64,15 @@ def overlay(settings, state_dir: str | Path | None = None):
     sshd = Sshd(state_dir or settings.sandbox.state_dir)
     bake = settings.bake
     bake["ssh_port"] = sshd.port or start(sshd.dir.parent)
-    bake["ssh_user"] = current_user()
-    if not bake.get("ssh_cidrs"):
-        bake["ssh_cidrs"] = [f"{sshd.host}/32"]
-    bake["chef_install_command"] = CHEF_INSTALL_COMMAND
-    if settings.sandbox.get("smoke_commands") is not None:
-        bake["smoke_commands"] = list(settings.sandbox.smoke_commands)
+    # Once per settings object: a caller may adjust the overlaid values and connect again.
+    if not getattr(settings, "sandbox_overlaid", False):
+        bake["ssh_user"] = current_user()
+        if not bake.get("ssh_cidrs"):
+            bake["ssh_cidrs"] = [f"{sshd.host}/32"]
+        bake["chef_install_command"] = CHEF_INSTALL_COMMAND
+        if settings.sandbox.get("smoke_commands") is not None:
+            bake["smoke_commands"] = list(settings.sandbox.smoke_commands)
+        settings.sandbox_overlaid = True
     say(f"sandbox: bake instances are reached over the sandbox sshd at "
         f"{sshd.host}:{bake['ssh_port']}")
     return settings

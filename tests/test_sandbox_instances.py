@@ -141,6 +141,9 @@ def test_overlay_points_the_bake_at_the_sandbox_sshd(kiln_settings, sandbox_box,
     assert settings.bake.smoke_commands == ["sandbox-verify {package}"]
     assert (f"sandbox: bake instances are reached over the sandbox sshd at 127.0.0.1:{port}"
             in capsys.readouterr().err)
+    settings.bake["chef_install_command"] = None  # a caller's own choice survives a reconnect
+    ensure_up(settings)
+    assert settings.bake.chef_install_command is None and settings.bake.ssh_port == port
     configured = kiln_settings(bake={"ssh_cidrs": ["10.0.0.0/8"], "smoke_commands": ["true"]},
                                sandbox={"smoke_commands": None})
     ensure_up(configured)
