@@ -424,43 +424,39 @@ def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
     return entries
 
 
-def _file_entry(real: Path, dest: str, kind: str, attrs: dict) -> Entry:
+def _file_entry(real: Path, dest: str, kind: str, attrs: dict,
+                st_mode: int | None = None) -> Entry:
     mode = attrs["mode"]
     if mode is None:
-        mode = 0o755 if real.stat().st_mode & stat.S_IXUSR else 0o644
+        st_mode = real.stat().st_mode if st_mode is None else st_mode
+        mode = 0o755 if st_mode & stat.S_IXUSR else 0o644
     return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
                  src=real)
 
 
 def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
           label: str) -> list[Entry]:
-    """A source directory, recursively: its directories owned by the package, its files."""
-    owner, group = attrs["owner"], attrs["group"]
-    entries = [Entry(dest=dest, kind="dir", mode=0o755, owner=owner, group=group)]
-    for current, dirs, files in os.walk(root, followlinks=False):
-        dirs.sort()
-        base = Path(current)
-        relative = base.relative_to(root).as_posix()
-        prefix = dest if relative == "." else f"{dest}/{relative}"
-        for name in list(dirs):
-            path = base / name
-            if path.is_symlink():
-                dirs.remove(name)
-                files.append(name)  # a symlinked directory is refused or packaged as its files
-                continue
-            target = _dest(f"{prefix}/{name}", line, f"{label}.src ({path.relative_to(folder)})")
-            entries.append(Entry(dest=target, kind="dir", mode=0o755, owner=owner, group=group))
-        for name in sorted(files):
-            path = base / name
-            shown = f"{label}.src ({path.relative_to(folder)})"
-            real = _inside(path, folder, line, shown)
-            target = _dest(f"{prefix}/{name}", line, shown)
-            if real.is_dir():
-                entries += _tree(real, target, kind, folder, attrs, line, label)
-            elif real.is_file():
-                entries.append(_file_entry(real, target, kind, attrs))
-            else:
-                raise _Problem(line, shown, "is neither a regular file nor a directory")
+    """A source directory, recursively: its directories owned by the package, its files.
+
+    `root` is already a real path inside `folder`; only symlinks below it need resolving.
+    """
+    entries = [Entry(dest=dest, kind="dir", mode=0o755, owner=attrs["owner"],
+                     group=attrs["group"])]
+    with os.scandir(root) as scan:
+        children = sorted(scan, key=lambda item: item.name)
+    for item in children:
+        path = Path(item.path)
+        shown = f"{label}.src ({path.relative_to(folder)})"
+        target = _dest(f"{dest}/{item.name}", line, shown)
+        if item.is_symlink():
+            path = _inside(path, folder, line, shown)
+        if path.is_dir() if item.is_symlink() else item.is_dir(follow_symlinks=False):
+            entries += _tree(path, target, kind, folder, attrs, line, label)
+        elif path.is_file() if item.is_symlink() else item.is_file(follow_symlinks=False):
+            st_mode = None if item.is_symlink() else item.stat(follow_symlinks=False).st_mode
+            entries.append(_file_entry(path, target, kind, attrs, st_mode))
+        else:
+            raise _Problem(line, shown, "is neither a regular file nor a directory")
     return entries
 
 
