@@ -37,7 +37,7 @@ printf '%s\\n' '{version}-{release}' > %{{buildroot}}/usr/share/{name}/VERSION
 
 TOOL_STUB = """#!/bin/sh
 # Stands in for the real tool inside the test installroot: records the call, succeeds.
-echo "$(basename "$0") $*" >> /var/log/kiln-base-tools.log
+echo "${{0##*/}} $*" >> /var/log/kiln-base-tools.log
 {tail}
 """
 
@@ -55,7 +55,7 @@ Provides: python3 = 3.11.0
 %global _binaries_in_noarch_packages_terminate_build 0
 
 %description
-The host's sh with the libraries it loads, plus recording stand-ins for useradd, groupadd,
+The host's sh with the libraries it loads, /dev/null, and recording stand-ins for useradd, groupadd,
 getent and systemctl (no systemd or shadow-utils exist in a test installroot).
 
 %install
@@ -120,7 +120,9 @@ def build_base(folder: Path) -> Path:
         stub.chmod(0o755)
         files.append(f"/{where}/{tool}")
     (tree / "var/log").mkdir(parents=True)
-    files.append("%dir /var/log")
+    (tree / "dev").mkdir()
+    # Scriptlets redirect to /dev/null; a base image has it (a virtual device entry here).
+    files += ["%dir /var/log", "%dir /dev", "%dev(c,1,3) %attr(0666,root,root) /dev/null"]
     text = BASE_SPEC.format(tree=tree, files="\n".join(files))
     return rpmbuild(text, folder / f"base-work-{time.time_ns()}", folder / "base-out")
 
