@@ -176,7 +176,29 @@ SCHEMA: dict = {
         "copy_regions": L,
         "deprecate_after_days": N0(1),
     },
-    "deploy": M0,
+    "ami": {"keep": N(1)},
+    "deploy": {
+        "account": S,
+        "region": S0,
+        "stack": S0,
+        "instance_type": S,
+        "capacity": {"desired": N(1), "max": N(1)},
+        "canary": {
+            "percent": N(1),
+            "capacity": C("proportional", "baseline"),
+            "min_capacity": N(1),
+        },
+        "steps": S,
+        "watch": S,
+        "health_timeout": S,
+        "disable": {"mode": C("keep", "scale_down"), "delay": S},
+        "keep": N(0),
+        "alarms": L,
+        "lock": {"table": S0, "lease": S},
+        "health_check": {"path": S, "grace_period": N(0)},
+        "user_data": {"env_file": S, "environment": M0, "command": S0},
+        "self_service": {"ttl": S, "instance_type": S0, "header": S},
+    },
 }
 
 

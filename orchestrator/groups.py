@@ -1,0 +1,207 @@
+"""The AWS calls that change a cluster: server groups, their capacity and tags, the listener."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import shlex
+from datetime import UTC, datetime, timedelta
+
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
+
+from cloud import tags
+from cloud.errors import KilnError
+from orchestrator import cluster as model
+from orchestrator.environment import Environment
+
+SCALE_DOWN_ACTION = "kiln-disable-scale-down"
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def target_group_name(group: str) -> str:
+    """Target group names are at most 32 characters: long ones keep a hash of the full name."""
+    if len(group) <= 32:
+        return group
+    digest = hashlib.sha256(group.encode()).hexdigest()[:8]
+    return f"{group[:23].rstrip('-')}-{digest}"
+
+
+def group_tags(env: Environment, name: str, version: str, ami: str, run_id: str,
+               state: str, **extra: str) -> dict[str, str]:
+    return tags.kiln_tags(env.app, model.ROLE, run_id=run_id, version=version,
+                          **{model.CLUSTER: env.cluster, model.SERVER_GROUP: name,
+                             model.AMI: ami, model.STATE: state, **extra})
+
+
+def user_data(env: Environment, name: str, version: str, extra: dict | None = None) -> str:
+    """A boot script writing the environment file the app's service reads, then its command."""
+    settings = env.settings.deploy.user_data
+    values = {"KILN_APP": env.app, "KILN_VERSION": version, "KILN_CLUSTER": env.cluster,
+              "KILN_SERVER_GROUP": name, "KILN_ACCOUNT": env.aws.account_name,
+              "KILN_REGION": env.region, "KILN_PORT": str(env.instance_port)}
+    for key, value in {**(settings.environment or {}), **(extra or {})}.items():
+        if not _ENV_KEY.match(str(key)) or "\n" in str(value):
+            raise KilnError(f"kiln.deploy.user_data.environment.{key}: keys are shell names, "
+                            "values one line")
+        values[str(key)] = str(value)
+    lines = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
+    path = shlex.quote(settings.env_file)
+    script = ("#!/bin/bash\n# Written by Kiln: this server group's environment.\n"
+              "set -euo pipefail\n"
+              f"install -d -m 0755 \"$(dirname {path})\"\n"
+              f"cat > {path} <<'KILN_ENVIRONMENT'\n{lines}\nKILN_ENVIRONMENT\n"
+              f"chmod 0644 {path}\n")
+    if settings.command:
+        script += settings.command + "\n"
+    return script
+
+
+def create(env: Environment, name: str, image, instance_type: str, capacity: int,
+           max_size: int, run_id: str, state: str, extra_tags: dict | None = None,
+           extra_environment: dict | None = None) -> None:
+    """Target group, launch template, then the Auto Scaling group: all tagged at creation."""
+    labels = group_tags(env, name, image.version, image.id, run_id, state, **(extra_tags or {}))
+    settings = env.settings.deploy
+    tg = env.client("elbv2").create_target_group(
+        Name=target_group_name(name), Protocol="HTTP", Port=env.instance_port,
+        VpcId=env.vpc_id, TargetType="instance", HealthCheckProtocol="HTTP",
+        HealthCheckPath=settings.health_check.path, Matcher={"HttpCode": "200"},
+        Tags=tags.to_list(labels))["TargetGroups"][0]["TargetGroupArn"]
+    data = {
+        "ImageId": image.id, "InstanceType": instance_type,
+        "IamInstanceProfile": {"Arn": env.instance_profile_arn},
+        "SecurityGroupIds": [env.security_group_id],
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                            "HttpPutResponseHopLimit": 1},
+        "UserData": base64.b64encode(
+            user_data(env, name, image.version, extra_environment).encode()).decode(),
+        "TagSpecifications": [tags.spec("instance", labels), tags.spec("volume", labels)],
+    }
+    template = env.client("ec2").create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData=data,
+        TagSpecifications=[tags.spec("launch-template", labels)])["LaunchTemplate"]
+    env.client("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"],
+                        "Version": str(template["LatestVersionNumber"])},
+        MinSize=capacity, MaxSize=max(max_size, capacity), DesiredCapacity=capacity,
+        VPCZoneIdentifier=",".join(env.subnet_ids), TargetGroupARNs=[tg],
+        HealthCheckType="ELB", HealthCheckGracePeriod=settings.health_check.grace_period,
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": k != model.STATE,
+               "ResourceId": name, "ResourceType": "auto-scaling-group"}
+              for k, v in sorted(labels.items())])
+
+
+def scale(env: Environment, name: str, capacity: int, max_size: int) -> None:
+    """Pin the group at `capacity` (min = desired) so nothing but Kiln changes it."""
+    cancel_scale_down(env, name)
+    env.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName=name, MinSize=capacity, DesiredCapacity=capacity,
+        MaxSize=max(max_size, capacity))
+
+
+def set_states(env: Environment, states: dict[str, str]) -> None:
+    """Retag several groups in one call, so no reader ever sees two active groups."""
+    env.client("autoscaling").create_or_update_tags(Tags=[
+        {"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": model.STATE,
+         "Value": state, "PropagateAtLaunch": False} for name, state in states.items()])
+
+
+def schedule_scale_down(env: Environment, name: str, delay_seconds: int) -> None:
+    """Scale a disabled group to 0 after the delay, by Auto Scaling itself (no process waits)."""
+    if delay_seconds <= 0:
+        scale(env, name, 0, 0)
+        return
+    env.client("autoscaling").put_scheduled_update_group_action(
+        AutoScalingGroupName=name, ScheduledActionName=SCALE_DOWN_ACTION,
+        StartTime=datetime.now(UTC) + timedelta(seconds=delay_seconds),
+        MinSize=0, DesiredCapacity=0)
+
+
+def scheduled_scale_down(env: Environment, name: str) -> dict | None:
+    actions = env.client("autoscaling").describe_scheduled_actions(
+        AutoScalingGroupName=name, ScheduledActionNames=[SCALE_DOWN_ACTION]
+    )["ScheduledUpdateGroupActions"]
+    return actions[0] if actions else None
+
+
+def cancel_scale_down(env: Environment, name: str) -> None:
+    try:
+        env.client("autoscaling").delete_scheduled_action(
+            AutoScalingGroupName=name, ScheduledActionName=SCALE_DOWN_ACTION)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("ValidationError", "ResourceNotFound"):
+            raise
+
+
+def set_weights(env: Environment, weights: dict[str, int]) -> None:
+    """The listener's default action: a weighted forward to exactly these target groups."""
+    if not weights:
+        raise KilnError(f"refusing to leave listener {env.listener_arn} with nothing to forward to")
+    env.client("elbv2").modify_listener(ListenerArn=env.listener_arn, DefaultActions=[{
+        "Type": "forward", "ForwardConfig": {
+            "TargetGroups": [{"TargetGroupArn": arn, "Weight": weight}
+                             for arn, weight in weights.items()],
+            "TargetGroupStickinessConfig": {"Enabled": False}}}])
+
+
+def delete(env: Environment, name: str, target_group_arn: str | None,
+           launch_template_id: str | None) -> None:
+    """Delete the Auto Scaling group (and its instances), then its target group and template."""
+    autoscaling = env.client("autoscaling")
+    try:
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+    except ClientError as error:
+        if "not found" not in str(error).lower():
+            raise
+    _wait_gone(env, name)
+    if target_group_arn:
+        delete_target_group(env, target_group_arn)
+    if launch_template_id:
+        delete_launch_template(env, launch_template_id)
+
+
+def delete_target_group(env: Environment, arn: str) -> None:
+    try:
+        env.client("elbv2").delete_target_group(TargetGroupArn=arn)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "TargetGroupNotFound":
+            raise
+
+
+def delete_launch_template(env: Environment, template_id: str) -> None:
+    try:
+        env.client("ec2").delete_launch_template(LaunchTemplateId=template_id)
+    except ClientError as error:
+        if "NotFound" not in error.response["Error"]["Code"]:
+            raise
+
+
+def _wait_gone(env: Environment, name: str) -> None:
+    """ForceDelete terminates the instances first; the group disappears once they are gone."""
+    retry(retry=retry_if_result(bool), wait=wait_exponential(0.25, max=15),
+          stop=stop_after_delay(900), reraise=True)(model.describe_group)(env, name)
+
+
+def orphans(env: Environment, known: set[str], listener_arns: set[str]) -> dict[str, list[str]]:
+    """Target groups and launch templates of this cluster whose Auto Scaling group never came
+    to be (an interrupted create): returns {"target_groups": [...], "launch_templates": [...]}."""
+    result = {"target_groups": [], "launch_templates": []}
+    templates = env.client("ec2").describe_launch_templates(
+        Filters=[{"Name": f"tag:{model.CLUSTER}", "Values": [env.cluster]}])["LaunchTemplates"]
+    for template in templates:
+        if template["LaunchTemplateName"] not in known:
+            result["launch_templates"].append(template["LaunchTemplateId"])
+    elbv2 = env.client("elbv2")
+    groups = [tg for page in elbv2.get_paginator("describe_target_groups").paginate()
+              for tg in page["TargetGroups"] if tg.get("VpcId") == env.vpc_id]
+    arns = [tg["TargetGroupArn"] for tg in groups if tg["TargetGroupArn"] not in listener_arns]
+    for start in range(0, len(arns), 20):
+        for desc in elbv2.describe_tags(ResourceArns=arns[start:start + 20])["TagDescriptions"]:
+            found = tags.from_list(desc.get("Tags"))
+            if (found.get(model.CLUSTER) == env.cluster
+                    and found.get(model.SERVER_GROUP) not in known):
+                result["target_groups"].append(desc["ResourceArn"])
+    return result

@@ -1,0 +1,111 @@
+"""Waiting for a server group to be healthy, and watching the alarms that judge a canary.
+
+Both poll with exponential backoff (tenacity) up to a deadline: never a fixed tight loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
+
+from cloud.console import say
+from cloud.errors import KilnError
+from orchestrator import cluster as model
+from orchestrator.environment import Environment
+from orchestrator.inputs import human
+
+
+class Unhealthy(KilnError):
+    """A server group did not become healthy in time, or is not healthy when it must be."""
+
+
+class AlarmFired(KilnError):
+    """An alarm that judges the canary went into ALARM during a watch."""
+
+    def __init__(self, names: list[str]):
+        super().__init__(f"alarm {', '.join(names)} in ALARM")
+        self.names = names
+
+
+def healthy_count(env: Environment, name: str) -> tuple[int, int, list[str]]:
+    """(healthy instances, desired capacity, reasons for the others) of one server group."""
+    asg = model.describe_group(env, name)
+    if asg is None:
+        raise Unhealthy(f"server group {name} does not exist in {env.where}")
+    tg = (asg.get("TargetGroupARNs") or [None])[0]
+    healthy, reasons = model.healthy_instances(env, asg, tg)
+    return len(healthy), asg["DesiredCapacity"], reasons
+
+
+def require_healthy(env: Environment, name: str, capacity: int) -> None:
+    """Fail unless the group has at least `capacity` (and at least one) healthy instances."""
+    healthy, _desired, reasons = healthy_count(env, name)
+    if healthy < max(1, capacity):
+        detail = f": {'; '.join(reasons[:3])}" if reasons else ""
+        raise Unhealthy(f"server group {name} has {healthy} healthy of {capacity} needed{detail}")
+
+
+def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
+                 tick: Callable[[], None] | None = None) -> None:
+    """Wait until `capacity` instances are InService and healthy in the group's target group."""
+    state = {"healthy": 0, "reasons": []}
+
+    def short() -> bool:
+        if tick:
+            tick()
+        state["healthy"], _desired, state["reasons"] = healthy_count(env, name)
+        return state["healthy"] < capacity
+
+    retry(retry=retry_if_result(bool), wait=wait_exponential(0.25, max=15),
+          stop=stop_after_delay(timeout), retry_error_callback=lambda _: True)(short)()
+    if state["healthy"] < capacity:
+        detail = f": {'; '.join(state['reasons'][:3])}" if state["reasons"] else ""
+        raise Unhealthy(f"server group {name}: {state['healthy']} of {capacity} instances "
+                        f"InService and healthy after {human(timeout)}{detail}")
+
+
+def alarms_in_alarm(env: Environment, names: list[str]) -> list[str]:
+    if not names:
+        return []
+    cloudwatch = env.client("cloudwatch")
+    found = []
+    for start in range(0, len(names), 100):
+        alarms = cloudwatch.describe_alarms(AlarmNames=names[start:start + 100])
+        found += [a["AlarmName"] for a in alarms["MetricAlarms"] + alarms["CompositeAlarms"]
+                  if a["StateValue"] == "ALARM"]
+    return found
+
+
+def watch(env: Environment, seconds: int, groups: list[str],
+          tick: Callable[[], None] | None = None) -> None:
+    """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades."""
+    if seconds <= 0:
+        return
+    say(f"watching alarms {', '.join(env.alarm_names) or '(none)'} for {human(seconds)}")
+    deadline = time.monotonic() + seconds
+
+    def check() -> bool:
+        if tick:
+            tick()
+        firing = alarms_in_alarm(env, env.alarm_names)
+        if firing:
+            raise AlarmFired(firing)
+        for name in groups:
+            healthy, desired, reasons = healthy_count(env, name)
+            if healthy < desired:
+                raise Unhealthy(f"server group {name} degraded to {healthy} of {desired} "
+                                f"healthy during the watch: {'; '.join(reasons[:3])}")
+        return time.monotonic() < deadline
+
+    backoff = wait_exponential(0.5, min=1, max=30)
+
+    def wait(state) -> float:  # backoff from 1s up to 30s, never past the deadline
+        return max(0.0, min(backoff(state), deadline - time.monotonic()))
+
+    retry(retry=retry_if_result(bool), wait=wait, stop=stop_after_delay(seconds),
+          retry_error_callback=lambda _: None)(check)()
+    check_final = alarms_in_alarm(env, env.alarm_names)
+    if check_final:
+        raise AlarmFired(check_final)

@@ -1,0 +1,59 @@
+"""Which AMI a server group runs: a baked version of the app, or an AMI id given outright.
+
+Images are looked up in the deploy account and region, where promotion copied and re-tagged them
+(kiln:app, kiln:version, kiln:role image); an image that is not available there cannot launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from cloud import tags
+from cloud.errors import KilnError
+from orchestrator.environment import Environment
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    version: str
+    name: str
+
+
+def resolve(env: Environment, version: str | None = None, ami: str | None = None) -> Image:
+    if bool(version) == bool(ami):
+        raise KilnError("give exactly one of --version or --ami")
+    return by_id(env, ami) if ami else by_version(env, version)
+
+
+def by_version(env: Environment, version: str) -> Image:
+    wanted = {tags.APP: env.app, tags.VERSION: version, tags.ROLE: "image"}
+    images = env.client("ec2").describe_images(
+        Owners=["self"], Filters=tags.filters(wanted) + [
+            {"Name": "state", "Values": ["available"]}])["Images"]
+    if not images:
+        raise KilnError(f"no available image of {env.app} version {version} in {env.where}: "
+                        f"bake and promote it first (`invoke bake --version {version}`)")
+    newest = max(images, key=lambda image: image.get("CreationDate", ""))
+    return Image(newest["ImageId"], version, newest.get("Name", ""))
+
+
+def by_id(env: Environment, ami: str) -> Image:
+    try:
+        images = env.client("ec2").describe_images(ImageIds=[ami])["Images"]
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code not in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed",
+                        "InvalidAMIID.Unavailable"):
+            raise
+        images = []
+    if not images or images[0].get("State") != "available":
+        state = images[0].get("State") if images else "not found"
+        raise KilnError(f"AMI {ami} is not available in {env.where} ({state})")
+    image = images[0]
+    found = tags.from_list(image.get("Tags"))
+    if found.get(tags.APP) not in (None, env.app):
+        raise KilnError(f"AMI {ami} is an image of {found[tags.APP]}, not {env.app}")
+    return Image(ami, found.get(tags.VERSION) or image.get("Name") or ami, image.get("Name", ""))

@@ -1,0 +1,183 @@
+"""The deploy operations behind the tasks: read the cluster, plan, print, lock, apply.
+
+Each returns a result dict (the plan, the outcome, the AWS API calls it made, the cluster after);
+`dry_run` stops after printing the plan and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from cloud import locks, tags
+from cloud.aws import Aws
+from cloud.console import say
+from cloud.errors import KilnError
+from orchestrator import cluster as model
+from orchestrator import environment, groups, images, inputs
+from orchestrator import plan as plans
+from orchestrator.apply import Observer, Runner
+from orchestrator.health import AlarmFired, Unhealthy
+
+
+class RolledBack(KilnError):
+    """The operation failed its checks and the cluster was rolled back; `result` says how."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
+def rules(settings, steps: str | None = None, watch: str | None = None) -> plans.Rules:
+    deploy = settings.deploy
+    return plans.Rules(
+        instance_type=deploy.instance_type, desired=deploy.capacity.desired,
+        max_size=deploy.capacity.max, canary_capacity=deploy.canary.capacity,
+        canary_min=deploy.canary.min_capacity,
+        steps=inputs.steps(steps if steps is not None else deploy.steps,
+                           "--steps" if steps is not None else "kiln.deploy.steps"),
+        watch=inputs.seconds(watch if watch is not None else deploy.watch,
+                             "--watch" if watch is not None else "kiln.deploy.watch"),
+        health_timeout=inputs.seconds(deploy.health_timeout, "kiln.deploy.health_timeout"),
+        disable_mode=deploy.disable.mode,
+        disable_delay=inputs.seconds(deploy.disable.delay, "kiln.deploy.disable.delay"),
+        keep=deploy.keep)
+
+
+def status(aws: Aws, stack: str | None = None) -> dict:
+    env = environment.load(aws, stack=stack)
+    return model.read(env).as_dict()
+
+
+def status_lines(result: dict) -> list[str]:
+    head = f"cluster {result['cluster']} ({result['account']}, {result['region']})"
+    if not result["server_groups"]:
+        return [head, "  no server groups yet: `invoke deploy --version X`"]
+    rows = [("GROUP", "VERSION", "AMI", "DESIRED", "IN-SERVICE", "HEALTHY", "WEIGHT", "AGE",
+             "STATE")]
+    for g in result["server_groups"]:
+        weight = f"{g['weight']}%" if g["on_listener"] else "-"
+        rows.append((g["name"], g["version"], g["ami"], str(g["desired"]), str(g["in_service"]),
+                     str(g["healthy"]), weight, g["age"], g["state"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [head] + ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows]
+
+
+def canary(aws: Aws, percent, version=None, ami=None, watch=None, stack=None,
+           dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
+    percent = inputs.percent(percent)
+    env = environment.load(aws, stack=stack)
+    settings_rules = rules(aws.settings, watch=watch)
+    image = images.resolve(env, version, ami)
+    return _operate(env, "canary", settings_rules, dry_run, force_unlock, observer,
+                    lambda cluster: plans.canary(cluster, settings_rules, image, percent))
+
+
+def deploy(aws: Aws, version=None, ami=None, steps=None, watch=None, stack=None,
+           dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
+    env = environment.load(aws, stack=stack)
+    settings_rules = rules(aws.settings, steps=steps, watch=watch)
+    image = images.resolve(env, version, ami)
+    return _operate(env, "deploy", settings_rules, dry_run, force_unlock, observer,
+                    lambda cluster: plans.deploy(cluster, settings_rules, image))
+
+
+def promote(aws: Aws, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
+            observer: Observer | None = None) -> dict:
+    env = environment.load(aws, stack=stack)
+    settings_rules = rules(aws.settings, steps=steps, watch=watch)
+    return _operate(env, "promote", settings_rules, dry_run, force_unlock, observer,
+                    lambda cluster: plans.promote(cluster, settings_rules))
+
+
+def rollback(aws: Aws, stack=None, dry_run=False, force_unlock=False,
+             observer: Observer | None = None) -> dict:
+    env = environment.load(aws, stack=stack)
+    settings_rules = rules(aws.settings)
+    return _operate(env, "rollback", settings_rules, dry_run, force_unlock, observer,
+                    lambda cluster: plans.rollback(cluster, settings_rules), auto_abort=False)
+
+
+def teardown(aws: Aws, keep=None, stack=None, dry_run=False, force_unlock=False,
+             observer: Observer | None = None) -> dict:
+    env = environment.load(aws, stack=stack)
+    settings_rules = rules(aws.settings)
+    keep = settings_rules.keep if keep is None else int(keep)
+    if keep < 0:
+        raise KilnError(f"--keep: must not be negative, got {keep}")
+
+    def build(cluster):
+        known = {g.name for g in cluster.groups}
+        orphans = groups.orphans(env, known, set(cluster.listener_weights))
+        return plans.teardown(cluster, keep, orphans)
+
+    return _operate(env, "teardown", settings_rules, dry_run, force_unlock, observer, build,
+                    auto_abort=False)
+
+
+def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, build,
+             auto_abort=True) -> dict:
+    calls = env.aws.calls
+    start_calls, started = calls.total, time.monotonic()
+    before = calls.by_operation.copy()
+    if dry_run:
+        plan = build(model.read(env))
+        _print(plan, dry_run=True)
+        return _result(env, plan, "dry-run", start_calls, before, started)
+    run_id = tags.new_run_id()
+    with cluster_lock(env, operation, run_id, force_unlock, settings_rules) as lease:
+        plan = build(model.read(env))
+        _print(plan)
+        runner = Runner(env, plan, settings_rules, run_id, lease, observer)
+        try:
+            runner.run()
+        except (AlarmFired, Unhealthy) as failure:
+            if not (auto_abort and plan.new_group):
+                raise
+            say(f"{operation} failed: {failure}; rolling back {plan.new_group}")
+            undo = plans.abort(model.read(env), plan.new_group, f"{operation} failed: {failure}")
+            _print(undo)
+            Runner(env, undo, settings_rules, run_id, lease, observer).run()
+            result = _result(env, plan, "rolled back", start_calls, before, started,
+                             error=str(failure), rollback=undo)
+            raise RolledBack(f"{operation} of {plan.new_group} failed ({failure}); rolled back: "
+                             f"{plan.new_group} has weight 0, is scaled to 0 and tagged failed",
+                             result) from None
+    return _result(env, plan, "ok", start_calls, before, started)
+
+
+@contextmanager
+def cluster_lock(env, operation: str, run_id: str, force_unlock: bool, settings_rules):
+    if not env.lock_table:
+        raise KilnError(f"no lock table for cluster {env.cluster}: set kiln.deploy.lock.table "
+                        f"or add LockTableName to stack {env.stack_name}")
+    lease_seconds = inputs.seconds(env.settings.deploy.lock.lease, "kiln.deploy.lock.lease")
+    owner = f"{operation} by {locks.owner_description(run_id)}"
+    with locks.lease(env.aws, env.lock_table, f"cluster/{env.cluster}", owner,
+                     ttl_seconds=lease_seconds, take_expired=force_unlock) as lease:
+        yield lease
+
+
+def _print(plan: plans.Plan, dry_run: bool = False) -> None:
+    for line in plan.lines():
+        say(line)
+    if dry_run:
+        say("dry run: nothing changed")
+
+
+def _result(env, plan, outcome, start_calls, before, started, error=None, rollback=None) -> dict:
+    calls = env.aws.calls
+    by_operation = {k: v - before.get(k, 0) for k, v in calls.by_operation.items()
+                    if v - before.get(k, 0)}
+    result = {"operation": plan.operation, "cluster": env.cluster, "result": outcome,
+              "plan": plan.as_dict(), "api_calls": calls.total - start_calls,
+              "api_calls_by_operation": by_operation,
+              "seconds": round(time.monotonic() - started, 2)}
+    if error:
+        result["error"] = error
+    if rollback:
+        result["rollback"] = rollback.as_dict()
+    if outcome != "dry-run":
+        result["server_groups"] = model.read(env).as_dict()["server_groups"]
+    return result

@@ -1,0 +1,286 @@
+"""Plans: the changes an operation makes, computed from the cluster's state as data.
+
+`--dry-run` prints a plan; a real run applies the same plan (orchestrator.apply). Every builder
+here is pure: it reads a Cluster and returns a Plan, so tests can check plans without AWS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from cloud.errors import KilnError
+from orchestrator import cluster as model
+from orchestrator.cluster import Cluster, ServerGroup
+from orchestrator.inputs import human
+
+MAX_FORWARD_TARGET_GROUPS = 5  # an ALB forward action takes at most five target groups
+
+
+@dataclass
+class Step:
+    action: str  # create | scale | weights | wait_healthy | watch | disable | mark | delete
+    group: str | None = None
+    capacity: int | None = None
+    max_size: int | None = None
+    weights: dict[str, int] | None = None
+    seconds: int | None = None
+    states: dict[str, str] | None = None
+    image: dict | None = None
+    instance_type: str | None = None
+    requires: dict | None = None  # disable: {"group": name, "capacity": n} healthy beforehand
+    resources: dict | None = None  # delete_orphans: {"target_groups": [...], ...}
+    note: str = ""
+
+    def describe(self) -> str:
+        text = {
+            "create": lambda: (f"create {self.group}: {self.image['version']} "
+                               f"({self.image['id']}), {self.instance_type}, capacity "
+                               f"{self.capacity}"),
+            "scale": lambda: f"scale {self.group} to {self.capacity}",
+            "weights": lambda: "listener: " + ", ".join(
+                f"{name} {weight}%" for name, weight in self.weights.items()),
+            "wait_healthy": lambda: (f"wait until {self.group} has {self.capacity} InService and "
+                                     f"healthy (timeout {human(self.seconds)})"),
+            "watch": lambda: f"watch alarms and health for {human(self.seconds)}",
+            "disable": lambda: (f"disable {self.group} once {self.requires['group']} is healthy "
+                                f"at {self.requires['capacity']}"),
+            "mark": lambda: "tag " + ", ".join(f"{g} {s}" for g, s in self.states.items()),
+            "delete": lambda: f"delete {self.group} with its launch template and target group",
+            "delete_orphans": lambda: f"delete leftovers of interrupted creates: {self.note}",
+        }[self.action]()
+        return f"{text} — {self.note}" if self.note and self.action != "delete_orphans" else text
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
+        data["text"] = self.describe()
+        return data
+
+
+@dataclass
+class Plan:
+    operation: str
+    cluster: str
+    steps: list[Step] = field(default_factory=list)
+    new_group: str | None = None
+    baseline: str | None = None
+    summary: str = ""
+
+    def add(self, action: str, **kwargs) -> Step:
+        step = Step(action, **kwargs)
+        self.steps.append(step)
+        return step
+
+    def lines(self) -> list[str]:
+        head = f"plan: {self.operation} {self.cluster}" + (f" — {self.summary}"
+                                                           if self.summary else "")
+        if not self.steps:
+            return [head, "  nothing to do"]
+        return [head] + [f"  {n}. {s.describe()}" for n, s in enumerate(self.steps, 1)]
+
+    def as_dict(self) -> dict:
+        return {"operation": self.operation, "cluster": self.cluster, "summary": self.summary,
+                "new_group": self.new_group, "baseline": self.baseline,
+                "steps": [s.as_dict() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The deploy settings a plan needs, already parsed (see orchestrator.operations.rules)."""
+
+    instance_type: str
+    desired: int
+    max_size: int
+    canary_capacity: str
+    canary_min: int
+    steps: list[int]
+    watch: int
+    health_timeout: int
+    disable_mode: str
+    disable_delay: int
+    keep: int
+
+
+def members(cluster: Cluster, changes: dict[str, int | None] | None = None) -> dict[str, int]:
+    """The listener's groups after `changes` (group → weight; None removes it), in age order."""
+    changes = changes or {}
+    weights = {g.name: g.weight for g in cluster.groups if g.weight is not None}
+    for name, weight in changes.items():
+        if weight is None:
+            weights.pop(name, None)
+        else:
+            weights[name] = weight
+    order = {g.name: g.sequence for g in cluster.groups}
+    ordered = dict(sorted(weights.items(), key=lambda kv: order.get(kv[0], 10**6)))
+    idle = [name for name, weight in ordered.items() if weight == 0 and name not in changes]
+    while len(ordered) > MAX_FORWARD_TARGET_GROUPS and idle:
+        ordered.pop(idle.pop(0))  # the oldest idle group stops being health-checked
+    return ordered
+
+
+def _shift(cluster: Cluster, weights: dict[str, int]) -> dict[str, int]:
+    """Exactly these weights on the listener; every other group stays on it at 0."""
+    return members(cluster, {**{n: 0 for n in members(cluster)}, **weights})
+
+
+def canary_capacity(rules: Rules, percent: int, baseline: ServerGroup) -> int:
+    if rules.canary_capacity == "baseline":
+        return baseline.desired
+    return max(rules.canary_min, math.ceil(percent * baseline.desired / 100))
+
+
+def _require_baseline(cluster: Cluster, what: str) -> ServerGroup:
+    baseline = cluster.baseline()
+    if baseline is None or not baseline.serving:
+        raise KilnError(f"no baseline for a {what}: cluster {cluster.name} has no server group "
+                        f"serving traffic in {cluster.env.where}; run `invoke deploy` first")
+    return baseline
+
+
+def _refuse_if_canary(cluster: Cluster, what: str) -> None:
+    canary = cluster.canary()
+    if canary is not None:
+        raise KilnError(f"cluster {cluster.name} has a canary in progress ({canary.name}, "
+                        f"{canary.version}): promote or rollback it before a {what}")
+
+
+def _create(plan: Plan, cluster: Cluster, rules: Rules, image, capacity: int) -> str:
+    name = cluster.next_name()
+    plan.new_group = name
+    plan.add("create", group=name, capacity=capacity, max_size=max(rules.max_size, capacity),
+             image={"id": image.id, "version": image.version}, instance_type=rules.instance_type)
+    plan.add("weights", weights=members(cluster, {name: 0}),
+             note=f"{name} joins at weight 0, so the load balancer health-checks it")
+    plan.add("wait_healthy", group=name, capacity=capacity, seconds=rules.health_timeout)
+    return name
+
+
+def canary(cluster: Cluster, rules: Rules, image, percent: int) -> Plan:
+    _refuse_if_canary(cluster, "canary")
+    baseline = _require_baseline(cluster, "canary")
+    capacity = canary_capacity(rules, percent, baseline)
+    plan = Plan("canary", cluster.name, baseline=baseline.name,
+                summary=f"{image.version} at {percent}% beside {baseline.name} "
+                        f"({baseline.version}, {baseline.desired} instances)")
+    name = _create(plan, cluster, rules, image, capacity)
+    plan.add("weights", weights=_shift(cluster, {baseline.name: 100 - percent, name: percent}))
+    plan.add("watch", seconds=rules.watch, group=name)
+    return plan
+
+
+def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
+    _refuse_if_canary(cluster, "deploy")
+    baseline = cluster.baseline()
+    if baseline is None or not baseline.serving:
+        plan = Plan("deploy", cluster.name, summary=f"{image.version}, first server group")
+        name = _create(plan, cluster, rules, image, rules.desired)
+        plan.add("weights", weights=_shift(cluster, {name: 100}))
+        plan.add("mark", states={name: model.ACTIVE})
+        return plan
+    plan = Plan("deploy", cluster.name, baseline=baseline.name,
+                summary=f"{image.version} replaces {baseline.name} ({baseline.version}), "
+                        f"red/black at {baseline.desired} instances")
+    name = _create(plan, cluster, rules, image, baseline.desired)
+    _shift_steps(plan, cluster, rules, baseline, name, current=0)
+    return plan
+
+
+def _shift_steps(plan: Plan, cluster: Cluster, rules: Rules, old: ServerGroup, new: str,
+                 current: int) -> None:
+    for percent in [p for p in rules.steps if p > current]:
+        plan.add("weights", weights=_shift(cluster, {old.name: 100 - percent, new: percent}))
+        if percent < 100:
+            plan.add("watch", seconds=rules.watch, group=new)
+    plan.add("disable", group=old.name, requires={"group": new, "capacity": old.desired},
+             note=_disable_note(rules))
+
+
+def _disable_note(rules: Rules) -> str:
+    if rules.disable_mode == "keep":
+        return "kept at capacity for a fast rollback"
+    return f"scaled to 0 after {human(rules.disable_delay)}"
+
+
+def promote(cluster: Cluster, rules: Rules) -> Plan:
+    new = cluster.canary()
+    if new is None:
+        raise KilnError(f"cluster {cluster.name} has no canary to promote in "
+                        f"{cluster.env.where} (`invoke status` shows its groups)")
+    baseline = _require_baseline(cluster, "promote")
+    capacity = baseline.desired
+    plan = Plan("promote", cluster.name, new_group=new.name, baseline=baseline.name,
+                summary=f"{new.name} ({new.version}) replaces {baseline.name} "
+                        f"({baseline.version}) at {capacity} instances")
+    if new.desired < capacity:
+        plan.add("scale", group=new.name, capacity=capacity, max_size=max(new.max_size, capacity))
+    if new.weight is None:
+        plan.add("weights", weights=members(cluster, {new.name: 0}),
+                 note=f"{new.name} joins at weight 0, so the load balancer health-checks it")
+    plan.add("wait_healthy", group=new.name, capacity=max(capacity, new.desired),
+             seconds=rules.health_timeout)
+    _shift_steps(plan, cluster, rules, baseline, new.name, current=new.weight or 0)
+    return plan
+
+
+def abort(cluster: Cluster, new: ServerGroup | str, reason: str) -> Plan:
+    """Take a new group out: baseline back to full weight, new group at 0, scaled to 0, failed."""
+    name = new if isinstance(new, str) else new.name
+    baseline = cluster.baseline()
+    plan = Plan("rollback", cluster.name, new_group=name,
+                baseline=baseline.name if baseline else None, summary=reason)
+    if baseline is not None and baseline.name != name:
+        weights = members(cluster, {g: 0 for g in members(cluster)})
+        weights.pop(name, None)
+        weights[baseline.name] = 100
+        # Taking traffic off a failing group must not wait for a perfect baseline.
+        plan.add("weights", weights=weights, capacity=1)
+    elif name in members(cluster) and len(members(cluster)) > 1:
+        plan.add("weights", weights=members(cluster, {name: None}))
+    plan.add("scale", group=name, capacity=0, max_size=0)
+    plan.add("mark", states={name: model.FAILED})
+    return plan
+
+
+def rollback(cluster: Cluster, rules: Rules) -> Plan:
+    canary_group = cluster.canary()
+    if canary_group is not None:
+        return abort(cluster, canary_group, f"take canary {canary_group.name} "
+                                            f"({canary_group.version}) out")
+    current = cluster.baseline()
+    previous = cluster.previous(current) if current else None
+    if current is None or previous is None:
+        raise KilnError(f"cluster {cluster.name} has nothing to roll back to: no disabled "
+                        f"server group older than the serving one")
+    capacity = current.desired
+    plan = Plan("rollback", cluster.name, new_group=previous.name, baseline=current.name,
+                summary=f"back to {previous.name} ({previous.version}) from {current.name} "
+                        f"({current.version}) at {capacity} instances")
+    plan.add("scale", group=previous.name, capacity=capacity,
+             max_size=max(previous.max_size, capacity), note="cancels any pending scale-down")
+    if previous.weight is None:
+        plan.add("weights", weights=members(cluster, {previous.name: 0}),
+                 note=f"{previous.name} joins at weight 0, so the load balancer health-checks it")
+    plan.add("wait_healthy", group=previous.name, capacity=capacity, seconds=rules.health_timeout)
+    plan.add("weights", weights=_shift(cluster, {previous.name: 100, current.name: 0}))
+    plan.add("disable", group=current.name, requires={"group": previous.name,
+                                                       "capacity": capacity},
+             note=_disable_note(rules))
+    return plan
+
+
+def teardown(cluster: Cluster, keep: int, orphans: dict[str, list[str]] | None = None) -> Plan:
+    """Delete failed groups and disabled ones beyond the `keep` most recent; never a serving one."""
+    plan = Plan("teardown", cluster.name, summary=f"keep the {keep} most recent disabled groups")
+    idle = [g for g in reversed(cluster.groups) if not g.serving]
+    disabled = [g for g in idle if g.state == model.DISABLED]
+    doomed = [g for g in idle if g.state == model.FAILED] + disabled[keep:]
+    doomed.sort(key=lambda g: g.sequence)
+    on_listener = [g.name for g in doomed if g.weight is not None]
+    if on_listener:
+        plan.add("weights", weights=members(cluster, {n: None for n in on_listener}))
+    for group in doomed:
+        plan.add("delete", group=group.name)
+    if orphans and (orphans["target_groups"] or orphans["launch_templates"]):
+        plan.add("delete_orphans", resources=orphans,
+                 note=", ".join(orphans["target_groups"] + orphans["launch_templates"]))
+    return plan
