@@ -10,7 +10,8 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
   string), Tags as Key/Value, and updates of the policy, description and rotation.
 - `AWS::DynamoDB::Table`: TimeToLiveSpecification.
 - Change sets: a stack created or updated through ExecuteChangeSet gets its Outputs, parameters,
-  tags and (on EC2 resources) propagated stack tags, as a stack made by CreateStack does; a change
+  tags and (on EC2 resources) propagated stack tags, as a stack made by CreateStack does, and its
+  change sets are removed, as AWS does after an execution; a change
   set with nothing to change is created with Status FAILED ("didn't contain changes") instead of
   CreateChangeSet answering an error; a change of parameters lists the resources that use them
   (through Ref or Fn::Sub) as Modify.
@@ -261,6 +262,10 @@ def _patch_change_sets() -> None:
         change_set = self.describe_change_set(change_set_name)
         execute(self, change_set_name, stack_name)
         _finish_stack(self, self.stacks[change_set.stack_id], change_set)
+        # As on AWS, executing a change set removes every change set of the stack.
+        for change_set_id, other in list(self.change_sets.items()):
+            if other.stack_id == change_set.stack_id:
+                del self.change_sets[change_set_id]
 
     CloudFormationBackend.execute_change_set = execute_change_set
 

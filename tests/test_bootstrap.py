@@ -1,0 +1,253 @@
+"""`invoke bootstrap` and `invoke bootstrap.verify` against the test sandbox."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cloud import bootstrap, locks, stacks, verify
+from cloud.errors import KilnError
+from cloud.target import connect
+
+
+@pytest.fixture
+def fresh(clean_sandbox, kiln_settings):
+    """A bootstrapped sandbox: both stacks created with --yes."""
+    aws = connect(kiln_settings())
+    bootstrap.run(aws.settings, aws, yes=True)
+    return aws
+
+
+def problems(aws, account=None) -> list[str]:
+    return [p for check in verify.run(aws.settings, aws, account) for p in check.problems]
+
+
+def test_bootstrap_creates_both_stacks_and_their_outputs_resolve(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings())
+    results = bootstrap.run(aws.settings, aws, yes=True)
+    assert [(r["stack"], r["account"], r["action"]) for r in results] == [
+        ("kiln-build", "build", "created"), ("kiln-prod", "prod", "created")]
+    for key in bootstrap.BUILD_OUTPUTS:
+        assert stacks.output(aws, "build", key)
+    prod = aws.admin("prod")
+    assert stacks.output(prod, "prod", "DeployerRoleArn") == \
+        "arn:aws:iam::222222222222:role/kiln-deployer"
+    assert ":222222222222:key/" in stacks.output(prod, "prod", "AmiKmsKeyArn")
+    # The resources behind the outputs are real and configured as the template says.
+    bucket = stacks.output(aws, "build", "RepoBucket")
+    s3 = aws.client("s3")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+               .values())
+    table = stacks.output(aws, "build", "LockTableName")
+    with locks.lease(aws, table, "bootstrap-test", "pytest"):
+        assert locks.holder(aws, table, "bootstrap-test")["owner"] == "pytest"
+    stack = aws.client("cloudformation").describe_stacks(StackName="kiln-build")["Stacks"][0]
+    assert {"Key": "kiln:managed-by", "Value": "kiln"} in stack["Tags"]
+
+
+def test_second_run_is_up_to_date_and_leaves_no_change_sets(fresh):
+    results = bootstrap.run(fresh.settings, fresh, yes=True)
+    assert [r["action"] for r in results] == ["up-to-date", "up-to-date"]
+    assert results[0]["outputs"]["LockTableName"] == "kiln-locks"
+    cfn = fresh.client("cloudformation")
+    assert cfn.list_change_sets(StackName="kiln-build")["Summaries"] == []
+
+
+def test_dry_run_on_an_empty_account_creates_nothing(clean_sandbox, kiln_settings, capsys):
+    aws = connect(kiln_settings())
+    results = bootstrap.run(aws.settings, aws, dry_run=True)
+    assert [r["action"] for r in results] == ["planned", "planned"]
+    assert {"action": "Add", "logical_id": "RepoBucketPolicy", "type": "AWS::S3::BucketPolicy",
+            "replacement": None} in results[0]["changes"]
+    assert "Add     LockTable" in capsys.readouterr().err
+    names = [s["StackName"] for s in aws.client("cloudformation").list_stacks()["StackSummaries"]
+             if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert names == []
+    assert aws.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_a_config_change_is_shown_then_applied_as_a_modify(fresh, kiln_settings):
+    changed = connect(kiln_settings(bootstrap={"repo_read_cidrs": ["10.9.0.0/24"]}))
+    planned = bootstrap.run(changed.settings, changed, account="build", dry_run=True)
+    assert [(c["action"], c["logical_id"]) for c in planned[0]["changes"]] == [
+        ("Modify", "RepoBucketPolicy")]
+    bucket = stacks.output(fresh, "build", "RepoBucket")
+    assert "10.9.0.0/24" not in fresh.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]
+    applied = bootstrap.run(changed.settings, changed, account="build", yes=True)
+    assert applied[0]["action"] == "updated"
+    assert "10.9.0.0/24" in fresh.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]
+
+
+def test_without_yes_and_without_a_terminal_it_refuses_and_leaves_nothing(clean_sandbox,
+                                                                           kiln_settings):
+    aws = connect(kiln_settings())
+    with pytest.raises(KilnError, match="no terminal to confirm the change set on: run with"):
+        bootstrap.run(aws.settings, aws, account="build")
+    summaries = aws.client("cloudformation").list_stacks()["StackSummaries"]
+    assert [s for s in summaries if s["StackStatus"] != "DELETE_COMPLETE"] == []
+
+
+def test_answering_no_skips_the_stack(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings())
+    results = bootstrap.run(aws.settings, aws, account="prod", confirm=lambda question: False)
+    assert [r["action"] for r in results] == ["skipped"]
+    with pytest.raises(KilnError, match="stack kiln-prod not found in account prod"):
+        stacks.outputs(aws.admin("prod"), "prod")
+
+
+def test_unknown_account_is_refused_with_the_known_ones(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings())
+    with pytest.raises(KilnError, match="unknown account 'staging': kiln.accounts lists build"):
+        bootstrap.run(aws.settings, aws, account="staging", yes=True)
+
+
+def test_missing_external_id_is_named(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings(accounts={"prod": {"external_id": None}}))
+    with pytest.raises(KilnError, match=r"kiln.accounts.prod.external_id: not set"):
+        bootstrap.run(aws.settings, aws, account="prod", yes=True)
+
+
+def test_sandbox_dnf_reads_the_repo_anonymously_from_loopback(fresh, sandbox_box):
+    bucket = stacks.output(fresh, "build", "RepoBucket")
+    fresh.client("s3").put_object(Bucket=bucket, Key="el9/x86_64/repodata/repomd.xml",
+                                  Body=b"<repomd/>")
+    url = f"{sandbox_box.endpoint}/{bucket}/el9/x86_64/repodata/repomd.xml"
+    with urllib.request.urlopen(url, timeout=10) as response:  # unsigned, like dnf
+        assert response.read() == b"<repomd/>"
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+def test_verify_passes_on_a_fresh_bootstrap(fresh):
+    checks = verify.run(fresh.settings, fresh)
+    assert [c.name for c in checks if not c.ok] == []
+    assert len(checks) == 11
+
+
+def test_verify_names_a_missing_stack(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings())
+    assert problems(aws, "build") == [
+        "stack kiln-build is missing: run `invoke bootstrap`"]
+
+
+def test_verify_finds_a_public_bucket(fresh):
+    bucket = stacks.output(fresh, "build", "RepoBucket")
+    s3 = fresh.client("s3")
+    s3.delete_public_access_block(Bucket=bucket)
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Sid": "Oops", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    found = problems(fresh, "build")
+    assert f"bucket {bucket}: public access block BlockPublicPolicy is off" in found
+    assert (f"bucket {bucket}: policy statement Oops grants s3:GetObject to everyone "
+            f"(Principal *) without a restricting condition") in found
+    assert f"bucket {bucket}: the policy does not let " in " ".join(found)
+
+
+def test_verify_finds_versioning_and_encryption_off(fresh):
+    bucket = stacks.output(fresh, "build", "RepoBucket")
+    s3 = fresh.client("s3")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    s3.delete_bucket_encryption(Bucket=bucket)
+    found = problems(fresh, "build")
+    assert f"bucket {bucket}: versioning is Suspended" in found
+    assert f"bucket {bucket}: default encryption is off" in found
+
+
+def set_trust(aws, statement: dict) -> None:
+    aws.admin("prod").client("iam").update_assume_role_policy(
+        RoleName="kiln-deployer",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+def test_verify_finds_a_wide_trust_policy(fresh):
+    set_trust(fresh, {"Sid": "Anyone", "Effect": "Allow", "Principal": {"AWS": "*"},
+                      "Action": "sts:AssumeRole"})
+    found = problems(fresh, "prod")
+    role = "arn:aws:iam::222222222222:role/kiln-deployer"
+    assert f"role {role}: trust statement Anyone lets anyone (Principal *) assume it" in found
+    assert f"role {role}: trust statement Anyone has no sts:ExternalId condition" in found
+
+
+def test_verify_finds_a_trust_outside_the_build_account(fresh):
+    set_trust(fresh, {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                      "Action": "sts:AssumeRole",
+                      "Condition": {"StringEquals": {"sts:ExternalId": "guessable"}}})
+    found = problems(fresh, "prod")
+    assert any("trusts arn:aws:iam::999999999999:root, outside the build account" in p
+               for p in found)
+    assert any("expects another external id than kiln.accounts.prod.external_id" in p
+               for p in found)
+
+
+def test_verify_finds_a_key_granted_too_widely_or_not_to_prod(fresh):
+    key = stacks.output(fresh, "build", "AmiKmsKeyArn")
+    fresh.client("kms").put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Sid": "Admin", "Effect": "Allow",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "Stranger", "Effect": "Allow",
+             "Principal": {"AWS": "arn:aws:iam::333333333333:root"},
+             "Action": "kms:Decrypt", "Resource": "*"}]}))
+    found = problems(fresh, "build")
+    assert (f"key {key}: statement Stranger grants account 333333333333, which is not a Kiln "
+            f"target account") in found
+    assert any(p.startswith(f"key {key}: account 222222222222 may not use it") for p in found)
+
+
+def test_verify_finds_a_lock_table_with_the_wrong_key(fresh):
+    ddb = fresh.client("dynamodb")
+    ddb.delete_table(TableName="kiln-locks")
+    ddb.create_table(TableName="kiln-locks", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "Id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "Id", "AttributeType": "S"}])
+    found = problems(fresh, "build")
+    assert any(p.startswith("lock table kiln-locks: key is [('Id', 'HASH')]") for p in found)
+    assert ("lock table kiln-locks: time to live on ExpiresAt is off, so stale leases stay"
+            in found)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_bootstrap_then_verify(clean_sandbox, run_invoke):
+    refused = run_invoke("bootstrap")
+    assert refused.returncode == 1
+    assert "kiln: no terminal to confirm the change set on" in refused.stderr
+    created = run_invoke("bootstrap", "--yes", "--json", check=True)
+    assert "target: sandbox" in created.stderr
+    assert [r["action"] for r in json.loads(created.stdout)] == ["created", "created"]
+    again = run_invoke("bootstrap.apply", "--yes", check=True)
+    assert "stack kiln-build in account build (123456789012): up to date" in again.stderr
+    checked = run_invoke("bootstrap.verify", "--json", check=True)
+    assert "✓ [prod] deployer role trusts only account 123456789012" in checked.stderr
+    assert json.loads(checked.stdout)["ok"] is True
+
+
+def test_cli_verify_fails_with_a_line_per_problem(clean_sandbox, run_invoke, kiln_settings):
+    run_invoke("bootstrap", "--yes", check=True)
+    aws = connect(kiln_settings())
+    bucket = stacks.output(aws, "build", "RepoBucket")
+    aws.client("s3").put_bucket_versioning(Bucket=bucket,
+                                           VersioningConfiguration={"Status": "Suspended"})
+    result = run_invoke("bootstrap.verify", "--account", "build")
+    assert result.returncode == 1
+    assert f"✗ [build] repo bucket {bucket} keeps versions" in result.stderr
+    assert f"    bucket {bucket}: versioning is Suspended" in result.stderr
+    assert "kiln: bootstrap.verify: 1 problem(s) in 1 check(s)" in result.stderr
+
+
+def test_unsigned_reads_are_refused_without_the_loopback_grant(fresh, sandbox_box, kiln_settings):
+    """The policy, not moto's defaults, is what lets dnf in: without a bucket policy, 403."""
+    bucket = stacks.output(fresh, "build", "RepoBucket")
+    s3 = fresh.client("s3")
+    s3.put_object(Bucket=bucket, Key="private", Body=b"x")
+    s3.delete_bucket_policy(Bucket=bucket)
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{sandbox_box.endpoint}/{bucket}/private", timeout=10)
+    assert denied.value.code == 403
