@@ -220,3 +220,207 @@ def _names(text):
 
 
 ns.add_task(bake)
+
+# -- images: promotion, retention, leftovers -----------------------------------------------
+
+
+@kiln_task(help={"version": "the baked version to promote",
+                 "to": "the account name (kiln.accounts) that gets its own copy, e.g. prod",
+                 "app": "the app (default: kiln.app)",
+                 "json": "print the promotions as JSON on stdout"})
+def ami_promote(c, version, to, app=None, json=False):
+    """Copy VERSION's image into account TO (re-encrypted, re-tagged) and record it in SSM."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from cloud.tasking import pick
+    from provisioner import promote
+
+    config = settings(c)
+    result = promote.promote(connect(config), pick(app, config.app), version, to)
+    if json:
+        emit_json(result)
+
+
+@kiln_task(help={"keep": "images to keep per account and region (default: kiln.ami.keep)",
+                 "app": "the app (default: kiln.app)",
+                 "dry_run": "print what would be removed and change nothing",
+                 "json": "print the plan as JSON on stdout"})
+def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
+    """Deregister all but the newest KEEP images of an app and their snapshots; never one in use."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from cloud.tasking import pick
+    from provisioner import images
+
+    config = settings(c)
+    result = images.prune(connect(config), pick(app, config.app), int(pick(keep, config.ami.keep)),
+                          dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
+@kiln_task(help={"dry_run": "list the leftovers and remove nothing",
+                 "json": "print the leftovers as JSON on stdout"})
+def janitor(c, dry_run=False, json=False):
+    """Remove what interrupted runs left: expired or finished bake resources, orphan snapshots."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from provisioner import janitor as sweeping
+
+    result = sweeping.run(connect(settings(c)), dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
+ami_tasks = Collection("ami")
+ami_tasks.add_task(ami_promote, "promote")
+ami_tasks.add_task(ami_prune, "prune")
+ns.add_collection(ami_tasks)
+ns.add_task(janitor)
+
+# -- deploy ---------------------------------------------------------------------------------
+
+import orchestrator.stack  # noqa: E402,F401 - adds kiln-env-<app> to `invoke bootstrap`
+import orchestrator.sweeper  # noqa: E402,F401 - adds expired self-service envs to `invoke janitor`
+
+_DEPLOY_HELP = {
+    "stack": "the cluster's stack: the cluster is app-stack (default: kiln.deploy.stack)",
+    "dry_run": "print the plan (steps, capacities, weights) and change nothing",
+    "force_unlock": "take over the cluster's lock if its lease has expired",
+    "json": "print the result (plan, outcome, api_calls, server groups) as JSON on stdout",
+    "watch": "how long to watch the alarms after each shift, e.g. 5m; 0 skips "
+             "(default: kiln.deploy.watch)",
+    "steps": "traffic percentages for the new group, e.g. 25,50,100 (default: kiln.deploy.steps)",
+    "version": "the baked version to roll out",
+    "ami": "an AMI id to roll out instead of a version",
+}
+
+
+def _help(*names, **extra):
+    """The flag help of a deploy task: the shared texts for `names`, plus its own."""
+    return {**{name: _DEPLOY_HELP[name] for name in names}, **extra}
+
+
+def _rollout(c, operation, json, **kwargs):
+    """Run one deploy operation; a rollback still prints its JSON, then fails the task."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from cloud.tasking import pick
+    from orchestrator import operations
+
+    config = settings(c)
+    kwargs["stack"] = pick(kwargs.get("stack"), config.deploy.stack)
+    try:
+        result = getattr(operations, operation)(connect(config), **kwargs)
+    except operations.RolledBack as failure:
+        if json:
+            emit_json(failure.result)
+        raise
+    if json:
+        emit_json(result)
+    return result
+
+
+def _pick_deploy(c, flag, key):
+    from cloud.tasking import pick
+
+    return pick(flag, settings(c).deploy[key])
+
+
+@kiln_task(help=_help("version", "ami", "steps", "watch", "stack", "dry_run", "force_unlock",
+                      "json"))
+def deploy(c, version=None, ami=None, steps=None, watch=None, stack=None, dry_run=False,
+           force_unlock=False, json=False):
+    """Roll VERSION out as a new server group: first deployment, or a full red/black."""
+    _rollout(c, "deploy", json, version=version, ami=ami, steps=steps, watch=watch, stack=stack,
+             dry_run=dry_run, force_unlock=force_unlock)
+
+
+@kiln_task(help=_help("version", "ami", "watch", "stack", "dry_run", "force_unlock", "json",
+                      percent="the canary's share of traffic, 1-99 (default: "
+                              "kiln.deploy.canary.percent)"))
+def canary(c, percent=None, version=None, ami=None, watch=None, stack=None, dry_run=False,
+           force_unlock=False, json=False):
+    """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
+    percent = percent if percent is not None else settings(c).deploy.canary.percent
+    _rollout(c, "canary", json, percent=percent, version=version, ami=ami, watch=watch,
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+
+
+@kiln_task(help=_help("steps", "watch", "stack", "dry_run", "force_unlock", "json"))
+def promote(c, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
+            json=False):
+    """Promote the canary: full capacity, shift traffic step by step, disable the old group."""
+    _rollout(c, "promote", json, steps=steps, watch=watch, stack=stack, dry_run=dry_run,
+             force_unlock=force_unlock)
+
+
+@kiln_task(help=_help("stack", "dry_run", "force_unlock", "json"))
+def rollback(c, stack=None, dry_run=False, force_unlock=False, json=False):
+    """Back to the previous group: canary out, or the disabled group back at full capacity."""
+    _rollout(c, "rollback", json, stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+
+
+@kiln_task(help=_help("stack", "dry_run", "force_unlock", "json",
+                      keep="disabled groups to keep for rollback (default: kiln.deploy.keep)"))
+def teardown(c, keep=None, stack=None, dry_run=False, force_unlock=False, json=False):
+    """Delete failed groups and disabled ones beyond the most recent KEEP."""
+    _rollout(c, "teardown", json, keep=_pick_deploy(c, keep, "keep"), stack=stack,
+             dry_run=dry_run, force_unlock=force_unlock)
+
+
+@kiln_task(help={"stack": _DEPLOY_HELP["stack"],
+                 "json": "print {cluster, server_groups: [...]} as JSON on stdout"})
+def status(c, stack=None, json=False):
+    """Show the cluster's server groups: version, AMI, capacity, health, weight, age, state."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from cloud.tasking import pick
+    from orchestrator import operations
+
+    config = settings(c)
+    result = operations.status(connect(config), pick(stack, config.deploy.stack))
+    if json:
+        emit_json(result)
+    else:
+        for line in operations.status_lines(result):
+            print(line)
+
+
+@kiln_task(help={"owner": "whose environment it is (lowercase name)",
+                 "ttl": "how long it lives, e.g. 4h (default: kiln.deploy.self_service.ttl)",
+                 "version": "the version to run (default: the one the app's cluster serves)",
+                 "ami": "an AMI id to run instead of a version",
+                 "dry_run": "print what would be created and change nothing",
+                 "json": "print the result as JSON on stdout"})
+def env_up(c, owner, ttl=None, version=None, ami=None, dry_run=False, json=False):
+    """Start a one-instance environment of a version for OWNER, removed when its TTL ends."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import selfservice
+
+    result = selfservice.up(connect(settings(c)), owner, ttl, version, ami, dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
+@kiln_task(help={"owner": "whose environment to remove",
+                 "dry_run": "print what would be deleted and change nothing",
+                 "json": "print the result as JSON on stdout"})
+def env_down(c, owner, dry_run=False, json=False):
+    """Remove OWNER's self-service environment."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import selfservice
+
+    result = selfservice.down(connect(settings(c)), owner, dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
+for _task in (deploy, canary, promote, rollback, teardown, status):
+    ns.add_task(_task)
+env_tasks = Collection("env")
+env_tasks.add_task(env_up, "up")
+env_tasks.add_task(env_down, "down")
+ns.add_collection(env_tasks)

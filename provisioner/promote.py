@@ -1,0 +1,135 @@
+"""Promote a baked image into another account: that account gets its own, re-encrypted copy.
+
+Launching straight from the build account's image would tie production to the build account's
+key and image lifetime. Instead, in the target account (reached by AssumeRole with ExternalId):
+the shared image is confirmed visible, copied (CopyImage) with the target's own KMS key, waited
+for, tagged again (tags do not cross accounts) plus `kiln:promoted-from`, and recorded in the
+release record and in the SSM parameter /kiln/<app>/<env>/ami. Promoting again finds the copy by
+its tags and only refreshes the records.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from cloud import stacks
+from cloud import tags as kiln_tags
+from cloud.aws import Aws, account_spec
+from cloud.console import say
+from cloud.errors import KilnError
+from provisioner import record, share
+
+PROMOTED_FROM = "kiln:promoted-from"
+SOURCE_ACCOUNT = "kiln:source-account"
+# Tags of the build account's image that describe it there only.
+NOT_CARRIED = {share.COPIED_FROM}
+
+
+class NotVisible(Exception):
+    """The target account does not see the shared image (yet)."""
+
+
+def parameter_name(app: str, env: str) -> str:
+    return f"/kiln/{app}/{env}/ami"
+
+
+def regions(settings) -> list[str]:
+    """Where Kiln keeps images: the main region, then the copy regions."""
+    return list(dict.fromkeys([settings.aws.region, *settings.bake.copy_regions]))
+
+
+def promote(aws: Aws, app: str, version: str, to: str) -> dict:
+    """Promote `app` `version` from the build account to account `to` in every image region."""
+    account_spec(aws.settings, to)
+    if to == aws.account_name:
+        raise KilnError(f"--to {to}: that is the build account; promote to another account")
+    sources = {region: find_image(aws, app, version, region) for region in regions(aws.settings)}
+    target = aws.account(to)
+    promotions = [_promote_one(aws, target, source, region, app, version)
+                  for region, source in sources.items()]
+    previous = record.load(aws.settings, app, version).get("promotions", [])
+    kept = [p for p in previous
+            if (p.get("account"), p.get("region")) not in {(to, r) for r in sources}]
+    where = record.write(aws.settings, app, version, {"promotions": kept + promotions})
+    say(f"promote: {app} {version} is in account {to} "
+        f"({', '.join(p['image_id'] + ' in ' + p['region'] for p in promotions)}); "
+        f"release record {where}")
+    return {"app": app, "version": version, "to": to, "promotions": promotions}
+
+
+def find_image(aws: Aws, app: str, version: str, region: str) -> dict:
+    """The build account's newest available image of `app` `version` in `region`."""
+    images = aws.client("ec2", region).describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {kiln_tags.APP: app, kiln_tags.VERSION: version, kiln_tags.ROLE: "image"})
+        + [{"Name": "state", "Values": ["available"]}])["Images"]
+    images = [i for i in images if PROMOTED_FROM not in kiln_tags.from_list(i.get("Tags"))]
+    if not images:
+        raise KilnError(f"no image of {app} {version} in account {aws.account_name}, {region}: "
+                        f"bake it first (invoke bake --version {version})")
+    return max(images, key=lambda i: i.get("CreationDate", ""))
+
+
+def _promote_one(build: Aws, target: Aws, source: dict, region: str, app: str,
+                 version: str) -> dict:
+    source_id = source["ImageId"]
+    share.share_image(build, source_id, region, [target.account_name])
+    _visible(target, source_id, region)
+    ec2 = target.client("ec2", region)
+    existing = ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {PROMOTED_FROM: source_id}) + [{"Name": "state", "Values": ["pending", "available"]}]
+    )["Images"]
+    tags = {**{k: v for k, v in kiln_tags.from_list(source.get("Tags")).items()
+               if k not in NOT_CARRIED and not k.startswith("aws:")},
+            PROMOTED_FROM: source_id, SOURCE_ACCOUNT: build.account_id}
+    if existing:
+        image_id = existing[0]["ImageId"]
+        say(f"promote: account {target.account_name} has {image_id} from {source_id} already")
+    else:
+        key = stacks.output(target, "prod", "AmiKmsKeyArn", region)
+        image_id = ec2.copy_image(
+            SourceImageId=source_id, SourceRegion=region, Name=source["Name"],
+            Description=f"{app} {version} promoted from {build.account_id}/{source_id}",
+            Encrypted=True, KmsKeyId=key, ClientToken=f"kiln-promote-{source_id}",
+            TagSpecifications=[kiln_tags.spec("image", tags), kiln_tags.spec("snapshot", tags)],
+        )["ImageId"]
+        say(f"promote: copying {source_id} into account {target.account_name} as {image_id} "
+            f"(re-encrypted with {key.split('/')[-1]})")
+    ec2.get_waiter("image_available").wait(ImageIds=[image_id])
+    if existing:  # tags may have been removed by hand; put them back
+        ec2.create_tags(Resources=[image_id], Tags=kiln_tags.to_list(tags))
+    name = _parameter(target, region, app, version, image_id)
+    return {"account": target.account_name, "account_id": target.account_id, "region": region,
+            "image_id": image_id, "source_image_id": source_id, "parameter": name,
+            "promoted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _visible(target: Aws, image_id: str, region: str) -> None:
+    """Wait (bounded) until the target account sees the shared image: sharing is eventual."""
+
+    @retry(stop=stop_after_delay(120), wait=wait_exponential(0.2, max=10),
+           retry=retry_if_exception_type(NotVisible), reraise=True)
+    def look() -> None:
+        try:
+            target.client("ec2", region).describe_images(ImageIds=[image_id])["Images"][0]
+        except (ClientError, IndexError) as error:
+            raise NotVisible(str(error)) from None
+
+    try:
+        look()
+    except NotVisible:
+        raise KilnError(f"image {image_id} is not visible to account {target.account_name} "
+                        f"({target.account_id}) in {region} after sharing it") from None
+
+
+def _parameter(target: Aws, region: str, app: str, version: str, image_id: str) -> str:
+    name = parameter_name(app, target.account_name)
+    ssm = target.client("ssm", region)
+    ssm.put_parameter(Name=name, Value=image_id, Type="String", Overwrite=True,
+                      DataType="aws:ec2:image", Description=f"{app} {version}")
+    # PutParameter cannot tag while overwriting; the version goes on as a tag afterwards.
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=name, Tags=kiln_tags.to_list(
+        kiln_tags.kiln_tags(app, "image-parameter", version=version)))
+    return name

@@ -1,0 +1,134 @@
+"""The janitor against leftovers made the way a killed bake leaves them."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from cloud import tags as kiln_tags
+from provisioner import janitor
+from tests.image_helpers import base_image, kms_key, make_image
+
+PAST = "2020-01-01T00:00:00Z"
+
+
+def _leftovers(aws, run_id, expires_at, region=None):
+    """A key pair, security group, instance and spare volume of one bake run."""
+    ec2 = aws.client("ec2", region)
+
+    def tags(role):
+        return kiln_tags.kiln_tags("hello-web", role, run_id=run_id, version="1.4.2",
+                                   **{kiln_tags.EXPIRES_AT: expires_at})
+
+    key = ec2.create_key_pair(KeyName=f"kiln-{run_id}", TagSpecifications=[
+        kiln_tags.spec("key-pair", tags("bake-key"))])["KeyName"]
+    group = ec2.create_security_group(GroupName=f"kiln-{run_id}", Description="bake",
+                                      TagSpecifications=[kiln_tags.spec("security-group",
+                                                                        tags("bake-sg"))])
+    instance = ec2.run_instances(
+        ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName=f"kiln-{run_id}",
+        SecurityGroupIds=[group["GroupId"]],
+        TagSpecifications=[kiln_tags.spec("instance", tags("bake-instance"))],
+    )["Instances"][0]["InstanceId"]
+    volume = ec2.create_volume(Size=1, AvailabilityZone=f"{ec2.meta.region_name}a",
+                               TagSpecifications=[kiln_tags.spec("volume", tags("bake-volume"))])
+    return {"key-pair": key, "security-group": group["GroupId"], "instance": instance,
+            "volume": volume["VolumeId"]}
+
+
+def _alive(aws, ids, region=None):
+    ec2 = aws.client("ec2", region)
+    state = ec2.describe_instances(InstanceIds=[ids["instance"]])["Reservations"][0][
+        "Instances"][0]["State"]["Name"]
+    return {
+        "instance": state != "terminated",
+        "key-pair": bool(ec2.describe_key_pairs(Filters=[
+            {"Name": "key-name", "Values": [ids["key-pair"]]}])["KeyPairs"]),
+        "security-group": bool(ec2.describe_security_groups(Filters=[
+            {"Name": "group-id", "Values": [ids["security-group"]]}])["SecurityGroups"]),
+        "volume": bool(ec2.describe_volumes(Filters=[
+            {"Name": "volume-id", "Values": [ids["volume"]]}])["Volumes"]),
+    }
+
+
+@pytest.fixture
+def left(aws, clean_sandbox):
+    expired = _leftovers(aws, "20200101T000000-dead01", PAST)
+    live = _leftovers(aws, "20990101T000000-live01", kiln_tags.expires_at(60))
+    return expired, live
+
+
+def test_dry_run_lists_expired_leftovers_and_removes_nothing(aws, left):
+    expired, live = left
+    result = janitor.run(aws, dry_run=True)
+    found = {(item["kind"], item["id"]) for item in result["leftovers"]}
+    assert found == {(kind, id_) for kind, id_ in expired.items()}
+    assert all(_alive(aws, expired).values())
+
+
+def test_janitor_removes_expired_leftovers_and_leaves_live_ones(aws, left):
+    expired, live = left
+    result = janitor.run(aws)
+    assert len(result["leftovers"]) == 4
+    assert not any(_alive(aws, expired).values())
+    assert all(_alive(aws, live).values())
+    assert janitor.run(aws)["leftovers"] == []  # nothing left to do
+
+
+def test_resources_of_a_finished_run_are_leftovers_before_expiry(aws, clean_sandbox):
+    run_id = "20250101T000000-done01"
+    ids = _leftovers(aws, run_id, kiln_tags.expires_at(60))
+    make_image(aws.client("ec2"), kms_key(aws.client("kms")), run_id=run_id)
+    result = janitor.run(aws)
+    assert {i["reason"] for i in result["leftovers"]} == {f"run {run_id} finished (its image "
+                                                          f"exists)"}
+    assert not any(_alive(aws, ids).values())
+
+
+def test_orphan_snapshots_of_deregistered_images_are_removed(aws, clean_sandbox):
+    ec2 = aws.client("ec2")
+    key = kms_key(aws.client("kms"))
+    gone, kept = make_image(ec2, key), make_image(ec2, key, version="1.4.3")
+    snapshots = {}
+    for image_id in (gone, kept):
+        (mapping,) = ec2.describe_images(ImageIds=[image_id])["Images"][0]["BlockDeviceMappings"]
+        snapshots[image_id] = mapping["Ebs"]["SnapshotId"]
+        ec2.create_tags(Resources=[snapshots[image_id]], Tags=kiln_tags.to_list(
+            kiln_tags.kiln_tags("hello-web", "image-snapshot")))
+    ec2.deregister_image(ImageId=gone)  # as a careless hand would, leaving the snapshot
+
+    result = janitor.run(aws)
+    assert [(i["kind"], i["id"]) for i in result["leftovers"]] == [("snapshot", snapshots[gone])]
+    remaining = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert snapshots[kept] in remaining and snapshots[gone] not in remaining
+
+
+def test_leftovers_in_the_prod_account_are_found_too(aws, clean_sandbox):
+    prod = aws.account("prod")
+    ids = _leftovers(prod, "20200101T000000-prod01", PAST)
+    result = janitor.run(aws, dry_run=True)
+    assert {(i["account"], i["id"]) for i in result["leftovers"]} == \
+        {("prod", id_) for id_ in ids.values()}
+
+
+def test_extra_sweepers_join_the_run(aws, clean_sandbox, monkeypatch):
+    removed = []
+    sweeper = janitor.Sweeper(
+        "environment", 5,
+        find=lambda place, region, why: [janitor.Leftover(
+            "environment", "hello-web-pr-7", place.account_name, region,
+            why({kiln_tags.EXPIRES_AT: PAST}))] if place.account_name == "prod" else [],
+        remove=lambda place, region, items: removed.extend(i.id for i in items))
+    monkeypatch.setattr(janitor, "SWEEPERS", list(janitor.SWEEPERS))
+    janitor.register(sweeper)
+    janitor.run(aws, now=datetime.now(UTC))
+    assert removed == ["hello-web-pr-7"]
+
+
+def test_janitor_task_dry_run_prints_json(run_invoke, aws, clean_sandbox):
+    ids = _leftovers(aws, "20200101T000000-cli001", PAST)
+    result = run_invoke("janitor", "--dry-run", "--json", check=True)
+    listed = {item["id"] for item in json.loads(result.stdout)["leftovers"]}
+    assert listed == set(ids.values())
+    assert "would remove" in result.stderr
+    assert all(_alive(aws, ids).values())
