@@ -1,6 +1,6 @@
 """The bake: a version in, an AMI out, nothing temporary left behind.
 
-    package + publish (unless the repo has it) → base AMI → reuse an image baked from the same
+    base AMI → package + publish (unless the repo has it) → reuse an image baked from the same
     inputs, or: key pair → security group → instance → SSH → chef-solo → stop → CreateImage
     → tear down → share + copy to regions → release record
 
@@ -26,7 +26,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
-from provisioner import base_ami, chef, provision, record, resources, waits
+from provisioner import base_ami, chef, provision, record, resources, signals, waits
 from provisioner.signals import interruptible
 
 # Provenance tags every baked image carries, besides the standard kiln:* set.
@@ -51,6 +51,7 @@ class Clock:
 
     def step(self, name: str) -> None:
         self.stop()
+        signals.check()
         say(f"bake: step {name}")
         self.current, self.since = name, time.monotonic()
         self.calls_since = self.calls.total if self.calls else 0
@@ -104,14 +105,15 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
                _share_accounts(aws, share if share is not None else settings.bake.share),
                clock=Clock(aws.calls))
     with interruptible():
-        job.clock.step("package")
-        job.package = _package(job, dry_run)
+        # Inputs first: a wrong base AMI, subnet or account fails before anything is made.
         job.clock.step("base-ami")
         job.base = base_ami.resolve(aws, settings.bake.base_ami)
         say(f"bake: base image {job.base['ImageId']} ({job.base.get('Name')})")
         job.outputs = stacks.outputs(aws, "build")
         subnet, vpc = _subnet(job)
         job.cookbook_digest = chef.cookbook_digest(provision.CHEF_DIR)
+        job.clock.step("package")
+        job.package = _package(job, dry_run)
         digest = inputs_digest(job)
         job.clock.step("reuse")
         existing = _existing_image(job, digest) if job.package.get("sha256") else None

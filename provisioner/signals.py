@@ -31,6 +31,7 @@ class _State:
         self.shield_depth = 0
         self.pending: int | None = None
         self.raised = False
+        self.signum: int | None = None
 
 
 _state = _State()
@@ -43,7 +44,7 @@ def _handle(signum, _frame) -> None:
     if _state.shield_depth:
         _state.pending = signum
         return
-    _state.raised = True
+    _state.raised, _state.signum = True, signum
     raise Interrupted(signum)
 
 
@@ -75,10 +76,17 @@ def shielded():
         _state.shield_depth -= 1
     if not _state.shield_depth and _state.pending is not None and not _state.raised:
         signum, _state.pending = _state.pending, None
-        _state.raised = True
+        _state.raised, _state.signum = True, signum
         raise Interrupted(signum)
 
 
 def interrupted() -> bool:
     """True once a signal has been turned into `Interrupted` (cleanup is under way)."""
     return _state.raised
+
+
+def check() -> None:
+    """Raise again a signal that some library swallowed (Invoke's runner forwards Ctrl-C to the
+    remote command and keeps waiting): the bake stops at its next step at the latest."""
+    if _state.raised and _state.signum is not None:
+        raise Interrupted(_state.signum)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import boto3
+import yaml
 
 import tasks
 from cloud import tags as kiln_tags
+from tests.conftest import INVOKE, ROOT, deep_merge
 
 # The temporary resources of a bake, by the service call that lists them.
 TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
@@ -16,7 +19,7 @@ TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
 def bootstrap(run_invoke) -> None:
     """The build account's support stack: `invoke bootstrap --yes` when Kiln has it, else the
     few resources a bake reads from the stack's outputs, made directly."""
-    if hasattr(tasks, "bootstrap"):
+    if hasattr(tasks, "bootstrap_apply"):
         run_invoke("bootstrap", "--yes", check=True)
         return
     s3, kms, iam, ddb, ec2, cfn = (boto3.client(s) for s in (
@@ -93,3 +96,52 @@ files:
     dest: /opt/{PROBE}/probe.txt
 """)
     return str(manifest)
+
+
+def image_count(app: str = PROBE) -> int:
+    """Images of `app` in any state, with or without the image role (a half-made one too)."""
+    ec2 = boto3.client("ec2")
+    return len(ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {kiln_tags.APP: app}))["Images"])
+
+
+def bootstrapped_sandbox(sandbox_box, tmp_path_factory):
+    """Reset the sandbox and bootstrap it, for one test module (bootstrap takes a while)."""
+    sandbox_box.reset()
+    folder = tmp_path_factory.mktemp("bake")
+    runtime = folder / "bootstrap.yaml"
+    runtime.write_text(yaml.safe_dump({"kiln": {
+        "sandbox": {"state_dir": str(sandbox_box.state_dir)}, "dist": str(folder / "dist")}}))
+    done = subprocess.run([INVOKE, "-f", str(runtime), "bootstrap", "--yes"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return sandbox_box
+
+
+def proxied(box, proxy_url: str) -> tuple[dict, dict]:
+    """(config overrides, environment) for a bake that reaches the sandbox through a proxy.
+
+    Kiln's sandbox target always talks to the sandbox's own endpoint, so these bakes run with
+    `target: aws` and an AWS_ENDPOINT_URL, as against any custom endpoint, and get by hand what
+    the sandbox overlay would set: the sshd port and user, and the repository signing key.
+    """
+    from sandbox import instances, signing
+    from sandbox.sshd import Sshd, current_user
+
+    home, fingerprint = signing.ensure_key(box.state_dir)
+    overrides = {"target": "aws", "repo": {"gpg_key": fingerprint, "gpg_home": home},
+                 "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
+                          "ssh_cidrs": ["127.0.0.1/32"],
+                          "chef_install_command": instances.CHEF_INSTALL_COMMAND}}
+    return overrides, {**box.env(), "AWS_ENDPOINT_URL": proxy_url}
+
+
+# The probe package has no service: no health check to run on the instance.
+PROBE_SETTINGS = {"bake": {"smoke_commands": []}}
+
+
+def bake(run_invoke, manifest: str, *extra: str, version: str = "1.0.0",
+         overrides: dict | None = None, env: dict | None = None):
+    """`invoke bake --version V --json --manifest M …` of the probe package."""
+    return run_invoke("bake", "--version", version, "--json", "--manifest", manifest, *extra,
+                      env=env, overrides=deep_merge(PROBE_SETTINGS, overrides or {}))

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from cloud import tags as kiln_tags
-from tests.bake_helpers import PROBE, bootstrap, images, leftovers, write_probe_manifest
+from tests.bake_helpers import PROBE, bake, bootstrap, images, leftovers, write_probe_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
 
@@ -28,17 +28,8 @@ def probe_manifest(tmp_path):
     return write_probe_manifest(tmp_path)
 
 
-# The probe package has no service: no health check to run on the instance.
-PROBE_SETTINGS = {"bake": {"smoke_commands": []}}
-
-
-def bake(run_invoke, *extra: str, overrides: dict | None = None, env: dict | None = None):
-    return run_invoke("bake", "--version", "1.0.0", "--json", *extra, env=env,
-                      overrides={**PROBE_SETTINGS, **(overrides or {})})
-
-
 def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path, probe_manifest):
-    first = bake(run_invoke, "--manifest", probe_manifest, *NO_SHARE)
+    first = bake(run_invoke, probe_manifest, *NO_SHARE)
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
     image_id = result["image_id"]
@@ -67,7 +58,7 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path, probe_ma
     assert 0 < record["api_calls"] <= 25, record["api_calls_by_step"]
     assert leftovers(app=PROBE) == {}
 
-    second = bake(run_invoke, "--manifest", probe_manifest, *NO_SHARE)
+    second = bake(run_invoke, probe_manifest, *NO_SHARE)
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert again["reused"] and again["image_id"] == image_id

@@ -1,0 +1,126 @@
+"""Bakes that go wrong, against the sandbox: bad input, a failing chef-solo, SSH that never
+answers, and AWS throttling, 5xx and eventual consistency injected between boto3 and moto.
+
+Every failure is one `kiln:` line and a non-zero exit, and leaves neither a temporary resource
+nor an image behind. chef-solo-failing is a fake (tests/fakes; Chef cannot be installed here)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.bake_helpers import (
+    PROBE,
+    bake,
+    bootstrapped_sandbox,
+    image_count,
+    leftovers,
+    proxied,
+    write_probe_manifest,
+)
+from tests.conftest import ROOT
+from tests.faults import FaultProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
+
+
+@pytest.fixture(scope="module")
+def bake_sandbox(sandbox_box, tmp_path_factory):
+    return bootstrapped_sandbox(sandbox_box, tmp_path_factory)
+
+
+@pytest.fixture
+def probe(tmp_path):
+    return write_probe_manifest(tmp_path)
+
+
+def failed_cleanly(result, expected: str, images_before: int) -> str:
+    """The last stderr line, after checking the failure left nothing behind."""
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("kiln: ") and expected in line, result.stderr
+    assert leftovers(app=PROBE) == {}
+    assert image_count() == images_before
+    return line
+
+
+@pytest.mark.parametrize("extra, overrides, expected", [
+    (("--share", "nosuch"), {}, "unknown account 'nosuch': kiln.accounts lists build, prod"),
+    ((), {"bake": {"base_ami": {"id": "ami-0123456789abcdef0"}}},
+     "kiln.bake.base_ami.id: image ami-0123456789abcdef0 not found in region us-east-1"),
+    ((), {"bake": {"base_ami": {"filters": {"name": "no-such-image-*"}}}},
+     "no available image matches filters architecture=x86_64, name=no-such-image-* and owners "
+     "amazon"),
+    ((), {"bake": {"subnet": "subnet-0123456789abcdef0"}},
+     "kiln.bake.subnet: subnet subnet-0123456789abcdef0 not found in region us-east-1"),
+], ids=["account", "base-ami-id", "base-ami-filters", "subnet"])
+def test_bad_input_is_one_line_and_creates_nothing(bake_sandbox, run_invoke, probe, extra,
+                                                   overrides, expected):
+    before = image_count()
+    result = bake(run_invoke, probe, *extra, version="1.0.1", overrides=overrides)
+    failed_cleanly(result, expected, before)
+    assert "created key pair" not in result.stderr and "package: wrote" not in result.stderr
+
+
+def test_chef_solo_failing_makes_no_image(bake_sandbox, run_invoke, probe):
+    before = image_count()
+    fake = str(ROOT / "tests/fakes/chef-solo-failing")
+    result = bake(run_invoke, probe, "--share", "", version="1.0.2",
+                  overrides={"bake": {"chef_solo": fake}})
+    failed_cleanly(result, "chef-solo failed", before)
+    assert "terminated instance" in result.stderr and "deleted security group" in result.stderr
+
+
+def test_ssh_never_ready_is_a_bounded_wait(bake_sandbox, run_invoke, probe):
+    # The private address of a sandbox instance (in the bake VPC) has nothing listening.
+    before = image_count()
+    started = time.monotonic()
+    result = bake(run_invoke, probe, "--share", "", version="1.0.3",
+                  overrides={"bake": {"ssh_interface": "private_ip", "ssh_timeout": 3}})
+    line = failed_cleanly(result, "not ready after 3 s", before)
+    assert line.startswith("kiln: SSH to i-")
+    assert time.monotonic() - started < 60
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(bake_sandbox, run_invoke, probe, tmp_path):
+    before = image_count()
+    result = bake(run_invoke, probe, "--dry-run", version="1.0.4")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["dry_run"] and plan["package"]["action"] == "package and publish"
+    assert plan["base_ami"]["name"].startswith("al2023-ami-2023.")
+    instance = plan["instance"]
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert instance["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    assert instance["BlockDeviceMappings"][0]["Ebs"]["KmsKeyId"].startswith("arn:aws:kms:")
+    assert plan["share"] == ["prod"] and plan["reuse"] is None
+    assert leftovers(app=PROBE) == {} and image_count() == before
+    assert not list(tmp_path.glob("dist/*.rpm"))
+
+
+def test_bake_completes_through_throttling_and_5xx(bake_sandbox, run_invoke, probe):
+    with FaultProxy(bake_sandbox.endpoint, every=4) as proxy:
+        overrides, env = proxied(bake_sandbox, proxy.url)
+        result = bake(run_invoke, probe, "--share", "", version="1.0.5", overrides=overrides,
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    kinds = {kind for _, kind in proxy.faults}
+    assert kinds == {"throttle", "unavailable", "internal"}, proxy.faults
+    assert json.loads(result.stdout)["image_id"].startswith("ami-")
+    assert leftovers(app=PROBE) == {}
+
+
+def test_image_not_found_right_after_create_image_is_retried(bake_sandbox, run_invoke, probe):
+    with FaultProxy(bake_sandbox.endpoint, not_found_after_create_image=True) as proxy:
+        overrides, env = proxied(bake_sandbox, proxy.url)
+        result = bake(run_invoke, probe, "--share", "", version="1.0.6", overrides=overrides,
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    assert ("DescribeImages", "not-found") in proxy.faults
+    image_id = json.loads(result.stdout)["image_id"]
+    assert f"image {image_id} is available" in result.stderr
+    assert leftovers(app=PROBE) == {}
