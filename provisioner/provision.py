@@ -1,0 +1,340 @@
+"""Provision the bake instance over SSH with Fabric: upload the cookbooks, run chef-solo, verify.
+
+The bake calls two functions:
+
+    wait_for_ssh(target: SshTarget, timeout: float) -> float
+        Bounded wait (tenacity, exponential backoff) until `target` accepts the key and runs a
+        command; returns the seconds waited. Else KilnError "SSH to i-… at host:port not ready
+        after N s".
+
+    provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dict
+        In order: upload chef/ + node.json + solo.rb (one tar.gz) to kiln.bake.staging_dir; make
+        sure chef-solo is there (else run kiln.bake.chef_install_command, check again); run
+        chef-solo, streaming its output to stderr as "chef| …" lines; verify the exact package
+        version-release is installed and every smoke command passes. Any failure raises KilnError
+        naming the step and exit code. Returns {"instance_id", "staging_dir", "chef_version",
+        "chef_installed", "cookbook_digest", "timings": {step: seconds}}.
+
+`SshTarget.private_key` is the temporary key pair's private key, as the KeyMaterial text that
+CreateKeyPair returns or a paramiko key: it stays in memory, no key file is ever written.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import re
+import shlex
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from cloud.console import say
+from cloud.errors import KilnError
+from cloud.settings import Settings
+from provisioner import chef
+
+CHEF_DIR = Path(__file__).resolve().parent.parent / "chef"
+ARCHIVE = "kiln-chef.tar.gz"
+# Errors that mean "not ready yet" while an instance boots: no listener, sshd starting, or
+# cloud-init not having installed the key pair's public key yet.
+NOT_READY = (OSError, EOFError, paramiko.SSHException)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where to reach the bake instance, and the temporary key pair's private key."""
+
+    instance_id: str
+    host: str
+    port: int
+    user: str
+    private_key: str | paramiko.PKey = field(repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.instance_id} at {self.host}:{self.port}"
+
+    def pkey(self) -> paramiko.PKey:
+        if isinstance(self.private_key, paramiko.PKey):
+            return self.private_key
+        return load_private_key(self.private_key, self.instance_id)
+
+
+@dataclass(frozen=True)
+class ProvisionPlan:
+    """What to install: the release, the repo it comes from, and the checks it must pass."""
+
+    app: str
+    version: str
+    release: str
+    package: str                    # the RPM's name
+    service: str | None
+    repo_baseurl: str
+    gpgkey_url: str
+    smoke_commands: tuple[str, ...] = ()
+    rpm_version: str | None = None  # default: the RPM spelling of `version`
+    chef_dir: Path = CHEF_DIR
+
+    @classmethod
+    def for_release(cls, settings: Settings, **values) -> ProvisionPlan:
+        """A plan whose smoke commands are kiln.bake.smoke_commands filled with `values`."""
+        plan = cls(**values)
+        commands = chef.smoke_commands(
+            settings.bake.smoke_commands, app=plan.app, version=plan.version,
+            release=plan.release, package=plan.package, service=plan.service)
+        return cls(**{**values, "smoke_commands": tuple(commands)})
+
+    @property
+    def expected(self) -> str:
+        """`%{VERSION}-%{RELEASE}` of the package once installed."""
+        return f"{self.rpm_version or chef.to_rpm_version(self.version)}-{self.release}"
+
+    def node(self) -> dict:
+        return chef.node_json(self.app, self.version, self.release, self.package, self.service,
+                              self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
+                              rpm_version=self.rpm_version)
+
+
+def load_private_key(text: str, name: str = "key pair") -> paramiko.PKey:
+    """A paramiko key from PEM/OpenSSH text (RSA, ed25519 or ECDSA), read in memory."""
+    for kind in (paramiko.RSAKey, paramiko.Ed25519Key, paramiko.ECDSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise KilnError(f"private key of {name}: not an RSA, ed25519 or ECDSA private key")
+
+
+def connection(target: SshTarget, connect_timeout: float = 15) -> Connection:
+    """A Fabric connection that uses only the given key: no agent, no ~/.ssh keys or config."""
+    timeout = max(1, int(connect_timeout))
+    return Connection(
+        target.host, user=target.user, port=target.port, connect_timeout=timeout,
+        config=Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}}),
+        connect_kwargs={"pkey": target.pkey(), "look_for_keys": False, "allow_agent": False,
+                        "banner_timeout": timeout, "auth_timeout": timeout})
+
+
+def wait_for_ssh(target: SshTarget, timeout: float) -> float:
+    """Wait until SSH on `target` accepts the key and runs a command; seconds waited."""
+    started = time.monotonic()
+    retrying = Retrying(stop=stop_after_delay(timeout),
+                        wait=wait_exponential(multiplier=0.25, max=10),
+                        retry=retry_if_exception_type(NOT_READY))
+    try:
+        for attempt in retrying:
+            with attempt:
+                left = timeout - (time.monotonic() - started)
+                with connection(target, connect_timeout=min(10, max(1, left))) as conn:
+                    conn.run("true", hide=True)
+    except RetryError as error:
+        cause = error.last_attempt.exception()
+        raise KilnError(f"SSH to {target.where} not ready after {timeout:g} s "
+                        f"(last error: {_describe(cause)})") from None
+    return time.monotonic() - started
+
+
+def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dict:
+    """Upload, make sure chef-solo is there, run it, verify. Raises KilnError on any failure."""
+    bake = settings.bake
+    timings: dict[str, float] = {}
+    with connection(target) as conn:
+        session = _Session(conn, target, bake)
+        with _timed(timings, "upload"):
+            staging = session.upload(plan)
+        with _timed(timings, "chef_check"):
+            chef_version, installed = session.ensure_chef()
+        with _timed(timings, "chef_run"):
+            session.run_chef(staging)
+        with _timed(timings, "verify"):
+            session.verify(plan)
+    return {"instance_id": target.instance_id, "staging_dir": staging,
+            "chef_version": chef_version, "chef_installed": installed,
+            "cookbook_digest": chef.cookbook_digest(plan.chef_dir), "timings": timings}
+
+
+class _Session:
+    """The provisioning steps over one open connection."""
+
+    def __init__(self, conn: Connection, target: SshTarget, bake: Settings):
+        self.conn, self.target, self.bake = conn, target, bake
+        self.chef_solo = shlex.quote(bake.chef_solo)
+        self.sudo = "sudo -n " if bake.sudo else ""
+
+    def upload(self, plan: ProvisionPlan) -> str:
+        """chef/, node.json and solo.rb into the staging directory; its absolute path."""
+        relative = shlex.quote(self.bake.staging_dir)
+        # A plain `cd` goes to $HOME first: staging_dir is relative to the user's home. Cookbooks
+        # left by an earlier attempt go, so a deleted file cannot linger.
+        staging = self.run("staging", f"cd && mkdir -p -- {relative} && cd -- {relative} && "
+                           f"rm -rf cookbooks && mkdir -p cache && pwd", hide=True).stdout.strip()
+        extra = {"node.json": json.dumps(plan.node(), indent=2, sort_keys=True).encode(),
+                 "solo.rb": chef.solo_rb(staging, self.bake.chef_license).encode()}
+        archive = chef.cookbook_archive(plan.chef_dir, extra)
+        say(f"bake: uploading cookbooks ({len(archive)} bytes) to {self.target.where}:{staging}")
+        here = shlex.quote(staging)
+        try:
+            self.conn.put(io.BytesIO(archive), f"{staging}/{ARCHIVE}")
+        except (OSError, paramiko.SSHException) as error:
+            raise KilnError(f"upload to {self.target.where}:{staging} failed: "
+                            f"{_describe(error)}") from None
+        self.run("upload", f"cd -- {here} && tar -xzf {ARCHIVE} && rm -f {ARCHIVE}", hide=True)
+        return staging
+
+    def ensure_chef(self) -> tuple[str, bool]:
+        """(chef version, whether Kiln installed it); installs with the configured command."""
+        check = f"{self.sudo}{self.chef_solo} --version"
+        found = self.run("chef check", check, hide=True, warn=True)
+        if found.ok:
+            return self._version(found.stdout), False
+        command = self.bake.chef_install_command
+        if not command:
+            raise KilnError(f"chef check: {self.bake.chef_solo} is not on {self.target.where} "
+                            f"(exit code {found.exited}) and kiln.bake.chef_install_command is "
+                            f"not set")
+        version = self.bake.chef_version
+        say(f"bake: {self.bake.chef_solo} not found on {self.target.where}; installing "
+            f"chef {version}")
+        try:
+            command = command.format(version=version)
+        except (KeyError, IndexError, ValueError) as error:
+            raise KilnError(f"kiln.bake.chef_install_command: bad placeholder {error} "
+                            f"(only {{version}} is known)") from None
+        self.stream("chef install", command, "install| ")
+        found = self.run("chef check", check, hide=True, warn=True)
+        if not found.ok:
+            raise KilnError(f"chef check: {self.bake.chef_solo} still missing on "
+                            f"{self.target.where} after kiln.bake.chef_install_command "
+                            f"(exit code {found.exited})")
+        return self._version(found.stdout), True
+
+    def run_chef(self, staging: str) -> None:
+        here = shlex.quote(staging)
+        say(f"bake: running {self.bake.chef_solo} on {self.target.where}")
+        self.stream("chef-solo",
+                    f"cd -- {here} && {self.sudo}{self.chef_solo} -c {here}/solo.rb "
+                    f"-j {here}/node.json", "chef| ", timeout=self.bake.chef_timeout)
+
+    def verify(self, plan: ProvisionPlan) -> None:
+        """The exact version-release is installed, and every smoke check passes."""
+        query = f"rpm -q --qf '%{{VERSION}}-%{{RELEASE}}\\n' {shlex.quote(plan.package)}"
+        result = self.run("verify", query, hide=True, warn=True)
+        installed = result.stdout.split()
+        if not result.ok:
+            raise KilnError(f"verify: {plan.package} is not installed on {self.target.where} "
+                            f"(rpm -q exit code {result.exited}: {_last_line(result.stdout)})")
+        if installed != [plan.expected]:
+            raise KilnError(f"verify: {self.target.where} has {plan.package} "
+                            f"{', '.join(installed)} installed, expected {plan.expected}")
+        for command in plan.smoke_commands:
+            check = self.run("smoke check", command, hide=True, warn=True)
+            if not check.ok:
+                output = _last_line(check.stdout + check.stderr)
+                raise KilnError(f"smoke check failed on {self.target.where} with exit code "
+                                f"{check.exited}: {command} ({output})")
+        say(f"bake: verified {plan.package}-{plan.expected} and {len(plan.smoke_commands)} "
+            f"smoke check(s) on {self.target.where}")
+
+    # -- running commands ----------------------------------------------------------------------
+    def run(self, step: str, command: str, **kwargs):
+        try:
+            result = self.conn.run(command, in_stream=False, **kwargs)
+        except CommandTimedOut as error:
+            raise KilnError(f"{step} on {self.target.where} timed out after "
+                            f"{error.timeout} s") from None
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise KilnError(f"{step} on {self.target.where}: SSH failed: "
+                            f"{_describe(error)}") from None
+        if not kwargs.get("warn") and not result.ok:
+            raise KilnError(f"{step} failed on {self.target.where} with exit code "
+                            f"{result.exited}: {_last_line(result.stdout + result.stderr)}")
+        return result
+
+    def stream(self, step: str, command: str, prefix: str, timeout: int | None = None) -> None:
+        """Run `command`, copying its output line by line to stderr; KilnError on non-zero."""
+        out = LinePrefixer(prefix)
+        result = self.run(step, f"{command} 2>&1", warn=True, hide=False, out_stream=out,
+                          err_stream=out, timeout=timeout)
+        out.close()
+        if not result.ok:
+            last = f" (last output: {out.last})" if out.last else ""
+            raise KilnError(f"{step} failed on {self.target.where} with exit code "
+                            f"{result.exited}{last}")
+
+    @staticmethod
+    def _version(output: str) -> str:
+        match = re.search(r"\d+\.\d+(?:\.\d+)*", output)
+        return match.group(0) if match else output.strip()
+
+
+class LinePrefixer(io.TextIOBase):
+    """A text stream that writes each complete line to stderr with a prefix, as it arrives."""
+
+    def __init__(self, prefix: str, keep: int = 20):
+        self.prefix = prefix
+        self.pending = ""
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text.replace("\r\n", "\n")
+        *complete, self.pending = self.pending.split("\n")
+        for line in complete:
+            self._emit(line)
+        return len(text)
+
+    def close(self) -> None:
+        if self.pending:
+            self._emit(self.pending)
+            self.pending = ""
+        super().close()
+
+    @property
+    def last(self) -> str:
+        return next((line for line in reversed(self.lines) if line.strip()), "")
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+        # sys.stderr at write time, not import time: callers may redirect it.
+        sys.stderr.write(f"{self.prefix}{line}\n")
+        sys.stderr.flush()
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str):
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[step] = round(time.monotonic() - started, 3)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown"
+    if isinstance(error, socket.timeout | TimeoutError):
+        return "timed out"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
