@@ -1,0 +1,84 @@
+"""ami.prune: keep the newest N images per place, never one in use, no orphan snapshots."""
+
+import pytest
+
+from provisioner import images, share
+from tests.image_helpers import base_image, kms_key, make_image
+
+
+@pytest.fixture
+def versions(aws, clean_sandbox):
+    """Images of four versions, created oldest-version-last so the order is by version."""
+    ec2 = aws.client("ec2")
+    key = kms_key(aws.client("kms"))
+    made = {v: make_image(ec2, key, version=v) for v in ("1.10.0", "1.9.0", "1.2.0", "1.0.0")}
+    return made
+
+
+def _snapshot(ec2, image_id):
+    return share.snapshot_ids(ec2.describe_images(ImageIds=[image_id])["Images"][0])[0]
+
+
+def _remaining(ec2):
+    return {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+
+
+def test_prune_keeps_the_newest_and_those_a_launch_template_uses(aws, versions):
+    ec2 = aws.client("ec2")
+    ec2.create_launch_template(LaunchTemplateName="hello-web-v001",
+                               LaunchTemplateData={"ImageId": versions["1.0.0"]})
+    ec2.create_launch_template_version(LaunchTemplateName="hello-web-v001",
+                                       LaunchTemplateData={"ImageId": versions["1.10.0"]})
+    doomed = _snapshot(ec2, versions["1.2.0"])
+
+    result = images.prune(aws, "hello-web", 2)
+
+    assert [r["version"] for r in result["removed"]] == ["1.2.0"]
+    assert _remaining(ec2) == {versions[v] for v in ("1.10.0", "1.9.0", "1.0.0")}
+    reasons = {k["version"]: k["reason"] for k in result["kept"]}
+    assert reasons["1.0.0"] == "used by launch template hello-web-v001 version 1"
+    assert reasons["1.10.0"] == "one of the 2 newest"
+    snapshots = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert doomed not in snapshots
+    assert images.prune(aws, "hello-web", 2)["removed"] == []
+
+
+def test_prune_keeps_an_image_a_server_group_uses(aws, versions):
+    ec2 = aws.client("ec2")
+    autoscaling = aws.client("autoscaling")
+    autoscaling.create_launch_configuration(LaunchConfigurationName="hello-web-v002",
+                                            ImageId=versions["1.2.0"], InstanceType="t3.small")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="hello-web-v002", LaunchConfigurationName="hello-web-v002",
+        MinSize=0, MaxSize=0, AvailabilityZones=["us-east-1a"],
+        Tags=[{"Key": "kiln:ami", "Value": versions["1.0.0"], "PropagateAtLaunch": False}])
+
+    result = images.prune(aws, "hello-web", 1)
+
+    assert [r["version"] for r in result["removed"]] == ["1.9.0"]
+    reasons = {k["version"]: k["reason"] for k in result["kept"]}
+    assert reasons["1.2.0"] == ("used by server group hello-web-v002 (launch configuration "
+                                "hello-web-v002)")
+    assert reasons["1.0.0"] == "used by server group hello-web-v002 (kiln:ami tag)"
+    assert versions["1.9.0"] not in _remaining(ec2)
+
+
+def test_dry_run_removes_nothing(aws, versions):
+    result = images.prune(aws, "hello-web", 1, dry_run=True)
+    assert len(result["removed"]) == 3
+    assert _remaining(aws.client("ec2")) == set(versions.values())
+
+
+def test_prune_covers_the_prod_account(aws, clean_sandbox):
+    prod = aws.account("prod").client("ec2")
+    assert base_image(prod)
+    old, new = make_image(prod, None, version="1.0.0"), make_image(prod, None, version="2.0.0")
+    result = images.prune(aws, "hello-web", 1)
+    assert [(r["account"], r["image_id"]) for r in result["removed"]] == [("prod", old)]
+    assert _remaining(prod) == {new}
+
+
+def test_ami_prune_task_dry_run(run_invoke, aws, versions):
+    result = run_invoke("ami.prune", "--keep", "3", "--dry-run", check=True)
+    assert "would remove" in result.stderr and versions["1.0.0"] in result.stderr
+    assert _remaining(aws.client("ec2")) == set(versions.values())
