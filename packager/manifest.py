@@ -45,6 +45,7 @@ DEPENDENCY = re.compile(
     r"(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<version>[A-Za-z0-9._+~^:-]+))?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UNIT_DIR = "/usr/lib/systemd/system"
+BIG_FILE = 1 << 20  # bytes: files this large are hashed in worker threads
 
 
 @dataclass(frozen=True)
@@ -571,8 +572,7 @@ def _script_text(text: str, folder: Path, line: int | None, label: str) -> str:
 def _digest(text: bytes, manifest: Manifest) -> str:
     """sha256 over the manifest text, every entry's attributes and every file's content."""
     sources = [e.src for e in manifest.entries if e.src is not None]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        contents = dict(zip(sources, pool.map(_file_sha256, sources), strict=True))
+    contents = _contents_sha256(sources)
     digest = hashlib.sha256(text)
     for entry in manifest.entries:
         content = contents[entry.src] if entry.src else hashlib.sha256(entry.content or b"")
@@ -582,6 +582,18 @@ def _digest(text: bytes, manifest: Manifest) -> str:
     for key in sorted(manifest.scripts):
         digest.update(f"\0script\0{key}\0{manifest.scripts[key]}".encode())
     return digest.hexdigest()
+
+
+def _contents_sha256(sources: list[Path]) -> dict:
+    """Big files hash in worker threads (hashlib releases the GIL) while small ones hash here."""
+    sizes = {path: path.stat().st_size for path in sources}
+    big = [path for path in sources if sizes[path] >= BIG_FILE]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        pending = {path: pool.submit(_file_sha256, path) for path in big}
+        contents = {path: hashlib.sha256(path.read_bytes())
+                    for path in sources if sizes[path] < BIG_FILE}
+        contents.update({path: future.result() for path, future in pending.items()})
+    return contents
 
 
 def _file_sha256(path: Path):

@@ -254,3 +254,30 @@ def test_invoke_package_bad_version_is_one_line(run_invoke, tmp_path):
     assert result.stderr.strip().splitlines() == [
         "kiln: manifests/hello-web.yaml: --version: '1.1' is not a semantic version (X.Y.Z)"]
     assert not (tmp_path / "dist").exists()
+
+
+def test_hello_web_app_serves_its_pages(tmp_path):
+    import socket
+    import urllib.request
+
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "hello-web.conf"
+    config.write_text(f"[server]\nhost = 127.0.0.1\nport = {port}\ngreeting = Hi there\n")
+    server = subprocess.Popen(["python3", str(ROOT / "manifests/hello-web/app/server.py"),
+                               "--config", str(config)], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for attempt in Retrying(retry=retry_if_exception_type(OSError), wait=wait_fixed(0.1),
+                                stop=stop_after_delay(10), reraise=True):
+            with attempt:
+                page = urllib.request.urlopen(f"{base}/", timeout=2).read().decode()
+        health = json.loads(urllib.request.urlopen(f"{base}/health", timeout=2).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+    assert page.startswith("Hi there (version ")
+    assert health["status"] == "ok" and health["name"] == "hello-web"
