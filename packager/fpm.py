@@ -33,7 +33,7 @@ def available() -> bool:
 
 def fpm_argv(manifest: Manifest, root: Path, output: Path, provenance: Provenance,
              script_files: dict[str, Path], epoch: int, compression: str,
-             level: int | None) -> list[str]:
+             level: int | None, workdir: Path | None = None) -> list[str]:
     """The argument list for fpm, one flag per value: no shell, nothing to quote."""
     argv = ["fpm", "-s", "dir", "-t", "rpm", "--force", "--package", str(output),
             "--name", manifest.name, "--version", manifest.rpm_version,
@@ -59,6 +59,8 @@ def fpm_argv(manifest: Manifest, root: Path, output: Path, provenance: Provenanc
     for key, path in sorted(script_files.items()):
         argv += [SCRIPT_FLAGS[key], str(path)]
     argv += _file_flags(manifest)
+    if workdir:
+        argv += ["--workdir", str(workdir)]
     argv += ["--chdir", str(root), *sorted(p.name for p in root.iterdir())]
     return argv
 
@@ -93,8 +95,8 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
         path.write_text(text.replace("%", "%%"))
         script_files[key] = path
     output = work / manifest.filename
-    argv = fpm_argv(manifest, root, output, provenance, script_files, epoch, compression, level)
-    argv[1:1] = ["--workdir", str(home)]
+    argv = fpm_argv(manifest, root, output, provenance, script_files, epoch, compression, level,
+                    workdir=home)
     # fpm is a Ruby program that may live in the user's gem dir: keep the caller's environment.
     run(argv, env={**os.environ, **build_env(home, epoch), "HOME": os.environ.get("HOME", "/")})
     if not output.is_file():

@@ -216,7 +216,7 @@ def test_auto_selects_fpm_on_path_and_invokes_it(tmp_path, monkeypatch):
     assert result["backend"] == "fpm"
     assert Path(result["path"]).read_bytes() == b"fake rpm\n"
     argv = log.read_text().splitlines()
-    assert argv[0] == "--workdir" and argv[2:6] == ["-s", "dir", "-t", "rpm"]
+    assert argv[:4] == ["-s", "dir", "-t", "rpm"] and "--workdir" in argv
     assert argv[argv.index("--name") + 1] == "hello-web"
     assert argv[argv.index("--rpm-summary") + 1] == "Tiny HTTP service that reports its version"
     env = (tmp_path / "argv.txt.env").read_text()
