@@ -202,7 +202,11 @@ class _Session:
         check = f"{self.sudo}{self.chef_solo} --version"
         found = self.run("chef check", check, hide=True, warn=True)
         if found.ok:
-            return self._version(found.stdout), False
+            version = self._version(found.stdout)
+            if version != self.bake.chef_version:
+                say(f"bake: {self.target.where} has chef {version}, not the pinned "
+                    f"kiln.bake.chef_version {self.bake.chef_version}; using it as it is")
+            return version, False
         command = self.bake.chef_install_command
         if not command:
             raise KilnError(f"chef check: {self.bake.chef_solo} is not on {self.target.where} "

@@ -171,7 +171,7 @@ def test_chef_output_is_streamed_while_it_runs(bake_settings, probe_repo, monkey
 
 
 def test_failing_chef_stops_the_bake_with_its_exit_code(bake_settings, probe_repo, capsys):
-    settings, aws = bake_settings(chef_solo=str(FAILING))
+    settings, aws = bake_settings(chef_solo=str(FAILING), chef_version="17.10.0")
     with bake_instance(settings, aws) as (target, home), pytest.raises(KilnError) as failure:
         provision(target, probe_plan(probe_repo), settings)
     assert str(failure.value) == (
@@ -182,6 +182,7 @@ def test_failing_chef_stops_the_bake_with_its_exit_code(bake_settings, probe_rep
     # stdout and stderr of chef-solo arrive in order, each line prefixed.
     assert ("chef|     [error] No match for argument: kiln-probe-9.9.9-1\n"
             "chef| FATAL: Chef::Exceptions::ChildConvergeError") in err
+    assert "has chef 18.5.0, not the pinned kiln.bake.chef_version 17.10.0" in err
     assert "verified" not in err
 
 
