@@ -9,8 +9,9 @@
     cookbook_archive(chef_dir) -> bytes            # chef/ as a tar.gz, for the upload
 
 Smoke commands come from `kiln.bake.smoke_commands`: shell commands with `{app}`, `{version}`,
-`{release}`, `{package}` and `{service}` placeholders (write `{{`/`}}` for literal braces), each of
-which must exit 0 on the baked instance. The cookbook adds `systemctl is-active <service>` itself
+`{release}`, `{package}`, `{service}` and `{version_release}` (rpm's `%{VERSION}-%{RELEASE}`,
+e.g. 2.0.0~rc.1-1) placeholders (write `{{`/`}}` for literal braces), each of which must exit 0
+on the baked instance. The cookbook adds `systemctl is-active <service>` itself
 when the manifest declares a service.
 """
 

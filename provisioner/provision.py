@@ -97,7 +97,8 @@ class ProvisionPlan:
         plan = cls(**values)
         commands = chef.smoke_commands(
             settings.bake.smoke_commands, app=plan.app, version=plan.version,
-            release=plan.release, package=plan.package, service=plan.service)
+            release=plan.release, package=plan.package, service=plan.service,
+            version_release=plan.expected)
         return cls(**{**values, "smoke_commands": tuple(commands)})
 
     @property

@@ -244,7 +244,8 @@ def test_plan_for_release_fills_smoke_commands_from_settings(kiln_settings, prob
         settings, app="hello-web", version="2.0.0-rc.1", release="1", package="hello-web",
         service="hello-web", repo_baseurl="https://r", gpgkey_url="https://r/key")
     assert plan.smoke_commands == (
-        "curl -fsS --max-time 5 http://127.0.0.1:8080/health | grep -F -- '2.0.0-rc.1'",)
+        "curl -fsS --max-time 5 http://127.0.0.1:8080/health "
+        "| grep -F -- '\"version\": \"2.0.0~rc.1-1\"'",)
     assert plan.expected == "2.0.0~rc.1-1"
     assert plan.node()["kiln_app"]["smoke"]["commands"] == list(plan.smoke_commands)
 
