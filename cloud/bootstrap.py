@@ -147,12 +147,15 @@ def register(spec: StackSpec) -> StackSpec:
 # -- choosing what to bootstrap ----------------------------------------------------------------
 
 
-def targets(settings: Settings, account: str | None) -> list[tuple[StackSpec, str]]:
-    """(stack, account name) pairs for `--account` (an account name, or "all"/None)."""
+def targets(settings: Settings, account: str | None,
+            parts: tuple[str, ...] | None = None) -> list[tuple[StackSpec, str]]:
+    """(stack, account name) pairs for `--account` (an account name, or "all"/None), optionally
+    only the stacks of the given parts."""
     wanted = account or "all"
     if wanted != "all":
         account_spec(settings, wanted)  # an unknown name fails with the known ones
-    pairs = [(spec, name) for spec in STACKS for name in spec.accounts(settings)]
+    pairs = [(spec, name) for spec in STACKS if parts is None or spec.part in parts
+             for name in spec.accounts(settings)]
     return [pair for pair in pairs if wanted in ("all", pair[1])]
 
 
@@ -294,11 +297,12 @@ def ask(question: str) -> bool:
 
 
 def run(settings: Settings, build: Aws, account: str | None = None, dry_run: bool = False,
-        yes: bool = False, confirm: Callable[[str], bool] = ask) -> list[dict]:
+        yes: bool = False, confirm: Callable[[str], bool] = ask,
+        parts: tuple[str, ...] | None = None) -> list[dict]:
     """Bring every selected stack up to date; one result per stack."""
     run_id = kiln_tags.new_run_id()
     results = []
-    for spec, name in targets(settings, account):
+    for spec, name in targets(settings, account, parts):
         place = place_for(settings, build, name)
         current = plan(spec, place, run_id)
         show(current)

@@ -127,9 +127,10 @@ def action_covers(statement: dict, action: str) -> bool:
 # -- checks ------------------------------------------------------------------------------------
 
 
-def run(settings: Settings, build: Aws, account: str | None = None) -> list[Check]:
+def run(settings: Settings, build: Aws, account: str | None = None,
+        parts: tuple[str, ...] | None = None) -> list[Check]:
     checks: list[Check] = []
-    for spec, name in bootstrap.targets(settings, account):
+    for spec, name in bootstrap.targets(settings, account, parts):
         place = bootstrap.place_for(settings, build, name)
         stack = _stack_check(spec, place)
         checks.append(stack)
