@@ -248,7 +248,7 @@ def show(plan: Plan) -> None:
     say(f"stack {plan.stack} in {where}: {verb}, {len(plan.changes)} change(s)")
     for change in plan.changes:
         replacement = change["replacement"] or "-"
-        say(f"  {change['action']:<7} {change['logical_id']:<28} {change['type']:<36} "
+        say(f"  {change['action']:<7} {change['logical_id']:<28} {change['type']:<38} "
             f"replacement: {replacement}")
     if not plan.changes:
         say("  (parameters, tags or outputs only)")
@@ -293,7 +293,9 @@ def ask(question: str) -> bool:
     if not sys.stdin.isatty():
         raise KilnError("no terminal to confirm the change set on: run with --yes to apply "
                         "it, or --dry-run to only show it")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    sys.stderr.write(f"{question} [y/N] ")  # stdout is kept for --json
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def run(settings: Settings, build: Aws, account: str | None = None, dry_run: bool = False,
