@@ -184,7 +184,8 @@ class _Session:
         # A plain `cd` goes to $HOME first: staging_dir is relative to the user's home. Cookbooks
         # left by an earlier attempt go, so a deleted file cannot linger.
         staging = self.run("staging", f"cd && mkdir -p -- {relative} && cd -- {relative} && "
-                           f"rm -rf cookbooks && mkdir -p cache && pwd", hide=True).stdout.strip()
+                           f"rm -rf cookbooks && mkdir -p cache && pwd", hide=True).stdout
+        staging = staging.strip().splitlines()[-1]  # a chatty login script may print first
         extra = {"node.json": json.dumps(plan.node(), indent=2, sort_keys=True).encode(),
                  "solo.rb": chef.solo_rb(staging, self.bake.chef_license).encode()}
         archive = chef.cookbook_archive(plan.chef_dir, extra)
@@ -224,9 +225,10 @@ class _Session:
         self.stream("chef install", command, "install| ")
         found = self.run("chef check", check, hide=True, warn=True)
         if not found.ok:
+            output = _last_line(found.stdout + found.stderr)
             raise KilnError(f"chef check: {self.bake.chef_solo} still missing on "
                             f"{self.target.where} after kiln.bake.chef_install_command "
-                            f"(exit code {found.exited})")
+                            f"(exit code {found.exited}: {output})")
         return self._version(found.stdout), True
 
     def run_chef(self, staging: str) -> None:

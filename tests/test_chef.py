@@ -113,7 +113,7 @@ def test_helper_library_reads_the_generated_node_json(tmp_path):
     node_file.write_text(json.dumps(sample_node()))
     script = """
       require 'json'
-      module Chef; module DSL; class Recipe; end; end; class Resource; end; end
+      module Chef; module DSL; class Recipe; end; end; end
       load ARGV[0]
       class Probe
         include KilnApp::Helpers

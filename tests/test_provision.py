@@ -207,7 +207,8 @@ def test_missing_chef_solo_runs_the_install_command(bake_settings, probe_repo, c
     (None, r"chef check: /nonexistent/chef-solo is not on i-\w+ at 127\.0\.0\.1:\d+ \(exit code "
            r"127\) and kiln\.bake\.chef_install_command is not set"),
     ("true", r"chef check: /nonexistent/chef-solo still missing on i-\w+ at \S+ after "
-             r"kiln\.bake\.chef_install_command \(exit code 127\)"),
+             r"kiln\.bake\.chef_install_command \(exit code 127: "
+             r".*(not found|No such file or directory)\)"),
     ("echo no network; exit 6", r"chef install failed on i-\w+ at \S+ with exit code 6 "
                                 r"\(last output: no network\)"),
 ])

@@ -27,4 +27,3 @@ module KilnApp
 end
 
 Chef::DSL::Recipe.include(KilnApp::Helpers)
-Chef::Resource.include(KilnApp::Helpers)
