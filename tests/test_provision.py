@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,6 +169,17 @@ def test_chef_output_is_streamed_while_it_runs(bake_settings, probe_repo, monkey
     lines = [line for line in seen if line.startswith("chef| ")]
     assert lines[:3] == ["chef| Starting Chef Infra Client, version 18.5.0 (test fake)\n",
                          f"chef| waiting for {home / 'go-ahead'}\n", "chef| go-ahead seen\n"]
+
+
+def test_a_chef_run_past_chef_timeout_is_stopped(bake_settings, probe_repo):
+    settings, aws = bake_settings(chef_timeout=2)
+    with bake_instance(settings, aws) as (target, home):
+        (home / "expect-handshake").touch()  # the fake now waits for a go-ahead nobody gives
+        started = time.monotonic()
+        with pytest.raises(KilnError) as failure:
+            provision(target, probe_plan(probe_repo), settings)
+        assert time.monotonic() - started < 12
+    assert str(failure.value) == f"chef-solo on {target.where} timed out after 2 s"
 
 
 def test_failing_chef_stops_the_bake_with_its_exit_code(bake_settings, probe_repo, capsys):
