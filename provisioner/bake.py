@@ -35,6 +35,9 @@ INPUTS_DIGEST = "kiln:inputs-digest"
 IMAGE_SETTINGS = ("instance_type", "volume_size", "staging_dir", "sudo", "chef_version",
                   "chef_install_command", "chef_solo", "chef_license", "smoke_commands")
 CHECKIP_URL = "https://checkip.amazonaws.com"
+# The steps in the order a fresh bake runs them (the release record's timings use these names).
+STEPS = ("base-ami", "package", "reuse", "key-pair", "security-group", "launch", "ssh",
+         "provision", "stop", "image", "teardown", "copy", "share")
 SSH_KEY_TYPE = "ed25519"
 
 

@@ -18,7 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from provisioner import waits
-from provisioner.signals import shielded
+from provisioner.signals import check, shielded
 
 # Codes that mean "already gone": releasing twice is not an error.
 GONE = {"InvalidKeyPair.NotFound", "InvalidGroup.NotFound", "InvalidInstanceID.NotFound",
@@ -36,14 +36,17 @@ class KeyPair:
 def key_pair(aws: Aws, name: str, tags: dict[str, str], key_type: str = "ed25519"):
     """A fresh key pair whose private key lives only in this process's memory."""
     ec2 = aws.client("ec2")
-    with shielded():
-        made = ec2.create_key_pair(KeyName=name, KeyType=key_type,
-                                   TagSpecifications=[kiln_tags.spec("key-pair", tags)])
-    say(f"bake: created key pair {name} ({made['KeyPairId']})")
+    made = None
     try:
+        with shielded():
+            made = ec2.create_key_pair(KeyName=name, KeyType=key_type,
+                                       TagSpecifications=[kiln_tags.spec("key-pair", tags)])
+        check()
+        say(f"bake: created key pair {name} ({made['KeyPairId']})")
         yield KeyPair(name, made["KeyPairId"], made["KeyMaterial"])
     finally:
-        _release(f"key pair {name}", ec2.delete_key_pair, KeyName=name)
+        if made:
+            _release(f"key pair {name}", ec2.delete_key_pair, KeyName=name)
 
 
 @contextmanager
@@ -51,13 +54,16 @@ def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int
                    tags: dict[str, str], dependency_timeout: int = 300):
     """A group that lets SSH in from `cidrs` only; deleted once nothing uses it any more."""
     ec2 = aws.client("ec2")
-    with shielded():
-        group_id = ec2.create_security_group(
-            GroupName=name, VpcId=vpc_id, Description=f"Kiln bake {tags.get(kiln_tags.RUN_ID)}: "
-            f"SSH from {', '.join(cidrs)}",
-            TagSpecifications=[kiln_tags.spec("security-group", tags)])["GroupId"]
-    say(f"bake: created security group {name} ({group_id}), SSH from {', '.join(cidrs)}")
+    group_id = None
     try:
+        with shielded():
+            group_id = ec2.create_security_group(
+                GroupName=name, VpcId=vpc_id, TagSpecifications=[
+                    kiln_tags.spec("security-group", tags)],
+                Description=f"Kiln bake {tags.get(kiln_tags.RUN_ID)}: SSH from "
+                            f"{', '.join(cidrs)}")["GroupId"]
+        check()
+        say(f"bake: created security group {name} ({group_id}), SSH from {', '.join(cidrs)}")
         ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
             "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
             "IpRanges": [{"CidrIp": c, "Description": "Kiln bake SSH"} for c in cidrs]}])
@@ -67,20 +73,25 @@ def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int
         delete = retry(retry=retry_if_exception(_dependency_violation), reraise=True,
                        stop=stop_after_delay(dependency_timeout),
                        wait=wait_exponential(1, max=15))(ec2.delete_security_group)
-        _release(f"security group {group_id}", delete, GroupId=group_id)
+        if group_id:
+            _release(f"security group {group_id}", delete, GroupId=group_id)
 
 
 @contextmanager
 def instance(aws: Aws, params: dict):
     """One instance from RunInstances `params`; terminated (and waited for) on exit."""
     ec2 = aws.client("ec2")
-    with shielded():
-        instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
-    say(f"bake: launched instance {instance_id} ({params['InstanceType']}, {params['ImageId']})")
+    instance_id = None
     try:
+        with shielded():
+            instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+        check()
+        say(f"bake: launched instance {instance_id} ({params['InstanceType']}, "
+            f"{params['ImageId']})")
         yield instance_id
     finally:
-        _release(f"instance {instance_id}", _terminate, aws, instance_id)
+        if instance_id:
+            _release(f"instance {instance_id}", _terminate, aws, instance_id)
 
 
 def _terminate(aws: Aws, instance_id: str) -> None:
@@ -95,16 +106,20 @@ def image(aws: Aws, instance_id: str, name: str, description: str, tags: dict[st
     """CreateImage from the stopped instance; deregistered with its snapshots unless the block
     completes, so a failed or interrupted bake leaves no image behind."""
     ec2 = aws.client("ec2")
-    with shielded():
-        # Snapshots are tagged once they exist: a `snapshot` TagSpecification here is refused by
-        # some endpoints, and the snapshot ids are only known after the image is available.
-        image_id = ec2.create_image(InstanceId=instance_id, Name=name, Description=description,
-                                    TagSpecifications=[kiln_tags.spec("image", tags)])["ImageId"]
-    say(f"bake: creating image {image_id} ({name})")
+    image_id = None
     try:
+        with shielded():
+            # Snapshots are tagged once they exist: a `snapshot` TagSpecification here is refused
+            # by some endpoints, and the snapshot ids are only known once the image is available.
+            image_id = ec2.create_image(
+                InstanceId=instance_id, Name=name, Description=description,
+                TagSpecifications=[kiln_tags.spec("image", tags)])["ImageId"]
+        check()
+        say(f"bake: creating image {image_id} ({name})")
         yield image_id
     except BaseException:
-        _release(f"image {image_id}", deregister, aws, image_id)
+        if image_id:
+            _release(f"image {image_id}", deregister, aws, image_id)
         raise
 
 

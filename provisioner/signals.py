@@ -4,7 +4,8 @@ Inside `interruptible()`, the first SIGINT or SIGTERM raises `Interrupted` where
 the `with` blocks above it release what they hold. Two things keep that release complete:
 
 - `shielded()` wraps each create call: a signal arriving while AWS is creating a resource is held
-  until the call has returned and its id is known, so the resource is never created unseen.
+  until the call has returned and its id is known; `check()`, the first thing inside the
+  resource's cleanup `try`, raises it. No resource is ever created unseen.
 - After the first signal, later ones only print a line: cleanup is never cut short by a second
   Ctrl-C. (What a kill -9 leaves, the janitor finds by tag and expiry.)
 """
@@ -68,16 +69,15 @@ def interruptible():
 
 @contextmanager
 def shielded():
-    """Hold signals for the block; raise the held one, if any, once the block has finished."""
+    """Hold signals for the block. A signal that arrived meanwhile is raised by the next
+    `check()`: the caller first puts what the block created under its own cleanup."""
     _state.shield_depth += 1
     try:
         yield
     finally:
         _state.shield_depth -= 1
-    if not _state.shield_depth and _state.pending is not None and not _state.raised:
-        signum, _state.pending = _state.pending, None
-        _state.raised, _state.signum = True, signum
-        raise Interrupted(signum)
+        if not _state.shield_depth and _state.pending is not None and not _state.raised:
+            _state.raised, _state.signum, _state.pending = True, _state.pending, None
 
 
 def interrupted() -> bool:
