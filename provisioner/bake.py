@@ -369,22 +369,27 @@ def _finish_image(job: Bake, image_id: str, digest: str) -> None:
 
 # -- share, copy, record -----------------------------------------------------------------------
 def _copy(job: Bake, image_id: str, digest: str) -> dict[str, str]:
+    """Copies in the other regions, each tagged and shared there (provisioner.share)."""
     if not job.regions:
         return {}
     from provisioner import share
 
     tags = job.tags("image", False, **provenance(job, digest))
-    return share.copy_to_regions(job.aws, image_id, job.regions, tags)
+    return share.copy_to_regions(job.aws, image_id, job.regions, tags, share=job.share)
 
 
 def _share(job: Bake, images: dict[str, str]) -> list[dict]:
+    """Share the image in this region; the copies were shared as they were made."""
     if not job.share:
         return []
     from provisioner import share
 
-    shares = []
-    for region, image_id in images.items():
-        shares += share.share_image(job.aws, image_id, region, job.share)
+    region = job.aws.region
+    shares = share.share_image(job.aws, images[region], region, job.share)
+    for copy_region, copy_id in images.items():
+        if copy_region != region:
+            shares += [{"account": name, "region": copy_region, "image_id": copy_id}
+                       for name in job.share]
     return shares
 
 

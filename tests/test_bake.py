@@ -10,11 +10,12 @@ import boto3
 import pytest
 
 from cloud import tags as kiln_tags
-from tests.bake_helpers import PROBE, bake, bootstrap, images, leftovers, write_probe_manifest
+from tests.bake_helpers import bootstrap, images, leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
 
-NO_SHARE = ("--share", "")
+APP = "hello-web"
+PROD = "222222222222"
 
 
 @pytest.fixture
@@ -23,13 +24,9 @@ def bootstrapped(clean_sandbox, run_invoke):
     return clean_sandbox
 
 
-@pytest.fixture
-def probe_manifest(tmp_path):
-    return write_probe_manifest(tmp_path)
-
-
-def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path, probe_manifest):
-    first = bake(run_invoke, probe_manifest, *NO_SHARE)
+def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path):
+    # The default manifest (kiln.manifest, the example app), one region, shared with prod.
+    first = run_invoke("bake", "--version", "1.0.0", "--json")
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
     image_id = result["image_id"]
@@ -38,12 +35,14 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path, probe_ma
     ec2 = boto3.client("ec2")
     image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
     assert image["State"] == "available"
-    assert image["Name"].startswith(f"{PROBE}-1.0.0-1-x86_64-")
+    assert image["Name"].startswith(f"{APP}-1.0.0-1-x86_64-")
     tags = kiln_tags.from_list(image["Tags"])
     assert tags[kiln_tags.ROLE] == "image" and tags[kiln_tags.RUN_ID] == result["run_id"]
-    assert tags["kiln:rpm-nevra"] == f"{PROBE}-1.0.0-1.noarch" == result["rpm"]["nevra"]
+    assert tags["kiln:rpm-nevra"] == f"{APP}-1.0.0-1.noarch" == result["rpm"]["nevra"]
     assert tags["kiln:rpm-sha256"] == result["rpm"]["sha256"]
     assert tags["kiln:base-ami-id"] == result["base_ami"]["id"]
+    assert tags["kiln:base-ami-name"] == result["base_ami"]["name"]
+    assert tags["kiln:git-commit"] == result["commit"]
     assert tags["kiln:cookbook-digest"].startswith("sha256:")
     assert tags["kiln:manifest-digest"] == result["manifest_digest"]
     assert tags["kiln:inputs-digest"] == result["inputs_digest"]
@@ -51,17 +50,22 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path, probe_ma
     snapshots = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
     for snapshot in ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
         assert kiln_tags.from_list(snapshot["Tags"])["kiln:rpm-sha256"] == result["rpm"]["sha256"]
+    # Shared with prod, checked from the owner's side.
+    launch = ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+    assert launch["LaunchPermissions"] == [{"UserId": PROD}]
+    assert [(s["account"], s["id"]) for s in result["shares"]] == [("prod", PROD)]
 
-    record = json.loads((tmp_path / f"dist/release-{PROBE}-1.0.0.json").read_text())
+    record = json.loads((tmp_path / f"dist/release-{APP}-1.0.0.json").read_text())
     assert record["image_id"] == image_id and record["rpm"]["path"].endswith(".rpm")
-    assert {"package", "launch", "provision", "image", "teardown"} <= set(record["timings"])
+    assert {"package", "launch", "provision", "image", "teardown", "share"} <= set(
+        record["timings"])
     assert 0 < record["api_calls"] <= 25, record["api_calls_by_step"]
-    assert leftovers(app=PROBE) == {}
+    assert leftovers(app=APP) == {}
 
-    second = bake(run_invoke, probe_manifest, *NO_SHARE)
+    second = run_invoke("bake", "--version", "1.0.0", "--json")
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert again["reused"] and again["image_id"] == image_id
     assert "ec2:RunInstances" not in again["api_calls_by_operation"]
-    assert again["rpm"]["action"] == "reused"
-    assert len(images(PROBE)) == 1 and leftovers(app=PROBE) == {}
+    assert again["rpm"]["action"] == "reused" and again["shares"]
+    assert len(images(APP)) == 1 and leftovers(app=APP) == {}

@@ -71,7 +71,7 @@ def test_chef_solo_failing_makes_no_image(bake_sandbox, run_invoke, probe):
     result = bake(run_invoke, probe, "--share", "", version="1.0.2",
                   overrides={"bake": {"chef_solo": fake}})
     failed_cleanly(result, "chef-solo failed", before)
-    assert "terminated instance" in result.stderr and "deleted security group" in result.stderr
+    assert "terminating instance" in result.stderr and "deleted security group" in result.stderr
 
 
 def test_ssh_never_ready_is_a_bounded_wait(bake_sandbox, run_invoke, probe):
