@@ -79,18 +79,18 @@ class Sampler(threading.Thread):
         self.listener_arn = listener_arn
         self.samples: list[dict] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.samples.append(self.sample())
             except Exception as error:  # a group deleted between two calls, say
                 self.errors.append(str(error))
-            self._stop.wait(0.02)
+            self._halt.wait(0.05)
 
     def stop(self) -> list[dict]:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         return self.samples
 

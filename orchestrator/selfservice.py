@@ -1,0 +1,129 @@
+"""Self-service environments: one instance of a version for one person, with an expiry.
+
+`invoke env.up --owner NAME` runs server group <app>-<owner>-vNNN (cluster <app>-<owner>) in the
+app's environment, reached through the app's load balancer with the header
+`<kiln.deploy.self_service.header>: NAME` (a listener rule); `invoke env.down` removes it, and the
+janitor removes any whose kiln:expires-at has passed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cloud import tags
+from cloud.aws import Aws
+from cloud.console import say
+from cloud.errors import KilnError
+from orchestrator import cluster as model
+from orchestrator import environment, groups, health, images, inputs
+from orchestrator.environment import Environment
+
+ROLE = "self-service"
+_OWNER = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+
+
+def _env(aws: Aws, owner: str) -> Environment:
+    if not _OWNER.match(owner or ""):
+        raise KilnError(f"--owner: {owner!r} must be 1-20 lowercase letters, digits or dashes")
+    return environment.load(aws, stack=owner, env_cluster=aws.settings.app)
+
+
+def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
+       ami: str | None = None, dry_run: bool = False) -> dict:
+    settings = aws.settings.deploy
+    env = _env(aws, owner)
+    seconds = inputs.seconds(ttl or settings.self_service.ttl, "--ttl")
+    if seconds < 60:
+        raise KilnError(f"--ttl: {ttl} is too short (at least 1m)")
+    existing = model.read(env)
+    if existing.groups:
+        g = existing.groups[-1]
+        raise KilnError(f"{owner} already has an environment ({g.name}, {g.version}, expires "
+                        f"{g.tags.get(tags.EXPIRES_AT, '?')}): `invoke env.down --owner {owner}`")
+    image = _image(aws, env, version, ami)
+    name = existing.next_name()
+    instance_type = settings.self_service.instance_type or settings.instance_type
+    plan = {"owner": owner, "server_group": name, "version": image.version, "ami": image.id,
+            "instance_type": instance_type, "capacity": 1, "ttl": inputs.human(seconds),
+            "header": f"{settings.self_service.header}: {owner}"}
+    say(f"plan: env.up {owner} — {name}: {image.version} ({image.id}), 1 × {instance_type}, "
+        f"expires in {inputs.human(seconds)}, reached with header {plan['header']}")
+    if dry_run:
+        say("dry run: nothing changed")
+        return {**plan, "result": "dry-run"}
+    labels = {OWNER_TAG: owner, tags.EXPIRES_AT: tags.expires_at(seconds // 60)}
+    groups.create(env, name, image, instance_type, 1, 1, tags.new_run_id(), model.ACTIVE,
+                  extra_tags={**labels, tags.ROLE: ROLE},
+                  extra_environment={"KILN_OWNER": owner})
+    tg = model.describe_group(env, name)["TargetGroupARNs"][0]
+    _add_rule(env, owner, tg, labels)
+    health.wait_healthy(env, name, 1, inputs.seconds(settings.health_timeout,
+                                                     "kiln.deploy.health_timeout"))
+    say(f"env {owner}: {name} is up; curl -H '{plan['header']}' http://{env.load_balancer_dns}/")
+    return {**plan, "result": "ok", "expires_at": labels[tags.EXPIRES_AT]}
+
+
+OWNER_TAG = model.OWNER
+
+
+def _image(aws: Aws, env: Environment, version: str | None, ami: str | None):
+    if version or ami:
+        return images.resolve(env, version, ami)
+    main = model.read(environment.load(aws))
+    baseline = main.baseline()
+    if baseline is None:
+        raise KilnError(f"--version: {env.app} has no serving group to copy; give a version")
+    return images.resolve(env, ami=baseline.ami)
+
+
+def _add_rule(env: Environment, owner: str, target_group: str, labels: dict) -> None:
+    elbv2 = env.client("elbv2")
+    rules = elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"]
+    used = {int(r["Priority"]) for r in rules if r["Priority"].isdigit()}
+    priority = next(p for p in range(100, 50000) if p not in used)
+    header = env.settings.deploy.self_service.header
+    elbv2.create_rule(
+        ListenerArn=env.listener_arn, Priority=priority,
+        Conditions=[{"Field": "http-header",
+                     "HttpHeaderConfig": {"HttpHeaderName": header, "Values": [owner]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": target_group}],
+        Tags=tags.to_list(tags.kiln_tags(env.app, ROLE, **labels)))
+
+
+def down(aws: Aws, owner: str, dry_run: bool = False) -> dict:
+    env = _env(aws, owner)
+    return _remove(env, owner, dry_run)
+
+
+def _remove(env: Environment, owner: str, dry_run: bool) -> dict:
+    cluster = model.read(env)
+    names = [g.name for g in cluster.groups]
+    say(f"plan: env.down {owner} — delete {', '.join(names) or 'nothing'} and its listener rule")
+    if dry_run:
+        say("dry run: nothing changed")
+        return {"owner": owner, "deleted": [], "result": "dry-run", "would_delete": names}
+    arns = {g.target_group_arn for g in cluster.groups if g.target_group_arn}
+    elbv2 = env.client("elbv2")
+    for rule in elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"]:
+        forwards = {a.get("TargetGroupArn") for a in rule.get("Actions", [])}
+        if forwards & arns and not rule.get("IsDefault"):
+            elbv2.delete_rule(RuleArn=rule["RuleArn"])
+    for group in cluster.groups:
+        groups.delete(env, group.name, group.target_group_arn, group.launch_template_id)
+    say(f"env {owner}: removed {', '.join(names) or 'nothing (there was none)'}")
+    return {"owner": owner, "deleted": names, "result": "ok"}
+
+
+def sweep_expired(aws: Aws, dry_run: bool = False) -> list[dict]:
+    """The janitor's sweeper: remove every self-service environment whose expiry has passed."""
+    base = environment.load(aws)
+    pages = base.client("autoscaling").get_paginator("describe_auto_scaling_groups").paginate(
+        Filters=[{"Name": f"tag:{tags.ROLE}", "Values": [ROLE]},
+                 {"Name": f"tag:{tags.APP}", "Values": [base.app]}])
+    owners = set()
+    for page in pages:
+        for asg in page["AutoScalingGroups"]:
+            found = {t["Key"]: t["Value"] for t in asg.get("Tags", [])}
+            if found.get(OWNER_TAG) and tags.is_expired(found.get(tags.EXPIRES_AT)):
+                owners.add(found[OWNER_TAG])
+    return [_remove(_env(aws, owner), owner, dry_run) for owner in sorted(owners)]
