@@ -98,7 +98,8 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
     argv = fpm_argv(manifest, root, output, provenance, script_files, epoch, compression, level,
                     workdir=home)
     # fpm is a Ruby program that may live in the user's gem dir: keep the caller's environment.
-    run(argv, env={**os.environ, **build_env(home, epoch), "HOME": os.environ.get("HOME", "/")})
+    run(argv, env={**os.environ, **build_env(home, epoch, work),
+                   "HOME": os.environ.get("HOME", "/")})
     if not output.is_file():
         raise KilnError(f"fpm: {manifest.filename} was not produced in {work}")
     return output

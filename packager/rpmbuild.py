@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cloud.errors import KilnError
 from packager.manifest import Manifest
-from packager.spec import Provenance, build_macros, spec_text
+from packager.spec import MAGIC_RULES, Provenance, build_macros, spec_text
 
 
 def available() -> bool:
@@ -46,7 +46,7 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
         script_files[key] = f"{key}.sh"
     spec = work / f"{manifest.name}.spec"
     spec.write_text(spec_text(manifest, provenance, script_files))
-    run(rpmbuild_argv(manifest, spec, root), env=build_env(home, epoch))
+    run(rpmbuild_argv(manifest, spec, root), env=build_env(home, epoch, work))
     built = work / "rpms" / manifest.filename
     if not built.is_file():
         raise KilnError(f"rpmbuild: {manifest.filename} was not produced in {work / 'rpms'}")
@@ -60,10 +60,13 @@ def rpmbuild_argv(manifest: Manifest, spec: Path, root: Path) -> list[str]:
     return [*argv, str(spec)]
 
 
-def build_env(home: Path, epoch: int) -> dict[str, str]:
+def build_env(home: Path, epoch: int, work: Path) -> dict[str, str]:
+    """A minimal environment: private HOME, the epoch, C locale, and the small magic database."""
+    magic = work / "kiln.magic"
+    magic.write_text(MAGIC_RULES)
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "TMPDIR")}
     return {**keep, "HOME": str(home), "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C",
-            "TZ": "UTC"}
+            "TZ": "UTC", "MAGIC": str(magic)}
 
 
 def run(argv: list[str], env: dict[str, str]) -> None:

@@ -31,6 +31,13 @@ class Provenance:
         return tags
 
 
+# rpmbuild classifies every file with libmagic's full database (about 1.5 ms a file) to feed the
+# dependency generators, which Kiln turns off (AutoReqProv: no). Pointing libmagic at this small
+# database (MAGIC=...) keeps what still matters, ELF word size for rpm's multilib file colors, and
+# makes packages with thousands of files build an order of magnitude faster.
+MAGIC_RULES = "0\tstring\t\\177ELF\tELF\n>4\tbyte\t1\t32-bit\n>4\tbyte\t2\t64-bit\n"
+
+
 def payload(compression: str, level: int | None) -> str:
     """The rpm `_binary_payload` value for a compression name and an optional level."""
     template, default = PAYLOADS[compression]

@@ -281,3 +281,16 @@ def test_hello_web_app_serves_its_pages(tmp_path):
         server.wait(timeout=5)
     assert page.startswith("Hi there (version ")
     assert health["status"] == "ok" and health["name"] == "hello-web"
+
+
+def test_elf_files_keep_their_file_color(tmp_path):
+    """Kiln's small libmagic database still tells rpm an ELF file's word size (multilib)."""
+    shutil.copy("/bin/true", tmp_path / "tool")
+    (tmp_path / "text.txt").write_text("plain\n")
+    (tmp_path / "tool.yaml").write_text(
+        "name: tool\nversion: 1.0.0\nsummary: s\nlicense: MIT\narch: x86_64\nfiles:\n"
+        "  - src: tool\n    dest: /usr/bin/kiln-tool\n  - src: text.txt\n"
+        "    dest: /usr/share/kiln-tool/text.txt\n")
+    result = package(make_settings(tmp_path / "dist"), tmp_path / "tool.yaml")
+    colors = query(result["path"], "[%{FILECOLORS} %{FILENAMES}\n]").splitlines()
+    assert colors == ["2 /usr/bin/kiln-tool", "0 /usr/share/kiln-tool/text.txt"]
