@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,6 @@ class Metadata:
     repomd: bytes
     etag: str
     files: dict[str, str]
-    signature: bytes | None
 
 
 # -- the repository -----------------------------------------------------------------------------
@@ -126,6 +126,16 @@ class Repo:
                 return None
             raise self._error("read", href, error) from None
         return response["Body"].read(), response["ETag"]
+
+    def fetch(self, href: str, target: Path) -> None:
+        """A small object to a file, streamed (metadata files)."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.key(href))["Body"]
+        except ClientError as error:
+            raise self._error("read", href, error) from None
+        with open(target, "wb") as handle:
+            for chunk in body.iter_chunks(CHUNK):
+                handle.write(chunk)
 
     def download(self, href: str, target: Path) -> None:
         try:
@@ -194,21 +204,20 @@ class Repo:
         files = repodata.data_files(body)
         (tree / "repodata").mkdir(parents=True, exist_ok=True)
         (tree / REPOMD).write_bytes(body)
-        for kind, href in files.items():
-            if types is None or kind in types:
-                self.download(href, tree / href)
-        signature = self.get(f"{REPOMD}.asc")
-        return Metadata(body, etag, files, signature[0] if signature else None)
+        wanted = [href for kind, href in files.items() if types is None or kind in types]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda href: self.fetch(href, tree / href), wanted))
+        return Metadata(body, etag, files)
 
     def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> None:
         """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc."""
         body = (tree / REPOMD).read_bytes()
         new_files = repodata.data_files(body)
         old_files = set(old.files.values()) if old else set()
-        for href in new_files.values():
-            if href not in old_files:
-                self.upload(tree / href, href, _content_type(href))
         signature = signer.sign_detached(tree / REPOMD).read_bytes() if signer else None
+        added = [href for href in new_files.values() if href not in old_files]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda href: self.upload(tree / href, href, _content_type(href)), added))
         condition = {"IfMatch": old.etag} if old else {"IfNoneMatch": "*"}
         try:
             self.put(REPOMD, body, "application/xml", **condition)
@@ -233,15 +242,21 @@ class Repo:
             self.put(REPOMD, old.repomd, "application/xml")
 
     # -- retiring superseded files ----------------------------------------------------------
-    def retire(self, live: set[str], extra: list[str] = ()) -> list[str]:
+    def retire_snapshot(self) -> tuple[dict, list[str]]:
+        """The ledger and the repodata/ listing that `retire` works from (read under the lease,
+        before or after the new metadata went up: new files are live either way)."""
+        found = self.get(LEDGER)
+        return (json.loads(found[0]) if found else {}), self.listing("repodata")
+
+    def retire(self, live: set[str], extra: list[str] = (),
+               snapshot: tuple[dict, list[str]] | None = None) -> list[str]:
         """Record unreferenced repodata files (and `extra` hrefs) in the ledger; delete those
         recorded more than the grace period ago. Returns the hrefs deleted now."""
-        found = self.get(LEDGER)
-        ledger = json.loads(found[0]) if found else {}
+        ledger, listed = snapshot or self.retire_snapshot()
         before = dict(ledger)
         now = int(time.time())
         keep = live | {REPOMD, f"{REPOMD}.asc"}
-        for href in [*self.listing("repodata"), *extra]:
+        for href in [*listed, *extra]:
             if href not in keep:
                 ledger.setdefault(href, now)
         for href in [h for h in ledger if h in keep]:
@@ -323,7 +338,9 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
               "release": info.release, "arch": info.arch, "nevra": info.nevra, "path": href,
               "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
               "source_sha256": source_sha256}
-    with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp, \
+            ThreadPoolExecutor(max_workers=1) as background:
+        client_files = background.submit(repo.ensure_client_files, signer)  # independent
         tree = Path(tmp) / "repo"
         (tree / "Packages").mkdir(parents=True)
         sha256, created = _place_package(repo, rpm_path, tree, href, source_sha256, signer)
@@ -334,25 +351,23 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
             if created:  # leave the repository as it was
                 repo.delete([href])
             raise
-    repo.ensure_client_files(signer)
+        client_files.result()
     say(f"publish: {info.nevra} {status} in {repo.where()}")
     return {**result, "sha256": sha256, "status": status}
 
 
 def _place_package(repo: Repo, rpm_path: Path, tree: Path, href: str, source_sha256: str,
                    signer: Signer | None) -> tuple[str, bool]:
-    """Sign a copy and upload it unless the object exists; (published sha256, created)."""
-    existing = repo.head(href)
-    if existing is None:
-        staged = tree / href
-        shutil.copyfile(rpm_path, staged)
-        if signer:
-            signer.sign_rpm(staged)
-        sha256 = sha256_file(staged)
-        if _put_package(repo, staged, href, sha256, source_sha256):
-            return sha256, True
-        staged.unlink()  # another publish won the race: use its object
-        existing = repo.head(href)
+    """Sign a copy and create the object unless it exists; (published sha256, created)."""
+    staged = tree / href
+    shutil.copyfile(rpm_path, staged)
+    if signer:
+        signer.sign_rpm(staged)
+    sha256 = sha256_file(staged)
+    if _put_package(repo, staged, href, sha256, source_sha256):
+        return sha256, True
+    staged.unlink()  # published before (or by a concurrent publish): judge and use that object
+    existing = repo.head(href) or {}
     published = existing.get("Metadata", {})
     if source_sha256 not in (published.get("source-sha256"), published.get("sha256")):
         raise KilnError(_immutable(repo, href, published.get("source-sha256", "unknown")))
@@ -401,24 +416,20 @@ def _add_to_metadata(repo: Repo, tree: Path, info: RpmInfo, href: str, sha256: s
                      signer: Signer | None) -> str:
     old = repo.fetch_metadata(tree)
     if old is not None:
-        for package in repodata.read_primary(tree / old.files["primary"]):
-            if _same_nevra(package, info):
-                if package["sha256"] == sha256:
-                    return "unchanged"
-                raise KilnError(_immutable(repo, href, package["sha256"]))
-    if not (tree / href).exists():
-        repo.download(href, tree / href)  # uploaded by an earlier, interrupted publish
-    repodata.add_packages(tree, [href])
-    repo.write_metadata(tree, old, signer)
-    live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
-    repo.retire(live)
+        listed = repodata.published_sha256(tree / old.files["primary"], href)
+        if listed == sha256:
+            return "unchanged"
+        if listed is not None:
+            raise KilnError(_immutable(repo, href, listed))
+    with ThreadPoolExecutor(max_workers=1) as background:
+        snapshot = background.submit(repo.retire_snapshot)  # while createrepo_c runs
+        if not (tree / href).exists():
+            repo.download(href, tree / href)  # uploaded by an earlier, interrupted publish
+        repodata.add_packages(tree, [href])
+        repo.write_metadata(tree, old, signer)
+        live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
+        repo.retire(live, snapshot=snapshot.result())
     return "published"
-
-
-def _same_nevra(package: dict, info: RpmInfo) -> bool:
-    return (package["name"], package["epoch"], package["version"], package["release"],
-            package["arch"]) == (info.name, info.epoch or "0", info.version, info.release,
-                                 info.arch)
 
 
 def _immutable(repo: Repo, href: str, other: str) -> str:

@@ -10,9 +10,11 @@ list of the ones to keep and without `--recycle-pkglist`.
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from cloud.errors import KilnError
 
@@ -40,6 +42,22 @@ def read_primary(path: Path) -> list[dict]:
                 packages.append(_package(element))
                 element.clear()
     return packages
+
+
+def published_sha256(path: Path, href: str) -> str | None:
+    """The sha256 that primary.xml(.gz) records for the package at `href`, if listed.
+
+    A byte search rather than an XML parse: a publish asks this once, on a repository of
+    thousands of packages, and the full parse would cost more than the rest of the check."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    found = data.find(b'<location href="' + escape(href).encode() + b'"')
+    if found < 0:
+        return None
+    start = data.rfind(b"<package ", 0, found)
+    match = re.search(rb'<checksum type="sha256"[^>]*>([0-9a-f]{64})</checksum>', data[start:found])
+    return match.group(1).decode() if match else None
 
 
 def _package(element) -> dict:
@@ -71,7 +89,8 @@ def _createrepo(tree: Path, hrefs: list[str], extra: list[str]) -> None:
     pkglist = tree.parent / f"{tree.name}.pkglist"
     pkglist.write_text("".join(f"{href}\n" for href in hrefs))
     args = ["createrepo_c", "--quiet", "--update", "--skip-stat", "--pkglist", str(pkglist),
-            "--no-database", "--unique-md-filenames", "--keep-all-metadata", *extra, str(tree)]
+            "--no-database", "--unique-md-filenames", "--keep-all-metadata", "--workers", "1",
+            *extra, str(tree)]
     try:
         result = subprocess.run(args, capture_output=True, text=True)
     except FileNotFoundError:

@@ -1,0 +1,254 @@
+"""Benchmark: publishing one RPM into a repository of N packages, and memory for a big RPM.
+
+Runs against a private sandbox (its own moto server under a temp dir). Two repositories start
+identical (N tiny RPMs and their metadata, uploaded once): Kiln's `publish` adds one RPM to the
+first; the baseline adds it to the second the classic way, a full `createrepo_c` over a local
+mirror then `aws s3 sync`. Prints wall times and S3 PUT requests (counted with a botocore hook on
+the HTTP method). Then publishes a large RPM in a child process and prints its peak RSS and the
+peak RSS of the tools it ran (rpmsign, createrepo_c, gpg).
+
+    .venv/bin/python bench/publish.py [--count 2000] [--big-mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ROUNDS = 3
+CACHE = Path(tempfile.gettempdir()) / "kiln-bench-rpms"
+TINY_SPEC_HEAD = """\
+Name: benchbase
+Version: 1.0
+Release: 1
+Summary: bench
+License: MIT
+BuildArch: noarch
+%global debug_package %{nil}
+%global __os_install_post %{nil}
+%description
+bench
+%install
+for i in $(seq -w 0 {last}); do
+  mkdir -p %{buildroot}/usr/share/bench$i && echo $i > %{buildroot}/usr/share/bench$i/f
+done
+"""
+TINY_PACKAGE = """
+%package -n bench{i}
+Summary: bench package {i}
+%description -n bench{i}
+bench package {i}
+%files -n bench{i}
+/usr/share/bench{i}
+"""
+
+
+def rpmbuild(spec: str, work: Path, out: Path, *defines: str) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "bench.spec").write_text(spec)
+    args = ["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}",
+            "--define", f"_rpmdir {out}",
+            "--define", "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm"]
+    for define in defines:
+        args += ["--define", define]
+    subprocess.run([*args, str(work / "bench.spec")], check=True, capture_output=True,
+                   env={**os.environ, "HOME": str(work)})
+    shutil.rmtree(work)
+
+
+def tiny_rpms(count: int) -> list[Path]:
+    """`count`+ROUNDS tiny RPMs from one rpmbuild of a spec of that many subpackages (cached)."""
+    out = CACHE / f"tiny-{count}"
+    if len(list(out.glob("bench*.rpm"))) != count + ROUNDS:
+        shutil.rmtree(out, ignore_errors=True)
+        width = len(str(count + ROUNDS))
+        names = [str(i).zfill(width) for i in range(count + ROUNDS)]
+        spec = TINY_SPEC_HEAD.replace("{last}", names[-1]) + "".join(
+            TINY_PACKAGE.format(i=i) for i in names)
+        rpmbuild(spec, CACHE / "work-tiny", out)
+    return sorted(out.glob("bench*.rpm"))
+
+
+def big_rpm(megabytes: int) -> Path:
+    out = CACHE / f"big-{megabytes}"
+    found = list(out.glob("*.rpm"))
+    if found:
+        return found[0]
+    spec = f"""Name: benchbig
+Version: 1.0
+Release: 1
+Summary: big
+License: MIT
+BuildArch: noarch
+%global debug_package %{{nil}}
+%global __os_install_post %{{nil}}
+%description
+big
+%install
+mkdir -p %{{buildroot}}/opt/big
+head -c {megabytes}M /dev/urandom > %{{buildroot}}/opt/big/blob
+%files
+/opt/big/blob
+"""
+    # Random bytes do not compress: store the payload uncompressed.
+    rpmbuild(spec, CACHE / "work-big", out, "_binary_payload w.ufdio")
+    return next(out.glob("*.rpm"))
+
+
+class PutCounter:
+    def __init__(self):
+        self.puts = 0
+
+    def __call__(self, request, **_ignored):
+        if request.method == "PUT":
+            self.puts += 1
+
+
+def aws_cli(args: list[str], counter: PutCounter) -> None:
+    from awscli.clidriver import create_clidriver
+
+    driver = create_clidriver()
+    driver.session.register("before-send.s3", counter)
+    if driver.main(args) != 0:
+        raise SystemExit(f"aws {' '.join(args)} failed")
+
+
+def seed(mirror: Path, rpms: list[Path], bucket: str, prefixes: list[str]) -> None:
+    (mirror / "Packages").mkdir(parents=True)
+    for rpm in rpms:
+        os.link(rpm, mirror / "Packages" / rpm.name)
+    subprocess.run(["createrepo_c", "--quiet", "--no-database", str(mirror)], check=True)
+    for prefix in prefixes:
+        aws_cli(["s3", "sync", "--quiet", str(mirror), f"s3://{bucket}/{prefix}/"], PutCounter())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child)
+
+    from sandbox.control import Sandbox
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-publish-") as tmp:
+        work = Path(tmp)
+        box = Sandbox(work / "sandbox")
+        box.up()
+        os.environ.update(box.env())
+        try:
+            run(work, box, args)
+        finally:
+            box.down()
+
+
+def bench_settings(box, work: Path, bucket: str, table: str, prefix: str):
+    import yaml
+
+    from cloud.settings import validate
+    from tests.conftest import deep_merge
+
+    raw = yaml.safe_load((ROOT / "invoke.yaml").read_text())["kiln"]
+    raw = deep_merge(raw, {"sandbox": {"state_dir": str(box.state_dir)}, "dist": str(work),
+                           "repo": {"bucket": bucket, "lock_table": table, "prefix": prefix}})
+    return validate(raw, ["bench"])
+
+
+def run(work: Path, box, args) -> None:
+    from cloud.target import connect
+    from packager import repo, signing
+    from tests.repo_helpers import make_lock_table, make_repo_bucket
+
+    started = time.perf_counter()
+    rpms = tiny_rpms(args.count)
+    print(f"{args.count} tiny RPMs ready in {time.perf_counter() - started:.1f} s "
+          f"(cache {CACHE})", flush=True)
+    existing, new = rpms[:ROUNDS * -1], rpms[ROUNDS * -1:]
+    settings = bench_settings(box, work, "kiln-bench-repo", "kiln-bench-locks", "kiln")
+    aws = connect(settings)
+    make_repo_bucket(aws, "kiln-bench-repo")
+    make_lock_table(aws, "kiln-bench-locks")
+    started = time.perf_counter()
+    mirror = work / "mirror"
+    seed(mirror, existing, "kiln-bench-repo", ["kiln", "full"])
+    print(f"seeded two repositories of {len(existing)} in {time.perf_counter() - started:.1f} s",
+          flush=True)
+
+    # The repository exists already: it serves its .repo file and key before the timed publish.
+    repo.Repo.of(aws).ensure_client_files(signing.from_settings(aws.settings))
+    kiln_times, full_times = [], []
+    for rpm in new:  # one more package each round; medians of the rounds
+        counter = PutCounter()
+        aws.client("s3").meta.events.register("before-send.s3", counter)
+        started = time.perf_counter()
+        assert repo.publish(aws, rpm)["status"] == "published"
+        kiln_times.append(time.perf_counter() - started)
+        aws.client("s3").meta.events.unregister("before-send.s3", counter)
+
+        baseline = PutCounter()
+        started = time.perf_counter()
+        os.link(rpm, mirror / "Packages" / rpm.name)
+        subprocess.run(["createrepo_c", "--quiet", "--no-database", str(mirror)], check=True)
+        aws_cli(["s3", "sync", "--quiet", "--delete", str(mirror), "s3://kiln-bench-repo/full/"],
+                baseline)
+        full_times.append(time.perf_counter() - started)
+    assert len(repo.list_packages(aws)) == len(rpms)
+    kiln_time, full_time = statistics.median(kiln_times), statistics.median(full_times)
+    print(f"publish one RPM into {len(existing)} (median of {ROUNDS}): kiln {kiln_time:.2f} s, "
+          f"{counter.puts} S3 PUTs | full createrepo_c + aws s3 sync {full_time:.2f} s, "
+          f"{baseline.puts} S3 PUTs | ratio {kiln_time / full_time:.2f}x", flush=True)
+    memory(work, box, args.big_mb)
+
+
+def memory(work: Path, box, megabytes: int) -> None:
+    started = time.perf_counter()
+    big = big_rpm(megabytes)
+    print(f"{big.stat().st_size / 2**20:.0f} MB RPM ready in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    config = {"state_dir": str(box.state_dir), "work": str(work), "rpm": str(big)}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(config)],
+                         check=True, capture_output=True, text=True, env=os.environ)
+    figures = json.loads(out.stdout)
+    print(f"publish a {big.stat().st_size / 2**20:.0f} MB RPM: "
+          f"{time.perf_counter() - started:.1f} s, peak RSS {figures['self_mb']:.0f} MB "
+          f"(kiln), {figures['children_mb']:.0f} MB (largest tool: rpmsign/createrepo_c/gpg)",
+          flush=True)
+
+
+def memory_child(raw: str) -> None:
+    import resource
+
+    from cloud.target import connect
+    from packager import repo
+    from sandbox.control import Sandbox
+    from tests.repo_helpers import make_lock_table, make_repo_bucket
+
+    config = json.loads(raw)
+    box = Sandbox(config["state_dir"])
+    settings = bench_settings(box, Path(config["work"]), "kiln-bench-big", "kiln-bench-big-locks",
+                              "el9/x86_64")
+    aws = connect(settings)
+    make_repo_bucket(aws, "kiln-bench-big")
+    make_lock_table(aws, "kiln-bench-big-locks")
+    assert repo.publish(aws, config["rpm"])["status"] == "published"
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"self_mb": own, "children_mb": children}))
+
+
+if __name__ == "__main__":
+    main()
