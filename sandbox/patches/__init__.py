@@ -12,6 +12,7 @@ PATCHES: list[str] = [
     "shared_images",
     "image_deprecation",
     "instances",
+    "instance_states",
     "base_images",
     "elb_health",
     "cfn_alarms",
