@@ -17,13 +17,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from cloud.console import say
 from cloud.errors import KilnError
 from packager import fpm, rpmbuild
-from packager.manifest import Manifest, load
+from packager.manifest import Manifest, compute_digest, load
 from packager.spec import Provenance, scriptlets
 
 BACKENDS = {"rpmbuild": rpmbuild, "fpm": fpm}
@@ -31,18 +32,20 @@ BACKENDS = {"rpmbuild": rpmbuild, "fpm": fpm}
 
 def package(settings: Any, manifest_path: str | os.PathLike, version: str | None = None) -> dict:
     """Build the RPM for `manifest_path`; return what was built (path, nevra, sha256, …)."""
-    manifest = load(manifest_path, version)
+    manifest = load(manifest_path, version, digest=False)
     options = settings["package"]
     backend = choose_backend(options["backend"])
     commit = git_commit(manifest.folder)
     epoch = source_date_epoch(options["source_date_epoch"], manifest.folder)
-    provenance = Provenance(commit=commit, manifest_digest=manifest.digest)
     dist = Path(settings["dist"])
     say(f"package: {manifest.filename} with {backend} ({options['compression']})")
     with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
         work = Path(temp)
         root = work / "root"
-        stage(manifest, root, epoch)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hash while staging: both mostly I/O
+            digest_job = pool.submit(compute_digest, manifest)
+            stage(manifest, root, epoch)
+            provenance = Provenance(commit=commit, manifest_digest=digest_job.result())
         built = BACKENDS[backend].build(manifest, root, work, provenance, scriptlets(manifest),
                                         epoch, options["compression"],
                                         options["compression_level"])
@@ -106,14 +109,14 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
     older one is copied and stamped with the epoch, so the header never depends on checkout times.
     """
     root.mkdir(parents=True)
-    directories = []
-    for entry in manifest.entries:
+    directories, made = [], {root}
+    for entry in manifest.entries:  # sorted by dest: parents come before their children
         path = root / entry.dest.lstrip("/")
         if entry.kind == "dir":
-            path.mkdir(parents=True, exist_ok=True)
+            _makedirs(path, made)
             directories.append(path)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _makedirs(path.parent, made)
         if entry.content is not None:
             path.write_bytes(entry.content)
             os.utime(path, (epoch, epoch))
@@ -121,6 +124,12 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
             _link_or_copy(entry.src, path, epoch)
     for path in reversed(directories):  # deepest last-listed first; parents after children
         os.utime(path, (epoch, epoch))
+
+
+def _makedirs(path: Path, made: set[Path]) -> None:
+    if path not in made:
+        path.mkdir(parents=True, exist_ok=True)
+        made.add(path)
 
 
 def _link_or_copy(src: Path, dest: Path, epoch: int) -> None:

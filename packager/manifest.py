@@ -91,6 +91,7 @@ class Manifest:
     scripts: dict[str, str] = field(default_factory=dict)  # pre/post/preun/postun → text
     service_unit: str | None = None
     digest: str = ""
+    text: bytes = field(default=b"", repr=False)
 
     @property
     def folder(self) -> Path:
@@ -183,15 +184,19 @@ class _Problem(Exception):
 # -- loading ---------------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike, version: str | None = None) -> Manifest:
-    """Read, check and expand the manifest at `path`; `version` overrides its version."""
+def load(path: str | os.PathLike, version: str | None = None, digest: bool = True) -> Manifest:
+    """Read, check and expand the manifest at `path`; `version` overrides its version.
+
+    With digest=False, `.digest` stays empty until `compute_digest(manifest)` is called (the
+    builder hashes while it stages files).
+    """
     path = Path(path)
     try:
         text = path.read_bytes()
     except OSError as error:
         raise KilnError(f"{path}: cannot read the manifest ({error.strerror})") from None
     try:
-        return _build(path, text, version)
+        manifest = _build(path, text, version)
     except _Problem as problem:
         where = f"{path}:{problem.line}" if problem.line else str(path)
         raise KilnError(f"{where}: {problem.key}: {problem.message}") from None
@@ -200,6 +205,15 @@ def load(path: str | os.PathLike, version: str | None = None) -> Manifest:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         reason = getattr(error, "problem", None) or str(error)
         raise KilnError(f"{where}: not valid YAML ({reason})") from None
+    if digest:
+        compute_digest(manifest)
+    return manifest
+
+
+def compute_digest(manifest: Manifest) -> str:
+    """Set and return `manifest.digest`: sha256 of the manifest and all it packages."""
+    manifest.digest = _digest(manifest.text, manifest)
+    return manifest.digest
 
 
 def _build(path: Path, text: bytes, version: str | None) -> Manifest:
@@ -239,7 +253,7 @@ def _build(path: Path, text: bytes, version: str | None) -> Manifest:
                              content=manifest.service_unit.encode()))
     manifest.entries = _unique(entries, data)
     manifest.scripts = _scripts(data, folder)
-    manifest.digest = _digest(text, manifest)
+    manifest.text = text
     return manifest
 
 
