@@ -424,3 +424,19 @@ env_tasks = Collection("env")
 env_tasks.add_task(env_up, "up")
 env_tasks.add_task(env_down, "down")
 ns.add_collection(env_tasks)
+
+# -- quick start ----------------------------------------------------------------------------
+
+
+@kiln_task(help={"version": "the example app's version to bake and roll out (default 1.0.0)"})
+def demo(c, version="1.0.0"):
+    """The quick start: bootstrap the sandbox, bake the example app, promote it, deploy it."""
+    sandbox_up(c)
+    bootstrap_apply(c, yes=True)
+    bake(c, version=version)
+    ami_promote(c, version=version, to="prod")
+    deploy(c, version=version, watch="0")
+    status(c)
+
+
+ns.add_task(demo)

@@ -177,6 +177,11 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
         plan.add("weights", weights=_shift(cluster, {name: 100}))
         plan.add("mark", states={name: model.ACTIVE})
         return plan
+    if baseline.ami == image.id and baseline.weight == 100:
+        # Deploying what already serves all traffic is a no-op, so a rerun changes nothing.
+        return Plan("deploy", cluster.name, baseline=baseline.name,
+                    summary=f"{image.version} ({image.id}) already serves all traffic from "
+                            f"{baseline.name}")
     plan = Plan("deploy", cluster.name, baseline=baseline.name,
                 summary=f"{image.version} replaces {baseline.name} ({baseline.version}), "
                         f"red/black at {baseline.desired} instances")
