@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +108,8 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
 
     A source file newer than the epoch is hard-linked (rpm clamps its mtime in the header); an
     older one is copied and stamped with the epoch, so the header never depends on checkout times.
+    Files of trees listed with `%attr(-,…)` must carry their mode on disk: a source with other
+    permission bits is copied and chmod-ed, never changed through a link.
     """
     root.mkdir(parents=True)
     directories, made = [], {root}
@@ -114,14 +117,16 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
         path = root / entry.dest.lstrip("/")
         if entry.kind == "dir":
             _makedirs(path, made)
+            path.chmod(entry.mode)
             directories.append(path)
             continue
         _makedirs(path.parent, made)
         if entry.content is not None:
             path.write_bytes(entry.content)
+            path.chmod(entry.mode)
             os.utime(path, (epoch, epoch))
         else:
-            _link_or_copy(entry.src, path, epoch)
+            _link_or_copy(entry.src, path, epoch, entry.mode if entry.tree else None)
     for path in reversed(directories):  # deepest last-listed first; parents after children
         os.utime(path, (epoch, epoch))
 
@@ -132,14 +137,16 @@ def _makedirs(path: Path, made: set[Path]) -> None:
         made.add(path)
 
 
-def _link_or_copy(src: Path, dest: Path, epoch: int) -> None:
-    if src.stat().st_mtime >= epoch:
+def _link_or_copy(src: Path, dest: Path, epoch: int, mode: int | None) -> None:
+    info = src.stat()
+    if info.st_mtime >= epoch and (mode is None or stat.S_IMODE(info.st_mode) == mode):
         try:
             os.link(src, dest)
             return
         except OSError:
             pass  # another filesystem, or hard links not allowed: copy instead
     shutil.copyfile(src, dest)
+    dest.chmod(0o644 if mode is None else mode)
     os.utime(dest, (epoch, epoch))
 
 

@@ -59,6 +59,9 @@ class Entry:
     group: str = "root"
     src: Path | None = None
     content: bytes | None = None
+    # The dest of the directory `src` this came from, when its modes follow the source files:
+    # the spec can then list the whole tree in one line (see packager.spec).
+    tree: str | None = None
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,8 @@ def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
                  "owner": _account(item, "owner", f"{label}.owner"),
                  "group": _account(item, "group", f"{label}.group")}
         if real.is_dir():
-            entries += _tree(real, dest, kind, folder, attrs, line, label)
+            tree = dest if attrs["mode"] is None else None
+            entries += _tree(real, dest, kind, folder, {**attrs, "tree": tree}, line, label)
         else:
             entries.append(_file_entry(real, dest, kind, attrs))
     return entries
@@ -446,7 +450,7 @@ def _file_entry(real: Path, dest: str, kind: str, attrs: dict,
         st_mode = real.stat().st_mode if st_mode is None else st_mode
         mode = 0o755 if st_mode & stat.S_IXUSR else 0o644
     return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
-                 src=real)
+                 src=real, tree=attrs.get("tree"))
 
 
 def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
@@ -456,7 +460,7 @@ def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int
     `root` is already a real path inside `folder`; only symlinks below it need resolving.
     """
     entries = [Entry(dest=dest, kind="dir", mode=0o755, owner=attrs["owner"],
-                     group=attrs["group"])]
+                     group=attrs["group"], tree=attrs.get("tree"))]
     with os.scandir(root) as scan:
         children = sorted(scan, key=lambda item: item.name)
     for item in children:

@@ -130,8 +130,33 @@ def spec_text(manifest: Manifest, provenance: Provenance, script_files: dict[str
     lines += ["", "%description", description(manifest.description), ""]
     lines += [f"%{key} -f {script_files[key]}" for key in SCRIPTLETS if key in script_files]
     lines += ["", "%files", "%defattr(-,root,root,-)"]
-    lines += [_file_line(entry) for entry in manifest.entries]
+    lines += file_lines(manifest.entries)
     return "\n".join(lines) + "\n"
+
+
+def file_lines(entries) -> list[str]:
+    """The %files list. A directory `src` whose modes follow its files (no `mode` in the
+    manifest) is listed as one recursive line with `%attr(-,…)`: the staged tree carries the
+    modes, and rpm walks it in C instead of parsing a line per file."""
+    compact = _compact_trees(entries)
+    lines = []
+    for entry in entries:
+        if entry.tree in compact:
+            if entry.dest == entry.tree:
+                config = "%config(noreplace) " if entry.kind == "config" or any(
+                    e.kind == "config" for e in entries if e.tree == entry.tree) else ""
+                lines.append(f"{config}%attr(-,{entry.owner},{entry.group}) {entry.dest}")
+            continue
+        lines.append(_file_line(entry))
+    return lines
+
+
+def _compact_trees(entries) -> set[str]:
+    """Trees that hold nothing but their own entries (else rpm would list a path twice)."""
+    roots = {entry.tree for entry in entries if entry.tree}
+    return {root for root in roots
+            if all(entry.tree == root for entry in entries
+                   if entry.dest == root or entry.dest.startswith(root + "/"))}
 
 
 def _file_line(entry) -> str:

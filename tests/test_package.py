@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from cloud import settings as settings_module
 from cloud.errors import KilnError
-from packager import build, fpm
+from packager import build, fpm, spec
 from packager.build import package
 from packager.manifest import load
 from packager.spec import Provenance, scriptlets
@@ -294,3 +295,31 @@ def test_elf_files_keep_their_file_color(tmp_path):
     result = package(make_settings(tmp_path / "dist"), tmp_path / "tool.yaml")
     colors = query(result["path"], "[%{FILECOLORS} %{FILENAMES}\n]").splitlines()
     assert colors == ["2 /usr/bin/kiln-tool", "0 /usr/share/kiln-tool/text.txt"]
+
+
+def test_tree_modes_come_from_the_staged_copy_not_the_sources(tmp_path):
+    app = tmp_path / "app"
+    (app / "bin").mkdir(parents=True)
+    (app / "data.txt").write_text("data\n")
+    (app / "bin" / "run").write_text("#!/bin/sh\n")
+    (app / "data.txt").chmod(0o664)  # a umask 002 checkout
+    (app / "bin" / "run").chmod(0o775)
+    (tmp_path / "extra.conf").write_text("x = 1\n")
+    (tmp_path / "tree.yaml").write_text(
+        "name: tree\nversion: 1.0.0\nsummary: s\nlicense: MIT\nfiles:\n"
+        "  - src: app\n    dest: /opt/tree\n  - src: app\n    dest: /opt/other\n"
+        "config_files:\n  - src: extra.conf\n    dest: /opt/other/extra.conf\n")
+    manifest = load(tmp_path / "tree.yaml")
+    lines = spec.file_lines(manifest.entries)
+    assert "%attr(-,root,root) /opt/tree" in lines  # one recursive line
+    assert "%config(noreplace) %attr(0644,root,root) /opt/other/extra.conf" in lines
+    assert "%attr(0644,root,root) /opt/other/data.txt" in lines  # listed file by file
+    result = package(make_settings(tmp_path / "dist"), tmp_path / "tree.yaml")
+    listing = query(result["path"], "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]")
+    assert listing.splitlines() == [
+        "drwxr-xr-x  /opt/other", "drwxr-xr-x  /opt/other/bin", "-rwxr-xr-x  /opt/other/bin/run",
+        "-rw-r--r--  /opt/other/data.txt", "-rw-r--r-- cn /opt/other/extra.conf",
+        "drwxr-xr-x  /opt/tree", "drwxr-xr-x  /opt/tree/bin", "-rwxr-xr-x  /opt/tree/bin/run",
+        "-rw-r--r--  /opt/tree/data.txt"]
+    assert stat.S_IMODE((app / "data.txt").stat().st_mode) == 0o664  # sources untouched
+    assert stat.S_IMODE((app / "bin" / "run").stat().st_mode) == 0o775
