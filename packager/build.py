@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -112,42 +111,47 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
     permission bits is copied and chmod-ed, never changed through a link.
     """
     root.mkdir(parents=True)
-    directories, made = [], {root}
+    top = str(root)
+    directories, made = [], {top}
     for entry in manifest.entries:  # sorted by dest: parents come before their children
-        path = root / entry.dest.lstrip("/")
+        path = top + entry.dest  # plain strings: this loop runs once per packaged file
         if entry.kind == "dir":
             _makedirs(path, made)
-            path.chmod(entry.mode)
+            os.chmod(path, entry.mode)
             directories.append(path)
             continue
-        _makedirs(path.parent, made)
+        _makedirs(path.rpartition("/")[0], made)
         if entry.content is not None:
-            path.write_bytes(entry.content)
-            path.chmod(entry.mode)
+            Path(path).write_bytes(entry.content)
+            os.chmod(path, entry.mode)
             os.utime(path, (epoch, epoch))
+        elif _linkable(entry, epoch):
+            try:
+                os.link(entry.src, path)
+            except OSError:  # another filesystem, or hard links not allowed: copy instead
+                _copy(entry, path, epoch)
         else:
-            _link_or_copy(entry.src, path, epoch, entry.mode if entry.tree else None)
-    for path in reversed(directories):  # deepest last-listed first; parents after children
+            _copy(entry, path, epoch)
+    for path in reversed(directories):  # children before parents
         os.utime(path, (epoch, epoch))
 
 
-def _makedirs(path: Path, made: set[Path]) -> None:
+def _makedirs(path: str, made: set[str]) -> None:
     if path not in made:
-        path.mkdir(parents=True, exist_ok=True)
+        os.makedirs(path, exist_ok=True)
         made.add(path)
 
 
-def _link_or_copy(src: Path, dest: Path, epoch: int, mode: int | None) -> None:
-    info = src.stat()
-    if info.st_mtime >= epoch and (mode is None or stat.S_IMODE(info.st_mode) == mode):
-        try:
-            os.link(src, dest)
-            return
-        except OSError:
-            pass  # another filesystem, or hard links not allowed: copy instead
-    shutil.copyfile(src, dest)
-    dest.chmod(0o644 if mode is None else mode)
-    os.utime(dest, (epoch, epoch))
+def _linkable(entry, epoch: int) -> bool:
+    if entry.src_mtime is None or entry.src_mtime < epoch:
+        return False
+    return entry.tree is None or entry.src_mode == entry.mode
+
+
+def _copy(entry, path: str, epoch: int) -> None:
+    shutil.copyfile(entry.src, path)
+    os.chmod(path, entry.mode)
+    os.utime(path, (epoch, epoch))
 
 
 def file_sha256(path: Path) -> str:

@@ -62,6 +62,9 @@ class Entry:
     # The dest of the directory `src` this came from, when its modes follow the source files:
     # the spec can then list the whole tree in one line (see packager.spec).
     tree: str | None = None
+    # The source's permission bits and mtime when it was read, so staging needs no second stat.
+    src_mode: int | None = field(default=None, compare=False)
+    src_mtime: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -444,13 +447,14 @@ def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
 
 
 def _file_entry(real: Path, dest: str, kind: str, attrs: dict,
-                st_mode: int | None = None) -> Entry:
+                info: os.stat_result | None = None) -> Entry:
+    info = real.stat() if info is None else info
     mode = attrs["mode"]
     if mode is None:
-        st_mode = real.stat().st_mode if st_mode is None else st_mode
-        mode = 0o755 if st_mode & stat.S_IXUSR else 0o644
+        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
     return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
-                 src=real, tree=attrs.get("tree"))
+                 src=real, tree=attrs.get("tree"), src_mode=stat.S_IMODE(info.st_mode),
+                 src_mtime=info.st_mtime)
 
 
 def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
@@ -472,8 +476,8 @@ def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int
         if path.is_dir() if item.is_symlink() else item.is_dir(follow_symlinks=False):
             entries += _tree(path, target, kind, folder, attrs, line, label)
         elif path.is_file() if item.is_symlink() else item.is_file(follow_symlinks=False):
-            st_mode = None if item.is_symlink() else item.stat(follow_symlinks=False).st_mode
-            entries.append(_file_entry(path, target, kind, attrs, st_mode))
+            info = None if item.is_symlink() else item.stat(follow_symlinks=False)
+            entries.append(_file_entry(path, target, kind, attrs, info))
         else:
             raise _Problem(line, shown, "is neither a regular file nor a directory")
     return entries
