@@ -49,8 +49,7 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
         built = BACKENDS[backend].build(manifest, root, work, provenance, scriptlets(manifest),
                                         epoch, options["compression"],
                                         options["compression_level"])
-        digest = file_sha256(built)
-        target = place(built, dist / manifest.filename)
+        target, digest = place_and_hash(built, dist / manifest.filename)
     say(f"package: wrote {target}")
     return result(manifest, target, digest, commit, backend)
 
@@ -152,6 +151,15 @@ def _copy(entry, path: str, epoch: int) -> None:
     shutil.copyfile(entry.src, path)
     os.chmod(path, entry.mode)
     os.utime(path, (epoch, epoch))
+
+
+def place_and_hash(built: Path, target: Path) -> tuple[Path, str]:
+    """Move the RPM into place while hashing it: the rename frees the previous file's blocks,
+    the hash reads the new one from an open handle; both release the GIL."""
+    with open(built, "rb") as handle, ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(hashlib.file_digest, handle, "sha256")
+        place(built, target)
+        return target, job.result().hexdigest()
 
 
 def file_sha256(path: Path) -> str:
