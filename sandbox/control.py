@@ -1,28 +1,23 @@
-"""Start, stop, reset and describe the sandbox's moto server.
+"""Start, stop, reset and describe the sandbox: the moto server and the sshd beside it.
 
 State lives under the sandbox's state directory (`kiln.sandbox.state_dir`, default `.sandbox/`):
-`moto.pid`, `moto.port` and `moto.log`. Any task that needs AWS while the target is `sandbox`
-starts the server if it is not running; a second start reuses the running one.
+`moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/` and the bake instances'
+`instances/`. Any task that needs AWS while the target is `sandbox` starts the sandbox if it is
+not running; a second start reuses the running one.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import signal
-import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cloud.console import say
 from cloud.errors import KilnError
 from sandbox import bootstrap, instances, signing
+from sandbox.daemon import Daemon, free_port
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -40,65 +35,42 @@ class Sandbox:
         self.host = host
         self.wanted_port = port
         self.region = region
+        self.moto = Daemon(self.state_dir, "moto", host, self._answers)
 
     @classmethod
     def from_settings(cls, settings) -> Sandbox:
         return cls(settings.sandbox.state_dir, settings.sandbox.host, settings.sandbox.port,
                    settings.aws.region)
 
-    # -- state files -------------------------------------------------------------------------
-    def _file(self, name: str) -> Path:
-        return self.state_dir / name
-
-    def _read_int(self, name: str) -> int | None:
-        try:
-            return int(self._file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     @property
     def endpoint(self) -> str | None:
-        port = self._read_int("moto.port")
+        port = self.moto.port
         return f"http://{self.host}:{port}" if port else None
 
     def running(self) -> bool:
-        pid, endpoint = self._read_int("moto.pid"), self.endpoint
-        return bool(pid and endpoint and _alive(pid) and _answers(endpoint))
+        return self.moto.running()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self) -> str:
-        """Start the moto server unless it runs already; return its endpoint URL."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
-            if self.running():
-                instances.start(self.state_dir)  # the sshd standing in for bake instances
-                return self.endpoint
-            port = self.wanted_port or _free_port(self.host)
-            log = open(self._file("moto.log"), "ab")  # noqa: SIM115 - handed to the child
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox.server", "--host", self.host, "--port", str(port),
-                 "--state-dir", str(self.state_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=_project_root(), env=self._server_env())
-            self._file("moto.pid").write_text(f"{process.pid}\n")
-            self._file("moto.port").write_text(f"{port}\n")
-            endpoint = f"http://{self.host}:{port}"
-            try:
-                _wait_until_answering(endpoint, process)
-            except Exception:
-                _stop(process.pid)
-                raise
-            say(f"sandbox: moto server started at {endpoint} (log: {self._file('moto.log')})")
-            instances.start(self.state_dir)
-            return endpoint
+        """Start the moto server (and the sandbox sshd) unless running; return the endpoint."""
+        with self.moto.lock():
+            if not self.running():
+                self._start_moto()
+            instances.start(self.state_dir)  # the sshd standing in for bake instances
+            return self.endpoint
+
+    def _start_moto(self) -> None:
+        port = self.wanted_port or free_port(self.host)
+        self.moto.start([sys.executable, "-m", "sandbox.server", "--host", self.host,
+                         "--port", str(port), "--state-dir", str(self.state_dir)], port,
+                        timeout=60, cwd=_project_root(), env=self._server_env())
+        say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
 
     def down(self) -> bool:
-        """Stop the server (and the sandbox sshd); True if one was running."""
+        """Stop the server, the sandbox sshd and the signing key's agent; True if moto ran."""
         instances.stop(self.state_dir)
-        pid = self._read_int("moto.pid")
-        for name in ("moto.pid", "moto.port"):
-            self._file(name).unlink(missing_ok=True)
-        return bool(pid and _stop(pid))
+        signing.stop_agent(self.state_dir / "gnupg")
+        return self.moto.stop()
 
     def reset(self) -> None:
         """Clear every resource in the server (moto's own reset), keeping it running."""
@@ -119,11 +91,12 @@ class Sandbox:
         env.update(DUMMY_CREDENTIALS)
         return env
 
-    @contextmanager
-    def _lock(self):
-        with open(self._file("up.lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+    def _answers(self, port: int) -> bool:
+        try:
+            urllib.request.urlopen(f"http://{self.host}:{port}/moto-api/config", timeout=2).close()
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
 
 
 def ensure_up(settings) -> Sandbox:
@@ -140,49 +113,3 @@ def ensure_up(settings) -> Sandbox:
 
 def _project_root() -> Path:
     return Path(__file__).resolve().parent.parent
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{endpoint}/moto-api/config", timeout=2).close()
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _wait_until_answering(endpoint: str, process: subprocess.Popen) -> None:
-    @retry(stop=stop_after_delay(60), wait=wait_exponential(0.05, max=1),
-           retry=retry_if_exception_type(ConnectionError), reraise=True)
-    def probe() -> None:
-        if process.poll() is not None:
-            raise KilnError(f"sandbox moto server exited with {process.returncode}; see moto.log")
-        if not _answers(endpoint):
-            raise ConnectionError(f"moto server at {endpoint} is not answering yet")
-
-    probe()
-
-
-def _stop(pid: int) -> bool:
-    if not _alive(pid):
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
