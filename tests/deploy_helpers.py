@@ -13,15 +13,41 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 
 from cloud import tags as kiln_tags
 from cloud.stacks import stack_name
+from cloud.target import connect
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "templates" / "env.yaml"
 
 # Fast settings for tests: no watch unless a test asks, short health timeouts.
 FAST = {"deploy": {"watch": "0", "health_timeout": "4s",
                    "health_check": {"path": "/health", "grace_period": 0}}}
+
+
+@pytest.fixture
+def deploy_overrides() -> dict:
+    """Settings a deploy test module wants on top of the defaults; modules override it."""
+    return FAST
+
+
+@pytest.fixture
+def kaws(clean_sandbox, kiln_settings, deploy_overrides):
+    """A session in the build account, where Kiln's tasks start."""
+    return connect(kiln_settings(**deploy_overrides))
+
+
+@pytest.fixture
+def daws(kaws):
+    """A session in the deploy account (prod), where the clusters live."""
+    return kaws.account("prod")
+
+
+@pytest.fixture
+def outputs(daws):
+    """The app environment stack's outputs, deployed into the deploy account."""
+    return env_stack(daws)
 
 
 def env_stack(daws, app: str = "hello-web", cluster: str | None = None) -> dict[str, str]:

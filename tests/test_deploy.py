@@ -4,24 +4,13 @@ import base64
 
 import pytest
 
-from cloud.target import connect
 from orchestrator import operations
-from tests.deploy_helpers import FAST, env_stack, make_image
+from tests.deploy_helpers import FAST, make_image
 
 
 @pytest.fixture
-def kaws(clean_sandbox, kiln_settings):
-    return connect(kiln_settings(**FAST))
-
-
-@pytest.fixture
-def daws(kaws):
-    return kaws.account("prod")
-
-
-@pytest.fixture
-def outputs(daws):
-    return env_stack(daws)
+def deploy_overrides():
+    return FAST
 
 
 def groups_by_name(result):

@@ -11,7 +11,6 @@ import pytest
 
 from cloud import locks
 from cloud.errors import KilnError
-from cloud.target import connect
 from orchestrator import environment, operations
 from orchestrator.health import AlarmFired
 from tests.conftest import deep_merge
@@ -19,7 +18,6 @@ from tests.deploy_helpers import (
     FAST,
     Sampler,
     credentials,
-    env_stack,
     make_image,
     make_unhealthy,
     serving_capacity,
@@ -28,18 +26,8 @@ from tests.deploy_helpers import (
 
 
 @pytest.fixture
-def kaws(clean_sandbox, kiln_settings):
-    return connect(kiln_settings(**deep_merge(FAST, {"deploy": {"steps": "50,100"}})))
-
-
-@pytest.fixture
-def daws(kaws):
-    return kaws.account("prod")
-
-
-@pytest.fixture
-def outputs(daws):
-    return env_stack(daws)
+def deploy_overrides():
+    return deep_merge(FAST, {"deploy": {"steps": "50,100"}})
 
 
 @pytest.fixture

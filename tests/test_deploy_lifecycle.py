@@ -16,18 +16,8 @@ QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
 
 
 @pytest.fixture
-def kaws(clean_sandbox, kiln_settings):
-    return connect(kiln_settings(**QUICK))
-
-
-@pytest.fixture
-def daws(kaws):
-    return kaws.account("prod")
-
-
-@pytest.fixture
-def outputs(daws):
-    return env_stack(daws)
+def deploy_overrides():
+    return QUICK
 
 
 def groups(kaws):
