@@ -35,8 +35,9 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
     manifest = load(manifest_path, version, digest=False)
     options = settings["package"]
     backend = choose_backend(options["backend"])
-    commit = git_commit(manifest.folder)
-    epoch = source_date_epoch(options["source_date_epoch"], manifest.folder)
+    inputs = input_paths(manifest)
+    commit = git_commit(manifest.folder, inputs)
+    epoch = source_date_epoch(options["source_date_epoch"], manifest.folder, inputs)
     dist = Path(settings["dist"])
     say(f"package: {manifest.filename} with {backend} ({options['compression']})")
     with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
@@ -80,15 +81,29 @@ def choose_backend(setting: str) -> str:
     return setting
 
 
-def git_commit(folder: Path) -> str | None:
-    return _git(folder, "rev-parse", "HEAD")
+def input_paths(manifest: Manifest) -> list[str]:
+    """The manifest and the top-level files or folders it packages, relative to its folder.
+
+    The commit recorded in the RPM (and its SOURCE_DATE_EPOCH) is the last one that changed these,
+    so a commit elsewhere in the repository does not change the RPM of an unchanged app.
+    """
+    tops = {manifest.path.name}
+    for entry in manifest.entries:
+        if entry.src is not None:
+            relative = entry.src.resolve().relative_to(manifest.folder.resolve())
+            tops.add(relative.parts[0])
+    return sorted(tops)
 
 
-def source_date_epoch(setting: int | None, folder: Path) -> int:
-    """The configured epoch, else the commit time of HEAD, else 0 outside a git checkout."""
+def git_commit(folder: Path, inputs: list[str]) -> str | None:
+    return _git(folder, "log", "-1", "--format=%H", "HEAD", "--", *inputs)
+
+
+def source_date_epoch(setting: int | None, folder: Path, inputs: list[str]) -> int:
+    """The configured epoch, else the time of the inputs' last commit, else 0 outside git."""
     if setting is not None:
         return setting
-    text = _git(folder, "log", "-1", "--format=%ct", "HEAD")
+    text = _git(folder, "log", "-1", "--format=%ct", "HEAD", "--", *inputs)
     return int(text) if text and text.isdigit() else 0
 
 

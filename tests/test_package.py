@@ -52,7 +52,23 @@ def test_result_describes_the_rpm(hello):
         "hello-web", "1.0.0", "1", "noarch")
     assert hello["manifest_digest"] == load(HELLO).digest
     assert hello["backend"] == "rpmbuild"
-    assert hello["commit"] == build.git_commit(ROOT)
+    assert hello["commit"] == last_commit_of("manifests/hello-web.yaml", "manifests/hello-web")
+
+
+def last_commit_of(*paths: str) -> str | None:
+    result = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "HEAD", "--",
+                             *paths], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or None
+
+
+def test_commit_is_the_last_one_that_changed_the_app():
+    manifest = load(HELLO)
+    assert build.input_paths(manifest) == ["hello-web", "hello-web.yaml"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    recorded = build.git_commit(manifest.folder, build.input_paths(manifest))
+    if head:  # in a git checkout: a commit elsewhere does not move the app's provenance
+        assert recorded == last_commit_of("manifests/hello-web.yaml", "manifests/hello-web")
 
 
 def test_header_records_metadata_and_provenance(hello):
@@ -63,7 +79,7 @@ def test_header_records_metadata_and_provenance(hello):
                            "https://example.com/hello-web", "Example Corp",
                            "Release Engineering <release@example.com>", "kiln", str(EPOCH),
                            "zstd"]
-    commit = build.git_commit(ROOT)
+    commit = hello["commit"]
     assert fields[11] == (f"git:{commit}" if commit else "(none)")
     assert fields[12] == f"kiln-manifest-sha256:{hello['manifest_digest']}"
     requires = query(hello["path"], "[%{REQUIRENAME} %{REQUIREFLAGS:depflags} "
