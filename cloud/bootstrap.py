@@ -1,8 +1,9 @@
 """The support infrastructure as CloudFormation stacks, created and updated through change sets.
 
-A stack is described once in STACKS (its part name, the accounts it goes to, its template file and
-a function computing its parameters); `invoke bootstrap` turns each into a change set — CREATE for
-a new stack, UPDATE for an existing one —, shows it, and executes it once confirmed. A change set
+A stack is described once in STACKS (its part name, the accounts and regions it goes to, its
+template file and a function computing its parameters); `invoke bootstrap` turns each into a change
+set — CREATE for a new stack, UPDATE for an existing one —, shows it, and executes it once
+confirmed. A change set
 with nothing in it means the stack is up to date. Other areas add their stacks with `register`.
 """
 
@@ -32,23 +33,42 @@ STACK_TAG = "kiln:stack"
 
 @dataclass(frozen=True)
 class Place:
-    """Where one stack goes: the account, a session allowed to bootstrap it, the build session."""
+    """Where one stack goes: the account, a session allowed to bootstrap it, the build session,
+    the region."""
 
     settings: Settings
     account: str
     aws: Aws
     build: Aws
+    region: str
+
+    @property
+    def where(self) -> str:
+        """`account prod (222222222222)`, and the region when it is not the main one."""
+        text = f"account {self.account} ({self.aws.account_id})"
+        if self.region == self.settings.aws.region:
+            return text
+        return f"{text}, region {self.region}"
+
+    def client(self, service: str):
+        return self.aws.client(service, self.region)
+
+
+def main_region(settings: Settings) -> list[str]:
+    return [settings.aws.region]
 
 
 @dataclass(frozen=True)
 class StackSpec:
-    """One bootstrap stack. `part` may use {app}; `accounts` names the accounts it goes to."""
+    """One bootstrap stack. `part` may use {app}; `accounts` names the accounts it goes to,
+    `regions` the regions (the main region, kiln.aws.region, unless told otherwise)."""
 
     part: str
     template: str
     accounts: Callable[[Settings], list[str]]
     parameters: Callable[[Place], dict[str, str]]
     outputs: tuple[str, ...] = ()
+    regions: Callable[[Settings], list[str]] = main_region
 
     def name(self, settings: Settings) -> str:
         return stack_name(settings, self.part_for(settings))
@@ -77,7 +97,7 @@ class Plan:
 
     @property
     def cfn(self):
-        return self.place.aws.client("cloudformation")
+        return self.place.client("cloudformation")
 
 
 # -- the stacks --------------------------------------------------------------------------------
@@ -91,20 +111,38 @@ def other_accounts(settings: Settings) -> list[str]:
     return [name for name in settings.accounts if name != settings.build_account]
 
 
+def all_accounts(settings: Settings) -> list[str]:
+    return [settings.build_account, *other_accounts(settings)]
+
+
+def copy_regions(settings: Settings) -> list[str]:
+    """The regions images are copied to (kiln.bake.copy_regions), the main region left out."""
+    return [r for r in dict.fromkeys(settings.bake.copy_regions) if r != settings.aws.region]
+
+
 def partition(region: str) -> str:
     if region.startswith("cn-"):
         return "aws-cn"
     return "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
+def share_account_roots(settings: Settings, region: str) -> list[str]:
+    """The root ARNs of the accounts images are shared with: they may use the build AMI keys."""
+    return [f"arn:{partition(region)}:iam::{settings.accounts[name].id}:root"
+            for name in other_accounts(settings)]
+
+
+def deployer_role_arn(settings: Settings, account: str, region: str) -> str:
+    spec = account_spec(settings, account)
+    return f"arn:{partition(region)}:iam::{spec.id}:role/{spec.role or 'kiln-deployer'}"
+
+
 def build_parameters(place: Place) -> dict[str, str]:
     settings = place.settings
     boot = settings.bootstrap
-    roots = [f"arn:{partition(place.aws.region)}:iam::{settings.accounts[name].id}:root"
-             for name in other_accounts(settings)]
     return {
         "Prefix": settings.stacks.prefix,
-        "ShareAccountRoots": ",".join(roots),
+        "ShareAccountRoots": ",".join(share_account_roots(settings, place.region)),
         "RepoReadVpces": ",".join(boot.repo_read_vpces),
         "RepoReadCidrs": ",".join(boot.repo_read_cidrs),
         "BakeVpcCidr": boot.bake_vpc_cidr,
@@ -127,13 +165,27 @@ def account_parameters(place: Place) -> dict[str, str]:
     }
 
 
+def keys_parameters(place: Place) -> dict[str, str]:
+    """The build account's key is used by the accounts it shares with; a target account's key
+    by its deployer role (made by the account stack in the main region)."""
+    settings = place.settings
+    if place.account == settings.build_account:
+        users = share_account_roots(settings, place.region)
+    else:
+        users = [deployer_role_arn(settings, place.account, place.region)]
+    return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users)}
+
+
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
                  "BakeRoleArn", "LockTableName", "LogGroupName", "BakeVpcId", "BakeSubnetId")
 ACCOUNT_OUTPUTS = ("DeployerRoleArn", "AmiKmsKeyArn")
+KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 
 STACKS: list[StackSpec] = [
     StackSpec("build", "build.yaml", build_account, build_parameters, BUILD_OUTPUTS),
     StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS),
+    # The AMI key of every account in every copy region; the main region's is in the stacks above.
+    StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions),
 ]
 
 
@@ -148,20 +200,25 @@ def register(spec: StackSpec) -> StackSpec:
 
 
 def targets(settings: Settings, account: str | None,
-            parts: tuple[str, ...] | None = None) -> list[tuple[StackSpec, str]]:
-    """(stack, account name) pairs for `--account` (an account name, or "all"/None), optionally
-    only the stacks of the given parts."""
+            parts: tuple[str, ...] | None = None) -> list[tuple[StackSpec, str, str]]:
+    """(stack, account name, region) for `--account` (an account name, or "all"/None),
+    optionally only the stacks of the given parts."""
     wanted = account or "all"
     if wanted != "all":
         account_spec(settings, wanted)  # an unknown name fails with the known ones
-    pairs = [(spec, name) for spec in STACKS if parts is None or spec.part in parts
-             for name in spec.accounts(settings)]
-    return [pair for pair in pairs if wanted in ("all", pair[1])]
+    found = []
+    for spec in STACKS:
+        if parts is not None and spec.part not in parts:
+            continue
+        for name in spec.accounts(settings):
+            if wanted in ("all", name):
+                found += [(spec, name, region) for region in spec.regions(settings)]
+    return found
 
 
-def place_for(settings: Settings, build: Aws, account: str) -> Place:
+def place_for(settings: Settings, build: Aws, account: str, region: str | None = None) -> Place:
     session = build if account == build.account_name else build.admin(account)
-    return Place(settings, account, session, build)
+    return Place(settings, account, session, build, region or settings.aws.region)
 
 
 # -- change sets -------------------------------------------------------------------------------
@@ -181,15 +238,16 @@ def existing_status(cfn, name: str) -> str | None:
         raise
 
 
-def change_set_kind(cfn, name: str, account: str) -> str:
+def change_set_kind(cfn, name: str, place: Place) -> str:
     status = existing_status(cfn, name)
     if status in (None, "REVIEW_IN_PROGRESS"):
         return "CREATE"
     if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"):
-        raise KilnError(f"stack {name} in account {account} is {status}: delete it "
-                        f"(aws cloudformation delete-stack --stack-name {name}) and run again")
+        raise KilnError(f"stack {name} in {place.where} is {status}: delete it (aws "
+                        f"cloudformation delete-stack --stack-name {name} --region "
+                        f"{place.region}) and run again")
     if status.endswith("_IN_PROGRESS"):
-        raise KilnError(f"stack {name} in account {account} is busy ({status}): try again later")
+        raise KilnError(f"stack {name} in {place.where} is busy ({status}): try again later")
     return "UPDATE"
 
 
@@ -197,8 +255,8 @@ def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
     """Create the change set for one stack and read what it would change."""
     settings = place.settings
     name = spec.name(settings)
-    cfn = place.aws.client("cloudformation")
-    kind = change_set_kind(cfn, name, place.account)
+    cfn = place.client("cloudformation")
+    kind = change_set_kind(cfn, name, place)
     parameters = spec.parameters(place)
     created = cfn.create_change_set(
         StackName=name, ChangeSetName=f"kiln-{run_id}", ChangeSetType=kind,
@@ -217,8 +275,8 @@ def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
             result.change_set = None
             return result
         discard(result)
-        raise KilnError(f"change set for stack {name} in account {place.account} "
-                        f"failed: {reason}") from None
+        raise KilnError(f"change set for stack {name} in {place.where} failed: {reason}"
+                        ) from None
     result.changes = read_changes(cfn, created["Id"], name)
     return result
 
@@ -240,7 +298,7 @@ def read_changes(cfn, change_set: str, name: str) -> list[dict]:
 
 
 def show(plan: Plan) -> None:
-    where = f"account {plan.place.account} ({plan.place.aws.account_id})"
+    where = plan.place.where
     if plan.up_to_date:
         say(f"stack {plan.stack} in {where}: up to date")
         return
@@ -263,9 +321,9 @@ def apply(plan: Plan) -> dict[str, str]:
         cfn.get_waiter(waiter).wait(StackName=plan.stack, WaiterConfig=WAIT)
     except WaiterError as error:
         status = (error.last_response or {}).get("Stacks", [{}])[0].get("StackStatus", "?")
-        raise KilnError(f"stack {plan.stack} in account {plan.place.account} ended {status}: "
-                        f"see its events (aws cloudformation describe-stack-events "
-                        f"--stack-name {plan.stack})") from None
+        raise KilnError(f"stack {plan.stack} in {plan.place.where} ended {status}: see its "
+                        f"events (aws cloudformation describe-stack-events --stack-name "
+                        f"{plan.stack} --region {plan.place.region})") from None
     plan.place.aws.__dict__.pop("_stack_outputs", None)  # cloud.stacks reads them afresh
     return outputs(cfn, plan.stack)
 
@@ -304,8 +362,8 @@ def run(settings: Settings, build: Aws, account: str | None = None, dry_run: boo
     """Bring every selected stack up to date; one result per stack."""
     run_id = kiln_tags.new_run_id()
     results = []
-    for spec, name in targets(settings, account, parts):
-        place = place_for(settings, build, name)
+    for spec, name, region in targets(settings, account, parts):
+        place = place_for(settings, build, name, region)
         current = plan(spec, place, run_id)
         show(current)
         results.append(_settle(current, dry_run, yes, confirm))
@@ -313,26 +371,29 @@ def run(settings: Settings, build: Aws, account: str | None = None, dry_run: boo
 
 
 def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bool]) -> dict:
-    result = {"stack": current.stack, "account": current.place.account,
-              "account_id": current.place.aws.account_id, "changes": current.changes}
+    place = current.place
+    stack = f"{current.stack} in {place.where}"
+    result = {"stack": current.stack, "account": place.account,
+              "account_id": place.aws.account_id, "region": place.region,
+              "changes": current.changes}
     if current.up_to_date:
         return {**result, "action": "up-to-date",
                 "outputs": outputs(current.cfn, current.stack)}
     if dry_run:
         discard(current)
-        say(f"stack {current.stack}: dry run, change set deleted, nothing changed")
+        say(f"stack {stack}: dry run, change set deleted, nothing changed")
         return {**result, "action": "planned"}
     try:
-        approved = yes or confirm(f"apply these changes to {current.stack}?")
+        approved = yes or confirm(f"apply these changes to stack {stack}?")
     except BaseException:
         discard(current)
         raise
     if not approved:
         discard(current)
-        say(f"stack {current.stack}: not applied")
+        say(f"stack {stack}: not applied")
         return {**result, "action": "skipped"}
     values = apply(current)
-    say(f"stack {current.stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
+    say(f"stack {stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
     for key, value in sorted(values.items()):
         say(f"  {key:<24} {value}")
     return {**result, "action": "created" if current.kind == "CREATE" else "updated",

@@ -31,6 +31,24 @@ def output(aws: Aws, part: str, key: str, region: str | None = None) -> str:
     return values[key]
 
 
+def ami_key(aws: Aws, region: str | None = None) -> str:
+    """The key `aws`'s account encrypts its AMIs with in `region`: in the main region an output
+    of the account's own stack (kiln-build, kiln-prod), in a copy region of its kiln-keys stack."""
+    settings = aws.settings
+    region = region or aws.region
+    if region != settings.aws.region:
+        part = "keys"
+    else:
+        part = "build" if aws.account_name == settings.build_account else "prod"
+    try:
+        return output(aws, part, "AmiKmsKeyArn", region)
+    except KilnError:
+        listed = region == settings.aws.region or region in settings.bake.copy_regions
+        hint = "" if listed else f" with {region} in kiln.bake.copy_regions"
+        raise KilnError(f"no AMI key for account {aws.account_name} in {region} (stack "
+                        f"{stack_name(settings, part)}): run `invoke bootstrap`{hint}") from None
+
+
 def _read(aws: Aws, name: str, region: str) -> dict[str, str]:
     try:
         stacks = aws.client("cloudformation", region).describe_stacks(StackName=name)["Stacks"]

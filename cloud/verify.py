@@ -130,13 +130,13 @@ def action_covers(statement: dict, action: str) -> bool:
 def run(settings: Settings, build: Aws, account: str | None = None,
         parts: tuple[str, ...] | None = None) -> list[Check]:
     checks: list[Check] = []
-    for spec, name in bootstrap.targets(settings, account, parts):
-        place = bootstrap.place_for(settings, build, name)
+    for spec, name, region in bootstrap.targets(settings, account, parts):
+        place = bootstrap.place_for(settings, build, name, region)
         stack = _stack_check(spec, place)
         checks.append(stack)
         if not stack.ok:
             continue
-        values = bootstrap.outputs(place.aws.client("cloudformation"), spec.name(settings))
+        values = bootstrap.outputs(place.client("cloudformation"), spec.name(settings))
         for check in CHECKS.get(spec.part, []):
             checks.append(_guarded(check, place, values))
     return checks
@@ -152,11 +152,12 @@ def _guarded(check: Callable[[Place, dict], Check], place, values) -> Check:
 
 def _stack_check(spec, place) -> Check:
     name = spec.name(place.settings)
-    check = Check(place.account, f"stack {name}")
-    cfn = place.aws.client("cloudformation")
+    check = Check(place.account, f"stack {name}{_in_region(place)}")
+    cfn = place.client("cloudformation")
     status = bootstrap.existing_status(cfn, name)
     if status is None:
-        check.problems.append(f"stack {name} is missing: run `invoke bootstrap`")
+        check.problems.append(f"stack {name}{_in_region(place)} is missing: "
+                              f"run `invoke bootstrap`")
         return check
     if status not in GOOD_STATUSES:
         check.problems.append(f"stack {name} is {status}")
@@ -167,6 +168,10 @@ def _stack_check(spec, place) -> Check:
                               f"run `invoke bootstrap`")
     return check
 
+
+def _in_region(place: Place) -> str:
+    """` in us-west-2` for a stack outside the main region, else nothing."""
+    return "" if place.region == place.settings.aws.region else f" in {place.region}"
 
 
 def check_repo_bucket_private(place: Place, values: dict) -> Check:
@@ -246,25 +251,34 @@ def check_repo_readable_by_bake_role(place: Place, values: dict) -> Check:
 def check_build_ami_key(place: Place, values: dict) -> Check:
     settings = place.settings
     wanted = {account_spec(settings, name).id for name in bootstrap.other_accounts(settings)}
-    check = Check(place.account, "AMI key is shared with the target accounts only")
+    check = Check(place.account,
+                  f"AMI key{_in_region(place)} is shared with the target accounts only")
     check.problems += _key_problems(place, values["AmiKmsKeyArn"], values["AmiKmsAliasName"],
                                     wanted)
     return check
 
 
 def check_account_ami_key(place: Place, values: dict) -> Check:
-    check = Check(place.account, "AMI key is used by the deployer role only")
+    check = Check(place.account, f"AMI key{_in_region(place)} is used by the deployer role only")
     key = values["AmiKmsKeyArn"]
     check.problems += _key_problems(place, key, values.get("AmiKmsAliasName"), set())
-    policy = place.aws.client("kms").get_key_policy(KeyId=key, PolicyName="default")["Policy"]
+    policy = place.client("kms").get_key_policy(KeyId=key, PolicyName="default")["Policy"]
     if not _grants_use(statements(policy), values["DeployerRoleArn"]):
         check.problems.append(f"key {key}: the policy does not let the deployer role "
                               f"{values['DeployerRoleArn']} use it")
     return check
 
 
+def check_region_ami_key(place: Place, values: dict) -> Check:
+    """A copy region's key (the keys stack): as the main region's key of the same account."""
+    if place.account == place.settings.build_account:
+        return check_build_ami_key(place, values)
+    role = bootstrap.deployer_role_arn(place.settings, place.account, place.region)
+    return check_account_ami_key(place, {**values, "DeployerRoleArn": role})
+
+
 def _key_problems(place: Place, key: str, alias: str | None, wanted: set[str]) -> list[str]:
-    kms = place.aws.client("kms")
+    kms = place.client("kms")
     problems = []
     meta = kms.describe_key(KeyId=key)["KeyMetadata"]
     if meta.get("KeyState") != "Enabled":
@@ -385,6 +399,7 @@ CHECKS: dict[str, list[Callable[[Place, dict], Check]]] = {
               check_repo_readable_by_bake_role, check_build_ami_key, check_lock_table,
               check_bake_network],
     "prod": [check_deployer_trust, check_account_ami_key],
+    "keys": [check_region_ami_key],
 }
 
 

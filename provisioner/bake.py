@@ -113,6 +113,8 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         job.base = base_ami.resolve(aws, settings.bake.base_ami)
         say(f"bake: base image {job.base['ImageId']} ({job.base.get('Name')})")
         job.outputs = stacks.outputs(aws, "build")
+        for region in job.regions:  # a copy region without its key stack fails here, not later
+            stacks.ami_key(aws, region)
         subnet, vpc = _subnet(job)
         job.cookbook_digest = chef.cookbook_digest(provision.CHEF_DIR)
         job.clock.step("package")

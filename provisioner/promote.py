@@ -48,7 +48,9 @@ def promote(aws: Aws, app: str, version: str, to: str) -> dict:
         raise KilnError(f"--to {to}: that is the build account; promote to another account")
     sources = {region: find_image(aws, app, version, region) for region in regions(aws.settings)}
     target = aws.account(to)
-    promotions = [_promote_one(aws, target, source, region, app, version)
+    # Every region's key first: a missing one fails before anything is copied.
+    keys = {region: stacks.ami_key(target, region) for region in sources}
+    promotions = [_promote_one(aws, target, source, region, keys[region], app, version)
                   for region, source in sources.items()]
     previous = record.load(aws.settings, app, version).get("promotions", [])
     kept = [p for p in previous
@@ -72,7 +74,7 @@ def find_image(aws: Aws, app: str, version: str, region: str) -> dict:
     return max(images, key=lambda i: i.get("CreationDate", ""))
 
 
-def _promote_one(build: Aws, target: Aws, source: dict, region: str, app: str,
+def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, app: str,
                  version: str) -> dict:
     source_id = source["ImageId"]
     share.share_image(build, source_id, region, [target.account_name])
@@ -88,7 +90,6 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, app: str,
         image_id = existing[0]["ImageId"]
         say(f"promote: account {target.account_name} has {image_id} from {source_id} already")
     else:
-        key = stacks.output(target, "prod", "AmiKmsKeyArn", region)
         image_id = ec2.copy_image(
             SourceImageId=source_id, SourceRegion=region, Name=source["Name"],
             Description=f"{app} {version} promoted from {build.account_id}/{source_id}",

@@ -68,9 +68,9 @@ def copy_to_regions(aws: Aws, image_id: str, regions: list[str], tags: dict[str,
     for name in share:
         _account_id(aws, name)
     source = describe_image(aws, image_id, source_region)
-    # Read every region's key and make every client first: a missing stack fails before any
+    # Read every region's key and make every client first: a missing key fails before any
     # copy starts, and boto3 sessions are not safe to create clients from in threads.
-    keys = {r: stacks.output(aws, "build", "AmiKmsKeyArn", r) for r in targets}
+    keys = {r: stacks.ami_key(aws, r) for r in targets}
     for region in targets:
         aws.client("ec2", region), aws.client("kms", region)
     say(f"copy: {image_id} to {', '.join(targets)}")

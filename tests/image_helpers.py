@@ -1,14 +1,13 @@
-"""Images to work with in the sandbox: an instance with an encrypted root volume, then CreateImage.
-
-Stacks stand in for the bootstrap's: `kiln-build` / `kiln-prod` with only a KMS key and its
-AmiKmsKeyArn output, created by CloudFormation the way `invoke bootstrap` does.
+"""Images to work with in the sandbox: an instance with an encrypted root volume, then CreateImage;
+and the AMI keys they are encrypted with, from the real bootstrap stacks.
 """
 
 from __future__ import annotations
 
-import json
-
+from cloud import bootstrap as kiln_bootstrap
 from cloud import tags as kiln_tags
+from cloud.aws import Aws
+from cloud.target import connect
 
 BUILD_ID = "123456789012"
 PROD_ID = "222222222222"
@@ -40,19 +39,13 @@ def make_image(ec2, key_arn: str | None, app: str = "hello-web", version: str = 
     return image
 
 
-KEY_STACK = {
-    "Resources": {
-        "AmiKey": {"Type": "AWS::KMS::Key",
-                   "Properties": {"Description": "Kiln AMI key",
-                                  "KeyPolicy": json.dumps({"Version": "2012-10-17",
-                                                           "Statement": []})}},
-    },
-    "Outputs": {"AmiKmsKeyArn": {"Value": {"Fn::GetAtt": ["AmiKey", "Arn"]}}},
-}
+# The stacks holding the AMI keys: kiln-build, kiln-prod, and kiln-keys in every copy region.
+KEY_PARTS = ("build", "prod", "keys")
 
 
-def key_stack(cloudformation, name: str) -> str:
-    """A stack named like the bootstrap's with just the AMI key; returns the key ARN."""
-    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(KEY_STACK))
-    outputs = cloudformation.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]
-    return {o["OutputKey"]: o["OutputValue"] for o in outputs}["AmiKmsKeyArn"]
+def bootstrapped(kiln_settings, copy_regions=(), **bake) -> Aws:
+    """`invoke bootstrap --yes` of the stacks that hold the AMI keys, with kiln.bake.copy_regions
+    `copy_regions` (and other kiln.bake settings); a build account session with those settings."""
+    aws = connect(kiln_settings(bake={"copy_regions": list(copy_regions), **bake}))
+    kiln_bootstrap.run(aws.settings, aws, yes=True, parts=KEY_PARTS)
+    return aws

@@ -56,7 +56,10 @@ def failed_cleanly(result, expected: str, images_before: int) -> str:
      "amazon"),
     ((), {"bake": {"subnet": "subnet-0123456789abcdef0"}},
      "kiln.bake.subnet: subnet subnet-0123456789abcdef0 not found in region us-east-1"),
-], ids=["account", "base-ami-id", "base-ami-filters", "subnet"])
+    (("--regions", "eu-west-1"), {},
+     "no AMI key for account build in eu-west-1 (stack kiln-keys): run `invoke bootstrap` "
+     "with eu-west-1 in kiln.bake.copy_regions"),
+], ids=["account", "base-ami-id", "base-ami-filters", "subnet", "copy-region"])
 def test_bad_input_is_one_line_and_creates_nothing(bake_sandbox, run_invoke, probe, extra,
                                                    overrides, expected):
     before = image_count()

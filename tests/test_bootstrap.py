@@ -11,7 +11,8 @@ from cloud.errors import KilnError
 from cloud.target import connect
 
 # The support stacks of this area; other areas register more (e.g. kiln-env-<app>).
-PARTS = ("build", "prod")
+PARTS = ("build", "prod", "keys")
+WEST = "us-west-2"
 
 
 @pytest.fixture
@@ -122,6 +123,83 @@ def test_sandbox_dnf_reads_the_repo_anonymously_from_loopback(fresh, sandbox_box
     url = f"{sandbox_box.endpoint}/{bucket}/el9/x86_64/repodata/repomd.xml"
     with urllib.request.urlopen(url, timeout=10) as response:  # unsigned, like dnf
         assert response.read() == b"<repomd/>"
+
+
+# -- copy regions -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def regional(clean_sandbox, kiln_settings):
+    """A sandbox bootstrapped with kiln.bake.copy_regions [us-west-2]."""
+    aws = connect(kiln_settings(bake={"copy_regions": [WEST]}))
+    bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
+    return aws
+
+
+def test_copy_regions_get_a_key_stack_in_every_account(clean_sandbox, kiln_settings, capsys):
+    aws = connect(kiln_settings(bake={"copy_regions": [WEST, "us-east-1"]}))
+    results = bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
+    assert [(r["stack"], r["account"], r["region"], r["action"]) for r in results] == [
+        ("kiln-build", "build", "us-east-1", "created"),
+        ("kiln-prod", "prod", "us-east-1", "created"),
+        ("kiln-keys", "build", WEST, "created"), ("kiln-keys", "prod", WEST, "created")]
+    shown = capsys.readouterr().err
+    assert f"stack kiln-keys in account prod (222222222222), region {WEST}: create, 2 change(s)" \
+        in shown
+    for session in (aws, aws.admin("prod")):
+        key = stacks.ami_key(session, WEST)
+        assert key.startswith(f"arn:aws:kms:{WEST}:{session.account_id}:key/")
+        assert key != stacks.ami_key(session) == stacks.output(
+            session, "build" if session is aws else "prod", "AmiKmsKeyArn")
+        aliases = session.client("kms", WEST).list_aliases()["Aliases"]
+        assert {"alias/kiln-ami": key.rsplit("/", 1)[1]}.items() <= \
+            {a["AliasName"]: a.get("TargetKeyId") for a in aliases}.items()
+    # The build account's key there lets prod use it, as the main region's does.
+    policy = aws.client("kms", WEST).get_key_policy(KeyId=stacks.ami_key(aws, WEST),
+                                                   PolicyName="default")["Policy"]
+    assert [s["Sid"] for s in json.loads(policy)["Statement"]] == [
+        "AccountAdministers", "UsersUseKey", "UsersGrantToAwsServices"]
+    assert "arn:aws:iam::222222222222:root" in policy
+
+    again = bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
+    assert [r["action"] for r in again] == ["up-to-date"] * 4
+    assert "region us-west-2: up to date" in capsys.readouterr().err
+    assert aws.client("cloudformation", WEST).list_change_sets(
+        StackName="kiln-keys")["Summaries"] == []
+
+
+def test_verify_checks_the_keys_of_each_copy_region(regional):
+    checks = verify.run(regional.settings, regional, parts=PARTS)
+    assert [c.name for c in checks if not c.ok] == []
+    assert [(c.account, c.name) for c in checks[-4:]] == [
+        ("build", f"stack kiln-keys in {WEST}"),
+        ("build", f"AMI key in {WEST} is shared with the target accounts only"),
+        ("prod", f"stack kiln-keys in {WEST}"),
+        ("prod", f"AMI key in {WEST} is used by the deployer role only")]
+    prod_key = stacks.ami_key(regional.admin("prod"), WEST)
+    regional.admin("prod").client("kms", WEST).put_key_policy(
+        KeyId=prod_key, PolicyName="default", Policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Sid": "Admin", "Effect": "Allow",
+                 "Principal": {"AWS": "arn:aws:iam::222222222222:root"},
+                 "Action": "kms:*", "Resource": "*"}]}))
+    assert problems(regional, "prod") == [
+        f"key {prod_key}: the policy does not let the deployer role "
+        f"arn:aws:iam::222222222222:role/kiln-deployer use it"]
+
+
+def test_a_new_copy_region_is_missing_until_bootstrapped_again(regional, kiln_settings):
+    added = connect(kiln_settings(bake={"copy_regions": [WEST, "eu-west-1"]}))
+    assert problems(added) == ["stack kiln-keys in eu-west-1 is missing: run `invoke bootstrap`"
+                               ] * 2
+    planned = bootstrap.run(added.settings, added, dry_run=True, parts=PARTS)
+    assert [(r["stack"], r["region"], r["action"]) for r in planned] == [
+        ("kiln-build", "us-east-1", "up-to-date"), ("kiln-prod", "us-east-1", "up-to-date"),
+        ("kiln-keys", WEST, "up-to-date"), ("kiln-keys", "eu-west-1", "planned"),
+        ("kiln-keys", WEST, "up-to-date"), ("kiln-keys", "eu-west-1", "planned")]
+    with pytest.raises(KilnError, match=r"^no AMI key for account build in eu-west-1 \(stack "
+                                        r"kiln-keys\): run `invoke bootstrap`$"):
+        stacks.ami_key(added, "eu-west-1")
 
 
 # -- verify -------------------------------------------------------------------------------------

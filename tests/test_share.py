@@ -4,9 +4,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cloud import stacks
 from cloud.errors import KilnError
 from provisioner import share
-from tests.image_helpers import PROD_ID, key_stack, kms_key, make_image
+from tests.image_helpers import PROD_ID, bootstrapped, kms_key, make_image
 
 
 @pytest.fixture
@@ -68,11 +69,10 @@ def test_share_refuses_a_public_image(aws, key):
 
 
 def test_copy_to_regions_encrypts_tags_shares_and_deprecates(kiln_settings, clean_sandbox):
-    from cloud.target import connect
-
-    aws = connect(kiln_settings(bake={"deprecate_after_days": 30}))
-    image_id = make_image(aws.client("ec2"), kms_key(aws.client("kms")))
-    west_key = key_stack(aws.client("cloudformation", "us-west-2"), "kiln-build")
+    aws = bootstrapped(kiln_settings, ["us-west-2"], deprecate_after_days=30)
+    image_id = make_image(aws.client("ec2"), stacks.ami_key(aws))
+    west_key = stacks.ami_key(aws, "us-west-2")  # the build account's kiln-keys in us-west-2
+    assert west_key.startswith("arn:aws:kms:us-west-2:123456789012:key/")
     tags = {"kiln:app": "hello-web", "kiln:version": "1.4.2", "kiln:role": "image"}
 
     copies = share.copy_to_regions(aws, image_id, ["us-west-2", aws.region], tags, share=["prod"])
@@ -85,11 +85,17 @@ def test_copy_to_regions_encrypts_tags_shares_and_deprecates(kiln_settings, clea
     snapshot = west.describe_snapshots(SnapshotIds=share.snapshot_ids(copy))["Snapshots"][0]
     assert snapshot["Encrypted"] and snapshot["KmsKeyId"] == west_key
     assert _launch_users(west, copy["ImageId"]) == [{"UserId": PROD_ID}]
-    assert aws.client("kms", "us-west-2").list_grants(KeyId=west_key)["Grants"]
+    grants = aws.client("kms", "us-west-2").list_grants(KeyId=west_key)["Grants"]
+    assert [g["GranteePrincipal"] for g in grants] == [f"arn:aws:iam::{PROD_ID}:root"]
+    # The key's own policy lets prod use it too (the bootstrap's, not just the grant).
+    policy = aws.client("kms", "us-west-2").get_key_policy(KeyId=west_key, PolicyName="default")
+    assert f"arn:aws:iam::{PROD_ID}:root" in policy["Policy"]
 
 
-def test_copy_to_a_region_without_the_build_stack_fails_before_copying(aws, key):
+def test_copy_to_a_region_without_its_key_stack_fails_before_copying(aws, key):
     image_id = make_image(aws.client("ec2"), key)
-    with pytest.raises(KilnError, match="stack kiln-build not found .* region eu-west-1"):
+    with pytest.raises(KilnError, match=r"no AMI key for account build in eu-west-1 \(stack "
+                                        r"kiln-keys\): run `invoke bootstrap` with eu-west-1 in "
+                                        r"kiln.bake.copy_regions"):
         share.copy_to_regions(aws, image_id, ["eu-west-1"], {})
     assert aws.client("ec2", "eu-west-1").describe_images(Owners=["self"])["Images"] == []
