@@ -3,8 +3,8 @@
 A stack is described once in STACKS (its part name, the accounts and regions it goes to, its
 template file and a function computing its parameters); `invoke bootstrap` turns each into a change
 set — CREATE for a new stack, UPDATE for an existing one —, shows it, and executes it once
-confirmed. A change set
-with nothing in it means the stack is up to date. Other areas add their stacks with `register`.
+confirmed. A change set with nothing in it means the stack is up to date. Other areas add their
+stacks with `register`.
 """
 
 from __future__ import annotations
