@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,15 +150,6 @@ class Repo:
         except ClientError as error:
             raise self._error("write", href, error) from None
 
-    def upload(self, path: Path, href: str, content_type: str) -> None:
-        try:
-            self.s3.upload_file(str(path), self.bucket, self.key(href), Config=TRANSFER,
-                                ExtraArgs={"ContentType": content_type})
-        except ClientError as error:
-            raise self._error("upload", href, error) from None
-        except Exception as error:  # boto3 wraps failures in S3UploadFailedError
-            raise KilnError(f"cannot upload {self.where(href)}: {error}") from None
-
     def delete(self, hrefs: list[str]) -> None:
         for start in range(0, len(hrefs), 1000):
             batch = [{"Key": self.key(h)} for h in hrefs[start:start + 1000]]
@@ -214,10 +205,12 @@ class Repo:
         body = (tree / REPOMD).read_bytes()
         new_files = repodata.data_files(body)
         old_files = set(old.files.values()) if old else set()
-        signature = signer.sign_detached(tree / REPOMD).read_bytes() if signer else None
         added = [href for href in new_files.values() if href not in old_files]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda href: self.upload(tree / href, href, _content_type(href)), added))
+        with ThreadPoolExecutor(max_workers=4) as pool:  # gpg signs while the files go up
+            signed = pool.submit(signer.sign_detached, tree / REPOMD) if signer else None
+            list(pool.map(lambda href: self.put(href, (tree / href).read_bytes(),
+                                                _content_type(href)), added))
+            signature = signed.result().read_bytes() if signed else None
         condition = {"IfMatch": old.etag} if old else {"IfNoneMatch": "*"}
         try:
             self.put(REPOMD, body, "application/xml", **condition)
@@ -327,7 +320,11 @@ def repo_file(aws: Aws, bucket: str, prefix: str, signed: bool) -> bytes:
 
 
 def publish(aws: Aws, rpm_path: str | Path) -> dict:
-    """Put one RPM into the repository and update the metadata; see the module docstring."""
+    """Put one RPM into the repository and update the metadata; see the module docstring.
+
+    Independent steps overlap: the signed copy is made, described by createrepo_c and uploaded
+    while the lease is taken and repodata/ is read; the metadata is written only once the
+    package object exists."""
     rpm_path = Path(rpm_path)
     repo = Repo.of(aws)
     signer = signing.from_settings(aws.settings)
@@ -339,16 +336,20 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
               "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
               "source_sha256": source_sha256}
     with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp, \
-            ThreadPoolExecutor(max_workers=1) as background:
-        client_files = background.submit(repo.ensure_client_files, signer)  # independent
+            ThreadPoolExecutor(max_workers=4) as background:
         tree = Path(tmp) / "repo"
         (tree / "Packages").mkdir(parents=True)
-        sha256, created = _place_package(repo, rpm_path, tree, href, source_sha256, signer)
+        client_files = background.submit(repo.ensure_client_files, signer)
+        signed = background.submit(_sign_copy, rpm_path, tree / href, signer)
+        described = background.submit(_after, signed, repodata.describe, tree, href)
+        placed = background.submit(
+            lambda: _place_package(repo, tree / href, href, signed.result(), source_sha256))
+        steps = Steps(background, signed, described, placed)
         try:
             with repo.lease():
-                status = _add_to_metadata(repo, tree, info, href, sha256, signer)
+                sha256, status = _add_to_metadata(repo, tree, href, steps, signer)
         except BaseException:
-            if created:  # leave the repository as it was
+            if _created(placed):  # leave the repository as it was
                 repo.delete([href])
             raise
         client_files.result()
@@ -356,22 +357,47 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
     return {**result, "sha256": sha256, "status": status}
 
 
-def _place_package(repo: Repo, rpm_path: Path, tree: Path, href: str, source_sha256: str,
-                   signer: Signer | None) -> tuple[str, bool]:
-    """Sign a copy and create the object unless it exists; (published sha256, created)."""
-    staged = tree / href
+@dataclass
+class Steps:
+    """What publish runs in the background while it takes the lease and reads repodata/."""
+
+    pool: ThreadPoolExecutor
+    signed: Future  # sha256 of the signed copy (_sign_copy)
+    described: Future  # the new package's own metadata (repodata.describe)
+    placed: Future  # (published sha256, created) from _place_package
+
+
+def _after(first: Future, function, *args):
+    first.result()  # raises what the first step raised
+    return function(*args)
+
+
+def _sign_copy(rpm_path: Path, staged: Path, signer: Signer | None) -> str:
+    """A signed copy of the RPM at `staged`; its sha256."""
     shutil.copyfile(rpm_path, staged)
     if signer:
         signer.sign_rpm(staged)
-    sha256 = sha256_file(staged)
+    return sha256_file(staged)
+
+
+def _place_package(repo: Repo, staged: Path, href: str, sha256: str,
+                   source_sha256: str) -> tuple[str, bool]:
+    """Create the object unless it exists; (published sha256, created)."""
     if _put_package(repo, staged, href, sha256, source_sha256):
         return sha256, True
-    staged.unlink()  # published before (or by a concurrent publish): judge and use that object
+    # Published before (or by a concurrent publish): judge and use that object.
     existing = repo.head(href) or {}
     published = existing.get("Metadata", {})
     if source_sha256 not in (published.get("source-sha256"), published.get("sha256")):
         raise KilnError(_immutable(repo, href, published.get("source-sha256", "unknown")))
     return published.get("sha256", source_sha256), False
+
+
+def _created(placed: Future) -> bool:
+    try:
+        return placed.result()[1]
+    except BaseException:  # noqa: BLE001 - nothing was created
+        return False
 
 
 def _put_package(repo: Repo, path: Path, href: str, sha256: str, source_sha256: str) -> bool:
@@ -412,24 +438,30 @@ def _put_multipart(repo: Repo, path: Path, params: dict) -> None:
         raise
 
 
-def _add_to_metadata(repo: Repo, tree: Path, info: RpmInfo, href: str, sha256: str,
-                     signer: Signer | None) -> str:
+def _add_to_metadata(repo: Repo, tree: Path, href: str, steps: Steps,
+                     signer: Signer | None) -> tuple[str, str]:
+    """Under the lease: (published sha256, "published" or "unchanged")."""
     old = repo.fetch_metadata(tree)
     if old is not None:
         listed = repodata.published_sha256(tree / old.files["primary"], href)
-        if listed == sha256:
-            return "unchanged"
         if listed is not None:
+            sha256 = steps.placed.result()[0]
+            if listed == sha256:
+                return sha256, "unchanged"
             raise KilnError(_immutable(repo, href, listed))
-    with ThreadPoolExecutor(max_workers=1) as background:
-        snapshot = background.submit(repo.retire_snapshot)  # while createrepo_c runs
-        if not (tree / href).exists():
-            repo.download(href, tree / href)  # uploaded by an earlier, interrupted publish
+    snapshot = steps.pool.submit(repo.retire_snapshot)  # while the metadata is made
+    alone = steps.described.result()
+    sha256, created = steps.placed.result()
+    if not created and sha256 != steps.signed.result():
+        # Uploaded by an earlier, interrupted publish (signed then): describe those bytes.
+        repo.download(href, tree / href)
+        alone = repodata.describe(tree, href)
+    if old is None or not repodata.append(tree, alone, old.repomd):
         repodata.add_packages(tree, [href])
-        repo.write_metadata(tree, old, signer)
-        live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
-        repo.retire(live, snapshot=snapshot.result())
-    return "published"
+    repo.write_metadata(tree, old, signer)
+    live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
+    repo.retire(live, snapshot=snapshot.result())
+    return sha256, "published"
 
 
 def _immutable(repo: Repo, href: str, other: str) -> str:

@@ -1,17 +1,28 @@
 """Local yum metadata work: read repomd.xml and primary.xml, update the metadata with createrepo_c.
 
 The repository's metadata is edited in a local tree that holds `repodata/` and only the RPMs
-being added: `createrepo_c --update --skip-stat` reuses the old metadata of every other package
-by its file name without reading (or even having) the file, `--recycle-pkglist` keeps them all in
-the repository, and `--pkglist` names the new ones. Removing packages is the same run with the
-list of the ones to keep and without `--recycle-pkglist`.
+being added. Adding one package: createrepo_c writes the metadata of that package alone, and its
+`<package>` entries are appended to the existing primary, filelists and other streams (the
+package count in each root element goes up by one), which are compressed again and named by
+their new checksums in a new repomd.xml that keeps every other record as it was. That is what
+`createrepo_c --update` would produce, without parsing and re-serializing the metadata of the
+thousands of other packages (most of its run time). When the existing metadata is not what this
+expects (another compression, sqlite databases or zchunk files listed, other root elements),
+`createrepo_c --update --skip-stat --recycle-pkglist --pkglist <new>` does the whole job: it
+reuses the old metadata of every other package by its file name without reading (or even
+having) the file. Removing packages is that run with the list of the ones to keep and without
+`--recycle-pkglist`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import re
+import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -20,6 +31,11 @@ from cloud.errors import KilnError
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+# The package streams one new package is appended to, by repomd.xml type.
+STREAMS = ("primary", "filelists", "other")
+ROOT_TAG = re.compile(rb'<(metadata|filelists|otherdata) ([^>]*?)packages="(\d+)"([^>]*)>')
+# createrepo_c's own gzip level: the same stream compresses to the same bytes either way.
+GZIP_LEVEL = 6
 
 
 def data_files(repomd: bytes) -> dict[str, str]:
@@ -75,6 +91,99 @@ def _package(element) -> dict:
     }
 
 
+def describe(tree: Path, href: str) -> Path:
+    """The metadata of the RPM at `tree/<href>` alone: a sibling tree holding only that RPM (a
+    hard link) and the repodata/ createrepo_c wrote for it. Independent of `tree/repodata`."""
+    alone = tree.parent / f"{tree.name}.one"
+    shutil.rmtree(alone, ignore_errors=True)
+    (alone / href).parent.mkdir(parents=True)
+    os.link(tree / href, alone / href)
+    _createrepo(alone, [href], [], update=False)
+    return alone
+
+
+def append(tree: Path, alone: Path, old_repomd: bytes) -> bool:
+    """Append the packages described in `alone` (see `describe`) to the metadata in
+    `tree/repodata`, whose repomd.xml is `old_repomd`, and write the new repomd.xml there.
+    False, with nothing written, when the existing metadata is not plain gzip'd primary,
+    filelists and other as createrepo_c writes them: then use `add_packages`."""
+    old = data_files(old_repomd)
+    if not set(STREAMS) <= old.keys() or any(kind.endswith(("_db", "_zck")) for kind in old):
+        return False
+    if not all(old[kind].endswith(".xml.gz") for kind in STREAMS):
+        return False
+    new = data_files((alone / "repodata/repomd.xml").read_bytes())
+    streams = {}
+    for kind in STREAMS:
+        merged = _merge(_gunzip(tree / old[kind]), _gunzip(alone / new[kind]))
+        if merged is None:
+            return False
+        streams[kind] = merged
+    records = {kind: _write_stream(tree, kind, data) for kind, data in streams.items()}
+    (tree / "repodata/repomd.xml").write_bytes(_repomd(old_repomd, records))
+    return True
+
+
+def _merge(old: bytes, new: bytes) -> bytes | None:
+    """`old` with the packages of `new` appended and the root's package count updated; None
+    when the two root elements differ in anything but that count."""
+    old_root, new_root = ROOT_TAG.search(old, 0, 4096), ROOT_TAG.search(new, 0, 4096)
+    if not old_root or not new_root:
+        return None
+    if (old_root[1], old_root[2], old_root[4]) != (new_root[1], new_root[2], new_root[4]):
+        return None
+    closing = b"</" + old_root[1] + b">"
+    end, new_end = old.rfind(closing), new.rfind(closing)
+    if end < old_root.end() or new_end < new_root.end():
+        return None
+    count = int(old_root[3]) + int(new_root[3])
+    return b"".join([old[:old_root.start(3)], str(count).encode(),
+                     old[old_root.end(3):end], new[new_root.end():new_end].lstrip(b"\n"),
+                     old[end:]])
+
+
+def _write_stream(tree: Path, kind: str, data: bytes) -> dict[str, str]:
+    """Compress and write one stream under its checksum name; its repomd.xml record fields."""
+    packed = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    checksum = hashlib.sha256(packed).hexdigest()
+    href = f"repodata/{checksum}-{kind}.xml.gz"
+    (tree / href).write_bytes(packed)
+    return {"checksum": checksum, "open-checksum": hashlib.sha256(data).hexdigest(),
+            "location": href, "size": str(len(packed)), "open-size": str(len(data))}
+
+
+def _repomd(old_repomd: bytes, records: dict[str, dict[str, str]]) -> bytes:
+    """The old repomd.xml with the given records replaced and a new revision."""
+    ET.register_namespace("", REPO_NS[1:-1])
+    ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
+    root = ET.fromstring(old_repomd)
+    now = str(int(time.time()))
+    _child(root, "revision").text = now
+    for data in root.iter(f"{REPO_NS}data"):
+        fields = records.get(data.get("type"))
+        if fields is None:
+            continue
+        for tag in ("checksum", "open-checksum"):
+            element = _child(data, tag)
+            element.set("type", "sha256")
+            element.text = fields[tag]
+        _child(data, "location").set("href", fields["location"])
+        _child(data, "timestamp").text = now
+        _child(data, "size").text = fields["size"]
+        _child(data, "open-size").text = fields["open-size"]
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root) + b"\n"
+
+
+def _child(parent, tag: str):
+    found = parent.find(f"{REPO_NS}{tag}")
+    return found if found is not None else ET.SubElement(parent, f"{REPO_NS}{tag}")
+
+
+def _gunzip(path: Path) -> bytes:
+    with gzip.open(path, "rb") as handle:
+        return handle.read()
+
+
 def add_packages(tree: Path, hrefs: list[str]) -> None:
     """Add the RPMs at `tree/<href>` to the metadata in `tree/repodata`, keeping the others."""
     _createrepo(tree, hrefs, ["--recycle-pkglist"])
@@ -85,12 +194,12 @@ def keep_packages(tree: Path, hrefs: list[str]) -> None:
     _createrepo(tree, hrefs, [])
 
 
-def _createrepo(tree: Path, hrefs: list[str], extra: list[str]) -> None:
+def _createrepo(tree: Path, hrefs: list[str], extra: list[str], update: bool = True) -> None:
     pkglist = tree.parent / f"{tree.name}.pkglist"
     pkglist.write_text("".join(f"{href}\n" for href in hrefs))
-    args = ["createrepo_c", "--quiet", "--update", "--skip-stat", "--pkglist", str(pkglist),
-            "--no-database", "--unique-md-filenames", "--keep-all-metadata", "--workers", "1",
-            *extra, str(tree)]
+    reuse = ["--update", "--skip-stat", "--keep-all-metadata"] if update else []
+    args = ["createrepo_c", "--quiet", *reuse, "--pkglist", str(pkglist), "--no-database",
+            "--unique-md-filenames", "--workers", "1", *extra, str(tree)]
     try:
         result = subprocess.run(args, capture_output=True, text=True)
     except FileNotFoundError:

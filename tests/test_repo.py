@@ -90,6 +90,23 @@ def test_same_bytes_is_a_no_op_and_other_bytes_are_refused(repo_aws, rpms):
     assert after["ETag"] == package["ETag"]
 
 
+def test_package_left_by_an_interrupted_publish_is_listed_as_stored(repo_aws, rpms):
+    repo.publish(repo_aws, rpms[("alpha", "1.0.0")])
+    # An earlier publish of beta put its object (signed otherwise, here: not at all) and stopped
+    # before the metadata: publish lists the bytes that are stored, not its own new signature.
+    source = rpms[("beta", "0.1.0")]
+    digest = repo.sha256_file(source)
+    target = repo.Repo.of(repo_aws)
+    target.s3.put_object(Bucket=target.bucket, Key=target.key("Packages/beta-0.1.0-1.noarch.rpm"),
+                         Body=source.read_bytes(),
+                         Metadata={"sha256": digest, "source-sha256": digest})
+    result = repo.publish(repo_aws, source)
+    assert (result["status"], result["sha256"]) == ("published", digest)
+    listed = {p["name"]: p["sha256"] for p in repo.list_packages(repo_aws)}
+    assert listed["beta"] == digest
+    assert target.head("Packages/beta-0.1.0-1.noarch.rpm")["Metadata"]["sha256"] == digest
+
+
 def test_two_publishes_at_once_lose_nothing(kiln_settings, repo_config, rpms):
     errors = []
 
@@ -110,14 +127,14 @@ def test_two_publishes_at_once_lose_nothing(kiln_settings, repo_config, rpms):
     assert {p["name"] for p in repo.list_packages(aws)} == {"alpha", "beta", "gamma"}
 
 
-def test_failed_createrepo_leaves_the_repo_as_it_was(repo_aws, rpms, monkeypatch):
+def test_failed_metadata_update_leaves_the_repo_as_it_was(repo_aws, rpms, monkeypatch):
     repo.publish(repo_aws, rpms[("alpha", "1.0.0")])
     before = repomd(repo_aws)
 
-    def broken(tree, hrefs):
+    def broken(tree, alone, old_repomd):
         raise KilnError("createrepo_c failed on purpose")
 
-    monkeypatch.setattr(repodata, "add_packages", broken)
+    monkeypatch.setattr(repodata, "append", broken)
     with pytest.raises(KilnError, match="on purpose"):
         repo.publish(repo_aws, rpms[("beta", "0.1.0")])
     assert repomd(repo_aws) == before
