@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Any
 from cloud.console import say
 from cloud.errors import KilnError
 from packager import fpm, rpmbuild
+from packager.digests import CACHE_DIR, DigestCache
 from packager.manifest import Manifest, compute_digest, load
 from packager.spec import Provenance, scriptlets
 
@@ -39,18 +41,24 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
     commit = git_commit(manifest.folder, inputs)
     epoch = source_date_epoch(options["source_date_epoch"], manifest.folder, inputs)
     dist = Path(settings["dist"])
+    known = DigestCache(dist / CACHE_DIR / f"{manifest.name}.json")
     say(f"package: {manifest.filename} with {backend} ({options['compression']})")
-    with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
-        work = Path(temp)
-        root = work / "root"
-        with ThreadPoolExecutor(max_workers=1) as pool:  # hash while staging: both mostly I/O
-            digest_job = pool.submit(compute_digest, manifest)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
+            work = Path(temp)
+            root = work / "root"
+            digest_job = pool.submit(compute_digest, manifest, known)  # hash while staging
             stage(manifest, root, epoch)
             provenance = Provenance(commit=commit, manifest_digest=digest_job.result())
-        built = BACKENDS[backend].build(manifest, root, work, provenance, scriptlets(manifest),
-                                        epoch, options["compression"],
-                                        options["compression_level"])
-        target, digest = place_and_hash(built, dist / manifest.filename)
+            built = BACKENDS[backend].build(manifest, root, work, provenance,
+                                            scriptlets(manifest), epoch, options["compression"],
+                                            options["compression_level"])
+            # The RPM hashes from an open handle while it moves into dist/ and the work dir
+            # goes: the rename frees the previous file's blocks, the hash releases the GIL.
+            hash_job = pool.submit(_handle_sha256, open(built, "rb"))  # noqa: SIM115
+            target = place(built, dist / manifest.filename)
+        known.save()  # after the buildroot's links are gone (see packager.digests)
+        digest = hash_job.result()
     say(f"package: wrote {target}")
     return result(manifest, target, digest, commit, backend)
 
@@ -87,11 +95,11 @@ def input_paths(manifest: Manifest) -> list[str]:
     The commit recorded in the RPM (and its SOURCE_DATE_EPOCH) is the last one that changed these,
     so a commit elsewhere in the repository does not change the RPM of an unchanged app.
     """
+    folder = f"{manifest.folder.resolve()}/"
     tops = {manifest.path.name}
-    for entry in manifest.entries:
+    for entry in manifest.entries:  # src is a real path inside the folder (checked at load)
         if entry.src is not None:
-            relative = entry.src.resolve().relative_to(manifest.folder.resolve())
-            tops.add(relative.parts[0])
+            tops.add(str(entry.src).removeprefix(folder).partition("/")[0])
     return sorted(tops)
 
 
@@ -157,9 +165,9 @@ def _makedirs(path: str, made: set[str]) -> None:
 
 
 def _linkable(entry, epoch: int) -> bool:
-    if entry.src_mtime is None or entry.src_mtime < epoch:
+    if entry.src_stat is None or entry.src_stat.st_mtime < epoch:
         return False
-    return entry.tree is None or entry.src_mode == entry.mode
+    return entry.tree is None or stat.S_IMODE(entry.src_stat.st_mode) == entry.mode
 
 
 def _copy(entry, path: str, epoch: int) -> None:
@@ -168,17 +176,8 @@ def _copy(entry, path: str, epoch: int) -> None:
     os.utime(path, (epoch, epoch))
 
 
-def place_and_hash(built: Path, target: Path) -> tuple[Path, str]:
-    """Move the RPM into place while hashing it: the rename frees the previous file's blocks,
-    the hash reads the new one from an open handle; both release the GIL."""
-    with open(built, "rb") as handle, ThreadPoolExecutor(max_workers=1) as pool:
-        job = pool.submit(hashlib.file_digest, handle, "sha256")
-        place(built, target)
-        return target, job.result().hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
+def _handle_sha256(handle) -> str:
+    with handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 

@@ -62,9 +62,8 @@ class Entry:
     # The dest of the directory `src` this came from, when its modes follow the source files:
     # the spec can then list the whole tree in one line (see packager.spec).
     tree: str | None = None
-    # The source's permission bits and mtime when it was read, so staging needs no second stat.
-    src_mode: int | None = field(default=None, compare=False)
-    src_mtime: float | None = field(default=None, compare=False)
+    # The source's stat when the manifest was loaded: staging and hashing need no second one.
+    src_stat: os.stat_result | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -216,9 +215,13 @@ def load(path: str | os.PathLike, version: str | None = None, digest: bool = Tru
     return manifest
 
 
-def compute_digest(manifest: Manifest) -> str:
-    """Set and return `manifest.digest`: sha256 of the manifest and all it packages."""
-    manifest.digest = _digest(manifest.text, manifest)
+def compute_digest(manifest: Manifest, known: Any = None) -> str:
+    """Set and return `manifest.digest`: sha256 of the manifest and all it packages.
+
+    `known`, when given, remembers files' sha256 between builds: `known.get(entry)` returns a
+    recorded hex digest or None, `known.put(entry, hexdigest)` records a fresh one.
+    """
+    manifest.digest = _digest(manifest.text, manifest, known)
     return manifest.digest
 
 
@@ -453,8 +456,7 @@ def _file_entry(real: Path, dest: str, kind: str, attrs: dict,
     if mode is None:
         mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
     return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
-                 src=real, tree=attrs.get("tree"), src_mode=stat.S_IMODE(info.st_mode),
-                 src_mtime=info.st_mtime)
+                 src=real, tree=attrs.get("tree"), src_stat=info)
 
 
 def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
@@ -467,20 +469,35 @@ def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int
                      group=attrs["group"], tree=attrs.get("tree"))]
     with os.scandir(root) as scan:
         children = sorted(scan, key=lambda item: item.name)
-    for item in children:
-        path = Path(item.path)
-        shown = f"{label}.src ({path.relative_to(folder)})"
-        target = _dest(f"{dest}/{item.name}", line, shown)
+    for item in children:  # runs once per packaged file: the error label is built on error only
+        path = source = Path(item.path)
+        target = f"{dest}/{item.name}"
+        if not PATH_CHARS.match(item.name):
+            _dest(target, line, _shown(label, source, folder))  # raises with the usual message
         if item.is_symlink():
-            path = _inside(path, folder, line, shown)
-        if path.is_dir() if item.is_symlink() else item.is_dir(follow_symlinks=False):
+            path = _inside(source, folder, line, _shown(label, source, folder))
+            info = _stat(path)
+        else:
+            info = item.stat(follow_symlinks=False)
+        if info is not None and stat.S_ISDIR(info.st_mode):
             entries += _tree(path, target, kind, folder, attrs, line, label)
-        elif path.is_file() if item.is_symlink() else item.is_file(follow_symlinks=False):
-            info = None if item.is_symlink() else item.stat(follow_symlinks=False)
+        elif info is not None and stat.S_ISREG(info.st_mode):
             entries.append(_file_entry(path, target, kind, attrs, info))
         else:
-            raise _Problem(line, shown, "is neither a regular file nor a directory")
+            raise _Problem(line, _shown(label, source, folder),
+                           "is neither a regular file nor a directory")
     return entries
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:  # a dangling symlink
+        return None
+
+
+def _shown(label: str, path: Path, folder: Path) -> str:
+    return f"{label}.src ({path.relative_to(folder)})"
 
 
 def _directories(top: Node) -> list[Entry]:
@@ -591,33 +608,50 @@ def _script_text(text: str, folder: Path, line: int | None, label: str) -> str:
     return real.read_text().rstrip("\n") + "\n"
 
 
-def _digest(text: bytes, manifest: Manifest) -> str:
+def _digest(text: bytes, manifest: Manifest, known: Any = None) -> str:
     """sha256 over the manifest text, every entry's attributes and every file's content."""
-    sources = [e.src for e in manifest.entries if e.src is not None]
-    contents = _contents_sha256(sources)
+    contents = _contents_sha256([e for e in manifest.entries if e.src is not None], known)
     digest = hashlib.sha256(text)
     for entry in manifest.entries:
-        content = contents[entry.src] if entry.src else hashlib.sha256(entry.content or b"")
+        content = contents[entry.dest] if entry.src else _sha256(entry.content or b"")
         header = f"\0{entry.kind}\0{entry.dest}\0{entry.mode:o}\0{entry.owner}\0{entry.group}\0"
         digest.update(header.encode())
-        digest.update(content.hexdigest().encode() if entry.kind != "dir" else b"")
+        digest.update(content.encode() if entry.kind != "dir" else b"")
     for key in sorted(manifest.scripts):
         digest.update(f"\0script\0{key}\0{manifest.scripts[key]}".encode())
     return digest.hexdigest()
 
 
-def _contents_sha256(sources: list[Path]) -> dict:
-    """Big files hash in worker threads (hashlib releases the GIL) while small ones hash here."""
-    sizes = {path: path.stat().st_size for path in sources}
-    big = [path for path in sources if sizes[path] >= BIG_FILE]
+def _contents_sha256(entries: list[Entry], known: Any) -> dict[str, str]:
+    """Each file's sha256 by dest: recorded ones from `known`; big files hash in worker threads
+    (hashlib releases the GIL) while small ones hash here."""
+    contents = {}
+    if known is not None:
+        contents = {entry.dest: digest for entry in entries
+                    if (digest := known.get(entry)) is not None}
+    missing = [entry for entry in entries if entry.dest not in contents]
+    big = [entry for entry in missing if _size(entry) >= BIG_FILE]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        pending = {path: pool.submit(_file_sha256, path) for path in big}
-        contents = {path: hashlib.sha256(path.read_bytes())
-                    for path in sources if sizes[path] < BIG_FILE}
-        contents.update({path: future.result() for path, future in pending.items()})
+        pending = {entry.dest: pool.submit(_file_sha256, entry.src) for entry in big}
+        for entry in missing:
+            if entry.dest not in pending:
+                with open(entry.src, "rb") as handle:
+                    contents[entry.dest] = _sha256(handle.read())
+        contents.update({dest: future.result() for dest, future in pending.items()})
+    if known is not None:
+        for entry in missing:
+            known.put(entry, contents[entry.dest])
     return contents
 
 
-def _file_sha256(path: Path):
+def _size(entry: Entry) -> int:
+    return entry.src_stat.st_size if entry.src_stat else entry.src.stat().st_size
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256")
+        return hashlib.file_digest(handle, "sha256").hexdigest()
