@@ -28,8 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -328,22 +328,17 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
     rpm_path = Path(rpm_path)
     repo = Repo.of(aws)
     signer = signing.from_settings(aws.settings)
-    info = rpm_info(rpm_path)
-    source_sha256 = sha256_file(rpm_path)
-    href = f"Packages/{info.filename}"
-    result = {"name": info.name, "epoch": info.epoch, "version": info.version,
-              "release": info.release, "arch": info.arch, "nevra": info.nevra, "path": href,
-              "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
-              "source_sha256": source_sha256}
     with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp, \
             ThreadPoolExecutor(max_workers=4) as background:
+        incoming = Path(tmp) / "incoming.rpm"
+        signed = background.submit(_sign_copy, rpm_path, incoming, signer)
+        info = rpm_info(rpm_path)  # while the copy is signed
+        href = f"Packages/{info.filename}"
         tree = Path(tmp) / "repo"
         (tree / "Packages").mkdir(parents=True)
         client_files = background.submit(repo.ensure_client_files, signer)
-        signed = background.submit(_sign_copy, rpm_path, tree / href, signer)
-        described = background.submit(_after, signed, repodata.describe, tree, href)
-        placed = background.submit(
-            lambda: _place_package(repo, tree / href, href, signed.result(), source_sha256))
+        described = background.submit(_describe, signed, incoming, tree, href)
+        placed = background.submit(lambda: _place_package(repo, incoming, href, *signed.result()))
         steps = Steps(background, signed, described, placed)
         try:
             with repo.lease():
@@ -354,7 +349,10 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
             raise
         client_files.result()
     say(f"publish: {info.nevra} {status} in {repo.where()}")
-    return {**result, "sha256": sha256, "status": status}
+    return {"name": info.name, "epoch": info.epoch, "version": info.version,
+            "release": info.release, "arch": info.arch, "nevra": info.nevra, "path": href,
+            "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
+            "source_sha256": signed.result()[0], "sha256": sha256, "status": status}
 
 
 @dataclass
@@ -362,26 +360,34 @@ class Steps:
     """What publish runs in the background while it takes the lease and reads repodata/."""
 
     pool: ThreadPoolExecutor
-    signed: Future  # sha256 of the signed copy (_sign_copy)
+    signed: Future  # (source sha256, signed sha256) from _sign_copy
     described: Future  # the new package's own metadata (repodata.describe)
     placed: Future  # (published sha256, created) from _place_package
 
 
-def _after(first: Future, function, *args):
-    first.result()  # raises what the first step raised
-    return function(*args)
+def _sign_copy(rpm_path: Path, staged: Path, signer: Signer | None) -> tuple[str, str]:
+    """Copy the RPM to `staged`, hashing what is read, and sign the copy: (the source's
+    sha256, the signed copy's sha256)."""
+    digest = hashlib.sha256()
+    with open(rpm_path, "rb") as source, open(staged, "wb") as target:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            target.write(chunk)
+    if not signer:
+        return digest.hexdigest(), digest.hexdigest()
+    signer.sign_rpm(staged)
+    return digest.hexdigest(), sha256_file(staged)
 
 
-def _sign_copy(rpm_path: Path, staged: Path, signer: Signer | None) -> str:
-    """A signed copy of the RPM at `staged`; its sha256."""
-    shutil.copyfile(rpm_path, staged)
-    if signer:
-        signer.sign_rpm(staged)
-    return sha256_file(staged)
+def _describe(signed: Future, staged: Path, tree: Path, href: str) -> Path:
+    """The signed copy's own metadata (repodata.describe), once it is signed."""
+    signed.result()  # raises what signing raised
+    os.link(staged, tree / href)
+    return repodata.describe(tree, href)
 
 
-def _place_package(repo: Repo, staged: Path, href: str, sha256: str,
-                   source_sha256: str) -> tuple[str, bool]:
+def _place_package(repo: Repo, staged: Path, href: str, source_sha256: str,
+                   sha256: str) -> tuple[str, bool]:
     """Create the object unless it exists; (published sha256, created)."""
     if _put_package(repo, staged, href, sha256, source_sha256):
         return sha256, True
@@ -452,7 +458,7 @@ def _add_to_metadata(repo: Repo, tree: Path, href: str, steps: Steps,
     snapshot = steps.pool.submit(repo.retire_snapshot)  # while the metadata is made
     alone = steps.described.result()
     sha256, created = steps.placed.result()
-    if not created and sha256 != steps.signed.result():
+    if not created and sha256 != steps.signed.result()[1]:
         # Uploaded by an earlier, interrupted publish (signed then): describe those bytes.
         repo.download(href, tree / href)
         alone = repodata.describe(tree, href)

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -113,13 +114,14 @@ def append(tree: Path, alone: Path, old_repomd: bytes) -> bool:
     if not all(old[kind].endswith(".xml.gz") for kind in STREAMS):
         return False
     new = data_files((alone / "repodata/repomd.xml").read_bytes())
-    streams = {}
-    for kind in STREAMS:
-        merged = _merge(_gunzip(tree / old[kind]), _gunzip(alone / new[kind]))
-        if merged is None:
+    with ThreadPoolExecutor(max_workers=len(STREAMS)) as pool:  # zlib and sha256 drop the GIL
+        streams = dict(zip(STREAMS, pool.map(
+            lambda kind: _merge(_gunzip(tree / old[kind]), _gunzip(alone / new[kind])),
+            STREAMS), strict=True))
+        if None in streams.values():
             return False
-        streams[kind] = merged
-    records = {kind: _write_stream(tree, kind, data) for kind, data in streams.items()}
+        records = dict(zip(STREAMS, pool.map(
+            lambda kind: _write_stream(tree, kind, streams[kind]), STREAMS), strict=True))
     (tree / "repodata/repomd.xml").write_bytes(_repomd(old_repomd, records))
     return True
 
