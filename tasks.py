@@ -8,36 +8,52 @@ from invoke import Collection
 
 from cloud.console import say
 from cloud.tasking import kiln_task, settings
-from sandbox.control import Sandbox
+
+# Only what defining the tasks needs is imported here: every `invoke` run imports this file, so
+# a module-level boto3 import would add its start-up to `invoke package` and `invoke --list`.
+# Task bodies import what they use.
+
+
+def _extensions():
+    """The parts other modules add to bootstrap and janitor: imported by the tasks that run them."""
+    import orchestrator.stack  # noqa: F401 - adds kiln-env-<app> to `invoke bootstrap`
+    import orchestrator.sweeper  # noqa: F401 - adds expired self-service envs to `invoke janitor`
+
 
 # -- sandbox --------------------------------------------------------------------------------
+
+
+def _sandbox(c):
+    from sandbox.control import Sandbox
+
+    return Sandbox.from_settings(settings(c))
 
 
 @kiln_task
 def sandbox_up(c):
     """Start the sandbox (moto server on loopback) unless it runs already."""
-    endpoint = Sandbox.from_settings(settings(c)).up()
+    endpoint = _sandbox(c).up()
     say(f"sandbox: running at {endpoint}")
 
 
 @kiln_task
 def sandbox_down(c):
     """Stop the sandbox; its AWS state is lost."""
-    stopped = Sandbox.from_settings(settings(c)).down()
+    stopped = _sandbox(c).down()
     say("sandbox: stopped" if stopped else "sandbox: was not running")
 
 
 @kiln_task
 def sandbox_reset(c):
     """Clear every resource in the running sandbox, keeping it running."""
-    Sandbox.from_settings(settings(c)).reset()
+    _sandbox(c).reset()
     say("sandbox: reset; run `invoke bootstrap --yes` to recreate the support stacks")
 
 
 @kiln_task
 def sandbox_env(c):
     """Print `export` lines pointing the aws CLI and boto3 at the sandbox (eval them)."""
-    for key, value in Sandbox.from_settings(settings(c)).env().items():
+    for key, value in _sandbox(c).env().items():
         print(f"export {key}={value}")
 
 
@@ -63,6 +79,7 @@ def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
     from cloud.console import emit_json
     from cloud.target import connect
 
+    _extensions()
     config = settings(c)
     results = stacks.run(config, connect(config), account, dry_run=dry_run, yes=yes)
     if json:
@@ -78,6 +95,7 @@ def bootstrap_verify(c, account=None, json=False):
     from cloud.errors import KilnError
     from cloud.target import connect
 
+    _extensions()
     config = settings(c)
     checks = verify.run(config, connect(config), account)
     for check in checks:
@@ -267,6 +285,7 @@ def janitor(c, dry_run=False, json=False):
     from cloud.target import connect
     from provisioner import janitor as sweeping
 
+    _extensions()
     result = sweeping.run(connect(settings(c)), dry_run=dry_run)
     if json:
         emit_json(result)
@@ -279,9 +298,6 @@ ns.add_collection(ami_tasks)
 ns.add_task(janitor)
 
 # -- deploy ---------------------------------------------------------------------------------
-
-import orchestrator.stack  # noqa: E402,F401 - adds kiln-env-<app> to `invoke bootstrap`
-import orchestrator.sweeper  # noqa: E402,F401 - adds expired self-service envs to `invoke janitor`
 
 _DEPLOY_HELP = {
     "stack": "the cluster's stack: the cluster is app-stack (default: kiln.deploy.stack)",
