@@ -43,7 +43,7 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
     dist = Path(settings["dist"])
     known = DigestCache(dist / CACHE_DIR / f"{manifest.name}.json")
     say(f"package: {manifest.filename} with {backend} ({options['compression']})")
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         with tempfile.TemporaryDirectory(prefix="kiln-package-") as temp:
             work = Path(temp)
             root = work / "root"
@@ -54,9 +54,9 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
                                             scriptlets(manifest), epoch, options["compression"],
                                             options["compression_level"])
             # The RPM hashes from an open handle while it moves into dist/ and the work dir
-            # goes: the rename frees the previous file's blocks, the hash releases the GIL.
+            # goes; a worker lets the replaced file go (freeing its pages takes a while).
             hash_job = pool.submit(_handle_sha256, open(built, "rb"))  # noqa: SIM115
-            target = place(built, dist / manifest.filename)
+            target = place(built, dist / manifest.filename, lambda fd: pool.submit(os.close, fd))
         known.save()  # after the buildroot's links are gone (see packager.digests)
         digest = hash_job.result()
     say(f"package: wrote {target}")
@@ -181,9 +181,17 @@ def _handle_sha256(handle) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def place(built: Path, target: Path) -> Path:
-    """Move `built` to `target` atomically: readers see the old file or the new one."""
+def place(built: Path, target: Path, release=os.close) -> Path:
+    """Move `built` to `target` atomically: readers see the old file or the new one.
+
+    The file it replaces is held open across the rename and handed to `release` (which closes
+    it): the last close frees its pages and blocks, which a caller can leave to a worker.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = os.open(target, os.O_RDONLY)
+    except OSError:
+        old = None
     try:
         os.replace(built, target)
     except OSError:  # another filesystem: copy next to the target, then rename
@@ -193,4 +201,7 @@ def place(built: Path, target: Path) -> Path:
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+    finally:
+        if old is not None:
+            release(old)
     return target

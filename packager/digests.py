@@ -36,11 +36,13 @@ class DigestCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.records = _read(path)
+        self.records: dict[str, list] | None = None  # read by the first get, in the hash thread
         self.hashed: dict[str, tuple[os.stat_result, str]] = {}
         self.settled = time.time_ns() - SETTLED_NS
 
     def get(self, entry: Entry) -> str | None:
+        if self.records is None:
+            self.records = _read(self.path)
         record = self.records.get(str(entry.src))
         if record is None or entry.src_stat is None or record[:5] != _key(entry.src_stat):
             return None
