@@ -470,7 +470,7 @@ def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int
     with os.scandir(root) as scan:
         children = sorted(scan, key=lambda item: item.name)
     for item in children:  # runs once per packaged file: the error label is built on error only
-        path = source = Path(item.path)
+        path = source = root / item.name  # cheaper than parsing item.path again
         target = f"{dest}/{item.name}"
         if not PATH_CHARS.match(item.name):
             _dest(target, line, _shown(label, source, folder))  # raises with the usual message
