@@ -3,11 +3,12 @@
 Runs against a private sandbox (its own moto server under a temp dir). Two repositories start
 identical (N tiny RPMs and their metadata, uploaded once): Kiln's `publish` adds one RPM to the
 first; the baseline adds it to the second the classic way, a full `createrepo_c` over a local
-mirror then `aws s3 sync`. Prints wall times and S3 PUT requests (counted with a botocore hook on
-the HTTP method). Then publishes a large RPM in a child process and prints its peak RSS and the
-peak RSS of the tools it ran (rpmsign, createrepo_c, gpg).
+mirror then `aws s3 sync`. Prints wall times (each round and the median), the load average, S3
+PUT requests and all AWS requests of a publish (counted with botocore hooks). Then publishes a
+large RPM in a child process and prints its peak RSS and the peak RSS of the tools it ran
+(rpmsign, createrepo_c, gpg); `--big-mb 0` skips that.
 
-    .venv/bin/python bench/publish.py [--count 2000] [--big-mb 1024]
+    .venv/bin/python bench/publish.py [--count 2000] [--rounds 5] [--big-mb 1024]
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ROUNDS = 3
 CACHE = Path(tempfile.gettempdir()) / "kiln-bench-rpms"
 TINY_SPEC_HEAD = """\
 Name: benchbase
@@ -67,13 +67,14 @@ def rpmbuild(spec: str, work: Path, out: Path, *defines: str) -> None:
     shutil.rmtree(work)
 
 
-def tiny_rpms(count: int) -> list[Path]:
-    """`count`+ROUNDS tiny RPMs from one rpmbuild of a spec of that many subpackages (cached)."""
+def tiny_rpms(count: int, rounds: int) -> list[Path]:
+    """`count`+`rounds` tiny RPMs from one rpmbuild of a spec of that many subpackages
+    (cached)."""
     out = CACHE / f"tiny-{count}"
-    if len(list(out.glob("bench*.rpm"))) != count + ROUNDS:
+    if len(list(out.glob("bench*.rpm"))) != count + rounds:
         shutil.rmtree(out, ignore_errors=True)
-        width = len(str(count + ROUNDS))
-        names = [str(i).zfill(width) for i in range(count + ROUNDS)]
+        width = len(str(count + rounds))
+        names = [str(i).zfill(width) for i in range(count + rounds)]
         spec = TINY_SPEC_HEAD.replace("{last}", names[-1]) + "".join(
             TINY_PACKAGE.format(i=i) for i in names)
         rpmbuild(spec, CACHE / "work-tiny", out)
@@ -107,10 +108,14 @@ head -c {megabytes}M /dev/urandom > %{{buildroot}}/opt/big/blob
 
 
 class PutCounter:
+    """Counts requests sent (register on "before-send"), and of those the PUTs."""
+
     def __init__(self):
         self.puts = 0
+        self.requests = 0
 
     def __call__(self, request, **_ignored):
+        self.requests += 1
         if request.method == "PUT":
             self.puts += 1
 
@@ -136,6 +141,7 @@ def seed(mirror: Path, rpms: list[Path], bucket: str, prefixes: list[str]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,10 +179,10 @@ def run(work: Path, box, args) -> None:
     from tests.repo_helpers import make_lock_table, make_repo_bucket
 
     started = time.perf_counter()
-    rpms = tiny_rpms(args.count)
+    rpms = tiny_rpms(args.count, args.rounds)
     print(f"{args.count} tiny RPMs ready in {time.perf_counter() - started:.1f} s "
           f"(cache {CACHE})", flush=True)
-    existing, new = rpms[:ROUNDS * -1], rpms[ROUNDS * -1:]
+    existing, new = rpms[:-args.rounds], rpms[-args.rounds:]
     settings = bench_settings(box, work, "kiln-bench-repo", "kiln-bench-locks", "kiln")
     aws = connect(settings)
     make_repo_bucket(aws, "kiln-bench-repo")
@@ -192,11 +198,13 @@ def run(work: Path, box, args) -> None:
     kiln_times, full_times = [], []
     for rpm in new:  # one more package each round; medians of the rounds
         counter = PutCounter()
-        aws.client("s3").meta.events.register("before-send.s3", counter)
+        for service in ("s3", "dynamodb"):
+            aws.client(service).meta.events.register(f"before-send.{service}", counter)
         started = time.perf_counter()
         assert repo.publish(aws, rpm)["status"] == "published"
         kiln_times.append(time.perf_counter() - started)
-        aws.client("s3").meta.events.unregister("before-send.s3", counter)
+        for service in ("s3", "dynamodb"):
+            aws.client(service).meta.events.unregister(f"before-send.{service}", counter)
 
         baseline = PutCounter()
         started = time.perf_counter()
@@ -207,10 +215,15 @@ def run(work: Path, box, args) -> None:
         full_times.append(time.perf_counter() - started)
     assert len(repo.list_packages(aws)) == len(rpms)
     kiln_time, full_time = statistics.median(kiln_times), statistics.median(full_times)
-    print(f"publish one RPM into {len(existing)} (median of {ROUNDS}): kiln {kiln_time:.2f} s, "
-          f"{counter.puts} S3 PUTs | full createrepo_c + aws s3 sync {full_time:.2f} s, "
-          f"{baseline.puts} S3 PUTs | ratio {kiln_time / full_time:.2f}x", flush=True)
-    memory(work, box, args.big_mb)
+    print(f"rounds: kiln {' '.join(f'{t:.3f}' for t in kiln_times)} s | full "
+          f"{' '.join(f'{t:.2f}' for t in full_times)} s | load average "
+          f"{' '.join(f'{load:.1f}' for load in os.getloadavg())}")
+    print(f"publish one RPM into {len(existing)} (median of {args.rounds}): kiln "
+          f"{kiln_time:.3f} s, {counter.puts} S3 PUTs, {counter.requests} AWS requests | full "
+          f"createrepo_c + aws s3 sync {full_time:.2f} s, {baseline.puts} S3 PUTs | ratio "
+          f"{kiln_time / full_time:.2f}x", flush=True)
+    if args.big_mb:
+        memory(work, box, args.big_mb)
 
 
 def memory(work: Path, box, megabytes: int) -> None:
