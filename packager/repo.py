@@ -68,6 +68,18 @@ class RpmInfo:
     version: str
     release: str
     arch: str
+    vcs: str = "(none)"
+    disttag: str = "(none)"
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What Kiln's packager recorded in the header: the app's commit and manifest digest.
+
+        Kept as object metadata, so a bake can tell "same inputs" without downloading the RPM.
+        """
+        found = {"commit": _after(self.vcs, "git:"),
+                 "manifest-digest": _after(self.disttag, "kiln-manifest-sha256:")}
+        return {key: value for key, value in found.items() if value}
 
     @property
     def filename(self) -> str:
@@ -338,7 +350,8 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
         (tree / "Packages").mkdir(parents=True)
         client_files = background.submit(repo.ensure_client_files, signer)
         described = background.submit(_describe, signed, incoming, tree, href)
-        placed = background.submit(lambda: _place_package(repo, incoming, href, *signed.result()))
+        placed = background.submit(lambda: _place_package(repo, incoming, href, *signed.result(),
+                                                          info.provenance))
         steps = Steps(background, signed, described, placed)
         try:
             with repo.lease():
@@ -352,7 +365,9 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
     return {"name": info.name, "epoch": info.epoch, "version": info.version,
             "release": info.release, "arch": info.arch, "nevra": info.nevra, "path": href,
             "url": f"{bucket_url(aws, repo.bucket)}/{repo.key(href)}",
-            "source_sha256": signed.result()[0], "sha256": sha256, "status": status}
+            "source_sha256": signed.result()[0], "sha256": sha256, "status": status,
+            "commit": info.provenance.get("commit"),
+            "manifest_digest": info.provenance.get("manifest-digest")}
 
 
 @dataclass
@@ -387,9 +402,9 @@ def _describe(signed: Future, staged: Path, tree: Path, href: str) -> Path:
 
 
 def _place_package(repo: Repo, staged: Path, href: str, source_sha256: str,
-                   sha256: str) -> tuple[str, bool]:
+                   sha256: str, provenance: dict[str, str]) -> tuple[str, bool]:
     """Create the object unless it exists; (published sha256, created)."""
-    if _put_package(repo, staged, href, sha256, source_sha256):
+    if _put_package(repo, staged, href, sha256, source_sha256, provenance):
         return sha256, True
     # Published before (or by a concurrent publish): judge and use that object.
     existing = repo.head(href) or {}
@@ -406,10 +421,11 @@ def _created(placed: Future) -> bool:
         return False
 
 
-def _put_package(repo: Repo, path: Path, href: str, sha256: str, source_sha256: str) -> bool:
+def _put_package(repo: Repo, path: Path, href: str, sha256: str, source_sha256: str,
+                 provenance: dict[str, str]) -> bool:
     """Create the object only if absent (If-None-Match); False if it exists already."""
     params = {"Bucket": repo.bucket, "Key": repo.key(href), "ContentType": "application/x-rpm",
-              "Metadata": {"sha256": sha256, "source-sha256": source_sha256}}
+              "Metadata": {"sha256": sha256, "source-sha256": source_sha256, **provenance}}
     try:
         if path.stat().st_size <= MULTIPART_THRESHOLD:
             with open(path, "rb") as body:
@@ -569,16 +585,21 @@ def rpm_info(path: Path) -> RpmInfo:
     with tempfile.TemporaryDirectory(prefix="kiln-rpmdb-") as dbpath:
         result = subprocess.run(
             ["rpm", "--dbpath", dbpath, "-qp", "--nosignature", "--nodigest", "--qf",
-             "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}",
+             "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}"
+             "\\t%{VCS}\\t%{DISTTAG}",
              str(path)], capture_output=True, text=True)
     fields = result.stdout.split("\t")
-    if result.returncode != 0 or len(fields) != 6:
+    if result.returncode != 0 or len(fields) != 8:
         detail = result.stderr.strip().splitlines()
         raise KilnError(f"{path}: not a readable RPM ({detail[-1] if detail else 'no header'})")
-    name, epoch, version, release, arch, source = fields
+    name, epoch, version, release, arch, source, vcs, disttag = fields
     if source == "(none)":
         raise KilnError(f"{path}: a source RPM; the repository takes binary RPMs only")
-    return RpmInfo(name, epoch, version, release, arch)
+    return RpmInfo(name, epoch, version, release, arch, vcs, disttag)
+
+
+def _after(value: str, prefix: str) -> str | None:
+    return value[len(prefix):] if value.startswith(prefix) else None
 
 
 def sha256_file(path: Path) -> str:

@@ -161,39 +161,56 @@ def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:
 
 # -- package ----------------------------------------------------------------------------------
 def _package(job: Bake, dry_run: bool) -> dict:
-    """The RPM of this version, built and published unless the repo has it already."""
+    """The RPM of this version: reused when the repo has it from the same manifest and files,
+    refused when the repo has it from other ones, else built and published."""
     from packager import build, repo
     from packager import manifest as manifests
 
     wanted = manifests.load(job.manifest, job.version)
     rpm_version, service = wanted.rpm_version, wanted.name if wanted.service_unit else None
+    nevra = f"{wanted.name}-{rpm_version}-{wanted.iteration}.{wanted.arch}"
     found = repo.find_package(job.aws, wanted.name, rpm_version, wanted.iteration)
     if dry_run:
         action = "reuse the published" if found else "package and publish"
-        say(f"bake: would {action} {wanted.name}-{rpm_version}-{wanted.iteration}")
+        say(f"bake: would {action} {nevra}")
         return {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
                 "release": wanted.iteration, "manifest_digest": wanted.digest,
                 "action": action, **(found or {})}
+    published = _published_metadata(job.aws, found) if found else {}
+    if published.get("manifest-digest") == wanted.digest:
+        say(f"bake: {nevra} is already in the repo, built from the same manifest and files")
+        return {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
+                "release": wanted.iteration, "arch": wanted.arch, "nevra": nevra,
+                "sha256": published.get("source-sha256"), "path": found["path"],
+                "manifest_digest": wanted.digest, "commit": published.get("commit"),
+                "service": service, "action": "reused"}
+    if published.get("manifest-digest"):
+        raise KilnError(f"{nevra} is already in the repo, built from another manifest or other "
+                        f"files (manifest digest {published['manifest-digest'][:12]}… there, "
+                        f"{wanted.digest[:12]}… in {job.manifest}): bump the version or the "
+                        f"iteration")
     built = {**build.package(job.settings, job.manifest, job.version), "service": service}
     if found is None:
         repo.publish(job.aws, built["path"])
         say(f"bake: published {built['nevra']} (sha256 {built['sha256'][:12]}…)")
         return {**built, "action": "published"}
-    published = _published_source_sha256(job.aws, found)
-    if built["sha256"] not in (published, found.get("sha256")):
+    # Published without Kiln's provenance (by hand, or an older Kiln): compare the bytes.
+    if built["sha256"] not in (published.get("source-sha256"), found.get("sha256")):
         raise KilnError(f"{built['nevra']} is already in the repo with other content "
-                        f"(sha256 {str(published)[:12]}… there, {built['sha256'][:12]}… built "
-                        f"from {job.manifest}): bump the version or the iteration")
+                        f"(sha256 {str(published.get('source-sha256'))[:12]}… there, "
+                        f"{built['sha256'][:12]}… built from {job.manifest}): bump the version "
+                        f"or the iteration")
     say(f"bake: {built['nevra']} is already in the repo with the same content; not publishing")
     return {**built, "action": "reused"}
 
 
-def _published_source_sha256(aws: Aws, found: dict) -> str | None:
-    """The digest of the file that was published (the repo serves a signed copy of it)."""
+def _published_metadata(aws: Aws, found: dict) -> dict:
+    """What publish recorded on the package object: source-sha256 (the repo serves a signed
+    copy of that file), and the commit and manifest digest from the RPM's header."""
     from packager import repo
 
     head = repo.Repo.of(aws).head(found["path"])
-    return (head or {}).get("Metadata", {}).get("source-sha256")
+    return (head or {}).get("Metadata", {})
 
 
 # -- settings → AWS parameters ---------------------------------------------------------------

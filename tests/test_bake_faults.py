@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,19 @@ def test_bad_input_is_one_line_and_creates_nothing(bake_sandbox, run_invoke, pro
     result = bake(run_invoke, probe, *extra, version="1.0.1", overrides=overrides)
     failed_cleanly(result, expected, before)
     assert "created key pair" not in result.stderr and "package: wrote" not in result.stderr
+
+
+def test_a_published_version_from_other_files_is_refused(bake_sandbox, run_invoke, probe):
+    """The repo has 1.0.2 from the probe manifest; the files change, the version does not."""
+    published = run_invoke("publish", "--manifest", probe, "--version", "1.0.2", "--json")
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout)["manifest_digest"]
+    (Path(probe).parent / "probe" / "probe.txt").write_text("baked by kiln, edited\n")
+    before = image_count()
+    result = bake(run_invoke, probe, version="1.0.2")
+    failed_cleanly(result, "is already in the repo, built from another manifest or other files",
+                   before)
+    assert "package: wrote" not in result.stderr  # decided before building anything
 
 
 def test_chef_solo_failing_makes_no_image(bake_sandbox, run_invoke, probe):
