@@ -53,11 +53,14 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
             built = BACKENDS[backend].build(manifest, root, work, provenance,
                                             scriptlets(manifest), epoch, options["compression"],
                                             options["compression_level"])
-            # The RPM hashes from an open handle while it moves into dist/ and the work dir
-            # goes; a worker lets the replaced file go (freeing its pages takes a while).
+            # The RPM hashes from an open handle while it moves into dist/ and the staged tree
+            # goes. Renaming over an earlier build is slow on ext4, which starts writing the
+            # new file back then (auto_da_alloc), so that is a worker's job too.
             hash_job = pool.submit(_handle_sha256, open(built, "rb"))  # noqa: SIM115
-            target = place(built, dist / manifest.filename, lambda fd: pool.submit(os.close, fd))
-        known.save()  # after the buildroot's links are gone (see packager.digests)
+            place_job = pool.submit(place, built, dist / manifest.filename)
+            shutil.rmtree(root, ignore_errors=True)
+            target = place_job.result()
+            known.save()  # once the staged links are gone (see packager.digests)
         digest = hash_job.result()
     say(f"package: wrote {target}")
     return result(manifest, target, digest, commit, backend)
@@ -181,17 +184,9 @@ def _handle_sha256(handle) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def place(built: Path, target: Path, release=os.close) -> Path:
-    """Move `built` to `target` atomically: readers see the old file or the new one.
-
-    The file it replaces is held open across the rename and handed to `release` (which closes
-    it): the last close frees its pages and blocks, which a caller can leave to a worker.
-    """
+def place(built: Path, target: Path) -> Path:
+    """Move `built` to `target` atomically: readers see the old file or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old = os.open(target, os.O_RDONLY)
-    except OSError:
-        old = None
     try:
         os.replace(built, target)
     except OSError:  # another filesystem: copy next to the target, then rename
@@ -201,7 +196,4 @@ def place(built: Path, target: Path, release=os.close) -> Path:
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
-    finally:
-        if old is not None:
-            release(old)
     return target

@@ -54,7 +54,8 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
 
 
 def rpmbuild_argv(manifest: Manifest, spec: Path, root: Path) -> list[str]:
-    argv = ["rpmbuild", "-bb", "--quiet", "--buildroot", str(root)]
+    # --noclean: the buildroot goes with the work dir, removed while the RPM is hashed.
+    argv = ["rpmbuild", "-bb", "--quiet", "--noclean", "--buildroot", str(root)]
     if manifest.arch != "noarch":
         argv += ["--target", manifest.arch]
     return [*argv, str(spec)]
