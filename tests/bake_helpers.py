@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import boto3
 import yaml
 
-import tasks
 from cloud import tags as kiln_tags
 from tests.conftest import INVOKE, ROOT, deep_merge
 
@@ -17,30 +15,8 @@ TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
 
 
 def bootstrap(run_invoke) -> None:
-    """The build account's support stack: `invoke bootstrap --yes` when Kiln has it, else the
-    few resources a bake reads from the stack's outputs, made directly."""
-    if hasattr(tasks, "bootstrap_apply"):
-        run_invoke("bootstrap", "--yes", check=True)
-        return
-    s3, kms, iam, ddb, ec2, cfn = (boto3.client(s) for s in (
-        "s3", "kms", "iam", "dynamodb", "ec2", "cloudformation"))
-    bucket = "kiln-test-repo"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
-    key = kms.create_key(Description="kiln amis")["KeyMetadata"]["Arn"]
-    iam.create_instance_profile(InstanceProfileName="kiln-bake")
-    ddb.create_table(TableName="kiln-locks", BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "LockKey", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "LockKey", "KeyType": "HASH"}])
-    subnet = ec2.describe_subnets()["Subnets"][0]
-    outputs = {"RepoBucket": bucket, "AmiKmsKeyArn": key, "BakeInstanceProfileName": "kiln-bake",
-               "LockTableName": "kiln-locks", "BakeSubnetId": subnet["SubnetId"],
-               "BakeVpcId": subnet["VpcId"]}
-    template = {"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
-                "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
-    cfn.create_stack(StackName="kiln-build", TemplateBody=json.dumps(template))
+    """The support stacks a bake reads (build, prod, the app environment): `invoke bootstrap`."""
+    run_invoke("bootstrap", "--yes", check=True)
 
 
 def leftovers(run_id: str | None = None, app: str = "hello-web") -> dict[str, list[str]]:
