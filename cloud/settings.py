@@ -8,6 +8,7 @@ files it may have come from, and suggests the nearest valid key for a typo.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,5 +267,11 @@ def _plain(value: Any) -> Any:
 
 
 def _sources(config: Any) -> list[str]:
-    paths = [getattr(config, name, None) for name in ("_project_path", "_runtime_path")]
-    return [str(p) for p in paths if p]
+    """Where the merged settings came from: the config files found, then INVOKE_KILN_* variables."""
+    names = ("_system_path", "_user_path", "_project_path", "_runtime_path")
+    paths = [getattr(config, name, None) for name in names]
+    # Invoke records a .py candidate as found even when it does not exist: keep real files only.
+    sources = [str(p) for p in paths if p and os.path.exists(p)]
+    if (getattr(config, "_env", None) or {}).get("kiln"):
+        sources.append("the INVOKE_KILN_* environment variables")
+    return sources

@@ -11,6 +11,7 @@ only once it is available and tagged; until then it is deregistered with its sna
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -215,7 +216,16 @@ def _published_metadata(aws: Aws, found: dict) -> dict:
 
 # -- settings → AWS parameters ---------------------------------------------------------------
 def _copy_regions(aws: Aws, regions: list[str]) -> list[str]:
-    return [r for r in dict.fromkeys(regions) if r and r != aws.region]
+    """Regions to copy to, checked against botocore's region list before anything is created."""
+    regions = [r for r in dict.fromkeys(regions) if r and r != aws.region]
+    known = {r for partition in aws.session.get_available_partitions()
+             for r in aws.session.get_available_regions("ec2", partition)}
+    for region in regions:
+        if region not in known:
+            near = difflib.get_close_matches(region, sorted(known), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise KilnError(f"--regions / kiln.bake.copy_regions: unknown region {region!r}{hint}")
+    return regions
 
 
 def _share_accounts(aws: Aws, names: list[str]) -> list[str]:

@@ -60,7 +60,9 @@ def failed_cleanly(result, expected: str, images_before: int) -> str:
     (("--regions", "eu-west-1"), {},
      "no AMI key for account build in eu-west-1 (stack kiln-keys): run `invoke bootstrap` "
      "with eu-west-1 in kiln.bake.copy_regions"),
-], ids=["account", "base-ami-id", "base-ami-filters", "subnet", "copy-region"])
+    (("--regions", "us-wset-2"), {},
+     "--regions / kiln.bake.copy_regions: unknown region 'us-wset-2' (did you mean 'us-west-2'?)"),
+], ids=["account", "base-ami-id", "base-ami-filters", "subnet", "copy-region", "region-name"])
 def test_bad_input_is_one_line_and_creates_nothing(bake_sandbox, run_invoke, probe, extra,
                                                    overrides, expected):
     before = image_count()
