@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import semver
 from botocore.exceptions import ClientError
 
 from cloud import stacks
@@ -104,6 +105,9 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         regions: list[str] | None = None, share: list[str] | None = None,
         dry_run: bool = False) -> dict:
     """Bake `version`; the release record (or, with `dry_run`, the plan) as a dict."""
+    if not semver.Version.is_valid(version):  # before any AWS call
+        raise KilnError(f"--version: {version!r} is not a semantic version (X.Y.Z, e.g. 1.4.2 "
+                        f"or 2.0.0-rc.1)")
     job = Bake(aws, settings, version, manifest or settings.manifest,
                _copy_regions(aws, regions if regions is not None else settings.bake.copy_regions),
                _share_accounts(aws, share if share is not None else settings.bake.share),

@@ -48,6 +48,13 @@ def failed_cleanly(result, expected: str, images_before: int) -> str:
     return line
 
 
+def test_a_bad_version_fails_before_any_step(bake_sandbox, run_invoke, probe):
+    before = image_count()
+    result = bake(run_invoke, probe, version="not-semver")
+    failed_cleanly(result, "--version: 'not-semver' is not a semantic version", before)
+    assert "bake: step" not in result.stderr
+
+
 @pytest.mark.parametrize("extra, overrides, expected", [
     (("--share", "nosuch"), {}, "unknown account 'nosuch': kiln.accounts lists build, prod"),
     ((), {"bake": {"base_ami": {"id": "ami-0123456789abcdef0"}}},
