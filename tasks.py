@@ -190,9 +190,10 @@ def repo_prune(c, keep, dry_run=False, json=False):
     """Remove all but the newest KEEP versions of each package from the yum repository."""
     from cloud.console import emit_json
     from cloud.target import connect
+    from cloud.tasking import whole
     from packager import repo
 
-    plan = repo.prune(connect(settings(c)), int(keep), dry_run=dry_run)
+    plan = repo.prune(connect(settings(c)), whole(keep, "--keep", 1), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for p in plan["remove"]:
         say(f"repo.prune: {verb} {p['name']}-{p['version']}-{p['release']}.{p['arch']}")
@@ -267,12 +268,12 @@ def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
     """Deregister all but the newest KEEP images of an app and their snapshots; never one in use."""
     from cloud.console import emit_json
     from cloud.target import connect
-    from cloud.tasking import pick
+    from cloud.tasking import pick, whole
     from provisioner import images
 
     config = settings(c)
-    result = images.prune(connect(config), pick(app, config.app), int(pick(keep, config.ami.keep)),
-                          dry_run=dry_run)
+    keep = whole(pick(keep, config.ami.keep), "--keep", 1)
+    result = images.prune(connect(config), pick(app, config.app), keep, dry_run=dry_run)
     if json:
         emit_json(result)
 
@@ -381,7 +382,9 @@ def rollback(c, stack=None, dry_run=False, force_unlock=False, json=False):
                       keep="disabled groups to keep for rollback (default: kiln.deploy.keep)"))
 def teardown(c, keep=None, stack=None, dry_run=False, force_unlock=False, json=False):
     """Delete failed groups and disabled ones beyond the most recent KEEP."""
-    _rollout(c, "teardown", json, keep=_pick_deploy(c, keep, "keep"), stack=stack,
+    from cloud.tasking import whole
+
+    _rollout(c, "teardown", json, keep=whole(_pick_deploy(c, keep, "keep"), "--keep"), stack=stack,
              dry_run=dry_run, force_unlock=force_unlock)
 
 

@@ -39,3 +39,14 @@ def settings(ctx) -> settings_module.Settings:
 def pick(value, default):
     """A flag's value when given, else the config key of the same name."""
     return default if value is None else value
+
+
+def whole(value, flag: str, minimum: int = 0) -> int:
+    """A whole-number flag such as --keep 3 as an int, or one line naming the flag."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise KilnError(f"{flag}: {value!r} is not a whole number") from None
+    if number < minimum:
+        raise KilnError(f"{flag}: must be at least {minimum}, got {number}")
+    return number

@@ -82,3 +82,11 @@ def test_ami_prune_task_dry_run(run_invoke, aws, versions):
     result = run_invoke("ami.prune", "--keep", "3", "--dry-run", check=True)
     assert "would remove" in result.stderr and versions["1.0.0"] in result.stderr
     assert _remaining(aws.client("ec2")) == set(versions.values())
+
+
+@pytest.mark.parametrize("keep, expected", [("x", "--keep: 'x' is not a whole number"),
+                                            ("0", "--keep: must be at least 1, got 0")])
+def test_ami_prune_task_refuses_a_bad_keep(run_invoke, aws, versions, keep, expected):
+    result = run_invoke("ami.prune", "--keep", keep)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"kiln: {expected}"
+    assert _remaining(aws.client("ec2")) == set(versions.values())
