@@ -112,18 +112,3 @@ def _remove(env: Environment, owner: str, dry_run: bool) -> dict:
         groups.delete(env, group.name, group.target_group_arn, group.launch_template_id)
     say(f"env {owner}: removed {', '.join(names) or 'nothing (there was none)'}")
     return {"owner": owner, "deleted": names, "result": "ok"}
-
-
-def sweep_expired(aws: Aws, dry_run: bool = False) -> list[dict]:
-    """The janitor's sweeper: remove every self-service environment whose expiry has passed."""
-    base = environment.load(aws)
-    pages = base.client("autoscaling").get_paginator("describe_auto_scaling_groups").paginate(
-        Filters=[{"Name": f"tag:{tags.ROLE}", "Values": [ROLE]},
-                 {"Name": f"tag:{tags.APP}", "Values": [base.app]}])
-    owners = set()
-    for page in pages:
-        for asg in page["AutoScalingGroups"]:
-            found = {t["Key"]: t["Value"] for t in asg.get("Tags", [])}
-            if found.get(OWNER_TAG) and tags.is_expired(found.get(tags.EXPIRES_AT)):
-                owners.add(found[OWNER_TAG])
-    return [_remove(_env(aws, owner), owner, dry_run) for owner in sorted(owners)]

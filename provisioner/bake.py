@@ -18,7 +18,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import semver
 from botocore.exceptions import ClientError
@@ -476,7 +475,3 @@ def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) 
         + (f", copy to {', '.join(job.regions)}" if job.regions else "")
         + (f", share with {', '.join(job.share)}" if job.share else ""))
     return plan
-
-
-def release_path(settings, app: str, version: str) -> Path:
-    return record.path(settings, app, version)
