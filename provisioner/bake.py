@@ -156,9 +156,11 @@ def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:
                 clock.step("stop")
                 _stop(aws, node)
                 clock.step("image")
+                labels = provenance(job, digest)
                 with resources.image(aws, node, image_name(job), _description(job),
-                                     job.tags("image", False, **provenance(job, digest))) as ami:
-                    _finish_image(job, ami, digest)
+                                     job.tags("image", False, **labels),
+                                     job.tags("image-snapshot", False, **labels)) as ami:
+                    _finish_image(job, ami)
                 clock.step("teardown")
     return ami
 
@@ -389,14 +391,11 @@ def _stop(aws: Aws, instance_id: str) -> None:
                InstanceIds=[instance_id])
 
 
-def _finish_image(job: Bake, image_id: str, digest: str) -> None:
+def _finish_image(job: Bake, image_id: str) -> None:
     image = waits.image_available(job.aws, image_id)
     snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
                  if m.get("Ebs", {}).get("SnapshotId")]
-    if snapshots:
-        tags = job.tags("image-snapshot", False, **provenance(job, digest))
-        job.aws.client("ec2").create_tags(Resources=snapshots, Tags=kiln_tags.to_list(tags))
-    say(f"bake: image {image_id} is available ({len(snapshots)} snapshot(s) tagged)")
+    say(f"bake: image {image_id} is available ({len(snapshots)} snapshot(s))")
 
 
 # -- share, copy, record -----------------------------------------------------------------------

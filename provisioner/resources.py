@@ -102,18 +102,19 @@ def _terminate(aws: Aws, instance_id: str) -> None:
 
 
 @contextmanager
-def image(aws: Aws, instance_id: str, name: str, description: str, tags: dict[str, str]):
-    """CreateImage from the stopped instance; deregistered with its snapshots unless the block
-    completes, so a failed or interrupted bake leaves no image behind."""
+def image(aws: Aws, instance_id: str, name: str, description: str, tags: dict[str, str],
+          snapshot_tags: dict[str, str]):
+    """CreateImage from the stopped instance, image and snapshots tagged at creation;
+    deregistered with its snapshots unless the block completes, so a failed or interrupted bake
+    leaves no image behind."""
     ec2 = aws.client("ec2")
     image_id = None
     try:
         with shielded():
-            # Snapshots are tagged once they exist: a `snapshot` TagSpecification here is refused
-            # by some endpoints, and the snapshot ids are only known once the image is available.
             image_id = ec2.create_image(
                 InstanceId=instance_id, Name=name, Description=description,
-                TagSpecifications=[kiln_tags.spec("image", tags)])["ImageId"]
+                TagSpecifications=[kiln_tags.spec("image", tags),
+                                   kiln_tags.spec("snapshot", snapshot_tags)])["ImageId"]
         check()
         say(f"bake: creating image {image_id} ({name})")
         yield image_id

@@ -10,6 +10,7 @@ from pathlib import Path
 # Module names under sandbox.patches, applied in this order.
 PATCHES: list[str] = [
     "shared_images",
+    "image_snapshot_tags",
     "image_deprecation",
     "instances",
     "instance_states",
