@@ -142,7 +142,7 @@ ns.add_task(package)
 
 @kiln_task(help={"rpm": "the RPM file to publish",
                  "manifest": "build this manifest first (default: kiln.manifest), then publish",
-                 "version": "with --manifest: the version to build",
+                 "version": "the version to build from the manifest (default: the manifest's)",
                  "json": "print the result as JSON on stdout"})
 def publish(c, rpm=None, manifest=None, version=None, json=False):
     """Sign an RPM and publish it into the S3 yum repository (metadata updated incrementally)."""
