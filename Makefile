@@ -10,6 +10,9 @@ INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
 	git curl ca-certificates python3-venv python3-dev gcc
+# The vendored fpm (tests compare its RPMs with Kiln's) runs on Debian's Ruby gems.
+VENDOR := $(wildcard ../shared/vendor/fpm/debian-packages)
+APT_PACKAGES += $(if $(VENDOR),$(shell cat $(VENDOR)))
 
 .PHONY: setup apt venv demo test lint clean
 

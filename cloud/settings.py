@@ -136,6 +136,7 @@ SCHEMA: dict = {
     },
     "package": {
         "backend": C("auto", "rpmbuild", "fpm"),
+        "fpm": S,
         "compression": C("zstd", "gzip", "xz", "none"),
         "compression_level": N0(0),
         "source_date_epoch": N0(0),

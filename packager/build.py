@@ -26,7 +26,7 @@ from cloud.console import say
 from cloud.errors import KilnError
 from packager import fpm, rpmbuild
 from packager.digests import CACHE_DIR, DigestCache
-from packager.manifest import Manifest, compute_digest, load
+from packager.manifest import Manifest, compute_digest, elf_files, load
 from packager.spec import Provenance, scriptlets
 
 BACKENDS = {"rpmbuild": rpmbuild, "fpm": fpm}
@@ -36,7 +36,9 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
     """Build the RPM for `manifest_path`; return what was built (path, nevra, sha256, …)."""
     manifest = load(manifest_path, version, digest=False)
     options = settings["package"]
-    backend = choose_backend(options["backend"])
+    backend = choose_backend(options["backend"], options["fpm"])
+    if backend == "fpm":  # fpm's spec lets rpmbuild package ELF files as noarch
+        check_noarch(manifest)
     inputs = input_paths(manifest)
     commit = git_commit(manifest.folder, inputs)
     epoch = source_date_epoch(options["source_date_epoch"], manifest.folder, inputs)
@@ -50,9 +52,7 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
             digest_job = pool.submit(compute_digest, manifest, known)  # hash while staging
             stage(manifest, root, epoch)
             provenance = Provenance(commit=commit, manifest_digest=digest_job.result())
-            built = BACKENDS[backend].build(manifest, root, work, provenance,
-                                            scriptlets(manifest), epoch, options["compression"],
-                                            options["compression_level"])
+            built = _build(backend, manifest, root, work, provenance, epoch, options)
             # The RPM hashes from an open handle while it moves into dist/ and the staged tree
             # goes. Renaming over an earlier build is slow on ext4, which starts writing the
             # new file back then (auto_da_alloc), so that is a worker's job too.
@@ -64,6 +64,32 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
         digest = hash_job.result()
     say(f"package: wrote {target}")
     return result(manifest, target, digest, commit, backend)
+
+
+def _build(backend: str, manifest: Manifest, root: Path, work: Path, provenance: Provenance,
+           epoch: int, options: Any) -> Path:
+    args = (manifest, root, work, provenance, scriptlets(manifest), epoch,
+            options["compression"], options["compression_level"])
+    if backend == "fpm":
+        return fpm.build(*args, command=options["fpm"])
+    try:
+        return rpmbuild.build(*args)
+    except KilnError as error:
+        if "Arch dependent binaries in noarch package" in str(error):
+            check_noarch(manifest)
+        raise
+
+
+def check_noarch(manifest: Manifest) -> None:
+    """A noarch package holding an ELF file fails in one line naming the file and its arch."""
+    if manifest.arch != "noarch":
+        return
+    found = elf_files(manifest.entries)
+    if found:
+        entry, arch = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise KilnError(f"{manifest.path}: arch: noarch, but {entry.dest}{more} is an ELF "
+                        f"binary for {arch} (set arch: {arch}, or arch: auto)")
 
 
 def result(manifest: Manifest, target: Path, digest: str, commit: str | None,
@@ -83,12 +109,15 @@ def result(manifest: Manifest, target: Path, digest: str, commit: str | None,
     }
 
 
-def choose_backend(setting: str) -> str:
-    """auto: fpm when it is on PATH, else rpmbuild; an explicit choice must be installed."""
+def choose_backend(setting: str, fpm_command: str = "fpm") -> str:
+    """auto is rpmbuild: the bytes of a version must not depend on whether fpm happens to be
+    installed (fpm runs rpmbuild too). fpm is used when asked for, and must then be installed."""
     if setting == "auto":
-        return "fpm" if fpm.available() else "rpmbuild"
-    if not BACKENDS[setting].available():
-        raise KilnError(f"kiln.package.backend: {setting} is not on PATH")
+        setting = "rpmbuild"
+    found = fpm.available(fpm_command) if setting == "fpm" else rpmbuild.available()
+    if not found:
+        what = fpm_command if setting == "fpm" else "rpmbuild"
+        raise KilnError(f"kiln.package.backend: {setting} ({what}) is not installed or not on PATH")
     return setting
 
 
@@ -107,7 +136,19 @@ def input_paths(manifest: Manifest) -> list[str]:
 
 
 def git_commit(folder: Path, inputs: list[str]) -> str | None:
-    return _git(folder, "log", "-1", "--format=%H", "HEAD", "--", *inputs)
+    """The last commit that changed the inputs, `<sha>-dirty` (with a warning) when they have
+    uncommitted changes or untracked files: that build is not that commit's."""
+    commit = _git(folder, "log", "-1", "--format=%H", "HEAD", "--", *inputs)
+    if commit is None:
+        return None
+    changed = _git(folder, "status", "--porcelain", "--untracked-files=all", "--", *inputs)
+    if changed:
+        lines = changed.splitlines()
+        example = lines[0].split(maxsplit=1)[-1]
+        say(f"package: warning: {len(lines)} uncommitted change(s) in the packaged files "
+            f"(e.g. {example}); provenance is git:{commit}-dirty")
+        return f"{commit}-dirty"
+    return commit
 
 
 def source_date_epoch(setting: int | None, folder: Path, inputs: list[str]) -> int:
@@ -146,7 +187,9 @@ def stage(manifest: Manifest, root: Path, epoch: int) -> None:
             directories.append(path)
             continue
         _makedirs(path.rpartition("/")[0], made)
-        if entry.content is not None:
+        if entry.kind == "link":
+            os.symlink(entry.target, path)  # rpm clamps its mtime to the epoch
+        elif entry.content is not None:
             Path(path).write_bytes(entry.content)
             os.chmod(path, entry.mode)
             os.utime(path, (epoch, epoch))
@@ -170,7 +213,7 @@ def _makedirs(path: str, made: set[str]) -> None:
 def _linkable(entry, epoch: int) -> bool:
     if entry.src_stat is None or entry.src_stat.st_mtime < epoch:
         return False
-    return entry.tree is None or stat.S_IMODE(entry.src_stat.st_mode) == entry.mode
+    return stat.S_IMODE(entry.src_stat.st_mode) == entry.mode
 
 
 def _copy(entry, path: str, epoch: int) -> None:

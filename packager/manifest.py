@@ -8,6 +8,8 @@ build from the same list. Every problem is one KilnError line: `file:line: key: 
 from __future__ import annotations
 
 import difflib
+import errno
+import fnmatch
 import hashlib
 import os
 import re
@@ -22,24 +24,43 @@ import yaml
 
 from cloud.errors import KilnError
 
-KEYS = ("name", "version", "iteration", "arch", "summary", "description", "license", "url",
-        "maintainer", "vendor", "depends", "provides", "conflicts", "user", "files",
-        "config_files", "directories", "service", "scripts")
+KEYS = ("name", "version", "iteration", "epoch", "arch", "summary", "description", "license",
+        "url", "maintainer", "vendor", "depends", "provides", "conflicts", "replaces", "user",
+        "files", "config_files", "directories", "exclude", "service", "scripts")
 REQUIRED = ("name", "summary", "license")
-ENTRY_KEYS = ("src", "dest", "mode", "owner", "group")
+ENTRY_KEYS = ("src", "dest", "mode", "owner", "group", "exclude")
 DIRECTORY_KEYS = ("path", "mode", "owner", "group")
 USER_KEYS = ("name", "group", "home", "system")
 SERVICE_KEYS = ("exec", "user", "environment", "restart")
-SCRIPT_KEYS = {"before_install": "pre", "after_install": "post",
-               "before_remove": "preun", "after_remove": "postun"}
-ARCHES = ("noarch", "x86_64", "aarch64")
+SCRIPT_KEYS = ("before_install", "after_install", "before_upgrade", "after_upgrade",
+               "before_remove", "after_remove")
+ARCHES = ("noarch", "x86_64", "aarch64", "auto")
+# fpm's own options (long names, `-` as `_`) that a manifest key might be copied from: refused
+# as "not supported" rather than matched to a similar Kiln key that means something else.
+FPM_OPTIONS = frozenset("""
+    after_install after_remove after_upgrade architecture before_install before_remove
+    before_upgrade category chdir config_files conflicts depends description directories edit
+    epoch exclude exclude_file force fpm_options_file inputs iteration license log maintainer
+    name no_auto_depends no_depends package package_name_suffix prefix provides replaces
+    source_date_epoch_default source_date_epoch_from_changelog template_scripts template_value
+    url vendor verbose version workdir input_type output_type
+    rpm_attr rpm_auto_add_directories rpm_auto_add_exclude_directories rpm_autoprov rpm_autoreq
+    rpm_autoreqprov rpm_changelog rpm_compression rpm_compression_level rpm_defattrdir
+    rpm_defattrfile rpm_digest rpm_dist rpm_filter_from_provides rpm_filter_from_requires
+    rpm_group rpm_ignore_iteration_in_dependencies rpm_init rpm_macro_expansion rpm_os
+    rpm_posttrans rpm_pretrans rpm_rpmbuild_define rpm_sign rpm_summary rpm_tag
+    rpm_trigger_after_install rpm_trigger_after_target_uninstall rpm_trigger_before_install
+    rpm_trigger_before_uninstall rpm_use_file_permissions rpm_user rpm_verifyscript
+    """.split())  # noqa: SIM905 - a word list reads better than 80 quoted strings
+# ELF e_machine values and the rpm arch they build for.
+ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 RESTARTS = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 ACCOUNT = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 RELEASE = re.compile(r"^[A-Za-z0-9._+]+$")
-# rpm's %files list globs and expands macros: keep destinations to characters that need neither.
-PATH_CHARS = re.compile(r"^[A-Za-z0-9._+@,=:~/-]+$")
+# rpm refuses control characters in file names (the spec's file list is line-based).
+BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 DEPENDENCY = re.compile(
     r"^(?P<name>[A-Za-z0-9_/][A-Za-z0-9._+/()-]*)"
     r"(?:\s*(?P<op><=|>=|=|<|>)\s*(?P<version>[A-Za-z0-9._+~^:-]+))?$")
@@ -53,12 +74,13 @@ class Entry:
     """One path in the package: a file (from `src` or generated `content`) or a directory."""
 
     dest: str
-    kind: str  # file | config | dir
+    kind: str  # file | config | dir | link
     mode: int
     owner: str = "root"
     group: str = "root"
     src: Path | None = None
     content: bytes | None = None
+    target: str | None = None  # a link's target, as read from disk
     # The dest of the directory `src` this came from, when its modes follow the source files:
     # the spec can then list the whole tree in one line (see packager.spec).
     tree: str | None = None
@@ -85,15 +107,17 @@ class Manifest:
     summary: str
     description: str
     license: str
+    epoch: int | None = None
     url: str | None = None
     maintainer: str | None = None
     vendor: str | None = None
     depends: list[str] = field(default_factory=list)
     provides: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    replaces: list[str] = field(default_factory=list)
     user: User | None = None
     entries: list[Entry] = field(default_factory=list)
-    scripts: dict[str, str] = field(default_factory=dict)  # pre/post/preun/postun → text
+    scripts: dict[str, str] = field(default_factory=dict)  # before_install, … → text
     service_unit: str | None = None
     digest: str = ""
     text: bytes = field(default=b"", repr=False)
@@ -135,6 +159,7 @@ class Node(dict):
         super().__init__()
         self.lines: dict[Any, int] = {}
         self.raw: dict[Any, str] = {}
+        self.styles: dict[Any, str | None] = {}  # "|" or ">" for a YAML block scalar
 
 
 class Items(list):
@@ -162,6 +187,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Node:
         result.lines[key] = line
         if isinstance(value_node, yaml.ScalarNode):
             result.raw[key] = value_node.value
+            result.styles[key] = value_node.style
     return result
 
 
@@ -242,6 +268,7 @@ def _build(path: Path, text: bytes, version: str | None) -> Manifest:
         version=semver_text,
         rpm_version=rpm_version(semver_text),
         iteration=_iteration(data),
+        epoch=_epoch(data),
         arch=_choice(data, "arch", ARCHES, "noarch"),
         summary=_line(data, "summary"),
         description=_text(data, "description") or _line(data, "summary"),
@@ -252,9 +279,12 @@ def _build(path: Path, text: bytes, version: str | None) -> Manifest:
         depends=_dependencies(data, "depends"),
         provides=_dependencies(data, "provides"),
         conflicts=_dependencies(data, "conflicts"),
+        replaces=_dependencies(data, "replaces"),
         user=_user(data.get("user"), data),
     )
-    entries = _files(data, "files", "file", folder) + _files(data, "config_files", "config", folder)
+    excludes = _globs(data, "exclude")
+    entries = _files(data, "files", "file", folder, excludes)
+    entries += _files(data, "config_files", "config", folder, excludes)
     entries += _directories(data)
     if "service" in data:
         manifest.service_unit = _service(data["service"], data, manifest)
@@ -263,11 +293,15 @@ def _build(path: Path, text: bytes, version: str | None) -> Manifest:
     manifest.entries = _unique(entries, data)
     manifest.scripts = _scripts(data, folder)
     manifest.text = text
+    _check_arch(manifest, data)
     return manifest
 
 
 def _check_keys(node: Node, allowed: tuple[str, ...] | dict, prefix: str) -> None:
     for key in node:
+        if key not in allowed and not prefix and str(key).replace("-", "_") in FPM_OPTIONS:
+            raise _Problem(node.lines.get(key), str(key),
+                           "is an fpm option Kiln does not support (see README: Manifest)")
         if key not in allowed:
             match = difflib.get_close_matches(str(key), list(allowed), n=1)
             hint = f" (did you mean {match[0]!r}?)" if match else ""
@@ -306,6 +340,24 @@ def _iteration(node: Node) -> str:
         raise _Problem(_at(node, "iteration"), "iteration",
                        f"{raw!r} is not a valid release (e.g. 1, 2, 1.el9)")
     return raw
+
+
+def _epoch(node: Node) -> int | None:
+    if "epoch" not in node:
+        return None
+    value = node["epoch"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Problem(_at(node, "epoch"), "epoch", f"{value!r} is not a whole number (rpm Epoch)")
+    return value
+
+
+def _globs(node: Node, key: str, label: str | None = None) -> list[str]:
+    items = _list(node, key)
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise _Problem(items.lines[index], f"{label or key}[{index}]",
+                           "expected a glob such as '*.pyc' or 'tests/*'")
+    return [item.strip().strip("/") for item in items]
 
 
 def _choice(node: Node, key: str, choices: tuple[str, ...], default: str,
@@ -391,14 +443,24 @@ def _user(value: Any, top: Node) -> User | None:
 
 
 def _dest(value: Any, line: int | None, label: str) -> str:
+    """An absolute path; one trailing slash is allowed (the caller decides what it means)."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise _Problem(line, label, f"{value!r} must be an absolute path")
-    parts = value.split("/")[1:]
-    if value == "/" or any(p in ("", ".", "..") for p in parts):
-        raise _Problem(line, label, f"{value!r} must be a normalized path without . or ..")
-    if not PATH_CHARS.match(value):
-        raise _Problem(line, label, f"{value!r} has characters rpm file lists cannot carry")
+    parts = value.rstrip("/").split("/")[1:]
+    if value.rstrip("/") == "":
+        raise _Problem(line, label, f"{value!r} is the root directory, not a path in it")
+    if "" in parts:
+        raise _Problem(line, label, f"{value!r} has an empty path component (//)")
+    if "." in parts or ".." in parts:
+        raise _Problem(line, label, f"{value!r} must not contain . or .. components")
+    _name_chars(value, line, label)
     return value
+
+
+def _name_chars(path: str, line: int | None, label: str) -> None:
+    if BAD_PATH_CHARS.search(path):
+        raise _Problem(line, label, f"{path!r} has a control character (tab, newline, …), "
+                       "which rpm refuses in file names")
 
 
 def _mode(node: Node, key: str, label: str) -> int | None:
@@ -418,7 +480,7 @@ def _inside(src: Path, folder: Path, line: int | None, label: str) -> Path:
     return real
 
 
-def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
+def _files(top: Node, key: str, kind: str, folder: Path, excludes: list[str]) -> list[Entry]:
     entries: list[Entry] = []
     items = _list(top, key)
     for index, item in enumerate(items):
@@ -438,66 +500,96 @@ def _files(top: Node, key: str, kind: str, folder: Path) -> list[Entry]:
         if not os.path.lexists(src):
             raise _Problem(line, f"{label}.src", f"{src_text!r} does not exist in {folder}")
         real = _inside(src, folder, line, f"{label}.src")
+        dest = _placed(dest, src_text, real)
         attrs = {"mode": _mode(item, "mode", f"{label}.mode"),
                  "owner": _account(item, "owner", f"{label}.owner"),
-                 "group": _account(item, "group", f"{label}.group")}
+                 "group": _account(item, "group", f"{label}.group"), "tree": dest,
+                 "exclude": excludes + _globs(item, "exclude", f"{label}.exclude"),
+                 "line": line, "label": label, "folder": folder}
         if real.is_dir():
-            tree = dest if attrs["mode"] is None else None
-            entries += _tree(real, dest, kind, folder, {**attrs, "tree": tree}, line, label)
+            entries += _tree(real, dest, kind, attrs)
+        elif os.path.isfile(real):
+            entries.append(_file_entry(real, dest, kind, {**attrs, "tree": None}))
         else:
-            entries.append(_file_entry(real, dest, kind, attrs))
+            raise _Problem(line, f"{label}.src", f"{src_text!r} is neither a regular file "
+                           "nor a directory")
     return entries
+
+
+def _placed(dest: str, src_text: str, real: Path) -> str:
+    """fpm's (and rsync's) trailing-slash rule: `dest: /opt/x/` puts `src` inside /opt/x,
+    unless `src` names a directory's contents (`app/`); without the slash, dest is src's path."""
+    if not dest.endswith("/"):
+        return dest
+    if real.is_dir() and src_text.endswith("/"):
+        return dest.rstrip("/")
+    return f"{dest.rstrip('/')}/{real.name}"
 
 
 def _file_entry(real: Path, dest: str, kind: str, attrs: dict,
                 info: os.stat_result | None = None) -> Entry:
+    """A file: its mode from disk (as fpm keeps it) unless the manifest sets one."""
     info = real.stat() if info is None else info
     mode = attrs["mode"]
     if mode is None:
-        mode = 0o755 if info.st_mode & stat.S_IXUSR else 0o644
+        mode = stat.S_IMODE(info.st_mode)
     return Entry(dest=dest, kind=kind, mode=mode, owner=attrs["owner"], group=attrs["group"],
                  src=real, tree=attrs.get("tree"), src_stat=info)
 
 
-def _tree(root: Path, dest: str, kind: str, folder: Path, attrs: dict, line: int | None,
-          label: str) -> list[Entry]:
-    """A source directory, recursively: its directories owned by the package, its files.
-
-    `root` is already a real path inside `folder`; only symlinks below it need resolving.
+def _tree(root: Path, dest: str, kind: str, attrs: dict, rel: str = "") -> list[Entry]:
+    """A source directory, recursively: its directories (empty ones too) owned by the package,
+    its files, and its symlinks as symlinks (never followed: a link to a directory is one
+    entry, and a loop is just a link). Modes come from disk, a manifest `mode` sets files'.
     """
-    entries = [Entry(dest=dest, kind="dir", mode=0o755, owner=attrs["owner"],
-                     group=attrs["group"], tree=attrs.get("tree"))]
+    entries = [Entry(dest=dest, kind="dir", mode=stat.S_IMODE(os.stat(root).st_mode),
+                     owner=attrs["owner"], group=attrs["group"], tree=attrs["tree"])]
     with os.scandir(root) as scan:
         children = sorted(scan, key=lambda item: item.name)
+    excludes = attrs["exclude"]
     for item in children:  # runs once per packaged file: the error label is built on error only
-        path = source = root / item.name  # cheaper than parsing item.path again
+        source = root / item.name  # cheaper than parsing item.path again
         target = f"{dest}/{item.name}"
-        if not PATH_CHARS.match(item.name):
-            _dest(target, line, _shown(label, source, folder))  # raises with the usual message
-        if item.is_symlink():
-            path = _inside(source, folder, line, _shown(label, source, folder))
-            info = _stat(path)
+        if excludes and _excluded(f"{rel}{item.name}", target, excludes):
+            continue
+        if BAD_PATH_CHARS.search(item.name):
+            _name_chars(target, attrs["line"], _shown(attrs, source))
+        info = item.stat(follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            _not_a_loop(source, attrs)
+            entries.append(Entry(dest=target, kind="link", mode=0o777, owner=attrs["owner"],
+                                 group=attrs["group"], target=os.readlink(source),
+                                 tree=attrs["tree"], src_stat=info))
+        elif stat.S_ISDIR(info.st_mode):
+            entries += _tree(source, target, kind, attrs, f"{rel}{item.name}/")
+        elif stat.S_ISREG(info.st_mode):
+            entries.append(_file_entry(source, target, kind, attrs, info))
         else:
-            info = item.stat(follow_symlinks=False)
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            entries += _tree(path, target, kind, folder, attrs, line, label)
-        elif info is not None and stat.S_ISREG(info.st_mode):
-            entries.append(_file_entry(path, target, kind, attrs, info))
-        else:
-            raise _Problem(line, _shown(label, source, folder),
-                           "is neither a regular file nor a directory")
+            raise _Problem(attrs["line"], _shown(attrs, source),
+                           "is neither a regular file, a directory nor a symlink")
     return entries
 
 
-def _stat(path: Path) -> os.stat_result | None:
+def _not_a_loop(link: Path, attrs: dict) -> None:
+    """rpmbuild classifies every file it packages and fails on a link that resolves to itself."""
     try:
-        return path.stat()
-    except OSError:  # a dangling symlink
-        return None
+        os.stat(link)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _Problem(attrs["line"], _shown(attrs, link),
+                           f"is a symlink loop (-> {os.readlink(link)}), which rpmbuild "
+                           "cannot package") from None
 
 
-def _shown(label: str, path: Path, folder: Path) -> str:
-    return f"{label}.src ({path.relative_to(folder)})"
+def _excluded(relative: str, dest: str, globs: list[str]) -> bool:
+    """fpm's --exclude: a glob against the path inside the tree or the installed path."""
+    installed = dest.lstrip("/")
+    return any(fnmatch.fnmatchcase(relative, glob) or fnmatch.fnmatchcase(installed, glob)
+               for glob in globs)
+
+
+def _shown(attrs: dict, path: Path) -> str:
+    return f"{attrs['label']}.src ({path.relative_to(attrs['folder'])})"
 
 
 def _directories(top: Node) -> list[Entry]:
@@ -592,13 +684,15 @@ def _scripts(top: Node, folder: Path) -> dict[str, str]:
         label, line = f"scripts.{key}", _at(value, key)
         if not isinstance(text, str) or not text.strip():
             raise _Problem(line, label, "expected a file path or inline script text")
-        result[SCRIPT_KEYS[key]] = _script_text(text, folder, line, label)
+        block = value.styles.get(key) in ("|", ">")
+        result[key] = _script_text(text, block, folder, line, label)
     return result
 
 
-def _script_text(text: str, folder: Path, line: int | None, label: str) -> str:
-    """Multi-line text is the script itself; a single line is a path next to the manifest."""
-    if "\n" in text.strip():
+def _script_text(text: str, block: bool, folder: Path, line: int | None, label: str) -> str:
+    """A YAML block (`key: |`) is the script itself, even one line long; a plain or quoted
+    scalar is a path next to the manifest."""
+    if block:
         return text.rstrip("\n") + "\n"
     path = folder / text.strip()
     if not path.is_file():
@@ -608,13 +702,52 @@ def _script_text(text: str, folder: Path, line: int | None, label: str) -> str:
     return real.read_text().rstrip("\n") + "\n"
 
 
+def _check_arch(manifest: Manifest, top: Node) -> None:
+    """`arch: auto` takes the ELF files' machine (noarch without any); mixed machines fail."""
+    if manifest.arch != "auto":
+        return
+    found = elf_files(manifest.entries)
+    machines = sorted({arch for _, arch in found})
+    if len(machines) > 1:
+        raise _Problem(_at(top, "arch"), "arch", f"auto: ELF files for {' and '.join(machines)} "
+                       f"({found[0][0].dest}, …): one package holds one architecture")
+    manifest.arch = machines[0] if machines else "noarch"
+
+
+def elf_machine(path: Path) -> str | None:
+    """The rpm arch of an ELF file (`?` for a machine rpm arch names here do not cover), or
+    None when `path` is not ELF."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    order = "little" if head[5] == 1 else "big"
+    machine = int.from_bytes(head[18:20], order)
+    return ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
+def elf_files(entries: list[Entry]) -> list[tuple[Entry, str]]:
+    """The packaged ELF files and their arch, in dest order."""
+    found = []
+    for entry in entries:
+        if entry.src is not None and entry.src_stat and entry.src_stat.st_size >= 20:
+            arch = elf_machine(entry.src)
+            if arch:
+                found.append((entry, arch))
+    return found
+
+
 def _digest(text: bytes, manifest: Manifest, known: Any = None) -> str:
     """sha256 over the manifest text, every entry's attributes and every file's content."""
     contents = _contents_sha256([e for e in manifest.entries if e.src is not None], known)
     digest = hashlib.sha256(text)
     for entry in manifest.entries:
         content = contents[entry.dest] if entry.src else _sha256(entry.content or b"")
-        header = f"\0{entry.kind}\0{entry.dest}\0{entry.mode:o}\0{entry.owner}\0{entry.group}\0"
+        header = (f"\0{entry.kind}\0{entry.dest}\0{entry.mode:o}\0{entry.owner}\0{entry.group}"
+                  f"\0{entry.target or ''}\0")
         digest.update(header.encode())
         digest.update(content.encode() if entry.kind != "dir" else b"")
     for key in sorted(manifest.scripts):

@@ -42,7 +42,8 @@ def build(manifest: Manifest, root: Path, work: Path, provenance: Provenance,
         macros_file(work, build_macros(epoch, compression, level)))
     script_files = {}
     for key, text in scripts.items():
-        (work / "build" / f"{key}.sh").write_text(text.replace("%", "%%"))
+        # Without the last newline, as rpm keeps an inline section (fpm's spec has them inline).
+        (work / "build" / f"{key}.sh").write_text(text.rstrip("\n").replace("%", "%%"))
         script_files[key] = f"{key}.sh"
     spec = work / f"{manifest.name}.spec"
     spec.write_text(spec_text(manifest, provenance, script_files))

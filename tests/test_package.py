@@ -27,9 +27,14 @@ HELLO = ROOT / "manifests" / "hello-web.yaml"
 EPOCH = 1_700_000_000
 
 
+# Real fpm: the one on PATH, else the vendored one next to the repository (see Makefile).
+FPM = Path(shutil.which("fpm") or ROOT.parent / "shared" / "vendor" / "fpm" / "bin" / "fpm")
+
+
 def make_settings(dist: Path, **package_options) -> settings_module.Settings:
     """Settings for packaging only: no AWS, so no sandbox needed."""
-    options = {"backend": "rpmbuild", "source_date_epoch": EPOCH, **package_options}
+    options = {"backend": "rpmbuild", "source_date_epoch": EPOCH, "fpm": str(FPM),
+               **package_options}
     raw = deep_merge(project_config(), {"dist": str(dist), "package": options})
     return settings_module.validate(raw, ["test config"])
 
@@ -161,7 +166,7 @@ def test_values_are_escaped_for_the_spec(tmp_path):
     assert query(result["path"], "%{SUMMARY}") == "100% sure %{_topdir}"
     assert query(result["path"], "%{DESCRIPTION}") == \
         "Uses %{name} literally.\n %files is not a section"
-    assert query(result["path"], "%{POSTIN}") == 'echo "100% %{name}"\n%post\n'
+    assert query(result["path"], "%{POSTIN}") == 'echo "100% %{name}"\n%post'
 
 
 def test_bad_manifest_writes_nothing_to_dist(tmp_path):
@@ -175,8 +180,8 @@ def test_bad_manifest_writes_nothing_to_dist(tmp_path):
 
 def test_missing_explicit_backend_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # neither fpm nor rpmbuild
-    with pytest.raises(KilnError, match="kiln.package.backend: fpm is not on PATH"):
-        package(make_settings(tmp_path / "dist", backend="fpm"), HELLO)
+    with pytest.raises(KilnError, match=r"kiln.package.backend: fpm \(fpm\) is not installed"):
+        package(make_settings(tmp_path / "dist", backend="fpm", fpm="fpm"), HELLO)
 
 
 def test_fpm_argument_list(tmp_path):
@@ -186,7 +191,7 @@ def test_fpm_argument_list(tmp_path):
     scripts = {key: tmp_path / f"{key}.sh" for key in scriptlets(manifest)}
     argv = fpm.fpm_argv(manifest, root, tmp_path / "out.rpm",
                         Provenance(commit="abc123", manifest_digest="d" * 64), scripts, EPOCH,
-                        "zstd", None)
+                        "zstd", None, workdir=tmp_path)
 
     def values(flag):
         return [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]
@@ -195,64 +200,216 @@ def test_fpm_argument_list(tmp_path):
     assert values("--name") == ["hello-web"] and values("--version") == ["1.0.0"]
     assert values("--iteration") == ["1"] and values("--architecture") == ["noarch"]
     assert values("--depends") == ["python3 >= 3.6"]
-    assert values("--config-files") == ["/etc/hello-web/hello-web.conf"]
-    assert values("--directories") == ["/etc/hello-web", "/opt/hello-web", "/var/lib/hello-web"]
-    assert "0640,root,hello-web:/etc/hello-web/hello-web.conf" in values("--rpm-attr")
-    assert "0750,hello-web,hello-web:/var/lib/hello-web" in values("--rpm-attr")
+    options = (tmp_path / "options-0").read_text().splitlines()
+    assert "--config-files /etc/hello-web/hello-web.conf" in options
+    assert "--directories /opt/hello-web" in options
+    assert "--rpm-attr 640,root,hello-web:/etc/hello-web/hello-web.conf" in options
+    assert "--rpm-attr 750,hello-web,hello-web:/var/lib/hello-web" in options
     assert values("--after-install") == [str(tmp_path / "post.sh")]
     assert values("--before-install") == [str(tmp_path / "pre.sh")]
     assert values("--rpm-tag") == ["%define _binary_payload w3T0.zstdio", "VCS: git:abc123",
                                    f"DistTag: kiln-manifest-sha256:{'d' * 64}"]
     assert "clamp_mtime_to_source_date_epoch 1" in values("--rpm-rpmbuild-define")
     assert values("--package") == [str(tmp_path / "out.rpm")]
-    assert argv[-6:] == ["--chdir", str(root), "etc", "opt", "usr", "var"]
+    assert argv[-7:] == ["--chdir", str(root), "--", "etc", "opt", "usr", "var"]
 
 
-FAKE_FPM = """#!/bin/sh
-# A fake fpm: records its argv (one per line) and writes a placeholder package.
-printf '%s\\n' "$@" > "$FAKE_FPM_LOG"
-while [ $# -gt 0 ]; do
-  if [ "$1" = --package ]; then printf 'fake rpm\\n' > "$2"; fi
-  shift
-done
-"""
-
-
-def test_auto_selects_fpm_on_path_and_invokes_it(tmp_path, monkeypatch):
-    """FAKE fpm: fpm is not installable here, so a stand-in script on PATH records its argv.
-
-    It proves that backend `auto` picks fpm when it is on PATH and runs it with the argument
-    list from fpm_argv (no shell), with SOURCE_DATE_EPOCH and a private work dir.
-    """
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "fpm").write_text(FAKE_FPM + 'env > "$FAKE_FPM_LOG.env"\n')
-    (bin_dir / "fpm").chmod(0o755)
-    log = tmp_path / "argv.txt"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_FPM_LOG", str(log))
+def test_auto_is_rpmbuild_even_with_fpm_installed(tmp_path, monkeypatch):
+    """Installing fpm must not change the bytes of a version built with backend `auto`."""
+    monkeypatch.setenv("PATH", f"{FPM.parent}{os.pathsep}{os.environ['PATH']}")
     result = package(make_settings(tmp_path / "dist", backend="auto"), HELLO)
-    assert result["backend"] == "fpm"
-    assert Path(result["path"]).read_bytes() == b"fake rpm\n"
-    argv = log.read_text().splitlines()
-    assert argv[:4] == ["-s", "dir", "-t", "rpm"] and "--workdir" in argv
-    assert argv[argv.index("--name") + 1] == "hello-web"
-    assert argv[argv.index("--rpm-summary") + 1] == "Tiny HTTP service that reports its version"
-    env = (tmp_path / "argv.txt.env").read_text()
-    assert f"SOURCE_DATE_EPOCH={EPOCH}" in env
+    assert result["backend"] == "rpmbuild"
 
 
-@pytest.mark.skipif(shutil.which("fpm") is None,
-                    reason="fpm is not installed (not installable on this machine)")
+COMPARED = ("%{NAME} %{EPOCH} %{VERSION} %{RELEASE} %{ARCH} %{SUMMARY} %{LICENSE} %{URL} "
+            "%{VENDOR} %{PACKAGER} %{GROUP} %{BUILDHOST} %{BUILDTIME} %{VCS} %{DISTTAG} "
+            "%{PAYLOADCOMPRESSOR} %{PAYLOADFLAGS}\n%{DESCRIPTION}\n"
+            "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} "
+            "%{FILEMTIMES} %{FILEDIGESTS} %{FILELINKTOS} %{FILECLASS} %{FILENAMES}\n]"
+            "[R %{REQUIRENAME} %{REQUIREFLAGS:depflags} %{REQUIREVERSION}\n]"
+            "[P %{PROVIDENAME} %{PROVIDEFLAGS:depflags} %{PROVIDEVERSION}\n]"
+            "[C %{CONFLICTNAME} %{CONFLICTVERSION}\n][O %{OBSOLETENAME} %{OBSOLETEVERSION}\n]"
+            "[%{CHANGELOGTEXT}\n]")
+SCRIPTS = ("%{PREIN}", "%{POSTIN}", "%{PREUN}", "%{POSTUN}", "%{PREINPROG}", "%{POSTINPROG}")
+
+
+def assert_same_package(a: str, b: str) -> None:
+    assert query(a, COMPARED) == query(b, COMPARED)
+    for tag in SCRIPTS:
+        assert query(a, tag) == query(b, tag), tag
+
+
+def both_backends(tmp_path: Path, manifest: Path, **options) -> tuple[dict, dict]:
+    via_rpmbuild = package(make_settings(tmp_path / "a", backend="rpmbuild", **options),
+                           manifest)
+    via_fpm = package(make_settings(tmp_path / "b", backend="fpm", **options), manifest)
+    return via_rpmbuild, via_fpm
+
+
 def test_fpm_and_rpmbuild_build_the_same_package(tmp_path):
-    via_rpmbuild = package(make_settings(tmp_path / "a", backend="rpmbuild"), HELLO)
-    via_fpm = package(make_settings(tmp_path / "b", backend="fpm"), HELLO)
-    fmt = ("%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{VCS} %{DISTTAG}\n"
-           "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} "
-           "%{FILEDIGESTS} %{FILENAMES}\n][%{REQUIRENAME} %{REQUIREVERSION}\n]")
-    assert query(via_fpm["path"], fmt) == query(via_rpmbuild["path"], fmt)
-    for tag in ("%{PREIN}", "%{POSTIN}", "%{PREUN}", "%{POSTUN}"):
-        assert query(via_fpm["path"], tag) == query(via_rpmbuild["path"], tag)
+    via_rpmbuild, via_fpm = both_backends(tmp_path, HELLO)
+    assert_same_package(via_rpmbuild["path"], via_fpm["path"])
+    for built in (via_rpmbuild, via_fpm):
+        result = subprocess.run(["rpmlint", "-r", str(ROOT / "manifests/hello-web.rpmlintrc"),
+                                 built["path"]], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fpm_build_is_byte_for_byte_stable(tmp_path, monkeypatch):
+    """No changelog dated today, no Packager from $USER@host, no ~/.rpmmacros: the same inputs
+    give the same bytes for another user on another machine."""
+    first = package(make_settings(tmp_path / "a", backend="fpm"), HELLO)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".rpmmacros").write_text("%_buildhost evil.example.com\n%packager Mallory\n"
+                                     "%vendor Mallory\n%_binary_payload w9.gzdio\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USER", "mallory")
+    second = package(make_settings(tmp_path / "b", backend="fpm"), HELLO)
+    assert second["sha256"] == first["sha256"]
+    assert query(second["path"], "[%{CHANGELOGTIME}]") == ""
+
+
+def odd_tree(tmp_path: Path) -> Path:
+    """A tree as release engineers hand to fpm: odd names, links, modes, an empty directory."""
+    app = tmp_path / "app"
+    (app / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (app / "lib" / "python3.11" / "site-packages" / "mod.py").write_text("x = 1\n")
+    (app / "lib" / "python3").symlink_to("python3.11")
+    (app / "bin").mkdir()
+    (app / "bin" / "python").symlink_to("/usr/bin/python3")
+    (app / "pages").mkdir()
+    for name in ["a b.txt", "café.js", "日本.txt", "%{name}", "[id].js", "*", "?", "{a,b}", "$x",
+                 "it's", 'q"d', "back\\slash", "#h", "&", ";", "(p)", "!", "-dash", "100%"]:
+        (app / "pages" / name).write_text(f"{name}\n")
+    (app / "secrets.env").write_text("KEY=1\n")
+    (app / "secrets.env").chmod(0o600)
+    (app / "run").write_text("#!/bin/sh\n")
+    (app / "run").chmod(0o750)
+    (app / "empty").mkdir()
+    (app / "conf.d").mkdir()
+    (app / "conf.d" / "a.conf").write_text("a = 1\n")
+    (tmp_path / "odd.yaml").write_text(
+        "name: odd\nversion: 1.0.0\nepoch: 3\nsummary: odd trees\nlicense: MIT\n"
+        "url: https://example.com/odd\nvendor: V\nmaintainer: Ops <ops@example.com>\n"
+        "replaces:\n  - odd-old < 1.0\n"
+        "files:\n  - src: app\n    dest: /opt/odd\n    exclude: [conf.d]\n"
+        "  - src: app/run\n    dest: /usr/bin/\n"
+        "config_files:\n  - src: app/conf.d\n    dest: /etc/odd/conf.d\n    group: odd\n"
+        "scripts:\n  before_install: |\n    echo pre\n  before_upgrade: |\n    echo upgrading\n"
+        "  after_remove: |\n    echo gone\n")
+    return tmp_path / "odd.yaml"
+
+
+def test_odd_trees_keep_names_links_modes_and_empty_directories(tmp_path):
+    result = package(make_settings(tmp_path / "dist"), odd_tree(tmp_path))
+    listing = query(result["path"], "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} "
+                    "%{FILEFLAGS:fflags}|%{FILENAMES}|%{FILELINKTOS}\n]").splitlines()
+    by_name = {line.split("|")[1]: line for line in listing}
+    pages = {name for name in by_name if name.startswith("/opt/odd/pages/")}
+    assert len(pages) == 19 and "/opt/odd/pages/[id].js" in pages
+    assert "/opt/odd/pages/back\\slash" in pages and "/opt/odd/pages/%{name}" in pages
+    assert by_name["/opt/odd/lib/python3"].endswith("|python3.11")
+    assert by_name["/opt/odd/lib/python3"].startswith("l")
+    assert by_name["/opt/odd/bin/python"].endswith("|/usr/bin/python3")
+    assert not [n for n in by_name if n.startswith("/opt/odd/lib/python3/")]  # not followed
+    assert by_name["/opt/odd/secrets.env"].startswith("-rw------- root:root")
+    assert by_name["/opt/odd/run"].startswith("-rwxr-x---")
+    assert by_name["/usr/bin/run"].startswith("-rwxr-x---")
+    assert by_name["/opt/odd/empty"].startswith("drwx")
+    assert by_name["/etc/odd/conf.d/a.conf"].startswith("-rw-r--r-- root:odd cn")
+    assert not [n for n in by_name if n.startswith("/opt/odd/conf.d")]
+    assert query(result["path"], "%{EPOCH} [%{OBSOLETENAME} %{OBSOLETEFLAGS:depflags} "
+                 "%{OBSOLETEVERSION}]") == "3 odd-old < 1.0"
+    prein = query(result["path"], "%{PREIN}")
+    assert "upgrade() {" in prein and "echo upgrading" in prein and "echo pre" in prein
+    assert query(result["path"], "%{POSTUN}").startswith('if [ "${1}" -eq 0 ]')
+
+
+def test_odd_trees_are_packaged_the_same_by_fpm(tmp_path):
+    via_rpmbuild, via_fpm = both_backends(tmp_path, odd_tree(tmp_path))
+    assert_same_package(via_rpmbuild["path"], via_fpm["path"])
+
+
+def test_upgrade_scripts_run_on_upgrade_only(tmp_path):
+    """The packaged scriptlets, run by /bin/sh as rpm runs them ($1: 1 on install, 2 on upgrade,
+    0 on removal), run each script only when it should."""
+    (tmp_path / "f.txt").write_text("x\n")
+    (tmp_path / "up.yaml").write_text(
+        "name: up\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
+        "files:\n  - src: f.txt\n    dest: /opt/up/f.txt\n"
+        "scripts:\n  after_install: |\n    echo install\n  after_upgrade: |\n    echo upgrade\n"
+        "  before_remove: |\n    echo remove\n")
+    built = package(make_settings(tmp_path / "dist"), tmp_path / "up.yaml")
+
+    def run(tag, arg):
+        return subprocess.run(["sh", "-c", query(built["path"], tag), "sh", arg],
+                              capture_output=True, text=True, check=True).stdout
+    assert (run("%{POSTIN}", "1"), run("%{POSTIN}", "2")) == ("install\n", "upgrade\n")
+    assert (run("%{PREUN}", "0"), run("%{PREUN}", "1")) == ("remove\n", "")
+
+
+def test_elf_in_noarch_names_the_file_and_arch(tmp_path):
+    shutil.copy("/bin/true", tmp_path / "tool")
+    (tmp_path / "tool.yaml").write_text("name: tool\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
+                                        "files:\n  - src: tool\n    dest: /usr/bin/tool\n")
+    for backend in ("rpmbuild", "fpm"):
+        with pytest.raises(KilnError) as caught:
+            package(make_settings(tmp_path / backend, backend=backend), tmp_path / "tool.yaml")
+        assert str(caught.value) == (
+            f"{tmp_path / 'tool.yaml'}: arch: noarch, but /usr/bin/tool is an ELF binary for "
+            "x86_64 (set arch: x86_64, or arch: auto)")
+        assert not (tmp_path / backend).exists()
+
+
+def test_dirty_tree_is_marked_in_provenance(tmp_path, capsys):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("x\n")
+    (tmp_path / "m.yaml").write_text("name: m\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
+                                     "files:\n  - src: f.txt\n    dest: /opt/m/f.txt\n")
+    git("add", ".")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "one")
+    settings = make_settings(tmp_path / "dist")
+    clean = package(settings, tmp_path / "m.yaml")
+    assert not clean["commit"].endswith("-dirty")
+    (tmp_path / "f.txt").write_text("changed\n")
+    dirty = package(settings, tmp_path / "m.yaml")
+    assert dirty["commit"] == clean["commit"] + "-dirty"
+    assert query(dirty["path"], "%{VCS}") == f"git:{clean['commit']}-dirty"
+    assert "uncommitted change" in capsys.readouterr().err
+    (tmp_path / "f.txt").write_text("x\n")
+    (tmp_path / "new.txt").write_text("untracked\n")
+    (tmp_path / "m.yaml").write_text((tmp_path / "m.yaml").read_text() +
+                                     "  - src: new.txt\n    dest: /opt/m/new.txt\n")
+    assert package(settings, tmp_path / "m.yaml")["commit"].endswith("-dirty")
+
+
+def test_fpm_takes_a_top_level_path_starting_with_a_dash(tmp_path):
+    (tmp_path / "f.txt").write_text("x\n")
+    (tmp_path / "d.yaml").write_text("name: d\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
+                                     "url: https://example.com/d\nvendor: V\n"
+                                     "files:\n  - src: f.txt\n    dest: /-odd/f.txt\n")
+    via_rpmbuild, via_fpm = both_backends(tmp_path, tmp_path / "d.yaml")
+    assert query(via_fpm["path"], "[%{FILENAMES}\n]") == "/-odd/f.txt\n"
+    assert_same_package(via_rpmbuild["path"], via_fpm["path"])
+
+
+def test_fpm_packages_many_files_owned_by_a_service_account(tmp_path):
+    """Per-path flags go through options files: no argument list overflow at 30,000 files."""
+    app = tmp_path / "app"
+    for group in range(30):
+        folder = app / f"d{group:02d}"
+        folder.mkdir(parents=True)
+        for index in range(1000):
+            (folder / f"f{index:04d}.txt").write_text(f"{group} {index}\n")
+    (tmp_path / "many.yaml").write_text(
+        "name: many\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
+        "files:\n  - src: app\n    dest: /opt/many\n    owner: nobody\n    group: nobody\n")
+    result = package(make_settings(tmp_path / "dist", backend="fpm"), tmp_path / "many.yaml")
+    owners = query(result["path"], "[%{FILEUSERNAME}\n]").splitlines()
+    assert len(owners) == 30_031 and set(owners) == {"nobody"}
 
 
 def test_invoke_package_json(run_invoke, tmp_path):
@@ -315,7 +472,7 @@ def test_elf_files_keep_their_file_color(tmp_path):
     assert colors == ["2 /usr/bin/kiln-tool", "0 /usr/share/kiln-tool/text.txt"]
 
 
-def test_tree_modes_come_from_the_staged_copy_not_the_sources(tmp_path):
+def test_tree_modes_come_from_the_sources_as_with_fpm(tmp_path):
     app = tmp_path / "app"
     (app / "bin").mkdir(parents=True)
     (app / "data.txt").write_text("data\n")
@@ -331,13 +488,13 @@ def test_tree_modes_come_from_the_staged_copy_not_the_sources(tmp_path):
     lines = spec.file_lines(manifest.entries)
     assert "%attr(-,root,root) /opt/tree" in lines  # one recursive line
     assert "%config(noreplace) %attr(0644,root,root) /opt/other/extra.conf" in lines
-    assert "%attr(0644,root,root) /opt/other/data.txt" in lines  # listed file by file
+    assert "%attr(0664,root,root) /opt/other/data.txt" in lines  # listed file by file
     result = package(make_settings(tmp_path / "dist"), tmp_path / "tree.yaml")
     listing = query(result["path"], "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]")
     assert listing.splitlines() == [
-        "drwxr-xr-x  /opt/other", "drwxr-xr-x  /opt/other/bin", "-rwxr-xr-x  /opt/other/bin/run",
-        "-rw-r--r--  /opt/other/data.txt", "-rw-r--r-- cn /opt/other/extra.conf",
-        "drwxr-xr-x  /opt/tree", "drwxr-xr-x  /opt/tree/bin", "-rwxr-xr-x  /opt/tree/bin/run",
-        "-rw-r--r--  /opt/tree/data.txt"]
+        "drwxr-xr-x  /opt/other", "drwxr-xr-x  /opt/other/bin", "-rwxrwxr-x  /opt/other/bin/run",
+        "-rw-rw-r--  /opt/other/data.txt", "-rw-r--r-- cn /opt/other/extra.conf",
+        "drwxr-xr-x  /opt/tree", "drwxr-xr-x  /opt/tree/bin", "-rwxrwxr-x  /opt/tree/bin/run",
+        "-rw-rw-r--  /opt/tree/data.txt"]
     assert stat.S_IMODE((app / "data.txt").stat().st_mode) == 0o664  # sources untouched
     assert stat.S_IMODE((app / "bin" / "run").stat().st_mode) == 0o775
