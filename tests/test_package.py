@@ -396,20 +396,24 @@ def test_fpm_takes_a_top_level_path_starting_with_a_dash(tmp_path):
     assert_same_package(via_rpmbuild["path"], via_fpm["path"])
 
 
-def test_fpm_packages_many_files_owned_by_a_service_account(tmp_path):
-    """Per-path flags go through options files: no argument list overflow at 30,000 files."""
+def test_fpm_per_path_flags_go_through_chained_options_files(tmp_path, monkeypatch):
+    """Per-path flags never reach the argument list: with small options files, several chained
+    ones carry 1,000 files owned by a service account."""
+    monkeypatch.setattr(fpm, "OPTIONS_FILE_LIMIT", 10_000)
     app = tmp_path / "app"
-    for group in range(30):
-        folder = app / f"d{group:02d}"
+    for group in range(4):
+        folder = app / f"d{group}"
         folder.mkdir(parents=True)
-        for index in range(1000):
-            (folder / f"f{index:04d}.txt").write_text(f"{group} {index}\n")
+        for index in range(250):
+            (folder / f"f{index:03d}.txt").write_text(f"{group} {index}\n")
     (tmp_path / "many.yaml").write_text(
-        "name: many\nversion: 1.0.0\nsummary: s\nlicense: MIT\n"
-        "files:\n  - src: app\n    dest: /opt/many\n    owner: nobody\n    group: nobody\n")
-    result = package(make_settings(tmp_path / "dist", backend="fpm"), tmp_path / "many.yaml")
-    owners = query(result["path"], "[%{FILEUSERNAME}\n]").splitlines()
-    assert len(owners) == 30_031 and set(owners) == {"nobody"}
+        "name: many\nversion: 1.0.0\nsummary: s\nlicense: MIT\nurl: https://e.com\n"
+        "vendor: V\nfiles:\n  - src: app\n    dest: /opt/many\n    owner: nobody\n"
+        "    group: nobody\n")
+    via_rpmbuild, via_fpm = both_backends(tmp_path, tmp_path / "many.yaml")
+    owners = query(via_fpm["path"], "[%{FILEUSERNAME}\n]").splitlines()
+    assert len(owners) == 1005 and set(owners) == {"nobody"}
+    assert_same_package(via_rpmbuild["path"], via_fpm["path"])
 
 
 def test_invoke_package_json(run_invoke, tmp_path):
