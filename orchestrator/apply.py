@@ -49,8 +49,9 @@ class Runner:
     # -- steps -------------------------------------------------------------------------------
     def _create(self, step: Step) -> None:
         image = Image(step.image["id"], step.image["version"], "")
+        history = {model.REPLACES: step.replaces or ""} if step.replaces is not None else None
         groups.create(self.env, step.group, image, step.instance_type, step.capacity,
-                      step.max_size, self.run_id, model.CANARY)
+                      step.max_size, self.run_id, model.CANARY, extra_tags=history)
 
     def _scale(self, step: Step) -> None:
         groups.scale(self.env, step.group, step.capacity, step.max_size)
@@ -79,7 +80,7 @@ class Runner:
         weights = model.listener_weights(self.env)
         if weights.get(self.target_group(step.group), 0):
             raise KilnError(f"refusing to disable {step.group}: it still has traffic")
-        groups.set_states(self.env, {step.group: model.DISABLED, new: model.ACTIVE})
+        groups.set_states(self.env, step.states or {step.group: model.DISABLED, new: model.ACTIVE})
         if self.rules.disable_mode == "scale_down":
             groups.schedule_scale_down(self.env, step.group, self.rules.disable_delay)
 

@@ -1,4 +1,15 @@
-"""The cluster as AWS holds it: server groups found by tag, weights read from the listener."""
+"""The cluster as AWS holds it: server groups found by tag, weights read from the listener.
+
+History lives in two tags of each server group (Auto Scaling group, launch template, target group):
+- `kiln:replaces`, set at creation: the group that served the cluster when this one was created
+  (the group a deploy or canary meant to replace); empty for a cluster's first group. Groups
+  made before this tag existed have none, and fall back to the newest older disabled group.
+- `kiln:state`, changed as the group's life goes on: creating → canary → active, then how it
+  ended: disabled (replaced by a newer group; still a rollback target), rolled-back (a person
+  took it out: never served again) or failed (its checks failed: never served again).
+A rollback returns to the group the serving one replaced, only if that group is disabled;
+teardown never deletes that group.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +24,14 @@ CLUSTER = "kiln:cluster"
 SERVER_GROUP = "kiln:server-group"
 AMI = "kiln:ami"
 STATE = "kiln:state"
+REPLACES = "kiln:replaces"
 OWNER = "kiln:owner"
 ROLE = "server-group"
 
 # The states a server group's kiln:state tag takes.
 CREATING, CANARY, ACTIVE, DISABLED, FAILED = "creating", "canary", "active", "disabled", "failed"
+ROLLED_BACK = "rolled-back"
+ENDED = (DISABLED, ROLLED_BACK, FAILED)  # the states of a group that no longer serves
 
 
 @dataclass
@@ -44,6 +58,11 @@ class ServerGroup:
         return bool(self.weight)
 
     @property
+    def replaces(self) -> str | None:
+        """The group this one was created to replace (None: the first, or not recorded)."""
+        return self.tags.get(REPLACES) or None
+
+    @property
     def age(self) -> str:
         seconds = int((datetime.now(UTC) - self.created).total_seconds())
         for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -53,7 +72,8 @@ class ServerGroup:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "ami": self.ami, "state": self.state,
-                "desired": self.desired, "in_service": self.in_service, "healthy": self.healthy,
+                "replaces": self.replaces, "desired": self.desired,
+                "in_service": self.in_service, "healthy": self.healthy,
                 "weight": self.weight or 0, "on_listener": self.weight is not None,
                 "age": self.age, "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "target_group": self.target_group_arn,
@@ -89,11 +109,15 @@ class Cluster:
         serving = [g for g in self.groups if g.serving and g.state not in (CREATING, CANARY)]
         return max(serving, key=lambda g: (g.weight, g.sequence)) if serving else None
 
-    def previous(self, before: ServerGroup) -> ServerGroup | None:
-        """The most recent disabled group older than `before`: where a rollback returns to."""
-        older = [g for g in self.groups
-                 if g.sequence < before.sequence and g.state == DISABLED]
-        return older[-1] if older else None
+    def rollback_target(self, serving: ServerGroup) -> ServerGroup | None:
+        """Where a rollback from `serving` returns: the group it replaced, if that is disabled
+        (never a rolled-back or failed one). Groups without the tag: the newest older disabled."""
+        if REPLACES not in serving.tags:
+            older = [g for g in self.groups
+                     if g.sequence < serving.sequence and g.state == DISABLED]
+            return older[-1] if older else None
+        replaced = self.group(serving.replaces) if serving.replaces else None
+        return replaced if replaced is not None and replaced.state == DISABLED else None
 
     def next_name(self) -> str:
         last = max((g.sequence for g in self.groups), default=0)

@@ -30,6 +30,7 @@ class Step:
     instance_type: str | None = None
     requires: dict | None = None  # disable: {"group": name, "capacity": n} healthy beforehand
     resources: dict | None = None  # delete_orphans: {"target_groups": [...], ...}
+    replaces: str | None = None  # create: the group the new one is meant to replace (history)
     note: str = ""
 
     def describe(self) -> str:
@@ -43,13 +44,17 @@ class Step:
             "wait_healthy": lambda: (f"wait until {self.group} has {self.capacity} InService and "
                                      f"healthy (timeout {human(self.seconds)})"),
             "watch": lambda: f"watch alarms and health for {human(self.seconds)}",
-            "disable": lambda: (f"disable {self.group} once {self.requires['group']} is healthy "
-                                f"at {self.requires['capacity']}"),
+            "disable": lambda: (f"{self._ending()} {self.group} once {self.requires['group']} is "
+                                f"healthy at {self.requires['capacity']}"),
             "mark": lambda: "tag " + ", ".join(f"{g} {s}" for g, s in self.states.items()),
             "delete": lambda: f"delete {self.group} with its launch template and target group",
             "delete_orphans": lambda: f"delete leftovers of interrupted creates: {self.note}",
         }[self.action]()
         return f"{text} — {self.note}" if self.note and self.action != "delete_orphans" else text
+
+    def _ending(self) -> str:
+        ending = (self.states or {}).get(self.group, model.DISABLED)
+        return "disable" if ending == model.DISABLED else f"mark {ending}"
 
     def as_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
@@ -144,11 +149,13 @@ def _refuse_if_canary(cluster: Cluster, what: str) -> None:
                         f"{canary.version}): promote or rollback it before a {what}")
 
 
-def _create(plan: Plan, cluster: Cluster, rules: Rules, image, capacity: int) -> str:
+def _create(plan: Plan, cluster: Cluster, rules: Rules, image, capacity: int,
+            replaces: ServerGroup | None) -> str:
     name = cluster.next_name()
     plan.new_group = name
     plan.add("create", group=name, capacity=capacity, max_size=max(rules.max_size, capacity),
-             image={"id": image.id, "version": image.version}, instance_type=rules.instance_type)
+             image={"id": image.id, "version": image.version}, instance_type=rules.instance_type,
+             replaces=replaces.name if replaces else "")
     plan.add("weights", weights=members(cluster, {name: 0}),
              note=f"{name} joins at weight 0, so the load balancer health-checks it")
     plan.add("wait_healthy", group=name, capacity=capacity, seconds=rules.health_timeout)
@@ -162,7 +169,7 @@ def canary(cluster: Cluster, rules: Rules, image, percent: int) -> Plan:
     plan = Plan("canary", cluster.name, baseline=baseline.name,
                 summary=f"{image.version} at {percent}% beside {baseline.name} "
                         f"({baseline.version}, {baseline.desired} instances)")
-    name = _create(plan, cluster, rules, image, capacity)
+    name = _create(plan, cluster, rules, image, capacity, baseline)
     plan.add("weights", weights=_shift(cluster, {baseline.name: 100 - percent, name: percent}))
     plan.add("watch", seconds=rules.watch, group=name)
     return plan
@@ -173,7 +180,7 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
     baseline = cluster.baseline()
     if baseline is None or not baseline.serving:
         plan = Plan("deploy", cluster.name, summary=f"{image.version}, first server group")
-        name = _create(plan, cluster, rules, image, rules.desired)
+        name = _create(plan, cluster, rules, image, rules.desired, None)
         plan.add("weights", weights=_shift(cluster, {name: 100}))
         plan.add("mark", states={name: model.ACTIVE})
         return plan
@@ -185,7 +192,7 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
     plan = Plan("deploy", cluster.name, baseline=baseline.name,
                 summary=f"{image.version} replaces {baseline.name} ({baseline.version}), "
                         f"red/black at {baseline.desired} instances")
-    name = _create(plan, cluster, rules, image, baseline.desired)
+    name = _create(plan, cluster, rules, image, baseline.desired, baseline)
     _shift_steps(plan, cluster, rules, baseline, name, current=0)
     return plan
 
@@ -197,7 +204,7 @@ def _shift_steps(plan: Plan, cluster: Cluster, rules: Rules, old: ServerGroup, n
         if percent < 100:
             plan.add("watch", seconds=rules.watch, group=new)
     plan.add("disable", group=old.name, requires={"group": new, "capacity": old.desired},
-             note=_disable_note(rules))
+             states={old.name: model.DISABLED, new: model.ACTIVE}, note=_disable_note(rules))
 
 
 def _disable_note(rules: Rules) -> str:
@@ -227,8 +234,10 @@ def promote(cluster: Cluster, rules: Rules) -> Plan:
     return plan
 
 
-def abort(cluster: Cluster, new: ServerGroup | str, reason: str) -> Plan:
-    """Take a new group out: baseline back to full weight, new group at 0, scaled to 0, failed."""
+def abort(cluster: Cluster, new: ServerGroup | str, reason: str,
+          ending: str = model.FAILED) -> Plan:
+    """Take a new group out: baseline back to full weight, new group at 0, scaled to 0, tagged
+    `ending` (failed when its checks failed, rolled-back when a person took it out)."""
     name = new if isinstance(new, str) else new.name
     baseline = cluster.baseline()
     plan = Plan("rollback", cluster.name, new_group=name,
@@ -242,7 +251,7 @@ def abort(cluster: Cluster, new: ServerGroup | str, reason: str) -> Plan:
     elif name in members(cluster) and len(members(cluster)) > 1:
         plan.add("weights", weights=members(cluster, {name: None}))
     plan.add("scale", group=name, capacity=0, max_size=0)
-    plan.add("mark", states={name: model.FAILED})
+    plan.add("mark", states={name: ending})
     return plan
 
 
@@ -250,12 +259,15 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
     canary_group = cluster.canary()
     if canary_group is not None:
         return abort(cluster, canary_group, f"take canary {canary_group.name} "
-                                            f"({canary_group.version}) out")
+                                            f"({canary_group.version}) out", model.ROLLED_BACK)
     current = cluster.baseline()
-    previous = cluster.previous(current) if current else None
-    if current is None or previous is None:
-        raise KilnError(f"cluster {cluster.name} has nothing to roll back to: no disabled "
-                        f"server group older than the serving one")
+    if current is None:
+        raise KilnError(f"cluster {cluster.name} has nothing to roll back to: no server group "
+                        f"serves it in {cluster.env.where}")
+    previous = cluster.rollback_target(current)
+    if previous is None:
+        raise KilnError(f"cluster {cluster.name} has nothing to roll back to: "
+                        f"{_replaced_what(cluster, current)}; nothing changed")
     capacity = current.desired
     plan = Plan("rollback", cluster.name, new_group=previous.name, baseline=current.name,
                 summary=f"back to {previous.name} ({previous.version}) from {current.name} "
@@ -269,17 +281,37 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
     plan.add("weights", weights=_shift(cluster, {previous.name: 100, current.name: 0}))
     plan.add("disable", group=current.name, requires={"group": previous.name,
                                                        "capacity": capacity},
+             states={current.name: model.ROLLED_BACK, previous.name: model.ACTIVE},
              note=_disable_note(rules))
     return plan
 
 
+def _replaced_what(cluster: Cluster, current: ServerGroup) -> str:
+    """Why the serving group has no rollback target, for the one-line error."""
+    serving = f"{current.name} ({current.version})"
+    if model.REPLACES not in current.tags:
+        return f"no disabled server group older than {serving}"
+    if not current.replaces:
+        return f"{serving} replaced no server group (it was the cluster's first)"
+    replaced = cluster.group(current.replaces)
+    if replaced is None:
+        return f"{current.replaces}, which {serving} replaced, no longer exists"
+    return f"{replaced.name} ({replaced.version}), which {serving} replaced, is {replaced.state}"
+
+
 def teardown(cluster: Cluster, keep: int, orphans: dict[str, list[str]] | None = None) -> Plan:
-    """Delete failed groups and disabled ones beyond the `keep` most recent; never a serving one."""
-    plan = Plan("teardown", cluster.name, summary=f"keep the {keep} most recent disabled groups")
-    idle = [g for g in reversed(cluster.groups) if not g.serving]
+    """Delete failed and rolled-back groups, then the oldest disabled ones beyond the `keep` most
+    recent. Never a serving group, a canary, or the serving group's rollback target (which
+    counts among the kept)."""
+    serving = cluster.baseline()
+    target = cluster.rollback_target(serving) if serving else None
+    plan = Plan("teardown", cluster.name, summary=f"keep the {keep} most recent disabled groups"
+                + (f" and {target.name}, the rollback target" if target else ""))
+    idle = [g for g in reversed(cluster.groups) if not g.serving and g is not target]
     disabled = [g for g in idle if g.state == model.DISABLED]
-    doomed = [g for g in idle if g.state == model.FAILED] + disabled[keep:]
-    doomed.sort(key=lambda g: g.sequence)
+    ended = [g for g in idle if g.state in (model.FAILED, model.ROLLED_BACK)]
+    beyond = disabled[max(keep - (target is not None), 0):]
+    doomed = sorted(ended, key=lambda g: g.sequence) + sorted(beyond, key=lambda g: g.sequence)
     on_listener = [g.name for g in doomed if g.weight is not None]
     if on_listener:
         plan.add("weights", weights=members(cluster, {n: None for n in on_listener}))

@@ -69,7 +69,7 @@ def test_capacity_and_health_hold_through_canary_promote_rollback(kaws, sampler)
             ) == (100, "disabled")
     final = groups(kaws)
     assert (final["hello-web-v001"]["weight"], final["hello-web-v001"]["state"]) == (100, "active")
-    assert final["hello-web-v002"]["state"] == "disabled"
+    assert final["hello-web-v002"]["state"] == "rolled-back"
     weights_seen = {tuple(sorted((n, g["weight"]) for n, g in s["groups"].items()))
                     for s in samples}
     assert (("hello-web-v001", 75), ("hello-web-v002", 25)) in weights_seen
