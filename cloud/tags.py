@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 APP = "kiln:app"
 VERSION = "kiln:version"
+RELEASE = "kiln:release"  # the package iteration (RPM Release): a release is version-release
 RUN_ID = "kiln:run-id"
 ROLE = "kiln:role"
 EXPIRES_AT = "kiln:expires-at"
@@ -56,3 +57,27 @@ def spec(resource_type: str, tags: dict[str, str]) -> dict:
 def filters(tags: dict[str, str]) -> list[dict]:
     """EC2-style describe filters matching every given tag."""
     return [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted(tags.items())]
+
+
+def release_id(tags: dict[str, str]) -> str:
+    """version-release (e.g. 2.4.0-2) from a resource's tags; just the version without a release."""
+    version, release = tags.get(VERSION, "?"), tags.get(RELEASE)
+    return f"{version}-{release}" if release else version
+
+
+def release_readings(text: str) -> list[tuple[str, str | None]]:
+    """What a `--version` may mean, most specific first: 2.4.0-2 is version 2.4.0 release 2, or
+    (semver allows a numeric pre-release) version 2.4.0-2 of any release; 2.4.0 is any release."""
+    head, _, tail = text.rpartition("-")
+    if head and tail.isdigit():
+        return [(head, tail), (text, None)]
+    return [(text, None)]
+
+
+def newest_release(images: list[dict]) -> dict:
+    """The image of the highest release (then the newest) among images of one version."""
+    def key(image: dict) -> tuple:
+        release = from_list(image.get("Tags")).get(RELEASE, "")
+        return (int(release) if release.isdigit() else -1, image.get("CreationDate", ""))
+
+    return max(images, key=key)

@@ -48,7 +48,7 @@ class Runner:
 
     # -- steps -------------------------------------------------------------------------------
     def _create(self, step: Step) -> None:
-        image = Image(step.image["id"], step.image["version"], "")
+        image = Image(step.image["id"], step.image["version"], "", step.image.get("release"))
         history = {model.REPLACES: step.replaces or ""} if step.replaces is not None else None
         groups.create(self.env, step.group, image, step.instance_type, step.capacity,
                       step.max_size, self.run_id, model.CANARY, extra_tags=history)

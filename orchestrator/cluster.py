@@ -58,6 +58,15 @@ class ServerGroup:
         return bool(self.weight)
 
     @property
+    def release(self) -> str | None:
+        return self.tags.get(tags.RELEASE)
+
+    @property
+    def release_id(self) -> str:
+        """version-release (2.4.0-2), or the version alone for a group without a release."""
+        return f"{self.version}-{self.release}" if self.release else self.version
+
+    @property
     def replaces(self) -> str | None:
         """The group this one was created to replace (None: the first, or not recorded)."""
         return self.tags.get(REPLACES) or None
@@ -71,7 +80,8 @@ class ServerGroup:
         return f"{seconds}s"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "ami": self.ami, "state": self.state,
+        return {"name": self.name, "version": self.version, "release": self.release,
+                "release_id": self.release_id, "ami": self.ami, "state": self.state,
                 "replaces": self.replaces, "desired": self.desired,
                 "in_service": self.in_service, "healthy": self.healthy,
                 "weight": self.weight or 0, "on_listener": self.weight is not None,

@@ -29,10 +29,11 @@ def target_group_name(group: str) -> str:
 
 
 def group_tags(env: Environment, name: str, version: str, ami: str, run_id: str,
-               state: str, **extra: str) -> dict[str, str]:
+               state: str, release: str | None = None, **extra: str) -> dict[str, str]:
+    labels = {tags.RELEASE: release} if release else {}
     return tags.kiln_tags(env.app, model.ROLE, run_id=run_id, version=version,
                           **{model.CLUSTER: env.cluster, model.SERVER_GROUP: name,
-                             model.AMI: ami, model.STATE: state, **extra})
+                             model.AMI: ami, model.STATE: state, **labels, **extra})
 
 
 def user_data(env: Environment, name: str, version: str, extra: dict | None = None) -> str:
@@ -62,7 +63,8 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
            max_size: int, run_id: str, state: str, extra_tags: dict | None = None,
            extra_environment: dict | None = None) -> None:
     """Target group, launch template, then the Auto Scaling group: all tagged at creation."""
-    labels = group_tags(env, name, image.version, image.id, run_id, state, **(extra_tags or {}))
+    labels = group_tags(env, name, image.version, image.id, run_id, state,
+                        getattr(image, "release", None), **(extra_tags or {}))
     settings = env.settings.deploy
     tg = env.client("elbv2").create_target_group(
         Name=target_group_name(name), Protocol="HTTP", Port=env.instance_port,

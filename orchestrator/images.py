@@ -20,6 +20,11 @@ class Image:
     id: str
     version: str
     name: str
+    release: str | None = None  # the package iteration; version-release names the release
+
+    @property
+    def release_id(self) -> str:
+        return f"{self.version}-{self.release}" if self.release else self.version
 
 
 def resolve(env: Environment, version: str | None = None, ami: str | None = None) -> Image:
@@ -28,16 +33,27 @@ def resolve(env: Environment, version: str | None = None, ami: str | None = None
     return by_id(env, ami) if ami else by_version(env, version)
 
 
-def by_version(env: Environment, version: str) -> Image:
-    wanted = {tags.APP: env.app, tags.VERSION: version, tags.ROLE: "image"}
-    images = env.client("ec2").describe_images(
-        Owners=["self"], Filters=tags.filters(wanted) + [
-            {"Name": "state", "Values": ["available"]}])["Images"]
-    if not images:
-        raise KilnError(f"no available image of {env.app} version {version} in {env.where}: "
-                        f"bake and promote it first (`invoke bake --version {version}`)")
-    newest = max(images, key=lambda image: image.get("CreationDate", ""))
-    return Image(newest["ImageId"], version, newest.get("Name", ""))
+def by_version(env: Environment, text: str) -> Image:
+    """The image `--version` names: X.Y.Z-R that release, X.Y.Z its newest release."""
+    readings = tags.release_readings(text)
+    for version, release in readings:
+        wanted = {tags.APP: env.app, tags.VERSION: version, tags.ROLE: "image"}
+        if release:
+            wanted[tags.RELEASE] = release
+        images = env.client("ec2").describe_images(
+            Owners=["self"], Filters=tags.filters(wanted) + [
+                {"Name": "state", "Values": ["available"]}])["Images"]
+        if images:
+            return _image(tags.newest_release(images), version)
+    raise KilnError(f"no available image of {env.app} version {text} in {env.where}: bake and "
+                    f"promote it first (`invoke bake --version {readings[0][0]}`, then "
+                    f"`invoke ami.promote --version {text} --to {env.aws.account_name}`)")
+
+
+def _image(image: dict, version: str) -> Image:
+    found = tags.from_list(image.get("Tags"))
+    return Image(image["ImageId"], found.get(tags.VERSION) or version, image.get("Name", ""),
+                 found.get(tags.RELEASE))
 
 
 def by_id(env: Environment, ami: str) -> Image:
@@ -56,4 +72,5 @@ def by_id(env: Environment, ami: str) -> Image:
     found = tags.from_list(image.get("Tags"))
     if found.get(tags.APP) not in (None, env.app):
         raise KilnError(f"AMI {ami} is an image of {found[tags.APP]}, not {env.app}")
-    return Image(ami, found.get(tags.VERSION) or image.get("Name") or ami, image.get("Name", ""))
+    return Image(ami, found.get(tags.VERSION) or image.get("Name") or ami, image.get("Name", ""),
+                 found.get(tags.RELEASE))

@@ -57,7 +57,7 @@ def status_lines(result: dict) -> list[str]:
              "STATE")]
     for g in result["server_groups"]:
         weight = f"{g['weight']}%" if g["on_listener"] else "-"
-        rows.append((g["name"], g["version"], g["ami"], str(g["desired"]), str(g["in_service"]),
+        rows.append((g["name"], g["release_id"], g["ami"], str(g["desired"]), str(g["in_service"]),
                      str(g["healthy"]), weight, g["age"], g["state"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [head] + ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))

@@ -35,7 +35,7 @@ class Step:
 
     def describe(self) -> str:
         text = {
-            "create": lambda: (f"create {self.group}: {self.image['version']} "
+            "create": lambda: (f"create {self.group}: {_release_id(self.image)} "
                                f"({self.image['id']}), {self.instance_type}, capacity "
                                f"{self.capacity}"),
             "scale": lambda: f"scale {self.group} to {self.capacity}",
@@ -60,6 +60,10 @@ class Step:
         data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
         data["text"] = self.describe()
         return data
+
+
+def _release_id(image: dict) -> str:
+    return f"{image['version']}-{image['release']}" if image.get("release") else image["version"]
 
 
 @dataclass
@@ -154,7 +158,8 @@ def _create(plan: Plan, cluster: Cluster, rules: Rules, image, capacity: int,
     name = cluster.next_name()
     plan.new_group = name
     plan.add("create", group=name, capacity=capacity, max_size=max(rules.max_size, capacity),
-             image={"id": image.id, "version": image.version}, instance_type=rules.instance_type,
+             image={"id": image.id, "version": image.version, "release": image.release},
+             instance_type=rules.instance_type,
              replaces=replaces.name if replaces else "")
     plan.add("weights", weights=members(cluster, {name: 0}),
              note=f"{name} joins at weight 0, so the load balancer health-checks it")
@@ -167,8 +172,8 @@ def canary(cluster: Cluster, rules: Rules, image, percent: int) -> Plan:
     baseline = _require_baseline(cluster, "canary")
     capacity = canary_capacity(rules, percent, baseline)
     plan = Plan("canary", cluster.name, baseline=baseline.name,
-                summary=f"{image.version} at {percent}% beside {baseline.name} "
-                        f"({baseline.version}, {baseline.desired} instances)")
+                summary=f"{image.release_id} at {percent}% beside {baseline.name} "
+                        f"({baseline.release_id}, {baseline.desired} instances)")
     name = _create(plan, cluster, rules, image, capacity, baseline)
     plan.add("weights", weights=_shift(cluster, {baseline.name: 100 - percent, name: percent}))
     plan.add("watch", seconds=rules.watch, group=name)
@@ -179,7 +184,7 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
     _refuse_if_canary(cluster, "deploy")
     baseline = cluster.baseline()
     if baseline is None or not baseline.serving:
-        plan = Plan("deploy", cluster.name, summary=f"{image.version}, first server group")
+        plan = Plan("deploy", cluster.name, summary=f"{image.release_id}, first server group")
         name = _create(plan, cluster, rules, image, rules.desired, None)
         plan.add("weights", weights=_shift(cluster, {name: 100}))
         plan.add("mark", states={name: model.ACTIVE})
@@ -187,10 +192,10 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
     if baseline.ami == image.id and baseline.weight == 100:
         # Deploying what already serves all traffic is a no-op, so a rerun changes nothing.
         return Plan("deploy", cluster.name, baseline=baseline.name,
-                    summary=f"{image.version} ({image.id}) already serves all traffic from "
+                    summary=f"{image.release_id} ({image.id}) already serves all traffic from "
                             f"{baseline.name}")
     plan = Plan("deploy", cluster.name, baseline=baseline.name,
-                summary=f"{image.version} replaces {baseline.name} ({baseline.version}), "
+                summary=f"{image.release_id} replaces {baseline.name} ({baseline.release_id}), "
                         f"red/black at {baseline.desired} instances")
     name = _create(plan, cluster, rules, image, baseline.desired, baseline)
     _shift_steps(plan, cluster, rules, baseline, name, current=0)
@@ -221,8 +226,8 @@ def promote(cluster: Cluster, rules: Rules) -> Plan:
     baseline = _require_baseline(cluster, "promote")
     capacity = baseline.desired
     plan = Plan("promote", cluster.name, new_group=new.name, baseline=baseline.name,
-                summary=f"{new.name} ({new.version}) replaces {baseline.name} "
-                        f"({baseline.version}) at {capacity} instances")
+                summary=f"{new.name} ({new.release_id}) replaces {baseline.name} "
+                        f"({baseline.release_id}) at {capacity} instances")
     if new.desired < capacity:
         plan.add("scale", group=new.name, capacity=capacity, max_size=max(new.max_size, capacity))
     if new.weight is None:
@@ -259,7 +264,7 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
     canary_group = cluster.canary()
     if canary_group is not None:
         return abort(cluster, canary_group, f"take canary {canary_group.name} "
-                                            f"({canary_group.version}) out", model.ROLLED_BACK)
+                                            f"({canary_group.release_id}) out", model.ROLLED_BACK)
     current = cluster.baseline()
     if current is None:
         raise KilnError(f"cluster {cluster.name} has nothing to roll back to: no server group "
@@ -270,8 +275,8 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
                         f"{_replaced_what(cluster, current)}; nothing changed")
     capacity = current.desired
     plan = Plan("rollback", cluster.name, new_group=previous.name, baseline=current.name,
-                summary=f"back to {previous.name} ({previous.version}) from {current.name} "
-                        f"({current.version}) at {capacity} instances")
+                summary=f"back to {previous.name} ({previous.release_id}) from {current.name} "
+                        f"({current.release_id}) at {capacity} instances")
     plan.add("scale", group=previous.name, capacity=capacity,
              max_size=max(previous.max_size, capacity), note="cancels any pending scale-down")
     if previous.weight is None:
@@ -288,7 +293,7 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
 
 def _replaced_what(cluster: Cluster, current: ServerGroup) -> str:
     """Why the serving group has no rollback target, for the one-line error."""
-    serving = f"{current.name} ({current.version})"
+    serving = f"{current.name} ({current.release_id})"
     if model.REPLACES not in current.tags:
         return f"no disabled server group older than {serving}"
     if not current.replaces:
@@ -296,7 +301,7 @@ def _replaced_what(cluster: Cluster, current: ServerGroup) -> str:
     replaced = cluster.group(current.replaces)
     if replaced is None:
         return f"{current.replaces}, which {serving} replaced, no longer exists"
-    return f"{replaced.name} ({replaced.version}), which {serving} replaced, is {replaced.state}"
+    return f"{replaced.name} ({replaced.release_id}), which {serving} replaced, is {replaced.state}"
 
 
 def teardown(cluster: Cluster, keep: int, orphans: dict[str, list[str]] | None = None) -> Plan:

@@ -94,10 +94,18 @@ class Bake:
     def app(self) -> str:
         return self.package["name"]
 
+    @property
+    def release(self) -> str | None:
+        """The package iteration: with the version, what names this release (version-release)."""
+        release = self.package.get("release")
+        return str(release) if release else None
+
     def tags(self, role: str, temporary: bool = True, **extra: str) -> dict[str, str]:
+        release = {kiln_tags.RELEASE: self.release} if self.release else {}
         return kiln_tags.kiln_tags(
             self.app, role, run_id=self.run_id, version=self.version,
-            expires_in_minutes=self.bake.expires_minutes if temporary else None, **extra)
+            expires_in_minutes=self.bake.expires_minutes if temporary else None,
+            **release, **extra)
 
 
 def run(aws: Aws, settings, version: str, manifest: str | None = None,
@@ -428,7 +436,7 @@ def _record(job: Bake, images: dict[str, str], shares: list[dict], digest: str,
             reused: bool) -> dict:
     package = job.package
     result = {
-        "app": job.app, "version": job.version, "run_id": job.run_id,
+        "app": job.app, "version": job.version, "release": job.release, "run_id": job.run_id,
         "account": job.aws.account_id, "region": job.aws.region,
         "images": images, "image_id": images[job.aws.region], "reused": reused,
         "inputs_digest": digest, "shares": shares,
@@ -445,9 +453,10 @@ def _record(job: Bake, images: dict[str, str], shares: list[dict], digest: str,
         "api_calls_by_step": job.clock.api_calls,
         "api_calls_by_operation": dict(sorted(job.aws.calls.by_operation.items())),
     }
-    where = record.write(job.settings, job.app, job.version, result)
+    where = record.write(job.settings, job.app, job.version, result, job.release)
     say(f"bake: {'reused' if reused else 'baked'} {result['image_id']} for {job.app} "
-        f"{job.version}; release record {where} ({result['api_calls']} AWS API calls)")
+        f"{kiln_tags.release_id(job.tags('image'))}; release record {where} "
+        f"({result['api_calls']} AWS API calls)")
     return result
 
 

@@ -42,36 +42,64 @@ def regions(settings) -> list[str]:
 
 
 def promote(aws: Aws, app: str, version: str, to: str) -> dict:
-    """Promote `app` `version` from the build account to account `to` in every image region."""
+    """Promote `app` `version` (X.Y.Z: its newest release; X.Y.Z-R: release R) from the build
+    account to account `to` in every image region."""
     account_spec(aws.settings, to)
     if to == aws.account_name:
         raise KilnError(f"--to {to}: that is the build account; promote to another account")
-    sources = {region: find_image(aws, app, version, region) for region in regions(aws.settings)}
+    places = regions(aws.settings)
+    first = find_release(aws, app, version, places[0])
+    found = kiln_tags.from_list(first.get("Tags"))
+    version, release = found.get(kiln_tags.VERSION, version), found.get(kiln_tags.RELEASE)
+    sources = {places[0]: first, **{region: find_image(aws, app, version, region, release)
+                                    for region in places[1:]}}
     target = aws.account(to)
     # Every region's key first: a missing one fails before anything is copied.
     keys = {region: stacks.ami_key(target, region) for region in sources}
     promotions = [_promote_one(aws, target, source, region, keys[region], app, version)
                   for region, source in sources.items()]
-    previous = record.load(aws.settings, app, version).get("promotions", [])
+    previous = record.load(aws.settings, app, version, release).get("promotions", [])
     kept = [p for p in previous
             if (p.get("account"), p.get("region")) not in {(to, r) for r in sources}]
-    where = record.write(aws.settings, app, version, {"promotions": kept + promotions})
-    say(f"promote: {app} {version} is in account {to} "
+    where = record.write(aws.settings, app, version, {"promotions": kept + promotions}, release)
+    name = kiln_tags.release_id(found)
+    say(f"promote: {app} {name} is in account {to} "
         f"({', '.join(p['image_id'] + ' in ' + p['region'] for p in promotions)}); "
         f"release record {where}")
-    return {"app": app, "version": version, "to": to, "promotions": promotions}
+    return {"app": app, "version": version, "release": release, "to": to,
+            "promotions": promotions}
 
 
-def find_image(aws: Aws, app: str, version: str, region: str) -> dict:
-    """The build account's newest available image of `app` `version` in `region`."""
-    images = aws.client("ec2", region).describe_images(Owners=["self"], Filters=kiln_tags.filters(
-        {kiln_tags.APP: app, kiln_tags.VERSION: version, kiln_tags.ROLE: "image"})
-        + [{"Name": "state", "Values": ["available"]}])["Images"]
-    images = [i for i in images if PROMOTED_FROM not in kiln_tags.from_list(i.get("Tags"))]
+def find_release(aws: Aws, app: str, text: str, region: str) -> dict:
+    """The image a `--version` names: X.Y.Z-R that release, X.Y.Z its newest release."""
+    readings = kiln_tags.release_readings(text)
+    for version, release in readings:
+        images = _images(aws, app, version, region, release)
+        if images:
+            return kiln_tags.newest_release(images)
+    raise KilnError(f"no image of {app} {text} in account {aws.account_name}, {region}: "
+                    f"bake it first (invoke bake --version {readings[0][0]})")
+
+
+def find_image(aws: Aws, app: str, version: str, region: str, release: str | None = None
+               ) -> dict:
+    """The build account's newest available image of `app` `version` (and `release`)."""
+    images = _images(aws, app, version, region, release)
     if not images:
-        raise KilnError(f"no image of {app} {version} in account {aws.account_name}, {region}: "
+        name = f"{version}-{release}" if release else version
+        raise KilnError(f"no image of {app} {name} in account {aws.account_name}, {region}: "
                         f"bake it first (invoke bake --version {version})")
-    return max(images, key=lambda i: i.get("CreationDate", ""))
+    return kiln_tags.newest_release(images)
+
+
+def _images(aws: Aws, app: str, version: str, region: str, release: str | None) -> list[dict]:
+    wanted = {kiln_tags.APP: app, kiln_tags.VERSION: version, kiln_tags.ROLE: "image"}
+    if release:
+        wanted[kiln_tags.RELEASE] = release
+    images = aws.client("ec2", region).describe_images(
+        Owners=["self"], Filters=kiln_tags.filters(wanted)
+        + [{"Name": "state", "Values": ["available"]}])["Images"]
+    return [i for i in images if PROMOTED_FROM not in kiln_tags.from_list(i.get("Tags"))]
 
 
 def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, app: str,

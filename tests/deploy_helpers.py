@@ -67,12 +67,14 @@ def register_image(ec2, name: str) -> str:
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}])["ImageId"]
 
 
-def make_image(daws, version: str, app: str = "hello-web") -> str:
+def make_image(daws, version: str, app: str = "hello-web", release: str | None = None) -> str:
     """An available image in the deploy account, tagged like a promoted one (RegisterImage is
     the quick way; moto ignores its TagSpecifications, so the tags follow at once)."""
     ec2 = daws.client("ec2")
-    image = register_image(ec2, f"{app}-{version}-1-x86_64")
-    tags = kiln_tags.kiln_tags(app, "image", run_id="20250101T000000-abcdef", version=version)
+    image = register_image(ec2, f"{app}-{version}-{release or 1}-x86_64")
+    extra = {kiln_tags.RELEASE: release} if release else {}
+    tags = kiln_tags.kiln_tags(app, "image", run_id="20250101T000000-abcdef", version=version,
+                               **extra)
     ec2.create_tags(Resources=[image], Tags=kiln_tags.to_list(tags))
     return image
 

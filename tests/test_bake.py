@@ -55,7 +55,7 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path):
     assert launch["LaunchPermissions"] == [{"UserId": PROD}]
     assert [(s["account"], s["id"]) for s in result["shares"]] == [("prod", PROD)]
 
-    record = json.loads((tmp_path / f"dist/release-{APP}-1.0.0.json").read_text())
+    record = json.loads((tmp_path / f"dist/release-{APP}-1.0.0-1.json").read_text())
     assert record["image_id"] == image_id and record["rpm"]["path"].endswith(".rpm")
     assert {"package", "launch", "provision", "image", "teardown", "share"} <= set(
         record["timings"])

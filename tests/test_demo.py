@@ -12,7 +12,7 @@ def test_demo_bakes_promotes_and_deploys_then_reruns_as_a_no_op(clean_sandbox, r
                                                                tmp_path):
     first = run_invoke("demo", check=True)
     assert "hello-web-v001  1.0.0" in first.stdout and "active" in first.stdout
-    record = json.loads((tmp_path / "dist/release-hello-web-1.0.0.json").read_text())
+    record = json.loads((tmp_path / "dist/release-hello-web-1.0.0-1.json").read_text())
     assert record["promotions"] and record["shares"]
 
     again = run_invoke("demo", check=True)
