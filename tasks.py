@@ -50,11 +50,25 @@ def sandbox_reset(c):
     say("sandbox: reset; run `invoke bootstrap --yes` to recreate the support stacks")
 
 
-@kiln_task
-def sandbox_env(c):
+@kiln_task(help={"account": "an account name from kiln.accounts: its role's credentials "
+                            "(default: the build account's)"})
+def sandbox_env(c, account=None):
     """Print `export` lines pointing the aws CLI and boto3 at the sandbox (eval them)."""
-    for key, value in _sandbox(c).env().items():
-        print(f"export {key}={value}")
+    import shlex
+
+    values = _sandbox(c).env()
+    config = settings(c)
+    if account and account != config.build_account:
+        from cloud.target import connect
+
+        # The credentials of the account's role, as Kiln assumes it (kiln.accounts.<name>).
+        frozen = connect(config, read_only=True).account(account).session.get_credentials(
+        ).get_frozen_credentials()
+        values.update({"AWS_ACCESS_KEY_ID": frozen.access_key,
+                       "AWS_SECRET_ACCESS_KEY": frozen.secret_key,
+                       "AWS_SESSION_TOKEN": frozen.token})
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 sandbox = Collection("sandbox")
@@ -171,7 +185,7 @@ def repo_list(c, app=None, json=False):
     from cloud.target import connect
     from packager import repo
 
-    aws = connect(settings(c))
+    aws = connect(settings(c), read_only=True)
     packages = repo.list_packages(aws, app)
     fields = ("name", "epoch", "version", "release", "arch", "sha256", "path")
     if json:
@@ -183,10 +197,10 @@ def repo_list(c, app=None, json=False):
         print(f"{p['name']}-{p['version']}-{p['release']}.{p['arch']}  {p['sha256']}")
 
 
-@kiln_task(help={"keep": "versions to keep per package name",
+@kiln_task(required=("keep",), help={"keep": "versions to keep per package name (required)",
                  "dry_run": "print what would be removed and change nothing",
                  "json": "print the plan as JSON on stdout"})
-def repo_prune(c, keep, dry_run=False, json=False):
+def repo_prune(c, keep=None, dry_run=False, json=False):
     """Remove all but the newest KEEP versions of each package from the yum repository."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -211,7 +225,8 @@ ns.add_collection(repo_tasks)
 # -- bake -----------------------------------------------------------------------------------
 
 
-@kiln_task(help={"version": "the version to bake (semantic version)",
+@kiln_task(required=("version",), help={
+                 "version": "the version to bake (semantic version; required)",
                  "manifest": "the package manifest (default: kiln.manifest)",
                  "regions": "comma-separated regions to copy the image to "
                             "(default: kiln.bake.copy_regions)",
@@ -219,7 +234,7 @@ ns.add_collection(repo_tasks)
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version, manifest=None, regions=None, share=None, dry_run=False, json=False):
+def bake(c, version=None, manifest=None, regions=None, share=None, dry_run=False, json=False):
     """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -243,11 +258,13 @@ ns.add_task(bake)
 # -- images: promotion, retention, leftovers -----------------------------------------------
 
 
-@kiln_task(help={"version": "the baked version to promote",
-                 "to": "the account name (kiln.accounts) that gets its own copy, e.g. prod",
+@kiln_task(required=("version", "to"), help={
+    "version": "the baked release to promote: version-release (2.4.0-2) or a version (its "
+               "newest release); required",
+    "to": "the account name (kiln.accounts) that gets its own copy, e.g. prod (required)",
                  "app": "the app (default: kiln.app)",
                  "json": "print the promotions as JSON on stdout"})
-def ami_promote(c, version, to, app=None, json=False):
+def ami_promote(c, version=None, to=None, app=None, json=False):
     """Copy VERSION's image into account TO (re-encrypted, re-tagged) and record it in SSM."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -398,7 +415,7 @@ def status(c, stack=None, json=False):
     from orchestrator import operations
 
     config = settings(c)
-    result = operations.status(connect(config), pick(stack, config.deploy.stack))
+    result = operations.status(connect(config, read_only=True), pick(stack, config.deploy.stack))
     if json:
         emit_json(result)
     else:
@@ -406,13 +423,13 @@ def status(c, stack=None, json=False):
             print(line)
 
 
-@kiln_task(help={"owner": "whose environment it is (lowercase name)",
+@kiln_task(required=("owner",), help={"owner": "whose environment it is (lowercase name; required)",
                  "ttl": "how long it lives, e.g. 4h (default: kiln.deploy.self_service.ttl)",
                  "version": "the version to run (default: the one the app's cluster serves)",
                  "ami": "an AMI id to run instead of a version",
                  "dry_run": "print what would be created and change nothing",
                  "json": "print the result as JSON on stdout"})
-def env_up(c, owner, ttl=None, version=None, ami=None, dry_run=False, json=False):
+def env_up(c, owner=None, ttl=None, version=None, ami=None, dry_run=False, json=False):
     """Start a one-instance environment of a version for OWNER, removed when its TTL ends."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -423,10 +440,10 @@ def env_up(c, owner, ttl=None, version=None, ami=None, dry_run=False, json=False
         emit_json(result)
 
 
-@kiln_task(help={"owner": "whose environment to remove",
+@kiln_task(required=("owner",), help={"owner": "whose environment to remove (required)",
                  "dry_run": "print what would be deleted and change nothing",
                  "json": "print the result as JSON on stdout"})
-def env_down(c, owner, dry_run=False, json=False):
+def env_down(c, owner=None, dry_run=False, json=False):
     """Remove OWNER's self-service environment."""
     from cloud.console import emit_json
     from cloud.target import connect

@@ -255,7 +255,30 @@ def load(ctx: Any) -> Settings:
     """The validated `kiln` settings of an Invoke context (or of a plain dict, for tests)."""
     config = getattr(ctx, "config", ctx)
     raw = _plain(config.get("kiln") if hasattr(config, "get") else None)
+    if hasattr(config, "_env_prefix"):
+        _check_environment(raw, config._env_prefix or "")
     return validate(raw, _sources(config))
+
+
+def _check_environment(raw: Any, prefix: str) -> None:
+    """Invoke reads only the INVOKE_KILN_* variables naming a key it knows and ignores the rest:
+    a mistyped one fails here like a mistyped key in a file."""
+    start = f"{prefix}KILN_"
+    given = sorted(name for name in os.environ if name.startswith(start))
+    if not given:
+        return
+    known = {f"{prefix}{'_'.join(path).upper()}" for path in _leaves(raw, ["kiln"])}
+    for name in given:
+        if name not in known:
+            match = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {match[0]}?)" if match else ""
+            raise ConfigError(f"environment variable {name}: no such kiln setting{hint}")
+
+
+def _leaves(value: Any, path: list[str]) -> list[list[str]]:
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in _leaves(item, [*path, str(key)])]
+    return [path]
 
 
 def _plain(value: Any) -> Any:

@@ -11,12 +11,13 @@ from cloud.errors import KilnError
 from cloud.settings import Settings
 
 
-def connect(settings: Settings) -> Aws:
-    """A session in the build account of the configured target, after printing that target."""
+def connect(settings: Settings, read_only: bool = False) -> Aws:
+    """A session in the build account of the configured target, after printing that target.
+    `read_only`: the task only reads, so a sandbox that is not running is not started."""
     if settings.target == "sandbox":
         from sandbox import control  # the only place Kiln reaches into the sandbox
 
-        control.ensure_up(settings)
+        control.ensure_up(settings, start=not read_only)
     name = settings.build_account
     spec = account_spec(settings, name)
     session = boto3.Session(profile_name=spec.profile, region_name=settings.aws.region)

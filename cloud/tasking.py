@@ -6,25 +6,50 @@ import functools
 
 from invoke import task as invoke_task
 from invoke.exceptions import Exit
+from invoke.tasks import Task
 
 from cloud import settings as settings_module
 from cloud.errors import KilnError
 
+# Short flags mean one thing in every task; a flag not listed here has none (Invoke would pick
+# its first free letter, so -s meant --share, --steps or --stack depending on the task).
+SHORT_FLAGS = {"app": "a", "dry_run": "d", "json": "j", "keep": "k", "manifest": "m",
+               "owner": "o", "percent": "p", "regions": "r", "stack": "s", "to": "t",
+               "version": "v", "watch": "w", "yes": "y"}
 
-def kiln_task(*args, **kwargs):
-    """Invoke's @task, plus: a KilnError becomes one line on stderr and exit status 1."""
+
+class KilnTask(Task):
+    """A task whose short flags come from SHORT_FLAGS only."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names:
+            opts["names"].append(short)
+        return opts
+
+
+def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
+    """Invoke's @task, plus: a KilnError becomes one line on stderr and exit status 1, and a
+    flag named in `required` that is not given is one such line too (not Invoke's own message)."""
 
     def decorate(body):
         @functools.wraps(body)
         def run(ctx, *a, **kw):
             try:
+                missing = [name for name in required if kw.get(name) is None]
+                if missing:
+                    flags = ", ".join(f"--{name.replace('_', '-')}" for name in missing)
+                    raise KilnError(f"{body.__name__.replace('_', '.', 1)}: {flags} is required "
+                                    f"(invoke --help {body.__name__.replace('_', '.', 1)})")
                 return body(ctx, *a, **kw)
             except KilnError as error:
                 raise Exit(f"kiln: {error}", code=1) from None
             except KeyboardInterrupt:
                 raise Exit("kiln: interrupted", code=130) from None
 
-        return invoke_task(*args, **kwargs)(run) if args or kwargs else invoke_task(run)
+        options = {"klass": KilnTask, "auto_shortflags": False, **kwargs}
+        return invoke_task(*args, **options)(run)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         body, args = args[0], ()

@@ -99,14 +99,20 @@ class Sandbox:
             return False
 
 
-def ensure_up(settings) -> Sandbox:
-    """Start the sandbox if needed and point this process's boto3 at it."""
+def ensure_up(settings, start: bool = True) -> Sandbox:
+    """Start the sandbox if needed and point this process's boto3 at it. With `start` False (a
+    task that only reads) nothing is started: a sandbox that is not running is one line."""
     box = Sandbox.from_settings(settings)
-    box.up()
+    if start:
+        box.up()
+    elif not box.running():
+        raise KilnError(f"the sandbox in {box.state_dir} is not running, so there is nothing to "
+                        f"read: `invoke sandbox.up` starts it")
     os.environ.pop("AWS_PROFILE", None)
     os.environ.update(box.env())
-    instances.overlay(settings, box.state_dir)
-    signing.overlay(settings)
+    if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
+        instances.overlay(settings, box.state_dir)
+        signing.overlay(settings)
     bootstrap.overlay(settings)
     return box
 

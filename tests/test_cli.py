@@ -1,0 +1,69 @@
+"""The command line as one product: short flags, missing flags, settings from the environment,
+read-only tasks and the sandbox's export lines."""
+
+import boto3
+
+import tasks
+from cloud.tasking import SHORT_FLAGS
+
+
+def all_tasks(collection, prefix=""):
+    for name, task in collection.tasks.items():
+        yield prefix + name, task
+    for name, sub in collection.collections.items():
+        yield from all_tasks(sub, f"{prefix}{name}.")
+
+
+def test_a_short_flag_means_one_thing_in_every_task():
+    assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
+    seen = {}
+    for name, task in all_tasks(tasks.ns):
+        for argument in task.get_arguments():
+            shorts = [n for n in argument.names if len(n) == 1]
+            assert shorts == ([SHORT_FLAGS[argument.attr_name or argument.name]]
+                              if (argument.attr_name or argument.name) in SHORT_FLAGS else []), (
+                name, argument.names)
+            for short in shorts:
+                seen.setdefault(short, set()).add(argument.name)
+    assert all(len(longs) == 1 for longs in seen.values()), seen
+
+
+def test_a_missing_required_flag_is_one_kiln_line(run_invoke):
+    result = run_invoke("ami.promote", "--version", "1.0.0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "kiln: ami.promote: --to is required (invoke --help ami.promote)"]
+    result = run_invoke("bake")
+    assert result.stderr.strip().splitlines() == [
+        "kiln: bake: --version is required (invoke --help bake)"]
+
+
+def test_a_mistyped_environment_variable_fails_like_a_mistyped_key(run_invoke):
+    result = run_invoke("status", env={"INVOKE_KILN_DEPLOY_WACTH": "1s"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kiln: environment variable INVOKE_KILN_DEPLOY_WACTH: no such kiln setting (did you "
+        "mean INVOKE_KILN_DEPLOY_WATCH?)")
+
+
+def test_read_only_tasks_do_not_start_the_sandbox(run_invoke, tmp_path):
+    idle = tmp_path / "idle-sandbox"
+    for task in ("status", "repo.list"):
+        result = run_invoke(task, overrides={"sandbox": {"state_dir": str(idle)}})
+        assert result.returncode == 1
+        assert "is not running, so there is nothing to read: `invoke sandbox.up` starts it" in (
+            result.stderr.strip().splitlines()[-1])
+    assert not (idle / "moto.pid").exists() and not (idle / "sshd").exists()
+
+
+def test_sandbox_env_prints_another_accounts_credentials(run_invoke, clean_sandbox):
+    result = run_invoke("sandbox.env", "--account", "prod", check=True)
+    values = dict(line.removeprefix("export ").split("=", 1)
+                  for line in result.stdout.splitlines())
+    assert values["AWS_ENDPOINT_URL"] == clean_sandbox.endpoint
+    session = boto3.Session(aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=values["AWS_SESSION_TOKEN"],
+                            region_name=values["AWS_REGION"])
+    sts = session.client("sts", endpoint_url=values["AWS_ENDPOINT_URL"])
+    assert sts.get_caller_identity()["Account"] == "222222222222"
