@@ -14,10 +14,14 @@ from cloud.tasking import kiln_task, settings
 # Task bodies import what they use.
 
 
-def _extensions():
-    """The parts other modules add to bootstrap and janitor: imported by the tasks that run them."""
-    import orchestrator.stack  # noqa: F401 - adds kiln-env-<app> to `invoke bootstrap`
+def _extensions(config=None):
+    """The parts other modules add to bootstrap and janitor: imported by the tasks that run them;
+    with the settings, the environment stacks of every app's clusters too."""
+    import orchestrator.stack  # adds kiln-env-<app> to `invoke bootstrap`
     import orchestrator.sweeper  # noqa: F401 - adds expired self-service envs to `invoke janitor`
+
+    if config is not None:
+        orchestrator.stack.register_clusters(config)
 
 
 # -- sandbox --------------------------------------------------------------------------------
@@ -93,8 +97,8 @@ def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
     from cloud.console import emit_json
     from cloud.target import connect
 
-    _extensions()
     config = settings(c)
+    _extensions(config)
     results = stacks.run(config, connect(config), account, dry_run=dry_run, yes=yes)
     if json:
         emit_json(results)
@@ -109,8 +113,8 @@ def bootstrap_verify(c, account=None, json=False):
     from cloud.errors import KilnError
     from cloud.target import connect
 
-    _extensions()
     config = settings(c)
+    _extensions(config)
     checks = verify.run(config, connect(config), account)
     for check in checks:
         say(f"{'✓' if check.ok else '✗'} [{check.account}] {check.name}")
@@ -132,16 +136,17 @@ ns.add_collection(bootstrap_tasks)
 # -- packaging ------------------------------------------------------------------------------
 
 
-@kiln_task(help={"manifest": "the YAML manifest (default: kiln.manifest)",
+@kiln_task(help={"manifest": "the YAML manifest (default: the app's, kiln.manifest for kiln.app)",
+                 "app": "package this app's manifest (kiln.apps.<app>.manifest)",
                  "version": "semantic version, overriding the manifest's",
                  "json": "print the result as JSON on stdout"})
-def package(c, manifest=None, version=None, json=False):
+def package(c, manifest=None, app=None, version=None, json=False):
     """Build dist/<name>-<version>-<iteration>.<arch>.rpm from a YAML manifest."""
     from cloud.console import emit_json
     from cloud.tasking import pick
     from packager.build import package as build_package
 
-    config = settings(c)
+    config = _app_settings(c, app)
     result = build_package(config, pick(manifest, config.manifest), version)
     if json:
         emit_json(result)
@@ -227,20 +232,23 @@ ns.add_collection(repo_tasks)
 
 @kiln_task(required=("version",), help={
                  "version": "the version to bake (semantic version; required)",
-                 "manifest": "the package manifest (default: kiln.manifest)",
+                 "manifest": "the package manifest (default: the app's, kiln.manifest for "
+                             "kiln.app)",
+                 "app": "bake this app (its manifest: kiln.apps.<app>.manifest)",
                  "regions": "comma-separated regions to copy the image to "
                             "(default: kiln.bake.copy_regions)",
                  "share": "comma-separated account names to share the image with "
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version=None, manifest=None, regions=None, share=None, dry_run=False, json=False):
+def bake(c, version=None, manifest=None, app=None, regions=None, share=None, dry_run=False,
+         json=False):
     """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
     from cloud.console import emit_json
     from cloud.target import connect
     from provisioner import bake as baking
 
-    config = settings(c)
+    config = _app_settings(c, app)
     aws = connect(config)
     result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
                         dry_run=dry_run)
@@ -318,6 +326,7 @@ ns.add_task(janitor)
 # -- deploy ---------------------------------------------------------------------------------
 
 _DEPLOY_HELP = {
+    "app": "the app (default: kiln.app; others under kiln.apps)",
     "stack": "the cluster's stack: the cluster is app-stack (default: kiln.deploy.stack)",
     "dry_run": "print the plan (steps, capacities, weights) and change nothing",
     "force_unlock": "take over the cluster's lock if its lease has expired",
@@ -325,7 +334,8 @@ _DEPLOY_HELP = {
     "watch": "how long to watch the alarms after each shift, e.g. 5m; 0 skips "
              "(default: kiln.deploy.watch)",
     "steps": "traffic percentages for the new group, e.g. 25,50,100 (default: kiln.deploy.steps)",
-    "version": "the baked version to roll out",
+    "version": "the baked release to roll out: version-release (2.4.0-2) or a version (its "
+               "newest release)",
     "ami": "an AMI id to roll out instead of a version",
 }
 
@@ -335,14 +345,21 @@ def _help(*names, **extra):
     return {**{name: _DEPLOY_HELP[name] for name in names}, **extra}
 
 
-def _rollout(c, operation, json, **kwargs):
+def _app_settings(c, app):
+    """The settings of `--app` (kiln.apps.<app> over the defaults), or of kiln.app."""
+    from cloud.apps import for_app
+
+    return for_app(settings(c), app)
+
+
+def _rollout(c, operation, json, app=None, **kwargs):
     """Run one deploy operation; a rollback still prints its JSON, then fails the task."""
     from cloud.console import emit_json
     from cloud.target import connect
     from cloud.tasking import pick
     from orchestrator import operations
 
-    config = settings(c)
+    config = _app_settings(c, app)
     kwargs["stack"] = pick(kwargs.get("stack"), config.deploy.stack)
     try:
         result = getattr(operations, operation)(connect(config), **kwargs)
@@ -355,101 +372,105 @@ def _rollout(c, operation, json, **kwargs):
     return result
 
 
-def _pick_deploy(c, flag, key):
-    from cloud.tasking import pick
-
-    return pick(flag, settings(c).deploy[key])
-
-
-@kiln_task(help=_help("version", "ami", "steps", "watch", "stack", "dry_run", "force_unlock",
-                      "json"))
-def deploy(c, version=None, ami=None, steps=None, watch=None, stack=None, dry_run=False,
-           force_unlock=False, json=False):
+@kiln_task(help=_help("app", "version", "ami", "steps", "watch", "stack", "dry_run",
+                      "force_unlock", "json"))
+def deploy(c, version=None, ami=None, app=None, steps=None, watch=None, stack=None,
+           dry_run=False, force_unlock=False, json=False):
     """Roll VERSION out as a new server group: first deployment, or a full red/black."""
-    _rollout(c, "deploy", json, version=version, ami=ami, steps=steps, watch=watch, stack=stack,
-             dry_run=dry_run, force_unlock=force_unlock)
-
-
-@kiln_task(help=_help("version", "ami", "watch", "stack", "dry_run", "force_unlock", "json",
-                      percent="the canary's share of traffic, 1-99 (default: "
-                              "kiln.deploy.canary.percent)"))
-def canary(c, percent=None, version=None, ami=None, watch=None, stack=None, dry_run=False,
-           force_unlock=False, json=False):
-    """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
-    percent = percent if percent is not None else settings(c).deploy.canary.percent
-    _rollout(c, "canary", json, percent=percent, version=version, ami=ami, watch=watch,
+    _rollout(c, "deploy", json, app=app, version=version, ami=ami, steps=steps, watch=watch,
              stack=stack, dry_run=dry_run, force_unlock=force_unlock)
 
 
-@kiln_task(help=_help("steps", "watch", "stack", "dry_run", "force_unlock", "json"))
-def promote(c, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
+@kiln_task(help=_help("app", "version", "ami", "watch", "stack", "dry_run", "force_unlock",
+                      "json", percent="the canary's share of traffic, 1-99 (default: "
+                                      "kiln.deploy.canary.percent)"))
+def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=None,
+           dry_run=False, force_unlock=False, json=False):
+    """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
+    from cloud.tasking import pick
+
+    percent = pick(percent, _app_settings(c, app).deploy.canary.percent)
+    _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+
+
+@kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json"))
+def promote(c, app=None, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
             json=False):
     """Promote the canary: full capacity, shift traffic step by step, disable the old group."""
-    _rollout(c, "promote", json, steps=steps, watch=watch, stack=stack, dry_run=dry_run,
+    _rollout(c, "promote", json, app=app, steps=steps, watch=watch, stack=stack, dry_run=dry_run,
              force_unlock=force_unlock)
 
 
-@kiln_task(help=_help("stack", "dry_run", "force_unlock", "json"))
-def rollback(c, stack=None, dry_run=False, force_unlock=False, json=False):
-    """Back to the previous group: canary out, or the disabled group back at full capacity."""
-    _rollout(c, "rollback", json, stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json"))
+def rollback(c, app=None, stack=None, dry_run=False, force_unlock=False, json=False):
+    """Back to the group the serving one replaced: canary out, or that group back at capacity."""
+    _rollout(c, "rollback", json, app=app, stack=stack, dry_run=dry_run,
+             force_unlock=force_unlock)
 
 
-@kiln_task(help=_help("stack", "dry_run", "force_unlock", "json",
+@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json",
                       keep="disabled groups to keep for rollback (default: kiln.deploy.keep)"))
-def teardown(c, keep=None, stack=None, dry_run=False, force_unlock=False, json=False):
-    """Delete failed groups and disabled ones beyond the most recent KEEP."""
-    from cloud.tasking import whole
+def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=False, json=False):
+    """Delete failed and rolled-back groups, then disabled ones beyond the most recent KEEP."""
+    from cloud.tasking import pick, whole
 
-    _rollout(c, "teardown", json, keep=whole(_pick_deploy(c, keep, "keep"), "--keep"), stack=stack,
-             dry_run=dry_run, force_unlock=force_unlock)
+    keep = whole(pick(keep, _app_settings(c, app).deploy.keep), "--keep")
+    _rollout(c, "teardown", json, app=app, keep=keep, stack=stack, dry_run=dry_run,
+             force_unlock=force_unlock)
 
 
-@kiln_task(help={"stack": _DEPLOY_HELP["stack"],
-                 "json": "print {cluster, server_groups: [...]} as JSON on stdout"})
-def status(c, stack=None, json=False):
-    """Show the cluster's server groups: version, AMI, capacity, health, weight, age, state."""
+@kiln_task(help={"app": "only this app's clusters (default: every app's)",
+                 "stack": "only this stack's cluster (default: every cluster of the app)",
+                 "json": "print the clusters as JSON: {clusters: [{cluster, server_groups}]}, "
+                         "the first one's keys also at the top"})
+def status(c, app=None, stack=None, json=False):
+    """Show the clusters' server groups: release, AMI, capacity, health, weight, age, state."""
     from cloud.console import emit_json
     from cloud.target import connect
-    from cloud.tasking import pick
     from orchestrator import operations
 
     config = settings(c)
-    result = operations.status(connect(config, read_only=True), pick(stack, config.deploy.stack))
+    result = operations.status_all(connect(config, read_only=True), app, stack)
     if json:
         emit_json(result)
     else:
-        for line in operations.status_lines(result):
-            print(line)
+        for entry in result["clusters"]:
+            for line in operations.status_lines(entry):
+                print(line)
 
 
 @kiln_task(required=("owner",), help={"owner": "whose environment it is (lowercase name; required)",
+                 "app": _DEPLOY_HELP["app"],
                  "ttl": "how long it lives, e.g. 4h (default: kiln.deploy.self_service.ttl)",
                  "version": "the version to run (default: the one the app's cluster serves)",
                  "ami": "an AMI id to run instead of a version",
                  "dry_run": "print what would be created and change nothing",
                  "json": "print the result as JSON on stdout"})
-def env_up(c, owner=None, ttl=None, version=None, ami=None, dry_run=False, json=False):
+def env_up(c, owner=None, app=None, ttl=None, version=None, ami=None, dry_run=False,
+           json=False):
     """Start a one-instance environment of a version for OWNER, removed when its TTL ends."""
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import selfservice
 
-    result = selfservice.up(connect(settings(c)), owner, ttl, version, ami, dry_run=dry_run)
+    result = selfservice.up(connect(_app_settings(c, app)), owner, ttl, version, ami,
+                            dry_run=dry_run)
     if json:
         emit_json(result)
 
 
 @kiln_task(required=("owner",), help={"owner": "whose environment to remove (required)",
+                 "app": _DEPLOY_HELP["app"],
                  "dry_run": "print what would be deleted and change nothing",
                  "json": "print the result as JSON on stdout"})
-def env_down(c, owner=None, dry_run=False, json=False):
+def env_down(c, owner=None, app=None, dry_run=False, json=False):
     """Remove OWNER's self-service environment."""
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import selfservice
 
-    result = selfservice.down(connect(settings(c)), owner, dry_run=dry_run)
+    result = selfservice.down(connect(_app_settings(c, app)), owner, dry_run=dry_run)
     if json:
         emit_json(result)
 

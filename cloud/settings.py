@@ -103,6 +103,8 @@ SCHEMA: dict = {
     "target": C("sandbox", "aws"),
     "app": S,
     "manifest": S,
+    # Further apps, each overriding the defaults (see cloud/apps.py).
+    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "deploy": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -125,6 +127,7 @@ SCHEMA: dict = {
         "host": S,
         "port": N0(1),
         "smoke_commands": Value(list, nullable=True),
+        "watch": S0,
     },
     "stacks": {"prefix": S},
     "bootstrap": {

@@ -134,7 +134,7 @@ class Cluster:
         return group_name(self.name, last % 999 + 1)
 
     def as_dict(self) -> dict:
-        return {"cluster": self.name, "account": self.env.aws.account_name,
+        return {"cluster": self.name, "app": self.env.app, "account": self.env.aws.account_name,
                 "region": self.env.region, "listener": self.env.listener_arn,
                 "server_groups": [g.as_dict() for g in self.groups]}
 

@@ -5,9 +5,12 @@ Both poll with exponential backoff (tenacity) up to a deadline: never a fixed ti
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
 
 from cloud.console import say
@@ -66,34 +69,40 @@ def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
                         f"InService and healthy after {human(timeout)}{detail}")
 
 
-def alarms_in_alarm(env: Environment, names: list[str]) -> list[str]:
-    if not names:
-        return []
+def alarm_states(env: Environment, names: list[str]) -> dict[str, str]:
+    """Each alarm's state (OK, ALARM, INSUFFICIENT_DATA; "missing" for one that does not exist)."""
+    states = dict.fromkeys(names, "missing")
     cloudwatch = env.client("cloudwatch")
-    found = []
     for start in range(0, len(names), 100):
         alarms = cloudwatch.describe_alarms(AlarmNames=names[start:start + 100])
-        found += [a["AlarmName"] for a in alarms["MetricAlarms"] + alarms["CompositeAlarms"]
-                  if a["StateValue"] == "ALARM"]
-    return found
+        states.update({a["AlarmName"]: a["StateValue"]
+                       for a in alarms["MetricAlarms"] + alarms["CompositeAlarms"]})
+    return states
+
+
+def alarms_in_alarm(env: Environment, names: list[str]) -> list[str]:
+    return [name for name, state in alarm_states(env, names).items() if state == "ALARM"]
 
 
 def watch(env: Environment, seconds: int, groups: list[str],
           tick: Callable[[], None] | None = None) -> None:
-    """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades."""
+    """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades.
+    Each check is shown: a countdown line on a terminal, one line per check otherwise."""
     if seconds <= 0:
         return
-    say(f"watching alarms {', '.join(env.alarm_names) or '(none)'} for {human(seconds)}")
     deadline = time.monotonic() + seconds
+    display = WatchDisplay(env.alarm_names, seconds)
 
     def check() -> bool:
         if tick:
             tick()
-        firing = alarms_in_alarm(env, env.alarm_names)
+        states = alarm_states(env, env.alarm_names)
+        health = {name: healthy_count(env, name) for name in groups}
+        display.show(max(0.0, deadline - time.monotonic()), states, health)
+        firing = [name for name, state in states.items() if state == "ALARM"]
         if firing:
             raise AlarmFired(firing)
-        for name in groups:
-            healthy, desired, reasons = healthy_count(env, name)
+        for name, (healthy, desired, reasons) in health.items():
             if healthy < desired:
                 raise Unhealthy(f"server group {name} degraded to {healthy} of {desired} "
                                 f"healthy during the watch: {'; '.join(reasons[:3])}")
@@ -104,8 +113,44 @@ def watch(env: Environment, seconds: int, groups: list[str],
     def wait(state) -> float:  # backoff from 1s up to 30s, never past the deadline
         return max(0.0, min(backoff(state), deadline - time.monotonic()))
 
-    retry(retry=retry_if_result(bool), wait=wait, stop=stop_after_delay(seconds),
-          retry_error_callback=lambda _: None)(check)()
-    check_final = alarms_in_alarm(env, env.alarm_names)
-    if check_final:
-        raise AlarmFired(check_final)
+    with display:
+        retry(retry=retry_if_result(bool), wait=wait, stop=stop_after_delay(seconds),
+              retry_error_callback=lambda _: None)(check)()
+        check_final = alarms_in_alarm(env, env.alarm_names)
+        if check_final:
+            raise AlarmFired(check_final)
+    say(f"watch passed: {display.checks} checks in {human(seconds)}, no alarm in ALARM"
+        + (f", {', '.join(groups)} healthy" if groups else ""))
+
+
+class WatchDisplay:
+    """A countdown with the alarms' states on a terminal; a line per check in a log (CI)."""
+
+    def __init__(self, alarms: list[str], seconds: int):
+        self.checks = 0
+        self.progress = None
+        say(f"watch: alarms {', '.join(alarms) or '(none)'} and group health for {human(seconds)}")
+        if sys.stderr.isatty():
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                     console=Console(stderr=True), transient=True)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+            self.task = self.progress.add_task("watch")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+
+    def show(self, left: float, alarms: dict[str, str], health: dict[str, tuple]) -> None:
+        self.checks += 1
+        parts = [f"{name} {state}" for name, state in alarms.items()]
+        parts += [f"{name} {healthy}/{desired} healthy"
+                  for name, (healthy, desired, _reasons) in health.items()]
+        text = f"{human(int(round(left)))} left: {', '.join(parts) or 'nothing to read'}"
+        if self.progress:
+            self.progress.update(self.task, description=f"watch {text}")
+        else:
+            say(f"watch check {self.checks}, {text}")

@@ -46,8 +46,9 @@ def by_version(env: Environment, text: str) -> Image:
         if images:
             return _image(tags.newest_release(images), version)
     raise KilnError(f"no available image of {env.app} version {text} in {env.where}: bake and "
-                    f"promote it first (`invoke bake --version {readings[0][0]}`, then "
-                    f"`invoke ami.promote --version {text} --to {env.aws.account_name}`)")
+                    f"promote it first (`invoke bake --app {env.app} --version {readings[0][0]}`,"
+                    f" then `invoke ami.promote --app {env.app} --version {text} --to "
+                    f"{env.aws.account_name}`)")
 
 
 def _image(image: dict, version: str) -> Image:

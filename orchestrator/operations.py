@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from cloud import locks, tags
+from cloud import apps, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
@@ -44,15 +44,42 @@ def rules(settings, steps: str | None = None, watch: str | None = None) -> plans
         keep=deploy.keep)
 
 
-def status(aws: Aws, stack: str | None = None) -> dict:
-    env = environment.load(aws, stack=stack)
+def status(aws: Aws, stack: str | None = None, app: str | None = None) -> dict:
+    env = environment.load(aws, app=app, stack=stack)
     return model.read(env).as_dict()
 
 
+def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> dict:
+    """Every cluster of every app (or of `app`, or just `app`-`stack`): {clusters: [...]}, the
+    first cluster's keys also at the top. A cluster that cannot be read is an entry with its
+    error; when none can be, the first error is raised."""
+    wanted = [(a, s) for a, s in apps.clusters(aws.settings)
+              if (app is None or a == app) and (stack is None or s == stack)]
+    if app is not None and stack is not None and (app, stack) not in wanted:
+        wanted = [(app, stack)]
+    if app is not None and not wanted:
+        wanted = [(app, None)]
+    entries, errors = [], []
+    for name, part in wanted:
+        try:
+            entries.append(status(aws, part, name))
+        except KilnError as error:
+            errors.append(error)
+            entries.append({"cluster": environment.cluster_name(name, part),
+                            "account": aws.settings.deploy.account, "error": str(error),
+                            "server_groups": []})
+    if errors and len(errors) == len(entries):
+        raise errors[0]
+    return {**entries[0], "clusters": entries}
+
+
 def status_lines(result: dict) -> list[str]:
+    if result.get("error"):
+        return [f"cluster {result['cluster']} ({result['account']}): {result['error']}"]
     head = f"cluster {result['cluster']} ({result['account']}, {result['region']})"
     if not result["server_groups"]:
-        return [head, "  no server groups yet: `invoke deploy --version X`"]
+        flag = f" --app {result['app']}" if result.get("app") else ""
+        return [head, f"  no server groups yet: `invoke deploy{flag} --version X`"]
     rows = [("GROUP", "VERSION", "AMI", "DESIRED", "IN-SERVICE", "HEALTHY", "WEIGHT", "AGE",
              "STATE")]
     for g in result["server_groups"]:

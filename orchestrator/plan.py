@@ -176,7 +176,8 @@ def canary(cluster: Cluster, rules: Rules, image, percent: int) -> Plan:
                         f"({baseline.release_id}, {baseline.desired} instances)")
     name = _create(plan, cluster, rules, image, capacity, baseline)
     plan.add("weights", weights=_shift(cluster, {baseline.name: 100 - percent, name: percent}))
-    plan.add("watch", seconds=rules.watch, group=name)
+    if rules.watch > 0:  # --watch 0: no watch step at all
+        plan.add("watch", seconds=rules.watch, group=name)
     return plan
 
 
@@ -206,7 +207,7 @@ def _shift_steps(plan: Plan, cluster: Cluster, rules: Rules, old: ServerGroup, n
                  current: int) -> None:
     for percent in [p for p in rules.steps if p > current]:
         plan.add("weights", weights=_shift(cluster, {old.name: 100 - percent, new: percent}))
-        if percent < 100:
+        if percent < 100 and rules.watch > 0:
             plan.add("watch", seconds=rules.watch, group=new)
     plan.add("disable", group=old.name, requires={"group": new, "capacity": old.desired},
              states={old.name: model.DISABLED, new: model.ACTIVE}, note=_disable_note(rules))

@@ -78,7 +78,7 @@ def find_release(aws: Aws, app: str, text: str, region: str) -> dict:
         if images:
             return kiln_tags.newest_release(images)
     raise KilnError(f"no image of {app} {text} in account {aws.account_name}, {region}: "
-                    f"bake it first (invoke bake --version {readings[0][0]})")
+                    f"bake it first (invoke bake --app {app} --version {readings[0][0]})")
 
 
 def find_image(aws: Aws, app: str, version: str, region: str, release: str | None = None
@@ -88,7 +88,7 @@ def find_image(aws: Aws, app: str, version: str, region: str, release: str | Non
     if not images:
         name = f"{version}-{release}" if release else version
         raise KilnError(f"no image of {app} {name} in account {aws.account_name}, {region}: "
-                        f"bake it first (invoke bake --version {version})")
+                        f"bake it first (invoke bake --app {app} --version {version})")
     return kiln_tags.newest_release(images)
 
 

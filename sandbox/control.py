@@ -114,7 +114,20 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
         instances.overlay(settings, box.state_dir)
         signing.overlay(settings)
     bootstrap.overlay(settings)
+    _overlay_watch(settings)
     return box
+
+
+def _overlay_watch(settings) -> None:
+    """kiln.sandbox.watch caps kiln.deploy.watch: no alarm changes in the sandbox unless a test
+    or a person sets it, so a watch of minutes per step would only wait. --watch still wins."""
+    from orchestrator.inputs import seconds
+
+    cap, deploy = settings.sandbox.get("watch"), settings.get("deploy")
+    if cap is None or deploy is None:
+        return
+    if seconds(cap, "kiln.sandbox.watch") < seconds(deploy.watch, "kiln.deploy.watch"):
+        deploy["watch"] = cap
 
 
 def _project_root() -> Path:

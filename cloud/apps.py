@@ -1,0 +1,64 @@
+"""Many apps from one checkout: `kiln.app` and the apps under `kiln.apps`, each with its settings.
+
+`kiln.apps.<name>` holds what differs for one app: `manifest` (default manifests/<name>.yaml, or
+`kiln.manifest` for `kiln.app`), `stacks` (further clusters <name>-<stack> beside <name>, each with
+its own environment stack) and `deploy` (any kiln.deploy keys: capacity, health_check, alarms,
+user_data…), merged over the defaults. A task given `--app NAME` runs with those settings.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from cloud import settings as settings_module
+from cloud.errors import KilnError
+
+
+def names(settings) -> list[str]:
+    """Every app: kiln.app first, then kiln.apps in order."""
+    return list(dict.fromkeys([settings.app, *(settings.get("apps") or {})]))
+
+
+def for_app(settings, app: str | None) -> settings_module.Settings:
+    """The settings of one app (None: kiln.app): its kiln.apps entry merged over the defaults."""
+    app = app or settings.app
+    entries = settings.get("apps") or {}
+    if app not in names(settings):
+        raise KilnError(f"--app {app}: not kiln.app ({settings.app}) and not under kiln.apps "
+                        f"(known: {', '.join(names(settings))})")
+    entry = entries.get(app) or {}
+    raw = _plain(settings)
+    raw["manifest"] = entry.get("manifest") or (
+        settings.manifest if app == settings.app else f"manifests/{app}.yaml")
+    raw["deploy"] = _merge(raw["deploy"], entry.get("deploy") or {})
+    raw["app"] = app
+    return settings_module.validate(raw, [f"kiln.apps.{app} over the defaults"])
+
+
+def stacks(settings, app: str) -> list[str | None]:
+    """The clusters' stacks of an app: None (the cluster named after the app), then its stacks."""
+    entry = (settings.get("apps") or {}).get(app) or {}
+    return [None, *(entry.get("stacks") or [])]
+
+
+def clusters(settings) -> list[tuple[str, str | None]]:
+    """(app, stack) of every cluster the settings describe."""
+    return [(app, stack) for app in names(settings) for stack in stacks(settings, app)]
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    return value

@@ -1,0 +1,61 @@
+"""Many apps from one checkout, and clusters of one app in several stacks, through bootstrap."""
+
+import pytest
+
+from cloud import apps
+from cloud import bootstrap as kiln_bootstrap
+from cloud.errors import KilnError
+from cloud.target import connect
+from orchestrator import operations
+from orchestrator import stack as env_stacks
+from tests.conftest import deep_merge
+from tests.deploy_helpers import FAST, make_image
+
+APPS = {"hello-web": {"stacks": ["canary"]},
+        "billing": {"manifest": "manifests/billing.yaml",
+                    "deploy": {"capacity": {"desired": 1}, "health_check": {"path": "/ping"}}}}
+SETTINGS = deep_merge(FAST, {"deploy": {"steps": "100"}})
+
+
+@pytest.fixture
+def many(clean_sandbox, kiln_settings):
+    settings = kiln_settings(apps=APPS, **SETTINGS)
+    parts = env_stacks.register_clusters(settings)
+    assert parts == ["env-hello-web-canary", "env-billing"]
+    kiln_bootstrap.run(settings, connect(settings), yes=True,
+                       parts=("env-{app}", *parts))
+    return settings
+
+
+def test_per_app_settings_override_the_defaults(kiln_settings):
+    settings = kiln_settings(apps=APPS)
+    billing = apps.for_app(settings, "billing")
+    assert (billing.app, billing.manifest) == ("billing", "manifests/billing.yaml")
+    assert (billing.deploy.capacity.desired, billing.deploy.capacity.max) == (1, 4)
+    assert billing.deploy.health_check.path == "/ping"
+    assert apps.for_app(settings, None).manifest == settings.manifest
+    assert apps.clusters(settings) == [("hello-web", None), ("hello-web", "canary"),
+                                       ("billing", None)]
+    with pytest.raises(KilnError, match=r"--app shop: not kiln.app \(hello-web\) and not under "
+                                        r"kiln.apps \(known: hello-web, billing\)"):
+        apps.for_app(settings, "shop")
+
+
+def test_bootstrap_makes_every_clusters_environment_and_status_lists_them(many):
+    hello = connect(many)
+    billing = connect(apps.for_app(many, "billing"))
+    daws = hello.account("prod")
+    make_image(daws, "1.0.0")
+    make_image(daws, "3.1.0", app="billing")
+    operations.deploy(hello, version="1.0.0", stack="canary")
+    operations.deploy(billing, version="3.1.0")
+    found = {c["cluster"]: [(g["name"], g["release_id"], g["desired"]) for g in c["server_groups"]]
+             for c in operations.status_all(hello)["clusters"]}
+    assert found == {"hello-web": [], "hello-web-canary": [("hello-web-canary-v001", "1.0.0", 2)],
+                     "billing": [("billing-v001", "3.1.0", 1)]}
+    only = operations.status_all(hello, app="billing")
+    assert [c["cluster"] for c in only["clusters"]] == ["billing"]
+    assert only["server_groups"][0]["name"] == "billing-v001"
+    with pytest.raises(KilnError, match=r"`invoke bake --app billing --version 9.9.9`, then "
+                                        r"`invoke ami.promote --app billing --version 9.9.9"):
+        operations.deploy(billing, version="9.9.9", dry_run=True)

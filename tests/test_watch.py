@@ -1,0 +1,47 @@
+"""Waits a person can follow: the watch's checks, its end, and no watch step for --watch 0."""
+
+import pytest
+
+from cloud.target import connect
+from orchestrator import operations
+from tests.conftest import deep_merge
+from tests.deploy_helpers import FAST, env_stack, make_image
+
+QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
+
+
+@pytest.fixture
+def deploy_overrides():
+    return QUICK
+
+
+def test_watch_zero_leaves_the_watch_step_out(kaws, daws, outputs):
+    for version in ("1.0.0", "1.1.0"):
+        make_image(daws, version)
+    operations.deploy(kaws, version="1.0.0")
+    planned = operations.canary(kaws, 10, version="1.1.0", watch="0", dry_run=True)
+    assert [s["action"] for s in planned["plan"]["steps"]] == [
+        "create", "weights", "wait_healthy", "weights"]
+    watched = operations.deploy(kaws, version="1.1.0", steps="50,100", watch="3s", dry_run=True)
+    assert [s["action"] for s in watched["plan"]["steps"]].count("watch") == 1
+
+
+def test_the_sandbox_watches_for_seconds_unless_told_otherwise(kiln_settings):
+    assert connect(kiln_settings()).settings.deploy.watch == "10s"
+    assert connect(kiln_settings(deploy={"watch": "2s"})).settings.deploy.watch == "2s"
+
+
+def test_a_watch_in_a_log_is_a_line_per_check_ending_watch_passed(run_invoke, clean_sandbox,
+                                                                  kiln_settings):
+    daws = connect(kiln_settings()).account("prod")
+    env_stack(daws)
+    make_image(daws, "1.0.0")
+    make_image(daws, "1.1.0")
+    run_invoke("deploy", "--version", "1.0.0", overrides=QUICK, check=True)
+    done = run_invoke("canary", "-p", "10", "-v", "1.1.0", "-w", "3s", overrides=QUICK,
+                      check=True)
+    lines = done.stderr.splitlines()
+    checks = [line for line in lines if line.startswith("watch check ")]
+    assert checks and "left: kiln-env-hello-web-target-5xx OK, " in checks[0], lines
+    assert "hello-web-v002 1/1 healthy" in checks[-1]
+    assert lines[-1].startswith("watch passed: "), lines
