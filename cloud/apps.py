@@ -36,9 +36,13 @@ def for_app(settings, app: str | None) -> settings_module.Settings:
 
 
 def stacks(settings, app: str) -> list[str | None]:
-    """The clusters' stacks of an app: None (the cluster named after the app), then its stacks."""
+    """The clusters' stacks of an app: None (the cluster named after the app), then its stacks
+    and the stack its tasks use by default (kiln.deploy.stack)."""
     entry = (settings.get("apps") or {}).get(app) or {}
-    return [None, *(entry.get("stacks") or [])]
+    default = ((entry.get("deploy") or {}).get("stack")
+               or (settings.get("deploy") or {}).get("stack"))
+    return list(dict.fromkeys([None, *(entry.get("stacks") or []), *([default] if default
+                                                                       else [])]))
 
 
 def clusters(settings) -> list[tuple[str, str | None]]:
