@@ -142,8 +142,16 @@ def _require_baseline(cluster: Cluster, what: str) -> ServerGroup:
     baseline = cluster.baseline()
     if baseline is None or not baseline.serving:
         raise KilnError(f"no baseline for a {what}: cluster {cluster.name} has no server group "
-                        f"serving traffic in {cluster.env.where}; run `invoke deploy` first")
+                        f"serving traffic in {cluster.env.where}; run `invoke deploy"
+                        f"{_flags(cluster)} --version X` first")
     return baseline
+
+
+def _flags(cluster: Cluster) -> str:
+    """--app and --stack of the cluster, for the commands a hint names."""
+    env = cluster.env
+    stack = cluster.name[len(env.app) + 1:] if cluster.name != env.app else ""
+    return f" --app {env.app}" + (f" --stack {stack}" if stack else "")
 
 
 def _refuse_if_canary(cluster: Cluster, what: str) -> None:
@@ -223,7 +231,7 @@ def promote(cluster: Cluster, rules: Rules) -> Plan:
     new = cluster.canary()
     if new is None:
         raise KilnError(f"cluster {cluster.name} has no canary to promote in "
-                        f"{cluster.env.where} (`invoke status` shows its groups)")
+                        f"{cluster.env.where} (`invoke status{_flags(cluster)}` shows its groups)")
     baseline = _require_baseline(cluster, "promote")
     capacity = baseline.desired
     plan = Plan("promote", cluster.name, new_group=new.name, baseline=baseline.name,

@@ -56,6 +56,9 @@ def test_bootstrap_makes_every_clusters_environment_and_status_lists_them(many):
     only = operations.status_all(hello, app="billing")
     assert [c["cluster"] for c in only["clusters"]] == ["billing"]
     assert only["server_groups"][0]["name"] == "billing-v001"
+    with pytest.raises(KilnError, match=r"\(`invoke status --app hello-web --stack canary` "
+                                        r"shows its groups\)"):
+        operations.promote(hello, stack="canary")
     with pytest.raises(KilnError, match=r"`invoke bake --app billing --version 9.9.9`, then "
                                         r"`invoke ami.promote --app billing --version 9.9.9"):
         operations.deploy(billing, version="9.9.9", dry_run=True)
