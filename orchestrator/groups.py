@@ -36,12 +36,15 @@ def group_tags(env: Environment, name: str, version: str, ami: str, run_id: str,
                              model.AMI: ami, model.STATE: state, **labels, **extra})
 
 
-def user_data(env: Environment, name: str, version: str, extra: dict | None = None) -> str:
+def user_data(env: Environment, name: str, version: str, extra: dict | None = None,
+              release: str | None = None) -> str:
     """A boot script writing the environment file the app's service reads, then its command."""
     settings = env.settings.deploy.user_data
     values = {"KILN_APP": env.app, "KILN_VERSION": version, "KILN_CLUSTER": env.cluster,
               "KILN_SERVER_GROUP": name, "KILN_ACCOUNT": env.aws.account_name,
               "KILN_REGION": env.region, "KILN_PORT": str(env.instance_port)}
+    if release:
+        values["KILN_RELEASE"] = release
     for key, value in {**(settings.environment or {}), **(extra or {})}.items():
         if not _ENV_KEY.match(str(key)) or "\n" in str(value):
             raise KilnError(f"kiln.deploy.user_data.environment.{key}: keys are shell names, "
@@ -78,7 +81,8 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "HttpPutResponseHopLimit": 1},
         "UserData": base64.b64encode(
-            user_data(env, name, image.version, extra_environment).encode()).decode(),
+            user_data(env, name, image.version, extra_environment,
+                      getattr(image, "release", None)).encode()).decode(),
         "TagSpecifications": [tags.spec("instance", labels), tags.spec("volume", labels)],
     }
     template = env.client("ec2").create_launch_template(

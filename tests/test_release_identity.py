@@ -1,5 +1,6 @@
 """A release is version-release: records, images, server groups and --version all say which."""
 
+import base64
 import json
 
 import pytest
@@ -49,6 +50,10 @@ def test_deploy_names_a_release_and_status_shows_it(kaws, daws, outputs):
     group = operations.status(kaws)["server_groups"][0]
     assert (group["ami"], group["version"], group["release"], group["release_id"]) == (
         second, "2.4.0", "2", "2.4.0-2")
+    template = daws.client("ec2").describe_launch_template_versions(
+        LaunchTemplateName="hello-web-v001")["LaunchTemplateVersions"][0]
+    script = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
+    assert "KILN_VERSION=2.4.0\n" in script and "KILN_RELEASE=2\n" in script
     assert "hello-web-v001  2.4.0-2" in "\n".join(
         operations.status_lines(operations.status(kaws)))
     with pytest.raises(KilnError, match="no available image of hello-web version 2.4.0-3"):
