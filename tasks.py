@@ -62,6 +62,11 @@ def sandbox_env(c, account=None):
 
     values = _sandbox(c).env()
     config = settings(c)
+    if account and config.target != "sandbox":
+        from cloud.errors import KilnError
+
+        raise KilnError(f"sandbox.env --account {account}: kiln.target is {config.target}; the "
+                        f"sandbox's accounts are only the sandbox target's")
     if account and account != config.build_account:
         from cloud.target import connect
 
