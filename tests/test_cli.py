@@ -67,3 +67,11 @@ def test_sandbox_env_prints_another_accounts_credentials(run_invoke, clean_sandb
                             region_name=values["AWS_REGION"])
     sts = session.client("sts", endpoint_url=values["AWS_ENDPOINT_URL"])
     assert sts.get_caller_identity()["Account"] == "222222222222"
+
+
+def test_sandbox_env_gives_no_account_credentials_for_real_aws(run_invoke, sandbox_box):
+    result = run_invoke("sandbox.env", "--account", "prod", overrides={"target": "aws"})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "kiln: sandbox.env --account prod: kiln.target is aws; the sandbox's accounts are only "
+        "the sandbox target's"]
