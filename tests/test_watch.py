@@ -1,10 +1,12 @@
 """Waits a person can follow: the watch's checks, its end, and no watch step for --watch 0."""
 
+import subprocess
+
 import pytest
 
 from cloud.target import connect
 from orchestrator import operations
-from tests.conftest import deep_merge
+from tests.conftest import INVOKE, ROOT, deep_merge
 from tests.deploy_helpers import FAST, env_stack, make_image
 
 QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
@@ -45,3 +47,21 @@ def test_a_watch_in_a_log_is_a_line_per_check_ending_watch_passed(run_invoke, cl
     assert checks and "left: kiln-env-hello-web-target-5xx OK, " in checks[0], lines
     assert "hello-web-v002 1/1 healthy" in checks[-1]
     assert lines[-1].startswith("watch passed: "), lines
+
+
+def test_a_watch_on_a_terminal_is_a_countdown(run_invoke, clean_sandbox, kiln_settings, tmp_path):
+    daws = connect(kiln_settings()).account("prod")
+    env_stack(daws)
+    make_image(daws, "1.0.0")
+    make_image(daws, "1.1.0")
+    run_invoke("deploy", "--version", "1.0.0", overrides=QUICK, check=True)
+    # util-linux `script` gives invoke a terminal; the transcript keeps what was drawn on it.
+    transcript = tmp_path / "terminal.log"
+    command = f"{INVOKE} -f {tmp_path / 'kiln-test.yaml'} canary -p 10 -v 1.1.0 -w 3s"
+    result = subprocess.run(["script", "-qec", command, str(transcript)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    drawn = transcript.read_text(errors="replace")
+    assert result.returncode == 0, drawn
+    assert "watch 2s left: kiln-env-hello-web-target-5xx OK" in drawn or (
+        "watch 3s left: kiln-env-hello-web-target-5xx OK" in drawn), drawn
+    assert "watch check " not in drawn and "watch passed: " in drawn
