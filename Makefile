@@ -9,10 +9,14 @@ VENV := .venv
 INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
-	git curl ca-certificates python3-venv python3-dev gcc
-# The vendored fpm (tests compare its RPMs with Kiln's) runs on Debian's Ruby gems.
-VENDOR := $(wildcard ../shared/vendor/fpm/debian-packages)
-APT_PACKAGES += $(if $(VENDOR),$(shell cat $(VENDOR)))
+	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux
+# Real chef-solo and fpm from their sources, where this checkout sits beside a vendor folder
+# (see README, "Chef"): their Debian dependencies are installed and they go first on PATH.
+VENDOR := $(abspath ../shared/vendor)
+ifneq ($(wildcard $(VENDOR)/chef/bin/chef-solo),)
+APT_PACKAGES += $(shell cat $(VENDOR)/*/debian-packages)
+export PATH := $(VENDOR)/chef/bin:$(VENDOR)/fpm/bin:$(PATH)
+endif
 
 .PHONY: setup apt venv demo test lint clean
 

@@ -30,8 +30,9 @@ class Sandbox:
     """One sandbox, identified by its state directory."""
 
     def __init__(self, state_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
-                 region: str = "us-east-1"):
+                 region: str = "us-east-1", chef_solo: str | None = None, base_provides=()):
         self.state_dir = Path(state_dir).resolve()
+        self.chef_solo, self.base_provides = chef_solo, tuple(base_provides)
         self.host = host
         self.wanted_port = port
         self.region = region
@@ -39,8 +40,9 @@ class Sandbox:
 
     @classmethod
     def from_settings(cls, settings) -> Sandbox:
-        return cls(settings.sandbox.state_dir, settings.sandbox.host, settings.sandbox.port,
-                   settings.aws.region)
+        sandbox = settings.sandbox
+        return cls(sandbox.state_dir, sandbox.host, sandbox.port, settings.aws.region,
+                   sandbox.get("chef_solo"), sandbox.get("base_provides") or ())
 
     @property
     def endpoint(self) -> str | None:
@@ -56,6 +58,9 @@ class Sandbox:
         with self.moto.lock():
             if not self.running():
                 self._start_moto()
+            # What instances get from this host: its chef-solo, base capabilities, the endpoint.
+            instances.configure(self.state_dir, self.moto.port, self.chef_solo,
+                                self.base_provides)
             instances.start(self.state_dir)  # the sshd standing in for bake instances
             return self.endpoint
 

@@ -25,6 +25,11 @@ pytest_plugins = ["tests.deploy_helpers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).with_name("invoke"))
+# The real chef-solo and fpm beside this checkout, as `make test` puts them on PATH.
+VENDOR = ROOT.parent / "shared" / "vendor"
+for _tool in ("chef", "fpm"):
+    if (VENDOR / _tool / "bin").is_dir() and str(VENDOR / _tool / "bin") not in os.environ["PATH"]:
+        os.environ["PATH"] = f"{VENDOR / _tool / 'bin'}{os.pathsep}{os.environ['PATH']}"
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

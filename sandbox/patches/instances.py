@@ -2,8 +2,10 @@
 
 On AWS, an instance launched with a KeyName gets that key pair's public key in the login user's
 authorized_keys (cloud-init does it at first boot), and is reached at its public IP. In the
-sandbox, RunInstances with a KeyName authorizes the key pair's public key in the sandbox sshd,
-tied to that instance by a forced command (sandbox.instances.launch); every public IP that EC2
+sandbox, RunInstances starts a sandbox machine (sandbox.instances.launch), and its KeyName
+authorizes the key pair's public key in the sandbox sshd, tied to that instance by a forced
+command, only when the key pair is one Kiln's bake created in this sandbox (CreateKeyPair with
+the tag kiln:role=bake-key): an imported key, or anyone else's, opens no session. Every public IP
 assigns to an instance is 127.0.0.1, where that sshd listens (private IPs are kept). Terminating
 an instance (TerminateInstances, or any other way moto terminates one) removes its key and its
 world; a sandbox reset forgets them all.
@@ -17,14 +19,17 @@ from pathlib import Path
 from sandbox import instances
 
 PUBLIC_IP = "127.0.0.1"
+BAKE_KEY = ("kiln:role", "bake-key")
 
 
 def apply(state_dir: Path) -> None:
     from moto.ec2.models import elastic_network_interfaces
     from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.models.key_pairs import KeyPairBackend
     from moto.moto_api._internal.models import MotoAPIBackend
 
     elastic_network_interfaces.random_public_ip = lambda: PUBLIC_IP
+    KeyPairBackend.create_key_pair = _after_create_key(KeyPairBackend.create_key_pair)
     InstanceBackend.run_instances = _after_run(InstanceBackend.run_instances, state_dir)
     Instance.terminate = _after_terminate(Instance.terminate, state_dir)
     MotoAPIBackend.reset = _after_reset(MotoAPIBackend.reset, state_dir)
@@ -35,10 +40,28 @@ def _after_run(run_instances, state_dir: Path):
     def wrapper(backend, *args, **kwargs):
         reservation = run_instances(backend, *args, **kwargs)
         for instance in reservation.instances:
-            key = backend.key_pairs.get(instance.key_name) if instance.key_name else None
-            if key is not None:
-                instances.launch(state_dir, instance.id, key.public_key)
+            if not instance.key_name:
+                continue  # no machine behind instances nobody logs into (yet)
+            key = backend.key_pairs.get(instance.key_name)
+            admitted = key.public_key if key is not None and _baked(key) else None
+            instances.launch(state_dir, instance.id, instance.private_ip_address,
+                             public_key=admitted)
         return reservation
+
+    return wrapper
+
+
+def _baked(key) -> bool:
+    """A key pair that Kiln's bake created here: CreateKeyPair tagged as a bake key."""
+    return getattr(key, "made_by_bake", False)
+
+
+def _after_create_key(create_key_pair):
+    @functools.wraps(create_key_pair)
+    def wrapper(backend, name, key_type, tags, *args, **kwargs):
+        key = create_key_pair(backend, name, key_type, tags, *args, **kwargs)
+        key.made_by_bake = (tags or {}).get(BAKE_KEY[0]) == BAKE_KEY[1]
+        return key
 
     return wrapper
 

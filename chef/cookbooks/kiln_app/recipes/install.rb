@@ -4,7 +4,16 @@
 #
 # Exactly the version and release the bake asked for: never "latest", which could pick up a
 # package published after the bake started. Dependencies may come from the system's repositories.
+# Helpers are recipe methods: read every value here, before the resource blocks use it.
 pkg = kiln_package
+release = {
+  app: kiln_required('name'),
+  version: kiln_required('version'),
+  release: kiln_required('release'),
+  package: kiln_required('package'),
+  service: kiln_app['service'],
+  repo: kiln_required('repo', 'baseurl'),
+}
 
 package pkg[:name] do
   version "#{pkg[:version]}-#{pkg[:release]}"
@@ -20,12 +29,5 @@ end
 template kiln_app['release_file'] do
   source 'release.json.erb'
   mode '0644'
-  variables(
-    app: kiln_required('name'),
-    version: kiln_required('version'),
-    release: kiln_required('release'),
-    package: kiln_required('package'),
-    service: kiln_app['service'],
-    repo: kiln_required('repo', 'baseurl')
-  )
+  variables(release)
 end

@@ -4,8 +4,11 @@
 #
 # The Kiln yum repository, with both signatures checked: the packages' (gpgcheck) and the
 # repository metadata's (repo_gpgcheck, repomd.xml.asc).
+# Helpers are recipe methods: read every value here, before the resource blocks use it.
 repo = kiln_app['repo']
 repo_id = kiln_required('repo', 'id')
+gpgkey_url = kiln_required('repo', 'gpgkey')
+repo_url = kiln_required('repo', 'baseurl')
 key_path = "/etc/pki/rpm-gpg/RPM-GPG-KEY-#{repo_id}"
 
 directory '/etc/pki/rpm-gpg' do
@@ -14,7 +17,7 @@ end
 
 # Import the key up front, so the package install never stops to ask about an unknown key.
 remote_file key_path do
-  source kiln_required('repo', 'gpgkey')
+  source gpgkey_url
   mode '0644'
   notifies :run, "execute[import #{repo_id} signing key]", :immediately
 end
@@ -26,7 +29,7 @@ end
 
 yum_repository repo_id do
   description repo['name'] || 'Kiln'
-  baseurl kiln_required('repo', 'baseurl')
+  baseurl repo_url
   gpgkey "file://#{key_path}"
   gpgcheck repo['gpgcheck'] != false
   repo_gpgcheck repo['repo_gpgcheck'] != false

@@ -9,6 +9,7 @@ smoke = kiln_app['smoke']
 checks = []
 checks << "systemctl is-active --quiet #{service_name}" if service_name && !service_name.to_s.empty?
 checks.concat(Array(smoke['commands']))
+package_name = kiln_required('package')
 
 checks.each_with_index do |check, index|
   execute "smoke check #{index + 1}/#{checks.length}: #{check}" do
@@ -19,6 +20,6 @@ checks.each_with_index do |check, index|
   end
 end
 
-log "kiln_app: #{checks.length} smoke check(s) passed for #{kiln_required('package')}" do
+log "kiln_app: #{checks.length} smoke check(s) passed for #{package_name}" do
   level :info
 end

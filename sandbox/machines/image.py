@@ -1,0 +1,182 @@
+"""The sandbox's base image: the read-only layer that makes an instance look like Amazon Linux 2023.
+
+It lies over the host's own root filesystem (whose programs the instance runs: sh, python3, dnf,
+rpm, sudo, ruby) and holds what differs on AL2023: `/etc/os-release` (ID=amzn, VERSION_ID=2023),
+`/usr/bin/yum` → `dnf-3`, an rpm database under `/var/lib/rpm` that already lists what a base AMI
+provides (python3, bash, systemd, sudo, …, plus `kiln.sandbox.base_provides`), the `ec2-user`
+account with sudo, and docker-systemctl-replacement as `/usr/bin/systemctl` and as PID 1
+(`/usr/lib/systemd/systemd`), so Chef's `service` resource enables and starts units.
+
+    ensure(state_dir, provides=(), chef_solo=None) -> Path   # built once per content, reused
+
+`chef_solo`, a chef-solo found on the host, becomes `/usr/bin/chef-solo` in the image, as an
+omnibus install's symlink would on AWS; without one, the image has no Chef.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+OS_RELEASE = """\
+NAME="Amazon Linux"
+VERSION="2023"
+ID="amzn"
+ID_LIKE="fedora"
+VERSION_ID="2023"
+PLATFORM_ID="platform:al2023"
+PRETTY_NAME="Amazon Linux 2023"
+ANSI_COLOR="0;33"
+CPE_NAME="cpe:2.3:o:amazon:amazon_linux:2023"
+HOME_URL="https://aws.amazon.com/linux/amazon-linux-2023/"
+SUPPORT_END="2028-03-15"
+"""
+SYSTEM_RELEASE = "Amazon Linux release 2023 (Amazon Linux)\n"
+EC2_USER = ("ec2-user", 1000)
+# What an AL2023 base AMI has installed that apps commonly require.
+BASE_PROVIDES = (
+    "system-release = 2023", "system-release(releasever) = 2023", "python3 = 3.9.16",
+    "/usr/bin/python3", "bash", "/bin/sh", "/bin/bash", "coreutils", "shadow-utils",
+    "/usr/sbin/useradd", "/usr/sbin/groupadd", "systemd", "/usr/bin/systemctl", "sudo",
+    "curl", "/usr/bin/curl", "glibc", "openssl", "gnupg2", "dnf", "rpm", "sed", "grep",
+    "findutils", "util-linux", "tar", "gzip",
+)
+BASE_SPEC = """\
+Name: system-release
+Version: 2023
+Release: 1.amzn2023
+Summary: Amazon Linux 2023 as the Kiln sandbox shows it
+License: Apache-2.0
+BuildArch: noarch
+AutoReqProv: no
+{provides}
+
+%description
+The programs of a sandbox instance are the host's; this package records in the instance's rpm
+database what an Amazon Linux 2023 base image provides, so that dnf resolves dependencies on them.
+
+%files
+"""
+
+
+def layer_dir(state_dir: str | Path) -> Path:
+    return Path(state_dir).resolve() / "machines" / "base"
+
+
+def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
+           chef_solo: str | None = None) -> Path:
+    """The base layer under the state dir, rebuilt only when what goes into it changed."""
+    import systemctl2.systemctl3 as systemctl_module  # a large module: loaded when building
+
+    layer = layer_dir(state_dir)
+    capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
+    stamp = hashlib.sha256(json.dumps(
+        [capabilities, chef_solo, OS_RELEASE, Path(systemctl_module.__file__).stat().st_size,
+         BASE_SPEC], sort_keys=True).encode()).hexdigest()
+    if (layer.parent / "base.sha256").is_file() and \
+            (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
+        return layer
+    layer.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
+    try:
+        tree = work / "tree"
+        _write_files(tree, chef_solo)
+        _write_rpm_database(tree, work, capabilities)
+        if layer.exists():
+            shutil.rmtree(layer)
+        os.replace(tree, layer)
+        (layer.parent / "base.sha256").write_text(stamp)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return layer
+
+
+def _write_files(tree: Path, chef_solo: str | None) -> None:
+    import systemctl2.systemctl3 as systemctl_module
+
+    def put(path: str, text: str, mode: int = 0o644) -> None:
+        target = tree / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+
+    def link(path: str, to: str) -> None:
+        target = tree / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(to)
+
+    put("etc/os-release", OS_RELEASE)
+    put("usr/lib/os-release", OS_RELEASE)
+    put("etc/system-release", SYSTEM_RELEASE)
+    put("etc/amazon-linux-release", SYSTEM_RELEASE)
+    put("etc/hostname", "localhost\n")
+    put("etc/rpm/macros.dbpath", "%_dbpath /var/lib/rpm\n")
+    link("usr/bin/yum", "dnf-3")
+    # The interpreter named directly (no env): PID 1 keeps the name it was started by.
+    script = Path(systemctl_module.__file__).read_text()
+    put("usr/bin/systemctl", "#!/usr/bin/python3\n" + script.split("\n", 1)[1], 0o755)
+    # docker-systemctl-replacement runs as init when it is PID 1; Chef recognises systemd by
+    # PID 1's name, which this path gives it.
+    link("usr/lib/systemd/systemd", "/usr/bin/systemctl")
+    for path in ("etc/systemd/system/multi-user.target.wants", "usr/lib/systemd/system",
+                 "etc/yum.repos.d", "etc/pki/rpm-gpg", "var/log/journal", "opt"):
+        (tree / path).mkdir(parents=True, exist_ok=True)
+    # The host's units (its sshd, …) are not the instance's: these folders hide the host's.
+    hidden = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
+              *(f"etc/rc{level}.d" for level in "0123456S"))
+    for path in hidden:
+        (tree / path).mkdir(parents=True, exist_ok=True)
+        os.setxattr(tree / path, "trusted.overlay.opaque", b"y")
+    put("etc/passwd", _accounts("/etc/passwd", f"{EC2_USER[0]}:x:{EC2_USER[1]}:{EC2_USER[1]}:"
+                                f"EC2 Default User:/home/{EC2_USER[0]}:/bin/bash"))
+    put("etc/group", _accounts("/etc/group", f"{EC2_USER[0]}:x:{EC2_USER[1]}:"))
+    put("etc/shadow", _accounts("/etc/shadow", f"{EC2_USER[0]}:!!:19000:0:99999:7:::"), 0o600)
+    put("etc/sudoers.d/90-cloud-init-users",
+        f"{EC2_USER[0]} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+    home = tree / "home" / EC2_USER[0]
+    home.mkdir(parents=True)
+    os.chown(home, EC2_USER[1], EC2_USER[1])
+    home.chmod(0o700)
+    if chef_solo:
+        # As an omnibus install's /usr/bin/chef-solo: the command on PATH, the real one elsewhere.
+        put("usr/bin/chef-solo", f'#!/bin/sh\nexec {shlex.quote(chef_solo)} "$@"\n', 0o755)
+
+
+def _accounts(path: str, extra: str) -> str:
+    """The host's system accounts and groups (ids below 1000, and nobody) plus `extra`."""
+    wanted = _system_names("/etc/group" if path == "/etc/group" else "/etc/passwd")
+    kept = [line for line in Path(path).read_text().splitlines()
+            if line.split(":")[0] in wanted]
+    return "\n".join([*kept, extra, ""])
+
+
+def _system_names(path: str) -> set[str]:
+    names = set()
+    for line in Path(path).read_text().splitlines():
+        name, _, number = line.split(":")[:3]
+        if number.isdigit() and (int(number) < 1000 or name in ("nobody", "nogroup")):
+            names.add(name)
+    return names
+
+
+def _write_rpm_database(tree: Path, work: Path, capabilities: tuple[str, ...]) -> None:
+    """An rpm database under var/lib/rpm holding the system-release package and its provides."""
+    spec = work / "system-release.spec"
+    spec.write_text(BASE_SPEC.format(provides="\n".join(
+        f"Provides: {capability}" for capability in capabilities)))
+    env = {**os.environ, "HOME": str(work)}  # keep rpm away from the real HOME
+    subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}", str(spec)],
+                   check=True, env=env, capture_output=True)
+    dbpath = tree / "var/lib/rpm"
+    dbpath.mkdir(parents=True)
+    rpm = next((work / "RPMS").rglob("*.rpm"))
+    subprocess.run(["rpm", "--dbpath", str(dbpath), "--initdb"], check=True, env=env,
+                   capture_output=True)
+    subprocess.run(["rpm", "--dbpath", str(dbpath), "-i", "--justdb", "--nodeps", str(rpm)],
+                   check=True, env=env, capture_output=True)

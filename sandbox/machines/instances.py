@@ -1,0 +1,234 @@
+"""Sandbox instances: machines that look like Amazon Linux 2023 to the software on them.
+
+Each instance is its own mount, PID, network, UTS and IPC namespace (see boot.py) over its own
+writable layer (`upper/`) on read-only layers: the layers it was launched from (an image's, top
+first), the base image (image.py) and the host's root filesystem underneath, whose programs it
+runs. Its PID 1 is docker-systemctl-replacement, so units enabled in an image start at launch.
+Its network namespace has only loopback, holding the instance's private address, plus one way
+out: 127.0.0.1:<sandbox port> leads to the sandbox's own endpoint (its S3, the Kiln repository;
+forward.py). Everything lives under `<state_dir>/machines/instances/<id>/`; the host's mounts
+and network are never changed. Today the sandbox runs instances as root (CI, `make demo`).
+
+The API (the sandbox's EC2 and load balancers call it; nothing in Kiln does):
+
+    launch(state_dir, instance_id, address, layers=(), sandbox_port=None) -> Path
+        Start the instance; returns its directory. `layers`: read-only directories, top first.
+    running(state_dir, instance_id) -> bool
+    address(state_dir, instance_id) -> str        # its private IP, on its own loopback
+    connect(state_dir, instance_id, port, timeout=5) -> socket.socket
+        A TCP connection to <address>:port made inside the instance's network namespace: how a
+        load balancer reaches an app on the instance (two instances may both listen on :8080).
+    enter_command(state_dir, instance_id) -> list[str]
+        argv prefix that runs a command inside the instance as ec2-user (the SSH session's way in).
+    upper(state_dir, instance_id) -> Path         # its writable layer, e.g. for an image of it
+    terminate(state_dir, instance_id)             # ends every process, unmounts, removes it
+    terminate_all(state_dir)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandbox.machines import forward, image
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
+# default set without mknod and raw sockets. No mounting, no devices, no ptrace, no modules.
+SESSION_CAPABILITIES = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
+                        "setpcap", "net_bind_service", "sys_chroot", "audit_write", "setfcap")
+READY_TIMEOUT = 20
+
+
+def instances_dir(state_dir: str | Path) -> Path:
+    return Path(state_dir).resolve() / "machines" / "instances"
+
+
+def instance_dir(state_dir: str | Path, instance_id: str) -> Path:
+    if not instance_id.replace("-", "").isalnum():
+        raise ValueError(f"not an instance id: {instance_id!r}")
+    return instances_dir(state_dir) / instance_id
+
+
+def upper(state_dir: str | Path, instance_id: str) -> Path:
+    return instance_dir(state_dir, instance_id) / "upper"
+
+
+def _meta(state_dir, instance_id) -> dict:
+    path = instance_dir(state_dir, instance_id) / "instance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def address(state_dir: str | Path, instance_id: str) -> str:
+    return _meta(state_dir, instance_id)["address"]
+
+
+def init_pid(state_dir: str | Path, instance_id: str) -> int | None:
+    return _meta(state_dir, instance_id).get("init_pid")
+
+
+def running(state_dir: str | Path, instance_id: str) -> bool:
+    pid = init_pid(state_dir, instance_id)
+    return bool(pid) and _comm(pid) == "systemd"
+
+
+def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
+           sandbox_port: int | None = None, provides=(), chef_solo: str | None = None) -> Path:
+    """Start the instance from `layers` over the base image; its directory."""
+    state = Path(state_dir).resolve()
+    base = image.ensure(state, tuple(provides), chef_solo)
+    world = instance_dir(state, instance_id)
+    for name in ("upper", "work", "root", "layers"):
+        (world / name).mkdir(parents=True, exist_ok=True)
+    spec = {"root": str(world / "root"), "upper": str(world / "upper"),
+            "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
+            "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
+            "layer_copies": str(world / "layers"),
+            "hide": _hidden(state), "address": address}
+    with open(world / "console.log", "ab") as log:
+        starter = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
+             sys.executable, "-m", "sandbox.machines.boot", json.dumps(spec)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    meta = {"address": address, "starter_pid": starter.pid}
+    _save(world, meta)
+    pid = _wait_for_init(starter, world)
+    meta["init_pid"] = pid
+    _save(world, meta)
+    if sandbox_port:
+        meta["forward_pid"] = _forward(world, pid, sandbox_port)
+        _save(world, meta)
+    return world
+
+
+def _save(world: Path, meta: dict) -> None:
+    path = world / "instance.json"
+    path.with_suffix(".tmp").write_text(json.dumps(meta))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _hidden(state: Path) -> list[str]:
+    """Host paths an instance must not see: the sandbox's state, and people's homes."""
+    homes = [str(path) for path in Path("/home").glob("*") if path.is_dir()]
+    return [str(state), "/root", *homes]
+
+
+def _wait_for_init(starter: subprocess.Popen, world: Path) -> int:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if starter.poll() is not None:
+            break
+        for child in _children(starter.pid):
+            if _comm(child) == "systemd":
+                return child
+        time.sleep(0.02)
+    log = (world / "console.log").read_text(errors="replace").strip().splitlines()
+    _kill(starter.pid)
+    raise RuntimeError(f"sandbox instance {world.name} did not boot: "
+                       f"{log[-1] if log else 'no output'}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _forward(world: Path, pid: int, port: int) -> int:
+    with open(world / "forward.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "sandbox.machines.forward", str(pid),
+                                    str(port)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=log, start_new_session=True)
+    return process.pid
+
+
+def connect(state_dir: str | Path, instance_id: str, port: int,
+            timeout: float = 5) -> socket.socket:
+    """A TCP connection to the instance's `port`, made inside its network namespace."""
+    pid = init_pid(state_dir, instance_id)
+    if not pid or not running(state_dir, instance_id):
+        raise ConnectionRefusedError(f"sandbox instance {instance_id} is not running")
+    target = (address(state_dir, instance_id), port)
+
+    def make():
+        return socket.create_connection(target, timeout=timeout)
+
+    return forward.in_namespace(pid, make)
+
+
+def enter_command(state_dir: str | Path, instance_id: str) -> list[str]:
+    """argv prefix: the rest runs inside the instance, as ec2-user, with AL2023's environment."""
+    pid = init_pid(state_dir, instance_id)
+    if not pid or not running(state_dir, instance_id):
+        raise RuntimeError(f"sandbox instance {instance_id} is not running")
+    user, uid = image.EC2_USER
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+            "--root", "--wd", "--",
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups",
+            "--bounding-set=-all," + ",".join(f"+{c}" for c in SESSION_CAPABILITIES), "--",
+            "env", "-i", f"HOME=/home/{user}", f"USER={user}", f"LOGNAME={user}",
+            "SHELL=/bin/bash", "LANG=C.UTF-8",
+            "PATH=/usr/local/bin:/usr/bin:/usr/local/sbin:/usr/sbin"]
+
+
+def terminate(state_dir: str | Path, instance_id: str) -> None:
+    """End every process of the instance (its PID namespace goes with its init), then remove it."""
+    world = instance_dir(state_dir, instance_id)
+    meta = _meta(state_dir, instance_id)
+    for key in ("forward_pid", "init_pid", "starter_pid"):
+        if meta.get(key):
+            _kill(meta[key])
+    for key in ("init_pid", "starter_pid"):
+        if meta.get(key):
+            _wait_gone(meta[key])
+    shutil.rmtree(world, ignore_errors=True)
+
+
+def terminate_all(state_dir: str | Path) -> None:
+    folder = instances_dir(state_dir)
+    for world in sorted(folder.glob("*")) if folder.is_dir() else []:
+        terminate(state_dir, world.name)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if _comm(pid) is None or _state(pid) == "Z":
+            return
+        time.sleep(0.02)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
