@@ -176,6 +176,8 @@ SCHEMA: dict = {
         "chef_license": C("accept", "accept-silent", "accept-no-persist"),
         "chef_timeout": N(1),
         "smoke_commands": L,
+        "smoke_retries": N(0),
+        "smoke_retry_delay": N(0),
         "expires_minutes": N(1),
         "volume_size": N(1),
         "share": L,

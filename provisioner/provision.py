@@ -90,6 +90,8 @@ class ProvisionPlan:
     smoke_commands: tuple[str, ...] = ()
     rpm_version: str | None = None  # default: the RPM spelling of `version`
     chef_dir: Path = CHEF_DIR
+    smoke_retries: int = 10         # the cookbook's retries of a failing smoke command
+    smoke_retry_delay: int = 3
 
     @classmethod
     def for_release(cls, settings: Settings, **values) -> ProvisionPlan:
@@ -99,7 +101,9 @@ class ProvisionPlan:
             settings.bake.smoke_commands, app=plan.app, version=plan.version,
             release=plan.release, package=plan.package, service=plan.service,
             version_release=plan.expected)
-        return cls(**{**values, "smoke_commands": tuple(commands)})
+        return cls(**{**values, "smoke_commands": tuple(commands),
+                      "smoke_retries": settings.bake.smoke_retries,
+                      "smoke_retry_delay": settings.bake.smoke_retry_delay})
 
     @property
     def expected(self) -> str:
@@ -107,9 +111,12 @@ class ProvisionPlan:
         return f"{self.rpm_version or chef.to_rpm_version(self.version)}-{self.release}"
 
     def node(self) -> dict:
-        return chef.node_json(self.app, self.version, self.release, self.package, self.service,
+        node = chef.node_json(self.app, self.version, self.release, self.package, self.service,
                               self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
                               rpm_version=self.rpm_version)
+        node["kiln_app"]["smoke"].update(retries=self.smoke_retries,
+                                         retry_delay=self.smoke_retry_delay)
+        return node
 
 
 def load_private_key(text: str, name: str = "key pair") -> paramiko.PKey:

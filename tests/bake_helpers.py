@@ -54,7 +54,7 @@ PROBE = "bake-probe"
 
 
 def write_probe_manifest(folder) -> str:
-    """A one-file package with no dependencies: installs into a bare sandbox instance root."""
+    """A one-file package with no dependencies and no service."""
     app = folder / "probe"
     app.mkdir(parents=True, exist_ok=True)
     (app / "probe.txt").write_text("baked by kiln\n")
@@ -108,7 +108,7 @@ def proxied(box, proxy_url: str) -> tuple[dict, dict]:
     overrides = {"target": "aws", "repo": {"gpg_key": fingerprint, "gpg_home": home},
                  "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
                           "ssh_cidrs": ["127.0.0.1/32"],
-                          "chef_install_command": instances.CHEF_INSTALL_COMMAND}}
+                          "chef_install_command": instances.CHEF_MISSING}}
     return overrides, {**box.env(), "AWS_ENDPOINT_URL": proxy_url}
 
 

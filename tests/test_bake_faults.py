@@ -2,7 +2,7 @@
 answers, and AWS throttling, 5xx and eventual consistency injected between boto3 and moto.
 
 Every failure is one `kiln:` line and a non-zero exit, and leaves neither a temporary resource
-nor an image behind. chef-solo-failing is a fake (tests/fakes; Chef cannot be installed here)."""
+nor an image behind. chef-solo is the real one, on the sandbox's instances."""
 
 from __future__ import annotations
 
@@ -91,12 +91,13 @@ def test_a_published_version_from_other_files_is_refused(bake_sandbox, run_invok
     assert "package: wrote" not in result.stderr  # decided before building anything
 
 
-def test_chef_solo_failing_makes_no_image(bake_sandbox, run_invoke, probe):
+def test_a_failing_smoke_check_fails_chef_and_makes_no_image(bake_sandbox, run_invoke, probe):
     before = image_count()
-    fake = str(ROOT / "tests/fakes/chef-solo-failing")
+    check = "echo the app does not answer >&2; false"
     result = bake(run_invoke, probe, "--share", "", version="1.0.2",
-                  overrides={"bake": {"chef_solo": fake}})
+                  overrides={"bake": {"smoke_commands": [check], "smoke_retries": 0}})
     failed_cleanly(result, "chef-solo failed", before)
+    assert "the app does not answer" in result.stderr
     assert "terminating instance" in result.stderr and "deleted security group" in result.stderr
 
 

@@ -1,15 +1,18 @@
-"""Provisioning a bake instance over SSH, through the sandbox's real sshd.
+"""Provisioning a bake instance over SSH, through the sandbox's real sshd, with real chef-solo.
 
 Each test reaches its instance the way the bake does: CreateKeyPair and RunInstances in the
 sandbox's moto server, then Fabric to the instance's PublicIpAddress on the sandbox sshd port with
-the key pair's private key. chef-solo is a FAKE from tests/fakes/ (Chef cannot be installed here),
-selected through kiln.bake.chef_solo or put in place by kiln.bake.chef_install_command.
+the key pair's private key. The session lands inside the sandbox instance, where chef-solo is the
+real one (/usr/bin/chef-solo). The cookbooks are small real ones from tests/chef/: `probe`
+installs an RPM shipped beside it and runs the smoke commands; `failing` asks dnf for a package
+no repository has.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,12 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fabric import Connection
 
 from cloud.errors import KilnError
 from cloud.target import connect
 from provisioner import chef
 from provisioner.provision import (
-    CHEF_DIR,
     LinePrefixer,
     ProvisionPlan,
     SshTarget,
@@ -31,11 +34,11 @@ from provisioner.provision import (
     provision,
     wait_for_ssh,
 )
-from sandbox import instances
+from sandbox.machines import instances as machines
 
-FAKES = Path(__file__).resolve().parent / "fakes"
-FAILING = FAKES / "chef-solo-failing"
-RECORDING = FAKES / "chef-solo-recording"
+TEST_CHEF = Path(__file__).resolve().parent / "chef"
+BAKE_KEY_TAGS = [{"ResourceType": "key-pair",
+                  "Tags": [{"Key": "kiln:role", "Value": "bake-key"}]}]
 
 SPEC = """\
 Name: kiln-probe
@@ -45,24 +48,25 @@ Summary: An empty package for provisioning tests
 License: Apache-2.0
 BuildArch: noarch
 %description
-Installed by the fake chef-solo with rpm --justdb; it has no files.
+Installed by the probe cookbook with rpm_package; it has no files.
 %files
 """
 
 
 @pytest.fixture(scope="session")
-def probe_repo(tmp_path_factory) -> Path:
-    """A folder holding kiln-probe-1.4.2-1.noarch.rpm (the repo's file:// baseurl)."""
+def probe_chef(tmp_path_factory) -> Path:
+    """The probe cookbook's chef folder, with kiln-probe-1.4.2-1.noarch.rpm in its files."""
     work = tmp_path_factory.mktemp("probe-rpm")
     (work / "probe.spec").write_text(SPEC)
     subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}",
                     str(work / "probe.spec")], check=True, capture_output=True,
                    env={"HOME": str(work), "PATH": "/usr/bin:/bin"})
-    repo = work / "repo"
-    repo.mkdir()
-    for rpm in (work / "RPMS").rglob("*.rpm"):
-        rpm.rename(repo / rpm.name)
-    return repo
+    folder = work / "chef"
+    shutil.copytree(TEST_CHEF / "probe", folder)
+    files = folder / "cookbooks/kiln_app/files/default"
+    files.mkdir(parents=True)
+    next((work / "RPMS").rglob("*.rpm")).rename(files / "kiln-probe.rpm")
+    return folder
 
 
 @pytest.fixture
@@ -70,8 +74,7 @@ def bake_settings(kiln_settings):
     """Settings overlaid by the sandbox (sshd port and user), the way every task gets them."""
 
     def build(**bake):
-        settings = kiln_settings(bake={"chef_solo": str(RECORDING), "smoke_commands": [],
-                                       **bake})
+        settings = kiln_settings(bake={"smoke_commands": [], **bake})
         aws = connect(settings)
         # The sandbox overlay sets its own install command; these tests choose theirs.
         settings.bake["chef_install_command"] = bake.get("chef_install_command")
@@ -82,10 +85,10 @@ def bake_settings(kiln_settings):
 
 @contextmanager
 def bake_instance(settings, aws, key_type: str = "ed25519"):
-    """A key pair and an instance in the sandbox's EC2; (SshTarget, the instance's HOME)."""
+    """A bake key pair and an instance in the sandbox's EC2: (SshTarget, the instance's id)."""
     ec2 = aws.client("ec2")
     name = f"kiln-provision-test-{uuid.uuid4().hex[:8]}"
-    key = ec2.create_key_pair(KeyName=name, KeyType=key_type)
+    key = ec2.create_key_pair(KeyName=name, KeyType=key_type, TagSpecifications=BAKE_KEY_TAGS)
     image = ec2.describe_images(Owners=["amazon"], Filters=[
         {"Name": "name", "Values": ["al2023-ami-2023.*"]},
         {"Name": "architecture", "Values": ["x86_64"]}])["Images"][0]["ImageId"]
@@ -96,162 +99,159 @@ def bake_instance(settings, aws, key_type: str = "ed25519"):
         address = described["Reservations"][0]["Instances"][0]["PublicIpAddress"]
         target = SshTarget(instance_id, address, settings.bake.ssh_port, settings.bake.ssh_user,
                            key["KeyMaterial"])
-        yield target, instances.instance_dir(settings.sandbox.state_dir, instance_id) / "home"
+        yield target, instance_id
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])
         ec2.delete_key_pair(KeyName=name)
 
 
-def probe_plan(repo: Path, **changes) -> ProvisionPlan:
+def probe_plan(chef_dir: Path, **changes) -> ProvisionPlan:
     values = {"app": "kiln-probe", "version": "1.4.2", "release": "1", "package": "kiln-probe",
-              "service": None, "repo_baseurl": repo.as_uri(),
-              "gpgkey_url": (repo / "RPM-GPG-KEY-kiln").as_uri()}
+              "service": None, "repo_baseurl": "http://127.0.0.1:9/unused",
+              "gpgkey_url": "http://127.0.0.1:9/unused/key", "chef_dir": chef_dir}
     values.update(changes)
     return ProvisionPlan(**values)
 
 
-def rpm_query(home: Path, name: str) -> subprocess.CompletedProcess:
-    """rpm -q inside the instance (its HOME's .rpmmacros points at the instance's database)."""
-    return subprocess.run(["rpm", "-q", name], capture_output=True, text=True,
-                          env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+def on_instance(target: SshTarget, command: str) -> str:
+    with Connection(target.host, user=target.user, port=target.port,
+                    connect_kwargs={"pkey": target.pkey(), "look_for_keys": False,
+                                    "allow_agent": False}) as conn:
+        return conn.run(command, hide=True, in_stream=False).stdout
 
 
 # -- the whole step -------------------------------------------------------------------------------
 
-def test_provision_uploads_runs_chef_and_verifies(bake_settings, probe_repo, capsys):
+def test_provision_runs_real_chef_streams_its_output_and_verifies(bake_settings, probe_chef,
+                                                                  monkeypatch):
+    """The smoke check waits for a file that only a reader of chef's live output creates."""
     settings, aws = bake_settings(sudo=True)
-    plan = probe_plan(probe_repo, smoke_commands=("test -f kiln-bake/node.json",))
-    with bake_instance(settings, aws, key_type="rsa") as (target, home):
+    wait = ("echo waiting for go-ahead; while [ ! -e /tmp/go-ahead ]; do sleep 0.1; done; "
+            "echo go-ahead seen")
+    plan = probe_plan(probe_chef,
+                      smoke_commands=(wait, "test -f /home/ec2-user/kiln-bake/node.json"))
+    with bake_instance(settings, aws, key_type="rsa") as (target, _):
         wait_for_ssh(target, timeout=20)
-        result = provision(target, plan, settings)
-        staging = home / "kiln-bake"
-        record = home / "fake-chef-run"
-        assert json.loads((record / "node.json").read_text()) == plan.node()
-        assert (record / "solo.rb").read_text() == chef.solo_rb(str(staging))
-        argv = json.loads((record / "argv.json").read_text())
-        cookbook = staging / "cookbooks/kiln_app"
-        assert (cookbook / "metadata.rb").read_bytes() == (
-            CHEF_DIR / "cookbooks/kiln_app/metadata.rb").read_bytes()
-        assert not (staging / "kiln-chef.tar.gz").exists()
-        assert rpm_query(home, "kiln-probe").stdout.strip() == "kiln-probe-1.4.2-1.noarch"
-
-    assert argv == {"argv": ["-c", f"{staging}/solo.rb", "-j", f"{staging}/node.json"],
-                    "cwd": str(staging)}
-    assert result["instance_id"] == target.instance_id
-    assert result["staging_dir"] == str(staging)
-    assert result["chef_version"] == "18.5.0"
-    assert result["chef_installed"] is False
-    assert result["cookbook_digest"] == chef.cookbook_digest(plan.chef_dir)
-    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify"}
-    err = capsys.readouterr().err
-    assert "chef| Starting Chef Infra Client, version 18.5.0 (test fake)" in err
-    assert "chef| Chef Infra Client finished, 1/1 resources updated" in err
-    assert "verified kiln-probe-1.4.2-1 and 1 smoke check(s)" in err
-
-
-def test_chef_output_is_streamed_while_it_runs(bake_settings, probe_repo, monkeypatch):
-    """The fake waits for a file that only a reader of its live output creates."""
-    settings, aws = bake_settings()
-    with bake_instance(settings, aws) as (target, home):
-        (home / "expect-handshake").touch()
         seen = []
 
         class Watcher(io.StringIO):
             def write(self, text):
                 seen.append(text)
-                if text.startswith("chef| waiting for "):
-                    Path(text.removeprefix("chef| waiting for ").strip()).touch()
+                if text.startswith("chef|     [execute] waiting for go-ahead"):
+                    on_instance(target, "touch /tmp/go-ahead")
                 return len(text)
 
         monkeypatch.setattr(sys, "stderr", Watcher())
-        provision(target, probe_plan(probe_repo), settings)
+        result = provision(target, plan, settings)
         monkeypatch.undo()
-    lines = [line for line in seen if line.startswith("chef| ")]
-    assert lines[:3] == ["chef| Starting Chef Infra Client, version 18.5.0 (test fake)\n",
-                         f"chef| waiting for {home / 'go-ahead'}\n", "chef| go-ahead seen\n"]
+        staging = "/home/ec2-user/kiln-bake"
+        assert json.loads(on_instance(target, f"cat {staging}/node.json")) == plan.node()
+        assert on_instance(target, f"cat {staging}/solo.rb") == chef.solo_rb(staging)
+        assert on_instance(target, f"ls {staging}") .split() == [
+            "cache", "cookbooks", "node.json", "solo.rb"]
+        assert on_instance(target, "rpm -q kiln-probe").strip() == "kiln-probe-1.4.2-1.noarch"
+    assert result["instance_id"] == target.instance_id
+    assert result["staging_dir"] == staging
+    assert result["chef_version"] == "18.5.0"
+    assert result["chef_installed"] is False
+    assert result["cookbook_digest"] == chef.cookbook_digest(plan.chef_dir)
+    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify"}
+    err = "".join(seen)
+    assert "chef| Chef Infra Client, version 18.5.0" in err
+    assert "rpm_package[kiln-probe] action install" in err
+    assert err.index("[execute] waiting for go-ahead") < err.index("[execute] go-ahead seen")
+    assert "verified kiln-probe-1.4.2-1 and 2 smoke check(s)" in err
 
 
-def test_a_chef_run_past_chef_timeout_is_stopped(bake_settings, probe_repo):
+def test_a_chef_run_past_chef_timeout_is_stopped(bake_settings, probe_chef):
     settings, aws = bake_settings(chef_timeout=2)
-    with bake_instance(settings, aws) as (target, home):
-        (home / "expect-handshake").touch()  # the fake now waits for a go-ahead nobody gives
+    with bake_instance(settings, aws) as (target, _):
         started = time.monotonic()
         with pytest.raises(KilnError) as failure:
-            provision(target, probe_plan(probe_repo), settings)
-        assert time.monotonic() - started < 12
+            provision(target, probe_plan(probe_chef), settings)
+        # The upload and `chef-solo --version` come first; the run itself is cut at 2 s.
+        assert time.monotonic() - started < 30
     assert str(failure.value) == f"chef-solo on {target.where} timed out after 2 s"
 
 
-def test_failing_chef_stops_the_bake_with_its_exit_code(bake_settings, probe_repo, capsys):
-    settings, aws = bake_settings(chef_solo=str(FAILING), chef_version="17.10.0")
-    with bake_instance(settings, aws) as (target, home), pytest.raises(KilnError) as failure:
-        provision(target, probe_plan(probe_repo), settings)
-    assert str(failure.value) == (
+def test_failing_chef_stops_the_bake_with_its_exit_code(bake_settings, capsys):
+    settings, aws = bake_settings(chef_version="17.10.0")
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
+        provision(target, probe_plan(TEST_CHEF / "failing"), settings)
+    assert str(failure.value).startswith(
         f"chef-solo failed on {target.instance_id} at {target.host}:{target.port} with exit code "
-        f"1 (last output: FATAL: Chef::Exceptions::ChildConvergeError: the package is not in "
-        f"the repository)")
+        f"1 (last output: ")
     err = capsys.readouterr().err
     # stdout and stderr of chef-solo arrive in order, each line prefixed.
-    assert ("chef|     [error] No match for argument: kiln-probe-9.9.9-1\n"
-            "chef| FATAL: Chef::Exceptions::ChildConvergeError") in err
+    assert "chef| Chef Infra Client, version 18.5.0" in err
+    assert "dnf_package[kiln-probe] action install" in err
     assert "has chef 18.5.0, not the pinned kiln.bake.chef_version 17.10.0" in err
     assert "verified" not in err
 
 
-def test_missing_chef_solo_runs_the_install_command(bake_settings, probe_repo, capsys):
+def test_missing_chef_solo_runs_the_install_command(bake_settings, probe_chef, capsys):
     settings, aws = bake_settings()
-    with bake_instance(settings, aws) as (target, home):
-        chef_solo = home / "opt/chef/bin/chef-solo"
-        settings.bake["chef_solo"] = str(chef_solo)
+    with bake_instance(settings, aws) as (target, _):
+        chef_solo = "/home/ec2-user/opt/chef/bin/chef-solo"
+        settings.bake["chef_solo"] = chef_solo
         settings.bake["chef_install_command"] = (
-            f"echo installing chef {{version}} && mkdir -p {chef_solo.parent} && "
-            f"cp {RECORDING} {chef_solo}")
-        result = provision(target, probe_plan(probe_repo), settings)
-        assert chef_solo.is_file()
+            "echo installing chef {version} && mkdir -p ~/opt/chef/bin && "
+            "ln -s /usr/bin/chef-solo ~/opt/chef/bin/chef-solo")
+        result = provision(target, probe_plan(probe_chef), settings)
+        assert on_instance(target, f"readlink {chef_solo}").strip() == "/usr/bin/chef-solo"
     assert result["chef_installed"] is True
     assert result["chef_version"] == "18.5.0"
     err = capsys.readouterr().err
     assert "install| installing chef 18.5.0" in err
-    assert "chef| Chef Infra Client finished" in err
+    assert "chef| Infra Phase complete" in err
 
 
 @pytest.mark.parametrize(("install", "message"), [
     (None, r"chef check: /nonexistent/chef-solo is not on i-\w+ at 127\.0\.0\.1:\d+ \(exit code "
-           r"127\) and kiln\.bake\.chef_install_command is not set"),
+           r"(127|1)\) and kiln\.bake\.chef_install_command is not set"),
     ("true", r"chef check: /nonexistent/chef-solo still missing on i-\w+ at \S+ after "
-             r"kiln\.bake\.chef_install_command \(exit code 127: "
+             r"kiln\.bake\.chef_install_command \(exit code (127|1): "
              r".*(not found|No such file or directory)\)"),
     ("echo no network; exit 6", r"chef install failed on i-\w+ at \S+ with exit code 6 "
                                 r"\(last output: no network\)"),
 ])
-def test_chef_solo_that_cannot_be_installed_fails_clearly(bake_settings, probe_repo, install,
+def test_chef_solo_that_cannot_be_installed_fails_clearly(bake_settings, probe_chef, install,
                                                           message):
     settings, aws = bake_settings(chef_solo="/nonexistent/chef-solo", chef_install_command=install)
-    with bake_instance(settings, aws) as (target, home), pytest.raises(KilnError, match=message):
-        provision(target, probe_plan(probe_repo), settings)
-    assert not (home / "fake-chef-run").exists()
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError, match=message):
+        provision(target, probe_plan(probe_chef), settings)
 
 
-def test_verification_catches_a_wrong_version(bake_settings, probe_repo):
+def test_a_sandbox_without_chef_solo_fails_in_one_line_saying_so(kiln_settings, probe_chef):
+    settings = kiln_settings(bake={"smoke_commands": [], "chef_solo": "/nonexistent/chef-solo"})
+    aws = connect(settings)  # the sandbox overlay's own install command
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
+        provision(target, probe_plan(probe_chef), settings)
+    assert "\n" not in str(failure.value)
+    assert "sandbox: no chef-solo on this machine: install Chef Infra Client 18.5.0" in str(
+        failure.value)
+
+
+def test_verification_catches_a_wrong_version(bake_settings, probe_chef):
     settings, aws = bake_settings()
-    plan = probe_plan(probe_repo, release="2")
-    with bake_instance(settings, aws) as (target, home), pytest.raises(KilnError) as failure:
+    plan = probe_plan(probe_chef, release="2")
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
         provision(target, plan, settings)
     assert str(failure.value) == (f"verify: {target.where} has kiln-probe 1.4.2-1 installed, "
                                   f"expected 1.4.2-2")
 
 
-def test_verification_reruns_the_smoke_checks(bake_settings, probe_repo):
+def test_verification_reruns_the_smoke_checks(bake_settings, probe_chef):
     settings, aws = bake_settings()
-    plan = probe_plan(probe_repo, smoke_commands=("true", "echo no answer on /health >&2; false"))
-    with bake_instance(settings, aws) as (target, home), pytest.raises(KilnError) as failure:
+    once = "test -e /tmp/checked && echo no answer on /health >&2 && exit 1; touch /tmp/checked"
+    plan = probe_plan(probe_chef, smoke_commands=("true", once))
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
         provision(target, plan, settings)
     assert str(failure.value) == (
-        f"smoke check failed on {target.where} with exit code 1: "
-        f"echo no answer on /health >&2; false (no answer on /health)")
+        f"smoke check failed on {target.where} with exit code 1: {once} (no answer on /health)")
 
 
-def test_plan_for_release_fills_smoke_commands_from_settings(kiln_settings, probe_repo):
+def test_plan_for_release_fills_smoke_commands_from_settings(kiln_settings):
     settings = kiln_settings()
     plan = ProvisionPlan.for_release(
         settings, app="hello-web", version="2.0.0-rc.1", release="1", package="hello-web",
@@ -270,7 +270,8 @@ def test_wait_for_ssh_returns_once_the_instance_answers(bake_settings):
     with bake_instance(settings, aws) as (target, home):
         waited = wait_for_ssh(target, timeout=20)
         assert waited < 20
-        assert "true" in (home.parent / "sessions.log").read_text()
+        sessions = machines.instance_dir(settings.sandbox.state_dir, home) / "sessions.log"
+        assert "true" in sessions.read_text()
 
 
 def test_wait_for_ssh_is_bounded_when_nothing_listens(bake_settings):

@@ -1,14 +1,11 @@
-"""Sandbox bake instances through a real sshd: key pairs from the sandbox's EC2, Fabric sessions
-in the instance's world, the chef-solo stand-in (Chef itself cannot be installed here: the
-stand-in is the one fake, and these tests exercise it as one) installing a signed RPM with dnf."""
+"""Sandbox instances through a real sshd: key pairs from the sandbox's EC2, Fabric sessions that
+land inside the instance (its own namespaces over layers, Amazon Linux 2023 to the software on
+it), as ec2-user, and what the instance can and cannot reach."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
-import subprocess
-import textwrap
 from pathlib import Path
 
 import boto3
@@ -16,10 +13,13 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
-from sandbox import instances
 from sandbox.control import ensure_up
+from sandbox.machines import instances as machines
 from sandbox.patches.base_images import AMAZON
 from sandbox.sshd import Sshd, current_user
+
+BAKE_KEY_TAGS = [{"ResourceType": "key-pair",
+                  "Tags": [{"Key": "kiln:role", "Value": "bake-key"}]}]
 
 
 @pytest.fixture
@@ -34,8 +34,10 @@ def base_image(ec2) -> str:
     return max(images, key=lambda i: i["CreationDate"])["ImageId"]
 
 
-def launch(ec2, key_name: str = "bake-key", key_type: str = "rsa") -> tuple[dict, str]:
-    pem = ec2.create_key_pair(KeyName=key_name, KeyType=key_type)["KeyMaterial"]
+def launch(ec2, key_name: str = "bake-key", key_type: str = "rsa",
+           tags=BAKE_KEY_TAGS) -> tuple[dict, str]:
+    pem = ec2.create_key_pair(KeyName=key_name, KeyType=key_type,
+                              TagSpecifications=tags)["KeyMaterial"]
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
                                  KeyName=key_name)["Instances"][0]
     return instance, pem
@@ -51,55 +53,163 @@ def connect(box, instance: dict, pem: str) -> Connection:
                                       "allow_agent": False})
 
 
-def test_run_instances_authorizes_the_key_pair_for_that_instance(ec2, clean_sandbox):
+def out(ssh, command: str) -> str:
+    return ssh.run(command, hide=True).stdout.strip()
+
+
+def test_a_session_lands_inside_an_amazon_linux_2023_instance_as_ec2_user(ec2, clean_sandbox):
     instance, pem = launch(ec2)
-    world = instances.instance_dir(clean_sandbox.state_dir, instance["InstanceId"])
     assert instance["PublicIpAddress"] == "127.0.0.1"
     assert instance["PrivateIpAddress"] != "127.0.0.1"
     with connect(clean_sandbox, instance, pem) as ssh:
-        home = ssh.run("echo $HOME", hide=True).stdout.strip()
-        assert home == str(world / "home")
-        assert ssh.run("pwd", hide=True).stdout.strip() == home
-        assert ssh.run("echo $SANDBOX_INSTANCE_ID", hide=True).stdout.strip() == \
-            instance["InstanceId"]
+        assert out(ssh, "id -un; echo $HOME; pwd").split() == [
+            "ec2-user", "/home/ec2-user", "/home/ec2-user"]
+        assert out(ssh, ". /etc/os-release && echo $ID $VERSION_ID") == "amzn 2023"
+        assert out(ssh, "readlink /usr/bin/yum") == "dnf-3"
+        assert out(ssh, "rpm -q --qf '%{NAME} %{VERSION}' system-release") == \
+            "system-release 2023"
+        assert out(ssh, "cat /proc/1/comm") == "systemd"
+        assert out(ssh, "getent hosts $(hostname)").split()[0] == instance["PrivateIpAddress"]
         assert ssh.run("exit 3", warn=True, hide=True).exited == 3
-        # sudo on the instance is a pass-through, the way Invoke's sudo() calls it
-        assert ssh.run("sudo -S -p '[sudo] password: ' -H -u root sh -c 'echo $HOME'",
-                       hide=True).stdout.strip() == home
+        # sudo is real: root inside the instance, its writes stay in the instance's own layer.
+        assert out(ssh, "sudo -n id -u") == "0"
+        ssh.run("sudo -n sh -c 'echo baked > /etc/kiln-instance-probe'", hide=True)
+        assert out(ssh, "cat /etc/kiln-instance-probe") == "baked"
+    assert not Path("/etc/kiln-instance-probe").exists()
+    upper = machines.upper(clean_sandbox.state_dir, instance["InstanceId"])
+    assert (upper / "etc/kiln-instance-probe").read_text() == "baked\n"
+
+
+def test_a_session_never_runs_as_root_on_the_host(ec2, clean_sandbox):
+    instance, pem = launch(ec2)
+    with connect(clean_sandbox, instance, pem) as ssh:
+        # The session's own uid, and what sudo's root keeps: no mounts, no devices.
+        assert out(ssh, "grep ^Uid /proc/self/status").split()[1] == "1000"
+        assert ssh.run("sudo -n mount -t tmpfs tmpfs /mnt", warn=True, hide=True).failed
+        assert ssh.run("sudo -n mknod /tmp/disk b 8 0", warn=True, hide=True).failed
+        # The host's files are not there to reach: not the sandbox's state, not root's home.
+        state = str(clean_sandbox.state_dir)
+        assert out(ssh, f"find {state} /root -mindepth 1 | wc -l") == "0"
 
 
 def test_fabric_put_goes_over_sftp_into_the_instance_home(ec2, clean_sandbox, tmp_path):
     instance, pem = launch(ec2, key_type="ed25519")
     source = tmp_path / "node.json"
     source.write_text('{"run_list": []}\n')
-    world = instances.instance_dir(clean_sandbox.state_dir, instance["InstanceId"])
     with connect(clean_sandbox, instance, pem) as ssh:
         ssh.run("mkdir -p kiln-bake", hide=True)
         ssh.put(str(source), "kiln-bake/node.json")
-        assert (world / "home/kiln-bake/node.json").read_text() == source.read_text()
+        assert out(ssh, "cat /home/ec2-user/kiln-bake/node.json") == source.read_text().strip()
         back = tmp_path / "back.json"
         ssh.get("kiln-bake/node.json", str(back))
         assert back.read_text() == source.read_text()
 
 
-def test_terminate_instances_revokes_the_key_and_removes_the_instance(ec2, clean_sandbox):
-    instance, pem = launch(ec2)
-    world = instances.instance_dir(clean_sandbox.state_dir, instance["InstanceId"])
-    with connect(clean_sandbox, instance, pem) as ssh:
-        ssh.run("true", hide=True)
-    ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
-    assert not world.exists()
-    assert instance["InstanceId"] not in Sshd(clean_sandbox.state_dir).authorized_keys.read_text()
+@pytest.mark.parametrize("tags", [[], [{"ResourceType": "key-pair",
+                                         "Tags": [{"Key": "kiln:role", "Value": "other"}]}]])
+def test_only_key_pairs_that_the_bake_created_open_a_session(ec2, clean_sandbox, tags):
+    instance, pem = launch(ec2, tags=tags)
     with pytest.raises(paramiko.AuthenticationException), \
             connect(clean_sandbox, instance, pem) as ssh:
         ssh.run("true", hide=True)
+
+
+def test_an_imported_key_pair_opens_no_session(ec2, clean_sandbox):
+    key = paramiko.RSAKey.generate(2048)
+    ec2.import_key_pair(KeyName="mine", PublicKeyMaterial=f"ssh-rsa {key.get_base64()}".encode(),
+                        TagSpecifications=BAKE_KEY_TAGS)
+    instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
+                                 KeyName="mine")["Instances"][0]
+    buffer = io.StringIO()
+    key.write_private_key(buffer)
+    with pytest.raises(paramiko.AuthenticationException), \
+            connect(clean_sandbox, instance, buffer.getvalue()) as ssh:
+        ssh.run("true", hide=True)
+
+
+def test_terminate_ends_every_process_and_removes_the_instance(ec2, clean_sandbox):
+    instance, pem = launch(ec2)
+    state, instance_id = clean_sandbox.state_dir, instance["InstanceId"]
+    world = machines.instance_dir(state, instance_id)
+    with connect(clean_sandbox, instance, pem) as ssh:
+        # A daemon that outlives the session, as dnf's gpg-agent outlives chef-solo.
+        ssh.run("sudo -n setsid sleep 1000 >/dev/null 2>&1 < /dev/null &", hide=True)
+    init = machines.init_pid(state, instance_id)
+    assert init and Path(f"/proc/{init}").exists()
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    assert not world.exists()
+    assert _gone(init)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and _cmdline(pid) == "sleep 1000" and not _gone(int(pid))]
+    assert instance_id not in Sshd(state).authorized_keys.read_text()
+    with pytest.raises(paramiko.AuthenticationException), \
+            connect(clean_sandbox, instance, pem) as ssh:
+        ssh.run("true", hide=True)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or one that has ended and waits only for its parent to notice."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
 
 
 def test_reset_forgets_every_instance(ec2, clean_sandbox):
     instance, _ = launch(ec2)
     clean_sandbox.reset()
     assert Sshd(clean_sandbox.state_dir).authorized_keys.read_text() == ""
-    assert not instances.instance_dir(clean_sandbox.state_dir, instance["InstanceId"]).exists()
+    assert not machines.instance_dir(clean_sandbox.state_dir, instance["InstanceId"]).exists()
+
+
+def test_two_instances_listen_on_the_same_port_and_reach_only_the_sandbox(ec2, clean_sandbox):
+    state = clean_sandbox.state_dir
+    first, pem = launch(ec2, key_name="one")
+    second, pem2 = launch(ec2, key_name="two")
+    serve = ("sudo -n setsid python3 -m http.server 8080 --directory /etc >/dev/null 2>&1 "
+             "< /dev/null &")
+    sshd_port = Sshd(state).port
+    endpoint = clean_sandbox.endpoint
+    for instance, key in ((first, pem), (second, pem2)):
+        with connect(clean_sandbox, instance, key) as ssh:
+            ssh.run(f"echo {instance['InstanceId']} | sudo -n tee /etc/whoami >/dev/null",
+                    hide=True)
+            ssh.run(serve, hide=True)
+            # The sandbox's endpoint (its S3) answers; the host's other listeners do not.
+            assert out(ssh, f"curl -s -o /dev/null -w '%{{http_code}}' "
+                            f"{endpoint}/moto-api/config")[0] == "2"
+            assert ssh.run(f"curl -s --max-time 3 telnet://127.0.0.1:{sshd_port} </dev/null",
+                           warn=True, hide=True).failed
+            assert ssh.run("curl -s --max-time 3 http://10.0.0.1/", warn=True,
+                           hide=True).failed
+    for instance in (first, second):
+        instance_id = instance["InstanceId"]
+        assert machines.address(state, instance_id) == instance["PrivateIpAddress"]
+        assert _get(state, instance_id, "/whoami") == f"{instance_id}\n"
+
+
+def _get(state, instance_id: str, path: str) -> str:
+    for _ in range(50):
+        try:
+            sock = machines.connect(state, instance_id, 8080)
+            break
+        except ConnectionRefusedError:
+            import time
+
+            time.sleep(0.1)
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    return response.split(b"\r\n\r\n", 1)[1].decode()
 
 
 def test_an_instance_without_a_public_ip_keeps_none(ec2):
@@ -136,139 +246,15 @@ def test_overlay_points_the_bake_at_the_sandbox_sshd(kiln_settings, sandbox_box,
     assert settings.bake.ssh_port == port
     assert settings.bake.ssh_user == current_user()
     assert settings.bake.ssh_cidrs == ["127.0.0.1/32"]
-    assert settings.bake.chef_install_command == "sandbox-install-chef {version}"
+    assert "no chef-solo on this machine" in settings.bake.chef_install_command
     assert settings.bake.sudo is True
-    assert settings.bake.smoke_commands == ["sandbox-verify {package}"]
+    assert settings.bake.smoke_commands == kiln_settings().bake.smoke_commands
     assert (f"sandbox: bake instances are reached over the sandbox sshd at 127.0.0.1:{port}"
             in capsys.readouterr().err)
     settings.bake["chef_install_command"] = None  # a caller's own choice survives a reconnect
     ensure_up(settings)
     assert settings.bake.chef_install_command is None and settings.bake.ssh_port == port
-    configured = kiln_settings(bake={"ssh_cidrs": ["10.0.0.0/8"], "smoke_commands": ["true"]},
-                               sandbox={"smoke_commands": None})
+    configured = kiln_settings(bake={"ssh_cidrs": ["10.0.0.0/8"], "smoke_commands": ["true"]})
     ensure_up(configured)
     assert configured.bake.ssh_cidrs == ["10.0.0.0/8"]
     assert configured.bake.smoke_commands == ["true"]
-
-
-# -- the chef-solo stand-in --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def signed_repo(tmp_path_factory) -> dict:
-    """A yum repo with one signed RPM (a %post scriptlet included) and signed metadata."""
-    work = tmp_path_factory.mktemp("repo")
-    env = {**os.environ, "HOME": str(work), "GNUPGHOME": str(work / "gnupg")}
-    (work / "gnupg").mkdir(mode=0o700)
-    run = lambda *args: subprocess.run(args, check=True, env=env, capture_output=True)  # noqa: E731
-    run("gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Kiln Test <test@kiln>",
-        "rsa2048", "sign", "never")
-    spec = work / "hello.spec"
-    spec.write_text(textwrap.dedent("""\
-        Name: hello-web
-        Version: 1.0.0
-        Release: 1
-        Summary: test app
-        License: MIT
-        BuildArch: noarch
-        %description
-        test app
-        %install
-        mkdir -p %{buildroot}/opt/hello-web
-        echo hello > %{buildroot}/opt/hello-web/index.html
-        %post
-        echo installed > /opt/hello-web/post-ran
-        %files
-        /opt/hello-web/index.html
-        """))
-    run("rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}", str(spec))
-    repo = work / "repo"
-    repo.mkdir()
-    rpm = next((work / "RPMS").rglob("*.rpm"))
-    run("rpmsign", "--addsign", "--define", "_gpg_name Kiln Test", "--define", "__gpg /usr/bin/gpg",
-        str(rpm))
-    (repo / rpm.name).write_bytes(rpm.read_bytes())
-    run("createrepo_c", "--quiet", str(repo))
-    run("gpg", "--batch", "--detach-sign", "--armor", str(repo / "repodata/repomd.xml"))
-    key = repo / "RPM-GPG-KEY-kiln"
-    key.write_bytes(run("gpg", "--armor", "--export", "Kiln Test").stdout)
-    run("gpgconf", "--kill", "gpg-agent")
-    return {"id": "kiln", "name": "Kiln test repo", "baseurl": repo.as_uri() + "/",
-            "gpgkey": key.as_uri(), "gpgcheck": True, "repo_gpgcheck": True}
-
-
-def node(repo: dict, smoke: list[str]) -> dict:
-    return {"run_list": ["recipe[kiln_app]"], "kiln_app": {
-        "name": "hello-web", "version": "1.0.0", "release": "1", "package": "hello-web-1.0.0-1",
-        "service": "hello-web", "repo": repo, "smoke": {"commands": smoke}}}
-
-
-def stage(ssh: Connection, tmp_path: Path, attributes: dict) -> None:
-    cookbook = tmp_path / "cookbooks/kiln_app/recipes"
-    cookbook.mkdir(parents=True, exist_ok=True)
-    (cookbook / "default.rb").write_text("# the real cookbook lives in chef/\n")
-    (tmp_path / "node.json").write_text(json.dumps(attributes))
-    (tmp_path / "solo.rb").write_text(
-        'cookbook_path [File.expand_path("cookbooks", __dir__)]\n')
-    ssh.run("mkdir -p kiln-bake/cookbooks/kiln_app/recipes", hide=True)
-    ssh.put(str(cookbook / "default.rb"), "kiln-bake/cookbooks/kiln_app/recipes/default.rb")
-    ssh.put(str(tmp_path / "node.json"), "kiln-bake/node.json")
-    ssh.put(str(tmp_path / "solo.rb"), "kiln-bake/solo.rb")
-
-
-def test_chef_solo_stand_in_installs_the_signed_package_and_rpm_sees_it(
-        ec2, clean_sandbox, signed_repo, tmp_path):
-    instance, pem = launch(ec2)
-    root = instances.instance_dir(clean_sandbox.state_dir, instance["InstanceId"]) / "root"
-    with connect(clean_sandbox, instance, pem) as ssh:
-        assert "(sandbox stand-in)" in ssh.run("chef-solo --version", hide=True).stdout
-        stage(ssh, tmp_path, node(signed_repo, ["cat opt/hello-web/index.html",
-                                                "sandbox-verify hello-web"]))
-        result = ssh.sudo("chef-solo -c kiln-bake/solo.rb -j kiln-bake/node.json", hide=True)
-        assert "sandbox stand-in for chef-solo" in result.stdout
-        assert "skipped: no systemd" in result.stdout
-        assert "      hello" in result.stdout  # the smoke command's output
-        assert ssh.run("rpm -q hello-web", hide=True).stdout.strip() == \
-            "hello-web-1.0.0-1.noarch"
-        ssh.run("sandbox-verify hello-web", hide=True)
-        (root / "opt/hello-web/index.html").write_text("changed\n")
-        assert ssh.run("sandbox-verify hello-web", warn=True, hide=True).exited == 1
-    assert "gpgcheck=1\nrepo_gpgcheck=1" in (root / "etc/yum.repos.d/kiln.repo").read_text()
-    assert (root / "opt/hello-web/post-ran").read_text() == "installed\n"  # ran in the root's sh
-
-
-def test_chef_solo_stand_in_fails_on_a_failing_smoke_check(
-        ec2, clean_sandbox, signed_repo, tmp_path):
-    instance, pem = launch(ec2)
-    with connect(clean_sandbox, instance, pem) as ssh:
-        stage(ssh, tmp_path, node(signed_repo, ["test -f opt/hello-web/missing"]))
-        result = ssh.run("chef-solo -c kiln-bake/solo.rb -j kiln-bake/node.json", warn=True,
-                         hide=True)
-    assert result.exited == 1
-    assert "FATAL: execute[smoke: test -f opt/hello-web/missing]: exited 1" in result.stdout
-
-
-def test_chef_solo_stand_in_refuses_an_unsigned_package(ec2, clean_sandbox, signed_repo,
-                                                        tmp_path):
-    unsigned = tmp_path / "unsigned"
-    unsigned.mkdir()
-    subprocess.run(["cp", "-r", Path(signed_repo["baseurl"][7:]).as_posix() + "/.",
-                    str(unsigned)], check=True)
-    rpm = next(unsigned.glob("*.rpm"))
-    subprocess.run(["rpmsign", "--delsign", str(rpm)], check=True, capture_output=True,
-                   env={**os.environ, "HOME": str(tmp_path)})
-    subprocess.run(["createrepo_c", "--quiet", str(unsigned)], check=True, capture_output=True)
-    repo = {**signed_repo, "baseurl": unsigned.as_uri() + "/", "repo_gpgcheck": False}
-    instance, pem = launch(ec2)
-    with connect(clean_sandbox, instance, pem) as ssh:
-        stage(ssh, tmp_path, node(repo, []))
-        result = ssh.run("chef-solo -j kiln-bake/node.json", warn=True, hide=True)
-        assert result.exited == 1
-        assert "FATAL: dnf_package[hello-web-1.0.0-1]" in result.stdout
-        assert ssh.run("rpm -q hello-web", warn=True, hide=True).exited != 0
-
-
-def test_the_sandbox_chef_install_command_pins_the_reported_version(ec2, clean_sandbox):
-    instance, pem = launch(ec2)
-    with connect(clean_sandbox, instance, pem) as ssh:
-        ssh.run("sudo sandbox-install-chef 18.6.1", hide=True)
-        assert ssh.run("chef-solo --version", hide=True).stdout.strip() == \
-            "Chef Infra Client: 18.6.1 (sandbox stand-in)"

@@ -9,6 +9,7 @@ Kiln repository) listens. Nothing else leaves the instance: its namespace has no
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
@@ -63,10 +64,8 @@ def pipe(source: socket.socket, sink: socket.socket) -> None:
         pass
     finally:
         for end in (sink, source):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def serve(server: socket.socket, port: int) -> None:

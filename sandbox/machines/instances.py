@@ -27,6 +27,7 @@ The API (the sandbox's EC2 and load balancers call it; nothing in Kiln does):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -209,19 +210,15 @@ def terminate_all(state_dir: str | Path) -> None:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pid: int, timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         if _comm(pid) is None or _state(pid) == "Z":
             return
         time.sleep(0.02)
