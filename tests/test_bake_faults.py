@@ -21,7 +21,6 @@ from tests.bake_helpers import (
     proxied,
     write_probe_manifest,
 )
-from tests.conftest import ROOT
 from tests.faults import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
