@@ -58,11 +58,20 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
     """Record what instances get from this host: chef-solo, base capabilities, the endpoint."""
     found = chef_solo or shutil.which("chef-solo")
     host = {"chef_solo": str(Path(found).resolve()) if found else None,
-            "provides": list(provides), "sandbox_port": sandbox_port}
+            "provides": list(provides), "sandbox_ports": [sandbox_port] if sandbox_port else []}
     path = host_file(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(host))
     return host
+
+
+def reach_through(state_dir: str | Path, port: int) -> None:
+    """Instances launched from now on also reach 127.0.0.1:`port`: a proxy before the sandbox's
+    endpoint (one that injects faults, say), which a bake through it names in the repo's URL."""
+    path = host_file(state_dir)
+    host = json.loads(path.read_text())
+    host["sandbox_ports"] = sorted({*host["sandbox_ports"], port})
+    path.write_text(json.dumps(host))
 
 
 def overlay(settings, state_dir: str | Path | None = None):
@@ -95,7 +104,7 @@ def launch(state_dir: str | Path, instance_id: str, address: str,
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
-                            sandbox_port=host["sandbox_port"], provides=host["provides"],
+                            sandbox_ports=host["sandbox_ports"], provides=host["provides"],
                             chef_solo=host["chef_solo"])
     if public_key:
         with _keys(state_dir) as lines:

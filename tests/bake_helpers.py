@@ -105,6 +105,8 @@ def proxied(box, proxy_url: str) -> tuple[dict, dict]:
     from sandbox.sshd import Sshd, current_user
 
     home, fingerprint = signing.ensure_key(box.state_dir)
+    # The bake's repo URL names the proxy: instances reach it as they reach the sandbox's S3.
+    instances.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
     overrides = {"target": "aws", "repo": {"gpg_key": fingerprint, "gpg_home": home},
                  "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
                           "ssh_cidrs": ["127.0.0.1/32"],

@@ -1,10 +1,11 @@
 """The one way out of a sandbox instance's network namespace: to the sandbox's own endpoint.
 
-    python -m sandbox.machines.forward INIT_PID PORT
+    python -m sandbox.machines.forward INIT_PID PORT [PORT…]
 
 Listens on 127.0.0.1:PORT inside the namespace of process INIT_PID (the instance's init) and
 copies each connection to 127.0.0.1:PORT outside it, where the sandbox's moto server (its S3, the
-Kiln repository) listens. Nothing else leaves the instance: its namespace has no other route.
+Kiln repository) listens, or a proxy in front of it that the sandbox was told of. Nothing else
+leaves the instance: its namespace has no other route.
 """
 
 from __future__ import annotations
@@ -82,5 +83,8 @@ def serve(server: socket.socket, port: int) -> None:
 
 
 if __name__ == "__main__":
-    init_pid, wanted = int(sys.argv[1]), int(sys.argv[2])
-    serve(listener(init_pid, wanted), wanted)
+    init_pid, ports = int(sys.argv[1]), [int(port) for port in sys.argv[2:]]
+    servers = [(listener(init_pid, port), port) for port in ports]
+    for server, port in servers[1:]:
+        threading.Thread(target=serve, args=(server, port), daemon=True).start()
+    serve(*servers[0])

@@ -11,8 +11,9 @@ and network are never changed. Today the sandbox runs instances as root (CI, `ma
 
 The API (the sandbox's EC2 and load balancers call it; nothing in Kiln does):
 
-    launch(state_dir, instance_id, address, layers=(), sandbox_port=None) -> Path
-        Start the instance; returns its directory. `layers`: read-only directories, top first.
+    launch(state_dir, instance_id, address, layers=(), sandbox_ports=()) -> Path
+        Start the instance; returns its directory. `layers`: read-only directories, top first;
+        `sandbox_ports`: the loopback ports of the sandbox's endpoint (and proxies before it).
     running(state_dir, instance_id) -> bool
     address(state_dir, instance_id) -> str        # its private IP, on its own loopback
     connect(state_dir, instance_id, port, timeout=5) -> socket.socket
@@ -81,7 +82,7 @@ def running(state_dir: str | Path, instance_id: str) -> bool:
 
 
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
-           sandbox_port: int | None = None, provides=(), chef_solo: str | None = None) -> Path:
+           sandbox_ports=(), provides=(), chef_solo: str | None = None) -> Path:
     """Start the instance from `layers` over the base image; its directory."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
@@ -103,8 +104,8 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     pid = _wait_for_init(starter, world)
     meta["init_pid"] = pid
     _save(world, meta)
-    if sandbox_port:
-        meta["forward_pid"] = _forward(world, pid, sandbox_port)
+    if sandbox_ports:
+        meta["forward_pid"] = _forward(world, pid, sandbox_ports)
         _save(world, meta)
     return world
 
@@ -153,10 +154,10 @@ def _comm(pid: int) -> str | None:
         return None
 
 
-def _forward(world: Path, pid: int, port: int) -> int:
+def _forward(world: Path, pid: int, ports) -> int:
     with open(world / "forward.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "sandbox.machines.forward", str(pid),
-                                    str(port)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                    *map(str, ports)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
     return process.pid
 
