@@ -156,8 +156,8 @@ def _comm(pid: int) -> str | None:
 
 def _forward(world: Path, pid: int, ports) -> int:
     with open(world / "forward.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "sandbox.machines.forward", str(pid),
-                                    *map(str, ports)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+        argv = [sys.executable, "-m", "sandbox.machines.forward", str(pid), *map(str, ports)]
+        process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
     return process.pid
 
