@@ -51,6 +51,11 @@ from provisioner import chef
 
 CHEF_DIR = Path(__file__).resolve().parent.parent / "chef"
 ARCHIVE = "kiln-chef.tar.gz"
+# How dnf and rpm say why they failed, inside chef's output (its STDERR: and [execute] lines):
+# the line that names the cause, rather than chef's own last words about the resource.
+TOOL_ERROR = re.compile(r"((?:Error|error): \S.*|nothing provides .+|No match for argument: .+|"
+                        r"\S+ scriptlet failed.*|Error in \S+ scriptlet in rpm package .+)$")
+CHEF_LOG = re.compile(r"\] (?:FATAL|ERROR|WARN): |had an error")
 # Errors that mean "not ready yet" while an instance boots: no listener, sshd starting, or
 # cloud-init not having installed the key pair's public key yet.
 NOT_READY = (OSError, EOFError, paramiko.SSHException)
@@ -288,6 +293,8 @@ class _Session:
         out.close()
         if not result.ok:
             last = f" (last output: {out.last})" if out.last else ""
+            if out.reason:
+                last = f" ({out.reason})"
             raise KilnError(f"{step} failed on {self.target.where} with exit code "
                             f"{result.exited}{last}")
 
@@ -304,6 +311,7 @@ class LinePrefixer(io.TextIOBase):
         self.prefix = prefix
         self.pending = ""
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self.reasons: list[str] = []
 
     def writable(self) -> bool:
         return True
@@ -325,8 +333,16 @@ class LinePrefixer(io.TextIOBase):
     def last(self) -> str:
         return next((line for line in reversed(self.lines) if line.strip()), "")
 
+    @property
+    def reason(self) -> str:
+        """The last error a tool under chef reported in its own words (dnf, rpm), if any."""
+        return self.reasons[-1] if self.reasons else ""
+
     def _emit(self, line: str) -> None:
         self.lines.append(line)
+        found = None if CHEF_LOG.search(line) else TOOL_ERROR.search(line)
+        if found:
+            self.reasons.append(found.group(1).strip())
         # sys.stderr at write time, not import time: callers may redirect it.
         sys.stderr.write(f"{self.prefix}{line}\n")
         sys.stderr.flush()

@@ -20,6 +20,17 @@ package pkg[:name] do
   action :install
 end
 
+# dnf installs a package whose %pre or %post scriptlet fails, and succeeds; rpm's log says so.
+scriptlet_log = '/var/log/dnf.rpm.log'
+scriptlet_error = /Error in \S+ scriptlet in rpm package #{Regexp.escape(pkg[:name])}$/
+ruby_block "#{pkg[:name]} scriptlets succeeded" do
+  block do
+    failed = ::File.readlines(scriptlet_log).grep(scriptlet_error).last[scriptlet_error]
+    raise "kiln_app: #{failed} (#{scriptlet_log})"
+  end
+  only_if { ::File.exist?(scriptlet_log) && ::File.foreach(scriptlet_log).any? { |l| l =~ scriptlet_error } }
+end
+
 directory ::File.dirname(kiln_app['release_file']) do
   mode '0755'
   recursive true
