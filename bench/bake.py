@@ -28,6 +28,10 @@ from provisioner.bake import STEPS  # noqa: E402
 from sandbox.control import Sandbox  # noqa: E402
 
 INVOKE = str(Path(sys.executable).with_name("invoke"))
+# The real chef-solo beside this checkout, as `make` puts it on PATH.
+VENDOR_CHEF = ROOT.parent / "shared/vendor/chef/bin"
+if VENDOR_CHEF.is_dir():
+    os.environ["PATH"] = f"{VENDOR_CHEF}{os.pathsep}{os.environ['PATH']}"
 
 
 def invoke(runtime: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:

@@ -1,9 +1,9 @@
 """The kiln_app cookbook and what Kiln generates for chef-solo.
 
-Chef itself cannot be installed here, so the cookbook is checked with the Ruby that is: `ruby -c`
-on every Ruby file, ERB templates compiled and rendered, the helper library run against a
-generated node.json, and the cookbook's structure (run list, recipes, templates, attributes)
-cross-checked with what provisioner.chef writes.
+Quick checks with plain Ruby: `ruby -c` on every Ruby file, ERB templates compiled and rendered,
+the helper library run against a generated node.json, and the cookbook's structure (run list,
+recipes, templates, attributes) cross-checked with what provisioner.chef writes. Real chef-solo
+runs of every recipe are in test_cookbook.py.
 """
 
 from __future__ import annotations

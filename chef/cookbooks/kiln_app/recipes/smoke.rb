@@ -11,9 +11,12 @@ checks << "systemctl is-active --quiet #{service_name}" if service_name && !serv
 checks.concat(Array(smoke['commands']))
 package_name = kiln_required('package')
 
+# A check that passes at once changes nothing (a converge of a healthy instance reports 0
+# updates); one that fails is run again with retries while the app starts.
 checks.each_with_index do |check, index|
   execute "smoke check #{index + 1}/#{checks.length}: #{check}" do
     command check
+    not_if check
     retries smoke['retries'].to_i
     retry_delay smoke['retry_delay'].to_i
     live_stream true
