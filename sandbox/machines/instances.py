@@ -99,13 +99,14 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
              sys.executable, "-m", "sandbox.machines.boot", json.dumps(spec)],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    meta = {"address": address, "starter_pid": starter.pid}
+    meta = {"address": address, "starter_pid": starter.pid, "names": {"starter_pid": "unshare"}}
     _save(world, meta)
     pid = _wait_for_init(starter, world)
-    meta["init_pid"] = pid
+    meta["init_pid"], meta["names"]["init_pid"] = pid, "systemd"
     _save(world, meta)
     if sandbox_ports:
         meta["forward_pid"] = _forward(world, pid, sandbox_ports)
+        meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
         _save(world, meta)
     return world
 
@@ -195,8 +196,10 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
     """End every process of the instance (its PID namespace goes with its init), then remove it."""
     world = instance_dir(state_dir, instance_id)
     meta = _meta(state_dir, instance_id)
+    names = meta.get("names", {})
     for key in ("forward_pid", "init_pid", "starter_pid"):
-        if meta.get(key):
+        # Only the process recorded at launch: a pid reused since by another is left alone.
+        if meta.get(key) and _comm(meta[key]) == names.get(key):
             _kill(meta[key])
     for key in ("init_pid", "starter_pid"):
         if meta.get(key):
