@@ -37,6 +37,15 @@ CPE_NAME="cpe:2.3:o:amazon:amazon_linux:2023"
 HOME_URL="https://aws.amazon.com/linux/amazon-linux-2023/"
 SUPPORT_END="2028-03-15"
 """
+# Amazon Linux 2023's /etc/dnf/dnf.conf (Debian's skips a repository it cannot read).
+DNF_CONF = """\
+[main]
+gpgcheck=True
+installonly_limit=3
+clean_requirements_on_remove=True
+best=False
+skip_if_unavailable=False
+"""
 SYSTEM_RELEASE = "Amazon Linux release 2023 (Amazon Linux)\n"
 EC2_USER = ("ec2-user", 1000)
 # What an AL2023 base AMI has installed that apps commonly require.
@@ -77,8 +86,8 @@ def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
     layer = layer_dir(state_dir)
     capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
     stamp = hashlib.sha256(json.dumps(
-        [capabilities, chef_solo, OS_RELEASE, Path(systemctl_module.__file__).stat().st_size,
-         BASE_SPEC], sort_keys=True).encode()).hexdigest()
+        [capabilities, chef_solo, OS_RELEASE, DNF_CONF, BASE_SPEC,
+         Path(systemctl_module.__file__).stat().st_size], sort_keys=True).encode()).hexdigest()
     if (layer.parent / "base.sha256").is_file() and \
             (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
         return layer
@@ -117,6 +126,7 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     put("etc/amazon-linux-release", SYSTEM_RELEASE)
     put("etc/hostname", "localhost\n")
     put("etc/rpm/macros.dbpath", "%_dbpath /var/lib/rpm\n")
+    put("etc/dnf/dnf.conf", DNF_CONF)
     link("usr/bin/yum", "dnf-3")
     # The interpreter named directly (no env): PID 1 keeps the name it was started by.
     script = Path(systemctl_module.__file__).read_text()

@@ -36,6 +36,9 @@ yum_repository repo_id do
   enabled true
   # Metadata changes on every publish: never trust a stale cache during a bake.
   metadata_expire '0'
+  # A repository that cannot be read or verified fails the run with dnf's reason, rather than
+  # being skipped until the install finds "no candidate version".
+  skip_if_unavailable false
   make_cache true
   action :create
 end
