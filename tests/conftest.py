@@ -20,8 +20,9 @@ import yaml
 from cloud import settings as settings_module
 from sandbox.control import Sandbox
 
-# The deploy tests' fixtures (kaws, daws, outputs) live beside their helpers.
-pytest_plugins = ["tests.deploy_helpers"]
+# The deploy tests' fixtures (kaws, daws, outputs) and the load balancer tests' (apps, lb) live
+# beside their helpers.
+pytest_plugins = ["tests.deploy_helpers", "tests.network_helpers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).with_name("invoke"))

@@ -18,6 +18,8 @@ PATCHES: list[str] = [
     "elb_health",
     "cfn_alarms",
     "cloudformation",
+    "cloudwatch_metrics",
+    "load_balancers",
 ]
 
 

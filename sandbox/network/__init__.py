@@ -1,0 +1,16 @@
+"""The sandbox's network: what stands in for Elastic Load Balancing and CloudWatch's evaluation.
+
+It runs inside the sandbox's moto server process, next to the state it reads:
+
+- `proxy`: each ALB listener is an HTTP reverse proxy on the load balancer's own loopback
+  address (its DNS name in the sandbox), routing by the listener's rules and weighted forwards;
+- `health`: target groups health-check their targets for real (path, port, interval,
+  thresholds, matcher);
+- `targets`: where a target is (target id → address): `ip` targets on loopback, instances
+  through the resolvers the instance machinery adds;
+- `metrics`: the ALB metrics the proxies count, published into the sandbox's CloudWatch;
+- `alarms`: metric alarms evaluated as CloudWatch does;
+- `supervisor`: one thread that keeps proxies in step with the listeners and runs the others.
+
+Times follow `clock`: AWS's periods, intervals and delays run `clock.SCALE` times faster.
+"""

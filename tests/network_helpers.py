@@ -1,0 +1,118 @@
+"""Plain loopback HTTP servers standing in for targets, a load balancer in front of two of them
+(fixtures `apps` and `lb`), and bounded ways to wait on the sandbox."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import pytest
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+
+class App:
+    """An app on 127.0.0.1: `/` answers `status` with its name, `/health` answers `health`."""
+
+    def __init__(self, name: str, status: int = 200, health: int = 200, delay: float = 0):
+        self.name, self.status, self.health, self.delay = name, status, health, delay
+        self.hits: Counter = Counter()
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 - the base class's name
+                path = self.path.split("?")[0]
+                app.hits[path] += 1
+                code = app.health if path == "/health" else app.status
+                if path != "/health" and app.delay:
+                    time.sleep(app.delay)
+                body = f"{app.name}\n".encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Seen-Forwarded-For", self.headers.get("X-Forwarded-For", ""))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def get(host: str, port: int, path: str = "/", headers: dict | None = None,
+        timeout: float = 10) -> tuple[int, str]:
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def until(check, timeout: float = 20):
+    """Call `check` until it stops raising AssertionError (at most `timeout` seconds)."""
+    return retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.1), reraise=True,
+                 retry=retry_if_exception_type(AssertionError))(check)()
+
+
+@pytest.fixture
+def apps():
+    made = {name: App(name) for name in ("blue", "green")}
+    yield made
+    for app in made.values():
+        app.close()
+
+
+@pytest.fixture
+def lb(clean_sandbox, apps):
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{n}.0/24",
+                                 AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+               for n, z in ((1, "a"), (2, "b"))]
+    balancer = elbv2.create_load_balancer(Name="web", Subnets=subnets)["LoadBalancers"][0]
+    groups = {}
+    for name, app in apps.items():
+        groups[name] = elbv2.create_target_group(
+            Name=name, Protocol="HTTP", Port=app.port, VpcId=vpc, TargetType="ip",
+            HealthCheckPath="/health", HealthCheckIntervalSeconds=5, HealthyThresholdCount=2,
+            UnhealthyThresholdCount=2, Matcher={"HttpCode": "200-299"},
+        )["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.register_targets(TargetGroupArn=groups[name],
+                               Targets=[{"Id": "127.0.0.1", "Port": app.port}])
+    listener = elbv2.create_listener(
+        LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        DefaultActions=[forward(groups, blue=90, green=10)])["Listeners"][0]["ListenerArn"]
+    return {"dns": balancer["DNSName"], "arn": balancer["LoadBalancerArn"], "groups": groups,
+            "listener": listener, "apps": apps}
+
+
+def forward(groups: dict, **weights: int) -> dict:
+    return {"Type": "forward", "ForwardConfig": {"TargetGroups": [
+        {"TargetGroupArn": groups[name], "Weight": weight} for name, weight in weights.items()]}}
+
+
+def health(group: str) -> list[dict]:
+    found = boto3.client("elbv2").describe_target_health(TargetGroupArn=group)
+    return [d["TargetHealth"] for d in found["TargetHealthDescriptions"]]
+
+
+def all_healthy(lb) -> None:
+    def check():
+        for group in lb["groups"].values():
+            assert [h["State"] for h in health(group)] == ["healthy"]
+
+    until(check)

@@ -1,0 +1,97 @@
+"""sandbox/network: load balancers as loopback reverse proxies, real health checks, draining."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+import boto3
+import pytest
+
+from tests.network_helpers import all_healthy, forward, get, health, until
+
+
+def test_dns_name_is_a_loopback_address_answering_on_the_listener_port(lb):
+    assert ipaddress.ip_address(lb["dns"]).is_loopback
+    all_healthy(lb)
+    status, body = get(lb["dns"], 80)
+    assert status == 200 and body in ("blue\n", "green\n")
+
+
+def test_weighted_forward_splits_requests_by_weight(lb):
+    all_healthy(lb)
+    answers = Counter(get(lb["dns"], 80)[1].strip() for _ in range(1000))
+    assert abs(answers["green"] / 1000 - 0.10) <= 0.02
+    assert abs(answers["blue"] / 1000 - 0.90) <= 0.02
+    assert lb["apps"]["green"].hits["/"] == answers["green"]
+
+
+def test_health_checks_are_real_and_reported(lb):
+    all_healthy(lb)
+    green = lb["apps"]["green"]
+    assert green.hits["/health"] >= 2
+    green.health = 503
+    until(lambda: _assert_equal(health(lb["groups"]["green"]), [{
+        "State": "unhealthy", "Reason": "Target.ResponseCodeMismatch",
+        "Description": "Health checks failed with these codes: [503]"}]))
+    green.health = 200
+    until(lambda: _assert_equal([h["State"] for h in health(lb["groups"]["green"])],
+                                ["healthy"]))
+
+
+def test_no_healthy_target_group_target_fails_open(lb):
+    all_healthy(lb)
+    lb["apps"]["blue"].health = 500
+    until(lambda: _assert_equal([h["State"] for h in health(lb["groups"]["blue"])],
+                                ["unhealthy"]))
+    assert get(lb["dns"], 80)[0] == 200  # an ALB sends to all targets when none is healthy
+
+
+def test_deregistration_drains_then_forgets(lb):
+    all_healthy(lb)
+    elbv2 = boto3.client("elbv2")
+    blue = lb["groups"]["blue"]
+    elbv2.modify_target_group_attributes(TargetGroupArn=blue, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "120"}])
+    elbv2.deregister_targets(TargetGroupArn=blue,
+                             Targets=[{"Id": "127.0.0.1", "Port": lb["apps"]["blue"].port}])
+    assert health(blue) == [{"State": "draining", "Reason": "Target.DeregistrationInProgress",
+                             "Description": "Target deregistration is in progress"}]
+    before = lb["apps"]["blue"].hits["/"]
+    statuses = Counter(get(lb["dns"], 80)[0] for _ in range(50))
+    assert lb["apps"]["blue"].hits["/"] == before  # no new requests to a draining target
+    assert statuses[503] > 0  # blue's group has no targets left: the ALB answers 503
+    until(lambda: _assert_equal(health(blue), []), timeout=10)
+
+
+def test_rules_route_by_header_before_the_default(lb):
+    all_healthy(lb)
+    boto3.client("elbv2").create_rule(
+        ListenerArn=lb["listener"], Priority=5,
+        Conditions=[{"Field": "http-header",
+                     "HttpHeaderConfig": {"HttpHeaderName": "X-Env", "Values": ["ann"]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": lb["groups"]["green"]}])
+    assert {get(lb["dns"], 80, headers={"X-Env": "ann"})[1] for _ in range(20)} == {"green\n"}
+
+
+def test_fixed_response_and_listener_lifecycle(lb, clean_sandbox):
+    elbv2 = boto3.client("elbv2")
+    elbv2.modify_listener(ListenerArn=lb["listener"], DefaultActions=[{
+        "Type": "fixed-response", "FixedResponseConfig": {
+            "StatusCode": "503", "ContentType": "text/plain", "MessageBody": "not yet"}}])
+    assert get(lb["dns"], 80) == (503, "not yet")
+    elbv2.delete_listener(ListenerArn=lb["listener"])
+    with pytest.raises(ConnectionRefusedError):
+        get(lb["dns"], 80)
+    listener = elbv2.create_listener(
+        LoadBalancerArn=lb["arn"], Protocol="HTTP", Port=8081,
+        DefaultActions=[forward(lb["groups"], blue=1)])["Listeners"][0]
+    all_healthy({"groups": {"blue": lb["groups"]["blue"]}})
+    assert get(lb["dns"], int(listener["Port"]))[1] == "blue\n"
+    clean_sandbox.reset()
+    with pytest.raises(ConnectionRefusedError):
+        get(lb["dns"], 8081)
+
+
+def _assert_equal(actual, expected) -> None:
+    assert actual == expected
