@@ -45,6 +45,8 @@ class Value:
             return list(value)
         if self.kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
             value = int(value)  # env vars arrive as strings
+        if self.kind == (int, float) and isinstance(value, str):
+            value = _parse_number(key, value)
         if self.kind is bool and isinstance(value, str):
             value = _parse_bool(key, value)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
@@ -65,10 +67,18 @@ class Table:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping"}
+    names = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping",
+             float: "a number"}
     if isinstance(kind, tuple):
         return " or ".join(names.get(k, k.__name__) for k in kind)
     return names.get(kind, kind.__name__)
+
+
+def _parse_number(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {text!r}") from None
 
 
 def _parse_bool(key: str, text: str) -> bool:
@@ -85,6 +95,7 @@ S0 = Value(str, nullable=True)
 L = Value(list)
 B = Value(bool)
 M0 = Value(dict, nullable=True)
+F = Value((int, float), minimum=0)
 
 
 def N(minimum: int = 0) -> Value:
@@ -195,6 +206,8 @@ SCHEMA: dict = {
             "percent": N(1),
             "capacity": C("proportional", "baseline"),
             "min_capacity": N(1),
+            "judge": {"min_requests": N(1), "max_error_rate_increase": F, "max_p99_ratio": F,
+                      "min_p99_increase": F},
         },
         "steps": S,
         "watch": S,

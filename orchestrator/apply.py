@@ -8,7 +8,7 @@ from collections.abc import Callable
 from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import cluster as model
-from orchestrator import groups, health
+from orchestrator import groups, health, judge
 from orchestrator.environment import Environment
 from orchestrator.images import Image
 from orchestrator.plan import Plan, Rules, Step
@@ -28,6 +28,7 @@ class Runner:
         self.observer = observer
         self.done: list[Step] = []
         self._target_groups: dict[str, str] = {}
+        self.judgement: dict | None = None  # the last judgement of a new group vs the baseline
         self._renewed = time.monotonic()
 
     def run(self) -> None:
@@ -71,7 +72,25 @@ class Runner:
         groups.set_weights(self.env, {arn: step.weights[name] for arn, name in current.items()})
 
     def _watch(self, step: Step) -> None:
-        health.watch(self.env, step.seconds, [step.group] if step.group else [], tick=self.tick)
+        watcher = self._judge(step.group) if step.seconds > 0 else None
+        try:
+            health.watch(self.env, step.seconds, [step.group] if step.group else [],
+                         tick=self.tick, judge=watcher)
+        finally:
+            if watcher and watcher.last:
+                self.judgement = watcher.last
+                say(judge.line(watcher.last))
+
+    def _judge(self, name: str | None) -> judge.Watcher | None:
+        """A judge of group `name` against the baseline, when there is one to compare with."""
+        cluster = model.read(self.env)
+        new, base = cluster.group(name) if name else None, cluster.baseline()
+        if not (new and base and base.name != name and new.target_group_arn
+                and base.target_group_arn):
+            return None
+        return judge.Watcher(self.env, (new.name, new.target_group_arn),
+                             (base.name, base.target_group_arn),
+                             judge.Thresholds.from_settings(self.env.settings))
 
     def _disable(self, step: Step) -> None:
         new, capacity = step.requires["group"], step.requires["capacity"]

@@ -181,6 +181,18 @@ def listener_weights(env: Environment) -> dict[str, int]:
     return weights
 
 
+def url(env: Environment) -> str:
+    """Where the cluster answers: the load balancer's DNS name and the listener's port."""
+    elbv2 = env.client("elbv2")
+    listener = elbv2.describe_listeners(ListenerArns=[env.listener_arn])["Listeners"][0]
+    host = env.load_balancer_dns or elbv2.describe_load_balancers(
+        LoadBalancerArns=[listener["LoadBalancerArn"]])["LoadBalancers"][0]["DNSName"]
+    scheme = "https" if listener["Protocol"] == "HTTPS" else "http"
+    default = {"http": 80, "https": 443}[scheme]
+    port = "" if listener["Port"] == default else f":{listener['Port']}"
+    return f"{scheme}://{host}{port}/"
+
+
 def _server_group(env: Environment, asg: dict, sequence: int,
                   weights: dict[str, int]) -> ServerGroup:
     found = tags.from_list([{"Key": t["Key"], "Value": t["Value"]} for t in asg.get("Tags", [])])

@@ -85,8 +85,10 @@ def alarms_in_alarm(env: Environment, names: list[str]) -> list[str]:
 
 
 def watch(env: Environment, seconds: int, groups: list[str],
-          tick: Callable[[], None] | None = None) -> None:
-    """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades.
+          tick: Callable[[], None] | None = None,
+          judge: Callable[[], None] | None = None) -> None:
+    """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades;
+    `judge` (the new group against the baseline) raises when its verdict fails.
     Each check is shown: a countdown line on a terminal, one line per check otherwise."""
     if seconds <= 0:
         return
@@ -102,6 +104,8 @@ def watch(env: Environment, seconds: int, groups: list[str],
         firing = [name for name, state in states.items() if state == "ALARM"]
         if firing:
             raise AlarmFired(firing)
+        if judge:
+            judge()
         for name, (healthy, desired, reasons) in health.items():
             if healthy < desired:
                 raise Unhealthy(f"server group {name} degraded to {healthy} of {desired} "
@@ -119,6 +123,8 @@ def watch(env: Environment, seconds: int, groups: list[str],
         check_final = alarms_in_alarm(env, env.alarm_names)
         if check_final:
             raise AlarmFired(check_final)
+        if judge:
+            judge()
     say(f"watch passed: {display.checks} checks in {human(seconds)}, no alarm in ALARM"
         + (f", {', '.join(groups)} healthy" if groups else ""))
 

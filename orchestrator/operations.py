@@ -18,6 +18,7 @@ from orchestrator import environment, groups, images, inputs
 from orchestrator import plan as plans
 from orchestrator.apply import Observer, Runner
 from orchestrator.health import AlarmFired, Unhealthy
+from orchestrator.judge import CanaryFailed
 
 
 class RolledBack(KilnError):
@@ -46,7 +47,7 @@ def rules(settings, steps: str | None = None, watch: str | None = None) -> plans
 
 def status(aws: Aws, stack: str | None = None, app: str | None = None) -> dict:
     env = environment.load(aws, app=app, stack=stack)
-    return model.read(env).as_dict()
+    return {**model.read(env).as_dict(), "url": model.url(env)}
 
 
 def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> dict:
@@ -76,7 +77,8 @@ def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> di
 def status_lines(result: dict) -> list[str]:
     if result.get("error"):
         return [f"cluster {result['cluster']} ({result['account']}): {result['error']}"]
-    head = f"cluster {result['cluster']} ({result['account']}, {result['region']})"
+    head = (f"cluster {result['cluster']} ({result['account']}, {result['region']}) "
+            f"at {result['url']}")
     if not result["server_groups"]:
         flag = f" --app {result['app']}" if result.get("app") else ""
         return [head, f"  no server groups yet: `invoke deploy{flag} --version X`"]
@@ -159,7 +161,7 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
         runner = Runner(env, plan, settings_rules, run_id, lease, observer)
         try:
             runner.run()
-        except (AlarmFired, Unhealthy) as failure:
+        except (AlarmFired, Unhealthy, CanaryFailed) as failure:
             if not (auto_abort and plan.new_group):
                 raise
             say(f"{operation} failed: {failure}; rolling back {plan.new_group}")
@@ -167,11 +169,11 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
             _print(undo)
             Runner(env, undo, settings_rules, run_id, lease, observer).run()
             result = _result(env, plan, "rolled back", start_calls, before, started,
-                             error=str(failure), rollback=undo)
+                             error=str(failure), rollback=undo, judgement=runner.judgement)
             raise RolledBack(f"{operation} of {plan.new_group} failed ({failure}); rolled back: "
                              f"{plan.new_group} has weight 0, is scaled to 0 and tagged failed",
                              result) from None
-    return _result(env, plan, "ok", start_calls, before, started)
+    return _result(env, plan, "ok", start_calls, before, started, judgement=runner.judgement)
 
 
 @contextmanager
@@ -193,7 +195,8 @@ def _print(plan: plans.Plan, dry_run: bool = False) -> None:
         say("dry run: nothing changed")
 
 
-def _result(env, plan, outcome, start_calls, before, started, error=None, rollback=None) -> dict:
+def _result(env, plan, outcome, start_calls, before, started, error=None, rollback=None,
+            judgement=None) -> dict:
     calls = env.aws.calls
     by_operation = {k: v - before.get(k, 0) for k, v in calls.by_operation.items()
                     if v - before.get(k, 0)}
@@ -205,6 +208,8 @@ def _result(env, plan, outcome, start_calls, before, started, error=None, rollba
         result["error"] = error
     if rollback:
         result["rollback"] = rollback.as_dict()
+    if judgement:
+        result["judgement"] = judgement
     if outcome != "dry-run":
         result["server_groups"] = model.read(env).as_dict()["server_groups"]
     return result

@@ -1,0 +1,90 @@
+"""orchestrator/judge.py: the canary against the baseline, from the target groups' own metrics
+(real traffic through a sandbox load balancer), and the cluster's URL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from orchestrator import judge, operations
+from tests.network_helpers import all_healthy, get, until
+
+LIMITS = judge.Thresholds(min_requests=10, max_error_rate_increase=0.01, max_p99_ratio=1.5,
+                          min_p99_increase=0.1)
+
+
+def judged(lb, since, limits=LIMITS) -> dict:
+    return judge.judge(boto3.client("cloudwatch"), lb["arn"].split(":loadbalancer/")[1],
+                       ("green", lb["groups"]["green"]), ("blue", lb["groups"]["blue"]), since,
+                       limits)
+
+
+def traffic(lb, count: int = 200) -> None:
+    for _ in range(count):
+        get(lb["dns"], 80)
+
+
+def settled(lb, since, requests: int, limits=LIMITS) -> dict:
+    """The judgement once all `requests` are in the metrics."""
+    found = {}
+
+    def check():
+        found.update(judged(lb, since, limits))
+        assert found["canary"]["requests"] + found["baseline"]["requests"] == requests
+
+    until(check, timeout=10)
+    return found
+
+
+@pytest.fixture
+def since():
+    return datetime.now(UTC)
+
+
+def test_the_baselines_own_errors_do_not_fail_a_good_canary(lb, since):
+    all_healthy(lb)
+    lb["apps"]["blue"].status = 500  # the baseline fails, the canary (10 %) does not
+    traffic(lb)
+    found = settled(lb, since, 200)
+    assert found["verdict"] == "pass", found
+    assert (found["canary"]["requests"], found["canary"]["errors"]) == (20, 0)
+    assert found["baseline"]["error_rate"] == 1.0
+
+
+def test_a_ten_percent_canarys_errors_are_not_drowned_in_the_total(lb, since):
+    all_healthy(lb)
+    lb["apps"]["green"].status = 500
+    traffic(lb)
+    found = settled(lb, since, 200)
+    assert found["verdict"] == "fail"
+    assert found["canary"]["error_rate"] == 1.0 and found["baseline"]["error_rate"] == 0.0
+    assert "canary 5xx rate 100.00% above the baseline's 0.00%" in found["reasons"][0]
+    assert "judgement: fail" in judge.line(found)
+
+
+def test_a_slow_canary_fails_on_p99(lb, since):
+    all_healthy(lb)
+    lb["apps"]["green"].delay = 0.3
+    traffic(lb, 100)
+    found = settled(lb, since, 100)
+    assert found["verdict"] == "fail", found
+    assert found["canary"]["p99"] >= 0.3 > found["baseline"]["p99"]
+    assert "p99" in found["reasons"][0]
+
+
+def test_no_verdict_before_enough_canary_requests(lb, since):
+    all_healthy(lb)
+    lb["apps"]["green"].status = 500
+    traffic(lb, 50)  # 5 canary requests
+    found = settled(lb, since, 50)
+    assert found["verdict"] == "waiting"
+
+
+def test_status_prints_the_load_balancers_loopback_url(kaws, outputs):
+    result = operations.status(kaws)
+    assert result["url"] == f"http://{outputs['LoadBalancerDnsName']}/"
+    assert operations.status_lines(result)[0].endswith(f"at {result['url']}")
+    host = outputs["LoadBalancerDnsName"]
+    assert get(host, 80) == (503, "no server group is serving yet")
