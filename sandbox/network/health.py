@@ -1,7 +1,7 @@
 """Target health checks as an Application Load Balancer runs them, and deregistration draining.
 
 Every target of a target group that a listener forwards to, and that has an address
-(`targets.address`), is checked every HealthCheckIntervalSeconds: an HTTP GET of
+(`targets.endpoint`), is checked every HealthCheckIntervalSeconds: an HTTP GET of
 HealthCheckPath on HealthCheckPort ("traffic-port": the target's port), answered within
 HealthCheckTimeoutSeconds with a code the Matcher accepts ("200", "200,202", "200-299").
 HealthyThresholdCount consecutive successes make a target `healthy` (from `initial` or
@@ -13,7 +13,6 @@ a timeout is never shorter than one real second, so a busy machine does not fail
 
 from __future__ import annotations
 
-import http.client
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,13 +42,13 @@ def accepts(matcher: dict | None, status: int) -> bool:
     return False
 
 
-def probe(group, host: str, port: int) -> tuple[bool, str | None, str | None]:
+def probe(group, where: targets.Endpoint) -> tuple[bool, str | None, str | None]:
     """One health check: (passed, reason, description) as DescribeTargetHealth words them."""
     timeout = max(1.0, clock.real(group.health_check_timeout_seconds))
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    connection = targets.Connection(where, timeout)
     try:
-        connection.request("GET", group.health_check_path or "/",
-                           headers={"User-Agent": USER_AGENT, "Host": f"{host}:{port}"})
+        connection.request("GET", group.health_check_path or "/", headers={
+            "User-Agent": USER_AGENT, "Host": f"{where.host}:{where.port}"})
         status = connection.getresponse().status
     except TimeoutError:
         return False, "Target.Timeout", "Request timed out"
@@ -95,8 +94,8 @@ class HealthChecks:
                 continue
             for target in list(group.targets.values()):
                 key = (group.arn, target["Id"])
-                where = targets.address(group.target_type, target["Id"],
-                                        check_port(group, target["Port"]))
+                where = targets.endpoint(group.target_type, target["Id"],
+                                         check_port(group, target["Port"]))
                 if where is None:
                     continue
                 seen.add(key)
@@ -111,9 +110,9 @@ class HealthChecks:
             for key in set(self._records) - seen:
                 del self._records[key]
 
-    def _check(self, group, key: tuple[str, str], where: tuple[str, int]) -> None:
+    def _check(self, group, key: tuple[str, str], where: targets.Endpoint) -> None:
         try:
-            passed, reason, description = probe(group, *where)
+            passed, reason, description = probe(group, where)
             with self._lock:
                 record = self._records.get(key)
                 if record is not None:

@@ -103,16 +103,16 @@ class Listener:
         if not registered:
             return self._elb_answer(request, 503, group.arn)
         addressed = [(t, where) for t in registered
-                     if (where := targets.address(group.target_type, t["Id"], t["Port"]))]
+                     if (where := targets.endpoint(group.target_type, t["Id"], t["Port"]))]
         if not addressed:
             return self._elb_answer(request, 502, group.arn)
         healthy = [pair for pair in addressed
                    if self.network.health.healthy(group.arn, pair[0]["Id"])]
         pool = healthy or addressed  # all unhealthy: an ALB routes to all of them
-        _target, (host, port) = pool[next(self.network.round_robin(group.arn)) % len(pool)]
+        _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
         started = time.monotonic()
         try:
-            status, headers, payload = _send(request, body, host, port, self.address[1])
+            status, headers, payload = _send(request, body, where, self.address[1])
         except TimeoutError:
             return self._elb_answer(request, 504, group.arn)
         except OSError:
@@ -166,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _send(request: _Handler, body: bytes, host: str, port: int, listener_port: int):
+def _send(request: _Handler, body: bytes, where: targets.Endpoint, listener_port: int):
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     client = request.client_address[0]
     forwarded = request.headers.get("X-Forwarded-For")
@@ -174,7 +174,7 @@ def _send(request: _Handler, body: bytes, host: str, port: int, listener_port: i
     headers["X-Forwarded-Proto"] = "http"
     headers["X-Forwarded-Port"] = str(listener_port)
     headers.setdefault("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
-    connection = http.client.HTTPConnection(host, port, timeout=IDLE_TIMEOUT)
+    connection = targets.Connection(where, IDLE_TIMEOUT)
     try:
         connection.request(request.command, request.path, body=body or None, headers=headers)
         response = connection.getresponse()

@@ -1,55 +1,77 @@
-"""Where a target is: target id → (host, port), and where the sandbox may send traffic.
+"""Where a target is: target id → an Endpoint to connect to, and where the sandbox may connect.
 
 `ip` targets are their own address and must be on loopback. Instance targets are found by the
-resolvers that the instance machinery adds (`add_resolver`); an instance no resolver knows runs
-nothing the load balancer can reach, and its health stays as the `elb_health` patch reports it.
-Every address is checked before use: loopback, or a network namespace the sandbox made
-(`allow_network`). Nothing else is ever contacted.
+resolvers that the instance machinery adds (`add_resolver`): an instance's app listens inside its
+own network namespace, so its Endpoint carries the way to open a connection there. An instance
+no resolver knows runs nothing the load balancer can reach, and its health stays as the
+`elb_health` patch reports it. Nothing but loopback and the sandbox's own namespaces is ever
+contacted.
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable
-
-Resolver = Callable[[str, str, int], "tuple[str, int] | None"]
+from dataclasses import dataclass
 
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A target's address; `opener(timeout)` opens a connection to it when plain connect can't
+    (an address inside a network namespace of the sandbox's)."""
+
+    host: str
+    port: int
+    opener: Callable[[float], socket.socket] | None = None
+
+    def connect(self, timeout: float) -> socket.socket:
+        if self.opener is not None:
+            return self.opener(timeout)
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+
+Resolver = Callable[[str, str, int], "Endpoint | None"]
 _lock = threading.Lock()
 _resolvers: list[Resolver] = []
-_networks: list[ipaddress.IPv4Network] = []
 
 
 def add_resolver(resolver: Resolver) -> None:
-    """Add `resolver(target_type, target_id, port) -> (host, port) | None`."""
+    """Add `resolver(target_type, target_id, port) -> Endpoint | None` (namespaced openers)."""
     with _lock:
         _resolvers.append(resolver)
 
 
-def allow_network(cidr: str) -> None:
-    """Let traffic reach `cidr`: only for the sandbox's own network namespaces."""
-    with _lock:
-        _networks.append(ipaddress.ip_network(cidr))
-
-
-def allowed(host: str) -> bool:
+def loopback(host: str) -> bool:
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host) in _LOOPBACK
     except ValueError:
         return False
-    return address in _LOOPBACK or any(address in net for net in _networks)
 
 
-def address(target_type: str, target_id: str, port: int) -> tuple[str, int] | None:
-    """The address to send a target's traffic to, or None when it has none the sandbox may use."""
+def endpoint(target_type: str, target_id: str, port: int) -> Endpoint | None:
+    """Where to send a target's traffic, or None when it has nowhere the sandbox may send it."""
     if target_type == "ip":
-        found = (target_id, int(port))
-    else:
-        with _lock:
-            resolvers = list(_resolvers)
-        found = next((hit for r in resolvers if (hit := r(target_type, target_id, int(port)))),
-                     None)
-    if found and allowed(found[0]):
-        return found
+        return Endpoint(target_id, int(port)) if loopback(target_id) else None
+    with _lock:
+        resolvers = list(_resolvers)
+    for resolver in resolvers:
+        found = resolver(target_type, target_id, int(port))
+        if found and (found.opener is not None or loopback(found.host)):
+            return found
     return None
+
+
+class Connection(http.client.HTTPConnection):
+    """An HTTP connection that opens its socket through an Endpoint."""
+
+    def __init__(self, where: Endpoint, timeout: float):
+        super().__init__(where.host, where.port, timeout=timeout)
+        self.where = where
+
+    def connect(self) -> None:
+        self.sock = self.where.connect(self.timeout)

@@ -1,0 +1,116 @@
+"""Requests through the sandbox's load balancer: throughput, and a 10 % canary's measured share.
+
+    .venv/bin/python bench/traffic.py [--requests 4000] [--clients 8] [--share-requests 1000]
+
+Starts a private sandbox (its own moto server under a temporary state directory), two plain
+HTTP apps on loopback as targets (`ip` target groups), and a load balancer whose listener
+forwards 90 / 10 to them. Then: requests per second through the load balancer (each client one
+keep-alive connection, a bounded number of requests in all), and how 1,000 requests split.
+Only loopback is contacted; the sandbox is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sandbox.control import Sandbox  # noqa: E402
+from tests.network_helpers import App  # noqa: E402
+
+
+def load_balancer(apps: dict[str, App], weights: dict[str, int]) -> str:
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.7.{n}.0/24",
+                                 AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+               for n, z in ((1, "a"), (2, "b"))]
+    balancer = elbv2.create_load_balancer(Name="bench", Subnets=subnets)["LoadBalancers"][0]
+    groups = []
+    for name, app in apps.items():
+        arn = elbv2.create_target_group(
+            Name=name, Protocol="HTTP", Port=app.port, VpcId=vpc, TargetType="ip",
+            HealthCheckPath="/health")["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": "127.0.0.1"}])
+        groups.append({"TargetGroupArn": arn, "Weight": weights[name]})
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward",
+                                           "ForwardConfig": {"TargetGroups": groups}}])
+    healthy(elbv2, [g["TargetGroupArn"] for g in groups])
+    return balancer["DNSName"]
+
+
+def healthy(elbv2, arns: list[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {d["TargetHealth"]["State"] for arn in arns for d in
+                  elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]}
+        if states == {"healthy"}:
+            return
+        time.sleep(0.2)
+    sys.exit("targets did not become healthy")
+
+
+def client(host: str, count: int, answers: Counter, lock: threading.Lock) -> None:
+    connection = http.client.HTTPConnection(host, 80, timeout=30)
+    seen = Counter()
+    for _ in range(count):
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        seen[(response.status, response.read().decode().strip())] += 1
+    connection.close()
+    with lock:
+        answers.update(seen)
+
+
+def throughput(host: str, total: int, clients: int) -> tuple[float, Counter]:
+    answers, lock = Counter(), threading.Lock()
+    threads = [threading.Thread(target=client, args=(host, total // clients, answers, lock))
+               for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(answers.values()) / (time.monotonic() - started), answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--share-requests", type=int, default=1000)
+    args = parser.parse_args()
+    apps = {"baseline": App("baseline"), "canary": App("canary")}
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-traffic-") as state:
+        box = Sandbox(Path(state))
+        box.up()
+        try:
+            os.environ.update(box.env())
+            host = load_balancer(apps, {"baseline": 90, "canary": 10})
+            print(f"load balancer at http://{host}/ (listener 90 % baseline, 10 % canary)")
+            rate, answers = throughput(host, args.requests, args.clients)
+            print(f"throughput: {rate:,.0f} requests/s ({sum(answers.values())} requests, "
+                  f"{args.clients} keep-alive clients; answers {dict(answers)})")
+            _rate, split = throughput(host, args.share_requests, 1)
+            canary = split[(200, "canary")] / args.share_requests
+            print(f"canary share over {args.share_requests} requests: {canary:.1%} (weight 10 %)")
+        finally:
+            box.down()
+            for app in apps.values():
+                app.close()
+
+
+if __name__ == "__main__":
+    main()
