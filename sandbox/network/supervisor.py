@@ -15,7 +15,7 @@ import traceback
 
 from sandbox.network import alarms, health, metrics, proxy
 
-TICK = 0.1  # real seconds between rounds
+TICK = 0.2  # real seconds between rounds
 
 
 class Network:

@@ -122,7 +122,7 @@ def _record(network: Network, group, status):
     from sandbox.network import health, targets
 
     record = network.health.record(group.arn, status.instance_id)
-    if record is None and group.health_check_enabled and targets.address(
+    if record is None and group.health_check_enabled and targets.endpoint(
             group.target_type, status.instance_id, health.check_port(group, status.port)):
         record = health.Record()
     return record
