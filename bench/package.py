@@ -12,7 +12,11 @@ spec's `cp -al` changes the sources' ctime, which also makes Kiln hash them agai
     and with `cp -al` in %install.
 Reference, measured on the same kind of machine: fpm 1.17 `-s dir -t rpm` took 25.9 s.
 
-Usage: .venv/bin/python bench/package.py [--runs 3] [--compression zstd]
+A second payload, `--many 50000` small files (~100 bytes, in folders of 500), is built once each
+by Kiln with the rpmbuild backend, Kiln with the fpm backend, and plain `fpm -s dir -t rpm` with
+its defaults (`--fpm PATH`, default `fpm` on PATH or the vendored one; `--many 0` skips it).
+
+Usage: .venv/bin/python bench/package.py [--runs 3] [--compression zstd] [--many 50000]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import io
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +45,7 @@ from packager.digests import CACHE_DIR  # noqa: E402
 from packager.spec import MAGIC_RULES, build_macros  # noqa: E402
 
 FPM_REFERENCE = 25.9
+VENDORED_FPM = ROOT.parent / "shared" / "vendor" / "fpm" / "bin" / "fpm"
 SMALL_FILES = 5000
 BIG_FILE_MB = 200
 
@@ -168,10 +174,48 @@ def report(timings: Timings, kiln_labels: list[str], best: str) -> None:
               "(goal <= 1.10x)")
 
 
+def make_many(folder: Path, count: int) -> Path:
+    tree = folder / "many"
+    for index in range(count):
+        sub = tree / f"d{index // 500:03d}"
+        if index % 500 == 0:
+            sub.mkdir(parents=True)
+        (sub / f"f{index:05d}.txt").write_text(f"{index:05d} " + "x" * 90 + "\n")
+    (folder / "many.yaml").write_text("name: many-app\nversion: 1.0.0\nsummary: many files\n"
+                                      "license: MIT\nfiles:\n  - src: many\n"
+                                      "    dest: /opt/many-app\n")
+    return folder / "many.yaml"
+
+
+def many_files(folder: Path, count: int, fpm_command: str, compression: str) -> None:
+    """One build each of the many-small-files tree: Kiln (both backends) and plain fpm."""
+    print(f"payload 2: {count} files of ~100 bytes", flush=True)
+    manifest = make_many(folder, count)
+    raw = yaml.safe_load((ROOT / "invoke.yaml").read_text())["kiln"]
+    raw["dist"] = str(folder / "dist-many")
+    timings = Timings()
+    for backend in ("rpmbuild", "fpm"):
+        raw["package"].update(backend=backend, compression=compression, source_date_epoch=0,
+                              fpm=fpm_command)
+        settings = validate(raw, ["bench"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            timings.run(f"package() {backend} backend ({compression})",
+                        lambda settings=settings: package(settings, manifest))
+    out = folder / "plain-fpm.rpm"
+    timings.run("plain fpm -s dir -t rpm (its defaults)", lambda: subprocess.run(
+        [fpm_command, "-s", "dir", "-t", "rpm", "-n", "many-app", "-v", "1.0.0", "--force",
+         "--package", str(out), "--workdir", str(folder), "-C", str(folder), "--",
+         "many/=/opt/many-app"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(folder)}))
+    timings.show()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compression", default="zstd", choices=("zstd", "gzip", "xz", "none"))
+    parser.add_argument("--many", type=int, default=50_000)
+    parser.add_argument("--fpm", default=shutil.which("fpm") or str(VENDORED_FPM))
     parser.add_argument("--skip-references", action="store_true",
                         help="skip the fpm-settings and Debian-defaults hand specs (slow)")
     args = parser.parse_args()
@@ -209,6 +253,8 @@ def main() -> None:
                     timings.run(label, action)
         timings.show()
         report(timings, list(kiln), best)
+        if args.many:
+            many_files(folder, args.many, args.fpm, args.compression)
         print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
