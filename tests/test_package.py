@@ -331,6 +331,25 @@ def test_odd_trees_are_packaged_the_same_by_fpm(tmp_path):
     assert_same_package(via_rpmbuild["path"], via_fpm["path"])
 
 
+ODD_NAMES = ["a b.txt", "café.js", "日本.txt", "%{name}", "[id].js", "*", "?", "{a,b}", "$x",
+             "it's", 'q"d', "back\\slash", "#h", "&", ";", "(p)", "!", "-dash", "100%"]
+
+
+def test_odd_names_listed_file_by_file(tmp_path):
+    """A config directory is listed a file at a time (its directories are not config): every
+    name goes through rpm's file-list escaping, in both backends."""
+    (tmp_path / "conf").mkdir()
+    for name in ODD_NAMES:
+        (tmp_path / "conf" / name).write_text(f"{name}\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nversion: 1.0.0\nsummary: s\nlicense: MIT\nurl: https://e.com\nvendor: V\n"
+        "config_files:\n  - src: conf\n    dest: /etc/c\n")
+    via_rpmbuild, via_fpm = both_backends(tmp_path, tmp_path / "c.yaml")
+    listing = query(via_rpmbuild["path"], "[%{FILEFLAGS:fflags}|%{FILENAMES}\n]").splitlines()
+    assert sorted(listing) == sorted(["|/etc/c"] + [f"cn|/etc/c/{name}" for name in ODD_NAMES])
+    assert_same_package(via_rpmbuild["path"], via_fpm["path"])
+
+
 def test_upgrade_scripts_run_on_upgrade_only(tmp_path):
     """The packaged scriptlets, run by /bin/sh as rpm runs them ($1: 1 on install, 2 on upgrade,
     0 on removal), run each script only when it should."""
