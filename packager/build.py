@@ -40,8 +40,10 @@ def package(settings: Any, manifest_path: str | os.PathLike, version: str | None
     if backend == "fpm":  # fpm's spec lets rpmbuild package ELF files as noarch
         check_noarch(manifest)
     inputs = input_paths(manifest)
-    commit = git_commit(manifest.folder, inputs)
-    epoch = source_date_epoch(options["source_date_epoch"], manifest.folder, inputs)
+    commit, committed = git_provenance(manifest.folder, inputs)
+    epoch = options["source_date_epoch"]
+    if epoch is None:  # the time of the inputs' last commit, else 0 outside git
+        epoch = committed or 0
     dist = Path(settings["dist"])
     known = DigestCache(dist / CACHE_DIR / f"{manifest.name}.json")
     say(f"package: {manifest.filename} with {backend} ({options['compression']})")
@@ -136,36 +138,41 @@ def input_paths(manifest: Manifest) -> list[str]:
 
 
 def git_commit(folder: Path, inputs: list[str]) -> str | None:
-    """The last commit that changed the inputs, `<sha>-dirty` (with a warning) when they have
-    uncommitted changes or untracked files: that build is not that commit's."""
-    commit = _git(folder, "log", "-1", "--format=%H", "HEAD", "--", *inputs)
-    if commit is None:
-        return None
-    changed = _git(folder, "status", "--porcelain", "--untracked-files=all", "--", *inputs)
+    return git_provenance(folder, inputs)[0]
+
+
+def git_provenance(folder: Path, inputs: list[str]) -> tuple[str | None, int | None]:
+    """The last commit that changed the inputs and its time; the commit is `<sha>-dirty` (with
+    a warning) when they have uncommitted changes or untracked files: that build is not that
+    commit's. Both git commands run side by side."""
+    log = _start_git(folder, "log", "-1", "--format=%H %ct", "HEAD", "--", *inputs)
+    status = _start_git(folder, "status", "--porcelain", "--untracked-files=all", "--", *inputs)
+    fields, changed = (_finish_git(log) or "").split(), _finish_git(status)
+    if len(fields) != 2 or not fields[1].isdigit():
+        return None, None
+    commit, committed = fields[0], int(fields[1])
     if changed:
         lines = changed.splitlines()
         example = lines[0].split(maxsplit=1)[-1]
         say(f"package: warning: {len(lines)} uncommitted change(s) in the packaged files "
             f"(e.g. {example}); provenance is git:{commit}-dirty")
-        return f"{commit}-dirty"
-    return commit
+        return f"{commit}-dirty", committed
+    return commit, committed
 
 
-def source_date_epoch(setting: int | None, folder: Path, inputs: list[str]) -> int:
-    """The configured epoch, else the time of the inputs' last commit, else 0 outside git."""
-    if setting is not None:
-        return setting
-    text = _git(folder, "log", "-1", "--format=%ct", "HEAD", "--", *inputs)
-    return int(text) if text and text.isdigit() else 0
-
-
-def _git(folder: Path, *args: str) -> str | None:
+def _start_git(folder: Path, *args: str) -> subprocess.Popen | None:
     try:
-        result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
-                                text=True, check=False)
+        return subprocess.Popen(["git", "-C", str(folder), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
     except FileNotFoundError:
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _finish_git(process: subprocess.Popen | None) -> str | None:
+    if process is None:
+        return None
+    output = process.communicate()[0].strip()
+    return output or None if process.returncode == 0 else None
 
 
 def stage(manifest: Manifest, root: Path, epoch: int) -> None:
