@@ -95,3 +95,14 @@ def test_fixed_response_and_listener_lifecycle(lb, clean_sandbox):
 
 def _assert_equal(actual, expected) -> None:
     assert actual == expected
+
+
+def test_a_load_balancer_never_forwards_to_itself(lb):
+    elbv2 = boto3.client("elbv2")
+    green = lb["groups"]["green"]
+    elbv2.register_targets(TargetGroupArn=green, Targets=[{"Id": lb["dns"], "Port": 80}])
+    elbv2.deregister_targets(TargetGroupArn=green,
+                             Targets=[{"Id": "127.0.0.1", "Port": lb["apps"]["green"].port}])
+    elbv2.modify_listener(ListenerArn=lb["listener"], DefaultActions=[forward(lb["groups"],
+                                                                             green=1)])
+    assert get(lb["dns"], 80, timeout=5)[0] == 502  # not a loop: its own address is no target

@@ -64,8 +64,9 @@ class Listener:
         self.address = (host, port)
         self.server = _Server((host, port), _Handler)
         self.server.listener = self
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       name=f"listener {host}:{port}")
+        # A short poll so that stopping a listener (DeleteListener, reset) returns at once.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True, name=f"listener {host}:{port}")
 
     def start(self) -> None:
         self.thread.start()

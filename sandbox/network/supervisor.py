@@ -13,7 +13,7 @@ import sys
 import threading
 import traceback
 
-from sandbox.network import alarms, health, metrics, proxy
+from sandbox.network import alarms, health, metrics, proxy, targets
 
 TICK = 0.2  # real seconds between rounds
 
@@ -64,6 +64,7 @@ class Network:
                 listener.stop()
             self._listeners.clear()
             self._failed.clear()
+            targets.set_listeners(())
         self.health.clear()
         self.metrics.clear()
         self.alarms.forget()
@@ -115,6 +116,7 @@ class Network:
                 if current:
                     self._listeners.pop(arn).stop()
                 self._start(spec)
+            targets.set_listeners(listener.address for listener in self._listeners.values())
         return _unique(in_use)
 
     def _start(self, spec: tuple) -> None:

@@ -38,12 +38,19 @@ class Endpoint:
 Resolver = Callable[[str, str, int], "Endpoint | None"]
 _lock = threading.Lock()
 _resolvers: list[Resolver] = []
+_listeners: frozenset[tuple[str, int]] = frozenset()  # the load balancers' own addresses
 
 
 def add_resolver(resolver: Resolver) -> None:
     """Add `resolver(target_type, target_id, port) -> Endpoint | None` (namespaced openers)."""
     with _lock:
         _resolvers.append(resolver)
+
+
+def set_listeners(addresses) -> None:
+    """The proxies' own addresses: never a target, so no request can loop through a proxy."""
+    global _listeners
+    _listeners = frozenset(addresses)
 
 
 def loopback(host: str) -> bool:
@@ -56,7 +63,8 @@ def loopback(host: str) -> bool:
 def endpoint(target_type: str, target_id: str, port: int) -> Endpoint | None:
     """Where to send a target's traffic, or None when it has nowhere the sandbox may send it."""
     if target_type == "ip":
-        return Endpoint(target_id, int(port)) if loopback(target_id) else None
+        usable = loopback(target_id) and (target_id, int(port)) not in _listeners
+        return Endpoint(target_id, int(port)) if usable else None
     with _lock:
         resolvers = list(_resolvers)
     for resolver in resolvers:
