@@ -325,3 +325,15 @@ def _fresh_key():
     import paramiko
 
     return paramiko.RSAKey.generate(2048)
+
+
+def test_the_failure_line_names_dnfs_own_reason(capsys):
+    out = LinePrefixer("chef| ")
+    for line in ("Problem: conflicting requests",
+                 "  - nothing provides nodejs >= 18 needed by app-1.0.0-1.noarch",
+                 "[2026-12-01T21:29:35+00:00] FATAL: Chef::Exceptions::Package: had an error: "
+                 "No candidate version available for app"):
+        out.write(line + "\n")
+    out.close()
+    assert out.reason == "nothing provides nodejs >= 18 needed by app-1.0.0-1.noarch"
+    assert LinePrefixer("x").reason == ""

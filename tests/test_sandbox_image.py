@@ -1,0 +1,41 @@
+"""The sandbox's base image layer: Amazon Linux 2023's identity and what its rpm database
+provides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from sandbox.machines import image
+
+
+def provides(layer, capability: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["rpm", "--dbpath", str(layer / "var/lib/rpm"), "-q", "--whatprovides",
+                           capability], capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(layer)})
+
+
+def test_the_base_layer_is_amazon_linux_2023_with_declared_extras(tmp_path):
+    layer = image.ensure(tmp_path, ("nodejs = 18.20.4",), "/opt/chef/bin/chef-solo")
+    assert 'ID="amzn"' in (layer / "etc/os-release").read_text()
+    assert 'VERSION_ID="2023"' in (layer / "etc/os-release").read_text()
+    assert os.readlink(layer / "usr/bin/yum") == "dnf-3"
+    assert "skip_if_unavailable=False" in (layer / "etc/dnf/dnf.conf").read_text()
+    assert "ec2-user ALL=(ALL) NOPASSWD:ALL" in (
+        layer / "etc/sudoers.d/90-cloud-init-users").read_text()
+    assert "exec /opt/chef/bin/chef-solo" in (layer / "usr/bin/chef-solo").read_text()
+    assert (layer / "usr/bin/systemctl").read_text().startswith("#!/usr/bin/python3\n")
+    assert provides(layer, "nodejs").stdout.startswith("system-release-2023")
+    listed = subprocess.run(["rpm", "--dbpath", str(layer / "var/lib/rpm"), "-q", "--provides",
+                             "system-release"], capture_output=True, text=True,
+                            env={**os.environ, "HOME": str(layer)}).stdout.splitlines()
+    assert {"nodejs = 18.20.4", "python3 = 3.9.16", "system-release(releasever) = 2023"} <= set(
+        listed)
+    assert provides(layer, "java-17-amazon-corretto").returncode != 0
+    # The same inputs reuse the layer; other ones rebuild it.
+    stamp = (layer.parent / "base.sha256").read_text()
+    assert image.ensure(tmp_path, ("nodejs = 18.20.4",), "/opt/chef/bin/chef-solo") == layer
+    assert (layer.parent / "base.sha256").read_text() == stamp
+    image.ensure(tmp_path, (), None)
+    assert provides(layer, "nodejs").returncode != 0
+    assert not (layer / "usr/bin/chef-solo").exists()
