@@ -334,7 +334,8 @@ _DEPLOY_HELP = {
     "app": "the app (default: kiln.app; others under kiln.apps)",
     "stack": "the cluster's stack: the cluster is app-stack (default: kiln.deploy.stack)",
     "dry_run": "print the plan (steps, capacities, weights) and change nothing",
-    "force_unlock": "take over the cluster's lock if its lease has expired",
+    "force_unlock": "take over the cluster's lock even from a live lease (a holder on another "
+                    "host known to be gone); expired leases are taken over anyway",
     "json": "print the result (plan, outcome, api_calls, server groups) as JSON on stdout",
     "watch": "how long to watch the alarms after each shift, e.g. 5m; 0 skips "
              "(default: kiln.deploy.watch)",

@@ -1,8 +1,15 @@
 """Leases in the bootstrap's DynamoDB lock table: one operation per key at a time.
 
 An item per held lock: LockKey (the hash key), Owner (who, where, which run), Since, ExpiresAt
-(epoch seconds) and Token. Taking a lock is a conditional put, releasing a conditional delete, so
-two processes can never both believe they hold it.
+(epoch seconds), Token, and the holder's process: Host (host name, boot and PID namespace), Pid
+and PidStart (its start time, so a reused pid is not mistaken for the holder). Taking a lock is a
+conditional put, releasing a conditional delete, so two processes can never both believe they
+hold it.
+
+Leases are short and kept alive by a heartbeat thread while the holder lives: a lease that has
+expired belongs to a holder that is gone (killed, host lost) and is taken over by the next
+taker. On the same host the next taker does not even wait for the expiry: a holder whose
+process no longer exists is known dead at once.
 """
 
 from __future__ import annotations
@@ -10,17 +17,23 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cloud.aws import Aws
 from cloud.errors import KilnError
+
+# A live holder renews its lease every third of it: two renewals may fail before it lapses.
+DEFAULT_TTL = 60
+RENEWALS_PER_LEASE = 3
 
 
 class LockHeld(KilnError):
@@ -34,20 +47,42 @@ class Lease:
     key: str
     token: str
     ttl_seconds: int
+    lost: str | None = None  # why the lease is no longer ours, set by the heartbeat
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _renewing: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between the heartbeat's renewals."""
+        return max(self.ttl_seconds / RENEWALS_PER_LEASE, 0.2)
 
     def renew(self) -> None:
         """Push the expiry forward; fails if the lease was taken over meanwhile."""
-        try:
-            self.aws.client("dynamodb").update_item(
-                TableName=self.table, Key={"LockKey": {"S": self.key}},
-                UpdateExpression="SET ExpiresAt = :e",
-                ConditionExpression="#t = :t", ExpressionAttributeNames={"#t": "Token"},
-                ExpressionAttributeValues={":e": {"N": str(_now() + self.ttl_seconds)},
-                                           ":t": {"S": self.token}})
-        except ClientError as error:
-            if _conditional(error):
-                raise LockHeld(f"lock {self.key} in table {self.table} was taken over") from None
-            raise
+        if self.lost:
+            raise LockHeld(self.lost)
+        with self._renewing:
+            try:
+                self.aws.client("dynamodb").update_item(
+                    TableName=self.table, Key={"LockKey": {"S": self.key}},
+                    UpdateExpression="SET ExpiresAt = :e",
+                    ConditionExpression="#t = :t", ExpressionAttributeNames={"#t": "Token"},
+                    ExpressionAttributeValues={":e": {"N": str(_now() + self.ttl_seconds)},
+                                               ":t": {"S": self.token}})
+            except ClientError as error:
+                if _conditional(error):
+                    self.lost = f"lock {self.key} in table {self.table} was taken over"
+                    raise LockHeld(self.lost) from None
+                raise
+
+    def heartbeat(self) -> None:
+        """Renew every `interval` until stopped or lost; a failed call is tried next beat."""
+        while not self._stop.wait(self.interval):
+            try:
+                self.renew()
+            except LockHeld:
+                return
+            except (ClientError, BotoCoreError):
+                continue
 
 
 def owner_description(run_id: str | None = None) -> str:
@@ -56,18 +91,26 @@ def owner_description(run_id: str | None = None) -> str:
 
 
 @contextmanager
-def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = 900,
-          wait_seconds: float = 0, take_expired: bool = False):
-    """Hold the lock `key` for the duration of the block.
+def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = DEFAULT_TTL,
+          wait_seconds: float = 0, force: bool = False, force_option: str | None = None):
+    """Hold the lock `key` for the duration of the block, renewed by a heartbeat thread.
 
-    Waits up to `wait_seconds` for a live lease to be released; an expired one is taken over only
-    with `take_expired` (the operator's --force-unlock), otherwise the error says who holds it.
+    Takes over a lease that has expired or whose holder's process is gone from this host. Waits
+    up to `wait_seconds` for a live one to be released; `force` (the operator's `force_option`,
+    for a holder known dead on another host) takes over even a live one.
     """
+    aws.client("dynamodb")  # made here: the heartbeat thread only uses it
     token = uuid.uuid4().hex
-    _acquire_waiting(aws, table, key, owner, token, ttl_seconds, wait_seconds, take_expired)
+    _acquire_waiting(aws, table, key, owner, token, ttl_seconds, wait_seconds,
+                     force, force_option)
+    held = Lease(aws, table, key, token, ttl_seconds)
+    beat = threading.Thread(target=held.heartbeat, name=f"lease {key}", daemon=True)
+    beat.start()
     try:
-        yield Lease(aws, table, key, token, ttl_seconds)
+        yield held
     finally:
+        held._stop.set()
+        beat.join()
         _release(aws, table, key, token)
 
 
@@ -77,44 +120,97 @@ def holder(aws: Aws, table: str, key: str) -> dict | None:
     if not item:
         return None
     return {"owner": item["Owner"]["S"], "since": item["Since"]["S"],
-            "expires_at": int(item["ExpiresAt"]["N"])}
+            "expires_at": int(item["ExpiresAt"]["N"]), "token": item["Token"]["S"],
+            "host": item.get("Host", {}).get("S"), "pid": int(item.get("Pid", {}).get("N", 0)),
+            "pid_start": item.get("PidStart", {}).get("S")}
 
 
-def _acquire_waiting(aws, table, key, owner, token, ttl, wait_seconds, take_expired) -> None:
+def holder_gone(current: dict) -> bool:
+    """True when the lease's holder ran on this host and its process no longer exists."""
+    if not current.get("pid") or current.get("host") != host_identity():
+        return False
+    return process_start(current["pid"]) != current.get("pid_start")
+
+
+def host_identity() -> str:
+    """This host as a process sees it: name, boot and PID namespace (pids mean something only
+    within the same three)."""
+    boot = _read("/proc/sys/kernel/random/boot_id").strip()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot, or None if there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    state, start = fields[0], fields[19]
+    return None if state in ("Z", "X") else start
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _acquire_waiting(aws, table, key, owner, token, ttl, wait_seconds, force, force_option):
+    attempt = (aws, table, key, owner, token, ttl, force, force_option)
     if wait_seconds <= 0:
-        _acquire(aws, table, key, owner, token, ttl, take_expired)
+        _acquire(*attempt)
         return
     retry(stop=stop_after_delay(wait_seconds), wait=wait_exponential(0.1, max=2),
-          retry=retry_if_exception_type(LockHeld), reraise=True)(_acquire)(
-        aws, table, key, owner, token, ttl, take_expired)
+          retry=retry_if_exception_type(LockHeld), reraise=True)(_acquire)(*attempt)
 
 
-def _acquire(aws, table, key, owner, token, ttl, take_expired) -> None:
-    condition = "attribute_not_exists(LockKey)"
-    values = {}
-    if take_expired:
-        condition += " OR ExpiresAt < :now"
-        values[":now"] = {"N": str(_now())}
-    item = {"LockKey": {"S": key}, "Owner": {"S": owner}, "Token": {"S": token},
+def _acquire(aws, table, key, owner, token, ttl, force, force_option) -> None:
+    if _put(aws, table, _item(key, owner, token, ttl),
+            "attribute_not_exists(LockKey) OR ExpiresAt < :now", {":now": {"N": str(_now())}}):
+        return
+    current = holder(aws, table, key)
+    if current is None:
+        raise LockHeld(f"lock {key} in table {table} was busy; try again")
+    taken = (force or holder_gone(current)) and _put(
+        aws, table, _item(key, owner, token, ttl), "#t = :old",
+        {":old": {"S": current["token"]}}, {"#t": "Token"})
+    if taken:
+        return
+    raise LockHeld(_held_message(table, key, current, force_option))
+
+
+def _item(key: str, owner: str, token: str, ttl: int) -> dict:
+    return {"LockKey": {"S": key}, "Owner": {"S": owner}, "Token": {"S": token},
             "Since": {"S": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "ExpiresAt": {"N": str(_now() + ttl)}}
-    params = {"TableName": table, "Item": item, "ConditionExpression": condition}
-    if values:
-        params["ExpressionAttributeValues"] = values
+            "ExpiresAt": {"N": str(_now() + ttl)}, "Host": {"S": host_identity()},
+            "Pid": {"N": str(os.getpid())}, "PidStart": {"S": process_start(os.getpid()) or ""}}
+
+
+def _put(aws, table, item, condition, values, names=None) -> bool:
+    """A conditional put: True if it was made, False if the condition failed."""
+    params = {"TableName": table, "Item": item, "ConditionExpression": condition,
+              "ExpressionAttributeValues": values}
+    if names:
+        params["ExpressionAttributeNames"] = names
     try:
         aws.client("dynamodb").put_item(**params)
     except ClientError as error:
         if not _conditional(error):
             raise
-        raise LockHeld(_held_message(aws, table, key)) from None
+        return False
+    return True
 
 
-def _held_message(aws, table, key) -> str:
-    current = holder(aws, table, key)
-    if current is None:
-        return f"lock {key} in table {table} was busy; try again"
-    expired = current["expires_at"] < _now()
-    state = "expired; take it over with --force-unlock" if expired else "lease still live"
+def _held_message(table: str, key: str, current: dict, force_option: str | None) -> str:
+    left = max(current["expires_at"] - _now(), 0)
+    state = f"lease live, renewed by its holder; {left} s left once that stops"
+    if force_option:
+        state += f"; if that holder is gone for good, {force_option} takes it over"
     return (f"{key} is locked by {current['owner']} since {current['since']} "
             f"({state}; table {table})")
 

@@ -184,7 +184,8 @@ def cluster_lock(env, operation: str, run_id: str, force_unlock: bool, settings_
     lease_seconds = inputs.seconds(env.settings.deploy.lock.lease, "kiln.deploy.lock.lease")
     owner = f"{operation} by {locks.owner_description(run_id)}"
     with locks.lease(env.aws, env.lock_table, f"cluster/{env.cluster}", owner,
-                     ttl_seconds=lease_seconds, take_expired=force_unlock) as lease:
+                     ttl_seconds=lease_seconds, force=force_unlock,
+                     force_option="--force-unlock") as lease:
         yield lease
 
 

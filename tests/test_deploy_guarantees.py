@@ -140,13 +140,19 @@ def test_second_operation_fails_at_once_naming_the_holder(kaws, daws, deployed):
     assert "hello-web-v002" not in groups(kaws)
 
 
-def test_expired_lease_needs_force_unlock(kaws, daws, deployed):
+def test_live_lease_needs_force_unlock_an_expired_one_is_taken_over(kaws, daws, deployed):
     env = environment.load(kaws)
-    stale = locks.lease(daws, env.lock_table, "cluster/hello-web", "promote by bob", -1)
-    stale.__enter__()  # the holder died
-    with pytest.raises(locks.LockHeld, match="--force-unlock"):
+    live = locks.lease(daws, env.lock_table, "cluster/hello-web", "promote by bob", 60)
+    live.__enter__()  # held (and renewed) by a process on a host known to be gone
+    with pytest.raises(locks.LockHeld, match="--force-unlock takes it over"):
         operations.canary(kaws, 10, version="1.1.0")
     assert operations.canary(kaws, 10, version="1.1.0", force_unlock=True)["result"] == "ok"
+    live.__exit__(None, None, None)
+    assert locks.holder(daws, env.lock_table, "cluster/hello-web") is None
+    daws.client("dynamodb").put_item(TableName=env.lock_table, Item={  # a dead holder's lease
+        "LockKey": {"S": "cluster/hello-web"}, "Owner": {"S": "rollback by carol"},
+        "Token": {"S": "dead"}, "Since": {"S": "2026-01-01T00:00:00Z"}, "ExpiresAt": {"N": "1"}})
+    assert operations.rollback(kaws)["result"] == "ok"
     assert locks.holder(daws, env.lock_table, "cluster/hello-web") is None
 
 
