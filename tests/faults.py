@@ -9,6 +9,11 @@ Point a process's AWS_ENDPOINT_URL at `FaultProxy.url` and every AWS request goe
   InvalidAMIID.NotFound, as EC2's eventual consistency does.
 - `hold(action)`: requests for that action wait at the proxy until released; the test learns
   when one has arrived. This stops a client at a precise step without touching its code.
+  `hold(action).drop()` then closes the held request's connection unanswered and unforwarded
+  (the request never reached AWS, as when its sender was killed).
+- `lose(action)`: the next request for that action is forwarded and applied, and its response
+  is lost (the connection closes unanswered): the client's retry meets what its first attempt
+  did.
 
 Unsigned requests (dnf reading the repo over HTTP, moto's own API) pass through untouched.
 """
@@ -33,8 +38,13 @@ class Hold:
     action: str
     arrived: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
+    dropped: bool = False
 
     def release(self) -> None:
+        self.released.set()
+
+    def drop(self) -> None:
+        self.dropped = True
         self.released.set()
 
 
@@ -47,6 +57,8 @@ class FaultProxy:
         self.actions: list[str] = []
         self.faults: list[tuple[str, str]] = []
         self.holds: dict[str, Hold] = {}
+        self.losses: dict[str, int] = {}
+        self.lost: list[str] = []
         self._lock = threading.Lock()
         self._signed = itertools.count(1)
         self._kinds = itertools.cycle(("throttle", "unavailable", "internal"))
@@ -72,6 +84,17 @@ class FaultProxy:
     def hold(self, action: str) -> Hold:
         self.holds[action] = Hold(action)
         return self.holds[action]
+
+    def lose(self, action: str, times: int = 1) -> None:
+        self.losses[action] = times
+
+    def _take_loss(self, action: str) -> bool:
+        with self._lock:
+            if self.losses.get(action, 0) <= 0:
+                return False
+            self.losses[action] -= 1
+            self.lost.append(action)
+            return True
 
     # -- deciding ------------------------------------------------------------------------------
     def decide(self, service: str | None, action: str) -> str | None:
@@ -115,9 +138,16 @@ class FaultProxy:
                 if hold and service:
                     hold.arrived.set()
                     hold.released.wait(120)
+                    if hold.dropped:
+                        self.close_connection = True
+                        return
                 fault = proxy.decide(service, action)
                 if fault:
                     self.answer(*_fault(fault, service, self.headers))
+                    return
+                if service and proxy._take_loss(action):
+                    self.forward(body, answer=False)
+                    self.close_connection = True
                     return
                 self.forward(body)
 
@@ -133,7 +163,7 @@ class FaultProxy:
                         self.rfile.readline()
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            def forward(self, body: bytes) -> None:
+            def forward(self, body: bytes, answer: bool = True) -> None:
                 connection = http.client.HTTPConnection(*proxy.upstream, timeout=300)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 if body or self.command in ("POST", "PUT"):
@@ -142,6 +172,8 @@ class FaultProxy:
                 response = connection.getresponse()
                 data = response.read()
                 connection.close()
+                if not answer:
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in HOP_BY_HOP:
