@@ -226,10 +226,26 @@ def repo_prune(c, keep=None, dry_run=False, json=False):
         emit_json(plan)
 
 
+@kiln_task(help={"dry_run": "only check: report a signature that does not match, put "
+                            "nothing back",
+                 "json": "print the result as JSON on stdout"})
+def repo_verify(c, dry_run=False, json=False):
+    """Check the yum repository as dnf reads it (repomd.xml signed by the repo key, every file it
+    names present); put back the signature a stopped publish or prune left unmatched."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from packager import repo
+
+    result = repo.verify(connect(settings(c)), dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
 ns.add_task(publish)
 repo_tasks = Collection("repo")
 repo_tasks.add_task(repo_list, "list")
 repo_tasks.add_task(repo_prune, "prune")
+repo_tasks.add_task(repo_verify, "verify")
 ns.add_collection(repo_tasks)
 
 # -- bake -----------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ KEY_FILE = "RPM-GPG-KEY-kiln"
 REPO_FILE = "kiln.repo"
 LEDGER = ".kiln/superseded.json"
 REPOMD = "repodata/repomd.xml"
+# repomd.xml's object metadata: the base64 of the detached signature written with it.
+SIGNATURE_META = "kiln-signature"
 CHUNK = 1024 * 1024
 # Above this size a package goes up in parts, read one part at a time (bounded memory).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -98,6 +100,7 @@ class Metadata:
     repomd: bytes
     etag: str
     files: dict[str, str]
+    signature: bytes | None = None  # the .asc written with it, kept in its object metadata
 
 
 # -- the repository -----------------------------------------------------------------------------
@@ -156,6 +159,7 @@ class Repo:
             raise self._error("download", href, error) from None
 
     def put(self, href: str, body: bytes, content_type: str, **conditions) -> None:
+        """Write an object; `Metadata` and S3's conditions (IfMatch, IfNoneMatch) pass on."""
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.key(href), Body=body,
                                ContentType=content_type, CacheControl="no-cache", **conditions)
@@ -200,17 +204,22 @@ class Repo:
     # -- metadata ----------------------------------------------------------------------------
     def fetch_metadata(self, tree: Path, types: tuple[str, ...] | None = None) -> Metadata | None:
         """Download repodata/ (repomd.xml and its data files) into `tree`; None when empty."""
-        found = self.get(REPOMD)
-        if found is None:
-            return None
-        body, etag = found
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.key(REPOMD))
+        except ClientError as error:
+            if _status(error) == 404 or _code(error) == "NoSuchKey":
+                return None
+            raise self._error("read", REPOMD, error) from None
+        body, etag = response["Body"].read(), response["ETag"]
+        signature = response.get("Metadata", {}).get(SIGNATURE_META)
         files = repodata.data_files(body)
         (tree / "repodata").mkdir(parents=True, exist_ok=True)
         (tree / REPOMD).write_bytes(body)
         wanted = [href for kind, href in files.items() if types is None or kind in types]
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda href: self.fetch(href, tree / href), wanted))
-        return Metadata(body, etag, files)
+        return Metadata(body, etag, files,
+                        base64.b64decode(signature) if signature else None)
 
     def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> None:
         """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc."""
@@ -224,14 +233,20 @@ class Repo:
                                                 _content_type(href)), added))
             signature = signed.result().read_bytes() if signed else None
         condition = {"IfMatch": old.etag} if old else {"IfNoneMatch": "*"}
+        if signature is not None:  # so a run stopped before the .asc PUT can put it back
+            condition["Metadata"] = {SIGNATURE_META: base64.b64encode(signature).decode()}
         try:
             self.put(REPOMD, body, "application/xml", **condition)
         except KilnError as error:
-            if "PreconditionFailed" in str(error):
+            if "PreconditionFailed" not in str(error):
+                raise
+            # A retried PUT whose first attempt landed (its response lost) fails its
+            # condition too: what is there tells "my own write" from someone else's.
+            if (self.get(REPOMD) or (b"", ""))[0] != body:
                 raise KilnError(f"{self.where(REPOMD)} changed while Kiln held the repo lock "
                                 f"(a lease that expired?); nothing was changed: run it again"
                                 ) from None
-            raise
+            say(f"publish: the answer to the {REPOMD} write was lost; it landed, going on")
         try:
             if signature is not None:
                 self.put(f"{REPOMD}.asc", signature, "application/pgp-signature")
@@ -243,8 +258,37 @@ class Repo:
         """Put back the repomd.xml that was read, so index and signature match again."""
         if old is None:
             self.delete([REPOMD])
-        else:
+        elif old.signature is None:
             self.put(REPOMD, old.repomd, "application/xml")
+        else:
+            self.put(REPOMD, old.repomd, "application/xml", Metadata={
+                SIGNATURE_META: base64.b64encode(old.signature).decode()})
+
+    def ensure_signature(self, meta: Metadata | None, signer: Signer | None,
+                         repair: bool = True) -> bool:
+        """Make repomd.xml.asc the signature of the repomd.xml that is there; True if it had to
+        be put back. A run stopped between the two PUTs left the old one: the signature made with
+        the new repomd.xml is in its object metadata. Only a signature that verifies with the
+        repo key is ever put back; nothing is signed anew, so a repomd.xml Kiln did not write
+        stays refused by dnf."""
+        if signer is None or meta is None:
+            return False
+        current = (self.get(f"{REPOMD}.asc") or (None, ""))[0]
+        if current is not None and current == meta.signature:
+            return False
+        if meta.signature and signer.verifies(meta.repomd, meta.signature):
+            if not repair:
+                raise KilnError(f"{self.where(REPOMD)}.asc does not match {REPOMD} (a run "
+                                f"stopped between the two): `invoke repo.verify` puts it back")
+            self.put(f"{REPOMD}.asc", meta.signature, "application/pgp-signature")
+            say(f"repo: {REPOMD}.asc did not match {REPOMD} (a run stopped between the two); "
+                f"put back the signature written with it")
+            return True
+        if current is not None and signer.verifies(meta.repomd, current):
+            return False
+        raise KilnError(f"{self.where(REPOMD)} does not match {REPOMD}.asc and carries no "
+                        f"signature made with the repo key (kiln.repo.gpg_key): it was not "
+                        f"written by Kiln; put back a signed version (the bucket keeps versions)")
 
     # -- retiring superseded files ----------------------------------------------------------
     def retire_snapshot(self) -> tuple[dict, list[str]]:
@@ -464,6 +508,7 @@ def _add_to_metadata(repo: Repo, tree: Path, href: str, steps: Steps,
                      signer: Signer | None) -> tuple[str, str]:
     """Under the lease: (published sha256, "published" or "unchanged")."""
     old = repo.fetch_metadata(tree)
+    repo.ensure_signature(old, signer)
     if old is not None:
         listed = repodata.published_sha256(tree / old.files["primary"], href)
         if listed is not None:
@@ -514,6 +559,46 @@ def find_package(aws: Aws, name: str, rpm_version: str, release: str) -> dict | 
     return None
 
 
+def verify(aws: Aws, dry_run: bool = False) -> dict:
+    """Check the repository as dnf reads it: repomd.xml signed by the repo key, every metadata
+    file it names and every package its primary.xml lists present. A signature left unmatched by
+    a stopped run is put back (unless `dry_run`); any other fault fails in one line."""
+    repo = Repo.of(aws)
+    signer = signing.from_settings(aws.settings)
+    with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
+        tree = Path(tmp) / "repo"
+        with repo.lease():
+            meta = repo.fetch_metadata(tree, types=())
+            if meta is None:
+                return {"packages": 0, "signed": False, "repaired": False}
+            repaired = bool(signer) and repo.ensure_signature(meta, signer, repair=not dry_run)
+            if signer:
+                _check_signature(repo, meta, signer)
+            present = set(repo.listing("repodata")) | set(repo.listing("Packages"))
+            _require(repo, [h for h in meta.files.values() if h not in present], REPOMD)
+            repo.fetch(meta.files["primary"], tree / meta.files["primary"])
+            packages = repodata.read_primary(tree / meta.files["primary"])
+            _require(repo, [p["path"] for p in packages if p["path"] not in present],
+                     meta.files["primary"])
+    state = "signed" if signer else "unsigned"
+    say(f"repo.verify: {repo.where()} is consistent: {len(packages)} package(s), {state}"
+        f"{', its signature put back' if repaired else ''}")
+    return {"packages": len(packages), "signed": bool(signer), "repaired": repaired}
+
+
+def _check_signature(repo: Repo, meta: Metadata, signer: Signer) -> None:
+    current = repo.get(f"{REPOMD}.asc")
+    if current is None or not signer.verifies(meta.repomd, current[0]):
+        raise KilnError(f"{repo.where(REPOMD)}.asc is not a signature of {REPOMD} by the repo "
+                        f"key (kiln.repo.gpg_key)")
+
+
+def _require(repo: Repo, missing: list[str], named_by: str) -> None:
+    if missing:
+        raise KilnError(f"{repo.where(missing[0])} is named by {named_by} but missing"
+                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+
+
 def prune(aws: Aws, keep: int, dry_run: bool = False) -> dict:
     """Keep the newest `keep` versions of each package name; the metadata is updated first, the
     removed packages are deleted once unreferenced for the grace period (now, if it is 0)."""
@@ -525,6 +610,8 @@ def prune(aws: Aws, keep: int, dry_run: bool = False) -> dict:
         tree = Path(tmp) / "repo"
         with repo.lease():
             old = repo.fetch_metadata(tree)
+            if not dry_run:
+                repo.ensure_signature(old, signer)
             packages = repodata.read_primary(tree / old.files["primary"]) if old else []
             remove = _prune_plan(packages, keep)
             plan = {"keep": keep, "dry_run": dry_run, "remove": remove,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,22 @@ class Signer:
         self._run(["gpg", "--batch", "--yes", "--armor", "--local-user", self.key,
                    "--output", str(target), "--detach-sign", str(path)], f"sign {path.name}")
         return target
+
+    def verifies(self, data: bytes, signature: bytes) -> bool:
+        """True if `signature` is a good detached signature of `data` by this key alone (gpgv
+        with a keyring of just its public key: another key in the GnuPG home does not count)."""
+        public = self.public_key()
+        with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
+            folder = Path(tmp)
+            keyring = self._run(["gpg", "--batch", "--dearmor"], "read the public key",
+                                input=public).stdout
+            (folder / "key.gpg").write_bytes(keyring)
+            (folder / "data").write_bytes(data)
+            (folder / "data.asc").write_bytes(signature)
+            result = subprocess.run(["gpgv", "--homedir", tmp, "--keyring",
+                                     str(folder / "key.gpg"), str(folder / "data.asc"),
+                                     str(folder / "data")], capture_output=True)
+        return result.returncode == 0
 
     def public_key(self) -> bytes:
         """The armored public key that clients import (RPM-GPG-KEY-kiln)."""

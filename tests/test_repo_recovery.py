@@ -1,0 +1,159 @@
+"""The repository after a crash or a lost response: the next command finds it working.
+
+A real `invoke publish` is killed (SIGKILL) at a precise request, held at tests/faults.py's
+proxy; a lost response is a request the proxy forwards (AWS applies it) and whose answer it
+drops, so botocore retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from cloud.target import connect
+from packager import repo
+from tests.bake_helpers import proxied
+from tests.conftest import INVOKE, ROOT, deep_merge
+from tests.faults import FaultProxy
+from tests.repo_helpers import build_rpm, make_lock_table, make_repo_bucket
+
+
+@pytest.fixture(scope="module")
+def rpms(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rpms")
+    return {name: build_rpm(folder, name, "1.0.0") for name in ("alpha", "beta", "gamma")}
+
+
+@pytest.fixture
+def repo_config(aws):
+    suffix = time.time_ns()
+    bucket, table = f"kiln-repo-recovery-{suffix}", f"kiln-locks-recovery-{suffix}"
+    make_repo_bucket(aws, bucket)
+    make_lock_table(aws, table)
+    return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
+
+
+@pytest.fixture
+def repo_aws(kiln_settings, repo_config):
+    return connect(kiln_settings(**repo_config))
+
+
+def signature_matches(aws) -> bool:
+    from packager import signing
+
+    target = repo.Repo.of(aws)
+    body, signature = target.get(repo.REPOMD)[0], target.get(f"{repo.REPOMD}.asc")[0]
+    return signing.from_settings(aws.settings).verifies(body, signature)
+
+
+def killed_at(sandbox_box, config_overrides, tmp_path, repo_config, action, *args) -> None:
+    """Run `invoke ARGS` through the proxy and kill -9 it once `action` reaches the proxy (the
+    held request is then dropped: it never reaches AWS)."""
+    with FaultProxy(sandbox_box.endpoint) as proxy:
+        overrides, env = proxied(sandbox_box, proxy.url)
+        config = tmp_path / "killed.yaml"
+        config.write_text(yaml.safe_dump(
+            {"kiln": deep_merge(deep_merge(config_overrides, overrides), repo_config)}))
+        hold = proxy.hold(action)
+        process = subprocess.Popen([INVOKE, "-f", str(config), *args], cwd=ROOT,
+                                   env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            assert hold.arrived.wait(120), f"{action} never came: {process.stderr.read()}"
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(30)
+        finally:
+            hold.drop()
+            process.kill()
+            process.wait()
+
+
+def repomd_put(config: dict, asc: bool = False) -> str:
+    return f"PUT /{config['repo']['bucket']}/el9/x86_64/{repo.REPOMD}{'.asc' if asc else ''}"
+
+
+@pytest.mark.parametrize("follow_up", ["publish", "repo.verify", "repo.prune"])
+def test_publish_killed_between_repomd_and_its_signature_is_repaired_by_the_next_command(
+        sandbox_box, config_overrides, tmp_path, repo_config, repo_aws, rpms, run_invoke,
+        follow_up):
+    repo.publish(repo_aws, rpms["alpha"])
+    killed_at(sandbox_box, config_overrides, tmp_path, repo_config,
+              repomd_put(repo_config, asc=True), "publish", "--rpm", str(rpms["beta"]))
+    assert not signature_matches(repo_aws), "the kill did not land between the two PUTs"
+    args = {"publish": ["publish", "--rpm", str(rpms["beta"]), "--json"],
+            "repo.verify": ["repo.verify", "--json"],
+            "repo.prune": ["repo.prune", "--keep", "1"]}[follow_up]
+    result = run_invoke(*args, overrides=repo_config, check=True)
+    assert "put back the signature written with it" in result.stderr
+    assert signature_matches(repo_aws)
+    if follow_up == "publish":
+        assert json.loads(result.stdout)["status"] == "unchanged"
+    assert [p["name"] for p in repo.list_packages(repo_aws)] == ["alpha", "beta"]
+    verified = run_invoke("repo.verify", "--json", overrides=repo_config, check=True)
+    assert json.loads(verified.stdout) == {"packages": 2, "signed": True, "repaired": False}
+
+
+def test_verify_dry_run_reports_and_changes_nothing(
+        sandbox_box, config_overrides, tmp_path, repo_config, repo_aws, rpms, run_invoke):
+    repo.publish(repo_aws, rpms["alpha"])
+    killed_at(sandbox_box, config_overrides, tmp_path, repo_config,
+              repomd_put(repo_config, asc=True), "publish", "--rpm", str(rpms["beta"]))
+    checked = run_invoke("repo.verify", "--dry-run", overrides=repo_config)
+    assert checked.returncode == 1
+    assert checked.stderr.strip().splitlines()[-1].endswith(
+        "`invoke repo.verify` puts it back")
+    assert not signature_matches(repo_aws)
+
+
+def test_a_repomd_kiln_did_not_write_is_not_signed_anew(repo_aws, rpms, run_invoke,
+                                                        repo_config):
+    repo.publish(repo_aws, rpms["alpha"])
+    target = repo.Repo.of(repo_aws)
+    body = target.get(repo.REPOMD)[0]
+    target.put(repo.REPOMD, body.replace(b"<revision>", b"<revision>1"), "application/xml")
+    refused = run_invoke("publish", "--rpm", str(rpms["beta"]), overrides=repo_config)
+    assert refused.returncode == 1
+    assert "was not written by Kiln" in refused.stderr.strip().splitlines()[-1]
+    assert not signature_matches(repo_aws)
+    assert target.head("Packages/beta-1.0.0-1.noarch.rpm") is None
+
+
+def test_lost_response_to_the_repomd_put_still_finishes_the_publish(
+        sandbox_box, kiln_settings, repo_config, repo_aws, rpms, monkeypatch):
+    repo.publish(repo_aws, rpms["alpha"])
+    with FaultProxy(sandbox_box.endpoint) as proxy:
+        overrides, env = proxied(sandbox_box, proxy.url)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        aws = connect(kiln_settings(**deep_merge(overrides, repo_config)))
+        proxy.lose(repomd_put(repo_config))
+        result = repo.publish(aws, rpms["beta"])
+        assert proxy.lost == [repomd_put(repo_config)]
+    assert result["status"] == "published"
+    assert [p["name"] for p in repo.list_packages(repo_aws)] == ["alpha", "beta"]
+    assert repo.Repo.of(repo_aws).head("Packages/beta-1.0.0-1.noarch.rpm") is not None
+    assert signature_matches(repo_aws)
+    assert repo.publish(repo_aws, rpms["beta"])["status"] == "unchanged"
+
+
+def test_someone_elses_repomd_write_is_still_refused(repo_aws, rpms, monkeypatch):
+    repo.publish(repo_aws, rpms["alpha"])
+    target = repo.Repo.of(repo_aws)
+    real_fetch = repo.Repo.fetch_metadata
+
+    def fetch_then_overwritten(self, tree, types=None):
+        meta = real_fetch(self, tree, types)
+        if meta is not None:  # another writer (a lease that expired) changes it meanwhile
+            target.put(repo.REPOMD, meta.repomd + b"\n", "application/xml",
+                       Metadata={repo.SIGNATURE_META: "x"})
+        return meta
+
+    monkeypatch.setattr(repo.Repo, "fetch_metadata", fetch_then_overwritten)
+    with pytest.raises(Exception, match="changed while Kiln held the repo lock"):
+        repo.publish(repo_aws, rpms["beta"])
