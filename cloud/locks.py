@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from cloud import stacks
 from cloud.aws import Aws
 from cloud.errors import KilnError
 
@@ -92,17 +94,27 @@ def owner_description(run_id: str | None = None) -> str:
 
 @contextmanager
 def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = DEFAULT_TTL,
-          wait_seconds: float = 0, force: bool = False, force_option: str | None = None):
+          wait_seconds: float = 0, force: bool = False, force_option: str | None = None,
+          on_wait: Callable[[str], None] | None = None):
     """Hold the lock `key` for the duration of the block, renewed by a heartbeat thread.
 
     Takes over a lease that has expired or whose holder's process is gone from this host. Waits
-    up to `wait_seconds` for a live one to be released; `force` (the operator's `force_option`,
-    for a holder known dead on another host) takes over even a live one.
+    up to `wait_seconds` for a live one to be released (telling `on_wait` who holds it first);
+    `force` (the operator's `force_option`, for a holder known dead on another host) takes over
+    even a live one.
     """
     aws.client("dynamodb")  # made here: the heartbeat thread only uses it
     token = uuid.uuid4().hex
-    _acquire_waiting(aws, table, key, owner, token, ttl_seconds, wait_seconds,
-                     force, force_option)
+    attempt = (aws, table, key, owner, token, ttl_seconds, force, force_option)
+    try:
+        _acquire(*attempt)
+    except LockHeld as error:
+        if wait_seconds <= 0:
+            raise
+        if on_wait:
+            on_wait(str(error))
+        retry(stop=stop_after_delay(wait_seconds), wait=wait_exponential(0.1, max=2),
+              retry=retry_if_exception_type(LockHeld), reraise=True)(_acquire)(*attempt)
     held = Lease(aws, table, key, token, ttl_seconds)
     beat = threading.Thread(target=held.heartbeat, name=f"lease {key}", daemon=True)
     beat.start()
@@ -123,6 +135,27 @@ def holder(aws: Aws, table: str, key: str) -> dict | None:
             "expires_at": int(item["ExpiresAt"]["N"]), "token": item["Token"]["S"],
             "host": item.get("Host", {}).get("S"), "pid": int(item.get("Pid", {}).get("N", 0)),
             "pid_start": item.get("PidStart", {}).get("S")}
+
+
+def bake_key(app: str, version: str) -> str:
+    """The lock a bake of `app` `version` holds while it runs (its owner names the run id)."""
+    return f"bake/{app}/{version}"
+
+
+def alive(current: dict | None) -> bool:
+    """True while a lease's holder runs: its lease is renewed, and it is not seen gone here."""
+    return bool(current) and current["expires_at"] >= _now() and not holder_gone(current)
+
+
+def build_table(aws: Aws) -> str | None:
+    """The build account's lock table: kiln.repo.lock_table, else the build stack's
+    LockTableName output; None before `invoke bootstrap` made it."""
+    if aws.settings.repo.lock_table:
+        return aws.settings.repo.lock_table
+    try:
+        return stacks.output(aws, "build", "LockTableName")
+    except KilnError:
+        return None
 
 
 def holder_gone(current: dict) -> bool:
@@ -158,15 +191,6 @@ def _read(path: str) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
-
-
-def _acquire_waiting(aws, table, key, owner, token, ttl, wait_seconds, force, force_option):
-    attempt = (aws, table, key, owner, token, ttl, force, force_option)
-    if wait_seconds <= 0:
-        _acquire(*attempt)
-        return
-    retry(stop=stop_after_delay(wait_seconds), wait=wait_exponential(0.1, max=2),
-          retry=retry_if_exception_type(LockHeld), reraise=True)(_acquire)(*attempt)
 
 
 def _acquire(aws, table, key, owner, token, ttl, force, force_option) -> None:

@@ -190,6 +190,7 @@ SCHEMA: dict = {
         "smoke_retries": N(0),
         "smoke_retry_delay": N(0),
         "expires_minutes": N(1),
+        "lock_timeout": N(0),
         "volume_size": N(1),
         "share": L,
         "copy_regions": L,

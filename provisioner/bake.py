@@ -16,13 +16,14 @@ import hashlib
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import semver
 from botocore.exceptions import ClientError
 
-from cloud import stacks
+from cloud import locks, stacks
 from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
@@ -56,6 +57,10 @@ class Clock:
     def step(self, name: str) -> None:
         self.stop()
         signals.check()
+        if name == "teardown":  # from here a signal waits until everything is released
+            signals.defer()
+        else:
+            signals.resume()
         say(f"bake: step {name}")
         self.current, self.since = name, time.monotonic()
         self.calls_since = self.calls.total if self.calls else 0
@@ -133,16 +138,36 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         job.package = _package(job, dry_run)
         digest = inputs_digest(job)
         job.clock.step("reuse")
-        existing = _existing_image(job, digest) if job.package.get("sha256") else None
         if dry_run:
-            return _plan(job, subnet, vpc, digest, existing)
-        image_id = existing["ImageId"] if existing else _new_image(job, subnet, vpc, digest)
+            return _plan(job, subnet, vpc, digest, _reusable(job, digest))
+        with _one_bake_at_a_time(job):
+            existing = _reusable(job, digest)
+            image_id = existing["ImageId"] if existing else _new_image(job, subnet, vpc, digest)
         job.clock.step("copy")
         images = {aws.region: image_id, **_copy(job, image_id, digest)}
         job.clock.step("share")
         shares = _share(job, images)
         job.clock.stop()
         return _record(job, images, shares, digest, reused=bool(existing))
+
+
+def _reusable(job: Bake, digest: str) -> dict | None:
+    return _existing_image(job, digest) if job.package.get("sha256") else None
+
+
+@contextmanager
+def _one_bake_at_a_time(job: Bake):
+    """Hold bake/<app>/<version> while this run looks for a reusable image and bakes: a second
+    bake of the version waits (kiln.bake.lock_timeout), then reuses the first one's image. The
+    lease, renewed while this process lives, is also how the janitor tells a live run from a
+    dead one."""
+    table = locks.build_table(job.aws) or _output(job, "LockTableName")
+    wait = job.bake.lock_timeout
+    with locks.lease(job.aws, table, locks.bake_key(job.app, job.version),
+                     locks.owner_description(job.run_id), wait_seconds=wait,
+                     on_wait=lambda held: say(f"bake: {held}; waiting up to {wait} s for it, "
+                                              f"then using its image")):
+        yield
 
 
 def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:

@@ -1,8 +1,13 @@
 """Find and remove what an interrupted run left behind (kill -9, a lost machine).
 
 Every temporary resource Kiln creates carries `kiln:expires-at`, and bake resources a
-`kiln:role` (bake-instance, bake-key, bake-sg, bake-volume) and `kiln:run-id`. A resource is a
-leftover when its expiry has passed, or when its run finished (an image of that run exists). Each
+`kiln:role` (bake-instance, bake-key, bake-sg, bake-volume) and `kiln:run-id`. A bake resource is
+a leftover as soon as its run is known dead, the way a dead lock holder is: a bake holds the lease
+bake/<app>/<version> in the build account's lock table while it runs, renewed by a heartbeat, so
+its run is dead once that lease is released, has lapsed (a minute after a kill -9 elsewhere) or
+is held by a process gone from this host (at once). Otherwise a resource is a leftover when its
+expiry has passed (the last resort, e.g. before the lock table exists), or when its run finished
+(an image of that run exists). Each
 kind is found by its own service's describe call with tag filters — the tagging API does not list
 key pairs and still lists terminated instances — in every region and account Kiln manages.
 
@@ -20,6 +25,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from cloud import locks
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
@@ -69,8 +75,13 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
     now = now or datetime.now(UTC)
     found: list[Leftover] = []
     plan = []
+    table = locks.build_table(aws)
+    waiting: dict[str, str] = {}
+    if table is None:
+        say("janitor: no lock table yet (invoke bootstrap): bake resources are judged by "
+            "kiln:expires-at alone")
     for place, region in images.places(aws):
-        why = _judge(place, region, now)
+        why = _judge(place, region, now, _run_state(aws, table, waiting))
         for sweeper in sorted(SWEEPERS, key=lambda s: s.order):
             batch = sweeper.find(place, region, why)
             found += batch
@@ -82,11 +93,16 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
         for place, region, sweeper, batch in plan:
             if batch:
                 sweeper.remove(place, region, batch)
+    for run_id, holder in waiting.items():
+        say(f"janitor: leaving the resources of run {run_id}: it is alive (lease held by "
+            f"{holder}); they go once it ends, or a minute after it dies")
     say(f"janitor: {len(found)} leftover(s) {'found' if dry_run else 'removed'}")
     return {"dry_run": dry_run, "leftovers": [item.as_dict() for item in found]}
 
 
-def _judge(aws: Aws, region: str, now: datetime) -> Callable[[dict[str, str]], str | None]:
+def _judge(aws: Aws, region: str, now: datetime,
+           run_dead: Callable[[dict[str, str]], str | None]) -> Callable[[dict[str, str]],
+                                                                         str | None]:
     """A function telling why a resource with these tags is a leftover, or None if it is not."""
     finished: set[str] | None = None
 
@@ -101,9 +117,32 @@ def _judge(aws: Aws, region: str, now: datetime) -> Callable[[dict[str, str]], s
                 finished = _finished_runs(aws, region)
             if run_id in finished:
                 return f"run {run_id} finished (its image exists)"
+            return run_dead(tags)
         return None
 
     return why
+
+
+def _run_state(aws: Aws, table: str | None, waiting: dict[str, str]):
+    """A function telling why a bake resource's run is dead, or None while it may live; the live
+    runs it saw go into `waiting` (run id → who holds the lease)."""
+    seen: dict[tuple[str, str], dict | None] = {}
+
+    def dead(tags: dict[str, str]) -> str | None:
+        app, version = tags.get(kiln_tags.APP), tags.get(kiln_tags.VERSION)
+        run_id = tags[kiln_tags.RUN_ID]
+        if table is None or not app or not version:
+            return None
+        key = locks.bake_key(app, version)
+        if key not in seen:
+            seen[key] = locks.holder(aws, table, key)
+        current = seen[key]
+        if locks.alive(current) and current["owner"].endswith(f" run {run_id}"):
+            waiting[run_id] = current["owner"]
+            return None
+        return f"run {run_id} is not running (no live lease on {key})"
+
+    return dead
 
 
 def _expired(value: str, now: datetime) -> bool:

@@ -17,7 +17,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
-from provisioner import waits
+from provisioner import signals, waits
 from provisioner.signals import check, shielded
 
 # Codes that mean "already gone": releasing twice is not an error.
@@ -69,12 +69,9 @@ def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int
             "IpRanges": [{"CidrIp": c, "Description": "Kiln bake SSH"} for c in cidrs]}])
         yield group_id
     finally:
-        # The instance's network interface can hold the group for a while after termination.
-        delete = retry(retry=retry_if_exception(_dependency_violation), reraise=True,
-                       stop=stop_after_delay(dependency_timeout),
-                       wait=wait_exponential(1, max=15))(ec2.delete_security_group)
         if group_id:
-            _release(f"security group {group_id}", delete, GroupId=group_id)
+            _release(f"security group {group_id}", _delete_group, ec2, group_id,
+                     dependency_timeout)
 
 
 @contextmanager
@@ -92,6 +89,13 @@ def instance(aws: Aws, params: dict):
     finally:
         if instance_id:
             _release(f"instance {instance_id}", _terminate, aws, instance_id)
+
+
+def _delete_group(ec2, group_id: str, dependency_timeout: int) -> None:
+    # The instance's network interface can hold the group for a while after termination.
+    retry(retry=retry_if_exception(_dependency_violation), reraise=True,
+          stop=stop_after_delay(dependency_timeout),
+          wait=wait_exponential(1, max=15))(ec2.delete_security_group)(GroupId=group_id)
 
 
 def _terminate(aws: Aws, instance_id: str) -> None:
@@ -142,6 +146,7 @@ def deregister(aws: Aws, image_id: str) -> None:
 
 
 def _release(what: str, action, *args, **kwargs) -> None:
+    signals.defer()  # a signal between this release and the next waits for both
     with shielded():
         try:
             action(*args, **kwargs)

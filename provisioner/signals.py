@@ -8,11 +8,15 @@ the `with` blocks above it release what they hold. Two things keep that release 
   resource's cleanup `try`, raises it. No resource is ever created unseen.
 - After the first signal, later ones only print a line: cleanup is never cut short by a second
   Ctrl-C. (What a kill -9 leaves, the janitor finds by tag and expiry.)
+- Once releasing has begun (the bake's teardown step, the first release, or an exception already
+  unwinding), even the first signal only waits: raised at the next `check()`, never between two
+  releases, where it would skip the later ones.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -33,6 +37,7 @@ class _State:
         self.pending: int | None = None
         self.raised = False
         self.signum: int | None = None
+        self.deferring = False
 
 
 _state = _State()
@@ -42,8 +47,10 @@ def _handle(signum, _frame) -> None:
     if _state.raised:
         say(f"bake: {signal.Signals(signum).name} received; still cleaning up, please wait")
         return
-    if _state.shield_depth:
+    if _state.shield_depth or _state.deferring or sys.exc_info()[1] is not None:
         _state.pending = signum
+        if _state.deferring:
+            say(f"bake: {signal.Signals(signum).name} received; releasing first, then stopping")
         return
     _state.raised, _state.signum = True, signum
     raise Interrupted(signum)
@@ -80,6 +87,16 @@ def shielded():
             _state.raised, _state.signum, _state.pending = True, _state.pending, None
 
 
+def defer() -> None:
+    """From now on a signal waits for the next `check()`: releasing has begun."""
+    _state.deferring = True
+
+
+def resume() -> None:
+    """Signals raise where the bake is again (a new step after the teardown)."""
+    _state.deferring = False
+
+
 def interrupted() -> bool:
     """True once a signal has been turned into `Interrupted` (cleanup is under way)."""
     return _state.raised
@@ -88,5 +105,7 @@ def interrupted() -> bool:
 def check() -> None:
     """Raise again a signal that some library swallowed (Invoke's runner forwards Ctrl-C to the
     remote command and keeps waiting): the bake stops at its next step at the latest."""
+    if not _state.raised and _state.pending is not None and not _state.shield_depth:
+        _state.raised, _state.signum, _state.pending = True, _state.pending, None
     if _state.raised and _state.signum is not None:
         raise Interrupted(_state.signum)

@@ -1,23 +1,44 @@
 """The janitor against leftovers made the way a killed bake leaves them."""
 
 import json
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 
 import pytest
 
+from cloud import locks
 from cloud import tags as kiln_tags
+from cloud.target import connect
 from provisioner import janitor
+from tests.conftest import ROOT
 from tests.image_helpers import base_image, kms_key, make_image
+from tests.repo_helpers import make_lock_table
+
+# A bake's lease, held by a process of its own until it is killed.
+HOLD_BAKE_LEASE = """\
+import sys, time
+from cloud import locks, settings, target
+from tests.conftest import deep_merge, project_config
+raw = deep_merge(project_config(), {"sandbox": {"state_dir": sys.argv[1]},
+                                    "repo": {"lock_table": sys.argv[2]}})
+aws = target.connect(settings.validate(raw, ["test"]))
+with locks.lease(aws, sys.argv[2], locks.bake_key("hello-web", sys.argv[3]),
+                 locks.owner_description(sys.argv[4])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
 
 PAST = "2020-01-01T00:00:00Z"
 
 
-def _leftovers(aws, run_id, expires_at, region=None):
+def _leftovers(aws, run_id, expires_at, region=None, version="1.4.2"):
     """A key pair, security group, instance and spare volume of one bake run."""
     ec2 = aws.client("ec2", region)
 
     def tags(role):
-        return kiln_tags.kiln_tags("hello-web", role, run_id=run_id, version="1.4.2",
+        return kiln_tags.kiln_tags("hello-web", role, run_id=run_id, version=version,
                                    **{kiln_tags.EXPIRES_AT: expires_at})
 
     key = ec2.create_key_pair(KeyName=f"kiln-{run_id}", TagSpecifications=[
@@ -132,3 +153,34 @@ def test_janitor_task_dry_run_prints_json(run_invoke, aws, clean_sandbox):
     assert listed == set(ids.values())
     assert "would remove" in result.stderr
     assert all(_alive(aws, ids).values())
+
+
+def test_a_killed_bake_is_known_dead_at_once_a_live_one_is_left(kiln_settings, clean_sandbox):
+    table = f"kiln-locks-janitor-{time.time_ns()}"
+    aws = connect(kiln_settings(repo={"lock_table": table}))
+    make_lock_table(aws, table)
+    live_run, killed_run = "20990101T000000-live02", "20990101T000000-kill01"
+    live = _leftovers(aws, live_run, kiln_tags.expires_at(60), version="1.5.0")
+    killed = _leftovers(aws, killed_run, kiln_tags.expires_at(60))
+    baking = subprocess.Popen([sys.executable, "-c", HOLD_BAKE_LEASE,
+                               str(clean_sandbox.state_dir), table, "1.4.2", killed_run],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert baking.stdout.readline().strip() == "held"
+        with locks.lease(aws, table, locks.bake_key("hello-web", "1.5.0"),
+                         locks.owner_description(live_run)):
+            assert janitor.run(aws, dry_run=True)["leftovers"] == []  # both runs alive
+            baking.kill()  # kill -9: no release, no cleanup
+            baking.wait()
+            result = janitor.run(aws)
+        assert {(i["kind"], i["id"]) for i in result["leftovers"]} == set(killed.items())
+        assert {i["reason"] for i in result["leftovers"]} == {
+            f"run {killed_run} is not running (no live lease on bake/hello-web/1.4.2)"}
+        assert not any(_alive(aws, killed).values())
+        assert all(_alive(aws, live).values())
+    finally:
+        baking.kill()
+        baking.wait()
+    # Its lease released, the live run's resources are leftovers too (the bake itself releases
+    # them first; these stand for a bake that died between the two).
+    assert {i["id"] for i in janitor.run(aws)["leftovers"]} == set(live.values())
