@@ -39,8 +39,7 @@ def key_pair(aws: Aws, name: str, tags: dict[str, str], key_type: str = "ed25519
     made = None
     try:
         with shielded():
-            made = ec2.create_key_pair(KeyName=name, KeyType=key_type,
-                                       TagSpecifications=[kiln_tags.spec("key-pair", tags)])
+            made = _create_key_pair(ec2, name, key_type, tags)
         check()
         say(f"bake: created key pair {name} ({made['KeyPairId']})")
         yield KeyPair(name, made["KeyPairId"], made["KeyMaterial"])
@@ -57,11 +56,7 @@ def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int
     group_id = None
     try:
         with shielded():
-            group_id = ec2.create_security_group(
-                GroupName=name, VpcId=vpc_id, TagSpecifications=[
-                    kiln_tags.spec("security-group", tags)],
-                Description=f"Kiln bake {tags.get(kiln_tags.RUN_ID)}: SSH from "
-                            f"{', '.join(cidrs)}")["GroupId"]
+            group_id = _create_group(ec2, name, vpc_id, cidrs, tags)
         check()
         say(f"bake: created security group {name} ({group_id}), SSH from {', '.join(cidrs)}")
         ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
@@ -72,6 +67,51 @@ def security_group(aws: Aws, name: str, vpc_id: str, cidrs: list[str], port: int
         if group_id:
             _release(f"security group {group_id}", _delete_group, ec2, group_id,
                      dependency_timeout)
+
+
+def _create_key_pair(ec2, name: str, key_type: str, tags: dict[str, str]) -> dict:
+    """CreateKeyPair; a retry whose first attempt landed (its answer lost) meets a Duplicate.
+    The name is this run's own, but the private key was only in that lost answer: the key pair
+    is deleted and made again."""
+    create = {"KeyName": name, "KeyType": key_type,
+              "TagSpecifications": [kiln_tags.spec("key-pair", tags)]}
+    try:
+        return ec2.create_key_pair(**create)
+    except ClientError as error:
+        if _code(error) != "InvalidKeyPair.Duplicate" or not _ours(
+                ec2.describe_key_pairs(KeyNames=[name])["KeyPairs"][0], tags):
+            raise
+    say(f"bake: key pair {name} was made by a retried call whose answer was lost; making it again")
+    ec2.delete_key_pair(KeyName=name)
+    return ec2.create_key_pair(**create)
+
+
+def _create_group(ec2, name: str, vpc_id: str, cidrs: list[str], tags: dict[str, str]) -> str:
+    """CreateSecurityGroup (no idempotency token in EC2's API): a Duplicate of this run's own
+    group, made by a retried call whose answer was lost, is adopted."""
+    try:
+        return ec2.create_security_group(
+            GroupName=name, VpcId=vpc_id, TagSpecifications=[
+                kiln_tags.spec("security-group", tags)],
+            Description=f"Kiln bake {tags.get(kiln_tags.RUN_ID)}: SSH from "
+                        f"{', '.join(cidrs)}")["GroupId"]
+    except ClientError as error:
+        if _code(error) != "InvalidGroup.Duplicate":
+            raise
+        found = ec2.describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+        )["SecurityGroups"]
+        if not found or not _ours(found[0], tags):
+            raise
+    say(f"bake: security group {name} was made by a retried call whose answer was lost; "
+        f"using it")
+    return found[0]["GroupId"]
+
+
+def _ours(resource: dict, tags: dict[str, str]) -> bool:
+    """Made by this run: its run id tag is ours."""
+    return kiln_tags.from_list(resource.get("Tags")).get(kiln_tags.RUN_ID) == \
+        tags.get(kiln_tags.RUN_ID)
 
 
 @contextmanager
