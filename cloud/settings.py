@@ -277,7 +277,21 @@ def load(ctx: Any) -> Settings:
     raw = _plain(config.get("kiln") if hasattr(config, "get") else None)
     if hasattr(config, "_env_prefix"):
         _check_environment(raw, config._env_prefix or "")
-    return validate(raw, _sources(config))
+    return validate(_from_project(raw, getattr(config, "_project_prefix", None)),
+                    _sources(config))
+
+
+def _from_project(raw: Any, project: str | None) -> Any:
+    """Relative folders in the config are the project's (where invoke.yaml is), not the current
+    directory's: `invoke -r DIR …` from elsewhere finds the same sandbox and dist/."""
+    if not project or not isinstance(raw, dict):
+        return raw
+    sandbox = raw.get("sandbox")
+    if isinstance(sandbox, dict) and isinstance(sandbox.get("state_dir"), str):
+        sandbox["state_dir"] = os.path.join(project, sandbox["state_dir"])
+    if isinstance(raw.get("dist"), str):
+        raw["dist"] = os.path.join(project, raw["dist"])
+    return raw
 
 
 def _check_environment(raw: Any, prefix: str) -> None:
