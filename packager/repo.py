@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -53,6 +54,8 @@ KEY_FILE = "RPM-GPG-KEY-kiln"
 REPO_FILE = "kiln.repo"
 LEDGER = ".kiln/superseded.json"
 REPOMD = "repodata/repomd.xml"
+# Temporary folders: kiln-<kind>-<pid>-<random>.
+WORKDIR = re.compile(r"kiln-(?:publish|repo|verify|prune|rpmdb)-(\d+)-\w+")
 # repomd.xml's object metadata: the base64 of the detached signature written with it.
 SIGNATURE_META = "kiln-signature"
 CHUNK = 1024 * 1024
@@ -384,7 +387,7 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
     rpm_path = Path(rpm_path)
     repo = Repo.of(aws)
     signer = signing.from_settings(aws.settings)
-    with tempfile.TemporaryDirectory(prefix="kiln-publish-") as tmp, \
+    with workdir("publish") as tmp, \
             ThreadPoolExecutor(max_workers=4) as background:
         incoming = Path(tmp) / "incoming.rpm"
         signed = background.submit(_sign_copy, rpm_path, incoming, signer)
@@ -542,7 +545,7 @@ def _immutable(repo: Repo, href: str, other: str) -> str:
 def list_packages(aws: Aws, app: str | None = None) -> list[dict]:
     """Every published package (from primary.xml), oldest version first within each name."""
     repo = Repo.of(aws)
-    with tempfile.TemporaryDirectory(prefix="kiln-repo-") as tmp:
+    with workdir("repo") as tmp:
         meta = repo.fetch_metadata(Path(tmp), types=("primary",))
         if meta is None:
             return []
@@ -565,7 +568,7 @@ def verify(aws: Aws, dry_run: bool = False) -> dict:
     a stopped run is put back (unless `dry_run`); any other fault fails in one line."""
     repo = Repo.of(aws)
     signer = signing.from_settings(aws.settings)
-    with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
+    with workdir("verify") as tmp:
         tree = Path(tmp) / "repo"
         with repo.lease():
             meta = repo.fetch_metadata(tree, types=())
@@ -606,7 +609,7 @@ def prune(aws: Aws, keep: int, dry_run: bool = False) -> dict:
         raise KilnError(f"--keep must be at least 1, got {keep}")
     repo = Repo.of(aws)
     signer = None if dry_run else signing.from_settings(aws.settings)
-    with tempfile.TemporaryDirectory(prefix="kiln-prune-") as tmp:
+    with workdir("prune") as tmp:
         tree = Path(tmp) / "repo"
         with repo.lease():
             old = repo.fetch_metadata(tree)
@@ -666,10 +669,20 @@ def rpm_order(evrs: list[tuple[str, str, str]]) -> list[int]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def workdir(kind: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder named after this process; those of killed runs (a kill -9 skips their
+    removal) are removed first, once their process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob("kiln-*-*-*"):
+        match = WORKDIR.fullmatch(folder.name)
+        if match and int(match[1]) != os.getpid() and not locks.process_start(int(match[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"kiln-{kind}-{os.getpid()}-")
+
+
 def rpm_info(path: Path) -> RpmInfo:
     if not path.is_file():
         raise KilnError(f"{path}: no such RPM file")
-    with tempfile.TemporaryDirectory(prefix="kiln-rpmdb-") as dbpath:
+    with workdir("rpmdb") as dbpath:
         result = subprocess.run(
             ["rpm", "--dbpath", dbpath, "-qp", "--nosignature", "--nodigest", "--qf",
              "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}"

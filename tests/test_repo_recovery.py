@@ -11,7 +11,9 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,7 +54,7 @@ def signature_matches(aws) -> bool:
     return signing.from_settings(aws.settings).verifies(body, signature)
 
 
-def killed_at(sandbox_box, config_overrides, tmp_path, repo_config, action, *args) -> None:
+def killed_at(sandbox_box, config_overrides, tmp_path, repo_config, action, *args) -> int:
     """Run `invoke ARGS` through the proxy and kill -9 it once `action` reaches the proxy (the
     held request is then dropped: it never reaches AWS)."""
     with FaultProxy(sandbox_box.endpoint) as proxy:
@@ -72,6 +74,7 @@ def killed_at(sandbox_box, config_overrides, tmp_path, repo_config, action, *arg
             hold.drop()
             process.kill()
             process.wait()
+    return process.pid
 
 
 def repomd_put(config: dict, asc: bool = False) -> str:
@@ -83,9 +86,11 @@ def test_publish_killed_between_repomd_and_its_signature_is_repaired_by_the_next
         sandbox_box, config_overrides, tmp_path, repo_config, repo_aws, rpms, run_invoke,
         follow_up):
     repo.publish(repo_aws, rpms["alpha"])
-    killed_at(sandbox_box, config_overrides, tmp_path, repo_config,
-              repomd_put(repo_config, asc=True), "publish", "--rpm", str(rpms["beta"]))
+    pid = killed_at(sandbox_box, config_overrides, tmp_path, repo_config,
+                    repomd_put(repo_config, asc=True), "publish", "--rpm", str(rpms["beta"]))
     assert not signature_matches(repo_aws), "the kill did not land between the two PUTs"
+    left = list(Path(tempfile.gettempdir()).glob(f"kiln-publish-{pid}-*"))
+    assert left, "the killed publish left no work folder to sweep"
     args = {"publish": ["publish", "--rpm", str(rpms["beta"]), "--json"],
             "repo.verify": ["repo.verify", "--json"],
             "repo.prune": ["repo.prune", "--keep", "1"]}[follow_up]
@@ -97,6 +102,7 @@ def test_publish_killed_between_repomd_and_its_signature_is_repaired_by_the_next
     assert [p["name"] for p in repo.list_packages(repo_aws)] == ["alpha", "beta"]
     verified = run_invoke("repo.verify", "--json", overrides=repo_config, check=True)
     assert json.loads(verified.stdout) == {"packages": 2, "signed": True, "repaired": False}
+    assert not any(folder.exists() for folder in left)
 
 
 def test_verify_dry_run_reports_and_changes_nothing(
