@@ -327,7 +327,9 @@ def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
 @kiln_task(help={"dry_run": "list the leftovers and remove nothing",
                  "json": "print the leftovers as JSON on stdout"})
 def janitor(c, dry_run=False, json=False):
-    """Remove what interrupted runs left: expired or finished bake resources, orphan snapshots."""
+    """Remove what interrupted runs left: bake resources of dead, finished or expired runs, orphan
+    snapshots. A run is dead once its bake lease is released, lapsed (a minute after a kill -9 on
+    another host) or held by a process gone from this host (at once); a live run is waited for."""
     from cloud.console import emit_json
     from cloud.target import connect
     from provisioner import janitor as sweeping

@@ -66,7 +66,8 @@ def test_a_second_bake_of_the_version_waits_and_reuses_the_first_image(
         second = None
         try:
             assert hold.arrived.wait(300), first.stderr.read()
-            second = start_bake(base, tmp_path, "second", manifest, dict(os.environ))
+            second = start_bake(deep_merge(base, overrides), tmp_path, "second", manifest,
+                                {**os.environ, **env})
             waiting = Lines(second.stderr, "waiting up to")
             assert waiting.seen.wait(120), "\n".join(waiting.lines)
             assert "bake: step key-pair" not in waiting.lines
@@ -81,7 +82,8 @@ def test_a_second_bake_of_the_version_waits_and_reuses_the_first_image(
     assert first.returncode == 0, first_err
     assert second.returncode == 0, "\n".join(waiting.lines)
     one, two = json.loads(first_out), json.loads(second_out)
-    assert not one["reused"] and two["reused"]
+    log = "\n".join(waiting.lines)
+    assert not one["reused"] and two["reused"], log
     assert two["image_id"] == one["image_id"]
     assert image_count() == before + 1
     assert leftovers(app=PROBE) == {}
