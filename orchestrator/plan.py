@@ -232,7 +232,10 @@ def promote(cluster: Cluster, rules: Rules) -> Plan:
     if new is None:
         raise KilnError(f"cluster {cluster.name} has no canary to promote in "
                         f"{cluster.env.where} (`invoke status{_flags(cluster)}` shows its groups)")
-    baseline = _require_baseline(cluster, "promote")
+    baseline = cluster.baseline()
+    if not (baseline and new.weight == 100 and not baseline.serving):
+        baseline = _require_baseline(cluster, "promote")
+    # Else a promote stopped after its last shift: only disabling the old group remains.
     capacity = baseline.desired
     plan = Plan("promote", cluster.name, new_group=new.name, baseline=baseline.name,
                 summary=f"{new.name} ({new.release_id}) replaces {baseline.name} "
