@@ -8,15 +8,19 @@ AWS behaviour mirrored here:
 - DescribeTargetHealth reports the real health checks of every target that has an address
   (`initial`, `healthy`, `unhealthy` with Target.ResponseCodeMismatch / Target.Timeout /
   Target.FailedHealthChecks), on top of what `elb_health` reports for the rest.
+- Instance targets that are sandbox machines are reached inside their network namespace (an
+  app listening on the instance's port); instances with no machine keep `elb_health`'s answers.
 - DeregisterTargets drains: the target shows `draining` (Target.DeregistrationInProgress) for
   the group's deregistration delay, gets no new requests, and finishes those in flight.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
+from sandbox.network import targets
 from sandbox.network.supervisor import Network
 
 NETWORK: Network | None = None
@@ -74,7 +78,19 @@ def apply(state_dir: Path) -> None:
         network.stop_all()
 
     BackendDict.reset = classmethod(reset)
+    targets.add_resolver(functools.partial(_machine, state_dir))
     network.start()
+
+
+def _machine(state_dir: Path, target_type: str, target_id: str, port: int):
+    """An instance that is a sandbox machine: its app is reached inside its network namespace."""
+    from sandbox.machines import instances as machines
+
+    if target_type != "instance" or not target_id.startswith("i-") or not machines.running(
+            state_dir, target_id):
+        return None
+    return targets.Endpoint(machines.address(state_dir, target_id), port, opener=lambda t: (
+        machines.connect(state_dir, target_id, port, timeout=t)))
 
 
 def _reconciling(method, network: Network):
