@@ -20,6 +20,7 @@ PATCHES: list[str] = [
     "cloudformation",
     "cloudwatch_metrics",
     "load_balancers",
+    "machine_images",
 ]
 
 

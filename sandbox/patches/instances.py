@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 
 from sandbox import instances
+from sandbox.machines import images
 
 PUBLIC_IP = "127.0.0.1"
 BAKE_KEY = ("kiln:role", "bake-key")
@@ -44,8 +45,10 @@ def _after_run(run_instances, state_dir: Path):
                 continue  # no machine behind instances nobody logs into (yet)
             key = backend.key_pairs.get(instance.key_name)
             admitted = key.public_key if key is not None and _baked(key) else None
+            images.launched(state_dir, instance.id, instance.image_id)
             instances.launch(state_dir, instance.id, instance.private_ip_address,
-                             public_key=admitted)
+                             public_key=admitted,
+                             layers=images.stack(state_dir, instance.image_id) or ())
         return reservation
 
     return wrapper
