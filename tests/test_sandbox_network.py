@@ -106,3 +106,44 @@ def test_a_load_balancer_never_forwards_to_itself(lb):
     elbv2.modify_listener(ListenerArn=lb["listener"], DefaultActions=[forward(lb["groups"],
                                                                              green=1)])
     assert get(lb["dns"], 80, timeout=5)[0] == 502  # not a loop: its own address is no target
+
+
+def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
+    import time
+
+    from sandbox.control import Sandbox
+
+    box = Sandbox(tmp_path / "own")
+    box.up()
+    try:
+        env = box.env()
+        elbv2 = boto3.client("elbv2", endpoint_url=env["AWS_ENDPOINT_URL"])
+        ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
+        vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
+                                     AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+                   for n, z in ((1, "a"), (2, "b"))]
+        balancer = elbv2.create_load_balancer(Name="own", Subnets=subnets)["LoadBalancers"][0]
+        elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
+                              Port=80, DefaultActions=[{"Type": "fixed-response",
+                                                        "FixedResponseConfig": {
+                                                            "StatusCode": "200"}}])
+        assert get(balancer["DNSName"], 80)[0] == 200
+        pid = box.moto.pid
+    finally:
+        box.down()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+    with pytest.raises(ConnectionRefusedError):
+        get(balancer["DNSName"], 80)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for this test process to reap it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -14,7 +14,6 @@ a timeout is never shorter than one real second, so a busy machine does not fail
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sandbox.network import clock, targets
@@ -75,7 +74,9 @@ class HealthChecks:
         self._records: dict[tuple[str, str], Record] = {}
         self._draining: dict[tuple[str, str], tuple[int, float]] = {}
         self._busy: set[tuple[str, str]] = set()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="health-check")
+        # Checks run on daemon threads, at most `workers` at once, so that the server exits at
+        # once when it is stopped, even with a check waiting on a slow target.
+        self._slots = threading.BoundedSemaphore(workers)
 
     def record(self, group_arn: str, target_id: str) -> Record | None:
         with self._lock:
@@ -103,9 +104,12 @@ class HealthChecks:
                     record = self._records.setdefault(key, Record(due=now))
                     if now < record.due or key in self._busy:
                         continue
+                    if not self._slots.acquire(blocking=False):
+                        continue  # all workers busy: this one is due again next round
                     self._busy.add(key)
                     record.due = now + clock.real(group.health_check_interval_seconds)
-                self._pool.submit(self._check, group, key, where)
+                threading.Thread(target=self._check, args=(group, key, where), daemon=True,
+                                 name="health-check").start()
         with self._lock:
             for key in set(self._records) - seen:
                 del self._records[key]
@@ -120,6 +124,7 @@ class HealthChecks:
         finally:
             with self._lock:
                 self._busy.discard(key)
+            self._slots.release()
 
     # -- draining --------------------------------------------------------------------------
     def drain(self, group, target_ids: list[tuple[str, int]]) -> None:
@@ -148,9 +153,6 @@ class HealthChecks:
         with self._lock:
             self._records.clear()
             self._draining.clear()
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _count(record: Record, group, passed: bool, reason, description) -> None:
