@@ -55,12 +55,14 @@ def sandbox_reset(c):
 
 
 @kiln_task(help={"account": "an account name from kiln.accounts: its role's credentials "
-                            "(default: the build account's)"})
-def sandbox_env(c, account=None):
+                            "(default: the build account's)",
+                 "admin": "the sandbox admin's keys (what `invoke bootstrap` uses) instead of "
+                          "the operator's"})
+def sandbox_env(c, account=None, admin=False):
     """Print `export` lines pointing the aws CLI and boto3 at the sandbox (eval them)."""
     import shlex
 
-    values = _sandbox(c).env()
+    values = _sandbox(c).env("admin" if admin else "operator")
     config = settings(c)
     if account and config.target != "sandbox":
         from cloud.errors import KilnError
@@ -104,7 +106,8 @@ def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
 
     config = settings(c)
     _extensions(config)
-    results = stacks.run(config, connect(config), account, dry_run=dry_run, yes=yes)
+    results = stacks.run(config, connect(config, admin=True), account, dry_run=dry_run,
+                         yes=yes)
     if json:
         emit_json(results)
 
@@ -120,7 +123,7 @@ def bootstrap_verify(c, account=None, json=False):
 
     config = settings(c)
     _extensions(config)
-    checks = verify.run(config, connect(config), account)
+    checks = verify.run(config, connect(config, admin=True), account)
     for check in checks:
         say(f"{'✓' if check.ok else '✗'} [{check.account}] {check.name}")
         for problem in check.problems:
@@ -331,6 +334,7 @@ def janitor(c, dry_run=False, json=False):
     snapshots. A run is dead once its bake lease is released, lapsed (a minute after a kill -9 on
     another host) or held by a process gone from this host (at once); a live run is waited for."""
     from cloud.console import emit_json
+    from cloud.errors import KilnError
     from cloud.target import connect
     from provisioner import janitor as sweeping
 
@@ -338,6 +342,10 @@ def janitor(c, dry_run=False, json=False):
     result = sweeping.run(connect(settings(c)), dry_run=dry_run)
     if json:
         emit_json(result)
+    if result["failures"]:
+        first = result["failures"][0]
+        raise KilnError(f"janitor: {len(result['failures'])} place(s) failed, the others were "
+                        f"swept; first: {first['account']}, {first['region']}: {first['error']}")
 
 
 ami_tasks = Collection("ami")

@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass, field
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud.errors import KilnError
@@ -80,16 +82,26 @@ class Aws:
         return self._assumed(name, f"arn:aws:iam::{spec.id}:role/{spec.admin_role}", None)
 
     def _assumed(self, name: str, arn: str, external_id: str | None) -> Aws:
+        """A session whose role credentials botocore renews before they expire (they last an
+        hour; long teardowns and multi-region promotions outlive them)."""
         params = {"RoleArn": arn, "RoleSessionName": f"kiln-{self.account_name}-to-{name}"}
         if external_id:
             params["ExternalId"] = external_id
-        try:
-            creds = self.client("sts").assume_role(**params)["Credentials"]
-        except (ClientError, BotoCoreError) as error:
-            raise KilnError(f"cannot assume {arn} for account {name}: {error}") from None
-        session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                                aws_secret_access_key=creds["SecretAccessKey"],
-                                aws_session_token=creds["SessionToken"], region_name=self.region)
+        sts = self.client("sts")
+
+        def fetch() -> dict:
+            try:
+                creds = sts.assume_role(**params)["Credentials"]
+            except (ClientError, BotoCoreError) as error:
+                raise KilnError(f"cannot assume {arn} for account {name}: {error}") from None
+            return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
+                    "token": creds["SessionToken"],
+                    "expiry_time": creds["Expiration"].isoformat()}
+
+        credentials = RefreshableCredentials.create_from_metadata(fetch(), fetch, "assume-role")
+        core = botocore.session.Session()
+        core._credentials = credentials  # a botocore session given ready-made credentials
+        session = boto3.Session(botocore_session=core, region_name=self.region)
         return Aws(self.settings, session, name, account_spec(self.settings, name).id, self.calls)
 
 

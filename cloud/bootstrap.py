@@ -9,6 +9,7 @@ stacks with `register`.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from cloud.settings import Settings
 from cloud.stacks import stack_name
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+POLICIES = Path(__file__).resolve().parent / "policies"
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 # Change sets and stacks take seconds to minutes on AWS; the sandbox answers at once.
 WAIT = {"Delay": 5, "MaxAttempts": 720}
@@ -69,6 +71,7 @@ class StackSpec:
     parameters: Callable[[Place], dict[str, str]]
     outputs: tuple[str, ...] = ()
     regions: Callable[[Settings], list[str]] = main_region
+    render: Callable[[], str] | None = None  # builds the template instead of reading it
 
     def name(self, settings: Settings) -> str:
         return stack_name(settings, self.part_for(settings))
@@ -77,6 +80,8 @@ class StackSpec:
         return self.part.format(app=settings.app)
 
     def body(self) -> str:
+        if self.render is not None:
+            return self.render()
         return (TEMPLATES / self.template).read_text()
 
 
@@ -157,11 +162,18 @@ def account_parameters(place: Place) -> dict[str, str]:
     if not spec.external_id:
         raise KilnError(f"kiln.accounts.{place.account}.external_id: not set; the deployer "
                         f"role in account {place.account} is only assumable with one")
+    principals = settings.bootstrap.operator_principals
+    if not principals:
+        raise KilnError("kiln.bootstrap.operator_principals: empty; name the build account's "
+                        "identities that run Kiln's tasks (ARNs such as arn:aws:iam::"
+                        f"{account_spec(settings, settings.build_account).id}:role/kiln-ci), "
+                        f"the only ones the deployer role in account {place.account} trusts")
     return {
         "Prefix": settings.stacks.prefix,
         "BuildAccountId": account_spec(settings, settings.build_account).id,
         "ExternalId": spec.external_id,
         "DeployerRoleName": spec.role or "kiln-deployer",
+        "OperatorPrincipals": ",".join(principals),
     }
 
 
@@ -176,6 +188,39 @@ def keys_parameters(place: Place) -> dict[str, str]:
     return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users)}
 
 
+def _substituted(value):
+    """Policy text with ${Prefix}, ${AWS::AccountId}… as CloudFormation Fn::Sub values."""
+    if isinstance(value, str):
+        return {"Fn::Sub": value} if "${" in value else value
+    if isinstance(value, list):
+        return [_substituted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _substituted(item) for key, item in value.items()}
+    return value
+
+
+def operator_template() -> str:
+    """The operator's day-to-day policy (cloud/policies/operator.json) as a managed policy
+    `<prefix>-operator`, to attach to the people and CI roles that run Kiln's tasks."""
+    document = json.loads((POLICIES / "operator.json").read_text())
+    return json.dumps({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "Kiln operator policy: what day-to-day tasks need in the build account. "
+                       "Managed by `invoke bootstrap`.",
+        "Parameters": {"Prefix": {"Type": "String", "Default": "kiln",
+                                  "AllowedPattern": "[a-z][a-z0-9-]{1,20}"}},
+        "Resources": {"OperatorPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+            "ManagedPolicyName": {"Fn::Sub": "${Prefix}-operator"},
+            "Description": "Kiln's day-to-day tasks (bake, publish, share, promote, deploy)",
+            "PolicyDocument": _substituted(document)}}},
+        "Outputs": {"OperatorPolicyArn": {"Value": {"Ref": "OperatorPolicy"}}},
+    }, indent=1)
+
+
+def prefix_parameters(place: Place) -> dict[str, str]:
+    return {"Prefix": place.settings.stacks.prefix}
+
+
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
                  "BakeRoleArn", "LockTableName", "LogGroupName", "BakeVpcId", "BakeSubnetId")
 ACCOUNT_OUTPUTS = ("DeployerRoleArn", "AmiKmsKeyArn")
@@ -183,6 +228,8 @@ KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 
 STACKS: list[StackSpec] = [
     StackSpec("build", "build.yaml", build_account, build_parameters, BUILD_OUTPUTS),
+    StackSpec("operator", "operator.json", build_account, prefix_parameters,
+              ("OperatorPolicyArn",), render=operator_template),
     StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS),
     # The AMI key of every account in every copy region; the main region's is in the stacks above.
     StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions),

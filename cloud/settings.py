@@ -130,6 +130,7 @@ SCHEMA: dict = {
             "external_id": S0,
             "admin_role": S0,
             "profile": S0,
+            "admin_profile": S0,
         }
     ),
     "build_account": S,
@@ -145,6 +146,7 @@ SCHEMA: dict = {
     "bootstrap": {
         "repo_read_vpces": L,
         "repo_read_cidrs": L,
+        "operator_principals": L,
         "bake_vpc_cidr": S,
         "bake_subnet_cidr": S,
         "log_retention_days": N(1),

@@ -11,16 +11,26 @@ from cloud.errors import KilnError
 from cloud.settings import Settings
 
 
-def connect(settings: Settings, read_only: bool = False) -> Aws:
+def connect(settings: Settings, read_only: bool = False, admin: bool = False) -> Aws:
     """A session in the build account of the configured target, after printing that target.
-    `read_only`: the task only reads, so a sandbox that is not running is not started."""
+    `read_only`: the task only reads, so a sandbox that is not running is not started.
+
+    Day-to-day tasks run as the operator (the build account's `profile`, in the sandbox its
+    operator user); `admin` is for `invoke bootstrap`: the account's `admin_profile` when set,
+    in the sandbox its admin user."""
+    name = settings.build_account
+    spec = account_spec(settings, name)
+    profile = (spec.admin_profile or spec.profile) if admin else spec.profile
+    keys = {}
     if settings.target == "sandbox":
         from sandbox import control  # the only place Kiln reaches into the sandbox
 
-        control.ensure_up(settings, start=not read_only)
-    name = settings.build_account
-    spec = account_spec(settings, name)
-    session = boto3.Session(profile_name=spec.profile, region_name=settings.aws.region)
+        box = control.ensure_up(settings, start=not read_only)
+        credentials = box.credentials("admin" if admin else "operator")
+        keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+                "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]}
+        profile = None
+    session = boto3.Session(profile_name=profile, region_name=settings.aws.region, **keys)
     aws = Aws(settings, session, name, spec.id)
     actual = caller_account(aws)
     if actual != spec.id:

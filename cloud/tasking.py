@@ -9,7 +9,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from cloud import settings as settings_module
-from cloud.errors import KilnError
+from cloud.errors import KilnError, denied_line
 
 # Short flags mean one thing in every task; a flag not listed here has none (Invoke would pick
 # its first free letter, so -s meant --share, --steps or --stack depending on the task).
@@ -30,8 +30,9 @@ class KilnTask(Task):
 
 
 def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
-    """Invoke's @task, plus: a KilnError becomes one line on stderr and exit status 1, and a
-    flag named in `required` that is not given is one such line too (not Invoke's own message)."""
+    """Invoke's @task, plus: a KilnError, or AWS refusing a call, becomes one line on stderr and
+    exit status 1, and a flag named in `required` that is not given is one such line too (not
+    Invoke's own message)."""
 
     def decorate(body):
         @functools.wraps(body)
@@ -47,6 +48,11 @@ def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
                 raise Exit(f"kiln: {error}", code=1) from None
             except KeyboardInterrupt:
                 raise Exit("kiln: interrupted", code=130) from None
+            except Exception as error:
+                line = denied_line(error)
+                if line is None:
+                    raise
+                raise Exit(f"kiln: {line}", code=1) from None
 
         options = {"klass": KilnTask, "auto_shortflags": False, **kwargs}
         return invoke_task(*args, **options)(run)

@@ -1,13 +1,22 @@
-"""The sandbox's side of `invoke bootstrap`: dnf clients read the repository from loopback.
+"""The sandbox's side of `invoke bootstrap`: dnf clients read the repository from loopback, and
+the sandbox's operator user is the identity the deployer roles trust.
 
 On AWS dnf reads the repo bucket through the bake VPC's S3 endpoint; in the sandbox every client is
 on this host, so the repo bucket policy lets the sandbox host's /32 read (`aws:SourceIp`).
 """
 
+from sandbox import identities
+
 
 def overlay(settings):
-    """Add the sandbox host to kiln.bootstrap.repo_read_cidrs; return the same settings."""
+    """Fill kiln.bootstrap.repo_read_cidrs and operator_principals when empty; return the same
+    settings."""
     boot = settings.get("bootstrap")
-    if boot is not None and not boot.get("repo_read_cidrs"):
+    if boot is None:
+        return settings
+    if not boot.get("repo_read_cidrs"):
         boot["repo_read_cidrs"] = [f"{settings.sandbox.host}/32"]
+    if not boot.get("operator_principals"):
+        boot["operator_principals"] = [
+            f"arn:aws:iam::{identities.BUILD_ACCOUNT}:user/{identities.USERS['operator']}"]
     return settings

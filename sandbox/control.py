@@ -1,9 +1,11 @@
 """Start, stop, reset and describe the sandbox: the moto server and the sshd beside it.
 
 State lives under the sandbox's state directory (`kiln.sandbox.state_dir`, default `.sandbox/`):
-`moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/` and the bake instances'
-`instances/`. Any task that needs AWS while the target is `sandbox` starts the sandbox if it is
-not running; a second start reuses the running one.
+`moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/`, the bake instances'
+`instances/`, and `credentials.json` (0600): the access keys of the sandbox's admin and operator
+users (sandbox/identities.py), without which the server answers nothing. Any task that needs AWS
+while the target is `sandbox` starts the sandbox if it is not running; a second start reuses the
+running one.
 """
 
 from __future__ import annotations
@@ -16,23 +18,19 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import bootstrap, instances, signing
+from sandbox import bootstrap, identities, instances, signing
 from sandbox.daemon import Daemon, free_port
-
-DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
 
 
 class Sandbox:
     """One sandbox, identified by its state directory."""
 
     def __init__(self, state_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
-                 region: str = "us-east-1", chef_solo: str | None = None, base_provides=()):
+                 region: str = "us-east-1", chef_solo: str | None = None, base_provides=(),
+                 prefix: str = "kiln"):
         self.state_dir = Path(state_dir).resolve()
         self.chef_solo, self.base_provides = chef_solo, tuple(base_provides)
+        self.prefix = prefix
         self.host = host
         self.wanted_port = port
         self.region = region
@@ -42,7 +40,8 @@ class Sandbox:
     def from_settings(cls, settings) -> Sandbox:
         sandbox = settings.sandbox
         return cls(sandbox.state_dir, sandbox.host, sandbox.port, settings.aws.region,
-                   sandbox.get("chef_solo"), sandbox.get("base_provides") or ())
+                   sandbox.get("chef_solo"), sandbox.get("base_provides") or (),
+                   settings.stacks.prefix)
 
     @property
     def endpoint(self) -> str | None:
@@ -57,6 +56,9 @@ class Sandbox:
         """Start the moto server (and the sandbox sshd) unless running; return the endpoint."""
         with self.moto.lock():
             if not self.running():
+                # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
+                identities.write_credentials(self.state_dir, self.prefix,
+                                             os.environ.get("KILN_SANDBOX_IAM", "enforce"))
                 self._start_moto()
             # What instances get from this host: its chef-solo, base capabilities, the endpoint.
             instances.configure(self.state_dir, self.moto.port, self.chef_solo,
@@ -75,26 +77,35 @@ class Sandbox:
         """Stop the server, the sandbox sshd and the signing key's agent; True if moto ran."""
         instances.stop(self.state_dir)
         signing.stop_agent(self.state_dir / "gnupg")
-        return self.moto.stop()
+        stopped = self.moto.stop()
+        (self.state_dir / identities.CREDENTIALS).unlink(missing_ok=True)  # next up: new keys
+        return stopped
 
     def reset(self) -> None:
         """Clear every resource in the server (moto's own reset), keeping it running."""
         if not self.running():
             raise KilnError(f"sandbox in {self.state_dir} is not running: nothing to reset")
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset", method="POST",
+            headers={identities.RESET_HEADER: identities.reset_token(self.state_dir)})
         urllib.request.urlopen(request, timeout=30).close()
 
-    def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 and the aws CLI at this sandbox."""
+    def env(self, identity: str = "operator") -> dict[str, str]:
+        """Environment variables that point boto3 and the aws CLI at this sandbox, signing as
+        its operator (day-to-day tasks) or admin (bootstrap)."""
         if not self.endpoint:
             raise KilnError(f"sandbox in {self.state_dir} is not running (invoke sandbox.up)")
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": self.region,
-                "AWS_REGION": self.region, **DUMMY_CREDENTIALS}
+                "AWS_REGION": self.region, **self.credentials(identity)}
+
+    def credentials(self, identity: str = "operator") -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY of the sandbox's admin or operator."""
+        keys = identities.read_credentials(self.state_dir)[identity]
+        return {"AWS_ACCESS_KEY_ID": keys["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": keys["SecretAccessKey"]}
 
     def _server_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(DUMMY_CREDENTIALS)
-        return env
+        return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
     def _answers(self, port: int) -> bool:
         try:
@@ -114,7 +125,13 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
         raise KilnError(f"the sandbox in {box.state_dir} is not running, so there is nothing to "
                         f"read: `invoke sandbox.up` starts it")
     os.environ.pop("AWS_PROFILE", None)
-    os.environ.update(box.env())
+    own = {keys["AWS_ACCESS_KEY_ID"] for keys in map(box.credentials, identities.USERS)}
+    env = box.env()
+    if os.environ.get("AWS_ACCESS_KEY_ID") in own:  # already signing as one of ours: keep it
+        env = {k: v for k, v in env.items() if not k.startswith("AWS_SECRET")
+               and k != "AWS_ACCESS_KEY_ID"}
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.update(env)
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
         instances.overlay(settings, box.state_dir)
         signing.overlay(settings)

@@ -51,8 +51,9 @@ def project_config() -> dict:
 def sandbox_box(tmp_path_factory):
     box = Sandbox(tmp_path_factory.mktemp("sandbox"))
     box.up()
-    saved = {k: os.environ.get(k) for k in box.env()}
-    os.environ.update(box.env())
+    # Tests set things up as the sandbox's admin; Kiln's tasks sign as its operator.
+    saved = {k: os.environ.get(k) for k in box.env("admin")}
+    os.environ.update(box.env("admin"))
     yield box
     box.down()
     for key, value in saved.items():
@@ -88,6 +89,14 @@ def aws(kiln_settings):
     from cloud.target import connect
 
     return connect(kiln_settings())
+
+
+@pytest.fixture
+def admin_aws(kiln_settings):
+    """A session as the sandbox's admin, as `invoke bootstrap` has."""
+    from cloud.target import connect
+
+    return connect(kiln_settings(), admin=True)
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ KEY_PARTS = ("build", "prod", "keys")
 def bootstrapped(kiln_settings, copy_regions=(), **bake) -> Aws:
     """`invoke bootstrap --yes` of the stacks that hold the AMI keys, with kiln.bake.copy_regions
     `copy_regions` (and other kiln.bake settings); a build account session with those settings."""
-    aws = connect(kiln_settings(bake={"copy_regions": list(copy_regions), **bake}))
-    kiln_bootstrap.run(aws.settings, aws, yes=True, parts=KEY_PARTS)
-    return aws
+    settings = kiln_settings(bake={"copy_regions": list(copy_regions), **bake})
+    admin = connect(settings, admin=True)
+    kiln_bootstrap.run(admin.settings, admin, yes=True, parts=KEY_PARTS)
+    return connect(settings)

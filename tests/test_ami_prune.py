@@ -2,15 +2,16 @@
 
 import pytest
 
+from cloud import bootstrap
 from provisioner import images, share
 from tests.image_helpers import base_image, kms_key, make_image
 
 
 @pytest.fixture
-def versions(aws, clean_sandbox):
+def versions(admin_aws, clean_sandbox):
     """Images of four versions, created oldest-version-last so the order is by version."""
-    ec2 = aws.client("ec2")
-    key = kms_key(aws.client("kms"))
+    ec2 = admin_aws.client("ec2")
+    key = kms_key(admin_aws.client("kms"))
     made = {v: make_image(ec2, key, version=v) for v in ("1.10.0", "1.9.0", "1.2.0", "1.0.0")}
     return made
 
@@ -23,8 +24,8 @@ def _remaining(ec2):
     return {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
 
 
-def test_prune_keeps_the_newest_and_those_a_launch_template_uses(aws, versions):
-    ec2 = aws.client("ec2")
+def test_prune_keeps_the_newest_and_those_a_launch_template_uses(aws, admin_aws, versions):
+    ec2 = admin_aws.client("ec2")
     ec2.create_launch_template(LaunchTemplateName="hello-web-v001",
                                LaunchTemplateData={"ImageId": versions["1.0.0"]})
     ec2.create_launch_template_version(LaunchTemplateName="hello-web-v001",
@@ -43,9 +44,9 @@ def test_prune_keeps_the_newest_and_those_a_launch_template_uses(aws, versions):
     assert images.prune(aws, "hello-web", 2)["removed"] == []
 
 
-def test_prune_keeps_an_image_a_server_group_uses(aws, versions):
-    ec2 = aws.client("ec2")
-    autoscaling = aws.client("autoscaling")
+def test_prune_keeps_an_image_a_server_group_uses(aws, admin_aws, versions):
+    ec2 = admin_aws.client("ec2")
+    autoscaling = admin_aws.client("autoscaling")
     autoscaling.create_launch_configuration(LaunchConfigurationName="hello-web-v002",
                                             ImageId=versions["1.2.0"], InstanceType="t3.small")
     autoscaling.create_auto_scaling_group(
@@ -69,8 +70,9 @@ def test_dry_run_removes_nothing(aws, versions):
     assert _remaining(aws.client("ec2")) == set(versions.values())
 
 
-def test_prune_covers_the_prod_account(aws, clean_sandbox):
-    prod = aws.account("prod").client("ec2")
+def test_prune_covers_the_prod_account(aws, admin_aws, clean_sandbox):
+    bootstrap.run(admin_aws.settings, admin_aws, yes=True, parts=("prod",))
+    prod = admin_aws.admin("prod").client("ec2")
     assert base_image(prod)
     old, new = make_image(prod, None, version="1.0.0"), make_image(prod, None, version="2.0.0")
     result = images.prune(aws, "hello-web", 1)

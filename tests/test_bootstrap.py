@@ -18,7 +18,7 @@ WEST = "us-west-2"
 @pytest.fixture
 def fresh(clean_sandbox, kiln_settings):
     """A bootstrapped sandbox: both stacks created with --yes."""
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
     return aws
 
@@ -29,7 +29,7 @@ def problems(aws, account=None) -> list[str]:
 
 
 def test_bootstrap_creates_both_stacks_and_their_outputs_resolve(clean_sandbox, kiln_settings):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     results = bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
     assert [(r["stack"], r["account"], r["action"]) for r in results] == [
         ("kiln-build", "build", "created"), ("kiln-prod", "prod", "created")]
@@ -61,7 +61,7 @@ def test_second_run_is_up_to_date_and_leaves_no_change_sets(fresh):
 
 
 def test_dry_run_on_an_empty_account_creates_nothing(clean_sandbox, kiln_settings, capsys):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     results = bootstrap.run(aws.settings, aws, dry_run=True, parts=PARTS)
     assert [r["action"] for r in results] == ["planned", "planned"]
     assert {"action": "Add", "logical_id": "RepoBucketPolicy", "type": "AWS::S3::BucketPolicy",
@@ -74,7 +74,7 @@ def test_dry_run_on_an_empty_account_creates_nothing(clean_sandbox, kiln_setting
 
 
 def test_a_config_change_is_shown_then_applied_as_a_modify(fresh, kiln_settings):
-    changed = connect(kiln_settings(bootstrap={"repo_read_cidrs": ["10.9.0.0/24"]}))
+    changed = connect(kiln_settings(bootstrap={"repo_read_cidrs": ["10.9.0.0/24"]}), admin=True)
     planned = bootstrap.run(changed.settings, changed, account="build", dry_run=True,
                             parts=PARTS)
     assert [(c["action"], c["logical_id"]) for c in planned[0]["changes"]] == [
@@ -88,7 +88,7 @@ def test_a_config_change_is_shown_then_applied_as_a_modify(fresh, kiln_settings)
 
 def test_without_yes_and_without_a_terminal_it_refuses_and_leaves_nothing(clean_sandbox,
                                                                            kiln_settings):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     with pytest.raises(KilnError, match="no terminal to confirm the change set on: run with"):
         bootstrap.run(aws.settings, aws, account="build", parts=PARTS)
     summaries = aws.client("cloudformation").list_stacks()["StackSummaries"]
@@ -96,7 +96,7 @@ def test_without_yes_and_without_a_terminal_it_refuses_and_leaves_nothing(clean_
 
 
 def test_answering_no_skips_the_stack(clean_sandbox, kiln_settings):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     results = bootstrap.run(aws.settings, aws, account="prod", confirm=lambda question: False,
                             parts=PARTS)
     assert [r["action"] for r in results] == ["skipped"]
@@ -105,13 +105,13 @@ def test_answering_no_skips_the_stack(clean_sandbox, kiln_settings):
 
 
 def test_unknown_account_is_refused_with_the_known_ones(clean_sandbox, kiln_settings):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     with pytest.raises(KilnError, match="unknown account 'staging': kiln.accounts lists build"):
         bootstrap.run(aws.settings, aws, account="staging", yes=True)
 
 
 def test_missing_external_id_is_named(clean_sandbox, kiln_settings):
-    aws = connect(kiln_settings(accounts={"prod": {"external_id": None}}))
+    aws = connect(kiln_settings(accounts={"prod": {"external_id": None}}), admin=True)
     with pytest.raises(KilnError, match=r"kiln.accounts.prod.external_id: not set"):
         bootstrap.run(aws.settings, aws, account="prod", yes=True, parts=PARTS)
 
@@ -131,13 +131,13 @@ def test_sandbox_dnf_reads_the_repo_anonymously_from_loopback(fresh, sandbox_box
 @pytest.fixture
 def regional(clean_sandbox, kiln_settings):
     """A sandbox bootstrapped with kiln.bake.copy_regions [us-west-2]."""
-    aws = connect(kiln_settings(bake={"copy_regions": [WEST]}))
+    aws = connect(kiln_settings(bake={"copy_regions": [WEST]}), admin=True)
     bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
     return aws
 
 
 def test_copy_regions_get_a_key_stack_in_every_account(clean_sandbox, kiln_settings, capsys):
-    aws = connect(kiln_settings(bake={"copy_regions": [WEST, "us-east-1"]}))
+    aws = connect(kiln_settings(bake={"copy_regions": [WEST, "us-east-1"]}), admin=True)
     results = bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
     assert [(r["stack"], r["account"], r["region"], r["action"]) for r in results] == [
         ("kiln-build", "build", "us-east-1", "created"),
@@ -189,7 +189,7 @@ def test_verify_checks_the_keys_of_each_copy_region(regional):
 
 
 def test_a_new_copy_region_is_missing_until_bootstrapped_again(regional, kiln_settings):
-    added = connect(kiln_settings(bake={"copy_regions": [WEST, "eu-west-1"]}))
+    added = connect(kiln_settings(bake={"copy_regions": [WEST, "eu-west-1"]}), admin=True)
     assert problems(added) == ["stack kiln-keys in eu-west-1 is missing: run `invoke bootstrap`"
                                ] * 2
     planned = bootstrap.run(added.settings, added, dry_run=True, parts=PARTS)
@@ -212,7 +212,7 @@ def test_verify_passes_on_a_fresh_bootstrap(fresh):
 
 
 def test_verify_names_a_missing_stack(clean_sandbox, kiln_settings):
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     assert problems(aws, "build") == [
         "stack kiln-build is missing: run `invoke bootstrap`"]
 
@@ -295,7 +295,7 @@ def test_cli_bootstrap_then_verify(clean_sandbox, run_invoke):
 
 def test_cli_verify_fails_with_a_line_per_problem(clean_sandbox, run_invoke, kiln_settings):
     run_invoke("bootstrap", "--yes", check=True)
-    aws = connect(kiln_settings())
+    aws = connect(kiln_settings(), admin=True)
     bucket = stacks.output(aws, "build", "RepoBucket")
     aws.client("s3").put_bucket_versioning(Bucket=bucket,
                                            VersioningConfiguration={"Status": "Suspended"})

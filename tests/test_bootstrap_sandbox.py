@@ -60,6 +60,11 @@ Resources:
             Principal: {AWS: !Ref Grantee}
             Action: kms:Decrypt
             Resource: "*"
+          - Sid: AccountAdministers
+            Effect: Allow
+            Principal: {AWS: !Sub "arn:aws:iam::${AWS::AccountId}:root"}
+            Action: kms:*
+            Resource: "*"
   Table:
     Type: AWS::DynamoDB::Table
     Properties:

@@ -9,6 +9,7 @@ import pytest
 from cloud import stacks
 from cloud import tags as kiln_tags
 from cloud.errors import KilnError
+from cloud.target import connect
 from provisioner import promote, record, share
 from tests.image_helpers import BUILD_ID, PROD_ID, bootstrapped, make_image
 
@@ -75,7 +76,7 @@ def test_promoting_again_reuses_the_copies(baked):
 
 def test_promote_without_prods_key_in_a_copy_region_fails_before_copying(baked):
     aws = baked.aws
-    prod = aws.admin("prod")
+    prod = connect(aws.settings, admin=True).admin("prod")
     prod.client("cloudformation", WEST).delete_stack(StackName="kiln-keys")
     with pytest.raises(KilnError, match=r"no AMI key for account prod in us-west-2 \(stack "
                                         r"kiln-keys\): run `invoke bootstrap`$"):

@@ -2,6 +2,7 @@ import subprocess
 
 import boto3
 
+from cloud import bootstrap
 from cloud.target import connect
 from sandbox.control import Sandbox
 
@@ -14,7 +15,7 @@ def test_second_up_reuses_the_running_server(sandbox_box):
 
 def test_env_lines_drive_the_aws_cli(sandbox_box, clean_sandbox):
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="seen-by-cli")
-    env = {"PATH": "/usr/bin:/bin", **sandbox_box.env()}
+    env = {"PATH": "/usr/bin:/bin", **sandbox_box.env("admin")}
     import shutil
     import sys
     from pathlib import Path
@@ -33,6 +34,9 @@ def test_reset_clears_resources(sandbox_box):
 
 
 def test_connect_prints_the_target_and_reaches_prod_by_assume_role(kiln_settings, capsys):
+    admin = connect(kiln_settings(), admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("prod",))
+    capsys.readouterr()
     aws = connect(kiln_settings())
     assert "target: sandbox (moto at http://127.0.0.1:" in capsys.readouterr().err
     prod = aws.account("prod")

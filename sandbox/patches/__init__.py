@@ -21,6 +21,8 @@ PATCHES: list[str] = [
     "cloudwatch_metrics",
     "load_balancers",
     "machine_images",
+    "service_linked_roles",
+    "access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 
 

@@ -1,0 +1,363 @@
+"""Every request is authenticated and authorized, as AWS does.
+
+- Authentication: a request must be signed (SigV4) with a key the sandbox knows (an IAM user's
+  access key, or the temporary key of an assumed role with its session token); an unknown key or a
+  bad signature is refused (InvalidClientTokenId / SignatureDoesNotMatch, AuthFailure for EC2).
+  Unsigned requests are anonymous: only S3 object reads a bucket policy grants to `*` pass.
+- Authorization (sandbox/policy.py evaluates): the caller's identity policies (user, its groups,
+  or the assumed role's inline and attached policies) must allow the action on the resource and
+  none may deny it; for AssumeRole the role must exist and its trust policy allow the caller
+  (principal, sts:ExternalId); KMS calls need the key policy (or a grant) too, and a key policy
+  statement for the account root defers to the caller's identity policies; S3 bucket policies
+  allow and deny beside identity policies.
+- A denial answers AccessDenied (UnauthorizedOperation for EC2) naming identity, action and
+  resource, as AWS's message does, and is logged to `iam.log` in the state directory.
+- moto's own unauthenticated control endpoints that would switch this off or read secrets
+  (`/moto-api/reset-auth`, `data.json`, the dashboard, seeding, state transitions, the recorder)
+  are refused; `/moto-api/reset` needs the sandbox's reset token (sandbox/identities.py).
+- The `x-moto-account-id` header, which lets moto callers pick their account, is ignored: the
+  account is the one the access key belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+from sandbox import identities
+from sandbox import policy as iam
+from sandbox.resources import resource_for
+
+STATE: dict = {"dir": None, "lock": threading.Lock()}
+
+# The credential scope's service name where it differs from the IAM action prefix.
+SERVICE_PREFIX = {"monitoring": "cloudwatch", "email": "ses"}
+
+
+def apply(state_dir: Path) -> None:
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.responses import BaseResponse
+    from moto.iam.access_control import IAMRequestBase
+
+    STATE["dir"] = state_dir
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate
+    IAMRequestBase.check_action_permitted = _check_permitted
+    BaseResponse.get_current_account = _current_account
+    _guard_moto_api(state_dir)
+    identities.seed(state_dir)
+
+
+def _current_account(self) -> str:
+    from moto.iam.models import get_account_id_from
+
+    return get_account_id_from(self.get_access_key())
+
+
+# -- authentication -----------------------------------------------------------------------------
+
+
+def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import S3IAMRequest
+
+    if self.headers.get("X-Amz-Target") in ActionAuthenticatorMixin.PUBLIC_OPERATIONS:
+        return
+    if "Authorization" not in self.headers:
+        if iam_request_cls is S3IAMRequest:
+            return _anonymous_s3(self, resource)
+        raise _missing_signature(self)
+    path = self.raw_path
+    query = self.uri.partition("?")[2]
+    if query:
+        path += "?" + query
+    try:
+        request = iam_request_cls(account_id=self.current_account, method=self.method,
+                                  path=path, data=self.data, body=self.raw_body,
+                                  headers=self.headers, action=self._get_action())
+        request.check_signature()
+    except Exception as error:
+        raise _as_json(self, error) from None
+    request._sandbox_response = self
+    request.check_action_permitted(resource)
+
+
+def _as_json(response, error):
+    """JSON-protocol services (DynamoDB, KMS, Logs…) answer authentication errors in JSON."""
+    from moto.core.exceptions import JsonRESTError
+
+    if "json" not in response.headers.get("Content-Type", ""):
+        return error
+    code = getattr(error, "error_type", "")
+    renamed = {"InvalidClientTokenId": "UnrecognizedClientException",
+               "SignatureDoesNotMatch": "InvalidSignatureException"}.get(code)
+    if renamed is None:
+        return error
+    replacement = JsonRESTError(renamed, error.message)
+    replacement.code = 400 if renamed == "UnrecognizedClientException" else 403
+    return replacement
+
+
+def _missing_signature(response):
+    from moto.core.exceptions import _RESTError
+
+    error = _RESTError("MissingAuthenticationToken", "Request is missing Authentication Token")
+    error.code = 403
+    return error
+
+
+def _anonymous_s3(response, resource: str) -> None:
+    """An unsigned S3 request: only what the bucket policy grants to everyone."""
+    from moto.s3.exceptions import S3AccessDeniedError
+
+    action = f"s3:{response._get_action()}"
+    bucket = _bucket(response)
+    policies = [bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy] \
+        if bucket is not None and bucket.policy else []
+    context = {"aws:SourceIp": _source_ip(response), "aws:SecureTransport": False}
+    result = iam.evaluate(policies, action, resource, context, principal={"anonymous": True})
+    if result != iam.Result.ALLOW:
+        _log(f"DENY anonymous {action} {resource}")
+        raise S3AccessDeniedError()
+
+
+def _bucket(response):
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.models import s3_backends
+
+    name = getattr(response, "bucket_name", None)
+    if not name:
+        return None
+    try:
+        return s3_backends[response.current_account]["aws"].get_bucket(name)
+    except S3ClientError:
+        return None
+
+
+def _source_ip(response) -> str:
+    environ = getattr(getattr(response, "request", None), "environ", {}) or {}
+    return environ.get("REMOTE_ADDR", "127.0.0.1")
+
+
+# -- authorization ------------------------------------------------------------------------------
+
+
+class Caller:
+    """Who signed the request: an IAM user or an assumed role's session."""
+
+    def __init__(self, request):
+        key = request._access_key
+        self.account = request.account_id
+        self.partition = key.partition
+        self.arn = key.arn
+        self.user = getattr(key, "_owner_user_name", None)
+        self.role = getattr(key, "_owner_role_name", None)
+        self.role_arn = _role_arn(self.account, self.role) if self.role else None
+
+    @property
+    def principal_arn(self) -> str:
+        return self.role_arn or self.arn
+
+    def principal(self) -> dict:
+        arns = [self.arn] + ([self.role_arn] if self.role_arn else [])
+        return {"arns": arns, "account": self.account}
+
+    def policies(self) -> list:
+        from moto.iam.models import iam_backends
+
+        backend = iam_backends[self.account][self.partition]
+        if self.role:
+            role = identities.role_by_arn(self.role_arn)
+            if role is None:  # deleted since it was assumed: its sessions may do nothing
+                return []
+            found = list(role.policies.values())
+            found += [_document(p) for p in role.managed_policies.values()]
+            return found
+        user = backend.get_user(self.user)
+        found = list(user.policies.values())
+        found += [_document(p) for p in user.managed_policies.values()]
+        for group in backend.get_groups_for_user(self.user):
+            found += list(group.policies.values())
+            found += [_document(p) for p in group.managed_policies.values()]
+        return found
+
+
+def _role_arn(account: str, name: str) -> str:
+    """The role's ARN with its path (a service-linked role's is /aws-service-role/…/)."""
+    from moto.iam.exceptions import NotFoundException
+    from moto.iam.models import iam_backends
+
+    try:
+        return iam_backends[account]["aws"].get_role(name).arn
+    except NotFoundException:
+        return f"arn:aws:iam::{account}:role/{name}"
+
+
+def _document(managed) -> str:
+    version = next(v for v in managed.versions if v.is_default)
+    return version.document
+
+
+def _check_permitted(self, resource: str) -> None:
+    response = getattr(self, "_sandbox_response", None)
+    service = SERVICE_PREFIX.get(self._service, self._service)
+    action = f"{service}:{self._action.partition(':')[2]}"
+    if action == "sts:GetCallerIdentity":
+        return  # always allowed, as on AWS
+    caller = Caller(self)
+    params = _params(self)
+    if resource in ("*", None):
+        resource = resource_for(service, action, params, caller.account, self._region)
+    context = _context(caller, action, params, response)
+    allowed, why = _decide(caller, action, resource, context, params, self._region)
+    if not allowed:
+        _deny(self, caller, action, resource, why)
+
+
+def _params(request) -> dict:
+    """The request's parameters: query/form fields, or the JSON body."""
+    found: dict = {}
+    data = request._data or {}
+    for key, value in (data.items() if hasattr(data, "items") else []):
+        found[key] = value[0] if isinstance(value, list) and len(value) == 1 else value
+    body = request._body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if body and body.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            found.update(json.loads(body))
+    elif body and "=" in body and "Action=" in body:
+        for key, value in parse_qs(body).items():
+            found.setdefault(key, unquote(value[0]))
+    return found
+
+
+def _context(caller: Caller, action: str, params: dict, response) -> dict:
+    context = {
+        "aws:PrincipalArn": caller.principal_arn,
+        "aws:PrincipalAccount": caller.account,
+        "aws:PrincipalType": "AssumedRole" if caller.role else "User",
+        "aws:SecureTransport": False,
+        "aws:ViaAWSService": False,
+    }
+    if response is not None:
+        context["aws:SourceIp"] = _source_ip(response)
+    if action == "sts:AssumeRole" and params.get("ExternalId"):
+        context["sts:ExternalId"] = params["ExternalId"]
+    if action.startswith("kms:"):
+        context["kms:CallerAccount"] = caller.account
+    if action == "kms:CreateGrant" and params.get("Operations"):
+        context["kms:GrantOperations"] = params["Operations"]
+    return context
+
+
+def _decide(caller: Caller, action: str, resource: str, context: dict, params: dict,
+            region: str) -> tuple[bool, str]:
+    identity = iam.evaluate(caller.policies(), action, resource, context)
+    if identity == iam.Result.DENY:
+        return False, "an identity-based policy explicitly denies it"
+    if action == "sts:AssumeRole":
+        return _trusted(caller, resource, context, identity)
+    if action.startswith("kms:"):
+        return _key_allows(caller, action, resource, context, identity, region)
+    if identity != iam.Result.ALLOW:
+        return False, "no identity-based policy allows it"
+    return True, ""
+
+
+def _trusted(caller: Caller, role_arn: str, context: dict, identity) -> tuple[bool, str]:
+    role = identities.role_by_arn(role_arn)
+    if role is None:
+        return False, "the role does not exist"
+    if identity != iam.Result.ALLOW:
+        return False, "no identity-based policy allows it"
+    trust = iam.evaluate([role.assume_role_policy_document], "sts:AssumeRole", role_arn,
+                         context, principal=caller.principal())
+    if trust != iam.Result.ALLOW:
+        return False, "the role's trust policy does not allow it"
+    return True, ""
+
+
+def _key_allows(caller: Caller, action: str, resource: str, context: dict, identity,
+                region: str) -> tuple[bool, str]:
+    key = identities.kms_key(resource, caller.account, region)
+    if key is None:
+        # CreateKey, ListKeys…, or a key that does not exist (KMS answers NotFound itself)
+        ok = identity == iam.Result.ALLOW
+        return ok, "" if ok else "no identity-based policy allows it"
+    policy = [key.policy] if key.policy else []
+    direct = iam.evaluate(policy, action, resource, context,
+                          principal={"arns": caller.principal()["arns"]})
+    via_root = iam.evaluate(policy, action, resource, context,
+                            principal={"account": caller.account})
+    if iam.Result.DENY in (direct, via_root):
+        return False, "the key policy explicitly denies it"
+    if identities.grant_allows(key, caller, action):
+        return True, ""
+    same_account = key.account_id == caller.account
+    if direct == iam.Result.ALLOW and same_account:
+        return True, ""
+    if iam.Result.ALLOW in (direct, via_root) and identity == iam.Result.ALLOW:
+        return True, ""
+    if iam.Result.ALLOW not in (direct, via_root):
+        return False, "the key policy does not allow it"
+    return False, "no identity-based policy allows it"
+
+
+def _deny(request, caller: Caller, action: str, resource: str, why: str) -> None:
+    from moto.core.exceptions import JsonRESTError, _RESTError
+
+    message = (f"User: {caller.arn} is not authorized to perform: {action} on resource: "
+               f"{resource} because {why}")
+    _log(f"DENY {caller.arn} {action} {resource}: {why}")
+    if identities.mode(STATE["dir"]) == "audit":
+        return
+    if "json" in request._headers.get("Content-Type", ""):
+        error = JsonRESTError("AccessDeniedException", message)
+        error.code = 400
+    else:
+        code = "UnauthorizedOperation" if request._service == "ec2" else "AccessDenied"
+        error = _RESTError(code, message)
+        error.code = 403
+    raise error
+
+
+def _log(line: str) -> None:
+    if STATE["dir"] is None:
+        return
+    with STATE["lock"], open(Path(STATE["dir"]) / "iam.log", "a") as log:
+        log.write(line + "\n")
+
+
+# -- moto's control endpoints -------------------------------------------------------------------
+
+
+def _guard_moto_api(state_dir: Path) -> None:
+    from moto.moto_api._internal import responses
+    from moto.moto_api._internal.recorder import responses as recorder
+
+    refused = ("dashboard", "model_data", "reset_auth_response", "seed",
+               "set_proxy_passthrough", "set_transition", "unset_transition")
+    for name in refused:
+        setattr(responses.MotoAPIResponse, name, _refuse)
+    for name in ("reset_recording", "start_recording", "stop_recording", "upload_recording",
+                 "download_recording", "replay_recording"):
+        setattr(recorder.RecorderResponse, name, _refuse)
+    reset = responses.MotoAPIResponse.reset_response
+
+    def reset_response(self, request, full_url, headers):
+        if request.headers.get(identities.RESET_HEADER) != identities.reset_token(state_dir):
+            return 403, {}, json.dumps({"Error": "the sandbox's reset token is required"})
+        answer = reset(self, request, full_url, headers)
+        identities.seed(state_dir)
+        return answer
+
+    responses.MotoAPIResponse.reset_response = reset_response
+
+
+def _refuse(self, *args, **kwargs):
+    return 403, {}, json.dumps({"Error": "refused by the sandbox"})

@@ -1,0 +1,73 @@
+"""The ARN a request acts on, for the services whose policies Kiln scopes by resource.
+
+moto names the resource for STS (the role), IAM roles and S3; for the rest this module builds the
+ARN from the request's parameters as AWS's service authorization reference defines it. An action
+it cannot place answers policy.UNKNOWN (matched by any Resource pattern: a gap the README lists).
+"""
+
+from __future__ import annotations
+
+from sandbox.policy import UNKNOWN
+
+
+def resource_for(service: str, action: str, params: dict, account: str, region: str) -> str:
+    build = BUILDERS.get(service)
+    found = build(action.partition(":")[2], params, account, region) if build else None
+    return found or UNKNOWN
+
+
+def _arn(service: str, region: str, account: str, rest: str) -> str:
+    return f"arn:aws:{service}:{region}:{account}:{rest}"
+
+
+def _dynamodb(action, params, account, region):
+    table = params.get("TableName")
+    return _arn("dynamodb", region, account, f"table/{table}") if table else None
+
+
+def _kms(action, params, account, region):
+    key = params.get("KeyId") or params.get("TargetKeyId")
+    if not key:
+        return None
+    if key.startswith("arn:"):
+        return key
+    if key.startswith("alias/"):
+        return _arn("kms", region, account, key)
+    return _arn("kms", region, account, f"key/{key}")
+
+
+def _ssm(action, params, account, region):
+    name = params.get("Name") or (params.get("Names") or [None])[0]
+    if not name:
+        return None
+    return _arn("ssm", region, account, f"parameter/{name.lstrip('/')}")
+
+
+def _cloudformation(action, params, account, region):
+    stack = params.get("StackName")
+    if not stack:
+        return None
+    if stack.startswith("arn:"):
+        return stack
+    return _arn("cloudformation", region, account, f"stack/{stack}/*")
+
+
+def _logs(action, params, account, region):
+    group = params.get("logGroupName")
+    if not group:
+        return None
+    stream = params.get("logStreamName")
+    rest = f"log-group:{group}:log-stream:{stream}" if stream else f"log-group:{group}:*"
+    return _arn("logs", region, account, rest)
+
+
+def _iam(action, params, account, region):
+    for key, kind in (("RoleName", "role"), ("UserName", "user"),
+                      ("InstanceProfileName", "instance-profile")):
+        if params.get(key):
+            return f"arn:aws:iam::{account}:{kind}/{params[key]}"
+    return params.get("PolicyArn")
+
+
+BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
+            "cloudformation": _cloudformation, "logs": _logs, "iam": _iam}

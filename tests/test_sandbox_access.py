@@ -1,0 +1,205 @@
+"""The sandbox authenticates and authorizes every request as AWS does (sandbox/patches/
+access_control.py): its own credentials, identity policies, trust policies, key policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import urllib.error
+import urllib.request
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from sandbox import identities
+
+PROD = "222222222222"
+
+
+def client(box, service: str, identity: str = "admin", **keys):
+    credentials = keys or {"aws_access_key_id": box.credentials(identity)["AWS_ACCESS_KEY_ID"],
+                           "aws_secret_access_key":
+                               box.credentials(identity)["AWS_SECRET_ACCESS_KEY"]}
+    return boto3.client(service, endpoint_url=box.endpoint, region_name="us-east-1",
+                        **credentials)
+
+
+def session_client(service: str, box, credentials: dict):
+    return boto3.client(service, endpoint_url=box.endpoint, region_name="us-east-1",
+                        aws_access_key_id=credentials["AccessKeyId"],
+                        aws_secret_access_key=credentials["SecretAccessKey"],
+                        aws_session_token=credentials["SessionToken"])
+
+
+def policy(*statements) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def error_of(call) -> ClientError:
+    with pytest.raises(ClientError) as raised:
+        call()
+    return raised.value
+
+
+def test_credentials_are_the_sandboxs_own_and_private(sandbox_box):
+    path = sandbox_box.state_dir / identities.CREDENTIALS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    admin, operator = (sandbox_box.credentials(name)["AWS_ACCESS_KEY_ID"]
+                       for name in ("admin", "operator"))
+    assert admin != operator and "testing" not in (admin, operator)
+    assert sandbox_box.env()["AWS_ACCESS_KEY_ID"] == operator
+    arns = [client(sandbox_box, "sts", name).get_caller_identity()["Arn"]
+            for name in ("admin", "operator")]
+    assert arns == ["arn:aws:iam::123456789012:user/kiln-admin",
+                    "arn:aws:iam::123456789012:user/kiln-operator"]
+
+
+@pytest.mark.parametrize("service", ["ec2", "s3", "sts", "dynamodb"])
+def test_requests_by_unknown_keys_are_refused(sandbox_box, service):
+    dummy = client(sandbox_box, service, aws_access_key_id="testing",
+                   aws_secret_access_key="testing")
+    calls = {"ec2": lambda: dummy.describe_instances(), "s3": lambda: dummy.list_buckets(),
+             "sts": lambda: dummy.get_caller_identity(), "dynamodb": lambda: dummy.list_tables()}
+    code = error_of(calls[service]).response["Error"]["Code"]
+    assert code in ("AuthFailure", "InvalidAccessKeyId", "InvalidClientTokenId",
+                    "UnrecognizedClientException")
+
+
+def test_a_known_key_with_the_wrong_secret_is_refused(sandbox_box):
+    forged = client(sandbox_box, "ec2",
+                    aws_access_key_id=sandbox_box.credentials()["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key="not-the-secret")
+    assert error_of(forged.describe_instances).response["Error"]["Code"] == "AuthFailure"
+
+
+def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_sandbox):
+    s3 = client(clean_sandbox, "s3")
+    s3.create_bucket(Bucket="open-reads")
+    s3.put_object(Bucket="open-reads", Key="a", Body=b"hello")
+    s3.put_bucket_policy(Bucket="open-reads", Policy=policy({
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::open-reads/*",
+        "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.1/32"}}}))
+    base = clean_sandbox.endpoint
+    assert urllib.request.urlopen(f"{base}/open-reads/a").read() == b"hello"
+    put = urllib.request.Request(f"{base}/open-reads/b", data=b"x", method="PUT")
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(put)
+    query = urllib.request.Request(f"{base}/?Action=DescribeInstances&Version=2016-11-15")
+    with pytest.raises(urllib.error.HTTPError, match="40"):
+        urllib.request.urlopen(query)
+    s3.put_bucket_policy(Bucket="open-reads", Policy=policy({
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::open-reads/*",
+        "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}))
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(f"{base}/open-reads/a")
+
+
+def test_the_switches_that_would_turn_checks_off_are_refused(sandbox_box):
+    for path in ("reset-auth", "data.json", "reset"):
+        request = urllib.request.Request(f"{sandbox_box.endpoint}/moto-api/{path}",
+                                         data=b"inf", method="POST")
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(request)
+    sts = client(sandbox_box, "sts", "operator")
+
+    def pick_another_account(request, **_):
+        request.headers["x-moto-account-id"] = PROD
+
+    sts.meta.events.register("before-sign.*.*", pick_another_account)
+    assert sts.get_caller_identity()["Account"] == "123456789012"
+
+
+def test_a_denial_names_identity_action_and_resource(sandbox_box):
+    iam = client(sandbox_box, "iam", "operator")
+    error = error_of(lambda: iam.create_user(UserName="intruder")).response["Error"]
+    assert error["Code"] == "AccessDenied"
+    assert error["Message"].startswith(
+        "User: arn:aws:iam::123456789012:user/kiln-operator is not authorized to perform: "
+        "iam:CreateUser on resource: arn:aws:iam::123456789012:user/intruder")
+    ec2 = client(sandbox_box, "ec2", "operator")
+    vpcs = error_of(lambda: ec2.create_vpc(CidrBlock="10.1.0.0/16")).response["Error"]
+    assert vpcs["Code"] == "UnauthorizedOperation" and "ec2:CreateVpc" in vpcs["Message"]
+
+
+def _role(box, name: str, trust: dict, account_admin=None):
+    iam = account_admin or client(box, "iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="read", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "ec2:DescribeImages", "Resource": "*"}))
+
+
+def _prod_admin(box):
+    sts = client(box, "sts")
+    credentials = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{PROD}:role/{identities.ORGANIZATION_ROLE}",
+        RoleSessionName="setup")["Credentials"]
+    return session_client("iam", box, credentials)
+
+
+def test_assume_role_honours_the_trust_policy(clean_sandbox):
+    trust = {"Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "the-id"},
+                      "ArnEquals": {"aws:PrincipalArn":
+                                    "arn:aws:iam::123456789012:user/kiln-admin"}}}]}
+    _role(clean_sandbox, "trusting", trust, _prod_admin(clean_sandbox))
+    sts = client(clean_sandbox, "sts")
+    arn = f"arn:aws:iam::{PROD}:role/trusting"
+    for wrong in ({}, {"ExternalId": "other"}):
+        error = error_of(lambda w=wrong: sts.assume_role(RoleArn=arn, RoleSessionName="s1",
+                                                         **w)).response["Error"]
+        assert error["Code"] == "AccessDenied" and "trust policy" in error["Message"]
+    credentials = sts.assume_role(RoleArn=arn, RoleSessionName="s1",
+                                  ExternalId="the-id")["Credentials"]
+    ec2 = session_client("ec2", clean_sandbox, credentials)
+    ec2.describe_images(Owners=["self"])
+    assert error_of(lambda: ec2.describe_vpcs()).response["Error"]["Code"] == \
+        "UnauthorizedOperation"
+    # another user of the trusted account, allowed by its own policy: not the principal named
+    other = client(clean_sandbox, "iam").create_user(UserName="someone")["User"]["UserName"]
+    client(clean_sandbox, "iam").put_user_policy(
+        UserName=other, PolicyName="assume", PolicyDocument=policy({
+            "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}))
+    keys = client(clean_sandbox, "iam").create_access_key(UserName=other)["AccessKey"]
+    someone = client(clean_sandbox, "sts", aws_access_key_id=keys["AccessKeyId"],
+                     aws_secret_access_key=keys["SecretAccessKey"])
+    error = error_of(lambda: someone.assume_role(RoleArn=arn, RoleSessionName="s2",
+                                                 ExternalId="the-id")).response["Error"]
+    assert "trust policy" in error["Message"]
+
+
+def test_assume_role_fails_for_a_role_that_does_not_exist(sandbox_box):
+    sts = client(sandbox_box, "sts")
+    error = error_of(lambda: sts.assume_role(RoleArn=f"arn:aws:iam::{PROD}:role/no-such-role",
+                                             RoleSessionName="s1")).response["Error"]
+    assert error["Code"] == "AccessDenied" and "does not exist" in error["Message"]
+
+
+def test_kms_needs_the_key_policy_and_the_identity_policy(clean_sandbox):
+    kms = client(clean_sandbox, "kms")
+    only_root = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
+                                "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    key = kms.create_key(Policy=json.dumps(only_root))["KeyMetadata"]["KeyId"]
+    kms.encrypt(KeyId=key, Plaintext=b"x")  # admin: root statement + identity policy
+    operator = client(clean_sandbox, "kms", "operator")
+    error = error_of(lambda: operator.disable_key(KeyId=key)).response["Error"]
+    assert "kms:DisableKey" in error["Message"]
+    nobody = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
+                             "Principal": {"AWS": f"arn:aws:iam::{PROD}:root"}}]}
+    closed = kms.create_key(Policy=json.dumps(nobody))["KeyMetadata"]["KeyId"]
+    error = error_of(lambda: kms.encrypt(KeyId=closed, Plaintext=b"x")).response["Error"]
+    assert "the key policy does not allow it" in error["Message"]
+
+
+def test_sandbox_env_prints_the_operators_keys(sandbox_box, run_invoke):
+    result = run_invoke("sandbox.env", check=True)
+    assert f"AWS_ACCESS_KEY_ID={sandbox_box.credentials()['AWS_ACCESS_KEY_ID']}" in \
+        result.stdout.replace("'", "").replace('"', "")
+    assert "testing" not in result.stdout
+    assert os.environ["AWS_ACCESS_KEY_ID"] == sandbox_box.credentials("admin")[
+        "AWS_ACCESS_KEY_ID"]
