@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from cloud import bootstrap
 from cloud import tags as kiln_tags
 from cloud.stacks import stack_name
 from cloud.target import connect
@@ -34,8 +35,12 @@ def deploy_overrides() -> dict:
 
 @pytest.fixture
 def kaws(clean_sandbox, kiln_settings, deploy_overrides):
-    """A session in the build account, where Kiln's tasks start."""
-    return connect(kiln_settings(**deploy_overrides))
+    """A session in the build account, where Kiln's tasks start (as the operator), after
+    `invoke bootstrap` made prod's deployer role."""
+    settings = kiln_settings(**deploy_overrides)
+    admin = connect(settings, admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("prod",))
+    return connect(settings)
 
 
 @pytest.fixture
@@ -50,8 +55,16 @@ def outputs(daws):
     return env_stack(daws)
 
 
+def admin_of(daws):
+    """The administrator's session in the deploy account, for setting up what `invoke
+    bootstrap` or a promotion would have made there (the deployer role may not)."""
+    if not hasattr(daws, "_admin"):
+        daws._admin = connect(daws.settings, admin=True).admin(daws.account_name)
+    return daws._admin
+
+
 def env_stack(daws, app: str = "hello-web", cluster: str | None = None) -> dict[str, str]:
-    cfn = daws.client("cloudformation")
+    cfn = admin_of(daws).client("cloudformation", daws.region)
     name = stack_name(daws.settings, f"env-{cluster or app}")
     cfn.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
                      Parameters=[{"ParameterKey": "AppName", "ParameterValue": app}],
@@ -70,7 +83,7 @@ def register_image(ec2, name: str) -> str:
 def make_image(daws, version: str, app: str = "hello-web", release: str | None = None) -> str:
     """An available image in the deploy account, tagged like a promoted one (RegisterImage is
     the quick way; moto ignores its TagSpecifications, so the tags follow at once)."""
-    ec2 = daws.client("ec2")
+    ec2 = admin_of(daws).client("ec2", daws.region)
     image = register_image(ec2, f"{app}-{version}-{release or 1}-x86_64")
     extra = {kiln_tags.RELEASE: release} if release else {}
     tags = kiln_tags.kiln_tags(app, "image", run_id="20250101T000000-abcdef", version=version,

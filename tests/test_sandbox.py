@@ -1,4 +1,5 @@
 import subprocess
+from datetime import UTC, datetime
 
 import boto3
 
@@ -56,3 +57,17 @@ def test_connect_refuses_credentials_of_another_account(kiln_settings):
 def test_sandbox_env_task_prints_export_lines(run_invoke, sandbox_box):
     result = run_invoke("sandbox.env", check=True)
     assert f"export AWS_ENDPOINT_URL={sandbox_box.endpoint}" in result.stdout
+
+
+def test_assumed_role_credentials_are_renewed_before_they_expire(kiln_settings):
+    """Role sessions last an hour; a long teardown or promotion must not outlive them."""
+    admin = connect(kiln_settings(), admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("prod",))
+    prod = connect(kiln_settings()).account("prod")
+    credentials = prod.session.get_credentials()
+    first = credentials.get_frozen_credentials().access_key
+    credentials._expiry_time = datetime.now(UTC)  # as if the hour had passed
+    prod.client("ec2").describe_images(Owners=["self"])
+    assert credentials.get_frozen_credentials().access_key != first
+    assert prod.client("sts").get_caller_identity()["Arn"].startswith(
+        "arn:aws:sts::222222222222:assumed-role/kiln-deployer/")

@@ -22,6 +22,7 @@ PATCHES: list[str] = [
     "load_balancers",
     "machine_images",
     "service_linked_roles",
+    "launch_keys",
     "access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 
