@@ -148,6 +148,8 @@ def build_parameters(place: Place) -> dict[str, str]:
     return {
         "Prefix": settings.stacks.prefix,
         "ShareAccountRoots": ",".join(share_account_roots(settings, place.region)),
+        "ShareAccountIds": ",".join(settings.accounts[name].id
+                                    for name in other_accounts(settings)),
         "RepoReadVpces": ",".join(boot.repo_read_vpces),
         "RepoReadCidrs": ",".join(boot.repo_read_cidrs),
         "BakeVpcCidr": boot.bake_vpc_cidr,

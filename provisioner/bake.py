@@ -443,11 +443,14 @@ def _copy(job: Bake, image_id: str, digest: str) -> dict[str, str]:
 
 
 def _share(job: Bake, images: dict[str, str]) -> list[dict]:
-    """Share the image in this region; the copies were shared as they were made."""
-    if not job.share:
-        return []
+    """Share the image in this region; the copies were shared as they were made. Accounts no
+    longer in kiln.bake.share lose their grant on the keys."""
     from provisioner import share
 
+    for image_region, image_id in images.items():
+        share.retire_for_image(job.aws, image_id, image_region, list(job.share))
+    if not job.share:
+        return []
     region = job.aws.region
     shares = share.share_image(job.aws, images[region], region, job.share)
     for copy_region, copy_id in images.items():

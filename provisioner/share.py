@@ -21,9 +21,11 @@ from cloud.errors import KilnError
 
 COPIED_FROM = "kiln:copied-from"
 # What the other account needs on the key to launch or copy the image (AWS's list for sharing
-# encrypted AMIs and snapshots; CreateGrant lets EC2 in that account make its own grants).
-GRANT_OPERATIONS = ["Decrypt", "DescribeKey", "CreateGrant", "ReEncryptFrom", "ReEncryptTo",
+# encrypted AMIs and snapshots). No CreateGrant: the grant could otherwise be passed on; EC2 in that
+# account makes its grants under the key policy's CreateGrant-for-AWS-resources statement.
+GRANT_OPERATIONS = ["Decrypt", "DescribeKey", "ReEncryptFrom", "ReEncryptTo",
                     "GenerateDataKeyWithoutPlaintext"]
+GRANT_PREFIX = "kiln-share-"
 
 
 def share_image(aws: Aws, image_id: str, region: str, account_names: list[str]) -> list[dict]:
@@ -156,18 +158,52 @@ def _encryption_key(aws: Aws, image_id: str, region: str, snapshots: list[str]) 
     return meta["Arn"]
 
 
+def _existing_grants(kms, key: str) -> list[dict]:
+    return [grant for page in kms.get_paginator("list_grants").paginate(KeyId=key)
+            for grant in page["Grants"] if grant.get("Name", "").startswith(GRANT_PREFIX)]
+
+
 def _grants(aws: Aws, key: str, region: str, account_ids: list[str]) -> dict[str, str]:
-    """A grant on `key` for each account's root, reusing the ones made before."""
+    """A grant on `key` for each account's root, reusing the ones made before (a grant with
+    other operations than GRANT_OPERATIONS, e.g. one made with CreateGrant, is replaced)."""
     kms = aws.client("kms", region)
     existing = {}
-    for page in kms.get_paginator("list_grants").paginate(KeyId=key):
-        for grant in page["Grants"]:
-            existing.setdefault((grant.get("GranteePrincipal"), grant.get("Name")),
-                                grant["GrantId"])
+    for grant in _existing_grants(kms, key):
+        if sorted(grant.get("Operations", [])) != sorted(GRANT_OPERATIONS):
+            kms.retire_grant(KeyId=key, GrantId=grant["GrantId"])
+            continue
+        existing.setdefault((grant.get("GranteePrincipal"), grant.get("Name")), grant["GrantId"])
     result = {}
     for account_id in account_ids:
-        principal, name = f"arn:aws:iam::{account_id}:root", f"kiln-share-{account_id}"
+        principal, name = f"arn:aws:iam::{account_id}:root", f"{GRANT_PREFIX}{account_id}"
         result[account_id] = existing.get((principal, name)) or kms.create_grant(
             KeyId=key, GranteePrincipal=principal, Operations=GRANT_OPERATIONS,
             Name=name)["GrantId"]
     return result
+
+
+def retire_for_image(aws: Aws, image_id: str, region: str, account_names: list[str]
+                     ) -> list[str]:
+    """Retire the grants on the key of this image for accounts not among `account_names`."""
+    image = describe_image(aws, image_id, region)
+    key = _encryption_key(aws, image_id, region, snapshot_ids(image))
+    if not key:
+        return []
+    keep = sorted({_account_id(aws, name) for name in account_names})
+    return retire_unshared(aws, key, region, keep)
+
+
+def retire_unshared(aws: Aws, key: str, region: str, account_ids: list[str]) -> list[str]:
+    """Retire Kiln's grants on `key` for accounts no longer shared with (not in
+    `account_ids`); the ids of the accounts whose grant went."""
+    kms = aws.client("kms", region)
+    gone = []
+    for grant in _existing_grants(kms, key):
+        account_id = grant["Name"].removeprefix(GRANT_PREFIX)
+        if account_id not in account_ids:
+            kms.retire_grant(KeyId=key, GrantId=grant["GrantId"])
+            gone.append(account_id)
+    if gone:
+        say(f"share: key {key.split('/')[-1]} ({region}): grants for {', '.join(gone)} retired, "
+            f"no longer shared with")
+    return gone

@@ -30,6 +30,11 @@ KNOWN_KEYS = {
 }
 
 
+# A context entry listing key prefixes the sandbox computed for this request (e.g. the resource's
+# tags): a key with such a prefix that is absent is absent, as on AWS.
+COMPUTED = "sandbox:computed"
+
+
 class Result(Enum):
     ALLOW = "allow"
     DENY = "deny"
@@ -143,7 +148,8 @@ def _condition(operator: str, key: str, expected: list, context: dict) -> bool:
     if_exists = op.endswith("IfExists")
     op = op.removesuffix("IfExists")
     if key not in context:
-        if key not in KNOWN_KEYS and not key.startswith("aws:principaltag"):
+        computed = context.get(COMPUTED.lower(), ())
+        if key not in KNOWN_KEYS and not any(key.startswith(p) for p in computed):
             return True  # a value the sandbox does not compute: a listed gap
         return if_exists or quantifier == "ForAllValues"
     values = _as_list(context[key])

@@ -71,3 +71,37 @@ def _iam(action, params, account, region):
 
 BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
             "cloudformation": _cloudformation, "logs": _logs, "iam": _iam}
+
+
+# -- EC2 resources and their tags (aws:ResourceTag) ---------------------------------------------
+
+# Actions that change or remove one kind of EC2 resource, and the parameter naming it.
+EC2_TARGETS = {
+    "DeregisterImage": ("ImageId", "image"),
+    "EnableImageDeprecation": ("ImageId", "image"),
+    "DisableImageDeprecation": ("ImageId", "image"),
+    "ModifyImageAttribute": ("ImageId", "image"),
+    "DeleteSnapshot": ("SnapshotId", "snapshot"),
+    "ModifySnapshotAttribute": ("SnapshotId", "snapshot"),
+    "TerminateInstances": ("InstanceId", "instance"),
+    "StopInstances": ("InstanceId", "instance"),
+    "DeleteSecurityGroup": ("GroupId", "security-group"),
+    "DeleteVolume": ("VolumeId", "volume"),
+    "DeleteLaunchTemplate": ("LaunchTemplateId", "launch-template"),
+}
+
+
+def ec2_targets(action: str, params: dict, account: str, region: str) -> list[tuple[str, dict]]:
+    """(ARN, tags) of each EC2 resource a changing call names; [] when the sandbox does not
+    place the call (its resource stays UNKNOWN)."""
+    from moto.ec2.models import ec2_backends
+
+    name = action.partition(":")[2]
+    if name not in EC2_TARGETS:
+        return []
+    field, kind = EC2_TARGETS[name]
+    ids = [v for k, v in params.items() if k == field or k.startswith(f"{field}.")]
+    backend = ec2_backends[account][region]
+    owner = "" if kind == "image" else account
+    return [(f"arn:aws:ec2:{region}:{owner}:{kind}/{resource_id}",
+             dict(backend.tags.get(resource_id, {}))) for resource_id in ids]

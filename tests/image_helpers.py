@@ -25,7 +25,8 @@ def kms_key(kms, description: str = "test ami key") -> str:
 
 def make_image(ec2, key_arn: str | None, app: str = "hello-web", version: str = "1.4.2",
                role: str = "image", run_id: str = "20250101T000000-abcdef", **extra) -> str:
-    """RunInstances with an encrypted root volume, then CreateImage; the instance is terminated."""
+    """RunInstances with an encrypted root volume, then CreateImage, image and snapshots tagged
+    as the bake tags them; the instance is terminated."""
     ebs = {"VolumeSize": 8, "Encrypted": True, "DeleteOnTermination": True}
     if key_arn:
         ebs["KmsKeyId"] = key_arn
@@ -34,7 +35,8 @@ def make_image(ec2, key_arn: str | None, app: str = "hello-web", version: str = 
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": ebs}])["Instances"][0]
     tags = kiln_tags.kiln_tags(app, role, run_id=run_id, version=version, **extra)
     image = ec2.create_image(InstanceId=instance["InstanceId"], Name=f"{app}-{version}-{run_id}",
-                             TagSpecifications=[kiln_tags.spec("image", tags)])["ImageId"]
+                             TagSpecifications=[kiln_tags.spec("image", tags),
+                                                kiln_tags.spec("snapshot", tags)])["ImageId"]
     ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
     return image
 

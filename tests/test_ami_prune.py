@@ -3,8 +3,17 @@
 import pytest
 
 from cloud import bootstrap
+from cloud.target import connect
 from provisioner import images, share
 from tests.image_helpers import base_image, kms_key, make_image
+
+# Most tests prune the build account only: prod is left out (no role), not bootstrapped.
+BUILD_ONLY = {"accounts": {"prod": {"role": None}}}
+
+
+@pytest.fixture
+def aws(kiln_settings):
+    return connect(kiln_settings(**BUILD_ONLY))
 
 
 @pytest.fixture
@@ -70,8 +79,9 @@ def test_dry_run_removes_nothing(aws, versions):
     assert _remaining(aws.client("ec2")) == set(versions.values())
 
 
-def test_prune_covers_the_prod_account(aws, admin_aws, clean_sandbox):
+def test_prune_covers_the_prod_account(kiln_settings, admin_aws, clean_sandbox):
     bootstrap.run(admin_aws.settings, admin_aws, yes=True, parts=("prod",))
+    aws = connect(kiln_settings())
     prod = admin_aws.admin("prod").client("ec2")
     assert base_image(prod)
     old, new = make_image(prod, None, version="1.0.0"), make_image(prod, None, version="2.0.0")
@@ -81,7 +91,8 @@ def test_prune_covers_the_prod_account(aws, admin_aws, clean_sandbox):
 
 
 def test_ami_prune_task_dry_run(run_invoke, aws, versions):
-    result = run_invoke("ami.prune", "--keep", "3", "--dry-run", check=True)
+    result = run_invoke("ami.prune", "--keep", "3", "--dry-run", check=True,
+                        overrides=BUILD_ONLY)
     assert "would remove" in result.stderr and versions["1.0.0"] in result.stderr
     assert _remaining(aws.client("ec2")) == set(versions.values())
 
@@ -89,6 +100,6 @@ def test_ami_prune_task_dry_run(run_invoke, aws, versions):
 @pytest.mark.parametrize("keep, expected", [("x", "--keep: 'x' is not a whole number"),
                                             ("0", "--keep: must be at least 1, got 0")])
 def test_ami_prune_task_refuses_a_bad_keep(run_invoke, aws, versions, keep, expected):
-    result = run_invoke("ami.prune", "--keep", keep)
+    result = run_invoke("ami.prune", "--keep", keep, overrides=BUILD_ONLY)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"kiln: {expected}"
     assert _remaining(aws.client("ec2")) == set(versions.values())

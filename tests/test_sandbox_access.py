@@ -203,3 +203,31 @@ def test_sandbox_env_prints_the_operators_keys(sandbox_box, run_invoke):
     assert "testing" not in result.stdout
     assert os.environ["AWS_ACCESS_KEY_ID"] == sandbox_box.credentials("admin")[
         "AWS_ACCESS_KEY_ID"]
+
+
+def test_resource_tags_scope_what_a_role_may_remove(clean_sandbox):
+    """aws:ResourceTag is evaluated for the EC2 resources a call changes (images, snapshots,
+    instances, volumes, security groups, launch templates)."""
+    trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                            "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    iam = client(clean_sandbox, "iam")
+    iam.create_role(RoleName="remover", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName="remover", PolicyName="tagged", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": ["ec2:DeregisterImage", "ec2:DescribeImages"],
+         "Resource": "*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/kiln:managed-by": "kiln"}}}))
+    ec2 = client(clean_sandbox, "ec2")
+    base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]
+    images = {}
+    for name, tags in (("ours", [{"Key": "kiln:managed-by", "Value": "kiln"}]), ("theirs", [])):
+        spec = [{"ResourceType": "image", "Tags": tags}] if tags else []
+        images[name] = ec2.create_image(InstanceId=instance["InstanceId"], Name=name,
+                                        TagSpecifications=spec)["ImageId"]
+    credentials = client(clean_sandbox, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/remover", RoleSessionName="s1")["Credentials"]
+    remover = session_client("ec2", clean_sandbox, credentials)
+    remover.deregister_image(ImageId=images["ours"])
+    error = error_of(lambda: remover.deregister_image(ImageId=images["theirs"]))
+    assert error.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert f"image/{images['theirs']}" in error.response["Error"]["Message"]

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+from botocore.exceptions import ClientError
 
 from cloud import stacks
 from cloud.errors import KilnError
@@ -11,8 +12,8 @@ from tests.image_helpers import PROD_ID, bootstrapped, kms_key, make_image
 
 
 @pytest.fixture
-def key(aws, clean_sandbox):
-    return kms_key(aws.client("kms"))
+def key(admin_aws, clean_sandbox):
+    return kms_key(admin_aws.client("kms"))
 
 
 def _launch_users(ec2, image_id):
@@ -20,7 +21,7 @@ def _launch_users(ec2, image_id):
     return attribute["LaunchPermissions"]
 
 
-def test_share_grants_launch_snapshot_and_key_access(aws, key):
+def test_share_grants_launch_snapshot_and_key_access(aws, admin_aws, key):
     ec2 = aws.client("ec2")
     image_id = make_image(ec2, key)
 
@@ -38,10 +39,20 @@ def test_share_grants_launch_snapshot_and_key_access(aws, key):
     grants = aws.client("kms").list_grants(KeyId=key)["Grants"]
     assert [(g["GrantId"], g["GranteePrincipal"]) for g in grants] == \
         [(first[0]["kms_grant_id"], f"arn:aws:iam::{PROD_ID}:root")]
-    assert {"Decrypt", "DescribeKey", "CreateGrant", "ReEncryptFrom"} \
-        <= set(grants[0]["Operations"])
-    prod = aws.account("prod").client("ec2")
+    assert {"Decrypt", "DescribeKey", "ReEncryptFrom"} <= set(grants[0]["Operations"])
+    assert "CreateGrant" not in grants[0]["Operations"]  # not passed on by prod
+    prod = admin_aws.admin("prod").client("ec2")
     assert prod.describe_images(ImageIds=[image_id])["Images"][0]["ImageId"] == image_id
+
+
+def test_grants_go_when_an_account_is_no_longer_shared_with(aws, key):
+    image_id = make_image(aws.client("ec2"), key)
+    share.share_image(aws, image_id, aws.region, ["prod"])
+    kms = aws.client("kms")
+    assert share.retire_for_image(aws, image_id, aws.region, ["prod"]) == []
+    assert len(kms.list_grants(KeyId=key)["Grants"]) == 1
+    assert share.retire_for_image(aws, image_id, aws.region, []) == [PROD_ID]
+    assert kms.list_grants(KeyId=key)["Grants"] == []
 
 
 def test_share_refuses_the_aws_managed_key(aws, clean_sandbox):
@@ -99,3 +110,12 @@ def test_copy_to_a_region_without_its_key_stack_fails_before_copying(aws, key):
                                         r"kiln.bake.copy_regions"):
         share.copy_to_regions(aws, image_id, ["eu-west-1"], {})
     assert aws.client("ec2", "eu-west-1").describe_images(Owners=["self"])["Images"] == []
+
+
+def test_other_accounts_use_the_build_key_only_through_ec2(kiln_settings, admin_aws,
+                                                           clean_sandbox):
+    aws = bootstrapped(kiln_settings)
+    key = stacks.ami_key(aws)
+    prod_kms = admin_aws.admin("prod").client("kms")
+    with pytest.raises(ClientError, match="the key policy does not allow it"):
+        prod_kms.encrypt(KeyId=key, Plaintext=b"not through EC2")

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote
 
 from sandbox import identities
 from sandbox import policy as iam
-from sandbox.resources import resource_for
+from sandbox.resources import ec2_targets, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 
@@ -213,9 +213,16 @@ def _check_permitted(self, resource: str) -> None:
     if resource in ("*", None):
         resource = resource_for(service, action, params, caller.account, self._region)
     context = _context(caller, action, params, response)
-    allowed, why = _decide(caller, action, resource, context, params, self._region)
-    if not allowed:
-        _deny(self, caller, action, resource, why)
+    targets = ec2_targets(action, params, caller.account, self._region) \
+        if service == "ec2" else []
+    for arn, tags in targets or [(resource, None)]:
+        here = dict(context)
+        if tags is not None:  # the sandbox knows this resource's tags: absent ones are absent
+            here.update({f"aws:ResourceTag/{k}": v for k, v in tags.items()})
+            here[iam.COMPUTED] = ["aws:resourcetag/"]
+        allowed, why = _decide(caller, action, arn, here, params, self._region)
+        if not allowed:
+            _deny(self, caller, action, arn, why)
 
 
 def _params(request) -> dict:
