@@ -55,6 +55,14 @@ def outputs(daws):
     return env_stack(daws)
 
 
+def deployer(settings):
+    """The operator's session in prod through the deployer role, after `invoke bootstrap` of
+    prod's account stack (as the administrator)."""
+    admin = connect(settings, admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("prod",))
+    return connect(settings).account("prod")
+
+
 def admin_of(daws):
     """The administrator's session in the deploy account, for setting up what `invoke
     bootstrap` or a promotion would have made there (the deployer role may not)."""

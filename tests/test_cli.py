@@ -57,6 +57,7 @@ def test_read_only_tasks_do_not_start_the_sandbox(run_invoke, tmp_path):
 
 
 def test_sandbox_env_prints_another_accounts_credentials(run_invoke, clean_sandbox):
+    run_invoke("bootstrap", "--yes", "--account", "prod", check=True)  # its deployer role
     result = run_invoke("sandbox.env", "--account", "prod", check=True)
     values = dict(line.removeprefix("export ").split("=", 1)
                   for line in result.stdout.splitlines())

@@ -17,6 +17,7 @@ from tests.conftest import deep_merge
 from tests.deploy_helpers import (
     FAST,
     Sampler,
+    admin_of,
     credentials,
     make_image,
     make_unhealthy,
@@ -109,7 +110,7 @@ def test_alarm_during_the_watch_rolls_the_canary_back(kaws, daws, deployed):
     def fire(step, runner):
         if step.action == "weights" and "hello-web-v002" in step.weights and \
                 step.weights["hello-web-v002"] > 0:
-            daws.client("cloudwatch").set_alarm_state(
+            admin_of(daws).client("cloudwatch").set_alarm_state(
                 AlarmName=alarm, StateValue="ALARM", StateReason="5xx from the canary")
 
     with pytest.raises(operations.RolledBack) as failure:
@@ -238,8 +239,8 @@ def test_alarm_error_is_what_the_watch_raises(kaws, daws, deployed):
     from orchestrator import health
 
     env = environment.load(kaws)
-    daws.client("cloudwatch").set_alarm_state(AlarmName=env.alarm_names[1], StateValue="ALARM",
-                                              StateReason="slow")
+    admin_of(daws).client("cloudwatch").set_alarm_state(
+        AlarmName=env.alarm_names[1], StateValue="ALARM", StateReason="slow")
     with pytest.raises(AlarmFired, match=env.alarm_names[1]):
         health.watch(env, 5, ["hello-web-v001"])
 

@@ -10,7 +10,7 @@ from orchestrator import groups as server_groups
 from orchestrator import operations, selfservice, sweeper
 from provisioner import janitor
 from tests.conftest import deep_merge
-from tests.deploy_helpers import FAST, env_stack, make_image
+from tests.deploy_helpers import FAST, deployer, env_stack, make_image
 
 QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
 
@@ -49,9 +49,10 @@ def test_teardown_keeps_the_most_recent_disabled_groups(kaws, daws, outputs):
 
 
 def test_scale_down_disable_is_scheduled_and_rollback_cancels_it(clean_sandbox, kiln_settings):
-    kaws = connect(kiln_settings(**deep_merge(QUICK, {"deploy": {"disable": {
-        "mode": "scale_down", "delay": "1h"}}})))
-    daws = kaws.account("prod")
+    settings = kiln_settings(**deep_merge(QUICK, {"deploy": {"disable": {
+        "mode": "scale_down", "delay": "1h"}}}))
+    daws = deployer(settings)
+    kaws = connect(settings)
     env_stack(daws)
     make_image(daws, "1.0.0")
     make_image(daws, "1.1.0")
@@ -104,7 +105,7 @@ def test_self_service_environment_up_down_and_expiry(kaws, daws, outputs):
 
 
 def test_command_line(run_invoke, clean_sandbox, kiln_settings):
-    daws = connect(kiln_settings()).account("prod")
+    daws = deployer(kiln_settings())
     env_stack(daws)
     make_image(daws, "1.0.0")
     make_image(daws, "1.1.0")

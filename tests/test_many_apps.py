@@ -22,8 +22,8 @@ def many(clean_sandbox, kiln_settings):
     settings = kiln_settings(apps=APPS, **SETTINGS)
     parts = env_stacks.register_clusters(settings)
     assert parts == ["env-hello-web-canary", "env-billing"]
-    kiln_bootstrap.run(settings, connect(settings), yes=True,
-                       parts=("env-{app}", *parts))
+    kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                       parts=("prod", "env-{app}", *parts))
     return settings
 
 

@@ -7,7 +7,7 @@ import pytest
 from cloud.target import connect
 from orchestrator import operations
 from tests.conftest import INVOKE, ROOT, deep_merge
-from tests.deploy_helpers import FAST, env_stack, make_image
+from tests.deploy_helpers import FAST, deployer, env_stack, make_image
 
 QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
 
@@ -35,7 +35,7 @@ def test_the_sandbox_watches_for_seconds_unless_told_otherwise(kiln_settings):
 
 def test_a_watch_in_a_log_is_a_line_per_check_ending_watch_passed(run_invoke, clean_sandbox,
                                                                   kiln_settings):
-    daws = connect(kiln_settings()).account("prod")
+    daws = deployer(kiln_settings())
     env_stack(daws)
     make_image(daws, "1.0.0")
     make_image(daws, "1.1.0")
@@ -50,7 +50,7 @@ def test_a_watch_in_a_log_is_a_line_per_check_ending_watch_passed(run_invoke, cl
 
 
 def test_a_watch_on_a_terminal_is_a_countdown(run_invoke, clean_sandbox, kiln_settings, tmp_path):
-    daws = connect(kiln_settings()).account("prod")
+    daws = deployer(kiln_settings())
     env_stack(daws)
     make_image(daws, "1.0.0")
     make_image(daws, "1.1.0")
