@@ -444,15 +444,13 @@ def _copy(job: Bake, image_id: str, digest: str) -> dict[str, str]:
 
 def _share(job: Bake, images: dict[str, str]) -> list[dict]:
     """Share the image in this region; the copies were shared as they were made. Accounts no
-    longer in kiln.bake.share lose their grant on the keys."""
-    from provisioner import share
-
-    for image_region, image_id in images.items():
-        share.retire_for_image(job.aws, image_id, image_region, list(job.share))
+    longer in kiln.bake.share lose their grant on this region's key."""
     if not job.share:
         return []
+    from provisioner import share
+
     region = job.aws.region
-    shares = share.share_image(job.aws, images[region], region, job.share)
+    shares = share.share_image(job.aws, images[region], region, job.share, retire_others=True)
     for copy_region, copy_id in images.items():
         if copy_region != region:
             shares += [{"account": name, "region": copy_region, "image_id": copy_id}

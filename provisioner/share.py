@@ -28,8 +28,11 @@ GRANT_OPERATIONS = ["Decrypt", "DescribeKey", "ReEncryptFrom", "ReEncryptTo",
 GRANT_PREFIX = "kiln-share-"
 
 
-def share_image(aws: Aws, image_id: str, region: str, account_names: list[str]) -> list[dict]:
-    """Grant each named account launch, snapshot and key access; one result per account."""
+def share_image(aws: Aws, image_id: str, region: str, account_names: list[str],
+                retire_others: bool = False) -> list[dict]:
+    """Grant each named account launch, snapshot and key access; one result per account.
+    `retire_others`: the named accounts are all the image's key is shared with, so Kiln's
+    grants for any other account are retired."""
     accounts = {name: _account_id(aws, name) for name in account_names}
     if not accounts:
         return []
@@ -46,7 +49,7 @@ def share_image(aws: Aws, image_id: str, region: str, account_names: list[str]) 
     for snapshot in snapshots:
         ec2.modify_snapshot_attribute(SnapshotId=snapshot, Attribute="createVolumePermission",
                                       OperationType="add", UserIds=ids)
-    grants = _grants(aws, key, region, ids) if key else {}
+    grants = _grants(aws, key, region, ids, retire_others) if key else {}
     say(f"share: {image_id} ({region}) with {', '.join(accounts)}"
         + (f"; key {key.split('/')[-1]} granted" if key else "; not encrypted"))
     return [{"account": name, "id": account_id, "region": region, "image_id": image_id,
@@ -163,13 +166,16 @@ def _existing_grants(kms, key: str) -> list[dict]:
             for grant in page["Grants"] if grant.get("Name", "").startswith(GRANT_PREFIX)]
 
 
-def _grants(aws: Aws, key: str, region: str, account_ids: list[str]) -> dict[str, str]:
+def _grants(aws: Aws, key: str, region: str, account_ids: list[str],
+            retire_others: bool = False) -> dict[str, str]:
     """A grant on `key` for each account's root, reusing the ones made before (a grant with
     other operations than GRANT_OPERATIONS, e.g. one made with CreateGrant, is replaced)."""
     kms = aws.client("kms", region)
     existing = {}
     for grant in _existing_grants(kms, key):
-        if sorted(grant.get("Operations", [])) != sorted(GRANT_OPERATIONS):
+        other = grant["Name"].removeprefix(GRANT_PREFIX) not in account_ids
+        if sorted(grant.get("Operations", [])) != sorted(GRANT_OPERATIONS) or \
+                (retire_others and other):
             kms.retire_grant(KeyId=key, GrantId=grant["GrantId"])
             continue
         existing.setdefault((grant.get("GranteePrincipal"), grant.get("Name")), grant["GrantId"])

@@ -88,18 +88,19 @@ def app_folder(tmp_path: Path, greeting: str) -> Path:
 
 
 @pytest.mark.slow
-def test_dnf_installs_and_upgrades_the_app_from_s3(aws, kiln_settings, tmp_path):
+def test_dnf_installs_and_upgrades_the_app_from_s3(admin_aws, kiln_settings, tmp_path):
     suffix = time.time_ns()
-    config = {"repo": {"bucket": f"kiln-repo-dnf-{suffix}", "lock_table": f"kiln-locks-{suffix}"}}
-    make_repo_bucket(aws, config["repo"]["bucket"])
-    make_lock_table(aws, config["repo"]["lock_table"])
+    config = {"repo": {"bucket": f"kiln-repo-123456789012-d{suffix}",
+                       "lock_table": f"kiln-locks-{suffix}"}}
+    make_repo_bucket(admin_aws, config["repo"]["bucket"])
+    make_lock_table(admin_aws, config["repo"]["lock_table"])
     settings = kiln_settings(**config)
     aws = connect(settings)
 
     # Without a policy granting it, an anonymous GET of a private object is refused.
     private = f"kiln-repo-private-{suffix}"
-    aws.client("s3").create_bucket(Bucket=private)
-    aws.client("s3").put_object(Bucket=private, Key="x", Body=b"x")
+    admin_aws.client("s3").create_bucket(Bucket=private)
+    admin_aws.client("s3").put_object(Bucket=private, Key="x", Body=b"x")
     endpoint = aws.client("s3").meta.endpoint_url
     assert http_get(f"{endpoint}/{private}/x")[0] == 403
 
@@ -137,12 +138,12 @@ def test_dnf_installs_and_upgrades_the_app_from_s3(aws, kiln_settings, tmp_path)
 
 
 @pytest.mark.slow
-def test_dnf_refuses_a_repo_whose_signature_does_not_match(aws, kiln_settings, tmp_path):
+def test_dnf_refuses_a_repo_whose_signature_does_not_match(admin_aws, kiln_settings, tmp_path):
     suffix = time.time_ns()
-    config = {"repo": {"bucket": f"kiln-repo-tamper-{suffix}",
+    config = {"repo": {"bucket": f"kiln-repo-123456789012-x{suffix}",
                        "lock_table": f"kiln-locks-{suffix}"}}
-    make_repo_bucket(aws, config["repo"]["bucket"])
-    make_lock_table(aws, config["repo"]["lock_table"])
+    make_repo_bucket(admin_aws, config["repo"]["bucket"])
+    make_lock_table(admin_aws, config["repo"]["lock_table"])
     aws = connect(kiln_settings(**config))
     repo.publish(aws, build_base(tmp_path))
     target = repo.Repo.of(aws)

@@ -29,12 +29,13 @@ def rpms(tmp_path_factory):
 
 
 @pytest.fixture
-def repo_config(aws, tmp_path):
-    """Overrides naming a fresh repo bucket and lock table in the sandbox."""
+def repo_config(admin_aws, tmp_path):
+    """Overrides naming a fresh repo bucket and lock table in the sandbox (named so the
+    operator's policy covers them, made by the administrator as bootstrap would)."""
     suffix = time.time_ns()
-    bucket, table = f"kiln-repo-test-{suffix}", f"kiln-locks-repo-{suffix}"
-    make_repo_bucket(aws, bucket)
-    make_lock_table(aws, table)
+    bucket, table = f"kiln-repo-123456789012-t{suffix}", f"kiln-locks-repo-{suffix}"
+    make_repo_bucket(admin_aws, bucket)
+    make_lock_table(admin_aws, table)
     return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
 
 
@@ -277,8 +278,9 @@ def test_bad_input_is_one_clear_line(repo_aws, tmp_path):
 
 
 def test_missing_bucket_is_named(kiln_settings, repo_config, rpms):
-    aws = connect(kiln_settings(repo={**repo_config["repo"], "bucket": "kiln-no-such-bucket"}))
-    with pytest.raises(KilnError, match="repo bucket kiln-no-such-bucket does not exist"):
+    missing = "kiln-repo-123456789012-missing"  # the operator may read it, were it there
+    aws = connect(kiln_settings(repo={**repo_config["repo"], "bucket": missing}))
+    with pytest.raises(KilnError, match=f"repo bucket {missing} does not exist"):
         repo.publish(aws, rpms[("alpha", "1.0.0")])
 
 

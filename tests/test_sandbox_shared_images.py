@@ -19,8 +19,8 @@ def build(clean_sandbox):
 @pytest.fixture
 def prod(build):
     creds = build.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{PROD_ID}:role/kiln-deployer", RoleSessionName="test",
-        ExternalId="kiln-test")["Credentials"]
+        RoleArn=f"arn:aws:iam::{PROD_ID}:role/OrganizationAccountAccessRole",
+        RoleSessionName="test")["Credentials"]
     session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
                             aws_secret_access_key=creds["SecretAccessKey"],
                             aws_session_token=creds["SessionToken"], region_name=REGION)

@@ -22,7 +22,9 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import re
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
@@ -214,7 +216,7 @@ def _check_permitted(self, resource: str) -> None:
         resource = resource_for(service, action, params, caller.account, self._region)
     context = _context(caller, action, params, response)
     targets = ec2_targets(action, params, caller.account, self._region) \
-        if service == "ec2" else []
+        if service == "ec2" else _deleted_objects(self, action, resource)
     for arn, tags in targets or [(resource, None)]:
         here = dict(context)
         if tags is not None:  # the sandbox knows this resource's tags: absent ones are absent
@@ -223,6 +225,16 @@ def _check_permitted(self, resource: str) -> None:
         allowed, why = _decide(caller, action, arn, here, params, self._region)
         if not allowed:
             _deny(self, caller, action, arn, why)
+
+
+def _deleted_objects(request, action: str, resource: str) -> list[tuple[str, None]]:
+    """DeleteObjects is authorized as s3:DeleteObject on each key it names, as on AWS."""
+    if action != "s3:DeleteObject" or "/" in resource.partition(":::")[2]:
+        return []
+    body = request._body.decode("utf-8", "replace") if isinstance(request._body, bytes) \
+        else str(request._body or "")
+    keys = re.findall(r"<Key>(.*?)</Key>", body)
+    return [(f"{resource}/{html.unescape(key)}", None) for key in keys]
 
 
 def _params(request) -> dict:
