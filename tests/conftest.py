@@ -49,6 +49,9 @@ def project_config() -> dict:
 
 @pytest.fixture(scope="session")
 def sandbox_box(tmp_path_factory):
+    # The shared sandbox logs IAM denials (iam.log) instead of refusing them while every test's
+    # setup is moved to the administrator; `strict_box` refuses them, as `invoke sandbox.up` does.
+    os.environ.setdefault("KILN_SANDBOX_IAM", "audit")
     box = Sandbox(tmp_path_factory.mktemp("sandbox"))
     box.up()
     # Tests set things up as the sandbox's admin; Kiln's tasks sign as its operator.
@@ -61,6 +64,26 @@ def sandbox_box(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def strict_box(tmp_path_factory, sandbox_box):
+    """A second sandbox that refuses what IAM refuses (the default outside the test suite)."""
+    saved = os.environ.get("KILN_SANDBOX_IAM")
+    os.environ["KILN_SANDBOX_IAM"] = "enforce"
+    box = Sandbox(tmp_path_factory.mktemp("strict"))
+    try:
+        box.up()
+    finally:
+        os.environ["KILN_SANDBOX_IAM"] = saved or "audit"
+    yield box
+    box.down()
+
+
+@pytest.fixture
+def clean_strict(strict_box):
+    strict_box.reset()
+    return strict_box
 
 
 @pytest.fixture

@@ -43,22 +43,22 @@ def error_of(call) -> ClientError:
     return raised.value
 
 
-def test_credentials_are_the_sandboxs_own_and_private(sandbox_box):
-    path = sandbox_box.state_dir / identities.CREDENTIALS
+def test_credentials_are_the_sandboxs_own_and_private(strict_box):
+    path = strict_box.state_dir / identities.CREDENTIALS
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    admin, operator = (sandbox_box.credentials(name)["AWS_ACCESS_KEY_ID"]
+    admin, operator = (strict_box.credentials(name)["AWS_ACCESS_KEY_ID"]
                        for name in ("admin", "operator"))
     assert admin != operator and "testing" not in (admin, operator)
-    assert sandbox_box.env()["AWS_ACCESS_KEY_ID"] == operator
-    arns = [client(sandbox_box, "sts", name).get_caller_identity()["Arn"]
+    assert strict_box.env()["AWS_ACCESS_KEY_ID"] == operator
+    arns = [client(strict_box, "sts", name).get_caller_identity()["Arn"]
             for name in ("admin", "operator")]
     assert arns == ["arn:aws:iam::123456789012:user/kiln-admin",
                     "arn:aws:iam::123456789012:user/kiln-operator"]
 
 
 @pytest.mark.parametrize("service", ["ec2", "s3", "sts", "dynamodb"])
-def test_requests_by_unknown_keys_are_refused(sandbox_box, service):
-    dummy = client(sandbox_box, service, aws_access_key_id="testing",
+def test_requests_by_unknown_keys_are_refused(strict_box, service):
+    dummy = client(strict_box, service, aws_access_key_id="testing",
                    aws_secret_access_key="testing")
     calls = {"ec2": lambda: dummy.describe_instances(), "s3": lambda: dummy.list_buckets(),
              "sts": lambda: dummy.get_caller_identity(), "dynamodb": lambda: dummy.list_tables()}
@@ -67,22 +67,22 @@ def test_requests_by_unknown_keys_are_refused(sandbox_box, service):
                     "UnrecognizedClientException")
 
 
-def test_a_known_key_with_the_wrong_secret_is_refused(sandbox_box):
-    forged = client(sandbox_box, "ec2",
-                    aws_access_key_id=sandbox_box.credentials()["AWS_ACCESS_KEY_ID"],
+def test_a_known_key_with_the_wrong_secret_is_refused(strict_box):
+    forged = client(strict_box, "ec2",
+                    aws_access_key_id=strict_box.credentials()["AWS_ACCESS_KEY_ID"],
                     aws_secret_access_key="not-the-secret")
     assert error_of(forged.describe_instances).response["Error"]["Code"] == "AuthFailure"
 
 
-def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_sandbox):
-    s3 = client(clean_sandbox, "s3")
+def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_strict):
+    s3 = client(clean_strict, "s3")
     s3.create_bucket(Bucket="open-reads")
     s3.put_object(Bucket="open-reads", Key="a", Body=b"hello")
     s3.put_bucket_policy(Bucket="open-reads", Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": "arn:aws:s3:::open-reads/*",
         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.1/32"}}}))
-    base = clean_sandbox.endpoint
+    base = clean_strict.endpoint
     assert urllib.request.urlopen(f"{base}/open-reads/a").read() == b"hello"
     put = urllib.request.Request(f"{base}/open-reads/b", data=b"x", method="PUT")
     with pytest.raises(urllib.error.HTTPError, match="403"):
@@ -98,13 +98,13 @@ def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_
         urllib.request.urlopen(f"{base}/open-reads/a")
 
 
-def test_the_switches_that_would_turn_checks_off_are_refused(sandbox_box):
+def test_the_switches_that_would_turn_checks_off_are_refused(strict_box):
     for path in ("reset-auth", "data.json", "reset"):
-        request = urllib.request.Request(f"{sandbox_box.endpoint}/moto-api/{path}",
+        request = urllib.request.Request(f"{strict_box.endpoint}/moto-api/{path}",
                                          data=b"inf", method="POST")
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(request)
-    sts = client(sandbox_box, "sts", "operator")
+    sts = client(strict_box, "sts", "operator")
 
     def pick_another_account(request, **_):
         request.headers["x-moto-account-id"] = PROD
@@ -113,14 +113,14 @@ def test_the_switches_that_would_turn_checks_off_are_refused(sandbox_box):
     assert sts.get_caller_identity()["Account"] == "123456789012"
 
 
-def test_a_denial_names_identity_action_and_resource(sandbox_box):
-    iam = client(sandbox_box, "iam", "operator")
+def test_a_denial_names_identity_action_and_resource(strict_box):
+    iam = client(strict_box, "iam", "operator")
     error = error_of(lambda: iam.create_user(UserName="intruder")).response["Error"]
     assert error["Code"] == "AccessDenied"
     assert error["Message"].startswith(
         "User: arn:aws:iam::123456789012:user/kiln-operator is not authorized to perform: "
         "iam:CreateUser on resource: arn:aws:iam::123456789012:user/intruder")
-    ec2 = client(sandbox_box, "ec2", "operator")
+    ec2 = client(strict_box, "ec2", "operator")
     vpcs = error_of(lambda: ec2.create_vpc(CidrBlock="10.1.0.0/16")).response["Error"]
     assert vpcs["Code"] == "UnauthorizedOperation" and "ec2:CreateVpc" in vpcs["Message"]
 
@@ -140,15 +140,15 @@ def _prod_admin(box):
     return session_client("iam", box, credentials)
 
 
-def test_assume_role_honours_the_trust_policy(clean_sandbox):
+def test_assume_role_honours_the_trust_policy(clean_strict):
     trust = {"Statement": [{
         "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
         "Action": "sts:AssumeRole",
         "Condition": {"StringEquals": {"sts:ExternalId": "the-id"},
                       "ArnEquals": {"aws:PrincipalArn":
                                     "arn:aws:iam::123456789012:user/kiln-admin"}}}]}
-    _role(clean_sandbox, "trusting", trust, _prod_admin(clean_sandbox))
-    sts = client(clean_sandbox, "sts")
+    _role(clean_strict, "trusting", trust, _prod_admin(clean_strict))
+    sts = client(clean_strict, "sts")
     arn = f"arn:aws:iam::{PROD}:role/trusting"
     for wrong in ({}, {"ExternalId": "other"}):
         error = error_of(lambda w=wrong: sts.assume_role(RoleArn=arn, RoleSessionName="s1",
@@ -156,37 +156,37 @@ def test_assume_role_honours_the_trust_policy(clean_sandbox):
         assert error["Code"] == "AccessDenied" and "trust policy" in error["Message"]
     credentials = sts.assume_role(RoleArn=arn, RoleSessionName="s1",
                                   ExternalId="the-id")["Credentials"]
-    ec2 = session_client("ec2", clean_sandbox, credentials)
+    ec2 = session_client("ec2", clean_strict, credentials)
     ec2.describe_images(Owners=["self"])
     assert error_of(lambda: ec2.describe_vpcs()).response["Error"]["Code"] == \
         "UnauthorizedOperation"
     # another user of the trusted account, allowed by its own policy: not the principal named
-    other = client(clean_sandbox, "iam").create_user(UserName="someone")["User"]["UserName"]
-    client(clean_sandbox, "iam").put_user_policy(
+    other = client(clean_strict, "iam").create_user(UserName="someone")["User"]["UserName"]
+    client(clean_strict, "iam").put_user_policy(
         UserName=other, PolicyName="assume", PolicyDocument=policy({
             "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}))
-    keys = client(clean_sandbox, "iam").create_access_key(UserName=other)["AccessKey"]
-    someone = client(clean_sandbox, "sts", aws_access_key_id=keys["AccessKeyId"],
+    keys = client(clean_strict, "iam").create_access_key(UserName=other)["AccessKey"]
+    someone = client(clean_strict, "sts", aws_access_key_id=keys["AccessKeyId"],
                      aws_secret_access_key=keys["SecretAccessKey"])
     error = error_of(lambda: someone.assume_role(RoleArn=arn, RoleSessionName="s2",
                                                  ExternalId="the-id")).response["Error"]
     assert "trust policy" in error["Message"]
 
 
-def test_assume_role_fails_for_a_role_that_does_not_exist(sandbox_box):
-    sts = client(sandbox_box, "sts")
+def test_assume_role_fails_for_a_role_that_does_not_exist(strict_box):
+    sts = client(strict_box, "sts")
     error = error_of(lambda: sts.assume_role(RoleArn=f"arn:aws:iam::{PROD}:role/no-such-role",
                                              RoleSessionName="s1")).response["Error"]
     assert error["Code"] == "AccessDenied" and "does not exist" in error["Message"]
 
 
-def test_kms_needs_the_key_policy_and_the_identity_policy(clean_sandbox):
-    kms = client(clean_sandbox, "kms")
+def test_kms_needs_the_key_policy_and_the_identity_policy(clean_strict):
+    kms = client(clean_strict, "kms")
     only_root = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
                                 "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
     key = kms.create_key(Policy=json.dumps(only_root))["KeyMetadata"]["KeyId"]
     kms.encrypt(KeyId=key, Plaintext=b"x")  # admin: root statement + identity policy
-    operator = client(clean_sandbox, "kms", "operator")
+    operator = client(clean_strict, "kms", "operator")
     error = error_of(lambda: operator.disable_key(KeyId=key)).response["Error"]
     assert "kms:DisableKey" in error["Message"]
     nobody = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
@@ -205,18 +205,18 @@ def test_sandbox_env_prints_the_operators_keys(sandbox_box, run_invoke):
         "AWS_ACCESS_KEY_ID"]
 
 
-def test_resource_tags_scope_what_a_role_may_remove(clean_sandbox):
+def test_resource_tags_scope_what_a_role_may_remove(clean_strict):
     """aws:ResourceTag is evaluated for the EC2 resources a call changes (images, snapshots,
     instances, volumes, security groups, launch templates)."""
     trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                             "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
-    iam = client(clean_sandbox, "iam")
+    iam = client(clean_strict, "iam")
     iam.create_role(RoleName="remover", AssumeRolePolicyDocument=json.dumps(trust))
     iam.put_role_policy(RoleName="remover", PolicyName="tagged", PolicyDocument=policy(
         {"Effect": "Allow", "Action": ["ec2:DeregisterImage", "ec2:DescribeImages"],
          "Resource": "*",
          "Condition": {"StringEquals": {"aws:ResourceTag/kiln:managed-by": "kiln"}}}))
-    ec2 = client(clean_sandbox, "ec2")
+    ec2 = client(clean_strict, "ec2")
     base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]
     images = {}
@@ -224,9 +224,9 @@ def test_resource_tags_scope_what_a_role_may_remove(clean_sandbox):
         spec = [{"ResourceType": "image", "Tags": tags}] if tags else []
         images[name] = ec2.create_image(InstanceId=instance["InstanceId"], Name=name,
                                         TagSpecifications=spec)["ImageId"]
-    credentials = client(clean_sandbox, "sts").assume_role(
+    credentials = client(clean_strict, "sts").assume_role(
         RoleArn="arn:aws:iam::123456789012:role/remover", RoleSessionName="s1")["Credentials"]
-    remover = session_client("ec2", clean_sandbox, credentials)
+    remover = session_client("ec2", clean_strict, credentials)
     remover.deregister_image(ImageId=images["ours"])
     error = error_of(lambda: remover.deregister_image(ImageId=images["theirs"]))
     assert error.response["Error"]["Code"] == "UnauthorizedOperation"

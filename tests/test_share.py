@@ -3,7 +3,6 @@
 from datetime import UTC, datetime
 
 import pytest
-from botocore.exceptions import ClientError
 
 from cloud import stacks
 from cloud.errors import KilnError
@@ -111,11 +110,3 @@ def test_copy_to_a_region_without_its_key_stack_fails_before_copying(aws, key):
         share.copy_to_regions(aws, image_id, ["eu-west-1"], {})
     assert aws.client("ec2", "eu-west-1").describe_images(Owners=["self"])["Images"] == []
 
-
-def test_other_accounts_use_the_build_key_only_through_ec2(kiln_settings, admin_aws,
-                                                           clean_sandbox):
-    aws = bootstrapped(kiln_settings)
-    key = stacks.ami_key(aws)
-    prod_kms = admin_aws.admin("prod").client("kms")
-    with pytest.raises(ClientError, match="the key policy does not allow it"):
-        prod_kms.encrypt(KeyId=key, Plaintext=b"not through EC2")
