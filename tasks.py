@@ -342,7 +342,7 @@ def janitor(c, dry_run=False, json=False):
     result = sweeping.run(connect(settings(c)), dry_run=dry_run)
     if json:
         emit_json(result)
-    if result["failures"]:
+    if result.get("failures"):
         first = result["failures"][0]
         raise KilnError(f"janitor: {len(result['failures'])} place(s) failed, the others were "
                         f"swept; first: {first['account']}, {first['region']}: {first['error']}")
