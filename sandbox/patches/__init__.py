@@ -17,6 +17,7 @@ PATCHES: list[str] = [
     "base_images",
     "elb_health",
     "cfn_alarms",
+    "quotas",
     "cloudformation",
     "cloudwatch_metrics",
     "load_balancers",
