@@ -96,6 +96,7 @@ L = Value(list)
 B = Value(bool)
 M0 = Value(dict, nullable=True)
 F = Value((int, float), minimum=0)
+F0 = Value((int, float), nullable=True, minimum=0)
 
 
 def N(minimum: int = 0) -> Value:
@@ -122,6 +123,7 @@ SCHEMA: dict = {
         "profile": S0,
         "retry_mode": C("standard", "adaptive", "legacy"),
         "max_attempts": N(1),
+        "waiter_delay": F0,
     },
     "accounts": Table(
         {
@@ -140,6 +142,7 @@ SCHEMA: dict = {
         "chef_solo": S0,
         "base_provides": L,
         "watch": S0,
+        "time_scale": F0,
     },
     "stacks": {"prefix": S},
     "bootstrap": {
