@@ -56,6 +56,15 @@ def passed(moment: tuple[float, float] | None) -> bool:
     return time.time() >= start + seconds * scale()
 
 
+def settled(obj, attribute: str) -> bool:
+    """Whether the moment in `obj.attribute` has passed; once it has, it stays passed (a later,
+    slower time scale does not take back what was seen)."""
+    if passed(obj.__dict__.get(attribute)):
+        obj.__dict__[attribute] = None
+        return True
+    return False
+
+
 def apply(state_dir: Path) -> None:
     global _STATE_DIR
     _STATE_DIR = state_dir
@@ -175,7 +184,7 @@ def _hide_new_images(AmiBackend) -> None:
 
     def describe_images(self, ami_ids=None, *args, **kwargs):
         images = original(self, ami_ids, *args, **kwargs)
-        visible = [i for i in images if passed(i.__dict__.get("_sandbox_visible"))]
+        visible = [i for i in images if settled(i, "_sandbox_visible")]
         if ami_ids and images and not visible:
             from moto.ec2.exceptions import InvalidAMIIdError
 
@@ -192,9 +201,8 @@ def _snapshots() -> None:
     from moto.ec2.models.elastic_block_store import Snapshot
 
     def get_status(self):
-        ready = self.__dict__.get("_sandbox_ready")
         status = self.__dict__.get("_sandbox_status", "completed")
-        if status == "completed" and not passed(ready):
+        if status == "completed" and not settled(self, "_sandbox_ready"):
             return "pending"
         return status
 
@@ -212,8 +220,8 @@ def _instances() -> None:
 
     def get_state(self):
         state = self.__dict__.get("_sandbox_state")
-        running_at = self.__dict__.get("_sandbox_running_at")
-        if state is not None and state.name == "running" and not passed(running_at):
+        if state is not None and state.name == "running" and \
+                not settled(self, "_sandbox_running_at"):
             return InstanceState("pending", 0)
         return state
 
@@ -236,7 +244,7 @@ def _autoscaling() -> None:
         state = self.__dict__.get("_sandbox_lifecycle", "InService")
         if state == "InService" and self.instance.state == "pending":
             return "Pending"
-        if state == "InService" and not passed(self.__dict__.get("_sandbox_in_service")):
+        if state == "InService" and not settled(self, "_sandbox_in_service"):
             return "Pending"
         return state
 
@@ -277,9 +285,12 @@ def _target_health() -> None:
         statuses = original_health(self, target_group_arn, targets)
         group = self.target_groups.get(target_group_arn)
         registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
+        for target_id, moment in list(registered.items()):
+            if passed(moment):
+                del registered[target_id]
         return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
                                  "Elb.InitialHealthChecking", "Initial health checks in progress")
-                if s.status == "healthy" and not passed(registered.get(s.instance_id)) else s
+                if s.status == "healthy" and s.instance_id in registered else s
                 for s in statuses]
 
     ELBv2Backend.describe_target_health = describe_target_health
