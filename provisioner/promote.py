@@ -20,7 +20,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
-from provisioner import record, share
+from provisioner import record, share, waits
 
 PROMOTED_FROM = "kiln:promoted-from"
 SOURCE_ACCOUNT = "kiln:source-account"
@@ -126,7 +126,7 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
         )["ImageId"]
         say(f"promote: copying {source_id} into account {target.account_name} as {image_id} "
             f"(re-encrypted with {key.split('/')[-1]})")
-    ec2.get_waiter("image_available").wait(ImageIds=[image_id])
+    waits.image_available(target, image_id, region=region)
     if existing:  # tags may have been removed by hand; put them back
         ec2.create_tags(Resources=[image_id], Tags=kiln_tags.to_list(tags))
     name = _parameter(target, region, app, version, image_id)

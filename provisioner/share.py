@@ -18,6 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from provisioner import waits
 
 COPIED_FROM = "kiln:copied-from"
 # What the other account needs on the key to launch or copy the image (AWS's list for sharing
@@ -97,7 +98,7 @@ def _copy_one(aws: Aws, source: dict, source_region: str, region: str, key: str,
             Encrypted=True, KmsKeyId=key, ClientToken=f"kiln-{image_id}-{region}",
             TagSpecifications=[kiln_tags.spec("image", copy_tags),
                                kiln_tags.spec("snapshot", copy_tags)])["ImageId"]
-    ec2.get_waiter("image_available").wait(ImageIds=[copy_id])
+    waits.image_available(aws, copy_id, region=region)
     deprecate(aws, copy_id, region)
     if share:
         share_image(aws, copy_id, region, list(share))

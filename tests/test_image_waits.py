@@ -1,0 +1,48 @@
+"""Every image Kiln waits for is waited for as a bake waits: not found for a moment right after
+CopyImage (retried), then pending for as long as a copy takes (sandbox/patches/timing.py)."""
+
+import threading
+
+import pytest
+
+from cloud import stacks
+from provisioner import promote, share
+from tests.image_helpers import bootstrapped, make_image
+
+WEST = "us-west-2"
+
+
+@pytest.fixture
+def slow_then_fast(clean_sandbox):
+    """New images stay unknown to DescribeImages for 2 s; after 3 s, time runs fast again."""
+
+    def start():
+        clean_sandbox.set_time_scale(0.4)
+        timer = threading.Timer(3, clean_sandbox.set_time_scale, [0.0005])
+        timer.start()
+        return timer
+
+    yield start
+    clean_sandbox.set_time_scale(None)
+
+
+def test_copy_to_regions_waits_through_not_found_and_pending(kiln_settings, slow_then_fast):
+    aws = bootstrapped(kiln_settings, [WEST])
+    image_id = make_image(aws.client("ec2"), stacks.ami_key(aws))
+    timer = slow_then_fast()
+    copies = share.copy_to_regions(aws, image_id, [WEST], {"kiln:app": "hello-web"})
+    timer.join()
+    west = aws.client("ec2", WEST)
+    assert west.describe_images(ImageIds=[copies[WEST]])["Images"][0]["State"] == "available"
+
+
+def test_promote_waits_through_not_found_and_pending(kiln_settings, slow_then_fast):
+    aws = bootstrapped(kiln_settings)
+    make_image(aws.client("ec2"), stacks.ami_key(aws))
+    timer = slow_then_fast()
+    result = promote.promote(aws, "hello-web", "1.4.2", "prod")
+    timer.join()
+    (promotion,) = result["promotions"]
+    prod = aws.account("prod").client("ec2")
+    image = prod.describe_images(ImageIds=[promotion["image_id"]])["Images"][0]
+    assert image["State"] == "available"
