@@ -108,9 +108,7 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
     share.share_image(build, source_id, region, [target.account_name])
     _visible(target, source_id, region)
     ec2 = target.client("ec2", region)
-    existing = ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
-        {PROMOTED_FROM: source_id}) + [{"Name": "state", "Values": ["pending", "available"]}]
-    )["Images"]
+    existing = share.copies_of(ec2, {PROMOTED_FROM: source_id}, ["pending", "available"])
     tags = {**{k: v for k, v in kiln_tags.from_list(source.get("Tags")).items()
                if k not in NOT_CARRIED and not k.startswith("aws:")},
             PROMOTED_FROM: source_id, SOURCE_ACCOUNT: build.account_id}
@@ -121,7 +119,8 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
         image_id = ec2.copy_image(
             SourceImageId=source_id, SourceRegion=region, Name=source["Name"],
             Description=f"{app} {version} promoted from {build.account_id}/{source_id}",
-            Encrypted=True, KmsKeyId=key, ClientToken=f"kiln-promote-{source_id}",
+            Encrypted=True, KmsKeyId=key, ClientToken=share.client_token(
+                ec2, f"kiln-promote-{source_id}", {PROMOTED_FROM: source_id}),
             TagSpecifications=[kiln_tags.spec("image", tags), kiln_tags.spec("snapshot", tags)],
         )["ImageId"]
         say(f"promote: copying {source_id} into account {target.account_name} as {image_id} "

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from cloud import stacks
+from cloud.errors import KilnError
 from provisioner import promote, share
 from tests.image_helpers import bootstrapped, make_image
 
@@ -46,3 +47,17 @@ def test_promote_waits_through_not_found_and_pending(kiln_settings, slow_then_fa
     prod = aws.account("prod").client("ec2")
     image = prod.describe_images(ImageIds=[promotion["image_id"]])["Images"][0]
     assert image["State"] == "available"
+
+
+def test_a_failed_copy_is_made_again_on_rerun(kiln_settings, clean_sandbox):
+    aws = bootstrapped(kiln_settings, [WEST])
+    image_id = make_image(aws.client("ec2"), stacks.ami_key(aws))
+    west_kms = aws.client("kms", WEST)
+    west_key = stacks.ami_key(aws, WEST).split("/")[-1]
+    west_kms.disable_key(KeyId=west_key)  # the copy cannot be encrypted: it ends `failed`
+    with pytest.raises(KilnError, match="failed"):
+        share.copy_to_regions(aws, image_id, [WEST], {"kiln:app": "hello-web"})
+    west_kms.enable_key(KeyId=west_key)
+    copies = share.copy_to_regions(aws, image_id, [WEST], {"kiln:app": "hello-web"})
+    west = aws.client("ec2", WEST)
+    assert west.describe_images(ImageIds=[copies[WEST]])["Images"][0]["State"] == "available"
