@@ -18,6 +18,7 @@ PATCHES: list[str] = [
     "elb_health",
     "cfn_alarms",
     "quotas",
+    "alarm_types",
     "timing",
     "cloudformation",
     "cloudwatch_metrics",
