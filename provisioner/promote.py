@@ -4,8 +4,8 @@ Launching straight from the build account's image would tie production to the bu
 key and image lifetime. Instead, in the target account (reached by AssumeRole with ExternalId):
 the shared image is confirmed visible, copied (CopyImage) with the target's own KMS key, waited
 for, tagged again (tags do not cross accounts) plus `kiln:promoted-from`, and recorded in the
-release record and in the SSM parameter /kiln/<app>/<env>/ami. Promoting again finds the copy by
-its tags and only refreshes the records.
+release record and in the SSM parameter /<stacks.prefix>/<app>/<env>/ami. Promoting again finds
+the copy by its tags and only refreshes the records.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ class NotVisible(Exception):
     """The target account does not see the shared image (yet)."""
 
 
-def parameter_name(app: str, env: str) -> str:
-    return f"/kiln/{app}/{env}/ami"
+def parameter_name(settings, app: str, env: str) -> str:
+    """Under kiln.stacks.prefix, which the deployer's policy grants (parameter/<prefix>/*)."""
+    return f"/{settings.stacks.prefix}/{app}/{env}/ami"
 
 
 def regions(settings) -> list[str]:
@@ -153,7 +154,7 @@ def _visible(target: Aws, image_id: str, region: str) -> None:
 
 
 def _parameter(target: Aws, region: str, app: str, version: str, image_id: str) -> str:
-    name = parameter_name(app, target.account_name)
+    name = parameter_name(target.settings, app, target.account_name)
     ssm = target.client("ssm", region)
     ssm.put_parameter(Name=name, Value=image_id, Type="String", Overwrite=True,
                       DataType="aws:ec2:image", Description=f"{app} {version}")
