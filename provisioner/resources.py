@@ -18,6 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from provisioner import signals, waits
+from provisioner.images import delete_snapshot
 from provisioner.signals import check, shielded
 
 # Codes that mean "already gone": releasing twice is not an error.
@@ -181,7 +182,7 @@ def deregister(aws: Aws, image_id: str) -> None:
                  if m.get("Ebs", {}).get("SnapshotId")]
     ec2.deregister_image(ImageId=image_id)
     for snapshot in snapshots:
-        _release(f"snapshot {snapshot}", ec2.delete_snapshot, SnapshotId=snapshot)
+        _release(f"snapshot {snapshot}", delete_snapshot, ec2, snapshot)
     say(f"bake: deregistered image {image_id} and {len(snapshots)} snapshot(s)")
 
 

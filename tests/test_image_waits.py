@@ -7,8 +7,8 @@ import pytest
 
 from cloud import stacks
 from cloud.errors import KilnError
-from provisioner import promote, share
-from tests.image_helpers import bootstrapped, make_image
+from provisioner import images, promote, share
+from tests.image_helpers import bootstrapped, kms_key, make_image
 
 WEST = "us-west-2"
 
@@ -61,3 +61,18 @@ def test_a_failed_copy_is_made_again_on_rerun(kiln_settings, clean_sandbox):
     copies = share.copy_to_regions(aws, image_id, [WEST], {"kiln:app": "hello-web"})
     west = aws.client("ec2", WEST)
     assert west.describe_images(ImageIds=[copies[WEST]])["Images"][0]["State"] == "available"
+
+
+def test_prune_deletes_snapshots_that_stay_in_use_for_a_moment(aws, clean_sandbox):
+    ec2 = aws.client("ec2")
+    key = kms_key(aws.client("kms"))
+    made = [make_image(ec2, key, version=v) for v in ("1.0.0", "1.1.0")]
+    doomed = share.snapshot_ids(ec2.describe_images(ImageIds=[made[0]])["Images"][0])
+    clean_sandbox.set_time_scale(0.1)  # snapshots in use for 1 s after DeregisterImage
+    try:
+        result = images.prune(aws, "hello-web", 1)
+    finally:
+        clean_sandbox.set_time_scale(None)
+    assert [r["image_id"] for r in result["removed"]] == [made[0]]
+    assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": doomed}])[
+        "Snapshots"] == []

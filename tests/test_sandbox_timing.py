@@ -9,11 +9,21 @@ from botocore.exceptions import ClientError
 from tests.deploy_helpers import register_image
 
 
+class Clock:
+    """Calling it lets every pending moment pass; `scale(f)` slows time down again."""
+
+    def __init__(self, box):
+        self.scale = box.set_time_scale
+
+    def __call__(self):
+        self.scale(0.0001)
+
+
 @pytest.fixture
 def slow(clean_sandbox):
-    """A sandbox whose AWS durations are long enough to watch; `fast()` lets them pass."""
+    """A sandbox whose AWS durations are long enough to watch; `slow()` lets them pass."""
     clean_sandbox.set_time_scale(0.2)  # an image visible after 1 s, pending for a minute
-    yield lambda: clean_sandbox.set_time_scale(0.0001)
+    yield Clock(clean_sandbox)
     clean_sandbox.set_time_scale(None)
 
 
@@ -108,3 +118,20 @@ def test_auto_scaling_instances_pending_and_targets_initial(slow):
     slow()
     assert lifecycle() == ["InService"]
     assert health() == ["healthy"]
+
+
+def test_snapshots_stay_in_use_for_a_moment_after_deregister(slow):
+    ec2 = boto3.client("ec2")
+    instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1)[
+        "Instances"][0]["InstanceId"]
+    image = ec2.create_image(InstanceId=instance, Name="released")["ImageId"]
+    slow()
+    snapshot = ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"][0][
+        "Ebs"]["SnapshotId"]
+    slow.scale(0.2)
+    ec2.deregister_image(ImageId=image)
+    with pytest.raises(ClientError) as error:
+        ec2.delete_snapshot(SnapshotId=snapshot)
+    assert error.value.response["Error"]["Code"] == "InvalidSnapshot.InUse"
+    slow()
+    ec2.delete_snapshot(SnapshotId=snapshot)

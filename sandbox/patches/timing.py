@@ -10,6 +10,8 @@ change it; 1 is real time):
   `pending` until then too. A copy whose KMS key is disabled or being deleted when it completes
   ends `failed`; CopyImage honours ClientToken: the same token returns the same image, whatever
   became of it (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
+- An image's snapshots stay in use for a moment after DeregisterImage (SNAPSHOT_RELEASE):
+  DeleteSnapshot fails with InvalidSnapshot.InUse until then.
 - Auto Scaling instances are `Pending` until their instance runs and ASG_PENDING has passed, then
   `InService`.
 - A target registered with a target group is `initial` until its health check has passed
@@ -27,6 +29,7 @@ IMAGE_VISIBLE = 5
 IMAGE_PENDING = 300
 COPY_PENDING = 600
 ASG_PENDING = 60
+SNAPSHOT_RELEASE = 10
 DEFAULT_SCALE = 0.002  # the copy of an image takes 1.2 s, a new image 0.6 s
 
 _STATE_DIR: Path | None = None
@@ -99,6 +102,7 @@ def _images(Ami, AmiBackend) -> None:
     _time_creation(AmiBackend, "create_image", IMAGE_PENDING)
     _time_copy(AmiBackend)
     _hide_new_images(AmiBackend)
+    _release_snapshots_late(AmiBackend)
 
 
 def _start_pending(image, pending: float) -> None:
@@ -193,6 +197,30 @@ def _hide_new_images(AmiBackend) -> None:
 
     describe_images.__wrapped__ = original
     AmiBackend.describe_images = describe_images
+
+
+def _release_snapshots_late(AmiBackend) -> None:
+    from moto.ec2.exceptions import InvalidSnapshotInUse
+    from moto.ec2.models.elastic_block_store import EBSBackend
+
+    original_deregister = AmiBackend.deregister_image
+
+    def deregister_image(self, ami_id):
+        snapshots = [s for s in self.snapshots.values() if s.from_ami == ami_id]
+        original_deregister(self, ami_id)
+        for snapshot in snapshots:
+            snapshot._sandbox_released = after(SNAPSHOT_RELEASE)
+
+    AmiBackend.deregister_image = deregister_image
+    original_delete = EBSBackend.delete_snapshot
+
+    def delete_snapshot(self, snapshot_id):
+        snapshot = self.snapshots.get(snapshot_id)
+        if snapshot is not None and not settled(snapshot, "_sandbox_released"):
+            raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
+        return original_delete(self, snapshot_id)
+
+    EBSBackend.delete_snapshot = delete_snapshot
 
 
 # --- snapshots --------------------------------------------------------------------------------
