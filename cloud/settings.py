@@ -174,6 +174,7 @@ SCHEMA: dict = {
             "id": S0,
             "owners": L,
             "filters": M0,
+            "parameter": S0,
         },
         "instance_type": S,
         "subnet": S0,
