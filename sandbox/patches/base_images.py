@@ -4,7 +4,8 @@ On AWS, Amazon (owner 137112412989, alias `amazon`) publishes dated Amazon Linux
 every region, and "the most recent image matching these filters" picks one by CreationDate.
 moto's bundled images all carry the time the server loaded them as their creation date, so among
 its several `al2023-ami-2023.*` images "most recent" is a tie. The sandbox replaces that family
-with a fixed, dated set (two x86_64 releases, so "most recent" has a choice, and one arm64) with
+with a fixed, dated set (two x86_64 releases, so "most recent" has a choice, one arm64, and the
+x86_64 kernel-6.12 line Amazon publishes beside the default kernel-6.1 one) with
 the attributes of the real ones: EBS root on /dev/xvda, hvm, ENA, uefi-preferred, IMDSv2. Image
 ids are stable per region and name, so a pinned id survives a reset. Hooked into moto's default
 image loading, so every region's backend, new or reset, has them.
@@ -26,6 +27,7 @@ AMAZON = "137112412989"
 FAMILY = "al2023-ami-2023."
 # (version, kernel, architecture, creation date), newest first.
 IMAGES = [
+    ("2023.6.20241121.0", "6.12", "x86_64", "2024-11-21T19:52:34"),
     ("2023.6.20241121.0", "6.1", "x86_64", "2024-11-21T19:52:30"),
     ("2023.6.20241121.0", "6.1", "arm64", "2024-11-21T19:52:31"),
     ("2023.6.20241111.0", "6.1", "x86_64", "2024-11-11T22:10:05"),
@@ -42,13 +44,14 @@ def apply(state_dir: Path) -> None:
 
 
 PARAMETERS = "/aws/service/ami-amazon-linux-latest/"
+DEFAULT_KERNEL = "6.1"  # what Amazon's kernel-default parameters point at
 
 
 def latest_parameters(region: str) -> dict[str, str]:
     """Parameter name → the newest sandbox image of its architecture."""
     found: dict[str, str] = {}
     for version, kernel, arch, _created in IMAGES:  # newest first
-        for line in ("default", kernel):
+        for line in ("default", kernel) if kernel == DEFAULT_KERNEL else (kernel,):
             name = f"{PARAMETERS}al2023-ami-kernel-{line}-{arch}"
             found.setdefault(name, image_id(region, image_name(version, kernel, arch)))
     return found
