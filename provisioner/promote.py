@@ -126,7 +126,7 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
         )["ImageId"]
         say(f"promote: copying {source_id} into account {target.account_name} as {image_id} "
             f"(re-encrypted with {key.split('/')[-1]})")
-    waits.image_available(target, image_id, region=region)
+    waits.image_available(target, image_id, region=region, who="promote")
     if existing:  # tags may have been removed by hand; put them back
         ec2.create_tags(Resources=[image_id], Tags=kiln_tags.to_list(tags))
     name = _parameter(target, region, app, version, image_id)

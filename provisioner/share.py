@@ -97,7 +97,7 @@ def _copy_one(aws: Aws, source: dict, source_region: str, region: str, key: str,
             ClientToken=client_token(ec2, f"kiln-{image_id}-{region}", {COPIED_FROM: image_id}),
             TagSpecifications=[kiln_tags.spec("image", copy_tags),
                                kiln_tags.spec("snapshot", copy_tags)])["ImageId"]
-    waits.image_available(aws, copy_id, region=region)
+    waits.image_available(aws, copy_id, region=region, who="copy")
     deprecate(aws, copy_id, region)
     if share:
         share_image(aws, copy_id, region, list(share))

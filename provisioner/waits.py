@@ -35,12 +35,13 @@ OPERATIONS = {
 
 
 def wait(aws: Aws, name: str, label: str, max_attempts: int | None = None,
-         delay: int | None = None, region: str | None = None, **params) -> dict:
+         delay: int | None = None, region: str | None = None, who: str = "bake",
+         **params) -> dict:
     """Run waiter `name` of EC2 (in `region`) with `params`; return the last response it saw."""
     client = aws.client("ec2", region)
     operation, kind = OPERATIONS[name]
     seen: dict = {}
-    display = _Display(label)
+    display = _Display(label, who)
 
     def observe(parsed=None, **_ignored):
         seen["response"] = parsed
@@ -74,8 +75,9 @@ def _state(kind: str, parsed: dict | None) -> str:
 class _Display:
     """A spinner with the elapsed time on a terminal; one line per change of state otherwise."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, who: str):
         self.label = label
+        self.who = who
         self.last = None
         self.started = time.monotonic()
         self.progress = None
@@ -96,18 +98,19 @@ class _Display:
             self.progress.stop()
         elapsed = time.monotonic() - self.started
         outcome = "done" if exc[0] is None else "stopped"
-        say(f"bake: waited {elapsed:.1f}s for {self.label} ({outcome}; state {self.last})")
+        say(f"{self.who}: waited {elapsed:.1f}s for {self.label} ({outcome}; state {self.last})")
 
     def update(self, state: str) -> None:
         if self.progress:
             self.progress.update(self.task, description=f"waiting for {self.label}: {state}")
         elif state != self.last:
-            say(f"bake: waiting for {self.label}: {state}")
+            say(f"{self.who}: waiting for {self.label}: {state}")
         self.last = state
 
 
 def image_available(aws: Aws, image_id: str, visible_within: int = 120,
-                    region: str | None = None, max_attempts: int = 240) -> dict:
+                    region: str | None = None, max_attempts: int = 240,
+                    who: str = "bake") -> dict:
     """Wait for `available` (15 s polls, an hour by default: encrypted copies take long); an
     image not visible yet right after CreateImage or CopyImage is retried."""
     attempt = retry(retry=retry_if_exception(_not_visible_yet), reraise=True,
@@ -115,7 +118,7 @@ def image_available(aws: Aws, image_id: str, visible_within: int = 120,
     where = f" in {region}" if region and region != aws.region else ""
     label = f"image {image_id}{where} ({aws.account_name}) available"
     response = attempt(wait)(aws, "image_available", label, max_attempts=max_attempts,
-                             region=region, ImageIds=[image_id])
+                             region=region, who=who, ImageIds=[image_id])
     return response["Images"][0]
 
 
