@@ -20,6 +20,7 @@ PATCHES: list[str] = [
     "quotas",
     "alarm_types",
     "timing",
+    "launch_template_network",
     "cloudformation",
     "cloudwatch_metrics",
     "load_balancers",

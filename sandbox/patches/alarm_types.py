@@ -18,7 +18,7 @@ def apply(state_dir: Path) -> None:
     from moto.cloudwatch.responses import CloudWatchResponse
 
     original = CloudWatchResponse.describe_alarms
-    if getattr(original, "__wrapped__", None):
+    if getattr(original, "sandbox_alarm_types", False):
         return
 
     def describe_alarms(self):
@@ -31,6 +31,7 @@ def apply(state_dir: Path) -> None:
         return result
 
     describe_alarms.__wrapped__ = original
+    describe_alarms.sandbox_alarm_types = True
     CloudWatchResponse.describe_alarms = describe_alarms
     CloudWatchResponse.put_composite_alarm = _put_composite_alarm
 
