@@ -77,7 +77,9 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
     data = {
         "ImageId": image.id, "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": env.instance_profile_arn},
-        "SecurityGroupIds": [env.security_group_id],
+        # Only the load balancer reaches the instances: no public IP, whatever the subnet maps.
+        "NetworkInterfaces": [{"DeviceIndex": 0, "AssociatePublicIpAddress": False,
+                               "Groups": [env.security_group_id]}],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "HttpPutResponseHopLimit": 1},
         "UserData": base64.b64encode(
