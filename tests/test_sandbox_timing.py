@@ -135,3 +135,24 @@ def test_snapshots_stay_in_use_for_a_moment_after_deregister(slow):
     assert error.value.response["Error"]["Code"] == "InvalidSnapshot.InUse"
     slow()
     ec2.delete_snapshot(SnapshotId=snapshot)
+
+
+def test_a_new_instance_profile_is_not_usable_at_once(slow):
+    iam, ec2 = boto3.client("iam"), boto3.client("ec2")
+    params = {"ImageId": base_image(ec2), "MinCount": 1, "MaxCount": 1,
+              "IamInstanceProfile": {"Name": "fresh"}}
+    iam.create_instance_profile(InstanceProfileName="fresh")
+    error = error_of(ec2.run_instances, **params)
+    assert error["Code"] == "InvalidParameterValue" and "Invalid IAM Instance Profile" in \
+        error["Message"]
+    missing = error_of(ec2.run_instances, **{**params, "IamInstanceProfile": {"Name": "none"}})
+    assert missing["Code"] == "InvalidParameterValue"
+    slow()
+    assert ec2.run_instances(**params)["Instances"][0]["IamInstanceProfile"]["Arn"].endswith(
+        "/fresh")
+
+
+def error_of(call, **params) -> dict:
+    with pytest.raises(ClientError) as raised:
+        call(**params)
+    return raised.value.response["Error"]

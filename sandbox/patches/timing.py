@@ -12,6 +12,9 @@ change it; 1 is real time):
   became of it (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
 - An image's snapshots stay in use for a moment after DeregisterImage (SNAPSHOT_RELEASE):
   DeleteSnapshot fails with InvalidSnapshot.InUse until then.
+- A new IAM instance profile is not usable by RunInstances for PROFILE_VISIBLE seconds (IAM is
+  eventually consistent): InvalidParameterValue "Invalid IAM Instance Profile name", the answer
+  for a profile that does not exist as well.
 - Auto Scaling instances are `Pending` until their instance runs and ASG_PENDING has passed, then
   `InService`.
 - A target registered with a target group is `initial` until its health check has passed
@@ -30,6 +33,7 @@ IMAGE_PENDING = 300
 COPY_PENDING = 600
 ASG_PENDING = 60
 SNAPSHOT_RELEASE = 10
+PROFILE_VISIBLE = 10
 DEFAULT_SCALE = 0.002  # the copy of an image takes 1.2 s, a new image 0.6 s
 
 _STATE_DIR: Path | None = None
@@ -81,6 +85,7 @@ def apply(state_dir: Path) -> None:
     _instances()
     _autoscaling()
     _target_health()
+    _instance_profiles()
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -328,3 +333,41 @@ def _still_pending(group, target_id: str) -> bool:
     instance = group.ec2_backend.get_instance_by_id(target_id) if target_id.startswith("i-") \
         else None
     return instance is not None and instance.state == "pending"
+
+
+# --- instance profiles ------------------------------------------------------------------------
+
+def _instance_profiles() -> None:
+    from moto.ec2.responses import instances as responses
+
+    original = responses.filter_iam_instance_profiles
+
+    def filter_iam_instance_profiles(account_id, partition, iam_instance_profile_arn,
+                                     iam_instance_profile_name):
+        from moto.ec2.exceptions import EC2ClientError
+
+        given = iam_instance_profile_arn or iam_instance_profile_name
+        field = "arn" if iam_instance_profile_arn else "name"
+        invalid = EC2ClientError("InvalidParameterValue",
+                                 f"Value ({given}) for parameter iamInstanceProfile.{field} is "
+                                 f"invalid. Invalid IAM Instance Profile {field}")
+        try:
+            profile = original(account_id, partition, iam_instance_profile_arn,
+                               iam_instance_profile_name)
+        except EC2ClientError:
+            raise
+        except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
+            raise invalid from None
+        if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
+            raise invalid
+        return profile
+
+    responses.filter_iam_instance_profiles = filter_iam_instance_profiles
+
+
+def _old_enough(created, seconds: float) -> bool:
+    from datetime import UTC, datetime
+
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - created).total_seconds() >= seconds * scale()
