@@ -76,3 +76,18 @@ def test_prune_deletes_snapshots_that_stay_in_use_for_a_moment(aws, clean_sandbo
     assert [r["image_id"] for r in result["removed"]] == [made[0]]
     assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": doomed}])[
         "Snapshots"] == []
+
+
+def test_bake_instance_launch_waits_for_a_new_instance_profile(aws, clean_sandbox):
+    from provisioner import resources
+    from tests.image_helpers import base_image
+
+    params = {"ImageId": base_image(aws.client("ec2")), "InstanceType": "t3.small",
+              "MinCount": 1, "MaxCount": 1, "IamInstanceProfile": {"Name": "new-bake-profile"}}
+    clean_sandbox.set_time_scale(0.3)  # a new profile is unknown to RunInstances for 3 s
+    aws.client("iam").create_instance_profile(InstanceProfileName="new-bake-profile")
+    try:
+        with resources.instance(aws, params) as instance_id:
+            assert instance_id.startswith("i-")
+    finally:
+        clean_sandbox.set_time_scale(None)
