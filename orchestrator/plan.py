@@ -138,7 +138,7 @@ def _rollback_targets(cluster: Cluster) -> set[str]:
     baseline = cluster.baseline()
     if baseline is None:
         return set()
-    previous = cluster.previous(baseline)
+    previous = cluster.rollback_target(baseline)
     return {baseline.name} | ({previous.name} if previous else set())
 
 
