@@ -59,10 +59,11 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path):
     assert record["image_id"] == image_id and record["rpm"]["path"].endswith(".rpm")
     assert {"package", "launch", "provision", "image", "teardown", "share"} <= set(
         record["timings"])
-    # The lease of one bake per version (taken, renewed every 20 s, released) comes on top.
+    # The lease of one bake per version (taken, renewed every 20 s, released) comes on top; the
+    # waits poll while the instance and the image are pending, as on AWS (sandbox timing).
     lease = sum(n for operation, n in record["api_calls_by_operation"].items()
                 if operation.startswith("dynamodb:"))
-    assert 0 < record["api_calls"] - lease <= 25, record["api_calls_by_step"]
+    assert 0 < record["api_calls"] - lease <= 32, record["api_calls_by_step"]
     assert leftovers(app=APP) == {}
 
     # Packaging settings that would change the RPM's bytes do not matter: the repo already has
