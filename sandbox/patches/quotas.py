@@ -121,7 +121,7 @@ def _autoscaling() -> None:
 
     _wrap(AutoScalingBackend, "create_auto_scaling_group", _check_create)
     _wrap(AutoScalingBackend, "update_auto_scaling_group", _check_update)
-    _wrap(AutoScalingBackend, "set_desired_capacity", _check_set_desired)
+    _set_desired_request()
     _wrap(AutoScalingBackend, "create_or_update_tags", _check_asg_tags)
 
 
@@ -164,8 +164,19 @@ def _check_update(self, name, availability_zones, desired_capacity, max_size, mi
     _check_sizes(min_size, desired, max_size)
 
 
-def _check_set_desired(self, group_name, desired_capacity, *args, **kwargs) -> None:
-    group = self.autoscaling_groups.get(group_name)
+def _set_desired_request() -> None:
+    """The SetDesiredCapacity request only: moto's own scale-in on ForceDelete uses the backend."""
+    from moto.autoscaling.responses import AutoScalingResponse
+
+    def check(self) -> None:
+        _check_set_desired(self.autoscaling_backend, self._get_param("AutoScalingGroupName"),
+                           self._get_int_param("DesiredCapacity"))
+
+    _wrap(AutoScalingResponse, "set_desired_capacity", check)
+
+
+def _check_set_desired(backend, group_name, desired_capacity) -> None:
+    group = backend.autoscaling_groups.get(group_name)
     desired = _as_int(desired_capacity)
     if group is None or desired is None:
         return
