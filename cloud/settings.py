@@ -165,6 +165,7 @@ SCHEMA: dict = {
         "sign": B,
         "gpg_key": S0,
         "gpg_home": S0,
+        "key_fingerprint": S0,
         "lock_table": S0,
         "lock_timeout": N(1),
         "metadata_grace_seconds": N(0),
