@@ -7,8 +7,10 @@ files it may have come from, and suggests the nearest valid key for a typo.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +113,9 @@ def C(*choices: str) -> Value:
     return Value(str, choices=choices)
 
 
+ACCOUNT = {"id": S, "role": S0, "external_id": S0, "admin_role": S0, "profile": S0}
+ACCOUNT_ID = re.compile(r"\d{12}")
+
 SCHEMA: dict = {
     "target": C("sandbox", "aws"),
     "app": S,
@@ -121,21 +126,15 @@ SCHEMA: dict = {
     "aws": {
         "region": S,
         "profile": S0,
+        "endpoint_url": S0,
         "retry_mode": C("standard", "adaptive", "legacy"),
         "max_attempts": N(1),
         "waiter_delay": F0,
     },
-    "accounts": Table(
-        {
-            "id": S,
-            "role": S0,
-            "external_id": S0,
-            "admin_role": S0,
-            "profile": S0,
-        }
-    ),
+    "accounts": Table(ACCOUNT),
     "build_account": S,
     "sandbox": {
+        "accounts": Table(ACCOUNT),
         "state_dir": S,
         "host": S,
         "port": N0(1),
@@ -232,10 +231,47 @@ SCHEMA: dict = {
 def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = "kiln") -> Settings:
     """Check `raw` against `schema`; raise ConfigError naming the key and the files."""
     try:
-        return _section(raw, schema, prefix)
+        settings = _section(_for_target(raw) if schema is SCHEMA else raw, schema, prefix)
+        if schema is SCHEMA:
+            _check_real_accounts(settings)
+        return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _for_target(raw: Any) -> Any:
+    """The sandbox's own accounts (kiln.sandbox.accounts) under kiln.accounts, only when the
+    target is the sandbox; what the config sets in kiln.accounts wins, field by field."""
+    if not isinstance(raw, dict) or raw.get("target") != "sandbox":
+        return raw
+    sandbox = raw.get("sandbox") if isinstance(raw.get("sandbox"), dict) else {}
+    accounts = copy.deepcopy(sandbox.get("accounts") or {})
+    for name, fields in (raw.get("accounts") or {}).items():
+        if isinstance(fields, dict) and isinstance(accounts.get(name), dict):
+            accounts[name].update(fields)
+        else:
+            accounts[name] = fields
+    return {**raw, "accounts": accounts}
+
+
+def _check_real_accounts(settings: Settings) -> None:
+    """On real AWS, an account id must be one and no value may be a sandbox placeholder (a
+    borrowed config would share images with, and trust, an account nobody chose)."""
+    if settings.target != "aws" or settings.aws.endpoint_url:
+        return
+    placeholders = {value: f"kiln.sandbox.accounts.{name}.{field}"
+                    for name, spec in settings.sandbox.accounts.items()
+                    for field in ("id", "external_id") if (value := spec.get(field))}
+    for name, spec in settings.accounts.items():
+        for field in ("id", "external_id"):
+            value = spec.get(field)
+            if value in placeholders:
+                raise ConfigError(f"kiln.accounts.{name}.{field}: {value} is the sandbox's "
+                                  f"placeholder ({placeholders[value]}), not for kiln.target aws")
+        if not ACCOUNT_ID.fullmatch(spec.id):
+            raise ConfigError(f"kiln.accounts.{name}.id: {spec.id!r} is not a 12-digit AWS "
+                              f"account id")
 
 
 def _section(raw: Any, schema: dict, prefix: str) -> Settings:

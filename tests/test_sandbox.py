@@ -1,7 +1,9 @@
 import subprocess
 
 import boto3
+import pytest
 
+from cloud.errors import KilnError
 from cloud.target import connect
 from sandbox.control import Sandbox
 
@@ -52,3 +54,11 @@ def test_connect_refuses_credentials_of_another_account(kiln_settings):
 def test_sandbox_env_task_prints_export_lines(run_invoke, sandbox_box):
     result = run_invoke("sandbox.env", check=True)
     assert f"export AWS_ENDPOINT_URL={sandbox_box.endpoint}" in result.stdout
+
+
+def test_real_target_refuses_a_stray_endpoint(kiln_settings, monkeypatch):
+    """AWS_ENDPOINT_URL left over (e.g. from `invoke sandbox.env`) must not redirect a real run."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    accounts = {"build": {"id": "310987654321"}}
+    with pytest.raises(KilnError, match="AWS_ENDPOINT_URL is set .*kiln.aws.endpoint_url"):
+        connect(kiln_settings(target="aws", accounts=accounts))
