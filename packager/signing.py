@@ -171,6 +171,19 @@ def verify_detached(data: bytes, signature: bytes, key: bytes, fingerprint: str)
     return f"not a good signature: not signed by the pinned key {fingerprint}"
 
 
+def package_digest(path: Path) -> str:
+    """"<header sha256> <payload digest>" of an RPM: what identifies its content, signed or not
+    (a signature changes only the signature header), and what rpm -q reports once installed."""
+    with tempfile.TemporaryDirectory(prefix="kiln-rpmdb-") as dbpath:
+        result = subprocess.run(["rpm", "--dbpath", dbpath, "-qp", "--nosignature", "--nodigest",
+                                 "--qf", "%{SHA256HEADER} %{PAYLOADDIGEST}", str(path)],
+                                capture_output=True, text=True)
+    found = result.stdout.split()
+    if result.returncode != 0 or len(found) != 2 or "(none)" in found:
+        raise KilnError(f"{path}: no header and payload digests ({_last_line(result.stderr)})")
+    return " ".join(found)
+
+
 def macro_text(value: str) -> str:
     """`value` as rpm macro text that expands to itself: `%` doubled (`%(…)` runs a shell)."""
     if "\n" in value or "\r" in value:

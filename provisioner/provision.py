@@ -97,6 +97,10 @@ class ProvisionPlan:
     chef_dir: Path = CHEF_DIR
     smoke_retries: int = 10         # the cookbook's retries of a failing smoke command
     smoke_retry_delay: int = 3
+    # What the repository must be signed by (the cookbook checks the served key against it), and
+    # "<header sha256> <payload digest>" of the package Kiln published (signing leaves both).
+    gpgkey_fingerprint: str | None = None
+    package_digest: str | None = None
 
     @classmethod
     def for_release(cls, settings: Settings, **values) -> ProvisionPlan:
@@ -118,7 +122,8 @@ class ProvisionPlan:
     def node(self) -> dict:
         node = chef.node_json(self.app, self.version, self.release, self.package, self.service,
                               self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
-                              rpm_version=self.rpm_version)
+                              rpm_version=self.rpm_version,
+                              gpgkey_fingerprint=self.gpgkey_fingerprint)
         node["kiln_app"]["smoke"].update(retries=self.smoke_retries,
                                          retry_delay=self.smoke_retry_delay)
         return node
@@ -177,6 +182,8 @@ def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dic
             session.run_chef(staging)
         with _timed(timings, "verify"):
             session.verify(plan)
+        with _timed(timings, "cleanup"):  # node.json and solo.rb stay out of the image
+            session.run("cleanup", f"{session.sudo}rm -rf -- {shlex.quote(staging)}", hide=True)
     return {"instance_id": target.instance_id, "staging_dir": staging,
             "chef_version": chef_version, "chef_installed": installed,
             "cookbook_digest": chef.cookbook_digest(plan.chef_dir), "timings": timings}
@@ -261,6 +268,8 @@ class _Session:
         if installed != [plan.expected]:
             raise KilnError(f"verify: {self.target.where} has {plan.package} "
                             f"{', '.join(installed)} installed, expected {plan.expected}")
+        if plan.package_digest:
+            self.verify_digest(plan)
         for command in plan.smoke_commands:
             check = self.run("smoke check", command, hide=True, warn=True)
             if not check.ok:
@@ -269,6 +278,17 @@ class _Session:
                                 f"{check.exited}: {command} ({output})")
         say(f"bake: verified {plan.package}-{plan.expected} and {len(plan.smoke_commands)} "
             f"smoke check(s) on {self.target.where}")
+
+    def verify_digest(self, plan: ProvisionPlan) -> None:
+        """The installed package has the header and payload of the one Kiln published (the
+        same name-version-release from anyone else's repository would not)."""
+        query = (f"rpm -q --qf '%{{SHA256HEADER}} %{{PAYLOADDIGEST}}\\n' "
+                 f"{shlex.quote(plan.package)}")
+        found = " ".join(self.run("verify", query, hide=True).stdout.split())
+        if found != plan.package_digest:
+            raise KilnError(f"verify: {plan.package}-{plan.expected} on {self.target.where} is "
+                            f"not the package Kiln published (header and payload sha256 "
+                            f"{found[:16]}…, expected {plan.package_digest[:16]}…)")
 
     # -- running commands ----------------------------------------------------------------------
     def run(self, step: str, command: str, **kwargs):

@@ -78,3 +78,17 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path):
     assert "ec2:RunInstances" not in again["api_calls_by_operation"]
     assert again["rpm"]["action"] == "reused" and again["shares"]
     assert len(images(APP)) == 1 and leftovers(app=APP) == {}
+
+    # Whoever can write the bucket replaces the package and copies its S3 metadata: the bake
+    # judges the object's bytes against the signed metadata, not what the object says of itself.
+    s3 = boto3.client("s3")
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"]
+                  if b["Name"].startswith("kiln-repo-"))
+    key = f"el9/x86_64/Packages/{again['rpm']['nevra']}.rpm"
+    held = s3.get_object(Bucket=bucket, Key=key)
+    s3.put_object(Bucket=bucket, Key=key, Body=held["Body"].read() + b"\0",
+                  Metadata=held["Metadata"])
+    third = run_invoke("bake", "--version", "1.0.0", "--json")
+    assert third.returncode != 0
+    assert "is not the" in third.stderr and "the object was replaced" in third.stderr
+    assert len(images(APP)) == 1 and leftovers(app=APP) == {}

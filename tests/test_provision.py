@@ -11,7 +11,6 @@ no repository has.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from fabric import Connection
 
 from cloud.errors import KilnError
 from cloud.target import connect
+from packager.signing import package_digest
 from provisioner import chef
 from provisioner.provision import (
     LinePrefixer,
@@ -129,7 +129,8 @@ def test_provision_runs_real_chef_streams_its_output_and_verifies(bake_settings,
     wait = ("echo waiting for go-ahead; while [ ! -e /tmp/go-ahead ]; do sleep 0.1; done; "
             "echo go-ahead seen")
     plan = probe_plan(probe_chef,
-                      smoke_commands=(wait, "test -f /home/ec2-user/kiln-bake/node.json"))
+                      smoke_commands=(wait, "test -f /home/ec2-user/kiln-bake/node.json"),
+                      package_digest=package_digest(probe_rpm(probe_chef)))
     with bake_instance(settings, aws, key_type="rsa") as (target, _):
         wait_for_ssh(target, timeout=20)
         seen = []
@@ -145,18 +146,15 @@ def test_provision_runs_real_chef_streams_its_output_and_verifies(bake_settings,
         result = provision(target, plan, settings)
         monkeypatch.undo()
         staging = "/home/ec2-user/kiln-bake"
-        assert json.loads(on_instance(target, f"cat {staging}/node.json")) == plan.node()
-        assert on_instance(target, f"cat {staging}/solo.rb") == chef.solo_rb(staging)
-        listed = set(on_instance(target, f"ls {staging}").split())
-        assert {"cache", "cookbooks", "node.json", "solo.rb"} <= listed
-        assert "kiln-chef.tar.gz" not in listed
+        # The cookbooks, node.json and solo.rb (checked by the smoke command) stay out of the image.
+        assert on_instance(target, f"test -e {staging} || echo gone").strip() == "gone"
         assert on_instance(target, "rpm -q kiln-probe").strip() == "kiln-probe-1.4.2-1.noarch"
     assert result["instance_id"] == target.instance_id
     assert result["staging_dir"] == staging
     assert result["chef_version"] == "18.5.0"
     assert result["chef_installed"] is False
     assert result["cookbook_digest"] == chef.cookbook_digest(plan.chef_dir)
-    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify"}
+    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify", "cleanup"}
     err = "".join(seen)
     assert "chef| Chef Infra Client, version 18.5.0" in err
     assert "rpm_package[kiln-probe] action install" in err
@@ -240,6 +238,22 @@ def test_verification_catches_a_wrong_version(bake_settings, probe_chef):
         provision(target, plan, settings)
     assert str(failure.value) == (f"verify: {target.where} has kiln-probe 1.4.2-1 installed, "
                                   f"expected 1.4.2-2")
+
+
+def probe_rpm(chef_dir: Path) -> Path:
+    return chef_dir / "cookbooks/kiln_app/files/default/kiln-probe.rpm"
+
+
+def test_verification_catches_a_package_kiln_did_not_publish(bake_settings, probe_chef):
+    """Same name, version and release, other content: the header and payload digests differ."""
+    settings, aws = bake_settings()
+    published = package_digest(probe_rpm(probe_chef))
+    other = "0" * 64 + " " + "1" * 64
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
+        provision(target, probe_plan(probe_chef, package_digest=other), settings)
+    assert str(failure.value) == (
+        f"verify: kiln-probe-1.4.2-1 on {target.where} is not the package Kiln published "
+        f"(header and payload sha256 {published[:16]}…, expected {other[:16]}…)")
 
 
 def test_verification_reruns_the_smoke_checks(bake_settings, probe_chef):

@@ -19,6 +19,21 @@ end
 remote_file key_path do
   source gpgkey_url
   mode '0644'
+  notifies :run, "ruby_block[check #{repo_id} signing key]", :immediately
+end
+
+# The key is served from the repository bucket, which is no authority: it is imported only when
+# it is exactly one key with the fingerprint Kiln pinned (node.json).
+ruby_block "check #{repo_id} signing key" do
+  block do
+    pinned = kiln_required('repo', 'gpgkey_fingerprint').to_s.upcase
+    found = kiln_key_fingerprints(key_path)
+    unless found == [pinned]
+      ::File.delete(key_path)
+      raise "kiln_app: #{repo['gpgkey']} holds key(s) #{found.join(', ')}, not the pinned #{pinned}"
+    end
+  end
+  action :nothing
   notifies :run, "execute[import #{repo_id} signing key]", :immediately
 end
 
