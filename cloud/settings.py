@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -182,6 +183,7 @@ SCHEMA: dict = {
         "ssh_port": N(1),
         "ssh_interface": C("public_ip", "private_ip"),
         "ssh_cidrs": L,
+        "ssh_from_anywhere": B,
         "ssh_timeout": N(1),
         "staging_dir": S,
         "sudo": B,
@@ -234,6 +236,7 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
         settings = _section(_for_target(raw) if schema is SCHEMA else raw, schema, prefix)
         if schema is SCHEMA:
             _check_real_accounts(settings)
+            _check_ssh_cidrs(settings.bake)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
@@ -272,6 +275,20 @@ def _check_real_accounts(settings: Settings) -> None:
         if not ACCOUNT_ID.fullmatch(spec.id):
             raise ConfigError(f"kiln.accounts.{name}.id: {spec.id!r} is not a 12-digit AWS "
                               f"account id")
+
+
+def _check_ssh_cidrs(bake: Settings) -> None:
+    """Each bake SSH source is a network; a /0 only when kiln.bake.ssh_from_anywhere says so."""
+    for cidr in bake.ssh_cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr!r} is not a CIDR "
+                              f"(e.g. 203.0.113.7/32)") from None
+        if network.prefixlen == 0 and not bake.ssh_from_anywhere:
+            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr} lets anyone reach SSH on the bake "
+                              f"instance; narrow it, or set kiln.bake.ssh_from_anywhere: true "
+                              f"if that is meant")
 
 
 def _section(raw: Any, schema: dict, prefix: str) -> Settings:

@@ -89,3 +89,17 @@ def test_readme_real_aws_example_uses_no_sandbox_or_real_looking_ids():
     example = example.split("```", 1)[0]
     assert not re.search(r"\b\d{12}\b", example), example
     assert "kiln-sandbox-external-id" not in example
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_ssh_from_anywhere_needs_saying_so(cidr):
+    with pytest.raises(ConfigError, match=rf"kiln\.bake\.ssh_cidrs: {cidr} lets anyone reach "
+                                          rf"SSH.*kiln\.bake\.ssh_from_anywhere"):
+        check(bake={"ssh_cidrs": ["10.0.0.0/8", cidr]})
+    meant = check(bake={"ssh_cidrs": [cidr], "ssh_from_anywhere": True})
+    assert meant.bake.ssh_cidrs == [cidr]
+
+
+def test_ssh_cidrs_must_be_networks():
+    with pytest.raises(ConfigError, match=r"kiln\.bake\.ssh_cidrs: 'office' is not a CIDR"):
+        check(bake={"ssh_cidrs": ["office"]})
