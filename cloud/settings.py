@@ -224,7 +224,7 @@ SCHEMA: dict = {
         "alarms": L,
         "lock": {"table": S0, "lease": S},
         "health_check": {"path": S, "grace_period": N(0)},
-        "user_data": {"env_file": S, "environment": M0, "command": S0},
+        "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
         "self_service": {"ttl": S, "instance_type": S0, "header": S},
     },
 }
