@@ -431,7 +431,24 @@ def _running(job: Bake, instance_id: str, private_key: str) -> provision.SshTarg
                         f"{job.bake.ssh_interface}; does subnet {found.get('SubnetId')} route "
                         f"to the internet?)")
     return provision.SshTarget(instance_id, found[key], job.bake.ssh_port, job.bake.ssh_user,
-                               private_key)
+                               private_key, _host_fingerprints(job, instance_id))
+
+
+def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
+    """The SSH host key fingerprints the instance prints to its console at first boot (cloud-init),
+    waited for up to kiln.bake.ssh_timeout: the only host keys the bake's SSH accepts."""
+    ec2, deadline = job.aws.client("ec2"), time.monotonic() + job.bake.ssh_timeout
+    while True:
+        output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
+        found = provision.console_fingerprints(output)
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise KilnError(f"instance {instance_id} printed no SSH host key fingerprints to its "
+                            f"console within {job.bake.ssh_timeout} s (kiln.bake.ssh_timeout); "
+                            f"refusing to trust its host key unseen")
+        signals.check()
+        time.sleep(5)
 
 
 def _provision_plan(job: Bake) -> provision.ProvisionPlan:

@@ -21,7 +21,9 @@ CreateKeyPair returns or a paramiko key: it stays in memory, no key file is ever
 
 from __future__ import annotations
 
+import base64
 import collections
+import hashlib
 import io
 import json
 import re
@@ -70,6 +72,9 @@ class SshTarget:
     port: int
     user: str
     private_key: str | paramiko.PKey = field(repr=False)
+    # SHA256 fingerprints of the host keys the instance printed to its console: the only host
+    # keys SSH accepts (an empty tuple accepts none).
+    host_fingerprints: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -139,14 +144,50 @@ def load_private_key(text: str, name: str = "key pair") -> paramiko.PKey:
     raise KilnError(f"private key of {name}: not an RSA, ed25519 or ECDSA private key")
 
 
+class ConsoleHostKeys(paramiko.MissingHostKeyPolicy):
+    """Accept the server's host key only when its fingerprint is one the instance printed."""
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        found = fingerprint(key)
+        if found not in self.target.host_fingerprints:  # a KilnError: not retried as not ready
+            raise KilnError(
+                f"host key {found} of {self.target.where} is not one the instance printed to "
+                f"its console ({', '.join(self.target.host_fingerprints) or 'none found'})")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256:<base64> fingerprint of a public key."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+def console_fingerprints(text: str) -> tuple[str, ...]:
+    """The SHA256 fingerprints between cloud-init's BEGIN/END SSH HOST KEY FINGERPRINTS lines."""
+    found, inside = [], False
+    for line in text.splitlines():
+        if "-----BEGIN SSH HOST KEY FINGERPRINTS-----" in line:
+            inside = True
+        elif "-----END SSH HOST KEY FINGERPRINTS-----" in line:
+            inside = False
+        elif inside:
+            found += re.findall(r"SHA256:[A-Za-z0-9+/]{43}", line)
+    return tuple(found)
+
+
 def connection(target: SshTarget, connect_timeout: float = 15) -> Connection:
-    """A Fabric connection that uses only the given key: no agent, no ~/.ssh keys or config."""
+    """A Fabric connection that uses only the given key: no agent, no ~/.ssh keys or config,
+    and only the host keys the instance printed to its console (never trust on first use)."""
     timeout = max(1, int(connect_timeout))
-    return Connection(
+    conn = Connection(
         target.host, user=target.user, port=target.port, connect_timeout=timeout,
         config=Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}}),
         connect_kwargs={"pkey": target.pkey(), "look_for_keys": False, "allow_agent": False,
                         "banner_timeout": timeout, "auth_timeout": timeout})
+    conn.client.set_missing_host_key_policy(ConsoleHostKeys(target))
+    return conn
 
 
 def wait_for_ssh(target: SshTarget, timeout: float) -> float:

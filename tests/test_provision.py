@@ -30,6 +30,7 @@ from provisioner.provision import (
     LinePrefixer,
     ProvisionPlan,
     SshTarget,
+    console_fingerprints,
     load_private_key,
     provision,
     wait_for_ssh,
@@ -97,8 +98,9 @@ def bake_instance(settings, aws, key_type: str = "ed25519"):
     try:
         described = ec2.describe_instances(InstanceIds=[instance_id])
         address = described["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+        console = ec2.get_console_output(InstanceId=instance_id)["Output"]
         target = SshTarget(instance_id, address, settings.bake.ssh_port, settings.bake.ssh_user,
-                           key["KeyMaterial"])
+                           key["KeyMaterial"], console_fingerprints(console))
         yield target, instance_id
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])
@@ -305,10 +307,36 @@ def test_wait_for_ssh_is_bounded_when_the_key_is_not_authorized(bake_settings):
     with bake_instance(settings, aws) as (target, home):
         # A key that sshd knows nothing of, as before cloud-init installs the key pair's.
         wrong = SshTarget(target.instance_id, target.host, target.port, target.user,
-                          _fresh_key())
+                          _fresh_key(), target.host_fingerprints)
         with pytest.raises(KilnError, match=r"not ready after 1 s \(last error: "
                                             r"AuthenticationException"):
             wait_for_ssh(wrong, timeout=1)
+
+
+@pytest.mark.parametrize("printed", [(), ("SHA256:" + "A" * 43,)])
+def test_ssh_accepts_only_a_host_key_the_instance_printed(bake_settings, printed):
+    """No trust on first use: a host key that is not among the console's fingerprints (or no
+    fingerprints at all) fails at once, naming the key, without running anything."""
+    settings, aws = bake_settings()
+    with bake_instance(settings, aws) as (target, home):
+        assert len(target.host_fingerprints) == 1
+        other = SshTarget(target.instance_id, target.host, target.port, target.user,
+                          target.private_key, printed)
+        started = time.monotonic()
+        with pytest.raises(KilnError, match=rf"host key SHA256:\S+ of {target.instance_id} .*is "
+                                            r"not one the instance printed to its console"):
+            wait_for_ssh(other, timeout=30)
+        assert time.monotonic() - started < 15
+        wait_for_ssh(target, timeout=20)
+
+
+def test_console_fingerprints_reads_cloud_inits_block():
+    key = "SHA256:" + "b" * 43
+    text = ("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+            f"ec2: 256 {key} root@ip-10-0-0-1 (ED25519)\n"
+            "ec2: -----END SSH HOST KEY FINGERPRINTS-----\n"
+            f"unrelated 256 SHA256:{'c' * 43}\n")
+    assert console_fingerprints(text) == (key,)
 
 
 def test_a_bad_private_key_is_a_clear_error():

@@ -13,6 +13,7 @@ PATCHES: list[str] = [
     "image_snapshot_tags",
     "image_deprecation",
     "instances",
+    "console_output",
     "instance_states",
     "base_images",
     "elb_health",
