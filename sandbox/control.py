@@ -131,7 +131,7 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
     os.environ.update(box.env())
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
         instances.overlay(settings, box.state_dir)
-        signing.overlay(settings)
+    signing.overlay(settings, generate=start)  # a read still checks against an existing key
     bootstrap.overlay(settings)
     _overlay_watch(settings)
     _scale_waiters(settings, box)
