@@ -10,6 +10,8 @@ repo_id = kiln_required('repo', 'id')
 gpgkey_url = kiln_required('repo', 'gpgkey')
 repo_url = kiln_required('repo', 'baseurl')
 key_path = "/etc/pki/rpm-gpg/RPM-GPG-KEY-#{repo_id}"
+pinned = kiln_required('repo', 'gpgkey_fingerprint').to_s.upcase
+fingerprints_of = method(:kiln_key_fingerprints) # the ruby_block's block runs on the resource
 
 directory '/etc/pki/rpm-gpg' do
   recursive true
@@ -26,11 +28,10 @@ end
 # it is exactly one key with the fingerprint Kiln pinned (node.json).
 ruby_block "check #{repo_id} signing key" do
   block do
-    pinned = kiln_required('repo', 'gpgkey_fingerprint').to_s.upcase
-    found = kiln_key_fingerprints(key_path)
+    found = fingerprints_of.call(key_path)
     unless found == [pinned]
       ::File.delete(key_path)
-      raise "kiln_app: #{repo['gpgkey']} holds key(s) #{found.join(', ')}, not the pinned #{pinned}"
+      raise "kiln_app: #{gpgkey_url} holds key(s) #{found.join(', ')}, not the pinned #{pinned}"
     end
   end
   action :nothing
