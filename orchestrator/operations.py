@@ -16,7 +16,7 @@ from cloud.errors import KilnError
 from orchestrator import cluster as model
 from orchestrator import environment, groups, images, inputs
 from orchestrator import plan as plans
-from orchestrator.apply import RENEW_EVERY, Observer, Runner
+from orchestrator.apply import Observer, Runner
 from orchestrator.health import AlarmFired, Unhealthy, require_alarms
 from orchestrator.judge import CanaryFailed
 
@@ -185,9 +185,6 @@ def cluster_lock(env, operation: str, run_id: str, force_unlock: bool, settings_
         raise KilnError(f"no lock table for cluster {env.cluster}: set kiln.deploy.lock.table "
                         f"or add LockTableName to stack {env.stack_name}")
     lease_seconds = inputs.seconds(env.settings.deploy.lock.lease, "kiln.deploy.lock.lease")
-    if lease_seconds <= RENEW_EVERY:  # it would lapse between two renewals
-        raise KilnError(f"kiln.deploy.lock.lease: {env.settings.deploy.lock.lease} is not longer "
-                        f"than the lease's renewal interval ({RENEW_EVERY} s)")
     owner = f"{operation} by {locks.owner_description(run_id)}"
     with locks.lease(env.aws, env.lock_table, f"cluster/{env.cluster}", owner,
                      ttl_seconds=lease_seconds, force=force_unlock,

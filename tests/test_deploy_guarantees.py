@@ -209,19 +209,7 @@ BAD_INPUT = [
     (lambda k: operations.promote(k), "has no canary to promote"),
     (lambda k: operations.rollback(k), "nothing to roll back to"),
     (lambda k: operations.promote(k, steps="50,20"), "--steps: '50,20' must end at 100"),
-    (lambda k: canary_with_lease(k, "45s"), "kiln.deploy.lock.lease: 45s is not longer than "
-                                            "the lease's renewal interval (60 s)"),
 ]
-
-
-def canary_with_lease(kaws, lease: str):
-    """A canary under a lease that would lapse between two renewals."""
-    lock = kaws.settings.deploy.lock
-    saved, lock["lease"] = lock["lease"], lease
-    try:
-        return operations.canary(kaws, 10, version="1.1.0")
-    finally:
-        lock["lease"] = saved
 
 
 def test_bad_input_is_one_line_and_changes_nothing(kaws, daws, deployed):
