@@ -7,8 +7,11 @@ files it may have come from, and suggests the nearest valid key for a typo.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +99,7 @@ L = Value(list)
 B = Value(bool)
 M0 = Value(dict, nullable=True)
 F = Value((int, float), minimum=0)
+F0 = Value((int, float), nullable=True, minimum=0)
 
 
 def N(minimum: int = 0) -> Value:
@@ -110,6 +114,10 @@ def C(*choices: str) -> Value:
     return Value(str, choices=choices)
 
 
+ACCOUNT = {"id": S, "role": S0, "external_id": S0, "admin_role": S0, "profile": S0,
+           "admin_profile": S0}
+ACCOUNT_ID = re.compile(r"\d{12}")
+
 SCHEMA: dict = {
     "target": C("sandbox", "aws"),
     "app": S,
@@ -120,27 +128,22 @@ SCHEMA: dict = {
     "aws": {
         "region": S,
         "profile": S0,
+        "endpoint_url": S0,
         "retry_mode": C("standard", "adaptive", "legacy"),
         "max_attempts": N(1),
+        "waiter_delay": F0,
     },
-    "accounts": Table(
-        {
-            "id": S,
-            "role": S0,
-            "external_id": S0,
-            "admin_role": S0,
-            "profile": S0,
-            "admin_profile": S0,
-        }
-    ),
+    "accounts": Table(ACCOUNT),
     "build_account": S,
     "sandbox": {
+        "accounts": Table(ACCOUNT),
         "state_dir": S,
         "host": S,
         "port": N0(1),
         "chef_solo": S0,
         "base_provides": L,
         "watch": S0,
+        "time_scale": F0,
     },
     "stacks": {"prefix": S},
     "bootstrap": {
@@ -164,6 +167,7 @@ SCHEMA: dict = {
         "sign": B,
         "gpg_key": S0,
         "gpg_home": S0,
+        "key_fingerprint": S0,
         "lock_table": S0,
         "lock_timeout": N(1),
         "metadata_grace_seconds": N(0),
@@ -173,6 +177,7 @@ SCHEMA: dict = {
             "id": S0,
             "owners": L,
             "filters": M0,
+            "parameter": S0,
         },
         "instance_type": S,
         "subnet": S0,
@@ -180,6 +185,7 @@ SCHEMA: dict = {
         "ssh_port": N(1),
         "ssh_interface": C("public_ip", "private_ip"),
         "ssh_cidrs": L,
+        "ssh_from_anywhere": B,
         "ssh_timeout": N(1),
         "staging_dir": S,
         "sudo": B,
@@ -220,7 +226,7 @@ SCHEMA: dict = {
         "alarms": L,
         "lock": {"table": S0, "lease": S},
         "health_check": {"path": S, "grace_period": N(0)},
-        "user_data": {"env_file": S, "environment": M0, "command": S0},
+        "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
         "self_service": {"ttl": S, "instance_type": S0, "header": S},
     },
 }
@@ -229,10 +235,62 @@ SCHEMA: dict = {
 def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = "kiln") -> Settings:
     """Check `raw` against `schema`; raise ConfigError naming the key and the files."""
     try:
-        return _section(raw, schema, prefix)
+        settings = _section(_for_target(raw) if schema is SCHEMA else raw, schema, prefix)
+        if schema is SCHEMA:
+            _check_real_accounts(settings)
+            _check_ssh_cidrs(settings.bake)
+        return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _for_target(raw: Any) -> Any:
+    """The sandbox's own accounts (kiln.sandbox.accounts) under kiln.accounts, only when the
+    target is the sandbox; what the config sets in kiln.accounts wins, field by field."""
+    if not isinstance(raw, dict) or raw.get("target") != "sandbox":
+        return raw
+    sandbox = raw.get("sandbox") if isinstance(raw.get("sandbox"), dict) else {}
+    accounts = copy.deepcopy(sandbox.get("accounts") or {})
+    for name, fields in (raw.get("accounts") or {}).items():
+        if isinstance(fields, dict) and isinstance(accounts.get(name), dict):
+            accounts[name].update(fields)
+        else:
+            accounts[name] = fields
+    return {**raw, "accounts": accounts}
+
+
+def _check_real_accounts(settings: Settings) -> None:
+    """On real AWS, an account id must be one and no value may be a sandbox placeholder (a
+    borrowed config would share images with, and trust, an account nobody chose)."""
+    if settings.target != "aws" or settings.aws.endpoint_url:
+        return
+    placeholders = {value: f"kiln.sandbox.accounts.{name}.{field}"
+                    for name, spec in settings.sandbox.accounts.items()
+                    for field in ("id", "external_id") if (value := spec.get(field))}
+    for name, spec in settings.accounts.items():
+        for field in ("id", "external_id"):
+            value = spec.get(field)
+            if value in placeholders:
+                raise ConfigError(f"kiln.accounts.{name}.{field}: {value} is the sandbox's "
+                                  f"placeholder ({placeholders[value]}), not for kiln.target aws")
+        if not ACCOUNT_ID.fullmatch(spec.id):
+            raise ConfigError(f"kiln.accounts.{name}.id: {spec.id!r} is not a 12-digit AWS "
+                              f"account id")
+
+
+def _check_ssh_cidrs(bake: Settings) -> None:
+    """Each bake SSH source is a network; a /0 only when kiln.bake.ssh_from_anywhere says so."""
+    for cidr in bake.ssh_cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr!r} is not a CIDR "
+                              f"(e.g. 203.0.113.7/32)") from None
+        if network.prefixlen == 0 and not bake.ssh_from_anywhere:
+            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr} lets anyone reach SSH on the bake "
+                              f"instance; narrow it, or set kiln.bake.ssh_from_anywhere: true "
+                              f"if that is meant")
 
 
 def _section(raw: Any, schema: dict, prefix: str) -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -30,6 +32,8 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
         keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
                 "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]}
         profile = None
+    else:
+        _real_endpoint(settings)
     session = boto3.Session(profile_name=profile, region_name=settings.aws.region, **keys)
     aws = Aws(settings, session, name, spec.id)
     actual = caller_account(aws)
@@ -38,6 +42,17 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
                         f"kiln.accounts.{name}.id is {spec.id}: fix one or the other")
     say(describe(aws))
     return aws
+
+
+def _real_endpoint(settings: Settings) -> None:
+    """With target aws, talk to AWS itself unless kiln.aws.endpoint_url names another endpoint:
+    a leftover AWS_ENDPOINT_URL (the sandbox's) must not redirect a real run."""
+    configured, found = settings.aws.endpoint_url, os.environ.get("AWS_ENDPOINT_URL")
+    if configured:
+        os.environ["AWS_ENDPOINT_URL"] = configured  # botocore and subprocesses alike
+    elif found:
+        raise KilnError(f"AWS_ENDPOINT_URL is set ({found}) but kiln.target is aws: unset it, "
+                        f"or set kiln.aws.endpoint_url to use that endpoint on purpose")
 
 
 def caller_account(aws: Aws) -> str:
@@ -54,5 +69,5 @@ def describe(aws: Aws) -> str:
     where = f"{aws.account_name} account {aws.account_id}, region {aws.region}"
     if aws.sandbox:
         return f"target: sandbox (moto at {endpoint_url()}; {where})"
-    custom = f" via endpoint {endpoint_url()}" if endpoint_url() else ""
+    custom = f" via endpoint {endpoint_url()} (kiln.aws.endpoint_url)" if endpoint_url() else ""
     return f"target: AWS ({where}){custom}"

@@ -18,6 +18,9 @@ from orchestrator.environment import Environment
 
 SCALE_DOWN_ACTION = "kiln-disable-scale-down"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Environment names that hold secrets by convention: those go in user_data.secrets by reference.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY",
+                          re.I)
 
 
 def target_group_name(group: str) -> str:
@@ -39,27 +42,58 @@ def group_tags(env: Environment, name: str, version: str, ami: str, run_id: str,
 def user_data(env: Environment, name: str, version: str, extra: dict | None = None,
               release: str | None = None) -> str:
     """A boot script writing the environment file the app's service reads, then its command."""
-    settings = env.settings.deploy.user_data
     values = {"KILN_APP": env.app, "KILN_VERSION": version, "KILN_CLUSTER": env.cluster,
               "KILN_SERVER_GROUP": name, "KILN_ACCOUNT": env.aws.account_name,
               "KILN_REGION": env.region, "KILN_PORT": str(env.instance_port)}
     if release:
         values["KILN_RELEASE"] = release
+    return boot_script(env.settings.deploy.user_data, values, extra, env.region)
+
+
+def boot_script(settings, values: dict[str, str], extra: dict | None, region: str) -> str:
+    """The boot script of kiln.deploy.user_data: `values`, the configured environment and
+    `extra` written into env_file (0600), and each of `secrets` read at boot from SSM or Secrets
+    Manager by the instance's role. User data is readable by anyone who may describe the
+    instance: a secret never appears in it, only its name."""
+    values = dict(values)
     for key, value in {**(settings.environment or {}), **(extra or {})}.items():
         if not _ENV_KEY.match(str(key)) or "\n" in str(value):
             raise KilnError(f"kiln.deploy.user_data.environment.{key}: keys are shell names, "
                             "values one line")
+        if _SECRET_NAME.search(str(key)):
+            raise KilnError(f"kiln.deploy.user_data.environment.{key}: looks like a secret, and "
+                            f"user data is readable by anyone who may describe the instance: "
+                            f"name it in kiln.deploy.user_data.secrets (ssm:… or "
+                            f"secretsmanager:…) instead")
         values[str(key)] = str(value)
     lines = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
     path = shlex.quote(settings.env_file)
     script = ("#!/bin/bash\n# Written by Kiln: this server group's environment.\n"
               "set -euo pipefail\n"
               f"install -d -m 0755 \"$(dirname {path})\"\n"
-              f"cat > {path} <<'KILN_ENVIRONMENT'\n{lines}\nKILN_ENVIRONMENT\n"
-              f"chmod 0644 {path}\n")
+              "umask 077\n"
+              f"cat > {path} <<'KILN_ENVIRONMENT'\n{lines}\nKILN_ENVIRONMENT\n")
+    for key, reference in (settings.get("secrets") or {}).items():
+        script += _secret_line(str(key), str(reference), path, region)
+    script += f"chmod 0600 {path}\n"
     if settings.command:
         script += settings.command + "\n"
     return script
+
+
+def _secret_line(key: str, reference: str, path: str, region: str) -> str:
+    """Read one secret at boot (failing the boot script if it cannot) and append it."""
+    kind, _, name = reference.partition(":")
+    reads = {"ssm": ["ssm", "get-parameter", "--with-decryption", "--name", name,
+                     "--query", "Parameter.Value"],
+             "secretsmanager": ["secretsmanager", "get-secret-value", "--secret-id", name,
+                                "--query", "SecretString"]}
+    if not _ENV_KEY.match(key) or kind not in reads or not name:
+        raise KilnError(f"kiln.deploy.user_data.secrets.{key}: {reference!r} is not "
+                        f"ssm:<parameter name> or secretsmanager:<secret id>")
+    command = " ".join(shlex.quote(a) for a in
+                       ["aws", "--region", region, *reads[kind], "--output", "text"])
+    return f"value=\"$({command})\"\nprintf '%s=%q\\n' {key} \"$value\" >> {path}\n"
 
 
 def create(env: Environment, name: str, image, instance_type: str, capacity: int,
@@ -77,7 +111,9 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
     data = {
         "ImageId": image.id, "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": env.instance_profile_arn},
-        "SecurityGroupIds": [env.security_group_id],
+        # Only the load balancer reaches the instances: no public IP, whatever the subnet maps.
+        "NetworkInterfaces": [{"DeviceIndex": 0, "AssociatePublicIpAddress": False,
+                               "Groups": [env.security_group_id]}],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "HttpPutResponseHopLimit": 1},
         "UserData": base64.b64encode(

@@ -70,11 +70,14 @@ def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
 
 
 def alarm_states(env: Environment, names: list[str]) -> dict[str, str]:
-    """Each alarm's state (OK, ALARM, INSUFFICIENT_DATA; "missing" for one that does not exist)."""
+    """Each alarm's state (OK, ALARM, INSUFFICIENT_DATA; "missing" for one that does not exist).
+
+    Metric and composite alarms both: without AlarmTypes, AWS returns metric alarms only."""
     states = dict.fromkeys(names, "missing")
     cloudwatch = env.client("cloudwatch")
     for start in range(0, len(names), 100):
-        alarms = cloudwatch.describe_alarms(AlarmNames=names[start:start + 100])
+        alarms = cloudwatch.describe_alarms(AlarmNames=names[start:start + 100],
+                                            AlarmTypes=["MetricAlarm", "CompositeAlarm"])
         states.update({a["AlarmName"]: a["StateValue"]
                        for a in alarms["MetricAlarms"] + alarms["CompositeAlarms"]})
     return states
@@ -82,6 +85,15 @@ def alarm_states(env: Environment, names: list[str]) -> dict[str, str]:
 
 def alarms_in_alarm(env: Environment, names: list[str]) -> list[str]:
     return [name for name, state in alarm_states(env, names).items() if state == "ALARM"]
+
+
+def require_alarms(env: Environment) -> None:
+    """Fail unless every alarm that judges the cluster exists (a typo would judge nothing)."""
+    missing = [n for n, state in alarm_states(env, env.alarm_names).items() if state == "missing"]
+    if missing:
+        raise KilnError(f"alarm {', '.join(missing)} not found in account "
+                        f"{env.aws.account_name}, {env.region} (kiln.deploy.alarms or the "
+                        f"AlarmNames output of stack {env.stack_name})")
 
 
 def watch(env: Environment, seconds: int, groups: list[str],

@@ -17,7 +17,7 @@ from orchestrator import cluster as model
 from orchestrator import environment, groups, images, inputs
 from orchestrator import plan as plans
 from orchestrator.apply import Observer, Runner
-from orchestrator.health import AlarmFired, Unhealthy
+from orchestrator.health import AlarmFired, Unhealthy, require_alarms
 from orchestrator.judge import CanaryFailed
 
 
@@ -97,6 +97,7 @@ def canary(aws: Aws, percent, version=None, ami=None, watch=None, stack=None,
            dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
     percent = inputs.percent(percent)
     env = environment.load(aws, stack=stack)
+    require_alarms(env)
     settings_rules = rules(aws.settings, watch=watch)
     image = images.resolve(env, version, ami)
     return _operate(env, "canary", settings_rules, dry_run, force_unlock, observer,
@@ -106,6 +107,7 @@ def canary(aws: Aws, percent, version=None, ami=None, watch=None, stack=None,
 def deploy(aws: Aws, version=None, ami=None, steps=None, watch=None, stack=None,
            dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
     env = environment.load(aws, stack=stack)
+    require_alarms(env)
     settings_rules = rules(aws.settings, steps=steps, watch=watch)
     image = images.resolve(env, version, ami)
     return _operate(env, "deploy", settings_rules, dry_run, force_unlock, observer,
@@ -115,6 +117,7 @@ def deploy(aws: Aws, version=None, ami=None, steps=None, watch=None, stack=None,
 def promote(aws: Aws, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
             observer: Observer | None = None) -> dict:
     env = environment.load(aws, stack=stack)
+    require_alarms(env)
     settings_rules = rules(aws.settings, steps=steps, watch=watch)
     return _operate(env, "promote", settings_rules, dry_run, force_unlock, observer,
                     lambda cluster: plans.promote(cluster, settings_rules))

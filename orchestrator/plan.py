@@ -111,9 +111,14 @@ class Rules:
 
 
 def members(cluster: Cluster, changes: dict[str, int | None] | None = None) -> dict[str, int]:
-    """The listener's groups after `changes` (group → weight; None removes it), in age order."""
+    """The listener's groups after `changes` (group → weight; None removes it), in age order.
+
+    The cap of five target groups applies to the merged result: the oldest groups at weight 0
+    leave first, never one joining now, the serving group or the one a rollback returns to.
+    """
     changes = changes or {}
-    weights = {g.name: g.weight for g in cluster.groups if g.weight is not None}
+    current = {g.name: g.weight for g in cluster.groups if g.weight is not None}
+    weights = dict(current)
     for name, weight in changes.items():
         if weight is None:
             weights.pop(name, None)
@@ -121,10 +126,20 @@ def members(cluster: Cluster, changes: dict[str, int | None] | None = None) -> d
             weights[name] = weight
     order = {g.name: g.sequence for g in cluster.groups}
     ordered = dict(sorted(weights.items(), key=lambda kv: order.get(kv[0], 10**6)))
-    idle = [name for name, weight in ordered.items() if weight == 0 and name not in changes]
+    kept = {n for n in changes if n not in current} | _rollback_targets(cluster)
+    idle = [name for name, weight in ordered.items() if weight == 0 and name not in kept]
     while len(ordered) > MAX_FORWARD_TARGET_GROUPS and idle:
         ordered.pop(idle.pop(0))  # the oldest idle group stops being health-checked
     return ordered
+
+
+def _rollback_targets(cluster: Cluster) -> set[str]:
+    """The serving group and the disabled one a rollback would return to."""
+    baseline = cluster.baseline()
+    if baseline is None:
+        return set()
+    previous = cluster.rollback_target(baseline)
+    return {baseline.name} | ({previous.name} if previous else set())
 
 
 def _shift(cluster: Cluster, weights: dict[str, int]) -> dict[str, int]:

@@ -206,7 +206,10 @@ class Repo:
 
     # -- metadata ----------------------------------------------------------------------------
     def fetch_metadata(self, tree: Path, types: tuple[str, ...] | None = None) -> Metadata | None:
-        """Download repodata/ (repomd.xml and its data files) into `tree`; None when empty."""
+        """Download repodata/ (repomd.xml and its data files) into `tree`; None when empty.
+
+        Nothing is written before repomd.xml's signature by the pinned key is checked; each
+        data file must be `repodata/<file>` and match the checksum repomd.xml lists."""
         try:
             response = self.s3.get_object(Bucket=self.bucket, Key=self.key(REPOMD))
         except ClientError as error:
@@ -215,14 +218,51 @@ class Repo:
             raise self._error("read", REPOMD, error) from None
         body, etag = response["Body"].read(), response["ETag"]
         signature = response.get("Metadata", {}).get(SIGNATURE_META)
-        files = repodata.data_files(body)
+        attached = base64.b64decode(signature) if signature else None
+        self._verify(body, attached)
+        records = repodata.data_records(body)
         (tree / "repodata").mkdir(parents=True, exist_ok=True)
         (tree / REPOMD).write_bytes(body)
-        wanted = [href for kind, href in files.items() if types is None or kind in types]
+        wanted = [kind for kind in records if types is None or kind in types]
+
+        def fetch(kind: str) -> None:
+            href = records[kind]["href"]
+            path = repodata.inside(tree, href)
+            self.fetch(href, path)
+            repodata.check_file(path, href, records[kind])
+
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda href: self.fetch(href, tree / href), wanted))
-        return Metadata(body, etag, files,
-                        base64.b64decode(signature) if signature else None)
+            list(pool.map(fetch, wanted))
+        return Metadata(body, etag, {kind: r["href"] for kind, r in records.items()}, attached)
+
+    def _verify(self, body: bytes, attached: bytes | None) -> None:
+        """repomd.xml must carry a good signature by the pinned key: the one written with it (in
+        its object metadata) or repomd.xml.asc. The bucket's key is never trusted by itself."""
+        if self.pinned is None:
+            return
+        problem, asc = "missing", self.get(f"{REPOMD}.asc")
+        for signature in [s for s in (attached, asc[0] if asc else None) if s]:
+            problem = signing.verify_detached(body, signature, self._public_key(), self.pinned)
+            if problem is None:
+                return
+        raise KilnError(f"{REPOMD}.asc: {problem} (repository {self.where()}); the metadata "
+                        f"was changed without the signing key: refusing it, nothing was written")
+
+    @property
+    def pinned(self) -> str | None:
+        """The fingerprint the metadata must be signed by (None: an unsigned repository)."""
+        if not hasattr(self, "_pinned"):
+            self._pinned = signing.pinned_fingerprint(self.aws.settings)
+        return self._pinned
+
+    def _public_key(self) -> bytes:
+        """The pinned key from the local GnuPG home, else as the bucket serves it (the
+        signature check still demands the pinned fingerprint)."""
+        local = signing.public_key(self.aws.settings, self.pinned)
+        if local:
+            return local
+        served = self.get(KEY_FILE)
+        return served[0] if served else b""
 
     def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> None:
         """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc."""

@@ -39,14 +39,60 @@ ROOT_TAG = re.compile(rb'<(metadata|filelists|otherdata) ([^>]*?)packages="(\d+)
 GZIP_LEVEL = 6
 
 
+# What a data file's href may be: a plain file name directly under repodata/. Anything else (an
+# absolute path, `..`, a sub-folder) would let repomd.xml name a file outside the local tree.
+DATA_HREF = re.compile(r"repodata/[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
+
 def data_files(repomd: bytes) -> dict[str, str]:
     """type → location href (e.g. primary → repodata/<sha>-primary.xml.gz) of a repomd.xml."""
+    return {kind: record["href"] for kind, record in data_records(repomd).items()}
+
+
+def data_records(repomd: bytes) -> dict[str, dict[str, str | None]]:
+    """type → {href, checksum type, checksum} of each data file a repomd.xml lists; every href
+    checked to be `repodata/<file>`."""
     try:
         root = ET.fromstring(repomd)
     except ET.ParseError as error:
         raise KilnError(f"repodata/repomd.xml is not valid XML: {error}") from None
-    return {data.get("type"): data.find(f"{REPO_NS}location").get("href")
-            for data in root.iter(f"{REPO_NS}data")}
+    records = {}
+    for data in root.iter(f"{REPO_NS}data"):
+        kind, location = data.get("type"), data.find(f"{REPO_NS}location")
+        href = location.get("href") if location is not None else None
+        if not href or not DATA_HREF.fullmatch(href) or ".." in href:
+            raise KilnError(f"repodata/repomd.xml: data {kind} names {href!r}, not a file "
+                            f"directly under repodata/; refusing the metadata")
+        checksum = data.find(f"{REPO_NS}checksum")
+        records[kind] = {"href": href,
+                         "checksum_type": checksum.get("type") if checksum is not None else None,
+                         "checksum": checksum.text if checksum is not None else None}
+    return records
+
+
+def inside(tree: Path, href: str) -> Path:
+    """`tree/href`, refused unless it resolves to a path inside `tree`."""
+    base = tree.resolve()
+    path = (base / href).resolve()
+    if path == base or base not in path.parents:
+        raise KilnError(f"{href}: resolves outside the local repository tree; refusing it")
+    return path
+
+
+def check_file(path: Path, href: str, record: dict) -> None:
+    """The data file at `path` has the checksum repomd.xml lists for it."""
+    kind = record.get("checksum_type") or ""
+    kind = "sha1" if kind == "sha" else kind  # yum's old name for sha1
+    if kind not in ("sha1", "sha224", "sha256", "sha384", "sha512") or not record.get("checksum"):
+        raise KilnError(f"repodata/repomd.xml: {href} has no usable checksum "
+                        f"({record.get('checksum_type')!r}); refusing the metadata")
+    digest = hashlib.new(kind)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    if digest.hexdigest() != record["checksum"].strip():
+        raise KilnError(f"{href}: {kind} {digest.hexdigest()[:16]}… is not the one "
+                        f"repodata/repomd.xml lists; refusing the metadata")
 
 
 def read_primary(path: Path) -> list[dict]:

@@ -201,7 +201,11 @@ def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:
 # -- package ----------------------------------------------------------------------------------
 def _package(job: Bake, dry_run: bool) -> dict:
     """The RPM of this version: reused when the repo has it from the same manifest and files,
-    refused when the repo has it from other ones, else built and published."""
+    refused when the repo has it from other ones, else built and published.
+
+    The repo's package is judged by the object's bytes: downloaded, its sha256 must be the one
+    the signed metadata lists, and its header says which manifest it was built from. The object's
+    S3 metadata is not trusted (whoever writes the bucket writes it)."""
     from packager import build, repo
     from packager import manifest as manifests
 
@@ -215,41 +219,64 @@ def _package(job: Bake, dry_run: bool) -> dict:
         return {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
                 "release": wanted.iteration, "manifest_digest": wanted.digest,
                 "action": action, **(found or {})}
-    published = _published_metadata(job.aws, found) if found else {}
-    if published.get("manifest-digest") == wanted.digest:
+    if found is None:
+        built = {**build.package(job.settings, job.manifest, job.version), "service": service}
+        published = repo.publish(job.aws, built["path"])
+        say(f"bake: published {built['nevra']} (sha256 {published['sha256'][:12]}…)")
+        return {**built, "sha256": published["sha256"], "action": "published",
+                "digest": signing_digest(built["path"])}
+    held = _published_package(job, found)
+    same = {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
+            "release": wanted.iteration, "arch": wanted.arch, "nevra": nevra,
+            "sha256": found["sha256"], "path": found["path"], "manifest_digest": wanted.digest,
+            "commit": held["commit"], "service": service, "action": "reused",
+            "digest": held["digest"]}
+    if held["manifest-digest"] == wanted.digest:
         say(f"bake: {nevra} is already in the repo, built from the same manifest and files")
-        return {"name": wanted.name, "version": wanted.version, "rpm_version": rpm_version,
-                "release": wanted.iteration, "arch": wanted.arch, "nevra": nevra,
-                "sha256": published.get("source-sha256"), "path": found["path"],
-                "manifest_digest": wanted.digest, "commit": published.get("commit"),
-                "service": service, "action": "reused"}
-    if published.get("manifest-digest"):
+        return same
+    if held["manifest-digest"]:
         raise KilnError(f"{nevra} is already in the repo, built from another manifest or other "
-                        f"files (manifest digest {published['manifest-digest'][:12]}… there, "
+                        f"files (manifest digest {held['manifest-digest'][:12]}… there, "
                         f"{wanted.digest[:12]}… in {job.manifest}): bump the version or the "
                         f"iteration")
+    # Published without Kiln's provenance (by hand, or an older Kiln): compare the contents.
     built = {**build.package(job.settings, job.manifest, job.version), "service": service}
-    if found is None:
-        repo.publish(job.aws, built["path"])
-        say(f"bake: published {built['nevra']} (sha256 {built['sha256'][:12]}…)")
-        return {**built, "action": "published"}
-    # Published without Kiln's provenance (by hand, or an older Kiln): compare the bytes.
-    if built["sha256"] not in (published.get("source-sha256"), found.get("sha256")):
+    if signing_digest(built["path"]) != held["digest"]:
         raise KilnError(f"{built['nevra']} is already in the repo with other content "
-                        f"(sha256 {str(published.get('source-sha256'))[:12]}… there, "
-                        f"{built['sha256'][:12]}… built from {job.manifest}): bump the version "
-                        f"or the iteration")
+                        f"(sha256 {found['sha256'][:12]}… there, built from {job.manifest}): "
+                        f"bump the version or the iteration")
     say(f"bake: {built['nevra']} is already in the repo with the same content; not publishing")
-    return {**built, "action": "reused"}
+    return {**built, **{k: same[k] for k in ("sha256", "path", "digest")}, "action": "reused"}
 
 
-def _published_metadata(aws: Aws, found: dict) -> dict:
-    """What publish recorded on the package object: source-sha256 (the repo serves a signed
-    copy of that file), and the commit and manifest digest from the RPM's header."""
+def _published_package(job: Bake, found: dict) -> dict:
+    """The repo's package, downloaded and checked against the sha256 in the signed metadata:
+    its commit and manifest digest (from its header) and its header and payload digest."""
+    import tempfile
+    from pathlib import Path
+
     from packager import repo
 
-    head = repo.Repo.of(aws).head(found["path"])
-    return (head or {}).get("Metadata", {})
+    with tempfile.TemporaryDirectory(prefix="kiln-reuse-") as tmp:
+        local = Path(tmp) / "package.rpm"
+        repo.Repo.of(job.aws).download(found["path"], local)
+        actual = repo.sha256_file(local)
+        if actual != found["sha256"]:
+            raise KilnError(f"{found['path']}: sha256 {actual[:12]}… is not the "
+                            f"{found['sha256'][:12]}… the signed repository metadata lists: "
+                            f"the object was replaced; refusing it")
+        provenance = repo.rpm_info(local).provenance
+        return {"commit": provenance.get("commit"),
+                "manifest-digest": provenance.get("manifest-digest"),
+                "digest": signing_digest(local)}
+
+
+def signing_digest(path) -> str:
+    from pathlib import Path
+
+    from packager import signing
+
+    return signing.package_digest(Path(path))
 
 
 # -- settings → AWS parameters ---------------------------------------------------------------
@@ -404,7 +431,24 @@ def _running(job: Bake, instance_id: str, private_key: str) -> provision.SshTarg
                         f"{job.bake.ssh_interface}; does subnet {found.get('SubnetId')} route "
                         f"to the internet?)")
     return provision.SshTarget(instance_id, found[key], job.bake.ssh_port, job.bake.ssh_user,
-                               private_key)
+                               private_key, _host_fingerprints(job, instance_id))
+
+
+def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
+    """The SSH host key fingerprints the instance prints to its console at first boot (cloud-init),
+    waited for up to kiln.bake.ssh_timeout: the only host keys the bake's SSH accepts."""
+    ec2, deadline = job.aws.client("ec2"), time.monotonic() + job.bake.ssh_timeout
+    while True:
+        output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
+        found = provision.console_fingerprints(output)
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise KilnError(f"instance {instance_id} printed no SSH host key fingerprints to its "
+                            f"console within {job.bake.ssh_timeout} s (kiln.bake.ssh_timeout); "
+                            f"refusing to trust its host key unseen")
+        signals.check()
+        time.sleep(5)
 
 
 def _provision_plan(job: Bake) -> provision.ProvisionPlan:
@@ -415,7 +459,8 @@ def _provision_plan(job: Bake) -> provision.ProvisionPlan:
         job.settings, app=job.app, version=job.version, release=str(package["release"]),
         package=package["name"], service=package.get("service"),
         repo_baseurl=repo.baseurl(job.aws), gpgkey_url=repo.gpgkey_url(job.aws),
-        rpm_version=package.get("rpm_version"))
+        rpm_version=package.get("rpm_version"),
+        gpgkey_fingerprint=repo.Repo.of(job.aws).pinned, package_digest=package.get("digest"))
 
 
 def _stop(aws: Aws, instance_id: str) -> None:

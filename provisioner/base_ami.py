@@ -1,9 +1,11 @@
-"""The image a bake starts from: a pinned id, or the most recent image matching filters + owners.
+"""The image a bake starts from: a pinned id, a public SSM parameter, or a filter search.
 
-`kiln.bake.base_ami` takes either `id` (pinned; the image must exist and be available) or
-`filters` (EC2 DescribeImages filters, name → value or list of values) with `owners` (account ids
-or aliases such as `amazon`). A search must end in exactly one most recent image: none, or two
-images created at the same second, is an error naming the filters and owners.
+`kiln.bake.base_ami` takes, first found wins: `id` (pinned; the image must exist and be
+available); `filters` (EC2 DescribeImages filters, name → value or list of values) with `owners`
+(account ids or aliases such as `amazon`), where the search must end in exactly one most recent
+image (none, or two created at the same second, is an error naming the filters and owners); or
+`parameter`, the SSM parameter Amazon keeps pointing at the newest image of a line (the default:
+Amazon Linux 2023's, kernel-default; a name filter would also match other kernel lines).
 """
 
 from __future__ import annotations
@@ -18,12 +20,24 @@ def resolve(aws: Aws, spec) -> dict:
     """The base image as DescribeImages returns it (ImageId, Name, CreationDate, …)."""
     if spec.get("id"):
         return _pinned(aws, spec["id"])
-    if not spec.get("filters"):
-        raise KilnError("kiln.bake.base_ami: set either id or filters (with owners)")
-    return _most_recent(aws, spec["filters"], spec.get("owners") or [])
+    if spec.get("filters"):
+        return _most_recent(aws, spec["filters"], spec.get("owners") or [])
+    if spec.get("parameter"):
+        return _pinned(aws, _parameter(aws, spec["parameter"]), "parameter")
+    raise KilnError("kiln.bake.base_ami: set id, filters (with owners) or parameter")
 
 
-def _pinned(aws: Aws, image_id: str) -> dict:
+def _parameter(aws: Aws, name: str) -> str:
+    try:
+        return aws.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ParameterNotFound":
+            raise KilnError(f"kiln.bake.base_ami.parameter: SSM parameter {name} not found in "
+                            f"region {aws.region}") from None
+        raise
+
+
+def _pinned(aws: Aws, image_id: str, field: str = "id") -> dict:
     try:
         images = aws.client("ec2").describe_images(ImageIds=[image_id])["Images"]
     except ClientError as error:
@@ -32,12 +46,12 @@ def _pinned(aws: Aws, image_id: str) -> dict:
         else:
             raise
     if not images:
-        raise KilnError(f"kiln.bake.base_ami.id: image {image_id} not found in region "
-                        f"{aws.region} of account {aws.account_id}")
+        raise KilnError(f"kiln.bake.base_ami.{field}: image {image_id} not found in "
+                        f"region {aws.region} of account {aws.account_id}")
     image = images[0]
     if image.get("State", "available") != "available":
-        raise KilnError(f"kiln.bake.base_ami.id: image {image_id} is {image['State']}, "
-                        f"not available")
+        raise KilnError(f"kiln.bake.base_ami.{field}: image {image_id} is "
+                        f"{image['State']}, not available")
     return image
 
 
@@ -71,3 +85,4 @@ def ec2_filters(filters: dict) -> list[dict]:
 
 def _show(filters: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(filters.items()))
+

@@ -41,7 +41,7 @@ def to_rpm_version(version: str) -> str:
 
 def node_json(app: str, version: str, release: str, package: str, service: str | None,
               repo_baseurl: str, gpgkey_url: str, smoke_commands: list[str],
-              rpm_version: str | None = None) -> dict:
+              rpm_version: str | None = None, gpgkey_fingerprint: str | None = None) -> dict:
     """The attributes of the one chef-solo run; `package` is the RPM's name.
 
     `rpm_version` defaults to the RPM spelling of `version`.
@@ -65,6 +65,8 @@ def node_json(app: str, version: str, release: str, package: str, service: str |
                 "name": f"Kiln {app}",
                 "baseurl": repo_baseurl,
                 "gpgkey": gpgkey_url,
+                # The served key is trusted only with this fingerprint (the bucket is not).
+                "gpgkey_fingerprint": gpgkey_fingerprint,
                 "gpgcheck": True,
                 "repo_gpgcheck": True,
             },

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import semver
 from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
@@ -92,11 +93,24 @@ def _remove(ec2, image: dict) -> None:
     """Deregister, then delete each snapshot: the snapshots are in use until the image is gone."""
     ec2.deregister_image(ImageId=image["ImageId"])
     for snapshot in snapshot_ids(image):
-        try:
-            ec2.delete_snapshot(SnapshotId=snapshot)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "InvalidSnapshot.NotFound":
-                raise
+        delete_snapshot(ec2, snapshot)
+
+
+def _still_in_use(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and \
+        error.response["Error"]["Code"] == "InvalidSnapshot.InUse"
+
+
+@retry(retry=retry_if_exception(_still_in_use), stop=stop_after_delay(120),
+       wait=wait_exponential(0.5, max=10), reraise=True)
+def delete_snapshot(ec2, snapshot_id: str) -> None:
+    """Delete a snapshot of a just-deregistered image: EC2 may still see it in use for a moment
+    (InvalidSnapshot.InUse), so that is retried; one already gone is fine."""
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "InvalidSnapshot.NotFound":
+            raise
 
 
 def image_users(aws: Aws, region: str) -> dict[str, list[str]]:

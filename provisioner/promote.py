@@ -4,8 +4,8 @@ Launching straight from the build account's image would tie production to the bu
 key and image lifetime. Instead, in the target account (reached by AssumeRole with ExternalId):
 the shared image is confirmed visible, copied (CopyImage) with the target's own KMS key, waited
 for, tagged again (tags do not cross accounts) plus `kiln:promoted-from`, and recorded in the
-release record and in the SSM parameter /kiln/<app>/<env>/ami. Promoting again finds the copy by
-its tags and only refreshes the records.
+release record and in the SSM parameter /<stacks.prefix>/<app>/<env>/ami. Promoting again finds
+the copy by its tags and only refreshes the records.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
-from provisioner import record, share
+from provisioner import record, share, waits
 
 PROMOTED_FROM = "kiln:promoted-from"
 SOURCE_ACCOUNT = "kiln:source-account"
@@ -32,8 +32,9 @@ class NotVisible(Exception):
     """The target account does not see the shared image (yet)."""
 
 
-def parameter_name(app: str, env: str) -> str:
-    return f"/kiln/{app}/{env}/ami"
+def parameter_name(settings, app: str, env: str) -> str:
+    """Under kiln.stacks.prefix, which the deployer's policy grants (parameter/<prefix>/*)."""
+    return f"/{settings.stacks.prefix}/{app}/{env}/ami"
 
 
 def regions(settings) -> list[str]:
@@ -108,9 +109,7 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
     share.share_image(build, source_id, region, [target.account_name])
     _visible(target, source_id, region)
     ec2 = target.client("ec2", region)
-    existing = ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
-        {PROMOTED_FROM: source_id}) + [{"Name": "state", "Values": ["pending", "available"]}]
-    )["Images"]
+    existing = share.copies_of(ec2, {PROMOTED_FROM: source_id}, ["pending", "available"])
     tags = {**{k: v for k, v in kiln_tags.from_list(source.get("Tags")).items()
                if k not in NOT_CARRIED and not k.startswith("aws:")},
             PROMOTED_FROM: source_id, SOURCE_ACCOUNT: build.account_id}
@@ -121,12 +120,13 @@ def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, a
         image_id = ec2.copy_image(
             SourceImageId=source_id, SourceRegion=region, Name=source["Name"],
             Description=f"{app} {version} promoted from {build.account_id}/{source_id}",
-            Encrypted=True, KmsKeyId=key, ClientToken=f"kiln-promote-{source_id}",
+            Encrypted=True, KmsKeyId=key, ClientToken=share.client_token(
+                ec2, f"kiln-promote-{source_id}", {PROMOTED_FROM: source_id}),
             TagSpecifications=[kiln_tags.spec("image", tags), kiln_tags.spec("snapshot", tags)],
         )["ImageId"]
         say(f"promote: copying {source_id} into account {target.account_name} as {image_id} "
             f"(re-encrypted with {key.split('/')[-1]})")
-    ec2.get_waiter("image_available").wait(ImageIds=[image_id])
+    waits.image_available(target, image_id, region=region, who="promote")
     if existing:  # tags may have been removed by hand; put them back
         ec2.create_tags(Resources=[image_id], Tags=kiln_tags.to_list(tags))
     name = _parameter(target, region, app, version, image_id)
@@ -154,7 +154,7 @@ def _visible(target: Aws, image_id: str, region: str) -> None:
 
 
 def _parameter(target: Aws, region: str, app: str, version: str, image_id: str) -> str:
-    name = parameter_name(app, target.account_name)
+    name = parameter_name(target.settings, app, target.account_name)
     ssm = target.client("ssm", region)
     ssm.put_parameter(Name=name, Value=image_id, Type="String", Overwrite=True,
                       DataType="aws:ec2:image", Description=f"{app} {version}")

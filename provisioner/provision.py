@@ -21,7 +21,9 @@ CreateKeyPair returns or a paramiko key: it stays in memory, no key file is ever
 
 from __future__ import annotations
 
+import base64
 import collections
+import hashlib
 import io
 import json
 import re
@@ -70,6 +72,9 @@ class SshTarget:
     port: int
     user: str
     private_key: str | paramiko.PKey = field(repr=False)
+    # SHA256 fingerprints of the host keys the instance printed to its console: the only host
+    # keys SSH accepts (an empty tuple accepts none).
+    host_fingerprints: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -97,6 +102,10 @@ class ProvisionPlan:
     chef_dir: Path = CHEF_DIR
     smoke_retries: int = 10         # the cookbook's retries of a failing smoke command
     smoke_retry_delay: int = 3
+    # What the repository must be signed by (the cookbook checks the served key against it), and
+    # "<header sha256> <payload digest>" of the package Kiln published (signing leaves both).
+    gpgkey_fingerprint: str | None = None
+    package_digest: str | None = None
 
     @classmethod
     def for_release(cls, settings: Settings, **values) -> ProvisionPlan:
@@ -118,7 +127,8 @@ class ProvisionPlan:
     def node(self) -> dict:
         node = chef.node_json(self.app, self.version, self.release, self.package, self.service,
                               self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
-                              rpm_version=self.rpm_version)
+                              rpm_version=self.rpm_version,
+                              gpgkey_fingerprint=self.gpgkey_fingerprint)
         node["kiln_app"]["smoke"].update(retries=self.smoke_retries,
                                          retry_delay=self.smoke_retry_delay)
         return node
@@ -134,14 +144,50 @@ def load_private_key(text: str, name: str = "key pair") -> paramiko.PKey:
     raise KilnError(f"private key of {name}: not an RSA, ed25519 or ECDSA private key")
 
 
+class ConsoleHostKeys(paramiko.MissingHostKeyPolicy):
+    """Accept the server's host key only when its fingerprint is one the instance printed."""
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        found = fingerprint(key)
+        if found not in self.target.host_fingerprints:  # a KilnError: not retried as not ready
+            raise KilnError(
+                f"host key {found} of {self.target.where} is not one the instance printed to "
+                f"its console ({', '.join(self.target.host_fingerprints) or 'none found'})")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256:<base64> fingerprint of a public key."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+def console_fingerprints(text: str) -> tuple[str, ...]:
+    """The SHA256 fingerprints between cloud-init's BEGIN/END SSH HOST KEY FINGERPRINTS lines."""
+    found, inside = [], False
+    for line in text.splitlines():
+        if "-----BEGIN SSH HOST KEY FINGERPRINTS-----" in line:
+            inside = True
+        elif "-----END SSH HOST KEY FINGERPRINTS-----" in line:
+            inside = False
+        elif inside:
+            found += re.findall(r"SHA256:[A-Za-z0-9+/]{43}", line)
+    return tuple(found)
+
+
 def connection(target: SshTarget, connect_timeout: float = 15) -> Connection:
-    """A Fabric connection that uses only the given key: no agent, no ~/.ssh keys or config."""
+    """A Fabric connection that uses only the given key: no agent, no ~/.ssh keys or config,
+    and only the host keys the instance printed to its console (never trust on first use)."""
     timeout = max(1, int(connect_timeout))
-    return Connection(
+    conn = Connection(
         target.host, user=target.user, port=target.port, connect_timeout=timeout,
         config=Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}}),
         connect_kwargs={"pkey": target.pkey(), "look_for_keys": False, "allow_agent": False,
                         "banner_timeout": timeout, "auth_timeout": timeout})
+    conn.client.set_missing_host_key_policy(ConsoleHostKeys(target))
+    return conn
 
 
 def wait_for_ssh(target: SshTarget, timeout: float) -> float:
@@ -177,6 +223,8 @@ def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dic
             session.run_chef(staging)
         with _timed(timings, "verify"):
             session.verify(plan)
+        with _timed(timings, "cleanup"):  # node.json and solo.rb stay out of the image
+            session.run("cleanup", f"{session.sudo}rm -rf -- {shlex.quote(staging)}", hide=True)
     return {"instance_id": target.instance_id, "staging_dir": staging,
             "chef_version": chef_version, "chef_installed": installed,
             "cookbook_digest": chef.cookbook_digest(plan.chef_dir), "timings": timings}
@@ -261,6 +309,8 @@ class _Session:
         if installed != [plan.expected]:
             raise KilnError(f"verify: {self.target.where} has {plan.package} "
                             f"{', '.join(installed)} installed, expected {plan.expected}")
+        if plan.package_digest:
+            self.verify_digest(plan)
         for command in plan.smoke_commands:
             check = self.run("smoke check", command, hide=True, warn=True)
             if not check.ok:
@@ -269,6 +319,17 @@ class _Session:
                                 f"{check.exited}: {command} ({output})")
         say(f"bake: verified {plan.package}-{plan.expected} and {len(plan.smoke_commands)} "
             f"smoke check(s) on {self.target.where}")
+
+    def verify_digest(self, plan: ProvisionPlan) -> None:
+        """The installed package has the header and payload of the one Kiln published (the
+        same name-version-release from anyone else's repository would not)."""
+        query = (f"rpm -q --qf '%{{SHA256HEADER}} %{{PAYLOADDIGEST}}\\n' "
+                 f"{shlex.quote(plan.package)}")
+        found = " ".join(self.run("verify", query, hide=True).stdout.split())
+        if found != plan.package_digest:
+            raise KilnError(f"verify: {plan.package}-{plan.expected} on {self.target.where} is "
+                            f"not the package Kiln published (header and payload sha256 "
+                            f"{found[:16]}…, expected {plan.package_digest[:16]}…)")
 
     # -- running commands ----------------------------------------------------------------------
     def run(self, step: str, command: str, **kwargs):

@@ -18,6 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from provisioner import signals, waits
+from provisioner.images import delete_snapshot
 from provisioner.signals import check, shielded
 
 # Codes that mean "already gone": releasing twice is not an error.
@@ -119,9 +120,15 @@ def instance(aws: Aws, params: dict):
     """One instance from RunInstances `params`; terminated on exit."""
     ec2 = aws.client("ec2")
     instance_id = None
-    try:
+
+    def launch() -> str:
         with shielded():
-            instance_id = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+            return ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+
+    try:
+        # A new instance profile (the build stack just made) is unknown to EC2 for a few seconds.
+        instance_id = retry(retry=retry_if_exception(_profile_not_ready), reraise=True,
+                            stop=stop_after_delay(120), wait=wait_exponential(1, max=10))(launch)()
         check()
         say(f"bake: launched instance {instance_id} ({params['InstanceType']}, "
             f"{params['ImageId']})")
@@ -181,7 +188,7 @@ def deregister(aws: Aws, image_id: str) -> None:
                  if m.get("Ebs", {}).get("SnapshotId")]
     ec2.deregister_image(ImageId=image_id)
     for snapshot in snapshots:
-        _release(f"snapshot {snapshot}", ec2.delete_snapshot, SnapshotId=snapshot)
+        _release(f"snapshot {snapshot}", delete_snapshot, ec2, snapshot)
     say(f"bake: deregistered image {image_id} and {len(snapshots)} snapshot(s)")
 
 
@@ -198,6 +205,11 @@ def _release(what: str, action, *args, **kwargs) -> None:
             say(f"bake: could not release {what}: {error}; the janitor will remove it by tag")
         except (BotoCoreError, waits.WaitError) as error:
             say(f"bake: could not release {what}: {error}; the janitor will remove it by tag")
+
+
+def _profile_not_ready(error: BaseException) -> bool:
+    return isinstance(error, ClientError) and _code(error) == "InvalidParameterValue" and \
+        "iamInstanceProfile" in error.response.get("Error", {}).get("Message", "")
 
 
 def _dependency_violation(error: BaseException) -> bool:

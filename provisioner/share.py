@@ -18,6 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from provisioner import waits
 
 COPIED_FROM = "kiln:copied-from"
 # What the other account needs on the key to launch or copy the image (AWS's list for sharing
@@ -89,9 +90,7 @@ def _copy_one(aws: Aws, source: dict, source_region: str, region: str, key: str,
               tags: dict[str, str], share) -> str:
     ec2 = aws.client("ec2", region)
     image_id = source["ImageId"]
-    existing = ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
-        {COPIED_FROM: image_id}) + [{"Name": "state", "Values": ["pending", "available"]}]
-    )["Images"]
+    existing = copies_of(ec2, {COPIED_FROM: image_id}, ["pending", "available"])
     if existing:
         copy_id = existing[0]["ImageId"]
     else:
@@ -99,15 +98,29 @@ def _copy_one(aws: Aws, source: dict, source_region: str, region: str, key: str,
         copy_id = ec2.copy_image(
             SourceImageId=image_id, SourceRegion=source_region, Name=source["Name"],
             Description=source.get("Description") or f"{source['Name']} from {source_region}",
-            Encrypted=True, KmsKeyId=key, ClientToken=f"kiln-{image_id}-{region}",
+            Encrypted=True, KmsKeyId=key,
+            ClientToken=client_token(ec2, f"kiln-{image_id}-{region}", {COPIED_FROM: image_id}),
             TagSpecifications=[kiln_tags.spec("image", copy_tags),
                                kiln_tags.spec("snapshot", copy_tags)])["ImageId"]
-    ec2.get_waiter("image_available").wait(ImageIds=[copy_id])
+    waits.image_available(aws, copy_id, region=region, who="copy")
     deprecate(aws, copy_id, region)
     if share:
         share_image(aws, copy_id, region, list(share))
     say(f"copy: {image_id} → {copy_id} in {region}" + (" (existing)" if existing else ""))
     return copy_id
+
+
+def copies_of(ec2, tags: dict[str, str], states: list[str]) -> list[dict]:
+    """This account's images carrying `tags` (the copies of one source) in `states`."""
+    return ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(tags) + [
+        {"Name": "state", "Values": states}])["Images"]
+
+
+def client_token(ec2, base: str, tags: dict[str, str]) -> str:
+    """CopyImage's idempotency token: the same for a retried request, a new one after a copy
+    failed (the same token would hand back the failed image)."""
+    failed = copies_of(ec2, tags, ["failed"])
+    return f"{base}-{len(failed)}" if failed else base
 
 
 def deprecate(aws: Aws, image_id: str, region: str | None = None) -> str | None:

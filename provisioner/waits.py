@@ -8,6 +8,7 @@ handed back, so the caller needs no extra Describe call to read the final state.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from botocore.exceptions import WaiterError
@@ -17,9 +18,10 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 
 from cloud.aws import Aws
 from cloud.console import say
+from cloud.errors import KilnError
 
 
-class WaitError(Exception):
+class WaitError(KilnError):
     """A waiter gave up or reached a failure state; the message says which resource and why."""
 
 
@@ -33,12 +35,13 @@ OPERATIONS = {
 
 
 def wait(aws: Aws, name: str, label: str, max_attempts: int | None = None,
-         delay: int | None = None, **params) -> dict:
-    """Run waiter `name` of EC2 with `params`; return the last response it saw."""
-    client = aws.client("ec2")
+         delay: int | None = None, region: str | None = None, who: str = "bake",
+         **params) -> dict:
+    """Run waiter `name` of EC2 (in `region`) with `params`; return the last response it saw."""
+    client = aws.client("ec2", region)
     operation, kind = OPERATIONS[name]
     seen: dict = {}
-    display = _Display(label)
+    display = _Display(label, who)
 
     def observe(parsed=None, **_ignored):
         seen["response"] = parsed
@@ -46,6 +49,7 @@ def wait(aws: Aws, name: str, label: str, max_attempts: int | None = None,
 
     event = f"after-call.ec2.{operation}"
     client.meta.events.register(event, observe)
+    delay = delay or aws.settings.aws.waiter_delay
     config = {k: v for k, v in (("MaxAttempts", max_attempts), ("Delay", delay)) if v}
     try:
         with display:
@@ -71,12 +75,14 @@ def _state(kind: str, parsed: dict | None) -> str:
 class _Display:
     """A spinner with the elapsed time on a terminal; one line per change of state otherwise."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, who: str):
         self.label = label
+        self.who = who
         self.last = None
         self.started = time.monotonic()
         self.progress = None
-        if sys.stderr.isatty():
+        # One live display at a time: waits in worker threads (copies) print lines instead.
+        if sys.stderr.isatty() and threading.current_thread() is threading.main_thread():
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                      TimeElapsedColumn(), console=Console(stderr=True),
                                      transient=True)
@@ -92,22 +98,27 @@ class _Display:
             self.progress.stop()
         elapsed = time.monotonic() - self.started
         outcome = "done" if exc[0] is None else "stopped"
-        say(f"bake: waited {elapsed:.1f}s for {self.label} ({outcome}; state {self.last})")
+        say(f"{self.who}: waited {elapsed:.1f}s for {self.label} ({outcome}; state {self.last})")
 
     def update(self, state: str) -> None:
         if self.progress:
             self.progress.update(self.task, description=f"waiting for {self.label}: {state}")
         elif state != self.last:
-            say(f"bake: waiting for {self.label}: {state}")
+            say(f"{self.who}: waiting for {self.label}: {state}")
         self.last = state
 
 
-def image_available(aws: Aws, image_id: str, visible_within: int = 120) -> dict:
-    """Wait for `available`; an image not visible yet right after CreateImage is retried."""
+def image_available(aws: Aws, image_id: str, visible_within: int = 120,
+                    region: str | None = None, max_attempts: int = 240,
+                    who: str = "bake") -> dict:
+    """Wait for `available` (15 s polls, an hour by default: encrypted copies take long); an
+    image not visible yet right after CreateImage or CopyImage is retried."""
     attempt = retry(retry=retry_if_exception(_not_visible_yet), reraise=True,
                     stop=stop_after_delay(visible_within), wait=wait_exponential(0.5, max=10))
-    response = attempt(wait)(aws, "image_available", f"image {image_id} available",
-                             max_attempts=240, ImageIds=[image_id])
+    where = f" in {region}" if region and region != aws.region else ""
+    label = f"image {image_id}{where} ({aws.account_name}) available"
+    response = attempt(wait)(aws, "image_available", label, max_attempts=max_attempts,
+                             region=region, who=who, ImageIds=[image_id])
     return response["Images"][0]
 
 

@@ -27,9 +27,10 @@ class Sandbox:
 
     def __init__(self, state_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
                  region: str = "us-east-1", chef_solo: str | None = None, base_provides=(),
-                 prefix: str = "kiln"):
+                 time_scale: float | None = None, prefix: str = "kiln"):
         self.state_dir = Path(state_dir).resolve()
         self.chef_solo, self.base_provides = chef_solo, tuple(base_provides)
+        self.time_scale = time_scale
         self.prefix = prefix
         self.host = host
         self.wanted_port = port
@@ -41,7 +42,7 @@ class Sandbox:
         sandbox = settings.sandbox
         return cls(sandbox.state_dir, sandbox.host, sandbox.port, settings.aws.region,
                    sandbox.get("chef_solo"), sandbox.get("base_provides") or (),
-                   settings.stacks.prefix)
+                   sandbox.get("time_scale"), settings.stacks.prefix)
 
     @property
     def endpoint(self) -> str | None:
@@ -55,6 +56,8 @@ class Sandbox:
     def up(self) -> str:
         """Start the moto server (and the sandbox sshd) unless running; return the endpoint."""
         with self.moto.lock():
+            if self.time_scale is not None:
+                self.set_time_scale(self.time_scale)
             if not self.running():
                 # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
                 identities.write_credentials(self.state_dir, self.prefix,
@@ -72,6 +75,15 @@ class Sandbox:
                          "--port", str(port), "--state-dir", str(self.state_dir)], port,
                         timeout=60, cwd=_project_root(), env=self._server_env())
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
+
+    def set_time_scale(self, factor: float | None) -> None:
+        """How fast AWS's pending states pass (sandbox/patches/timing.py); None: the default."""
+        path = self.state_dir / "time-scale"
+        if factor is None:
+            path.unlink(missing_ok=True)
+        else:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{float(factor)}\n")
 
     def down(self) -> bool:
         """Stop the server, the sandbox sshd and the signing key's agent; True if moto ran."""
@@ -134,9 +146,10 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
     os.environ.update(env)
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
         instances.overlay(settings, box.state_dir)
-        signing.overlay(settings)
+    signing.overlay(settings, generate=start)  # a read still checks against an existing key
     bootstrap.overlay(settings)
     _overlay_watch(settings)
+    _scale_waiters(settings, box)
     return box
 
 
@@ -150,6 +163,15 @@ def _overlay_watch(settings) -> None:
         return
     if seconds(cap, "kiln.sandbox.watch") < seconds(deploy.watch, "kiln.deploy.watch"):
         deploy["watch"] = cap
+
+
+def _scale_waiters(settings, box: Sandbox) -> None:
+    """Poll as often, relative to the sandbox's scaled durations, as botocore polls AWS."""
+    from sandbox.patches import timing
+
+    aws = settings.get("aws")
+    if aws is not None and aws.get("waiter_delay") is None:
+        aws["waiter_delay"] = max(0.02, 15 * timing.scale_of(box.state_dir))
 
 
 def _project_root() -> Path:

@@ -32,10 +32,19 @@ def ensure_key(state_dir: str | Path) -> tuple[str, str]:
     return str(home), fingerprint
 
 
-def overlay(settings) -> None:
-    """Point the repo signing settings at the sandbox key unless they are set."""
+def overlay(settings, generate: bool = True) -> None:
+    """Point the repo signing settings at the sandbox key unless they are set. Without
+    `generate` (a task that only reads) an existing key is used and none is made: the repository's
+    metadata is still checked against it."""
     repo = settings.repo
     if not repo.sign or repo.gpg_key:
+        return
+    if not generate:
+        home = Path(settings.sandbox.state_dir).resolve() / "gnupg"
+        fingerprint = _fingerprint(home) if home.is_dir() else None
+        if fingerprint:
+            repo["gpg_home"] = repo.gpg_home or str(home)
+            repo["gpg_key"] = fingerprint
         return
     home, fingerprint = ensure_key(settings.sandbox.state_dir)
     repo["gpg_home"] = repo.gpg_home or home

@@ -8,7 +8,7 @@ import boto3
 import yaml
 
 from cloud import tags as kiln_tags
-from tests.conftest import INVOKE, ROOT, deep_merge
+from tests.conftest import INVOKE, ROOT, deep_merge, project_config
 
 # The temporary resources of a bake, by the service call that lists them.
 TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
@@ -107,7 +107,9 @@ def proxied(box, proxy_url: str) -> tuple[dict, dict]:
     home, fingerprint = signing.ensure_key(box.state_dir)
     # The bake's repo URL names the proxy: instances reach it as they reach the sandbox's S3.
     instances.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
-    overrides = {"target": "aws", "repo": {"gpg_key": fingerprint, "gpg_home": home},
+    overrides = {"target": "aws", "aws": {"endpoint_url": proxy_url},
+                 "accounts": project_config()["sandbox"]["accounts"],
+                 "repo": {"gpg_key": fingerprint, "gpg_home": home},
                  "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
                           "ssh_cidrs": ["127.0.0.1/32"],
                           "chef_install_command": instances.CHEF_MISSING}}

@@ -4,6 +4,9 @@ and the AMI keys they are encrypted with, from the real bootstrap stacks.
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from cloud import bootstrap as kiln_bootstrap
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
@@ -38,7 +41,16 @@ def make_image(ec2, key_arn: str | None, app: str = "hello-web", version: str = 
                              TagSpecifications=[kiln_tags.spec("image", tags),
                                                 kiln_tags.spec("snapshot", tags)])["ImageId"]
     ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    available(ec2, image)
     return image
+
+
+def available(ec2, image_id: str) -> None:
+    """Wait as a bake does: a new image is not visible at once, then pending for a while."""
+    retry(retry=retry_if_exception_type(ClientError), stop=stop_after_delay(30),
+          wait=wait_fixed(0.05), reraise=True)(ec2.describe_images)(ImageIds=[image_id])
+    ec2.get_waiter("image_available").wait(ImageIds=[image_id],
+                                           WaiterConfig={"Delay": 0.05, "MaxAttempts": 600})
 
 
 # The stacks holding the AMI keys: kiln-build, kiln-prod, and kiln-keys in every copy region.

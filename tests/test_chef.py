@@ -31,11 +31,15 @@ def ruby(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+
 def sample_node(**overrides) -> dict:
     values = {"app": "hello-web", "version": "2.0.0-rc.1", "release": "3",
               "package": "hello-web", "service": "hello-web",
               "repo_baseurl": "https://repo.example.com/el9/x86_64",
               "gpgkey_url": "https://repo.example.com/el9/x86_64/RPM-GPG-KEY-kiln",
+              "gpgkey_fingerprint": FINGERPRINT,
               "smoke_commands": ["curl -fsS http://127.0.0.1:8080/health"]}
     values.update(overrides)
     return chef.node_json(**values)
@@ -165,7 +169,7 @@ def test_node_json_has_the_agreed_shape():
             "repo": {"id": "kiln", "name": "Kiln hello-web",
                      "baseurl": "https://repo.example.com/el9/x86_64",
                      "gpgkey": "https://repo.example.com/el9/x86_64/RPM-GPG-KEY-kiln",
-                     "gpgcheck": True, "repo_gpgcheck": True},
+                     "gpgkey_fingerprint": FINGERPRINT, "gpgcheck": True, "repo_gpgcheck": True},
             "smoke": {"commands": ["curl -fsS http://127.0.0.1:8080/health"]},
         },
     }
@@ -288,3 +292,43 @@ def test_cookbook_archive_is_reproducible_and_carries_node_json_and_solo_rb():
     assert "cookbooks/kiln_app/metadata.rb" in names
     assert "node.json" in names
     assert names == sorted(names[:-2]) + ["node.json", "solo.rb"]
+
+
+def test_key_fingerprints_are_read_from_the_served_key(tmp_path):
+    """The cookbook trusts the bucket's key file only as exactly the pinned key: the helper it
+    uses, run by Ruby on a real key file, lists each primary key's fingerprint."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--homedir", str(home)]
+    for name in ("One <one@example.invalid>", "Two <two@example.invalid>"):
+        subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", name, "ed25519", "sign",
+                        "never"], check=True, capture_output=True)
+    listing = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True,
+                             capture_output=True, text=True).stdout
+    expected = [line.split(":")[9] for previous, line in
+                zip(listing.splitlines(), listing.splitlines()[1:], strict=False)
+                if previous.startswith("pub:") and line.startswith("fpr:")]
+    key = tmp_path / "RPM-GPG-KEY-kiln"
+    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True,
+                                   capture_output=True).stdout)
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(home)},
+                   check=False, capture_output=True)
+    script = """
+      require 'json'
+      require 'open3'
+      module Chef; module DSL; class Recipe; end; end; end
+      load ARGV[0]
+      class Probe
+        include KilnApp::Helpers
+        Result = Struct.new(:stdout)
+        def shell_out!(*args)
+          out, status = Open3.capture2(*args)
+          raise 'gpg failed' unless status.success?
+          Result.new(out)
+        end
+      end
+      puts Probe.new.kiln_key_fingerprints(ARGV[1]).to_json
+    """
+    result = ruby("-e", script, str(COOKBOOK / "libraries" / "helpers.rb"), str(key))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected and len(expected) == 2

@@ -18,7 +18,13 @@ from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo
 from provisioner import provision as provisioning
-from provisioner.provision import ProvisionPlan, SshTarget, provision, wait_for_ssh
+from provisioner.provision import (
+    ProvisionPlan,
+    SshTarget,
+    console_fingerprints,
+    provision,
+    wait_for_ssh,
+)
 from tests.bake_helpers import bootstrapped_sandbox, write_probe_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cookbook")]
@@ -50,8 +56,9 @@ def instance(config, aws):
     instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
                                     KeyName=name)["Instances"][0]["InstanceId"]
     try:
+        console = ec2.get_console_output(InstanceId=instance_id)["Output"]
         target = SshTarget(instance_id, "127.0.0.1", config.bake.ssh_port, config.bake.ssh_user,
-                           key["KeyMaterial"])
+                           key["KeyMaterial"], console_fingerprints(console))
         wait_for_ssh(target, timeout=30)
         yield target
     finally:
@@ -62,7 +69,8 @@ def instance(config, aws):
 def plan_for(config, aws, app="hello-web", service="hello-web") -> ProvisionPlan:
     return ProvisionPlan.for_release(
         config, app=app, version="1.0.0", release="1", package=app, service=service,
-        repo_baseurl=repo.baseurl(aws), gpgkey_url=repo.gpgkey_url(aws))
+        repo_baseurl=repo.baseurl(aws), gpgkey_url=repo.gpgkey_url(aws),
+        gpgkey_fingerprint=repo.Repo.of(aws).pinned)
 
 
 def chef_run(target, config, staging: str, recipe: str | None = None) -> str:

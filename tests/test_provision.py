@@ -11,7 +11,6 @@ no repository has.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -25,11 +24,13 @@ from fabric import Connection
 
 from cloud.errors import KilnError
 from cloud.target import connect
+from packager.signing import package_digest
 from provisioner import chef
 from provisioner.provision import (
     LinePrefixer,
     ProvisionPlan,
     SshTarget,
+    console_fingerprints,
     load_private_key,
     provision,
     wait_for_ssh,
@@ -97,8 +98,9 @@ def bake_instance(settings, aws, key_type: str = "ed25519"):
     try:
         described = ec2.describe_instances(InstanceIds=[instance_id])
         address = described["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+        console = ec2.get_console_output(InstanceId=instance_id)["Output"]
         target = SshTarget(instance_id, address, settings.bake.ssh_port, settings.bake.ssh_user,
-                           key["KeyMaterial"])
+                           key["KeyMaterial"], console_fingerprints(console))
         yield target, instance_id
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])
@@ -129,7 +131,8 @@ def test_provision_runs_real_chef_streams_its_output_and_verifies(bake_settings,
     wait = ("echo waiting for go-ahead; while [ ! -e /tmp/go-ahead ]; do sleep 0.1; done; "
             "echo go-ahead seen")
     plan = probe_plan(probe_chef,
-                      smoke_commands=(wait, "test -f /home/ec2-user/kiln-bake/node.json"))
+                      smoke_commands=(wait, "test -f /home/ec2-user/kiln-bake/node.json"),
+                      package_digest=package_digest(probe_rpm(probe_chef)))
     with bake_instance(settings, aws, key_type="rsa") as (target, _):
         wait_for_ssh(target, timeout=20)
         seen = []
@@ -145,18 +148,15 @@ def test_provision_runs_real_chef_streams_its_output_and_verifies(bake_settings,
         result = provision(target, plan, settings)
         monkeypatch.undo()
         staging = "/home/ec2-user/kiln-bake"
-        assert json.loads(on_instance(target, f"cat {staging}/node.json")) == plan.node()
-        assert on_instance(target, f"cat {staging}/solo.rb") == chef.solo_rb(staging)
-        listed = set(on_instance(target, f"ls {staging}").split())
-        assert {"cache", "cookbooks", "node.json", "solo.rb"} <= listed
-        assert "kiln-chef.tar.gz" not in listed
+        # The cookbooks, node.json and solo.rb (checked by the smoke command) stay out of the image.
+        assert on_instance(target, f"test -e {staging} || echo gone").strip() == "gone"
         assert on_instance(target, "rpm -q kiln-probe").strip() == "kiln-probe-1.4.2-1.noarch"
     assert result["instance_id"] == target.instance_id
     assert result["staging_dir"] == staging
     assert result["chef_version"] == "18.5.0"
     assert result["chef_installed"] is False
     assert result["cookbook_digest"] == chef.cookbook_digest(plan.chef_dir)
-    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify"}
+    assert set(result["timings"]) == {"upload", "chef_check", "chef_run", "verify", "cleanup"}
     err = "".join(seen)
     assert "chef| Chef Infra Client, version 18.5.0" in err
     assert "rpm_package[kiln-probe] action install" in err
@@ -242,6 +242,22 @@ def test_verification_catches_a_wrong_version(bake_settings, probe_chef):
                                   f"expected 1.4.2-2")
 
 
+def probe_rpm(chef_dir: Path) -> Path:
+    return chef_dir / "cookbooks/kiln_app/files/default/kiln-probe.rpm"
+
+
+def test_verification_catches_a_package_kiln_did_not_publish(bake_settings, probe_chef):
+    """Same name, version and release, other content: the header and payload digests differ."""
+    settings, aws = bake_settings()
+    published = package_digest(probe_rpm(probe_chef))
+    other = "0" * 64 + " " + "1" * 64
+    with bake_instance(settings, aws) as (target, _), pytest.raises(KilnError) as failure:
+        provision(target, probe_plan(probe_chef, package_digest=other), settings)
+    assert str(failure.value) == (
+        f"verify: kiln-probe-1.4.2-1 on {target.where} is not the package Kiln published "
+        f"(header and payload sha256 {published[:16]}…, expected {other[:16]}…)")
+
+
 def test_verification_reruns_the_smoke_checks(bake_settings, probe_chef):
     settings, aws = bake_settings()
     once = "test -e /tmp/checked && echo no answer on /health >&2 && exit 1; touch /tmp/checked"
@@ -291,10 +307,36 @@ def test_wait_for_ssh_is_bounded_when_the_key_is_not_authorized(bake_settings):
     with bake_instance(settings, aws) as (target, home):
         # A key that sshd knows nothing of, as before cloud-init installs the key pair's.
         wrong = SshTarget(target.instance_id, target.host, target.port, target.user,
-                          _fresh_key())
+                          _fresh_key(), target.host_fingerprints)
         with pytest.raises(KilnError, match=r"not ready after 1 s \(last error: "
                                             r"AuthenticationException"):
             wait_for_ssh(wrong, timeout=1)
+
+
+@pytest.mark.parametrize("printed", [(), ("SHA256:" + "A" * 43,)])
+def test_ssh_accepts_only_a_host_key_the_instance_printed(bake_settings, printed):
+    """No trust on first use: a host key that is not among the console's fingerprints (or no
+    fingerprints at all) fails at once, naming the key, without running anything."""
+    settings, aws = bake_settings()
+    with bake_instance(settings, aws) as (target, home):
+        assert len(target.host_fingerprints) == 1
+        other = SshTarget(target.instance_id, target.host, target.port, target.user,
+                          target.private_key, printed)
+        started = time.monotonic()
+        with pytest.raises(KilnError, match=rf"host key SHA256:\S+ of {target.instance_id} .*is "
+                                            r"not one the instance printed to its console"):
+            wait_for_ssh(other, timeout=30)
+        assert time.monotonic() - started < 15
+        wait_for_ssh(target, timeout=20)
+
+
+def test_console_fingerprints_reads_cloud_inits_block():
+    key = "SHA256:" + "b" * 43
+    text = ("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+            f"ec2: 256 {key} root@ip-10-0-0-1 (ED25519)\n"
+            "ec2: -----END SSH HOST KEY FINGERPRINTS-----\n"
+            f"unrelated 256 SHA256:{'c' * 43}\n")
+    assert console_fingerprints(text) == (key,)
 
 
 def test_a_bad_private_key_is_a_clear_error():

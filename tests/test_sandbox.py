@@ -2,8 +2,10 @@ import subprocess
 from datetime import UTC, datetime
 
 import boto3
+import pytest
 
 from cloud import bootstrap
+from cloud.errors import KilnError
 from cloud.target import connect
 from sandbox.control import Sandbox
 
@@ -71,3 +73,11 @@ def test_assumed_role_credentials_are_renewed_before_they_expire(kiln_settings):
     assert credentials.get_frozen_credentials().access_key != first
     assert prod.client("sts").get_caller_identity()["Arn"].startswith(
         "arn:aws:sts::222222222222:assumed-role/kiln-deployer/")
+
+
+def test_real_target_refuses_a_stray_endpoint(kiln_settings, monkeypatch):
+    """AWS_ENDPOINT_URL left over (e.g. from `invoke sandbox.env`) must not redirect a real run."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    accounts = {"build": {"id": "310987654321"}}
+    with pytest.raises(KilnError, match="AWS_ENDPOINT_URL is set .*kiln.aws.endpoint_url"):
+        connect(kiln_settings(target="aws", accounts=accounts))

@@ -8,6 +8,12 @@ from tests.deploy_helpers import register_image
 
 @pytest.fixture
 def lb(clean_sandbox):
+    clean_sandbox.set_time_scale(0)  # health checks pass at once (test_sandbox_timing: `initial`)
+    yield _balancer()
+    clean_sandbox.set_time_scale(None)
+
+
+def _balancer():
     ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{n}.0/24",

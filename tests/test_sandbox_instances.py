@@ -230,8 +230,13 @@ def test_base_images_match_the_default_filters_in_every_region_after_reset(clean
             {"Name": "architecture", "Values": ["x86_64"]}])["Images"]
         images.sort(key=lambda i: i["CreationDate"], reverse=True)
         assert [i["Name"] for i in images] == [
+            "al2023-ami-2023.6.20241121.0-kernel-6.12-x86_64",
             "al2023-ami-2023.6.20241121.0-kernel-6.1-x86_64",
             "al2023-ami-2023.6.20241111.0-kernel-6.1-x86_64"]
+        # Amazon's parameter names the newest image of the default kernel line.
+        latest = boto3.client("ssm", region_name=region).get_parameter(
+            Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+        assert latest["Parameter"]["Value"] == images[1]["ImageId"]
         newest = images[0]
         assert newest["OwnerId"] == AMAZON and newest["ImageOwnerAlias"] == "amazon"
         assert newest["RootDeviceType"] == "ebs" and newest["RootDeviceName"] == "/dev/xvda"

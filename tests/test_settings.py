@@ -41,3 +41,65 @@ def test_account_fields_are_checked_per_account():
         check(accounts={"prod": {"id": "1", "rolee": "x"}})
     with pytest.raises(ConfigError, match=r"kiln\.accounts\.staging\.id: missing"):
         check(accounts={"staging": {"role": "x"}})
+
+
+REAL = {"build": {"id": "310987654321"},
+        "prod": {"id": "410987654321", "role": "kiln-deployer", "external_id": "d41f0c2e-real"}}
+
+
+def test_sandbox_accounts_apply_only_to_the_sandbox():
+    real = check(target="aws", accounts={"build": {"id": "310987654321"}})
+    assert dict(real.accounts) == {"build": {"id": "310987654321", "role": None,
+                                             "external_id": None, "admin_role": None,
+                                             "profile": None}}
+    assert check().accounts.build.id == "123456789012"
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("id", "222222222222", "kiln.accounts.prod.id: 222222222222"),
+    ("external_id", "kiln-sandbox-external-id", "kiln.accounts.prod.external_id"),
+])
+def test_real_target_refuses_sandbox_placeholders(field, value, named):
+    accounts = deep_merge(REAL, {"prod": {field: value}})
+    with pytest.raises(ConfigError, match=f"{named}.*sandbox"):
+        check(target="aws", accounts=accounts)
+    assert check(target="aws", accounts=REAL).accounts.prod.id == "410987654321"
+
+
+def test_real_target_refuses_a_placeholder_that_is_no_account_id():
+    with pytest.raises(ConfigError, match=r"kiln\.accounts\.build\.id: '<build account id>' is "
+                                          r"not a 12-digit AWS account id"):
+        check(target="aws", accounts={"build": {"id": "<build account id>"}})
+
+
+def test_a_custom_endpoint_on_purpose_may_use_the_sandbox_accounts():
+    accounts = project_config()["sandbox"]["accounts"]
+    settings = check(target="aws", accounts=accounts,
+                     aws={"endpoint_url": "http://127.0.0.1:5000"})
+    assert settings.accounts.prod.id == "222222222222"
+
+
+def test_readme_real_aws_example_uses_no_sandbox_or_real_looking_ids():
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## Pointing Kiln at real AWS accounts", 1)[1].split("```yaml", 1)[1]
+    example = example.split("```", 1)[0]
+    assert not re.search(r"\b\d{12}\b", example), example
+    assert "kiln-sandbox-external-id" not in example
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_ssh_from_anywhere_needs_saying_so(cidr):
+    with pytest.raises(ConfigError, match=rf"kiln\.bake\.ssh_cidrs: {cidr} lets anyone reach "
+                                          rf"SSH.*kiln\.bake\.ssh_from_anywhere"):
+        check(bake={"ssh_cidrs": ["10.0.0.0/8", cidr]})
+    meant = check(bake={"ssh_cidrs": [cidr], "ssh_from_anywhere": True})
+    assert meant.bake.ssh_cidrs == [cidr]
+
+
+def test_ssh_cidrs_must_be_networks():
+    with pytest.raises(ConfigError, match=r"kiln\.bake\.ssh_cidrs: 'office' is not a CIDR"):
+        check(bake={"ssh_cidrs": ["office"]})

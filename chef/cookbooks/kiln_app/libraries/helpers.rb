@@ -16,6 +16,21 @@ module KilnApp
       value
     end
 
+    # The primary key fingerprints in an armored key file, read by gpg in a throwaway home.
+    def kiln_key_fingerprints(path)
+      require 'tmpdir'
+      listing = Dir.mktmpdir('kiln-key') do |home|
+        shell_out!('gpg', '--batch', '--homedir', home, '--with-colons', '--import-options',
+                   'show-only', '--import', path).stdout
+      end
+      primary = false
+      listing.each_line.each_with_object([]) do |line, found|
+        kind = line.split(':', 2).first
+        found << line.split(':')[9].upcase if kind == 'fpr' && primary
+        primary = kind == 'pub'
+      end
+    end
+
     # { name:, version:, release: } of node['kiln_app']['package'].
     def kiln_package
       text = kiln_required('package')

@@ -10,6 +10,8 @@ repo_id = kiln_required('repo', 'id')
 gpgkey_url = kiln_required('repo', 'gpgkey')
 repo_url = kiln_required('repo', 'baseurl')
 key_path = "/etc/pki/rpm-gpg/RPM-GPG-KEY-#{repo_id}"
+pinned = kiln_required('repo', 'gpgkey_fingerprint').to_s.upcase
+fingerprints_of = method(:kiln_key_fingerprints) # the ruby_block's block runs on the resource
 
 directory '/etc/pki/rpm-gpg' do
   recursive true
@@ -19,6 +21,20 @@ end
 remote_file key_path do
   source gpgkey_url
   mode '0644'
+  notifies :run, "ruby_block[check #{repo_id} signing key]", :immediately
+end
+
+# The key is served from the repository bucket, which is no authority: it is imported only when
+# it is exactly one key with the fingerprint Kiln pinned (node.json).
+ruby_block "check #{repo_id} signing key" do
+  block do
+    found = fingerprints_of.call(key_path)
+    unless found == [pinned]
+      ::File.delete(key_path)
+      raise "kiln_app: #{gpgkey_url} holds key(s) #{found.join(', ')}, not the pinned #{pinned}"
+    end
+  end
+  action :nothing
   notifies :run, "execute[import #{repo_id} signing key]", :immediately
 end
 

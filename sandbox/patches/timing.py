@@ -1,0 +1,373 @@
+"""AWS's timing: what moto makes at once takes a while, scaled so the tests stay fast.
+
+AWS behaviour mirrored here (durations are typical AWS figures, multiplied by the sandbox's time
+scale, `kiln.sandbox.time_scale`, read from `<state dir>/time-scale` on every request so a run can
+change it; 1 is real time):
+- RunInstances answers `pending`; an instance is `running` after INSTANCE_PENDING seconds.
+- CreateImage and CopyImage answer an image id that DescribeImages does not know for a moment
+  (InvalidAMIID.NotFound, eventual consistency), then the image is `pending` until it is
+  `available` (IMAGE_PENDING for CreateImage, COPY_PENDING for CopyImage); its snapshots are
+  `pending` until then too. A copy whose KMS key is disabled or being deleted when it completes
+  ends `failed`; CopyImage honours ClientToken: the same token returns the same image, whatever
+  became of it (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
+- An image's snapshots stay in use for a moment after DeregisterImage (SNAPSHOT_RELEASE):
+  DeleteSnapshot fails with InvalidSnapshot.InUse until then.
+- A new IAM instance profile is not usable by RunInstances for PROFILE_VISIBLE seconds (IAM is
+  eventually consistent): InvalidParameterValue "Invalid IAM Instance Profile name", the answer
+  for a profile that does not exist as well.
+- Auto Scaling instances are `Pending` until their instance runs and ASG_PENDING has passed, then
+  `InService`.
+- A target registered with a target group is `initial` until its health check has passed
+  HealthyThresholdCount times, HealthCheckIntervalSeconds apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+INSTANCE_PENDING = 30
+IMAGE_VISIBLE = 5
+IMAGE_PENDING = 300
+COPY_PENDING = 600
+ASG_PENDING = 60
+SNAPSHOT_RELEASE = 10
+PROFILE_VISIBLE = 10
+DEFAULT_SCALE = 0.002  # the copy of an image takes 1.2 s, a new image 0.6 s
+
+_STATE_DIR: Path | None = None
+
+
+def scale() -> float:
+    """The time scale now: the state dir's `time-scale` file, else the default."""
+    return scale_of(_STATE_DIR)
+
+
+def scale_of(state_dir: Path | None) -> float:
+    try:
+        return float((state_dir / "time-scale").read_text().strip())
+    except (OSError, ValueError, TypeError):
+        return DEFAULT_SCALE
+
+
+def after(seconds: float) -> tuple[float, float]:
+    """A moment `seconds` of AWS time from now; scaled when it is asked about, not now."""
+    return (time.time(), seconds)
+
+
+def passed(moment: tuple[float, float] | None) -> bool:
+    if moment is None:
+        return True
+    start, seconds = moment
+    return time.time() >= start + seconds * scale()
+
+
+def settled(obj, attribute: str) -> bool:
+    """Whether the moment in `obj.attribute` has passed; once it has, it stays passed (a later,
+    slower time scale does not take back what was seen)."""
+    if passed(obj.__dict__.get(attribute)):
+        obj.__dict__[attribute] = None
+        return True
+    return False
+
+
+def apply(state_dir: Path) -> None:
+    global _STATE_DIR
+    _STATE_DIR = state_dir
+    from moto.ec2.models.amis import Ami, AmiBackend
+
+    if hasattr(Ami, "_sandbox_timed"):
+        return
+    Ami._sandbox_timed = True
+    _images(Ami, AmiBackend)
+    _snapshots()
+    _instances()
+    _autoscaling()
+    _target_health()
+    _instance_profiles()
+
+
+# --- images -----------------------------------------------------------------------------------
+
+def _images(Ami, AmiBackend) -> None:
+    def get_state(self):
+        state = self.__dict__.get("_sandbox_state", "available")
+        ready = self.__dict__.get("_sandbox_ready")
+        if state == "pending" and ready and passed(ready):
+            state = "failed" if _key_unusable(self) else "available"
+            self._sandbox_state = state
+        return state
+
+    def set_state(self, value):
+        self._sandbox_state = value
+
+    Ami.state = property(get_state, set_state)
+
+    _time_creation(AmiBackend, "create_image", IMAGE_PENDING)
+    _time_copy(AmiBackend)
+    _hide_new_images(AmiBackend)
+    _release_snapshots_late(AmiBackend)
+
+
+def _start_pending(image, pending: float) -> None:
+    image._sandbox_visible = after(IMAGE_VISIBLE)
+    image._sandbox_ready = after(pending)
+    image.state = "pending"
+    snapshot = getattr(image, "ebs_snapshot", None)
+    if snapshot is not None:
+        snapshot._sandbox_ready = image._sandbox_ready
+
+
+def _time_creation(AmiBackend, name: str, pending: float) -> None:
+    original = getattr(AmiBackend, name)
+
+    def timed(self, *args, **kwargs):
+        image = original(self, *args, **kwargs)
+        _start_pending(image, pending)
+        return image
+
+    timed.__wrapped__ = original
+    setattr(AmiBackend, name, timed)
+
+
+_REQUEST = threading.local()
+
+
+def _time_copy(AmiBackend) -> None:
+    original = AmiBackend.copy_image
+
+    def copy_image(self, *args, **kwargs):
+        token = getattr(_REQUEST, "client_token", None)
+        tokens = self.__dict__.setdefault("_sandbox_copy_tokens", {})
+        if token and token in tokens and tokens[token] in self.amis:
+            return self.amis[tokens[token]]  # the same image, whatever became of it
+        image = original(self, *args, **kwargs)
+        _start_pending(image, COPY_PENDING)
+        if token:
+            tokens[token] = image.id
+        return image
+
+    copy_image.__wrapped__ = original
+    AmiBackend.copy_image = copy_image
+    _pass_client_token()
+
+
+def _pass_client_token() -> None:
+    """moto's CopyImage response handler drops ClientToken; hand it to the backend."""
+    from moto.ec2.responses.amis import AmisResponse
+
+    original = AmisResponse.copy_image
+
+    def copy_image(self):
+        _REQUEST.client_token = self._get_param("ClientToken")
+        try:
+            return original(self)
+        finally:
+            _REQUEST.client_token = None
+
+    AmisResponse.copy_image = copy_image
+
+
+def _key_unusable(image) -> bool:
+    key_id = _snapshot_key(image)
+    if not key_id:
+        return False
+    from moto.kms.models import kms_backends
+
+    backend = kms_backends[image.ec2_backend.account_id][image.ec2_backend.region_name]
+    try:
+        key = backend.describe_key(key_id)
+    except Exception:  # noqa: BLE001 - a key that is gone cannot encrypt the copy either
+        return True
+    return not key.enabled or key.key_state != "Enabled"
+
+
+def _snapshot_key(image) -> str | None:
+    snapshot = getattr(image, "ebs_snapshot", None)
+    return getattr(snapshot, "kms_key_id", None) if snapshot is not None else None
+
+
+def _hide_new_images(AmiBackend) -> None:
+    original = AmiBackend.describe_images
+
+    def describe_images(self, ami_ids=None, *args, **kwargs):
+        images = original(self, ami_ids, *args, **kwargs)
+        visible = [i for i in images if settled(i, "_sandbox_visible")]
+        if ami_ids and images and not visible:
+            from moto.ec2.exceptions import InvalidAMIIdError
+
+            raise InvalidAMIIdError(ami_ids)
+        return visible
+
+    describe_images.__wrapped__ = original
+    AmiBackend.describe_images = describe_images
+
+
+def _release_snapshots_late(AmiBackend) -> None:
+    from moto.ec2.exceptions import InvalidSnapshotInUse
+    from moto.ec2.models.elastic_block_store import EBSBackend
+
+    original_deregister = AmiBackend.deregister_image
+
+    def deregister_image(self, ami_id):
+        snapshots = [s for s in self.snapshots.values() if s.from_ami == ami_id]
+        original_deregister(self, ami_id)
+        for snapshot in snapshots:
+            snapshot._sandbox_released = after(SNAPSHOT_RELEASE)
+
+    AmiBackend.deregister_image = deregister_image
+    original_delete = EBSBackend.delete_snapshot
+
+    def delete_snapshot(self, snapshot_id):
+        snapshot = self.snapshots.get(snapshot_id)
+        if snapshot is not None and not settled(snapshot, "_sandbox_released"):
+            raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
+        return original_delete(self, snapshot_id)
+
+    EBSBackend.delete_snapshot = delete_snapshot
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+def _snapshots() -> None:
+    from moto.ec2.models.elastic_block_store import Snapshot
+
+    def get_status(self):
+        status = self.__dict__.get("_sandbox_status", "completed")
+        if status == "completed" and not settled(self, "_sandbox_ready"):
+            return "pending"
+        return status
+
+    def set_status(self, value):
+        self._sandbox_status = value
+
+    Snapshot.status = property(get_status, set_status)
+    Snapshot.progress = property(lambda self: "100%" if self.status == "completed" else "42%")
+
+
+# --- instances --------------------------------------------------------------------------------
+
+def _instances() -> None:
+    from moto.ec2.models.instances import Instance, InstanceState
+
+    def get_state(self):
+        state = self.__dict__.get("_sandbox_state")
+        if state is not None and state.name == "running" and \
+                not settled(self, "_sandbox_running_at"):
+            return InstanceState("pending", 0)
+        return state
+
+    def set_state(self, value):
+        if value is not None and value.name == "running" and "_sandbox_state" not in self.__dict__:
+            self._sandbox_running_at = after(INSTANCE_PENDING)  # a new instance starts pending
+        elif value is not None and value.name == "running":
+            self._sandbox_running_at = None
+        self._sandbox_state = value
+
+    Instance._state = property(get_state, set_state)
+
+
+# --- Auto Scaling -----------------------------------------------------------------------------
+
+def _autoscaling() -> None:
+    from moto.autoscaling.models import InstanceState
+
+    def get_lifecycle(self):
+        state = self.__dict__.get("_sandbox_lifecycle", "InService")
+        if state == "InService" and self.instance.state == "pending":
+            return "Pending"
+        if state == "InService" and not settled(self, "_sandbox_in_service"):
+            return "Pending"
+        return state
+
+    def set_lifecycle(self, value):
+        if "_sandbox_lifecycle" not in self.__dict__:
+            self._sandbox_in_service = after(ASG_PENDING)
+        self._sandbox_lifecycle = value
+
+    InstanceState.lifecycle_state = property(get_lifecycle, set_lifecycle)
+
+
+# --- target health ----------------------------------------------------------------------------
+
+def _target_health() -> None:
+    from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+
+    original_register = FakeTargetGroup.register
+
+    def register(self, targets):
+        registered = self.__dict__.setdefault("_sandbox_registered", {})
+        wait = int(self.health_check_interval_seconds) * int(self.healthy_threshold_count)
+        running = []
+        for target in targets:
+            if target["Id"] not in self.targets:
+                registered[target["Id"]] = after(wait)
+            if _still_pending(self, target["Id"]):
+                # Auto Scaling registers its instances as they launch; moto asks them to run.
+                self.targets[target["Id"]] = {"Id": target["Id"],
+                                              "Port": target.get("Port", self.port)}
+            else:
+                running.append(target)
+        return original_register(self, running)
+
+    FakeTargetGroup.register = register
+    original_health = ELBv2Backend.describe_target_health
+
+    def describe_target_health(self, target_group_arn, targets):
+        statuses = original_health(self, target_group_arn, targets)
+        group = self.target_groups.get(target_group_arn)
+        registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
+        for target_id, moment in list(registered.items()):
+            if passed(moment):
+                del registered[target_id]
+        return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
+                                 "Elb.InitialHealthChecking", "Initial health checks in progress")
+                if s.status == "healthy" and s.instance_id in registered else s
+                for s in statuses]
+
+    ELBv2Backend.describe_target_health = describe_target_health
+
+
+def _still_pending(group, target_id: str) -> bool:
+    instance = group.ec2_backend.get_instance_by_id(target_id) if target_id.startswith("i-") \
+        else None
+    return instance is not None and instance.state == "pending"
+
+
+# --- instance profiles ------------------------------------------------------------------------
+
+def _instance_profiles() -> None:
+    from moto.ec2.responses import instances as responses
+
+    original = responses.filter_iam_instance_profiles
+
+    def filter_iam_instance_profiles(account_id, partition, iam_instance_profile_arn,
+                                     iam_instance_profile_name):
+        from moto.ec2.exceptions import EC2ClientError
+
+        given = iam_instance_profile_arn or iam_instance_profile_name
+        field = "arn" if iam_instance_profile_arn else "name"
+        invalid = EC2ClientError("InvalidParameterValue",
+                                 f"Value ({given}) for parameter iamInstanceProfile.{field} is "
+                                 f"invalid. Invalid IAM Instance Profile {field}")
+        try:
+            profile = original(account_id, partition, iam_instance_profile_arn,
+                               iam_instance_profile_name)
+        except EC2ClientError:
+            raise
+        except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
+            raise invalid from None
+        if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
+            raise invalid
+        return profile
+
+    responses.filter_iam_instance_profiles = filter_iam_instance_profiles
+
+
+def _old_enough(created, seconds: float) -> bool:
+    from datetime import UTC, datetime
+
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - created).total_seconds() >= seconds * scale()
