@@ -225,7 +225,7 @@ def prefix_parameters(place: Place) -> dict[str, str]:
 
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
                  "BakeRoleArn", "LockTableName", "LogGroupName", "BakeVpcId", "BakeSubnetId")
-ACCOUNT_OUTPUTS = ("DeployerRoleArn", "AmiKmsKeyArn")
+ACCOUNT_OUTPUTS = ("DeployerRoleArn", "AmiKmsKeyArn", "AutoScalingRoleArn")
 KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 
 STACKS: list[StackSpec] = [
