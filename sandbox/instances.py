@@ -57,12 +57,23 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
               provides=()) -> dict:
     """Record what instances get from this host: chef-solo, base capabilities, the endpoint."""
     found = chef_solo or shutil.which("chef-solo")
-    host = {"chef_solo": str(Path(found).resolve()) if found else None,
-            "provides": list(provides), "sandbox_ports": [sandbox_port] if sandbox_port else []}
     path = host_file(state_dir)
+    # Proxies a running bake was told to reach stay reachable when the sandbox is brought up
+    # again meanwhile (another task's `up` must not cut a bake off from its repository).
+    known = json.loads(path.read_text())["sandbox_ports"] if path.is_file() else []
+    ports = sorted({*known, sandbox_port} - {None})
+    host = {"chef_solo": str(Path(found).resolve()) if found else None,
+            "provides": list(provides), "sandbox_ports": ports}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(host))
+    _write(path, host)
     return host
+
+
+def _write(path: Path, host: dict) -> None:
+    """Replace host.json whole, so an instance launching meanwhile never reads half of it."""
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(host))
+    temporary.replace(path)
 
 
 def reach_through(state_dir: str | Path, port: int) -> None:
@@ -71,7 +82,7 @@ def reach_through(state_dir: str | Path, port: int) -> None:
     path = host_file(state_dir)
     host = json.loads(path.read_text())
     host["sandbox_ports"] = sorted({*host["sandbox_ports"], port})
-    path.write_text(json.dumps(host))
+    _write(path, host)
 
 
 def overlay(settings, state_dir: str | Path | None = None):

@@ -63,7 +63,10 @@ def test_bake_end_to_end_then_reuse(bootstrapped, run_invoke, tmp_path):
     # waits poll while the instance and the image are pending, as on AWS (sandbox timing).
     lease = sum(n for operation, n in record["api_calls_by_operation"].items()
                 if operation.startswith("dynamodb:"))
-    assert 0 < record["api_calls"] - lease <= 32, record["api_calls_by_step"]
+    # Polls of pending states depend on how long AWS takes, not on the bake: counted apart.
+    polls = sum(n for operation, n in record["api_calls_by_operation"].items()
+                if operation in ("ec2:DescribeImages", "ec2:DescribeInstances"))
+    assert 0 < record["api_calls"] - lease - polls <= 25, record["api_calls_by_operation"]
     assert leftovers(app=APP) == {}
 
     # Packaging settings that would change the RPM's bytes do not matter: the repo already has

@@ -51,7 +51,7 @@ def test_sandbox_accounts_apply_only_to_the_sandbox():
     real = check(target="aws", accounts={"build": {"id": "310987654321"}})
     assert dict(real.accounts) == {"build": {"id": "310987654321", "role": None,
                                              "external_id": None, "admin_role": None,
-                                             "profile": None}}
+                                             "profile": None, "admin_profile": None}}
     assert check().accounts.build.id == "123456789012"
 
 
