@@ -251,11 +251,25 @@ def _snapshots() -> None:
 def _instances() -> None:
     from moto.ec2.models.instances import Instance, InstanceState
 
+    class Pending(InstanceState):
+        """What a pending instance shows. moto stops, starts and terminates an instance by
+        changing its state in place (`instance._state.name = ...`); those changes land on the
+        instance's real state, so a pending instance that is terminated stays terminated."""
+
+        def __init__(self, instance):
+            self.__dict__.update(name="pending", code=0, _instance=instance)
+
+        def __setattr__(self, attribute, value):
+            instance = self.__dict__["_instance"]
+            setattr(instance.__dict__["_sandbox_state"], attribute, value)
+            if attribute == "name" and value != "running":
+                instance.__dict__["_sandbox_running_at"] = None  # no longer on its way to run
+
     def get_state(self):
         state = self.__dict__.get("_sandbox_state")
         if state is not None and state.name == "running" and \
                 not settled(self, "_sandbox_running_at"):
-            return InstanceState("pending", 0)
+            return Pending(self)
         return state
 
     def set_state(self, value):
