@@ -9,7 +9,10 @@ stand-ins for useradd, groupadd, getent and systemctl, which cannot exist in an 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -37,6 +40,17 @@ cachedir={work}/cache
 logdir={work}/log
 persistdir={work}/persist
 """
+
+
+@pytest.fixture(autouse=True)
+def end_gpg_agents(tmp_path):
+    """dnf's repo_gpgcheck starts a gpg-agent per keyring that outlives dnf: end this test's."""
+    yield
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if args[0].endswith(b"gpg-agent") and str(tmp_path).encode() in b" ".join(args):
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
 
 
 class Dnf:
