@@ -30,7 +30,7 @@ def for_app(settings, app: str | None) -> settings_module.Settings:
     raw = _plain(settings)
     raw["manifest"] = entry.get("manifest") or (
         settings.manifest if app == settings.app else f"manifests/{app}.yaml")
-    raw["deploy"] = _merge(raw["deploy"], entry.get("deploy") or {})
+    raw["deploy"] = merge(raw["deploy"], entry.get("deploy") or {})
     raw["app"] = app
     return settings_module.validate(raw, [f"kiln.apps.{app} over the defaults"])
 
@@ -50,11 +50,12 @@ def clusters(settings) -> list[tuple[str, str | None]]:
     return [(app, stack) for app in names(settings) for stack in stacks(settings, app)]
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over a copy of `base`, nested mappings merged key by key."""
     merged = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged

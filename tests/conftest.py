@@ -8,7 +8,6 @@ subprocess against the same sandbox.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from cloud import settings as settings_module
+from cloud.apps import merge
 from sandbox.control import Sandbox
 
 # The deploy tests' fixtures (kaws, daws, outputs) and the load balancer tests' (apps, lb) live
@@ -33,14 +33,7 @@ for _tool in ("chef", "fpm"):
         os.environ["PATH"] = f"{VENDOR / _tool / 'bin'}{os.pathsep}{os.environ['PATH']}"
 
 
-def deep_merge(base: dict, extra: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+deep_merge = merge  # settings over settings, as kiln.apps entries over the defaults
 
 
 def project_config() -> dict:
