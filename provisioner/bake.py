@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import semver
+import tenacity
 from botocore.exceptions import ClientError
 
 from cloud import locks, stacks
@@ -434,21 +435,32 @@ def _running(job: Bake, instance_id: str, private_key: str) -> provision.SshTarg
                                private_key, _host_fingerprints(job, instance_id))
 
 
+class _NoFingerprints(Exception):
+    """The console shows no host key fingerprints yet (cloud-init prints them at first boot)."""
+
+
 def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
     """The SSH host key fingerprints the instance prints to its console at first boot (cloud-init),
     waited for up to kiln.bake.ssh_timeout: the only host keys the bake's SSH accepts."""
-    ec2, deadline = job.aws.client("ec2"), time.monotonic() + job.bake.ssh_timeout
-    while True:
+    ec2 = job.aws.client("ec2")
+
+    @tenacity.retry(retry=tenacity.retry_if_exception_type(_NoFingerprints),
+                    wait=tenacity.wait_fixed(5),
+                    stop=tenacity.stop_after_delay(job.bake.ssh_timeout),
+                    before_sleep=lambda _: signals.check(), reraise=True)
+    def read() -> tuple[str, ...]:
         output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
         found = provision.console_fingerprints(output)
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise KilnError(f"instance {instance_id} printed no SSH host key fingerprints to its "
-                            f"console within {job.bake.ssh_timeout} s (kiln.bake.ssh_timeout); "
-                            f"refusing to trust its host key unseen")
-        signals.check()
-        time.sleep(5)
+        if not found:
+            raise _NoFingerprints
+        return found
+
+    try:
+        return read()
+    except _NoFingerprints:
+        raise KilnError(f"instance {instance_id} printed no SSH host key fingerprints to its "
+                        f"console within {job.bake.ssh_timeout} s (kiln.bake.ssh_timeout); "
+                        f"refusing to trust its host key unseen") from None
 
 
 def _provision_plan(job: Bake) -> provision.ProvisionPlan:
