@@ -3,6 +3,7 @@
 import boto3
 
 from cloud import tags
+from tests.image_helpers import available
 
 
 def test_create_image_tags_its_snapshots_at_creation(clean_sandbox):
@@ -15,6 +16,7 @@ def test_create_image_tags_its_snapshots_at_creation(clean_sandbox):
         TagSpecifications=[tags.spec("image", {"role": "image"}),
                            tags.spec("snapshot", {"role": "image-snapshot", "app": "x"})],
     )["ImageId"]
+    available(ec2, image_id)
     image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
     assert tags.from_list(image["Tags"]) == {"role": "image"}
     snapshot_ids = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]

@@ -6,7 +6,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.image_helpers import BUILD_ID, PROD_ID, kms_key, make_image
+from tests.image_helpers import BUILD_ID, PROD_ID, available, kms_key, make_image
 
 REGION = "us-east-1"
 
@@ -93,6 +93,7 @@ def test_copy_of_a_shared_image_needs_snapshot_and_key_access(build, prod, image
     build.client("kms").create_grant(KeyId=key, GranteePrincipal=f"arn:aws:iam::{PROD_ID}:root",
                                      Operations=["Decrypt", "DescribeKey", "ReEncryptFrom"])
     copied = copy()
+    available(theirs, copied)
 
     mine = theirs.describe_images(Owners=["self"])["Images"]
     assert [(i["ImageId"], i["OwnerId"]) for i in mine] == [(copied, PROD_ID)]
@@ -107,6 +108,7 @@ def test_copy_across_regions_uses_the_given_key(build, image):
     west_key = kms_key(build.client("kms", region_name="us-west-2"))
     copied = west.copy_image(SourceImageId=image_id, SourceRegion=REGION, Name="copy",
                              Encrypted=True, KmsKeyId=west_key)["ImageId"]
+    available(west, copied)
     _, snapshot = _snapshot(west, copied)
     assert snapshot["KmsKeyId"] == west_key
 
