@@ -40,6 +40,8 @@ def _ssm(action, params, account, region):
     name = params.get("Name") or (params.get("Names") or [None])[0]
     if not name:
         return None
+    if name.startswith("/aws/service/"):
+        account = ""  # AWS's public parameters belong to no account
     return _arn("ssm", region, account, f"parameter/{name.lstrip('/')}")
 
 

@@ -42,9 +42,8 @@ def project_config() -> dict:
 
 @pytest.fixture(scope="session")
 def sandbox_box(tmp_path_factory):
-    # The shared sandbox logs IAM denials (iam.log) instead of refusing them while every test's
-    # setup is moved to the administrator; `strict_box` refuses them, as `invoke sandbox.up` does.
-    os.environ.setdefault("KILN_SANDBOX_IAM", "audit")
+    # The shared sandbox refuses what IAM refuses, as `invoke sandbox.up` does.
+    os.environ.setdefault("KILN_SANDBOX_IAM", "enforce")
     box = Sandbox(tmp_path_factory.mktemp("sandbox"))
     box.up()
     # Tests set things up as the sandbox's admin; Kiln's tasks sign as its operator.

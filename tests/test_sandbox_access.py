@@ -231,3 +231,13 @@ def test_resource_tags_scope_what_a_role_may_remove(clean_strict):
     error = error_of(lambda: remover.deregister_image(ImageId=images["theirs"]))
     assert error.response["Error"]["Code"] == "UnauthorizedOperation"
     assert f"image/{images['theirs']}" in error.response["Error"]["Message"]
+
+
+def test_public_parameters_have_no_account_in_their_arn(strict_box):
+    """AWS's public parameters (/aws/service/...) are arn:aws:ssm:REGION::parameter/...: a policy
+    naming them without an account, as the operator's does, lets the operator read them."""
+    ssm = client(strict_box, "ssm", "operator")
+    name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"].startswith("ami-")
+    error = error_of(lambda: ssm.get_parameter(Name="/elsewhere/secret")).response["Error"]
+    assert "arn:aws:ssm:us-east-1:123456789012:parameter/elsewhere/secret" in error["Message"]
