@@ -44,7 +44,7 @@ class LockHeld(KilnError):
 
 @dataclass
 class Lease:
-    aws: Aws
+    db: object  # the DynamoDB client of the table's account and region
     table: str
     key: str
     token: str
@@ -64,7 +64,7 @@ class Lease:
             raise LockHeld(self.lost)
         with self._renewing:
             try:
-                self.aws.client("dynamodb").update_item(
+                self.db.update_item(
                     TableName=self.table, Key={"LockKey": {"S": self.key}},
                     UpdateExpression="SET ExpiresAt = :e",
                     ConditionExpression="#t = :t", ExpressionAttributeNames={"#t": "Token"},
@@ -95,17 +95,17 @@ def owner_description(run_id: str | None = None) -> str:
 @contextmanager
 def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = DEFAULT_TTL,
           wait_seconds: float = 0, force: bool = False, force_option: str | None = None,
-          on_wait: Callable[[str], None] | None = None):
+          on_wait: Callable[[str], None] | None = None, region: str | None = None):
     """Hold the lock `key` for the duration of the block, renewed by a heartbeat thread.
 
     Takes over a lease that has expired or whose holder's process is gone from this host. Waits
     up to `wait_seconds` for a live one to be released (telling `on_wait` who holds it first);
     `force` (the operator's `force_option`, for a holder known dead on another host) takes over
-    even a live one.
+    even a live one. The table is in `region` (default: the session's).
     """
-    aws.client("dynamodb")  # made here: the heartbeat thread only uses it
+    db = aws.client("dynamodb", region)  # made here: the heartbeat thread only uses it
     token = uuid.uuid4().hex
-    attempt = (aws, table, key, owner, token, ttl_seconds, force, force_option)
+    attempt = (db, table, key, owner, token, ttl_seconds, force, force_option)
     try:
         _acquire(*attempt)
     except LockHeld as error:
@@ -115,7 +115,7 @@ def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = DEFAULT
             on_wait(str(error))
         retry(stop=stop_after_delay(wait_seconds), wait=wait_exponential(0.1, max=2),
               retry=retry_if_exception_type(LockHeld), reraise=True)(_acquire)(*attempt)
-    held = Lease(aws, table, key, token, ttl_seconds)
+    held = Lease(db, table, key, token, ttl_seconds)
     beat = threading.Thread(target=held.heartbeat, name=f"lease {key}", daemon=True)
     beat.start()
     try:
@@ -123,12 +123,16 @@ def lease(aws: Aws, table: str, key: str, owner: str, ttl_seconds: int = DEFAULT
     finally:
         held._stop.set()
         beat.join()
-        _release(aws, table, key, token)
+        _release(db, table, key, token)
 
 
-def holder(aws: Aws, table: str, key: str) -> dict | None:
-    item = aws.client("dynamodb").get_item(TableName=table, Key={"LockKey": {"S": key}},
-                                           ConsistentRead=True).get("Item")
+def holder(aws: Aws, table: str, key: str, region: str | None = None) -> dict | None:
+    return _holder(aws.client("dynamodb", region), table, key)
+
+
+def _holder(db, table: str, key: str) -> dict | None:
+    item = db.get_item(TableName=table, Key={"LockKey": {"S": key}},
+                       ConsistentRead=True).get("Item")
     if not item:
         return None
     return {"owner": item["Owner"]["S"], "since": item["Since"]["S"],
@@ -193,15 +197,15 @@ def _read(path: str) -> str:
         return ""
 
 
-def _acquire(aws, table, key, owner, token, ttl, force, force_option) -> None:
-    if _put(aws, table, _item(key, owner, token, ttl),
+def _acquire(db, table, key, owner, token, ttl, force, force_option) -> None:
+    if _put(db, table, _item(key, owner, token, ttl),
             "attribute_not_exists(LockKey) OR ExpiresAt < :now", {":now": {"N": str(_now())}}):
         return
-    current = holder(aws, table, key)
+    current = _holder(db, table, key)
     if current is None:
         raise LockHeld(f"lock {key} in table {table} was busy; try again")
     taken = (force or holder_gone(current)) and _put(
-        aws, table, _item(key, owner, token, ttl), "#t = :old",
+        db, table, _item(key, owner, token, ttl), "#t = :old",
         {":old": {"S": current["token"]}}, {"#t": "Token"})
     if taken:
         return
@@ -215,14 +219,14 @@ def _item(key: str, owner: str, token: str, ttl: int) -> dict:
             "Pid": {"N": str(os.getpid())}, "PidStart": {"S": process_start(os.getpid()) or ""}}
 
 
-def _put(aws, table, item, condition, values, names=None) -> bool:
+def _put(db, table, item, condition, values, names=None) -> bool:
     """A conditional put: True if it was made, False if the condition failed."""
     params = {"TableName": table, "Item": item, "ConditionExpression": condition,
               "ExpressionAttributeValues": values}
     if names:
         params["ExpressionAttributeNames"] = names
     try:
-        aws.client("dynamodb").put_item(**params)
+        db.put_item(**params)
     except ClientError as error:
         if not _conditional(error):
             raise
@@ -239,9 +243,9 @@ def _held_message(table: str, key: str, current: dict, force_option: str | None)
             f"({state}; table {table})")
 
 
-def _release(aws, table, key, token) -> None:
+def _release(db, table, key, token) -> None:
     try:
-        aws.client("dynamodb").delete_item(
+        db.delete_item(
             TableName=table, Key={"LockKey": {"S": key}}, ConditionExpression="#t = :t",
             ExpressionAttributeNames={"#t": "Token"},
             ExpressionAttributeValues={":t": {"S": token}})

@@ -188,7 +188,7 @@ def cluster_lock(env, operation: str, run_id: str, force_unlock: bool, settings_
     owner = f"{operation} by {locks.owner_description(run_id)}"
     with locks.lease(env.aws, env.lock_table, f"cluster/{env.cluster}", owner,
                      ttl_seconds=lease_seconds, force=force_unlock,
-                     force_option="--force-unlock") as lease:
+                     force_option="--force-unlock", region=env.region) as lease:
         yield lease
 
 

@@ -103,3 +103,26 @@ def test_waiting_acquires_once_released(admin_aws, table):
     threading.Timer(0.5, lambda: first.__exit__(None, None, None)).start()
     with locks.lease(admin_aws, table, "repo", "second", wait_seconds=10):
         assert locks.holder(admin_aws, table, "repo")["owner"] == "second"
+
+
+def test_the_cluster_lock_is_taken_in_the_deploy_region(admin_aws):
+    """The lock table lives in the environment stack, in kiln.deploy.region, which need not be
+    kiln.aws.region."""
+    from orchestrator.environment import Environment
+    from orchestrator.operations import cluster_lock
+
+    west = "us-west-2"
+    assert admin_aws.region != west
+    name = f"kiln-locks-west-{time.time_ns()}"
+    admin_aws.client("dynamodb", west).create_table(
+        TableName=name, KeySchema=[{"AttributeName": "LockKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST")
+    env = Environment(aws=admin_aws, region=west, app="hello-web", cluster="hello-web",
+                      stack_name="kiln-env-hello-web", vpc_id="", subnet_ids=[],
+                      security_group_id="", listener_arn="", instance_profile_arn="",
+                      instance_port=8080, lock_table=name)
+    with cluster_lock(env, "deploy", "run-1", False, None):
+        held = locks.holder(admin_aws, name, "cluster/hello-web", region=west)
+        assert held["owner"].startswith("deploy by ")
+    assert locks.holder(admin_aws, name, "cluster/hello-web", region=west) is None
