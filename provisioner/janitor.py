@@ -29,6 +29,7 @@ from cloud import locks
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
+from cloud.errors import KilnError
 from provisioner import images
 
 TEMPORARY_ROLES = ["bake-instance", "bake-key", "bake-sg", "bake-volume"]
@@ -71,10 +72,12 @@ def register(sweeper: Sweeper) -> Sweeper:
 
 
 def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
-    """Find leftovers everywhere Kiln works; remove them unless `dry_run`."""
+    """Find leftovers everywhere Kiln works; remove them unless `dry_run`. A place (account and
+    region) that refuses or fails is reported in `failures` and the others are still swept."""
     now = now or datetime.now(UTC)
     found: list[Leftover] = []
     plan = []
+    failures: list[dict] = []
     table = locks.build_table(aws)
     waiting: dict[str, str] = {}
     if table is None:
@@ -82,22 +85,50 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
             "kiln:expires-at alone")
     for place, region in images.places(aws):
         why = _judge(place, region, now, _run_state(aws, table, waiting))
-        for sweeper in sorted(SWEEPERS, key=lambda s: s.order):
-            batch = sweeper.find(place, region, why)
+        ok, batches = _in_place(place, region, failures, _find_all, place, region, why)
+        for sweeper, batch in batches if ok else []:
             found += batch
             plan.append((place, region, sweeper, batch))
     for item in found:
         say(f"janitor: {'would remove' if dry_run else 'removing'} {item.kind} {item.id} "
             f"({item.account}, {item.region}): {item.reason}")
     if not dry_run:
-        for place, region, sweeper, batch in plan:
-            if batch:
-                sweeper.remove(place, region, batch)
+        _remove(plan, failures)
     for run_id, holder in waiting.items():
         say(f"janitor: leaving the resources of run {run_id}: it is alive (lease held by "
             f"{holder}); they go once it ends, or a minute after it dies")
     say(f"janitor: {len(found)} leftover(s) {'found' if dry_run else 'removed'}")
-    return {"dry_run": dry_run, "leftovers": [item.as_dict() for item in found]}
+    return {"dry_run": dry_run, "leftovers": [item.as_dict() for item in found],
+            "failures": failures}
+
+
+def _remove(plan, failures: list[dict]) -> None:
+    """Remove each place's batches in order; a place that fails stops only its own removals."""
+    failed: set[tuple[str, str]] = set()
+    for place, region, sweeper, batch in plan:
+        where = (place.account_name, region)
+        if not batch or where in failed:
+            continue
+        ok, _ = _in_place(place, region, failures, sweeper.remove, place, region, batch)
+        if not ok:
+            failed.add(where)
+
+
+def _find_all(place: Aws, region: str, why) -> list[tuple[Sweeper, list[Leftover]]]:
+    return [(sweeper, sweeper.find(place, region, why))
+            for sweeper in sorted(SWEEPERS, key=lambda s: s.order)]
+
+
+def _in_place(place: Aws, region: str, failures: list[dict], work: Callable, *args):
+    """(True, work(*args)), or (False, None) after reporting why it failed in this account and
+    region."""
+    try:
+        return True, work(*args)
+    except (ClientError, KilnError) as error:
+        message = str(error).splitlines()[0]
+        say(f"janitor: account {place.account_name}, region {region}: {message}")
+        failures.append({"account": place.account_name, "region": region, "error": message})
+        return False, None
 
 
 def _judge(aws: Aws, region: str, now: datetime,

@@ -13,6 +13,7 @@ from cloud import tags as kiln_tags
 from cloud.target import connect
 from provisioner import janitor
 from tests.conftest import ROOT
+from tests.deploy_helpers import deployer
 from tests.image_helpers import base_image, kms_key, make_image
 from tests.repo_helpers import make_lock_table
 
@@ -33,9 +34,15 @@ with locks.lease(aws, sys.argv[2], locks.bake_key("hello-web", sys.argv[3]),
 PAST = "2020-01-01T00:00:00Z"
 
 
+def _admin(aws):
+    """The administrator's session in the same account: leftovers are planted as a killed bake
+    left them, not made with the rights of the janitor under test."""
+    return connect(aws.settings, admin=True).admin(aws.account_name)
+
+
 def _leftovers(aws, run_id, expires_at, region=None, version="1.4.2"):
     """A key pair, security group, instance and spare volume of one bake run."""
-    ec2 = aws.client("ec2", region)
+    ec2 = _admin(aws).client("ec2", region)
 
     def tags(role):
         return kiln_tags.kiln_tags("hello-web", role, run_id=run_id, version=version,
@@ -184,3 +191,23 @@ def test_a_killed_bake_is_known_dead_at_once_a_live_one_is_left(kiln_settings, c
     # Its lease released, the live run's resources are leftovers too (the bake itself releases
     # them first; these stand for a bake that died between the two).
     assert {i["id"] for i in janitor.run(aws)["leftovers"]} == set(live.values())
+
+
+def test_a_place_that_refuses_does_not_stop_the_others(aws, clean_sandbox, run_invoke):
+    """The deployer role in prod may not describe instances: prod is reported, the build account
+    is still swept, and the task exits non-zero naming the place."""
+    deployer(aws.settings)
+    ids = _leftovers(aws, "20200101T000000-here01", PAST)
+    prod_admin = _admin(aws.account("prod"))
+    prod_admin.client("iam").put_role_policy(
+        RoleName="kiln-deployer", PolicyName="no-instances", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Action": "ec2:DescribeInstances", "Resource": "*"}]}))
+    result = janitor.run(aws)
+    assert not any(_alive(aws, ids).values())
+    assert [(f["account"], f["region"]) for f in result["failures"]] == [("prod", "us-east-1")]
+    assert "ec2:DescribeInstances" in result["failures"][0]["error"]
+    cli = run_invoke("janitor")
+    assert cli.returncode != 0
+    assert "janitor: 1 place(s) failed, the others were swept; first: prod, us-east-1" in \
+        cli.stderr.strip().splitlines()[-1]
