@@ -107,3 +107,55 @@ def ec2_targets(action: str, params: dict, account: str, region: str) -> list[tu
     owner = "" if kind == "image" else account
     return [(f"arn:aws:ec2:{region}:{owner}:{kind}/{resource_id}",
              dict(backend.tags.get(resource_id, {}))) for resource_id in ids]
+
+
+# -- roles passed to a service ------------------------------------------------------------------
+
+_TEMPLATE_KEYS = ("LaunchTemplate.", "MixedInstancesPolicy.LaunchTemplate."
+                  "LaunchTemplateSpecification.")
+
+
+def passed_roles(action: str, params: dict, account: str, region: str) -> list[str]:
+    """The ARNs of the roles a request hands to EC2 (iam:PassRole is checked on each, as AWS
+    does): RunInstances' instance profile, and an Auto Scaling group's launch template's."""
+    if action == "ec2:RunInstances":
+        return _profile_roles(account, params.get("IamInstanceProfile.Name"),
+                              params.get("IamInstanceProfile.Arn"))
+    if action in ("autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"):
+        profile = _template_profile(params, account, region)
+        return _profile_roles(account, profile.get("Name"), profile.get("Arn"))
+    return []
+
+
+def _profile_roles(account: str, name: str | None, arn: str | None) -> list[str]:
+    from moto.iam.exceptions import NotFoundException
+    from moto.iam.models import iam_backends
+
+    if not name and not arn:
+        return []
+    backend = iam_backends[account]["aws"]
+    try:
+        profile = backend.get_instance_profile_by_arn(arn) if arn \
+            else backend.get_instance_profile(name)
+    except NotFoundException:
+        return []  # the service itself answers that the profile does not exist
+    return [role.arn for role in profile.roles]
+
+
+def _template_profile(params: dict, account: str, region: str) -> dict:
+    from moto.ec2.models import ec2_backends
+
+    for prefix in _TEMPLATE_KEYS:
+        template_id = params.get(f"{prefix}LaunchTemplateId")
+        template_name = params.get(f"{prefix}LaunchTemplateName")
+        if not template_id and not template_name:
+            continue
+        backend = ec2_backends[account][region]
+        try:
+            template = backend.get_launch_template(template_id) if template_id \
+                else backend.get_launch_template_by_name(template_name)
+            version = template.get_version(params.get(f"{prefix}Version") or "$Default")
+        except Exception:  # noqa: BLE001 - an unknown template is the service's own error
+            return {}
+        return version.data.get("IamInstanceProfile") or {}
+    return {}

@@ -241,3 +241,56 @@ def test_public_parameters_have_no_account_in_their_arn(strict_box):
     assert ssm.get_parameter(Name=name)["Parameter"]["Value"].startswith("ami-")
     error = error_of(lambda: ssm.get_parameter(Name="/elsewhere/secret")).response["Error"]
     assert "arn:aws:ssm:us-east-1:123456789012:parameter/elsewhere/secret" in error["Message"]
+
+
+def _launcher(box, may_pass: bool):
+    """An app role in an instance profile, and a `launcher` role allowed to launch (and, if
+    `may_pass`, to pass the app role to EC2): its EC2 and Auto Scaling clients."""
+    iam = client(box, "iam")
+    ec2_trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps(ec2_trust))
+    iam.create_instance_profile(InstanceProfileName="app")
+    iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    root = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    iam.create_role(RoleName="launcher", AssumeRolePolicyDocument=json.dumps(root))
+    statements = [{"Effect": "Allow", "Action": [
+        "ec2:RunInstances", "ec2:Describe*", "ec2:CreateLaunchTemplate",
+        "autoscaling:CreateAutoScalingGroup"], "Resource": "*"}]
+    if may_pass:
+        statements.append({"Effect": "Allow", "Action": "iam:PassRole",
+                           "Resource": "arn:aws:iam::123456789012:role/app",
+                           "Condition": {"StringEquals": {
+                               "iam:PassedToService": "ec2.amazonaws.com"}}})
+    iam.put_role_policy(RoleName="launcher", PolicyName="launch",
+                        PolicyDocument=policy(*statements))
+    credentials = client(box, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/launcher", RoleSessionName="launch")["Credentials"]
+    return (session_client("ec2", box, credentials),
+            session_client("autoscaling", box, credentials))
+
+
+@pytest.mark.parametrize("may_pass", [False, True])
+def test_giving_an_instance_a_role_needs_iam_pass_role(clean_strict, may_pass):
+    """RunInstances with an instance profile, and an Auto Scaling group whose launch template
+    names one, need iam:PassRole on the profile's role, as on AWS."""
+    ec2, autoscaling = _launcher(clean_strict, may_pass)
+    base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    template = ec2.create_launch_template(LaunchTemplateName="app", LaunchTemplateData={
+        "ImageId": base, "IamInstanceProfile": {"Name": "app"}})["LaunchTemplate"]
+    calls = {
+        "ec2:RunInstances": lambda: ec2.run_instances(
+            ImageId=base, MinCount=1, MaxCount=1, IamInstanceProfile={"Name": "app"}),
+        "autoscaling:CreateAutoScalingGroup": lambda: autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName="app", MinSize=0, MaxSize=0, AvailabilityZones=["us-east-1a"],
+            LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"],
+                            "Version": "$Latest"}),
+    }
+    for name, call in calls.items():
+        if may_pass:
+            call()
+            continue
+        error = error_of(call).response["Error"]
+        assert "iam:PassRole on resource: arn:aws:iam::123456789012:role/app" in \
+            error["Message"], name

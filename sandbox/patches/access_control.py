@@ -9,7 +9,9 @@
   none may deny it; for AssumeRole the role must exist and its trust policy allow the caller
   (principal, sts:ExternalId); KMS calls need the key policy (or a grant) too, and a key policy
   statement for the account root defers to the caller's identity policies; S3 bucket policies
-  allow and deny beside identity policies.
+  allow and deny beside identity policies. Handing a role to EC2 (an instance profile in
+  RunInstances, or in the launch template of CreateAutoScalingGroup / UpdateAutoScalingGroup)
+  needs iam:PassRole on the role (sandbox/resources.py: passed_roles).
 - A denial answers AccessDenied (UnauthorizedOperation for EC2) naming identity, action and
   resource, as AWS's message does, and is logged to `iam.log` in the state directory.
 - moto's own unauthenticated control endpoints that would switch this off or read secrets
@@ -31,7 +33,7 @@ from urllib.parse import parse_qs, unquote
 
 from sandbox import identities
 from sandbox import policy as iam
-from sandbox.resources import ec2_targets, resource_for
+from sandbox.resources import ec2_targets, passed_roles, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 
@@ -225,6 +227,11 @@ def _check_permitted(self, resource: str) -> None:
         allowed, why = _decide(caller, action, arn, here, params, self._region)
         if not allowed:
             _deny(self, caller, action, arn, why)
+    for role_arn in passed_roles(action, params, caller.account, self._region):
+        here = {**context, "iam:PassedToService": "ec2.amazonaws.com"}
+        allowed, why = _decide(caller, "iam:PassRole", role_arn, here, params, self._region)
+        if not allowed:
+            _deny(self, caller, "iam:PassRole", role_arn, why)
 
 
 def _deleted_objects(request, action: str, resource: str) -> list[tuple[str, None]]:
