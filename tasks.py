@@ -19,6 +19,7 @@ def _extensions(config=None):
     with the settings, the environment stacks of every app's clusters too."""
     import orchestrator.stack  # adds kiln-env-<app> to `invoke bootstrap`
     import orchestrator.sweeper  # noqa: F401 - adds expired self-service envs to `invoke janitor`
+    import packager.sweeper  # noqa: F401 - adds unlisted package objects to `invoke janitor`
 
     if config is not None:
         orchestrator.stack.register_clusters(config)
@@ -331,8 +332,11 @@ def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
                  "json": "print the leftovers as JSON on stdout"})
 def janitor(c, dry_run=False, json=False):
     """Remove what interrupted runs left: bake resources of dead, finished or expired runs, orphan
-    snapshots. A run is dead once its bake lease is released, lapsed (a minute after a kill -9 on
-    another host) or held by a process gone from this host (at once); a live run is waited for."""
+    snapshots, package objects no repo metadata lists. A run is dead once its bake lease is
+    released, lapsed (a minute after a kill -9 on another host) or held by a process gone from
+    this host (at once); a live run is waited for. A package object a killed publish uploaded but
+    never listed goes once older than kiln.repo.unlisted_grace_seconds (1 h; a live publish lists
+    its own sooner), under the repo lease, never while a publish or prune holds it."""
     from cloud.console import emit_json
     from cloud.errors import KilnError
     from cloud.target import connect

@@ -171,6 +171,7 @@ SCHEMA: dict = {
         "lock_table": S0,
         "lock_timeout": N(1),
         "metadata_grace_seconds": N(0),
+        "unlisted_grace_seconds": N(0),
     },
     "bake": {
         "base_ami": {

@@ -15,6 +15,9 @@ state: the package goes first, then the new metadata files, repomd.xml and its s
 files the new repomd.xml no longer names are deleted only on a later run, once they have been
 unreferenced for `kiln.repo.metadata_grace_seconds`. A lease in the lock table serializes the
 read-modify-write of repodata/, and repomd.xml is written with If-Match on the ETag that was read.
+A publish killed between its upload and its repomd.xml leaves a package object no metadata lists;
+`invoke janitor` removes it once older than `kiln.repo.unlisted_grace_seconds`, under the lease
+(a publish that finds its upload gone at that point puts it back).
 
 Signing: publish signs a copy of the RPM, never the file in dist/ (the packager's builds stay
 reproducible). The repo's `sha256` of a package is that of the signed file dnf downloads; the
@@ -34,9 +37,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -179,14 +184,19 @@ class Repo:
                 raise self._error("delete", hrefs[start], error) from None
 
     def listing(self, folder: str) -> list[str]:
-        hrefs, base = [], f"{self.key(folder)}/"
+        return list(self.objects(folder))
+
+    def objects(self, folder: str) -> dict[str, datetime]:
+        """The objects under `folder`: href → when it was written."""
+        found, base = {}, f"{self.key(folder)}/"
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base)
         try:
             for page in pages:
-                hrefs += [f"{folder}/{o['Key'][len(base):]}" for o in page.get("Contents", [])]
+                found.update({f"{folder}/{o['Key'][len(base):]}": o["LastModified"]
+                              for o in page.get("Contents", [])})
         except ClientError as error:
             raise self._error("list", folder, error) from None
-        return hrefs
+        return found
 
     def _error(self, verb: str, href: str, error: ClientError) -> KilnError:
         if _code(error) == "NoSuchBucket":
@@ -364,6 +374,31 @@ class Repo:
                      "application/json")
         return due
 
+    # -- package objects no metadata lists --------------------------------------------------
+    def unlisted_packages(self) -> dict[str, float]:
+        """Package objects that no metadata lists and no prune retired, with their age in
+        seconds: the uploads of publishes killed before their repomd.xml (or still at work)."""
+        with workdir("repo") as tmp:
+            meta = self.fetch_metadata(Path(tmp), types=("primary",))
+            listed = {p["path"] for p in repodata.read_primary(
+                Path(tmp) / meta.files["primary"])} if meta else set()
+        retired = json.loads((self.get(LEDGER) or (b"{}", ""))[0])  # deleted after their grace
+        now = datetime.now(UTC)
+        return {href: (now - written).total_seconds()
+                for href, written in self.objects("Packages").items()
+                if href not in listed and href not in retired}
+
+    def sweep_unlisted(self, hrefs: list[str]) -> list[str]:
+        """Delete those of `hrefs` that are still unlisted and older than
+        kiln.repo.unlisted_grace_seconds, under the repo lease (a publish lists its upload while
+        it holds it); returns the hrefs deleted."""
+        grace = self.aws.settings.repo.unlisted_grace_seconds
+        with self.lease():
+            old = {h for h, age in self.unlisted_packages().items() if age >= grace}
+            gone = [href for href in hrefs if href in old]
+            self.delete(gone)
+        return gone
+
     # -- what clients read -----------------------------------------------------------------
     def ensure_client_files(self, signer: Signer | None) -> None:
         """Serve kiln.repo and the public key; written only when they differ."""
@@ -437,9 +472,11 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
         (tree / "Packages").mkdir(parents=True)
         client_files = background.submit(repo.ensure_client_files, signer)
         described = background.submit(_describe, signed, incoming, tree, href)
-        placed = background.submit(lambda: _place_package(repo, incoming, href, *signed.result(),
-                                                          info.provenance))
-        steps = Steps(background, signed, described, placed)
+        def place() -> tuple[str, bool]:
+            return _place_package(repo, incoming, href, *signed.result(), info.provenance)
+
+        steps = Steps(background, signed, described, background.submit(place), place)
+        placed = steps.placed
         try:
             with repo.lease():
                 sha256, status = _add_to_metadata(repo, tree, href, steps, signer)
@@ -465,6 +502,7 @@ class Steps:
     signed: Future  # (source sha256, signed sha256) from _sign_copy
     described: Future  # the new package's own metadata (repodata.describe)
     placed: Future  # (published sha256, created) from _place_package
+    place: Callable[[], tuple[str, bool]]  # _place_package again
 
 
 def _sign_copy(rpm_path: Path, staged: Path, signer: Signer | None) -> tuple[str, str]:
@@ -562,6 +600,9 @@ def _add_to_metadata(repo: Repo, tree: Path, href: str, steps: Steps,
     snapshot = steps.pool.submit(repo.retire_snapshot)  # while the metadata is made
     alone = steps.described.result()
     sha256, created = steps.placed.result()
+    if repo.head(href) is None:
+        # Swept by `invoke janitor` (unlisted and old) before this publish had the lease.
+        sha256, created = steps.place()
     if not created and sha256 != steps.signed.result()[1]:
         # Uploaded by an earlier, interrupted publish (signed then): describe those bytes.
         repo.download(href, tree / href)

@@ -22,6 +22,7 @@ from cloud.target import connect
 from packager import repo
 from tests.bake_helpers import proxied
 from tests.conftest import INVOKE, ROOT, deep_merge
+from tests.deploy_helpers import deployer
 from tests.faults import FaultProxy
 from tests.repo_helpers import build_rpm, make_lock_table, make_repo_bucket
 
@@ -33,11 +34,12 @@ def rpms(tmp_path_factory):
 
 
 @pytest.fixture
-def repo_config(aws):
+def repo_config(admin_aws):
     suffix = time.time_ns()
-    bucket, table = f"kiln-repo-recovery-{suffix}", f"kiln-locks-recovery-{suffix}"
-    make_repo_bucket(aws, bucket)
-    make_lock_table(aws, table)
+    # Named as the bootstrap names them, so the operator's policy covers them.
+    bucket, table = f"kiln-repo-123456789012-r{suffix}", f"kiln-locks-recovery-{suffix}"
+    make_repo_bucket(admin_aws, bucket)
+    make_lock_table(admin_aws, table)
     return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
 
 
@@ -179,3 +181,62 @@ def test_someone_elses_repomd_write_is_still_refused(repo_aws, rpms, monkeypatch
     monkeypatch.setattr(repo.Repo, "fetch_metadata", fetch_then_overwritten)
     with pytest.raises(Exception, match="changed while Kiln held the repo lock"):
         repo.publish(repo_aws, rpms["beta"])
+
+
+def test_a_package_a_killed_publish_left_unlisted_is_swept_by_the_janitor_once_old(
+        sandbox_box, config_overrides, tmp_path, repo_config, repo_aws, rpms, run_invoke):
+    """Killed after its upload, before repomd.xml listed it: the object is nobody's. The janitor
+    leaves it while a publish might still list it (younger than the cutoff, or the repo lease
+    held), then removes it and says so."""
+    deployer(repo_aws.settings)  # the janitor sweeps prod too
+    repo.publish(repo_aws, rpms["alpha"])
+    killed_at(sandbox_box, config_overrides, tmp_path, repo_config, repomd_put(repo_config),
+              "publish", "--rpm", str(rpms["beta"]))
+    target, beta = repo.Repo.of(repo_aws), "Packages/beta-1.0.0-1.noarch.rpm"
+    assert target.head(beta) is not None, "the kill came before the package was uploaded"
+    assert [p["name"] for p in repo.list_packages(repo_aws)] == ["alpha"]
+
+    young = run_invoke("janitor", overrides=repo_config, check=True)
+    assert target.head(beta) is not None
+    assert "leaving 1 package object(s) no metadata lists yet" in young.stderr
+
+    aged = deep_merge(repo_config, {"repo": {"unlisted_grace_seconds": 0, "lock_timeout": 1}})
+    with target.lease():  # a publish at work
+        busy = run_invoke("janitor", overrides=aged, check=True)
+    assert target.head(beta) is not None
+    assert "the repo lease is held (repo/" in busy.stderr
+
+    swept = run_invoke("janitor", "--json", overrides=aged, check=True)
+    assert target.head(beta) is None
+    assert f"janitor: removing package {beta}" in swept.stderr
+    assert [(i["kind"], i["id"]) for i in json.loads(swept.stdout)["leftovers"]
+            if i["kind"] == "package"] == [("package", beta)]
+    assert target.head("Packages/alpha-1.0.0-1.noarch.rpm") is not None
+    assert json.loads(run_invoke("repo.verify", "--json", overrides=repo_config,
+                                 check=True).stdout)["packages"] == 1
+    again = run_invoke("publish", "--rpm", str(rpms["beta"]), "--json", overrides=repo_config,
+                       check=True)
+    assert json.loads(again.stdout)["status"] == "published"
+
+
+def test_a_publish_whose_upload_was_swept_while_it_waited_for_the_lease_puts_it_back(
+        repo_config, repo_aws, rpms, run_invoke, tmp_path, config_overrides):
+    """The janitor deletes under the repo lease; a publish that uploaded (or found an old upload)
+    before it had the lease must not list an object that is gone by then."""
+    repo.publish(repo_aws, rpms["alpha"])
+    target, beta = repo.Repo.of(repo_aws), "Packages/beta-1.0.0-1.noarch.rpm"
+    config = tmp_path / "waiting.yaml"
+    config.write_text(yaml.safe_dump({"kiln": deep_merge(config_overrides, repo_config)}))
+    with target.lease():  # the janitor, at work
+        publish = subprocess.Popen([INVOKE, "-f", str(config), "publish", "--rpm",
+                                    str(rpms["beta"])], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while target.head(beta) is None and publish.poll() is None:
+            assert time.monotonic() < deadline, "the publish never uploaded its package"
+            time.sleep(0.2)
+        target.delete([beta])  # swept as unlisted
+    assert publish.wait(120) == 0, publish.stderr.read()
+    assert target.head(beta) is not None
+    assert json.loads(run_invoke("repo.verify", "--json", overrides=repo_config,
+                                 check=True).stdout)["packages"] == 2
