@@ -159,3 +159,51 @@ def _template_profile(params: dict, account: str, region: str) -> dict:
             return {}
         return version.data.get("IamInstanceProfile") or {}
     return {}
+
+
+# -- keys used through EC2 on the caller's behalf -----------------------------------------------
+
+# What EC2 does with a customer managed key as the caller when it encrypts a new volume or a copy's
+# snapshots: a grant for the volume, and a data key without plaintext.
+NEW_VOLUME_KEY = ("kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext")
+# ... and when it starts a volume from a snapshot encrypted with the key.
+SNAPSHOT_KEY = ("kms:CreateGrant", "kms:Decrypt")
+
+
+def keys_used(action: str, params: dict, account: str, region: str) -> list[tuple[str, tuple]]:
+    """(key ARN, KMS actions) that EC2 performs as the caller for this request: RunInstances'
+    volume keys and the image's snapshot key; CopyImage's destination key. (A copy's source key
+    is checked after its snapshot permission, in the shared_images patch.)"""
+    if action == "ec2:RunInstances":
+        named = [v for k, v in params.items()
+                 if k.startswith("BlockDeviceMapping.") and k.endswith(".Ebs.KmsKeyId")]
+        found = [(_key_arn(k, account, region), NEW_VOLUME_KEY) for k in named]
+        image_key = _image_key(params.get("ImageId"), account, region)
+        if image_key and not named:
+            found.append((image_key, SNAPSHOT_KEY))
+        return found
+    if action == "ec2:CopyImage" and params.get("KmsKeyId"):
+        return [(_key_arn(params["KmsKeyId"], account, region), NEW_VOLUME_KEY)]
+    return []
+
+
+def _key_arn(key: str, account: str, region: str) -> str:
+    if key.startswith("arn:"):
+        return key
+    return _arn("kms", region, account, key if key.startswith("alias/") else f"key/{key}")
+
+
+def _image_key(image_id: str | None, account: str, region: str) -> str | None:
+    """The customer managed key of the image's snapshot, as an ARN in the image owner's account."""
+    from moto.ec2.models import ec2_backends
+
+    if not image_id:
+        return None
+    try:
+        image = ec2_backends[account][region].describe_images(ami_ids=[image_id])[0]
+    except Exception:  # noqa: BLE001 - an unknown image is RunInstances' own error
+        return None
+    snapshot = getattr(image, "ebs_snapshot", None)
+    if snapshot is None or not snapshot.encrypted or not snapshot.kms_key_id:
+        return None
+    return _key_arn(snapshot.kms_key_id, image.owner_id, region)

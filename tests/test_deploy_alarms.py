@@ -6,7 +6,7 @@ import pytest
 from cloud.errors import KilnError
 from orchestrator import operations
 from tests.conftest import deep_merge
-from tests.deploy_helpers import FAST, make_image
+from tests.deploy_helpers import FAST, admin_of, make_image
 
 COMPOSITE = "hello-web-canary-composite"
 
@@ -19,7 +19,7 @@ def deploy_overrides():
 @pytest.fixture
 def deployed(kaws, daws, outputs):
     alarm = outputs["AlarmNames"].split(",")[0]
-    daws.client("cloudwatch").put_composite_alarm(AlarmName=COMPOSITE,
+    admin_of(daws).client("cloudwatch").put_composite_alarm(AlarmName=COMPOSITE,
                                                   AlarmRule=f'ALARM("{alarm}")')
     make_image(daws, "1.0.0")
     make_image(daws, "1.1.0")
@@ -30,7 +30,7 @@ def deployed(kaws, daws, outputs):
 def test_a_composite_alarm_in_alarm_rolls_the_canary_back(kaws, daws, deployed):
     def fire(step, runner):
         if step.action == "weights" and step.weights.get("hello-web-v002"):
-            daws.client("cloudwatch").set_alarm_state(
+            admin_of(daws).client("cloudwatch").set_alarm_state(
                 AlarmName=COMPOSITE, StateValue="ALARM", StateReason="canary errors")
 
     with pytest.raises(operations.RolledBack, match=f"alarm {COMPOSITE} in ALARM"):

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sandbox import identities
+from tests.image_helpers import make_image
 
 PROD = "222222222222"
 
@@ -294,3 +295,52 @@ def test_giving_an_instance_a_role_needs_iam_pass_role(clean_strict, may_pass):
         error = error_of(call).response["Error"]
         assert "iam:PassRole on resource: arn:aws:iam::123456789012:role/app" in \
             error["Message"], name
+
+
+def _ebs_user(box, key_arn: str, actions: list[str]):
+    """A role allowed to launch and copy images, and to use `key_arn` through EC2 for `actions`
+    (the key's policy defers to the account's identity policies): its EC2 client."""
+    iam = client(box, "iam")
+    root = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    iam.create_role(RoleName="ebs-user", AssumeRolePolicyDocument=json.dumps(root))
+    statements = [{"Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:CopyImage",
+                                                  "ec2:CreateTags", "ec2:Describe*"],
+                   "Resource": "*"}]
+    if actions:
+        statements.append({"Effect": "Allow", "Action": actions, "Resource": key_arn,
+                           "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}})
+    iam.put_role_policy(RoleName="ebs-user", PolicyName="ebs", PolicyDocument=policy(*statements))
+    credentials = client(box, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/ebs-user", RoleSessionName="ebs")["Credentials"]
+    return session_client("ec2", box, credentials)
+
+
+@pytest.mark.parametrize("may_use", [False, True])
+def test_encrypting_volumes_and_copies_needs_the_callers_key_rights(clean_strict, may_use):
+    """RunInstances with a volume encrypted by a customer managed key, and CopyImage into one,
+    use the key as the caller, through EC2: the caller needs kms:CreateGrant and
+    kms:GenerateDataKeyWithoutPlaintext on it, as on AWS."""
+    kms = client(clean_strict, "kms")
+    key = kms.create_key(Policy=json.dumps({"Statement": [{
+        "Effect": "Allow", "Action": "kms:*", "Resource": "*",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}))["KeyMetadata"]["Arn"]
+    ec2 = _ebs_user(clean_strict, key, ["kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext",
+                                        "kms:Decrypt"] if may_use else [])
+    base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    own = make_image(client(clean_strict, "ec2"), None)
+    calls = {
+        "RunInstances": lambda: ec2.run_instances(
+            ImageId=base, MinCount=1, MaxCount=1, BlockDeviceMappings=[{
+                "DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "Encrypted": True,
+                                              "KmsKeyId": key}}]),
+        "CopyImage": lambda: ec2.copy_image(SourceImageId=own, SourceRegion="us-east-1",
+                                            Name="copy", Encrypted=True, KmsKeyId=key),
+    }
+    for name, call in calls.items():
+        if may_use:
+            call()
+            continue
+        error = error_of(call).response["Error"]
+        assert error["Code"] == "UnauthorizedOperation", name
+        assert f"kms:CreateGrant on resource: {key}" in error["Message"], name

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote
 
 from sandbox import identities
 from sandbox import policy as iam
-from sandbox.resources import ec2_targets, passed_roles, resource_for
+from sandbox.resources import ec2_targets, keys_used, passed_roles, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 
@@ -232,6 +232,24 @@ def _check_permitted(self, resource: str) -> None:
         allowed, why = _decide(caller, "iam:PassRole", role_arn, here, params, self._region)
         if not allowed:
             _deny(self, caller, "iam:PassRole", role_arn, why)
+    _check_keys_used(self, caller, action, params, context)
+
+
+def _check_keys_used(request, caller: Caller, action: str, params: dict, context: dict) -> None:
+    """EC2 uses customer managed keys as the caller (kms:ViaService ec2): the key policy and the
+    caller's policies must allow it. AWS managed keys (aws/ebs) allow every caller through EC2."""
+    region = request._region
+    for key_arn, actions in keys_used(action, params, caller.account, region):
+        key = identities.kms_key(key_arn, caller.account, region)
+        if key is None or getattr(key, "key_manager", "CUSTOMER") == "AWS":
+            continue  # no such key: EC2 answers that itself
+        for kms_action in actions:
+            here = {**context, "kms:ViaService": f"ec2.{region}.amazonaws.com",
+                    "kms:CallerAccount": caller.account,
+                    "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant"}
+            allowed, why = _decide(caller, kms_action, key.arn, here, params, region)
+            if not allowed:
+                _deny(request, caller, kms_action, key.arn, why)
 
 
 def _deleted_objects(request, action: str, resource: str) -> list[tuple[str, None]]:
