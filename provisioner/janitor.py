@@ -13,7 +13,8 @@ key pairs and still lists terminated instances — in every region and account K
 
 Removal follows dependencies: instances first (waiting until terminated), then security groups
 (retrying DependencyViolation while network interfaces detach), key pairs, volumes, and snapshots
-whose image no longer exists. Other areas add their own kinds with `register` (a Sweeper).
+whose image no longer exists (retrying InvalidSnapshot.InUse, EC2's answer for a moment after
+DeregisterImage). Other areas add their own kinds with `register` (a Sweeper).
 """
 
 from __future__ import annotations
@@ -294,7 +295,9 @@ def _find_snapshots(aws, region, why):
 def _remove_snapshots(aws, region, items):
     ec2 = aws.client("ec2", region)
     for item in items:
-        _ignore_missing(ec2.delete_snapshot, SnapshotId=item.id)
+        # Its image may have been deregistered a moment ago: EC2 answers InvalidSnapshot.InUse
+        # for a while after that, which images.delete_snapshot waits out.
+        images.delete_snapshot(ec2, item.id)
 
 
 def _ignore_missing(call, **params) -> None:

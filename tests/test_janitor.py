@@ -131,6 +131,30 @@ def test_orphan_snapshots_of_deregistered_images_are_removed(aws, clean_sandbox)
     assert snapshots[kept] in remaining and snapshots[gone] not in remaining
 
 
+def test_an_orphan_snapshot_still_in_use_right_after_deregister_is_waited_for(
+        aws, clean_sandbox):
+    """As on EC2, a snapshot is in use for a moment after DeregisterImage (a hand or another tool
+    deregistered its image just before): the janitor retries InvalidSnapshot.InUse."""
+    deployer(aws.settings)  # the janitor sweeps prod too
+    admin = _admin(aws)
+    ec2 = admin.client("ec2")
+    image = make_image(ec2, kms_key(admin.client("kms")))
+    (mapping,) = ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"]
+    snapshot = mapping["Ebs"]["SnapshotId"]
+    ec2.create_tags(Resources=[snapshot], Tags=kiln_tags.to_list(
+        kiln_tags.kiln_tags("hello-web", "image-snapshot")))
+    clean_sandbox.set_time_scale(0.5)  # in use for 5 s after DeregisterImage
+    try:
+        ec2.deregister_image(ImageId=image)
+        result = janitor.run(aws)
+    finally:
+        clean_sandbox.set_time_scale(None)
+    assert result["failures"] == []
+    assert ("snapshot", snapshot) in [(i["kind"], i["id"]) for i in result["leftovers"]]
+    assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [snapshot]}])[
+        "Snapshots"] == []
+
+
 def test_leftovers_in_the_prod_account_are_found_too(aws, clean_sandbox):
     prod = aws.account("prod")
     ids = _leftovers(prod, "20200101T000000-prod01", PAST)
