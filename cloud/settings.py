@@ -228,7 +228,9 @@ SCHEMA: dict = {
         "lock": {"table": S0, "lease": S},
         "health_check": {"path": S, "grace_period": N(0)},
         "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
-        "self_service": {"ttl": S, "instance_type": S0, "header": S},
+        "listener": {"certificate": S0, "ssl_policy": S},
+        "self_service": {"ttl": S, "instance_type": S0, "header": S, "source_cidrs": L,
+                         "from_anywhere": B},
     },
 }
 
@@ -240,6 +242,7 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
         if schema is SCHEMA:
             _check_real_accounts(settings)
             _check_ssh_cidrs(settings.bake)
+            _check_listener(settings.deploy)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
@@ -292,6 +295,31 @@ def _check_ssh_cidrs(bake: Settings) -> None:
             raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr} lets anyone reach SSH on the bake "
                               f"instance; narrow it, or set kiln.bake.ssh_from_anywhere: true "
                               f"if that is meant")
+
+
+# An ACM certificate (or an IAM server certificate) an ALB listener may serve.
+CERTIFICATE_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:(acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+"
+                             r"|iam::\d{12}:server-certificate/[\w+=,.@/-]+)")
+
+
+def _check_listener(deploy: Settings) -> None:
+    """The HTTPS listener's certificate is an ACM ARN; self-service environments are reached
+    only from named networks, a /0 only when kiln.deploy.self_service.from_anywhere says so."""
+    certificate = deploy.listener.certificate
+    if certificate is not None and not CERTIFICATE_ARN.fullmatch(certificate):
+        raise ConfigError(f"kiln.deploy.listener.certificate: {certificate!r} is not an ACM "
+                          f"certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)")
+    service = deploy.self_service
+    for cidr in service.source_cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"kiln.deploy.self_service.source_cidrs: {cidr!r} is not a CIDR "
+                              f"(e.g. 203.0.113.0/24)") from None
+        if network.prefixlen == 0 and not service.from_anywhere:
+            raise ConfigError(f"kiln.deploy.self_service.source_cidrs: {cidr} lets anyone reach "
+                              f"self-service environments; narrow it, or set "
+                              f"kiln.deploy.self_service.from_anywhere: true if that is meant")
 
 
 def _section(raw: Any, schema: dict, prefix: str) -> Settings:

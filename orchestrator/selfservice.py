@@ -2,8 +2,10 @@
 
 `invoke env.up --owner NAME` runs server group <app>-<owner>-vNNN (cluster <app>-<owner>) in the
 app's environment, reached through the app's load balancer with the header
-`<kiln.deploy.self_service.header>: NAME` (a listener rule); `invoke env.down` removes it, and the
-janitor removes any whose kiln:expires-at has passed.
+`<kiln.deploy.self_service.header>: NAME` (a listener rule) from the networks in
+`kiln.deploy.self_service.source_cidrs` only (the rule's source-ip condition: from anywhere else
+the request is the app's); `invoke env.down` removes it, and the janitor removes any whose
+kiln:expires-at has passed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ from orchestrator.environment import Environment
 
 ROLE = "self-service"
 _OWNER = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+# An ALB rule holds at most five condition values; the header takes one.
+MAX_SOURCE_CIDRS = 4
+
+
+def source_cidrs(settings) -> list[str]:
+    """kiln.deploy.self_service.source_cidrs, which must name the networks (a /0 is refused
+    when settings load, unless kiln.deploy.self_service.from_anywhere)."""
+    cidrs = settings.self_service.source_cidrs
+    if not cidrs:
+        raise KilnError("kiln.deploy.self_service.source_cidrs: empty; name the networks "
+                        "(e.g. your office's 203.0.113.0/24) that may reach self-service "
+                        "environments")
+    if len(cidrs) > MAX_SOURCE_CIDRS:
+        raise KilnError(f"kiln.deploy.self_service.source_cidrs: {len(cidrs)} networks; a "
+                        f"listener rule takes at most {MAX_SOURCE_CIDRS} beside its header")
+    return list(cidrs)
 
 
 def _env(aws: Aws, owner: str) -> Environment:
@@ -32,6 +50,7 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
        ami: str | None = None, dry_run: bool = False) -> dict:
     settings = aws.settings.deploy
     env = _env(aws, owner)
+    sources = source_cidrs(settings)
     seconds = inputs.seconds(ttl or settings.self_service.ttl, "--ttl")
     if seconds < 60:
         raise KilnError(f"--ttl: {ttl} is too short (at least 1m)")
@@ -45,9 +64,10 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
     instance_type = settings.self_service.instance_type or settings.instance_type
     plan = {"owner": owner, "server_group": name, "version": image.version, "ami": image.id,
             "instance_type": instance_type, "capacity": 1, "ttl": inputs.human(seconds),
-            "header": f"{settings.self_service.header}: {owner}"}
+            "header": f"{settings.self_service.header}: {owner}", "sources": sources}
     say(f"plan: env.up {owner} — {name}: {image.version} ({image.id}), 1 × {instance_type}, "
-        f"expires in {inputs.human(seconds)}, reached with header {plan['header']}")
+        f"expires in {inputs.human(seconds)}, reached with header {plan['header']} from "
+        f"{', '.join(sources)}")
     if dry_run:
         say("dry run: nothing changed")
         return {**plan, "result": "dry-run"}
@@ -56,10 +76,10 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
                   extra_tags={**labels, tags.ROLE: ROLE},
                   extra_environment={"KILN_OWNER": owner})
     tg = model.describe_group(env, name)["TargetGroupARNs"][0]
-    _add_rule(env, owner, tg, labels)
+    _add_rule(env, owner, tg, labels, sources)
     health.wait_healthy(env, name, 1, inputs.seconds(settings.health_timeout,
                                                      "kiln.deploy.health_timeout"))
-    say(f"env {owner}: {name} is up; curl -H '{plan['header']}' http://{env.load_balancer_dns}/")
+    say(f"env {owner}: {name} is up; curl -H '{plan['header']}' {model.url(env)}")
     return {**plan, "result": "ok", "expires_at": labels[tags.EXPIRES_AT]}
 
 
@@ -76,7 +96,8 @@ def _image(aws: Aws, env: Environment, version: str | None, ami: str | None):
     return images.resolve(env, ami=baseline.ami)
 
 
-def _add_rule(env: Environment, owner: str, target_group: str, labels: dict) -> None:
+def _add_rule(env: Environment, owner: str, target_group: str, labels: dict,
+              sources: list[str]) -> None:
     elbv2 = env.client("elbv2")
     rules = elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"]
     used = {int(r["Priority"]) for r in rules if r["Priority"].isdigit()}
@@ -85,7 +106,8 @@ def _add_rule(env: Environment, owner: str, target_group: str, labels: dict) -> 
     elbv2.create_rule(
         ListenerArn=env.listener_arn, Priority=priority,
         Conditions=[{"Field": "http-header",
-                     "HttpHeaderConfig": {"HttpHeaderName": header, "Values": [owner]}}],
+                     "HttpHeaderConfig": {"HttpHeaderName": header, "Values": [owner]}},
+                    {"Field": "source-ip", "SourceIpConfig": {"Values": sources}}],
         Actions=[{"Type": "forward", "TargetGroupArn": target_group}],
         Tags=tags.to_list(tags.kiln_tags(env.app, ROLE, **labels)))
 

@@ -6,12 +6,19 @@ stacks (cluster <app>-<stack>). Each goes to its app's deploy account (kiln.depl
 app's override), with AppName the cluster it serves.
 """
 
+import re
+
 from cloud import apps, bootstrap
+from cloud.errors import KilnError
 from orchestrator.environment import cluster_name
 
 ENV_OUTPUTS = ("VpcId", "SubnetIds", "InstanceSecurityGroupId", "LoadBalancerArn",
-               "LoadBalancerDnsName", "ListenerArn", "InstancePort", "InstanceProfileArn",
-               "LockTableName", "AlarmNames")
+               "LoadBalancerDnsName", "ListenerArn", "HttpListenerArn", "InstancePort",
+               "InstanceProfileArn", "LockTableName", "AlarmNames")
+# What SSM parameter names and Secrets Manager secret names may hold (no commas or wildcards:
+# each becomes one Resource of the instance role's policy).
+_PARAMETER_NAME = re.compile(r"/?[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@\-]+")
 
 
 def deploy_accounts(settings) -> list[str]:
@@ -19,7 +26,63 @@ def deploy_accounts(settings) -> list[str]:
 
 
 def env_parameters(place) -> dict[str, str]:
-    return {"AppName": place.settings.app}
+    return cluster_parameters(place, place.settings, place.settings.app)
+
+
+def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
+    """The environment stack's parameters for `cluster`, from its app's settings."""
+    deploy, account_id = settings.deploy, place.aws.account_id
+    parameters, secrets = secret_arns(deploy.user_data, bootstrap.partition(place.region),
+                                      place.region, account_id)
+    return {"AppName": cluster,
+            "CertificateArn": certificate(deploy, place.region, account_id, place.where),
+            "SslPolicy": deploy.listener.ssl_policy,
+            "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
+
+
+def certificate(deploy, region: str, account_id: str, where: str) -> str:
+    """kiln.deploy.listener.certificate, which must be in the deploy account and region."""
+    arn = deploy.listener.certificate
+    if not arn:
+        raise KilnError(f"kiln.deploy.listener.certificate: not set; the environment in {where} "
+                        f"serves HTTPS only: name its ACM certificate (arn:aws:acm:{region}:"
+                        f"{account_id}:certificate/…)")
+    fields = arn.split(":")
+    if fields[4] != account_id or fields[2] == "acm" and fields[3] != region:
+        raise KilnError(f"kiln.deploy.listener.certificate: {arn} is not in {where}; a load "
+                        f"balancer serves certificates of its own account and region only")
+    return arn
+
+
+def secret_arns(user_data, partition: str, region: str,
+                account_id: str) -> tuple[list[str], list[str]]:
+    """The ARNs of the SSM parameters and of the secrets kiln.deploy.user_data.secrets names:
+    the instance role may read those and no others."""
+    parameters, secrets = [], []
+    for key, reference in (user_data.get("secrets") or {}).items():
+        kind, _, name = str(reference).partition(":")
+        field = f"kiln.deploy.user_data.secrets.{key}"
+        if kind == "ssm" and name.startswith("arn:") or kind == "secretsmanager" and \
+                name.startswith("arn:"):
+            (parameters if kind == "ssm" else secrets).append(_checked_arn(field, name, kind))
+        elif kind == "ssm" and _PARAMETER_NAME.fullmatch(name):
+            parameters.append(f"arn:{partition}:ssm:{region}:{account_id}:parameter/"
+                              f"{name.lstrip('/')}")
+        elif kind == "secretsmanager" and _SECRET_NAME.fullmatch(name):
+            # A secret's ARN ends in a dash and six random characters.
+            secrets.append(f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:"
+                           f"{name}-??????")
+        else:
+            raise KilnError(f"{field}: {reference!r} is not ssm:<parameter name> or "
+                            f"secretsmanager:<secret id>")
+    return parameters, secrets
+
+
+def _checked_arn(field: str, arn: str, service: str) -> str:
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[2] != service or not re.fullmatch(r"[\w/+=.@:-]+", arn):
+        raise KilnError(f"{field}: {arn!r} is not an ARN of {service}")
+    return arn
 
 
 ENV_STACK = bootstrap.register(bootstrap.StackSpec(
@@ -36,6 +99,7 @@ def register_clusters(settings) -> list[str]:
         account = apps.for_app(settings, app).deploy.account
         bootstrap.register(bootstrap.StackSpec(
             f"env-{cluster}", "env.yaml", lambda _settings, account=account: [account],
-            lambda _place, cluster=cluster: {"AppName": cluster}, ENV_OUTPUTS))
+            lambda place, app=app, cluster=cluster: cluster_parameters(
+                place, apps.for_app(place.settings, app), cluster), ENV_OUTPUTS))
         parts.append(f"env-{cluster}")
     return parts

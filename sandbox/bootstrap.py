@@ -9,8 +9,11 @@ from sandbox import identities
 
 
 def overlay(settings):
-    """Fill kiln.bootstrap.repo_read_cidrs and operator_principals when empty; return the same
-    settings."""
+    """Fill kiln.bootstrap.repo_read_cidrs, operator_principals and
+    kiln.deploy.self_service.source_cidrs when empty; return the same settings."""
+    service = (settings.get("deploy") or {}).get("self_service")
+    if service is not None and not service.get("source_cidrs"):
+        service["source_cidrs"] = [f"{settings.sandbox.host}/32"]  # every client is this host
     boot = settings.get("bootstrap")
     if boot is None:
         return settings

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import bootstrap, identities, instances, signing
+from sandbox import bootstrap, identities, instances, listener_cert, signing
 from sandbox.daemon import Daemon, free_port
 
 
@@ -148,6 +148,8 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
         instances.overlay(settings, box.state_dir)
     signing.overlay(settings, generate=start)  # a read still checks against an existing key
     bootstrap.overlay(settings)
+    if start:  # the environments' HTTPS certificate, in ACM of the deploy account
+        listener_cert.overlay(settings, box)
     _overlay_watch(settings)
     _scale_waiters(settings, box)
     return box

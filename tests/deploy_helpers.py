@@ -15,10 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloud import bootstrap
+from cloud import apps, bootstrap
 from cloud import tags as kiln_tags
 from cloud.stacks import stack_name
 from cloud.target import connect
+from orchestrator import stack as env_stacks
+from sandbox import listener_cert
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "templates" / "env.yaml"
 
@@ -72,10 +74,19 @@ def admin_of(daws):
 
 
 def env_stack(daws, app: str = "hello-web", cluster: str | None = None) -> dict[str, str]:
-    cfn = admin_of(daws).client("cloudformation", daws.region)
+    """The environment stack with the parameters `invoke bootstrap` gives it (the sandbox's
+    listener certificate included)."""
+    admin = admin_of(daws)
+    cfn = admin.client("cloudformation", daws.region)
     name = stack_name(daws.settings, f"env-{cluster or app}")
+    place = bootstrap.Place(daws.settings, daws.account_name, admin, admin, daws.region)
+    settings = apps.for_app(daws.settings, app)
+    settings.deploy.listener["certificate"] = listener_cert.import_into(
+        admin.client("acm", daws.region), daws.settings.sandbox.state_dir)
+    values = env_stacks.cluster_parameters(place, settings, app)
     cfn.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
-                     Parameters=[{"ParameterKey": "AppName", "ParameterValue": app}],
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                                 for k, v in values.items()],
                      Capabilities=["CAPABILITY_NAMED_IAM"])
     stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}

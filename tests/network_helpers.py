@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -56,6 +58,32 @@ def get(host: str, port: int, path: str = "/", headers: dict | None = None,
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+class _NamedTLS(http.client.HTTPSConnection):
+    """HTTPS to an address, presenting and verifying `name` (as a client that resolved it)."""
+
+    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext,
+                 timeout: float):
+        super().__init__(address, port, context=context, timeout=timeout)
+        self.name = name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.name)
+
+
+def https_get(address: str, port: int, name: str, cafile=None, path: str = "/",
+              headers: dict | None = None, timeout: float = 10) -> tuple[int, str]:
+    """GET over TLS, the certificate verified against `cafile` (None: the system's CAs)."""
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    connection = _NamedTLS(address, port, name, context, timeout)
+    try:
+        connection.request("GET", path, headers={"Host": name, **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read().decode()
     finally:

@@ -9,7 +9,8 @@ import boto3
 import pytest
 
 from orchestrator import judge, operations
-from tests.network_helpers import all_healthy, get, until
+from sandbox import listener_cert
+from tests.network_helpers import all_healthy, get, https_get, until
 
 LIMITS = judge.Thresholds(min_requests=10, max_error_rate_increase=0.01, max_p99_ratio=1.5,
                           min_p99_increase=0.1)
@@ -82,9 +83,12 @@ def test_no_verdict_before_enough_canary_requests(lb, since):
     assert found["verdict"] == "waiting"
 
 
-def test_status_prints_the_load_balancers_loopback_url(kaws, outputs):
+def test_status_prints_the_load_balancers_https_url(kaws, outputs):
     result = operations.status(kaws)
-    assert result["url"] == f"http://{outputs['LoadBalancerDnsName']}/"
+    assert result["url"] == f"https://{outputs['LoadBalancerDnsName']}/"
     assert operations.status_lines(result)[0].endswith(f"at {result['url']}")
     host = outputs["LoadBalancerDnsName"]
-    assert get(host, 80) == (503, "no server group is serving yet")
+    ca = listener_cert.files(kaws.settings.sandbox.state_dir)["ca"]
+    name = f"hello-web.{listener_cert.DOMAIN}"
+    assert https_get(host, 443, name, ca) == (503, "no server group is serving yet")
+    assert get(host, 80, "/a?b=1", headers={"Host": name}) == (301, "")

@@ -7,13 +7,18 @@ so any window of requests follows the weights closely); inside a target group, r
 robin to the healthy targets, or to all of them when none is healthy (ALB fails open). The load
 balancer answers itself as an ALB does: fixed responses and redirects, 503 when a target group
 has no targets, 502 when a target cannot be reached, 504 when it does not answer within the idle
-timeout. Each request is counted for the load balancer's metrics.
+timeout. Each request is counted for the load balancer's metrics. An HTTPS listener terminates TLS
+with its certificate's key as ACM holds it (TLS 1.2 and later).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import http.client
+import ipaddress
+import os
+import ssl
 import threading
 import time
 import uuid
@@ -56,14 +61,17 @@ class Listener:
     """One listener's server. `handle` is shared state: routing, health, metrics."""
 
     def __init__(self, network, where: tuple[str, str], lb_arn: str, listener_arn: str,
-                 host: str, port: int):
+                 host: str, port: int, certificate: str | None = None):
         self.network = network
         self.where = where
         self.lb_arn = lb_arn
         self.arn = listener_arn
         self.address = (host, port)
+        self.certificate = certificate
         self.server = _Server((host, port), _Handler)
         self.server.listener = self
+        self.server.tls = tls_context(where, certificate) if certificate else None
+        self.scheme = "https" if certificate else "http"
         # A short poll so that stopping a listener (DeleteListener, reset) returns at once.
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True, name=f"listener {host}:{port}")
@@ -113,7 +121,7 @@ class Listener:
         _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
         started = time.monotonic()
         try:
-            status, headers, payload = _send(request, body, where, self.address[1])
+            status, headers, payload = _send(request, body, where, self.address[1], self.scheme)
         except TimeoutError:
             return self._elb_answer(request, 504, group.arn)
         except OSError:
@@ -139,7 +147,12 @@ class Listener:
         host = config.get("Host", "#{host}").replace("#{host}", request.headers.get("Host", ""))
         path = config.get("Path", "/#{path}").replace("/#{path}", parts.path)
         query = config.get("Query", "#{query}").replace("#{query}", parts.query)
-        protocol = config.get("Protocol", "#{protocol}").replace("#{protocol}", "HTTP").lower()
+        protocol = config.get("Protocol", "#{protocol}").replace(
+            "#{protocol}", self.scheme).lower()
+        port = str(config.get("Port", "#{port}")).replace("#{port}", str(self.address[1]))
+        host = host.rsplit(":", 1)[0] if host.rsplit(":", 1)[-1].isdigit() else host
+        if port != {"http": "80", "https": "443"}.get(protocol):
+            host = f"{host}:{port}"
         location = f"{protocol}://{host}{path}" + (f"?{query}" if query else "")
         status = 301 if config.get("StatusCode") == "HTTP_301" else 302
         self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
@@ -151,6 +164,40 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     listener: Listener
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is not None:  # the handshake in the request's thread, not the accept loop
+            try:
+                request.settimeout(IDLE_TIMEOUT)
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
+
+
+def tls_context(where: tuple[str, str], certificate_arn: str) -> ssl.SSLContext:
+    """A server context with the certificate, its chain and key as ACM holds them."""
+    from moto.acm.models import acm_backends
+
+    bundle = acm_backends[where[0]][where[1]].get_certificate(certificate_arn)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    chain = bundle.cert.rstrip(b"\n") + b"\n" + (bundle.chain or b"")
+    with _in_memory(chain) as cert_path, _in_memory(bundle.key) as key_path:
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+@contextlib.contextmanager
+def _in_memory(data: bytes):
+    """A path to `data` that never touches a disk (ssl loads keys only from files)."""
+    descriptor = os.memfd_create("kiln-listener-tls")
+    try:
+        os.write(descriptor, data)
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -167,12 +214,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _send(request: _Handler, body: bytes, where: targets.Endpoint, listener_port: int):
+def _send(request: _Handler, body: bytes, where: targets.Endpoint, listener_port: int,
+          scheme: str = "http"):
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     client = request.client_address[0]
     forwarded = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
-    headers["X-Forwarded-Proto"] = "http"
+    headers["X-Forwarded-Proto"] = scheme
     headers["X-Forwarded-Port"] = str(listener_port)
     headers.setdefault("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
     connection = targets.Connection(where, IDLE_TIMEOUT)
@@ -238,6 +286,7 @@ def _matches(condition: dict, request: _Handler) -> bool:
                                 .get("HttpHeaderName", ""), None),
             _values(condition, "HttpHeaderConfig"), fold=True),
         "query-string": lambda: _query(parts.query, condition),
+        "source-ip": lambda: _source(request.client_address[0], condition),
     }
     test = tests.get(field)
     return bool(test and test())
@@ -249,6 +298,13 @@ def _glob(value: str | None, patterns: list[str], fold: bool = False) -> bool:
     if fold:
         value, patterns = value.lower(), [p.lower() for p in patterns]
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _source(client: str, condition: dict) -> bool:
+    """The client's address in one of the rule's CIDRs (an ALB sees the TCP peer)."""
+    address = ipaddress.ip_address(client)
+    return any(address in ipaddress.ip_network(cidr, strict=False)
+               for cidr in _values(condition, "SourceIpConfig"))
 
 
 def _query(query: str, condition: dict) -> bool:

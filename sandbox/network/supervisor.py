@@ -101,7 +101,7 @@ class Network:
             for lb in list(backend.load_balancers.values()):
                 for listener in list(lb.listeners.values()):
                     wanted[listener.arn] = ((account, region), lb.arn, listener.arn,
-                                            lb.dns_name, int(listener.port))
+                                            lb.dns_name, int(listener.port), _tls(listener))
                     for arn in _forwarded(backend, listener):
                         group = backend.target_groups.get(arn)
                         if group is not None:
@@ -111,7 +111,7 @@ class Network:
                 self._listeners.pop(arn).stop()
             for arn, spec in wanted.items():
                 current = self._listeners.get(arn)
-                if current and current.address == spec[3:]:
+                if current and (*current.address, current.certificate) == spec[3:]:
                     continue
                 if current:
                     self._listeners.pop(arn).stop()
@@ -124,7 +124,7 @@ class Network:
             return
         try:
             listener = proxy.Listener(self, *spec)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - a port in use, a certificate gone: say so
             self._failed.add(spec)
             print(f"sandbox network: listener {spec[2]} cannot listen on {spec[3]}:{spec[4]}: "
                   f"{error}", file=sys.stderr, flush=True)
@@ -135,6 +135,11 @@ class Network:
     def listening(self) -> dict[str, tuple[str, int]]:
         with self._lock:
             return {arn: listener.address for arn, listener in self._listeners.items()}
+
+
+def _tls(listener) -> str | None:
+    """The certificate an HTTPS listener serves (None: plain HTTP)."""
+    return listener.certificate if listener.protocol == "HTTPS" else None
 
 
 def _forwarded(backend, listener) -> list[str]:
