@@ -19,7 +19,7 @@ from pathlib import Path
 from cloud.console import say
 from cloud.errors import KilnError
 from sandbox import bootstrap, identities, instances, listener_cert, signing
-from sandbox.daemon import Daemon, free_port
+from sandbox.daemon import Daemon, free_port, wait_gone
 
 
 class Sandbox:
@@ -86,10 +86,14 @@ class Sandbox:
             path.write_text(f"{float(factor)}\n")
 
     def down(self) -> bool:
-        """Stop the server, the sandbox sshd and the signing key's agent; True if moto ran."""
+        """Stop the server, then every instance, the sandbox sshd and the signing key's agent;
+        True if moto ran. The server goes first, so that nothing launches an instance (Auto
+        Scaling, say) once the instances have been ended."""
+        pid = self.moto.pid
+        stopped = self.moto.stop()
+        wait_gone(pid)
         instances.stop(self.state_dir)
         signing.stop_agent(self.state_dir / "gnupg")
-        stopped = self.moto.stop()
         (self.state_dir / identities.CREDENTIALS).unlink(missing_ok=True)  # next up: new keys
         return stopped
 

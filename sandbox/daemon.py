@@ -6,11 +6,13 @@ two starts at once safe, and a second start reuses the running process.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +111,19 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def wait_gone(pid: int | None, timeout: float = 10) -> bool:
+    """Wait for a process that was told to end (and reap it if it is our child); True if gone."""
+    deadline = time.monotonic() + timeout
+    while pid and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from cloud.console import say
 from sandbox.machines import instances as machines
 from sandbox.sshd import Sshd, current_user
 
+_booting: dict[str, threading.Thread] = {}  # instances launching in the background
+_booting_lock = threading.Lock()
 KEY_OPTIONS = "no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
 # The install command of a sandbox bake: Chef is never installed on the host by a bake.
 CHEF_MISSING = ("echo 'sandbox: no chef-solo on this machine: install Chef Infra Client "
@@ -110,13 +113,13 @@ def overlay(settings, state_dir: str | Path | None = None):
 
 # -- instances, called inside the moto server -----------------------------------------------
 def launch(state_dir: str | Path, instance_id: str, address: str,
-           public_key: str | None = None, layers=()) -> Path:
+           public_key: str | None = None, layers=(), user_data: bytes | None = None) -> Path:
     """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it."""
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
                             sandbox_ports=host["sandbox_ports"], provides=host["provides"],
-                            chef_solo=host["chef_solo"])
+                            chef_solo=host["chef_solo"], user_data=user_data)
     if public_key:
         with _keys(state_dir) as lines:
             lines[:] = [line for line in lines if not _belongs(line, instance_id)]
@@ -124,8 +127,45 @@ def launch(state_dir: str | Path, instance_id: str, address: str,
     return world
 
 
+def launch_later(state_dir: str | Path, instance_id: str, address: str, layers=(),
+                 user_data: bytes | None = None) -> None:
+    """Start the instance in the background, as EC2 boots one while RunInstances has returned
+    and it is pending (no key: nobody logs into it, it runs what its image and user data say)."""
+    def boot() -> None:
+        try:
+            launch(state_dir, instance_id, address, layers=layers, user_data=user_data)
+        except Exception as error:  # noqa: BLE001 - reported: a failed boot must not end the server
+            print(f"sandbox: instance {instance_id} did not boot: {error}", file=sys.stderr,
+                  flush=True)
+        finally:
+            with _booting_lock:
+                _booting.pop(instance_id, None)
+
+    thread = threading.Thread(target=boot, daemon=True, name=f"boot-{instance_id}")
+    with _booting_lock:
+        _booting[instance_id] = thread
+    thread.start()
+
+
+def is_machine(state_dir: str | Path, instance_id: str) -> bool:
+    """The instance is a sandbox machine: booting, running, or stopped since."""
+    with _booting_lock:
+        if instance_id in _booting:
+            return True
+    return machines.instance_dir(state_dir, instance_id).is_dir()
+
+
+def _booted(instance_id: str | None = None) -> None:
+    """Wait for the boots under way (of one instance, or all), so none outlives its end."""
+    with _booting_lock:
+        threads = [t for i, t in _booting.items() if instance_id in (None, i)]
+    for thread in threads:
+        thread.join(machines.READY_TIMEOUT + 10)
+
+
 def terminate(state_dir: str | Path, instance_id: str) -> None:
     """Remove the instance's key line and end the instance."""
+    _booted(instance_id)
     with _keys(state_dir) as lines:
         lines[:] = [line for line in lines if not _belongs(line, instance_id)]
     machines.terminate(state_dir, instance_id)
@@ -133,6 +173,7 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
 
 def forget_all(state_dir: str | Path) -> None:
     """Every instance is gone (the sandbox was reset): no keys, no instances."""
+    _booted()
     with _keys(state_dir) as lines:
         lines.clear()
     machines.terminate_all(state_dir)

@@ -20,6 +20,7 @@ import sys
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
+CLOUD_INIT = "/usr/libexec/cloud-init/stage"
 
 
 def mount(*args: str) -> None:
@@ -51,6 +52,9 @@ def main(spec: dict) -> None:
     subprocess.run(["pivot_root", ".", "."], check=True)
     subprocess.run(["umount", "-l", "."], check=True)
     os.chdir("/")
+    # cloud-init's early stage (write_files) runs before any service starts, as on EC2.
+    if os.access(CLOUD_INIT, os.X_OK):
+        subprocess.run([CLOUD_INIT, "init"], check=False)
     sys.stdout.flush()
     os.execv(INIT, [INIT])
 

@@ -4,8 +4,9 @@ It lies over the host's own root filesystem (whose programs the instance runs: s
 rpm, sudo, ruby) and holds what differs on AL2023: `/etc/os-release` (ID=amzn, VERSION_ID=2023),
 `/usr/bin/yum` → `dnf-3`, an rpm database under `/var/lib/rpm` that already lists what a base AMI
 provides (python3, bash, systemd, sudo, …, plus `kiln.sandbox.base_provides`), the `ec2-user`
-account with sudo, and docker-systemctl-replacement as `/usr/bin/systemctl` and as PID 1
-(`/usr/lib/systemd/systemd`), so Chef's `service` resource enables and starts units.
+account with sudo, cloud-init's stages (cloudinit.py), and docker-systemctl-replacement as
+`/usr/bin/systemctl` and as PID 1 (`/usr/lib/systemd/systemd`), so Chef's `service` resource
+enables and starts units.
 
     ensure(state_dir, provides=(), chef_solo=None) -> Path   # built once per content, reused
 
@@ -83,11 +84,14 @@ def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
     """The base layer under the state dir, rebuilt only when what goes into it changed."""
     import systemctl2.systemctl3 as systemctl_module  # a large module: loaded when building
 
+    from sandbox.machines import cloudinit
+
     layer = layer_dir(state_dir)
     capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
     stamp = hashlib.sha256(json.dumps(
-        [capabilities, chef_solo, OS_RELEASE, DNF_CONF, BASE_SPEC,
-         Path(systemctl_module.__file__).stat().st_size], sort_keys=True).encode()).hexdigest()
+        [capabilities, chef_solo, OS_RELEASE, DNF_CONF, BASE_SPEC, cloudinit.STAGE_SCRIPT,
+         cloudinit.CLOUD_FINAL_UNIT, Path(systemctl_module.__file__).stat().st_size],
+        sort_keys=True).encode()).hexdigest()
     if (layer.parent / "base.sha256").is_file() and \
             (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
         return layer
@@ -108,6 +112,8 @@ def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
 
 def _write_files(tree: Path, chef_solo: str | None) -> None:
     import systemctl2.systemctl3 as systemctl_module
+
+    from sandbox.machines import cloudinit
 
     def put(path: str, text: str, mode: int = 0o644) -> None:
         target = tree / path
@@ -135,11 +141,18 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     # PID 1's name, which this path gives it.
     link("usr/lib/systemd/systemd", "/usr/bin/systemctl")
     for path in ("etc/systemd/system/multi-user.target.wants", "usr/lib/systemd/system",
-                 "etc/yum.repos.d", "etc/pki/rpm-gpg", "var/log/journal", "opt"):
+                 "etc/yum.repos.d", "etc/pki/rpm-gpg", "var/log/journal", "var/lib/cloud",
+                 "opt"):
         (tree / path).mkdir(parents=True, exist_ok=True)
-    # The host's units (its sshd, …) are not the instance's: these folders hide the host's.
+    # cloud-init, as on an AL2023 AMI: its stages run the instance's user data (cloudinit.py).
+    put("usr/libexec/cloud-init/stage", cloudinit.STAGE_SCRIPT, 0o755)
+    put("usr/lib/systemd/system/cloud-final.service", cloudinit.CLOUD_FINAL_UNIT)
+    link("etc/systemd/system/multi-user.target.wants/cloud-final.service",
+         "/usr/lib/systemd/system/cloud-final.service")
+    # The host's units (its sshd, …) and cloud-init state are not the instance's: these folders
+    # hide the host's.
     hidden = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
-              *(f"etc/rc{level}.d" for level in "0123456S"))
+              "var/lib/cloud", *(f"etc/rc{level}.d" for level in "0123456S"))
     for path in hidden:
         (tree / path).mkdir(parents=True, exist_ok=True)
         os.setxattr(tree / path, "trusted.overlay.opaque", b"y")

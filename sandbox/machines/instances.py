@@ -11,10 +11,12 @@ and network are never changed. Today the sandbox runs instances as root (CI, `ma
 
 The API (the sandbox's EC2 and load balancers call it; nothing in Kiln does):
 
-    launch(state_dir, instance_id, address, layers=(), sandbox_ports=()) -> Path
+    launch(state_dir, instance_id, address, layers=(), sandbox_ports=(), user_data=None) -> Path
         Start the instance; returns its directory. `layers`: read-only directories, top first;
-        `sandbox_ports`: the loopback ports of the sandbox's endpoint (and proxies before it).
+        `sandbox_ports`: the loopback ports of the sandbox's endpoint (and proxies before it);
+        `user_data`: run at first boot as cloud-init runs it (cloudinit.py).
     running(state_dir, instance_id) -> bool
+    stopped(state_dir, instance_id) -> bool       # it booted, and its init has ended since
     address(state_dir, instance_id) -> str        # its private IP, on its own loopback
     connect(state_dir, instance_id, port, timeout=5) -> socket.socket
         A TCP connection to <address>:port made inside the instance's network namespace: how a
@@ -39,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.machines import forward, image
+from sandbox.machines import cloudinit, forward, image
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
@@ -82,13 +84,16 @@ def running(state_dir: str | Path, instance_id: str) -> bool:
 
 
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
-           sandbox_ports=(), provides=(), chef_solo: str | None = None) -> Path:
-    """Start the instance from `layers` over the base image; its directory."""
+           sandbox_ports=(), provides=(), chef_solo: str | None = None,
+           user_data: bytes | None = None) -> Path:
+    """Start the instance from `layers` over the base image, its user data handed to its
+    cloud-init; its directory."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
     world = instance_dir(state, instance_id)
     for name in ("upper", "work", "root", "layers"):
         (world / name).mkdir(parents=True, exist_ok=True)
+    cloudinit.prepare(world / "upper", instance_id, user_data)
     spec = {"root": str(world / "root"), "upper": str(world / "upper"),
             "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
             "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
@@ -109,6 +114,11 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
         meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
         _save(world, meta)
     return world
+
+
+def stopped(state_dir: str | Path, instance_id: str) -> bool:
+    """The instance booted and has stopped since (its init ended: a halt, a crash, a kill)."""
+    return bool(init_pid(state_dir, instance_id)) and not running(state_dir, instance_id)
 
 
 def _save(world: Path, meta: dict) -> None:
@@ -204,7 +214,24 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
     for key in ("init_pid", "starter_pid"):
         if meta.get(key):
             _wait_gone(meta[key])
+    for pid in _strays(world):
+        _kill(pid)
+        _wait_gone(pid)
     shutil.rmtree(world, ignore_errors=True)
+
+
+def _strays(world: Path) -> list[int]:
+    """Processes of a boot that was cut short before it recorded them (its server was ended
+    meanwhile): those whose command line names this instance's own root."""
+    mark = f'"root": "{world / "root"}"'.encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
 
 
 def terminate_all(state_dir: str | Path) -> None:

@@ -26,6 +26,7 @@ PATCHES: list[str] = [
     "cloudwatch_metrics",
     "load_balancers",
     "machine_images",
+    "server_groups",
     "service_linked_roles",
     "launch_keys",
     "access_control",  # last: it seeds the sandbox's users with the other patches in place

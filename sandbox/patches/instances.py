@@ -6,13 +6,17 @@ sandbox, RunInstances starts a sandbox machine (sandbox.instances.launch), and i
 authorizes the key pair's public key in the sandbox sshd, tied to that instance by a forced
 command, only when the key pair is one Kiln's bake created in this sandbox (CreateKeyPair with
 the tag kiln:role=bake-key): an imported key, or anyone else's, opens no session. Every public IP
-assigns to an instance is 127.0.0.1, where that sshd listens (private IPs are kept). Terminating
+assigns to an instance is 127.0.0.1, where that sshd listens (private IPs are kept). An instance
+with no key whose image holds a machine (sandbox.machines.images: a bake's image, launched by
+Auto Scaling, say) boots in the background while it is pending, as on EC2. Every machine runs
+its user data as cloud-init does (sandbox.machines.cloudinit). Terminating
 an instance (TerminateInstances, or any other way moto terminates one) removes its key and its
 world; a sandbox reset forgets them all.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 from pathlib import Path
 
@@ -41,17 +45,36 @@ def _after_run(run_instances, state_dir: Path):
     def wrapper(backend, *args, **kwargs):
         reservation = run_instances(backend, *args, **kwargs)
         for instance in reservation.instances:
-            if not instance.key_name:
-                continue  # no machine behind instances nobody logs into (yet)
-            key = backend.key_pairs.get(instance.key_name)
-            admitted = key.public_key if key is not None and _baked(key) else None
-            images.launched(state_dir, instance.id, instance.image_id)
-            instances.launch(state_dir, instance.id, instance.private_ip_address,
-                             public_key=admitted,
-                             layers=images.stack(state_dir, instance.image_id) or ())
+            layers = images.stack(state_dir, instance.image_id)
+            user_data = _user_data(instance)
+            if instance.key_name:
+                key = backend.key_pairs.get(instance.key_name)
+                admitted = key.public_key if key is not None and _baked(key) else None
+                images.launched(state_dir, instance.id, instance.image_id)
+                instances.launch(state_dir, instance.id, instance.private_ip_address,
+                                 public_key=admitted, layers=layers or (), user_data=user_data)
+            elif layers:
+                # An image that holds a machine (a bake's), launched by Auto Scaling, say: it
+                # boots while pending, and runs its enabled units and its user data.
+                images.launched(state_dir, instance.id, instance.image_id)
+                instances.launch_later(state_dir, instance.id, instance.private_ip_address,
+                                       layers=layers, user_data=user_data)
+            # Any other instance nobody logs into, of an image with no machine in it (one
+            # RegisterImage made), has nothing to run: no machine behind it.
         return reservation
 
     return wrapper
+
+
+def _user_data(instance) -> bytes | None:
+    """The instance's user data as its cloud-init reads it (moto keeps it base64-encoded)."""
+    encoded = getattr(instance, "user_data", None)
+    if isinstance(encoded, list):
+        encoded = encoded[0] if encoded else None
+    if encoded is None:
+        return None
+    raw = encoded.as_bytes() if hasattr(encoded, "as_bytes") else str(encoded).encode()
+    return base64.b64decode(raw) or None
 
 
 def _baked(key) -> bool:

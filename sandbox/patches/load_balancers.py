@@ -83,13 +83,19 @@ def apply(state_dir: Path) -> None:
 
 
 def _machine(state_dir: Path, target_type: str, target_id: str, port: int):
-    """An instance that is a sandbox machine: its app is reached inside its network namespace."""
+    """An instance that is a sandbox machine: its app is reached inside its network namespace
+    (a machine still booting, or stopped, refuses the connection, as its address would)."""
+    from sandbox import instances
     from sandbox.machines import instances as machines
 
-    if target_type != "instance" or not target_id.startswith("i-") or not machines.running(
+    if target_type != "instance" or not target_id.startswith("i-") or not instances.is_machine(
             state_dir, target_id):
         return None
-    return targets.Endpoint(machines.address(state_dir, target_id), port, opener=lambda t: (
+    try:
+        host = machines.address(state_dir, target_id)
+    except KeyError:  # not yet booted far enough to have its address
+        host = target_id
+    return targets.Endpoint(host, port, opener=lambda t: (
         machines.connect(state_dir, target_id, port, timeout=t)))
 
 

@@ -1,0 +1,214 @@
+"""sandbox/patches/instances.py and server_groups.py: Auto Scaling runs the baked machine.
+
+A group launched from an image that holds a machine boots real sandbox machines: the image's
+enabled units start, the launch template's user data runs as cloud-init runs it, the load
+balancer health-checks and reaches them, and an instance whose machine stops is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import signal
+from pathlib import Path
+
+import boto3
+import pytest
+
+from sandbox.control import Sandbox
+from sandbox.machines import instances as machines
+from tests.image_helpers import available
+from tests.machine_helpers import web_image
+from tests.network_helpers import get, health, until
+
+CLOUD_CONFIG = """#cloud-config
+write_files:
+  - path: /etc/web/greeting
+    content: |
+      greeting from cloud-config
+    permissions: '0640'
+  - path: /var/lib/web/late
+    content: written late
+    defer: true
+runcmd:
+  - [sh, -c, "echo ran runcmd > /var/lib/web/runcmd"]
+  - systemctl restart web.service
+packages: [nginx]
+"""
+
+
+@pytest.fixture
+def web(clean_sandbox):
+    ec2 = boto3.client("ec2")
+    image = web_image(clean_sandbox, ec2, "web")
+    available(ec2, image)
+    return image
+
+
+def server_group(ec2, image: str, user_data: str, capacity: int = 1, session=boto3) -> dict:
+    """A load balancer on :80 forwarding to the target group of an Auto Scaling group."""
+    elbv2, autoscaling = session.client("elbv2"), session.client("autoscaling")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{n}.0/24",
+                                 AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+               for n, z in ((1, "a"), (2, "b"))]
+    balancer = elbv2.create_load_balancer(Name="web", Subnets=subnets)["LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name="web", Protocol="HTTP", Port=8080, VpcId=vpc, HealthCheckPath="/health",
+        HealthCheckIntervalSeconds=5, HealthyThresholdCount=2,
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+    template = ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={
+        "ImageId": image, "InstanceType": "t3.micro",
+        "UserData": base64.b64encode(user_data.encode()).decode()})["LaunchTemplate"]
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="web", MinSize=capacity, MaxSize=capacity,
+        DesiredCapacity=capacity, VPCZoneIdentifier=",".join(subnets), TargetGroupARNs=[group],
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": "1"})
+    return {"dns": balancer["DNSName"], "group": group}
+
+
+def instance_ids(session=boto3) -> list[str]:
+    asg = session.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]
+    return sorted(i["InstanceId"] for i in asg["Instances"])
+
+
+def healthy(group: str, count: int) -> None:
+    def check():
+        assert [h["State"] for h in health(group)] == ["healthy"] * count
+
+    until(check, timeout=60)
+
+
+def in_instance(box, instance_id: str, path: str):
+    """A file as the instance wrote it (its writable layer)."""
+    return machines.upper(box.state_dir, instance_id) / path.lstrip("/")
+
+
+def test_a_server_group_runs_its_images_units_and_cloud_config(clean_sandbox, web):
+    lb = server_group(boto3.client("ec2"), web, CLOUD_CONFIG)
+    healthy(lb["group"], 1)
+    (instance,) = instance_ids()
+
+    def greeted():
+        assert get(lb["dns"], 80) == (200, "hello\ngreeting from cloud-config\n")
+
+    until(greeted, timeout=30)
+    finished(clean_sandbox, instance)
+    greeting = in_instance(clean_sandbox, instance, "/etc/web/greeting")
+    assert oct(greeting.stat().st_mode & 0o777) == "0o640"
+    assert in_instance(clean_sandbox, instance, "/var/lib/web/runcmd").read_text() == "ran runcmd\n"
+    assert in_instance(clean_sandbox, instance, "/var/lib/web/late").read_text() == "written late"
+    log = in_instance(clean_sandbox, instance, "/var/log/cloud-init-output.log").read_text()
+    assert "not run: packages" in log and "Cloud-init finished" in log
+
+    pids = machine_pids(clean_sandbox.state_dir, [instance])
+    clean_sandbox.reset()
+    until(lambda: _none_alive(pids), timeout=15)
+    assert not machines.instance_dir(clean_sandbox.state_dir, instance).exists()
+    with pytest.raises(OSError):
+        get(lb["dns"], 80, timeout=2)
+
+
+def test_down_ends_every_machine_of_a_server_group(tmp_path, sandbox_box):
+    box = Sandbox(tmp_path / "own")
+    box.up()
+    try:
+        env = box.env("admin")
+        own = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                            region_name="us-east-1")
+        own.client = functools.partial(own.client, endpoint_url=env["AWS_ENDPOINT_URL"])
+        ec2 = own.client("ec2")
+        image = web_image(box, ec2, "web")
+        available(ec2, image)
+        lb = server_group(ec2, image, "#!/bin/sh\ntrue\n", capacity=2, session=own)
+
+        def booted():
+            ids = instance_ids(own)
+            assert ids and any(machines.running(box.state_dir, i) for i in ids)
+
+        until(booted, timeout=60)  # the other may still be booting when the sandbox goes down
+        ids = instance_ids(own)
+        pids = machine_pids(box.state_dir, ids)
+    finally:
+        box.down()
+    assert pids
+    _none_alive(pids)
+    assert not _processes_naming(box.state_dir)
+    assert not any(machines.instance_dir(box.state_dir, i).exists() for i in ids)
+    with pytest.raises(OSError):
+        get(lb["dns"], 80, timeout=2)
+
+
+def test_a_script_in_user_data_runs_as_root_and_a_stopped_machine_is_replaced(
+        clean_sandbox, web):
+    script = ("#!/bin/bash\nset -euo pipefail\ninstall -d /etc/web\n"
+              "echo \"greeting from $(id -un)\" > /etc/web/greeting\n"
+              "systemctl restart web.service\n")
+    lb = server_group(boto3.client("ec2"), web, script, capacity=2)
+    healthy(lb["group"], 2)
+    first = instance_ids()
+    for instance in first:
+        finished(clean_sandbox, instance)
+        part = in_instance(clean_sandbox, instance, f"/var/lib/cloud/instances/{instance}"
+                                                    "/scripts/part-001")
+        assert part.read_text() == script
+    assert {get(lb["dns"], 80)[1] for _ in range(4)} == {"hello\ngreeting from root\n"}
+
+    os.kill(machines.init_pid(clean_sandbox.state_dir, first[0]), signal.SIGKILL)
+
+    def replaced():
+        now = instance_ids()
+        assert first[0] not in now and first[1] in now and len(now) == 2
+
+    until(replaced, timeout=30)
+    state = boto3.client("ec2").describe_instances(InstanceIds=[first[0]])
+    assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
+    assert not machines.instance_dir(clean_sandbox.state_dir, first[0]).exists()
+    healthy(lb["group"], 2)
+    (new,) = set(instance_ids()) - set(first)
+    finished(clean_sandbox, new)  # the replacement ran the launch template's user data too
+    assert {get(lb["dns"], 80)[1] for _ in range(4)} == {"hello\ngreeting from root\n"}
+
+
+def machine_pids(state_dir, ids: list[str]) -> list[int]:
+    pids = []
+    for instance in ids:
+        meta = machines.instance_dir(state_dir, instance) / "instance.json"
+        if meta.is_file():
+            recorded = json.loads(meta.read_text())
+            pids += [recorded[key] for key in ("starter_pid", "init_pid", "forward_pid")
+                     if key in recorded]
+    return pids
+
+
+def _none_alive(pids: list[int]) -> None:
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
+
+
+def _processes_naming(state_dir) -> list[int]:
+    """Processes whose command line names the sandbox's state directory (server, sshd, boots)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(state_dir).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def finished(box, instance: str) -> None:
+    """Wait for cloud-init's final stage to end on the instance."""
+    def check():
+        assert in_instance(box, instance, "/var/lib/cloud/instances/"
+                                          f"{instance}/boot-finished").is_file()
+
+    until(check, timeout=30)
