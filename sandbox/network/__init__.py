@@ -12,5 +12,6 @@ It runs inside the sandbox's moto server process, next to the state it reads:
 - `alarms`: metric alarms evaluated as CloudWatch does;
 - `supervisor`: one thread that keeps proxies in step with the listeners and runs the others.
 
-Times follow `clock`: AWS's periods, intervals and delays run `clock.SCALE` times faster.
+Times follow `clock`: AWS's periods, intervals and delays scaled by the sandbox's time scale
+(at most `clock.FASTEST` times faster than AWS).
 """
