@@ -9,6 +9,8 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
 - `AWS::KMS::Key`: a KeyPolicy given as an object (CloudFormation's usual form, moto wants a JSON
   string), Tags as Key/Value, and updates of the policy, description and rotation.
 - `AWS::DynamoDB::Table`: TimeToLiveSpecification.
+- `AWS::IAM::Role`: inline Policies are kept as JSON text, as a PutRolePolicy keeps them, so
+  GetRolePolicy answers a policy document (moto answered the Python text of a dict).
 - Change sets: a stack created or updated through ExecuteChangeSet gets its Outputs, parameters,
   tags and (on EC2 resources) propagated stack tags, as a stack made by CreateStack does, and its
   change sets are removed, as AWS does after an execution; a change
@@ -32,6 +34,7 @@ def apply(state_dir: Path) -> None:
     _patch_bucket()
     _patch_kms_key()
     _patch_table()
+    _patch_role_policies()
     _add_models()
     _patch_change_sets()
 
@@ -147,6 +150,17 @@ def _patch_table() -> None:
 
 
 # -- resources moto's CloudFormation skips ----------------------------------------------------
+
+
+def _patch_role_policies() -> None:
+    from moto.iam.models import Role
+
+    original = Role.put_policy
+
+    def put_policy(self, policy_name, policy_json):
+        original(self, policy_name, _policy_text(policy_json))
+
+    Role.put_policy = put_policy
 
 
 def _add_models() -> None:
