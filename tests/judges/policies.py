@@ -24,6 +24,8 @@ ARN_OF = {  # an example ARN per resource type a policy may name
     "AWS::EC2::VPCEndpoint": "vpce-0123456789abcdef0",
 }
 EXAMPLES = [  # parameter name pattern → an example value of its shape
+    (r"SecretParameterArns$", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app/db-password"),
+    (r"SecretArns$", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:app/token-??????"),
     (r"AccountIds?$", "210987654321"), (r"Roots?$", "arn:aws:iam::210987654321:root"),
     (r"(Users|Principals?|Arns?)$", "arn:aws:iam::210987654321:role/kiln-deployer"),
     (r"Cidrs?$", "203.0.113.0/24"), (r"(Vpces?|Endpoints?)$", "vpce-0123456789abcdef0"),
