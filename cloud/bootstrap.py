@@ -155,7 +155,20 @@ def build_parameters(place: Place) -> dict[str, str]:
         "BakeVpcCidr": boot.bake_vpc_cidr,
         "BakeSubnetCidr": boot.bake_subnet_cidr,
         "LogRetentionDays": str(boot.log_retention_days),
+        "RepoKeyFingerprint": repo_key_fingerprint(settings),
     }
+
+
+def repo_key_fingerprint(settings: Settings) -> str:
+    """The fingerprint bootstrap records as the repository's pin: kiln.repo.key_fingerprint when
+    set, else that of the signing key (kiln.repo.gpg_key); empty for an unsigned repository."""
+    from packager import signing  # the signing key is the packager's; bootstrap only records it
+
+    repo = settings.repo
+    if repo.key_fingerprint:
+        return signing.check_fingerprint(repo.key_fingerprint, "kiln.repo.key_fingerprint")
+    signer = signing.from_settings(settings)
+    return signer.fingerprint() if signer else ""
 
 
 def account_parameters(place: Place) -> dict[str, str]:

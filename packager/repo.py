@@ -262,8 +262,27 @@ class Repo:
     def pinned(self) -> str | None:
         """The fingerprint the metadata must be signed by (None: an unsigned repository)."""
         if not hasattr(self, "_pinned"):
-            self._pinned = signing.pinned_fingerprint(self.aws.settings)
+            self._pinned = signing.pinned_fingerprint(self.aws.settings, *self._recorded_key())
         return self._pinned
+
+    def signer(self) -> Signer | None:
+        """The configured signer, which must hold the pinned key: metadata signed by any other
+        would be refused by every reader."""
+        signer = signing.from_settings(self.aws.settings)
+        if signer and self.pinned and signer.fingerprint() != self.pinned:
+            raise KilnError(f"kiln.repo.gpg_key: {signer.key} is key {signer.fingerprint()}, "
+                            f"but the repository is pinned to {self.pinned}; sign with that "
+                            f"key, or run `invoke bootstrap` to record the new one")
+        return signer
+
+    def _recorded_key(self) -> tuple[str | None, str]:
+        """The fingerprint `invoke bootstrap` recorded in the build stack, and where."""
+        where = f"stack {stacks.stack_name(self.aws.settings, 'build')} in account " \
+                f"{self.aws.account_name}"
+        try:
+            return stacks.outputs(self.aws, "build").get("RepoKeyFingerprint"), where
+        except KilnError:  # no build stack (a configured bucket): nothing recorded
+            return None, where
 
     def _public_key(self) -> bytes:
         """The pinned key from the local GnuPG home, else as the bucket serves it (the
@@ -461,7 +480,7 @@ def publish(aws: Aws, rpm_path: str | Path) -> dict:
     package object exists."""
     rpm_path = Path(rpm_path)
     repo = Repo.of(aws)
-    signer = signing.from_settings(aws.settings)
+    signer = repo.signer()
     with workdir("publish") as tmp, \
             ThreadPoolExecutor(max_workers=4) as background:
         incoming = Path(tmp) / "incoming.rpm"

@@ -5,9 +5,11 @@ The key is `kiln.repo.gpg_key` (a fingerprint, key id or user id) in the GnuPG h
 prompt: use a CI secret key without passphrase, or a gpg-agent that already holds it.
 
 Trust: the repository's metadata and packages are believed only when signed by the pinned key,
-`kiln.repo.key_fingerprint` (null: the fingerprint of `kiln.repo.gpg_key` in the local GnuPG
-home). The key served from the bucket is never trusted by itself: whoever can write the bucket
-could serve their own. Values reaching rpm's macro expansion have `%` escaped.
+`kiln.repo.key_fingerprint`, else the fingerprint `invoke bootstrap` recorded (the build stack's
+output RepoKeyFingerprint), else that of `kiln.repo.gpg_key` in the local GnuPG home. A configured
+fingerprint that is not the recorded one is refused. The key served from the bucket is never
+trusted by itself: whoever can write the bucket could serve their own. Values reaching rpm's
+macro expansion have `%` escaped.
 """
 
 from __future__ import annotations
@@ -115,14 +117,25 @@ def from_settings(settings) -> Signer | None:
     return Signer(repo.gpg_key, repo.gpg_home)
 
 
-def pinned_fingerprint(settings) -> str | None:
+def pinned_fingerprint(settings, recorded: str | None = None,
+                       where: str = "the build stack") -> str | None:
     """The fingerprint repository metadata must be signed by; None for an unsigned repository
-    (`kiln.repo.sign: false`)."""
+    (`kiln.repo.sign: false`). `recorded`: what `invoke bootstrap` recorded (in `where`)."""
     repo = settings.repo
+    if recorded:
+        recorded = check_fingerprint(recorded, f"output RepoKeyFingerprint of {where}")
     if repo.get("key_fingerprint"):
-        return check_fingerprint(repo.key_fingerprint, "kiln.repo.key_fingerprint")
+        configured = check_fingerprint(repo.key_fingerprint, "kiln.repo.key_fingerprint")
+        if recorded and configured != recorded:
+            raise KilnError(f"kiln.repo.key_fingerprint: {configured} is not the repository "
+                            f"signing key `invoke bootstrap` recorded ({recorded}, output "
+                            f"RepoKeyFingerprint of {where}): fix the setting, or run `invoke "
+                            f"bootstrap` to record the new key")
+        return configured
     if not repo.sign:
         return None
+    if recorded:
+        return recorded
     if not repo.gpg_key:
         raise KilnError("kiln.repo.key_fingerprint: not set, and no kiln.repo.gpg_key to take it "
                         "from; pin the repository signing key's fingerprint")
