@@ -1,12 +1,20 @@
-"""Requests through the sandbox's load balancer: throughput, and a 10 % canary's measured share.
+"""Requests through the sandbox's load balancer: throughput, a 10 % canary's measured share, and
+how fast a broken canary is rolled back.
 
     .venv/bin/python bench/traffic.py [--requests 4000] [--clients 8] [--share-requests 1000]
+                                      [--rollbacks 3]
 
 Starts a private sandbox (its own moto server under a temporary state directory), two plain
 HTTP apps on loopback as targets (`ip` target groups), and a load balancer whose listener
 forwards 90 / 10 to them. Then: requests per second through the load balancer (each client one
 keep-alive connection, a bounded number of requests in all), and how 1,000 requests split.
-Only loopback is contacted; the sandbox is stopped at the end.
+
+Then, in a second private sandbox bootstrapped as `invoke bootstrap` does: server groups of
+machine images (a web app; the broken version's `/` answers 500, its `/health` 200), a first
+deploy, and `--rollbacks` canaries of the broken version at 10 % (default watch and judgement
+settings) while four clients request the cluster's HTTPS URL without pause; for each, the
+seconds from the first 5xx a client saw to the listener's change that took the canary off.
+Only loopback is contacted; the sandboxes are stopped at the end.
 """
 
 from __future__ import annotations
@@ -86,18 +94,81 @@ def throughput(host: str, total: int, clients: int) -> tuple[float, Counter]:
     return sum(answers.values()) / (time.monotonic() - started), answers
 
 
+def rollbacks(trials: int) -> list[dict]:
+    """Broken canaries rolled back with traffic flowing: per trial, first 5xx → rollback."""
+    from cloud import bootstrap
+    from cloud import settings as settings_module
+    from cloud.target import connect
+    from orchestrator import operations
+    from tests.conftest import deep_merge, project_config
+    from tests.machine_helpers import Traffic, promoted_web_image
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-rollback-") as state:
+        box = Sandbox(Path(state))
+        box.up()
+        try:
+            raw = deep_merge(project_config(), {"sandbox": {"state_dir": state},
+                                                "deploy": {"health_timeout": "2m"}})
+            settings = settings_module.validate(raw, ["bench"])
+            admin = connect(settings, admin=True)
+            bootstrap.run(admin.settings, admin, yes=True)
+            aws = connect(settings)
+            prod = aws.account(settings.deploy.account)
+            promoted_web_image(box, prod, "1.0.0", status=200)
+            promoted_web_image(box, prod, "1.1.0", status=500)
+            operations.deploy(aws, version="1.0.0", watch="0")
+            host = operations.status(aws)["url"].split("/")[2].split(":")[0]
+            return [_rollback(aws, host, box, Traffic) for _ in range(trials)]
+        finally:
+            box.down()
+
+
+def _rollback(aws, host: str, box, traffic_class) -> dict:
+    from orchestrator import operations
+    from sandbox import listener_cert
+
+    off = []
+
+    def observe(step, runner):
+        if runner.plan.operation == "rollback" and step.action == "weights":
+            off.append(time.monotonic())
+
+    traffic = traffic_class(host, listener_cert.files(box.state_dir)["ca"], clients=4)
+    traffic.start()
+    try:
+        operations.canary(aws, 10, version="1.1.0", observer=observe)
+        sys.exit("the broken canary was not rolled back")
+    except operations.RolledBack as failure:
+        reason = failure.result.get("error", "")
+    finally:
+        seen = traffic.stop()
+    first = min(started for started, status, _body in seen if status >= 500)
+    return {"seconds": off[0] - first, "reason": reason,
+            "errors": sum(1 for _s, status, _b in seen if status >= 500), "requests": len(seen),
+            "late": sum(1 for started, status, _b in seen if status >= 500 and started > off[0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--share-requests", type=int, default=1000)
+    parser.add_argument("--rollbacks", type=int, default=3)
     args = parser.parse_args()
+    throughput_and_share(args)
+    for number, trial in enumerate(rollbacks(args.rollbacks), 1):
+        print(f"broken canary {number}: first 5xx → rolled back in {trial['seconds']:.1f} s "
+              f"({trial['errors']} 5xx of {trial['requests']} requests, {trial['late']} after "
+              f"the rollback; {trial['reason']})")
+
+
+def throughput_and_share(args) -> None:
     apps = {"baseline": App("baseline"), "canary": App("canary")}
     with tempfile.TemporaryDirectory(prefix="kiln-bench-traffic-") as state:
         box = Sandbox(Path(state))
         box.up()
         try:
-            os.environ.update(box.env())
+            os.environ.update(box.env("admin"))  # setting up, as the administrator
             host = load_balancer(apps, {"baseline": 90, "canary": 10})
             print(f"load balancer at http://{host}/ (listener 90 % baseline, 10 % canary)")
             rate, answers = throughput(host, args.requests, args.clients)

@@ -4,14 +4,24 @@ CreateImage), without Chef: quick enough for server group and canary tests.
 The app (`web.service`, enabled, so it starts on every instance launched from the image) answers
 `/health` with 200 and every other path with the status and text its image was made with, plus
 the contents of /etc/web/greeting when user data wrote one; it logs each request but the health
-checks to /var/log/web-requests.log.
+checks to /var/log/web-requests.log. `promoted_web_image` tags one as a promoted image of
+hello-web in the deploy account; `Traffic` is a bounded request loop through the cluster's HTTPS
+listener.
 """
 
 from __future__ import annotations
 
-import shlex
+import threading
+import time
 
+from cloud import tags as kiln_tags
+from sandbox import listener_cert
+from tests.deploy_helpers import admin_of
+from tests.image_helpers import available
+from tests.network_helpers import https_get
 from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect
+
+MAX_REQUESTS = 5000  # a traffic loop's bound, whatever happens
 
 SERVER = r'''
 import os
@@ -72,5 +82,43 @@ def web_image(box, ec2, name: str, status: int = 200, text: str = "hello") -> st
     return image
 
 
-def quoted(text: str) -> str:
-    return shlex.quote(text)
+def promoted_web_image(box, daws, version: str, status: int) -> str:
+    """A machine image of the web app in the deploy account, tagged as a promoted image."""
+    ec2 = admin_of(daws).client("ec2", daws.region)
+    image = web_image(box, ec2, f"web-{version}", status=status, text=f"version {version}")
+    available(ec2, image)
+    tags = kiln_tags.kiln_tags("hello-web", "image", run_id="20250101T000000-abcdef",
+                               version=version)
+    ec2.create_tags(Resources=[image], Tags=kiln_tags.to_list(tags))
+    return image
+
+
+class Traffic:
+    """`clients` threads GETting / through the load balancer's HTTPS listener, each request after
+    the last, each recorded as (started, status, body); at most MAX_REQUESTS in all."""
+
+    def __init__(self, address: str, cafile, clients: int = 1):
+        self.address, self.cafile = address, cafile
+        self.name = f"hello-web.{listener_cert.DOMAIN}"
+        self.seen: list[tuple[float, int, str]] = []
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def run(self) -> None:
+        while not self.halt.is_set() and len(self.seen) < MAX_REQUESTS:
+            started = time.monotonic()
+            try:
+                status, body = https_get(self.address, 443, self.name, self.cafile, timeout=5)
+            except OSError as error:
+                status, body = 0, str(error)
+            self.seen.append((started, status, body))  # list.append: one at a time
+
+    def stop(self) -> list[tuple[float, int, str]]:
+        self.halt.set()
+        for thread in self.threads:
+            thread.join(30)
+        return sorted(self.seen)
