@@ -523,13 +523,30 @@ ns.add_collection(env_tasks)
 
 @kiln_task(help={"version": "the example app's version to bake and roll out (default 1.0.0)"})
 def demo(c, version="1.0.0"):
-    """The quick start: bootstrap the sandbox, bake the example app, promote it, deploy it."""
+    """The quick start: bootstrap the sandbox, bake the example app, promote it, deploy it,
+    then request it through its load balancer."""
     sandbox_up(c)
     bootstrap_apply(c, yes=True)
     bake(c, version=version)
     ami_promote(c, version=version, to="prod")
     deploy(c, version=version, watch="0")
     status(c)
+    _request_app(c)
+
+
+def _request_app(c) -> None:
+    """GET / of the app through its sandbox load balancer (TLS checked against the sandbox's
+    CA) and print the answer, with the curl command that asks the same."""
+    from cloud.target import connect
+    from orchestrator import operations
+    from sandbox.network import client
+
+    config = settings(c)
+    url = operations.status(connect(config, read_only=True))["url"]
+    state_dir = config.sandbox.state_dir
+    say(f"$ {client.command(state_dir, url, config.app)}")
+    code, body = client.get(state_dir, url, config.app)
+    print(f"{code} {body.rstrip()}")
 
 
 ns.add_task(demo)

@@ -12,6 +12,10 @@ def test_demo_bakes_promotes_and_deploys_then_reruns_as_a_no_op(clean_sandbox, r
                                                                tmp_path):
     first = run_invoke("demo", check=True)
     assert "hello-web-v001  1.0.0" in first.stdout and "active" in first.stdout
+    # The demo ends by asking the app itself, through its load balancer's HTTPS listener.
+    assert "\n200 Hello from hello-web (version 1.0.0-1" in first.stdout
+    assert "$ curl --cacert " in first.stderr and "https://hello-web.kiln.sandbox.test/" in (
+        first.stderr)
     record = json.loads((tmp_path / "dist/release-hello-web-1.0.0-1.json").read_text())
     assert record["promotions"] and record["shares"]
 
