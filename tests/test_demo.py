@@ -16,6 +16,14 @@ def test_demo_bakes_promotes_and_deploys_then_reruns_as_a_no_op(clean_sandbox, r
     assert "\n200 Hello from hello-web (version 1.0.0-1" in first.stdout
     assert "$ curl --cacert " in first.stderr and "https://hello-web.kiln.sandbox.test/" in (
         first.stderr)
+    # Each server group machine ran the launch template's user data: Kiln's boot script wrote
+    # the app's environment file (0600).
+    written = list((clean_sandbox.state_dir / "machines/instances").glob(
+        "*/upper/etc/kiln/environment"))
+    assert len(written) == 2
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert "KILN_VERSION=1.0.0\n" in path.read_text()
     record = json.loads((tmp_path / "dist/release-hello-web-1.0.0-1.json").read_text())
     assert record["promotions"] and record["shares"]
 
