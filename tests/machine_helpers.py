@@ -11,6 +11,7 @@ listener.
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 
@@ -113,7 +114,7 @@ class Traffic:
             started = time.monotonic()
             try:
                 status, body = https_get(self.address, 443, self.name, self.cafile, timeout=5)
-            except OSError as error:
+            except (OSError, http.client.HTTPException) as error:
                 status, body = 0, str(error)
             self.seen.append((started, status, body))  # list.append: one at a time
 

@@ -34,7 +34,7 @@ def test_a_canary_that_answers_500_is_rolled_back_by_itself_and_gets_no_more_req
     promoted_web_image(clean_sandbox, daws, "1.1.0", status=500)
     operations.deploy(kaws, version="1.0.0")
     traffic = Traffic(outputs["LoadBalancerDnsName"],
-                      listener_cert.files(clean_sandbox.state_dir)["ca"])
+                      listener_cert.files(clean_sandbox.state_dir)["ca"], clients=2)
     traffic.start()
     rolled_back_at = []
 
@@ -44,9 +44,10 @@ def test_a_canary_that_answers_500_is_rolled_back_by_itself_and_gets_no_more_req
 
     try:
         with pytest.raises(operations.RolledBack) as failed:
-            operations.canary(kaws, 10, version="1.1.0", watch="10s", observer=observe)
-        after = len(traffic.seen)
-        while len(traffic.seen) < after + 100:
+            # The watch ends as soon as the alarms or the judgement fail the canary.
+            operations.canary(kaws, 10, version="1.1.0", watch="30s", observer=observe)
+        after, deadline = len(traffic.seen), time.monotonic() + 60
+        while len(traffic.seen) < after + 100 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         seen = traffic.stop()
