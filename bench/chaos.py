@@ -1,25 +1,32 @@
-"""Kill -9 `invoke bake` and `invoke publish` at random points; check the next command works.
+"""Kill -9 `invoke bake`, `publish`, `canary` and `promote` at random points; check the next
+command works.
 
-    .venv/bin/python bench/chaos.py [--trials 10] [--kinds bake,publish] [--seed 1]
+    .venv/bin/python bench/chaos.py [--trials 24] [--kinds bake,publish,promote] [--seed 1]
 
 Starts a private sandbox (its own moto server and sshd under a temporary state directory),
-bootstraps it and measures one clean run of each kind. Each trial then starts a run, kills its
-whole process group with SIGKILL after a random share of that clean run's time, and records:
+bootstraps it, deploys a first version of the example app's cluster and measures one clean run
+of each command. Trials take the kinds in turn. Each starts a run, kills its whole process group
+with SIGKILL after a random share of that clean run's time, and records:
 
 - leaks right after: the run's temporary resources still there (bake instances not terminated,
   key pairs, security groups, available volumes, by their kiln:role tag);
 - leaks after `invoke janitor`, run at once;
-- repo consistent: a real dnf (`makecache` with gpgcheck=1 and repo_gpgcheck=1) reads the
-  repository after the follow-up command;
-- locks left: lock-table items whose holder is not a live process, after one lease;
-- follow-up: the same command again succeeds.
+- follow-up: bake and publish run the same command again; a promote trial kills `invoke canary`
+  or (after a clean canary) `invoke promote`, then does what an operator would: `promote` or
+  `rollback` (at random) while a canary is there, the canary again if the kill came before it
+  made one; it succeeds when every command exits 0 and the cluster is settled (one active group
+  at 100 %, no canary);
+- repo consistent (bake and publish): a real dnf (`makecache` with gpgcheck=1 and
+  repo_gpgcheck=1) reads the repository after the follow-up;
+- locks left: items of the build and cluster lock tables whose holder is not alive.
 
-Goal: 0 leaks after the janitor, 0 broken repos, 0 locks left past one lease, 100 % follow-ups.
+Goal: 0 leaks after the janitor, 0 broken repos, 0 locks left, 100 % follow-ups.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -30,19 +37,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cloud import locks  # noqa: E402
+from cloud import settings as settings_module  # noqa: E402
 from cloud import tags as kiln_tags  # noqa: E402
+from cloud.target import connect  # noqa: E402
 from sandbox.control import Sandbox  # noqa: E402
+from tests.bake_helpers import PROBE, write_probe_manifest  # noqa: E402
+from tests.conftest import deep_merge, project_config  # noqa: E402
+from tests.deploy_helpers import make_image  # noqa: E402
 
 INVOKE = str(Path(sys.executable).with_name("invoke"))
-PROBE = "kiln-chaos"
 TEMPORARY = ["bake-instance", "bake-key", "bake-sg", "bake-volume"]
+# The cluster's watch makes canary and promote take a few seconds, so kills land mid-rollout.
+DEPLOY = {"watch": "2s", "health_timeout": "60s", "steps": "25,50,100",
+          "health_check": {"path": "/health", "grace_period": 0}}
+UNSETTLED = ("creating", "canary")
 DNF_CONF = """[main]
 gpgcheck=1
 repo_gpgcheck=1
@@ -57,45 +71,70 @@ persistdir={work}/persist
 class Chaos:
     def __init__(self, folder: Path, box: Sandbox):
         self.folder, self.box = folder, box
+        overrides = {"sandbox": {"state_dir": str(box.state_dir)},
+                     "dist": str(folder / "dist"), "bake": {"smoke_commands": []},
+                     "deploy": DEPLOY}
         self.runtime = folder / "chaos.yaml"
-        self.runtime.write_text(yaml.safe_dump({"kiln": {
-            "sandbox": {"state_dir": str(box.state_dir)}, "dist": str(folder / "dist"),
-            "bake": {"smoke_commands": []}}}))
-        self.manifest = probe_manifest(folder)
+        self.runtime.write_text(yaml.safe_dump({"kiln": overrides}))
+        self.settings = settings_module.validate(deep_merge(project_config(), overrides),
+                                                 ["chaos bench"])
+        self.manifest = write_probe_manifest(folder)
         self.versions = (f"1.0.{n}" for n in range(1000))
+        self.releases = (f"2.0.{n}" for n in range(1000))
+        self.clean: dict[str, float] = {}
 
+    # -- commands --------------------------------------------------------------------------
     def command(self, kind: str, version: str) -> list[str]:
         if kind == "bake":
             return ["bake", "--version", version, "--share", "", "--manifest", self.manifest]
         return ["publish", "--manifest", self.manifest, "--version", version]
 
-    def start(self, args: list[str]) -> subprocess.Popen:
-        return subprocess.Popen([INVOKE, "-f", str(self.runtime), *args], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([INVOKE, "-f", str(self.runtime), *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=1800)
 
-    def clean_time(self, kind: str) -> float:
+    def must(self, *args: str) -> float:
         started = time.monotonic()
-        result = self.run(*self.command(kind, next(self.versions)))
+        result = self.run(*args)
         if result.returncode != 0:
-            sys.exit(f"a clean {kind} failed:\n{result.stderr}")
+            sys.exit(f"invoke {' '.join(args)} failed:\n{result.stderr}")
         return time.monotonic() - started
 
-    def trial(self, kind: str, seconds: float, rng: random.Random) -> dict:
-        version = next(self.versions)
-        args = self.command(kind, version)
-        delay = rng.uniform(0.05, 0.7) * seconds  # warm runs are faster than the clean one
-        process = self.start(args)
+    def killed(self, args: list[str], delay: float) -> bool:
+        """Run `invoke ARGS`, SIGKILL its process group after `delay` s; True if it finished
+        first."""
+        process = subprocess.Popen([INVOKE, "-f", str(self.runtime), *args], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
         time.sleep(delay)
-        finished_first = process.poll() is not None
-        if not finished_first:
+        finished = process.poll() is not None
+        if not finished:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        result = {"kind": kind, "at": round(delay, 1), "finished": finished_first,
+        return finished
+
+    # -- set-up ------------------------------------------------------------------------------
+    def prepare(self, kinds: list[str], trials: int) -> None:
+        if self.run("bootstrap", "--yes").returncode != 0:
+            sys.exit("bootstrap failed")
+        for kind in ("bake", "publish"):
+            if kind in kinds:
+                self.clean[kind] = self.must(*self.command(kind, next(self.versions)))
+        if "promote" in kinds:
+            prod = connect(self.settings).account(self.settings.deploy.account)
+            for number in range(2 * trials + 3):
+                make_image(prod, f"2.0.{number}")
+            self.must("deploy", "--version", next(self.releases))
+            self.clean["canary"] = self.must("canary", "--version", next(self.releases))
+            self.clean["promote"] = self.must("promote")
+
+    # -- trials ------------------------------------------------------------------------------
+    def trial(self, kind: str, rng: random.Random) -> dict:
+        if kind == "promote":
+            return self.promote_trial(rng)
+        args = self.command(kind, next(self.versions))
+        delay = rng.uniform(0.05, 0.7) * self.clean[kind]  # warm runs beat the clean one
+        result = {"kind": kind, "at": round(delay, 1), "finished": self.killed(args, delay),
                   "leaks": leaks()}
         self.run("janitor")
         result["leaks_after_janitor"] = leaks()
@@ -104,12 +143,63 @@ class Chaos:
         if not result["follow_up"]:
             result["error"] = (follow.stderr.strip().splitlines() or ["?"])[-1]
         result["repo_ok"] = self.repo_consistent()
-        result["locks_left"] = dead_locks(self.lock_table())
+        result["locks_left"] = self.dead_locks()
         return result
 
-    def lock_table(self) -> str:
-        stacks = boto3.client("cloudformation").describe_stacks(StackName="kiln-build")["Stacks"]
-        return {o["OutputKey"]: o["OutputValue"] for o in stacks[0]["Outputs"]}["LockTableName"]
+    def promote_trial(self, rng: random.Random) -> dict:
+        version = next(self.releases)
+        step = rng.choice(["canary", "promote"])
+        if step == "promote":
+            self.must("canary", "--version", version)
+        args = ["promote"] if step == "promote" else ["canary", "--version", version]
+        delay = rng.uniform(0.1, 1.0) * self.clean[step]
+        result = {"kind": "promote", "killed": step, "at": round(delay, 1),
+                  "finished": self.killed(args, delay), "leaks": leaks()}
+        self.run("janitor")
+        result["leaks_after_janitor"] = leaks()
+        follow_ups = []
+        if not self.has_canary() and step == "canary":
+            follow_ups.append(args)  # killed before the canary group existed
+        if follow_ups or self.has_canary():
+            follow_ups.append([rng.choice(["promote", "rollback"])])
+        result["follow_ups"] = [" ".join(f) for f in follow_ups]
+        result["follow_up"] = True
+        for follow in follow_ups:
+            done = self.run(*follow)
+            if done.returncode != 0:
+                result["follow_up"] = False
+                result["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+                break
+        if result["follow_up"] and not self.settled():
+            result["follow_up"], result["error"] = False, "the cluster is not settled"
+        result["repo_ok"] = None  # not touched by a rollout
+        result["locks_left"] = self.dead_locks()
+        return result
+
+    # -- what is checked ---------------------------------------------------------------------
+    def groups(self) -> list[dict]:
+        return json.loads(self.must_output("status", "--json"))["server_groups"]
+
+    def must_output(self, *args: str) -> str:
+        result = self.run(*args)
+        if result.returncode != 0:
+            sys.exit(f"invoke {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def has_canary(self) -> bool:
+        return any(g["state"] in UNSETTLED for g in self.groups())
+
+    def settled(self) -> bool:
+        groups = self.groups()
+        serving = [g for g in groups if g["on_listener"] and g["weight"]]
+        return (not any(g["state"] in UNSETTLED for g in groups) and len(serving) == 1
+                and (serving[0]["state"], serving[0]["weight"]) == ("active", 100))
+
+    def dead_locks(self) -> int:
+        """Lock items, build and cluster tables, whose holder is not alive."""
+        if not hasattr(self, "lock_tables"):
+            self.lock_tables = lock_tables(self.settings, "promote" in self.clean)
+        return sum(_dead_in(client, table) for client, table in self.lock_tables)
 
     def repo_consistent(self) -> bool:
         """A real dnf reads the repository, checking the signatures of repomd.xml and packages."""
@@ -132,28 +222,10 @@ class Chaos:
         return done.returncode == 0
 
 
-def probe_manifest(folder: Path) -> str:
-    app = folder / "probe"
-    app.mkdir(parents=True, exist_ok=True)
-    (app / "probe.txt").write_text("baked by kiln's chaos bench\n")
-    manifest = folder / f"{PROBE}.yaml"
-    manifest.write_text(f"""\
-name: {PROBE}
-version: 1.0.0
-iteration: 1
-arch: noarch
-summary: A file to bake into an image
-description: Installs one file; the chaos bench's package.
-license: MIT
-files:
-  - src: probe/probe.txt
-    dest: /opt/{PROBE}/probe.txt
-""")
-    return str(manifest)
-
-
 def leaks() -> int:
     """Temporary bake resources of the probe app that exist now."""
+    import boto3
+
     ec2 = boto3.client("ec2")
     role = [{"Name": "tag:kiln:role", "Values": TEMPORARY},
             {"Name": f"tag:{kiln_tags.APP}", "Values": [PROBE]}]
@@ -166,9 +238,22 @@ def leaks() -> int:
                 {"Name": "status", "Values": ["available"]}])["Volumes"]))
 
 
-def dead_locks(table: str) -> int:
-    """Lock items whose holder is not alive (none should outlast one lease)."""
-    items = boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+def lock_tables(settings, cluster: bool) -> list[tuple[object, str]]:
+    """(DynamoDB client as the administrator, table): the build account's lock table, and the
+    cluster's (in the deploy account and region) when there is a cluster."""
+    admin = connect(settings, admin=True)
+    found = [(admin.client("dynamodb"), locks.build_table(admin))]
+    if cluster:
+        from orchestrator import environment
+
+        env = environment.load(connect(settings))
+        found.append((admin.admin(env.aws.account_name).client("dynamodb", env.region),
+                      env.lock_table))
+    return [(client, table) for client, table in found if table]
+
+
+def _dead_in(dynamodb, table: str) -> int:
+    items = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
     return sum(1 for item in items if not locks.alive({
         "expires_at": int(item["ExpiresAt"]["N"]), "host": item.get("Host", {}).get("S"),
         "pid": int(item.get("Pid", {}).get("N", 0)),
@@ -177,8 +262,8 @@ def dead_locks(table: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--kinds", default="bake,publish")
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--kinds", default="bake,publish,promote")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -187,16 +272,14 @@ def main() -> None:
         box = Sandbox(Path(temp) / "sandbox")
         box.up()
         try:
-            os.environ.update(box.env())
+            os.environ.update(box.env("admin"))  # the bench's own reads; tasks pick their own
             chaos = Chaos(Path(temp), box)
-            if chaos.run("bootstrap", "--yes").returncode != 0:
-                sys.exit("bootstrap failed")
-            clean = {kind: chaos.clean_time(kind) for kind in kinds}
-            print("clean runs: " + ", ".join(f"{k} {s:.1f} s" for k, s in clean.items()))
+            chaos.prepare(kinds, args.trials)
+            print("clean runs: " + ", ".join(f"{k} {s:.1f} s" for k, s in chaos.clean.items()),
+                  flush=True)
             results = []
             for number in range(args.trials):
-                kind = kinds[number % len(kinds)]
-                result = chaos.trial(kind, clean[kind], rng)
+                result = chaos.trial(kinds[number % len(kinds)], rng)
                 results.append(result)
                 print(result, flush=True)
             summarize(results)
@@ -209,11 +292,12 @@ def summarize(results: list[dict]) -> None:
           f"{'repo ok':>9}{'locks left':>11}{'follow-up ok':>13}")
     for kind in sorted({r["kind"] for r in results}) + ["all"]:
         rows = [r for r in results if kind in ("all", r["kind"])]
+        checked = [r["repo_ok"] for r in rows if r["repo_ok"] is not None]
+        repo_ok = f"{sum(checked) / len(checked):.0%}" if checked else "-"
         print(f"{kind:<9}{len(rows):>7}{sum(not r['finished'] for r in rows):>7}"
               f"{sum(r['leaks'] for r in rows):>12}"
               f"{sum(r['leaks_after_janitor'] for r in rows):>14}"
-              f"{sum(r['repo_ok'] for r in rows) / len(rows):>9.0%}"
-              f"{sum(r['locks_left'] for r in rows):>11}"
+              f"{repo_ok:>9}{sum(r['locks_left'] for r in rows):>11}"
               f"{sum(r['follow_up'] for r in rows) / len(rows):>13.0%}")
 
 
