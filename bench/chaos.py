@@ -115,8 +115,7 @@ class Chaos:
 
     # -- set-up ------------------------------------------------------------------------------
     def prepare(self, kinds: list[str], trials: int) -> None:
-        if self.run("bootstrap", "--yes").returncode != 0:
-            sys.exit("bootstrap failed")
+        self.must("bootstrap", "--yes")
         for kind in ("bake", "publish"):
             if kind in kinds:
                 self.clean[kind] = self.must(*self.command(kind, next(self.versions)))
