@@ -6,6 +6,10 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# checkov (a judge in tests/test_judges.py) pins an older boto3 than moto's server needs, so it
+# lives in a venv of its own; the tests run its binary.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := checkov==3.3.30
 INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
@@ -32,12 +36,17 @@ apt:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+$(CHECKOV_VENV)/.installed: Makefile
+	@[ -x $(CHECKOV_VENV)/bin/python ] || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q '$(CHECKOV)'
 	@touch $@
 
 demo: setup

@@ -1,22 +1,27 @@
 """Outside judges of Kiln's security: parliament over every IAM policy in cloud/templates, bandit
-over the code (and checkov over the templates when it is installed; see tests/judges/). Each
-finding is fixed, or explained in tests/judges/<judge>.yaml; an unexplained one fails here."""
+over the code, checkov over the templates (the bootstrap's rendered operator policy stack
+included). Each finding is fixed, or explained in tests/judges/<judge>.yaml; an unexplained one
+fails here. checkov runs from its own venv (`make setup` makes .venv-checkov: it pins an older
+boto3 than moto's server needs)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from cloud import bootstrap
 from tests.conftest import ROOT
 from tests.judges.policies import as_json, documents
 
 JUDGES = ROOT / "tests" / "judges"
 TEMPLATES = sorted((ROOT / "cloud" / "templates").glob("*.yaml"))
 CODE = ["cloud", "packager", "provisioner", "orchestrator", "sandbox", "bench", "tasks.py"]
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
 def explanations(judge: str) -> list[dict]:
@@ -60,6 +65,27 @@ def bandit_findings() -> list[dict]:
              "text": r["issue_text"]} for r in report["results"]]
 
 
+def checkov_findings(rendered: Path) -> list[dict]:
+    """checkov's failed checks over cloud/templates and the templates Kiln renders (offline:
+    --skip-download keeps it from asking its vendor's API for guidelines)."""
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: `make setup` installs it"
+    for template in TEMPLATES:
+        shutil.copy(template, rendered / template.name)
+    (rendered / "operator.json").write_text(bootstrap.operator_template())
+    result = subprocess.run(
+        [str(CHECKOV), "-d", str(rendered), "--framework", "cloudformation", "-o", "json",
+         "--quiet", "--compact", "--skip-download"], cwd=rendered, capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    reports = json.loads(result.stdout) if result.stdout.strip() else []
+    reports = reports if isinstance(reports, list) else [reports]
+    assert all(r["summary"]["parsing_errors"] == 0 for r in reports), reports
+    assert sum(r["summary"]["resource_count"] for r in reports) > 40  # every template was read
+    return [{"check": f["check_id"], "template": Path(f["file_path"]).name,
+             "resource": f["resource"].rsplit(".", 1)[-1], "name": f["check_name"]}
+            for r in reports for f in r["results"]["failed_checks"]]
+
+
 def test_every_iam_policy_kiln_writes_is_read_by_parliament():
     policies = [d for template in TEMPLATES for d in documents(template)]
     kinds = {document for _resource, document, _policy in policies}
@@ -77,4 +103,10 @@ def test_parliament_findings_are_all_explained():
 def test_bandit_findings_are_all_explained():
     found = bandit_findings()
     left = unexplained(found, explanations("bandit"), ("test", "files"))
+    assert not left, json.dumps(left, indent=1)
+
+
+def test_checkov_findings_are_all_explained(tmp_path):
+    found = checkov_findings(tmp_path)
+    left = unexplained(found, explanations("checkov"), ("check", "template", "resource"))
     assert not left, json.dumps(left, indent=1)
