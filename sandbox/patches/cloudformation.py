@@ -16,7 +16,8 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
   change sets are removed, as AWS does after an execution; a change
   set with nothing to change is created with Status FAILED ("didn't contain changes") instead of
   CreateChangeSet answering an error; a change of parameters lists the resources that use them
-  (through Ref or Fn::Sub) as Modify.
+  (through Ref or Fn::Sub) as Modify; a resource whose Condition is false is not updated (moto
+  failed the whole update on it), and one whose Condition became true is created.
 """
 
 from __future__ import annotations
@@ -251,6 +252,16 @@ def _patch_change_sets() -> None:
 
     # Resources that use a changed parameter through Fn::Sub are changed too.
     parsing.get_references_from_template = _references
+
+    update_resource = parsing.parse_and_update_resource
+
+    def parse_and_update_resource(logical_id, resource_json, resources_map, *args, **kwargs):
+        # Indexing creates a resource whose Condition is now true; None: its Condition is false.
+        if resources_map[logical_id] is None:
+            return None
+        return update_resource(logical_id, resource_json, resources_map, *args, **kwargs)
+
+    parsing.parse_and_update_resource = parse_and_update_resource
 
     def diff(self):
         from moto.cloudformation.models import Change
