@@ -107,15 +107,17 @@ class Network:
                         if group is not None:
                             in_use.append(((account, region), lb.arn, group))
         with self._lock:
-            for arn in set(self._listeners) - set(wanted):
+            # Stop what is gone or changed first: a listener moved off a port frees it for the
+            # one that takes it over (an HTTP listener becoming HTTPS beside its redirect).
+            stale = [arn for arn, current in self._listeners.items() if arn not in wanted
+                     or (*current.address, current.certificate) != wanted[arn][3:]]
+            for arn in stale:
                 self._listeners.pop(arn).stop()
+            if stale:
+                self._failed.clear()  # a port one of them held may be what another waited for
             for arn, spec in wanted.items():
-                current = self._listeners.get(arn)
-                if current and (*current.address, current.certificate) == spec[3:]:
-                    continue
-                if current:
-                    self._listeners.pop(arn).stop()
-                self._start(spec)
+                if arn not in self._listeners:
+                    self._start(spec)
             targets.set_listeners(listener.address for listener in self._listeners.values())
         return _unique(in_use)
 
