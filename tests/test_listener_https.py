@@ -13,11 +13,12 @@ import pytest
 
 from cloud.errors import ConfigError, KilnError
 from cloud.stacks import stack_name
+from cloud.target import connect
 from orchestrator import selfservice
 from orchestrator import stack as env_stack_module
 from sandbox import listener_cert
-from tests.deploy_helpers import admin_of
-from tests.network_helpers import all_healthy, forward, get, https_get
+from tests.deploy_helpers import TEMPLATE, admin_of
+from tests.network_helpers import all_healthy, forward, get, https_get, until
 
 NAME = f"hello-web.{listener_cert.DOMAIN}"
 
@@ -167,3 +168,52 @@ def test_bootstrap_creates_the_env_stack_with_the_sandbox_certificate(kaws, daws
                   for p in cfn.describe_stacks(StackName=name)["Stacks"][0]["Parameters"]}
     assert parameters["CertificateArn"] == kaws.settings.deploy.listener.certificate
     assert ":222222222222:certificate/" in parameters["CertificateArn"]
+
+
+def before_https() -> str:
+    """The environment template as it was before HTTPS: one HTTP listener on port 80."""
+    text = TEMPLATE.read_text()
+    start, end = text.index("  # After the Listener:"), text.index("  InstanceRole:")
+    text = text[:start] + text[end:]
+    for new, old in (("      Port: !Ref HttpsPort\n      Protocol: HTTPS\n",
+                      "      Port: !Ref HttpPort\n      Protocol: HTTP\n"),
+                     ("      SslPolicy: !Ref SslPolicy\n", ""),
+                     ("      Certificates: [{CertificateArn: !Ref CertificateArn}]\n", ""),
+                     ("  HttpListenerArn:\n    Value: !Ref HttpRedirect\n", ""),
+                     ("    AllowedPattern: \"arn:aws[a-z-]*:(acm|iam):.+\"\n",
+                      "    Default: \"\"\n")):
+        assert new in text, new
+        text = text.replace(new, old)
+    return text
+
+
+def test_an_environment_made_before_https_is_updated_in_place(kaws, daws):
+    """The listener an older environment routed with keeps its ARN (so its rules and weights)
+    and moves to HTTPS; the redirect takes over port 80."""
+    from cloud import bootstrap
+
+    cfn = admin_of(daws).client("cloudformation", daws.region)
+    name = stack_name(daws.settings, "env-hello-web")
+    cfn.create_stack(StackName=name, TemplateBody=before_https(),
+                     Capabilities=["CAPABILITY_NAMED_IAM"],
+                     Parameters=[{"ParameterKey": "AppName", "ParameterValue": "hello-web"}])
+    before = {o["OutputKey"]: o["OutputValue"]
+              for o in cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]}
+    admin = connect(kaws.settings, admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=(env_stack_module.ENV_STACK.part,))
+    after = {o["OutputKey"]: o["OutputValue"]
+             for o in cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]}
+    assert after["ListenerArn"] == before["ListenerArn"]
+    elbv2 = daws.client("elbv2")
+    listeners = elbv2.describe_listeners(LoadBalancerArn=after["LoadBalancerArn"])["Listeners"]
+    assert sorted((x["Port"], x["Protocol"]) for x in listeners) == [(80, "HTTP"),
+                                                                     (443, "HTTPS")]
+    host = after["LoadBalancerDnsName"]
+
+    def redirected():  # the proxies follow the listeners within a tick
+        try:
+            assert redirect_of(host, 80, "/") == (301, f"https://{NAME}/")
+        except ConnectionRefusedError as error:
+            raise AssertionError(error) from None
+
+    until(redirected, timeout=5)
