@@ -485,7 +485,8 @@ def status(c, app=None, stack=None, json=False):
                  "json": "print the result as JSON on stdout"})
 def env_up(c, owner=None, app=None, ttl=None, version=None, ami=None, dry_run=False,
            json=False):
-    """Start a one-instance environment of a version for OWNER, removed when its TTL ends."""
+    """Start a one-instance environment of a version for OWNER, removed when its TTL ends;
+    reached only from kiln.deploy.self_service.source_cidrs."""
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import selfservice
