@@ -106,12 +106,75 @@ def test_a_server_group_runs_its_images_units_and_cloud_config(clean_sandbox, we
     log = in_instance(clean_sandbox, instance, "/var/log/cloud-init-output.log").read_text()
     assert "not run: packages" in log and "Cloud-init finished" in log
 
-    pids = machine_pids(clean_sandbox.state_dir, [instance])
+    # An instance of an image of this one, with no user data of its own, runs none of this
+    # one's again: cloud-init runs user data once per instance.
+    ec2 = boto3.client("ec2")
+    image = ec2.create_image(InstanceId=instance, Name="configured")["ImageId"]
+    available(ec2, image)
+    copy = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    until(lambda: _assert_running(clean_sandbox, copy), timeout=30)
+    until(lambda: _assert_serving(clean_sandbox, copy), timeout=30)
+    assert not in_instance(clean_sandbox, copy, "/var/lib/web/runcmd").exists()  # not written
+    assert not in_instance(clean_sandbox, copy, f"/var/lib/cloud/instances/{copy}").exists()
+
+    pids = machine_pids(clean_sandbox.state_dir, [instance, copy])
     clean_sandbox.reset()
     until(lambda: _none_alive(pids), timeout=15)
     assert not machines.instance_dir(clean_sandbox.state_dir, instance).exists()
+    assert not machines.instance_dir(clean_sandbox.state_dir, copy).exists()
     with pytest.raises(OSError):
         get(lb["dns"], 80, timeout=2)
+
+
+def _assert_running(box, instance: str) -> None:
+    assert machines.running(box.state_dir, instance)
+
+
+def _assert_serving(box, instance: str) -> None:
+    """The image's enabled app answers inside the instance, its greeting from the image."""
+    try:
+        with machines.connect(box.state_dir, instance, 8080) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = sock.makefile("rb").read()
+    except OSError as error:  # not listening yet
+        raise AssertionError(error) from None
+    assert answer.endswith(b"hello\ngreeting from cloud-config\n")
+
+
+def plain_image(ec2) -> str:
+    """An image with no machine in it: its instances run nothing."""
+    return ec2.register_image(
+        Name="plain", RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}])["ImageId"]
+
+
+def test_pending_instances_count_toward_the_desired_capacity(clean_sandbox):
+    clean_sandbox.set_time_scale(0.2)  # Auto Scaling's instances stay Pending for 12 s
+    try:
+        ec2 = boto3.client("ec2")
+        server_group(ec2, plain_image(ec2), "#!/bin/sh\ntrue\n", capacity=1)
+        boto3.client("autoscaling").update_auto_scaling_group(
+            AutoScalingGroupName="web", MaxSize=2, DesiredCapacity=2)
+        asg = boto3.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]
+        assert [i["LifecycleState"] for i in asg["Instances"]] == ["Pending", "Pending"]
+    finally:
+        clean_sandbox.set_time_scale(None)
+
+
+def test_an_instance_stopped_with_stop_instances_is_replaced(clean_sandbox):
+    ec2 = boto3.client("ec2")
+    server_group(ec2, plain_image(ec2), "#!/bin/sh\ntrue\n", capacity=2)
+    first = instance_ids()
+    ec2.stop_instances(InstanceIds=[first[0]])
+
+    def replaced():
+        now = instance_ids()
+        assert first[0] not in now and first[1] in now and len(now) == 2
+
+    until(replaced, timeout=30)
+    state = ec2.describe_instances(InstanceIds=[first[0]])["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] == "terminated"
 
 
 def test_down_ends_every_machine_of_a_server_group(tmp_path, sandbox_box):

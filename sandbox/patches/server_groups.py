@@ -1,13 +1,16 @@
 """Auto Scaling groups keep their instances running, as Auto Scaling's EC2 health check does.
 
 AWS behaviour mirrored here (moto launches a group's instances but never looks at them again):
-- An instance that is no longer running (its machine halted or crashed; on EC2, any state but
-  `running`) is unhealthy, whatever the health check grace period: Auto Scaling marks it
-  Unhealthy, terminates it (a terminated instance leaves the group's target groups, see
-  `elb_health`; a load balancer never sends a request to a machine that is not running) and
-  launches a new instance from the launch template to keep the desired capacity.
+- An instance that is no longer running (stopped with StopInstances, or its machine halted or
+  crashed: on EC2, any state but `running`) is unhealthy, whatever the health check grace
+  period: Auto Scaling marks it Unhealthy, terminates it (a terminated instance leaves the
+  group's target groups, see `elb_health`; a load balancer never sends a request to a machine
+  that is not running) and launches a new instance from the launch template to keep the
+  desired capacity.
+- Instances still Pending count toward the desired capacity (moto counted only InService ones,
+  so a change of capacity while instances were Pending, see `timing`, launched too many).
 The group's instances are sandbox machines when its image holds one (sandbox.patches.instances
-launches them); those are the ones that can stop. The check runs every 10 s of AWS's time.
+launches them); those can also stop by themselves. The check runs every 10 s of AWS's time.
 """
 
 from __future__ import annotations
@@ -24,9 +27,20 @@ CHECK_SECONDS = 10  # AWS time between two health checks of a group's instances
 _stop = threading.Event()
 
 
+COUNTED = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+
+
 def apply(state_dir: Path) -> None:
+    from moto.autoscaling.models import FakeAutoScalingGroup
+
+    FakeAutoScalingGroup.active_instances = _counted
     threading.Thread(target=_loop, args=(state_dir,), daemon=True,
                      name="sandbox-server-groups").start()
+
+
+def _counted(group) -> list:
+    """The instances that make up the group's capacity: launching or in service."""
+    return [state for state in group.instance_states if state.lifecycle_state in COUNTED]
 
 
 def _loop(state_dir: Path) -> None:
@@ -37,8 +51,15 @@ def _loop(state_dir: Path) -> None:
             traceback.print_exc(file=sys.stderr)
 
 
+def _not_running(state_dir: Path, instance) -> bool:
+    """Stopped (StopInstances, or its machine halted), or on its way there."""
+    if instance.state in ("stopping", "stopped"):
+        return True
+    return instance.state == "running" and machines.stopped(state_dir, instance.id)
+
+
 def replace_stopped(state_dir: Path) -> list[str]:
-    """Replace every group instance whose machine has stopped; the replaced instance ids."""
+    """Replace every group instance that is not running; the replaced instance ids."""
     from moto.autoscaling.models import autoscaling_backends
 
     replaced = []
@@ -47,7 +68,7 @@ def replace_stopped(state_dir: Path) -> list[str]:
             for group in list(backend.autoscaling_groups.values()):
                 for state in list(group.instance_states):
                     instance = state.instance
-                    if instance.state == "running" and machines.stopped(state_dir, instance.id):
+                    if _not_running(state_dir, instance):
                         state.health_status = "Unhealthy"
                         backend.terminate_instance(instance.id, should_decrement=False)
                         replaced.append(instance.id)
