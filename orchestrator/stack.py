@@ -62,8 +62,7 @@ def secret_arns(user_data, partition: str, region: str,
     for key, reference in (user_data.get("secrets") or {}).items():
         kind, _, name = str(reference).partition(":")
         field = f"kiln.deploy.user_data.secrets.{key}"
-        if kind == "ssm" and name.startswith("arn:") or kind == "secretsmanager" and \
-                name.startswith("arn:"):
+        if kind in ("ssm", "secretsmanager") and name.startswith("arn:"):
             (parameters if kind == "ssm" else secrets).append(_checked_arn(field, name, kind))
         elif kind == "ssm" and _PARAMETER_NAME.fullmatch(name):
             parameters.append(f"arn:{partition}:ssm:{region}:{account_id}:parameter/"

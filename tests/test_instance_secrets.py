@@ -80,3 +80,21 @@ def test_instance_role_attaches_no_aws_policy_reading_every_parameter():
     assert documents, attached
     assert not allowed(documents, "ssm:GetParameter", PARAMETER)
     assert not allowed(documents, "secretsmanager:GetSecretValue", SECRET)
+
+
+def test_secret_references_become_exact_arns_and_bad_ones_are_refused():
+    from cloud.errors import KilnError
+    from cloud.settings import Settings
+    from orchestrator.stack import secret_arns
+
+    arn = "arn:aws:secretsmanager:us-east-1:222222222222:secret:shared/token-Xy12Zw"
+    named = Settings(secrets={"A": "ssm:/app/a", "B": "ssm:app-b", "C": f"secretsmanager:{arn}",
+                              "D": "secretsmanager:app/d"})
+    assert secret_arns(named, "aws", REGION, ACCOUNT) == (
+        [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app/a",
+         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app-b"],
+        [arn, f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:app/d-??????"])
+    for bad in ("ssm:/app/*", "ssm:a,b", "secretsmanager:x*", "vault:x", "ssm:",
+                "ssm:arn:aws:s3:::bucket", "secretsmanager:arn:aws:secretsmanager:*"):
+        with pytest.raises(KilnError, match="kiln.deploy.user_data.secrets.X: "):
+            secret_arns(Settings(secrets={"X": bad}), "aws", REGION, ACCOUNT)
