@@ -37,6 +37,7 @@ class App:
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("X-Seen-Forwarded-For", self.headers.get("X-Forwarded-For", ""))
+                self.send_header("X-Seen-Header-Names", ",".join(self.headers.keys()))
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -217,3 +217,31 @@ def test_an_environment_made_before_https_is_updated_in_place(kaws, daws):
             raise AssertionError(error) from None
 
     until(redirected, timeout=5)
+
+
+def seen_headers(host: str, headers: dict) -> set[str]:
+    connection = http.client.HTTPConnection(host, 80, timeout=10)
+    try:
+        connection.request("GET", "/", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return set(response.getheader("X-Seen-Header-Names", "").split(","))
+    finally:
+        connection.close()
+
+
+def test_sandbox_drops_invalid_header_fields_when_the_balancer_says_so(lb):
+    all_healthy(lb)
+    sent = {"X-Good": "1", "X_Under": "1"}
+    assert {"X-Good", "X_Under"} <= seen_headers(lb["dns"], sent)
+    boto3.client("elbv2").modify_load_balancer_attributes(LoadBalancerArn=lb["arn"], Attributes=[
+        {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"}])
+    seen = seen_headers(lb["dns"], sent)
+    assert "X-Good" in seen and "X_Under" not in seen
+
+
+def test_env_load_balancer_drops_invalid_header_fields(daws, outputs):
+    attributes = daws.client("elbv2").describe_load_balancer_attributes(
+        LoadBalancerArn=outputs["LoadBalancerArn"])["Attributes"]
+    assert {"Key": "routing.http.drop_invalid_header_fields.enabled",
+            "Value": "true"} in attributes

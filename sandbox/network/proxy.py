@@ -18,6 +18,7 @@ import fnmatch
 import http.client
 import ipaddress
 import os
+import re
 import ssl
 import threading
 import time
@@ -29,6 +30,9 @@ from urllib.parse import parse_qsl, urlsplit
 from sandbox.network import targets
 
 IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (not time-scaled: a real wait)
+# With routing.http.drop_invalid_header_fields.enabled, an ALB drops header names that are not
+# letters, digits and hyphens.
+VALID_HEADER = re.compile(r"[A-Za-z0-9-]+")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade"}
 
@@ -105,9 +109,10 @@ class Listener:
         group = backend.target_groups.get(group_arn) if group_arn else None
         if group is None:
             return self._elb_answer(request, 503, group_arn)
-        self._forward(request, body, group)
+        drop = balancer.attrs.get("routing.http.drop_invalid_header_fields.enabled") == "true"
+        self._forward(request, body, group, drop)
 
-    def _forward(self, request: _Handler, body: bytes, group) -> None:
+    def _forward(self, request: _Handler, body: bytes, group, drop_invalid: bool = False) -> None:
         registered = list(group.targets.values())
         if not registered:
             return self._elb_answer(request, 503, group.arn)
@@ -121,7 +126,8 @@ class Listener:
         _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
         started = time.monotonic()
         try:
-            status, headers, payload = _send(request, body, where, self.address[1], self.scheme)
+            status, headers, payload = _send(request, body, where, self.address[1], self.scheme,
+                                             drop_invalid)
         except TimeoutError:
             return self._elb_answer(request, 504, group.arn)
         except OSError:
@@ -215,8 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _send(request: _Handler, body: bytes, where: targets.Endpoint, listener_port: int,
-          scheme: str = "http"):
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+          scheme: str = "http", drop_invalid: bool = False):
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+               and not (drop_invalid and not VALID_HEADER.fullmatch(k))}
     client = request.client_address[0]
     forwarded = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client

@@ -9,6 +9,7 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
 - `AWS::KMS::Key`: a KeyPolicy given as an object (CloudFormation's usual form, moto wants a JSON
   string), Tags as Key/Value, and updates of the policy, description and rotation.
 - `AWS::DynamoDB::Table`: TimeToLiveSpecification.
+- `AWS::ElasticLoadBalancingV2::LoadBalancer`: LoadBalancerAttributes (moto dropped them).
 - `AWS::IAM::Role`: inline Policies are kept as JSON text, as a PutRolePolicy keeps them, so
   GetRolePolicy answers a policy document (moto answered the Python text of a dict).
 - Change sets: a stack created or updated through ExecuteChangeSet gets its Outputs, parameters,
@@ -35,6 +36,7 @@ def apply(state_dir: Path) -> None:
     _patch_bucket()
     _patch_kms_key()
     _patch_table()
+    _patch_load_balancer()
     _patch_role_policies()
     _add_models()
     _patch_change_sets()
@@ -151,6 +153,25 @@ def _patch_table() -> None:
 
 
 # -- resources moto's CloudFormation skips ----------------------------------------------------
+
+
+def _patch_load_balancer() -> None:
+    from moto.elbv2.models import FakeLoadBalancer, elbv2_backends
+
+    create = FakeLoadBalancer.create_from_cloudformation_json.__func__
+
+    @classmethod
+    def create_load_balancer(cls, resource_name, cloudformation_json, account_id, region_name,
+                             **kwargs):
+        balancer = create(cls, resource_name, cloudformation_json, account_id, region_name,
+                          **kwargs)
+        attributes = cloudformation_json["Properties"].get("LoadBalancerAttributes") or []
+        if attributes:
+            elbv2_backends[account_id][region_name].modify_load_balancer_attributes(
+                balancer.arn, {a["Key"]: str(a["Value"]) for a in attributes})
+        return balancer
+
+    FakeLoadBalancer.create_from_cloudformation_json = create_load_balancer
 
 
 def _patch_role_policies() -> None:
