@@ -39,6 +39,20 @@ def test_health_checks_are_real_and_reported(lb):
                                 ["healthy"]))
 
 
+def test_health_checks_and_requests_end_their_connections_cleanly(lb):
+    all_healthy(lb)
+    for _ in range(20):
+        assert get(lb["dns"], 80)[0] == 200
+    checked = {name: app.hits["/health"] for name, app in lb["apps"].items()}
+    until(lambda: _more_checks(lb, checked))
+    # An ALB reads the whole answer: no target sees its connection reset (its log stays clean).
+    assert {name: app.errors for name, app in lb["apps"].items()} == {"blue": 0, "green": 0}
+
+
+def _more_checks(lb, checked: dict) -> None:
+    assert all(app.hits["/health"] >= checked[name] + 3 for name, app in lb["apps"].items())
+
+
 def test_no_healthy_target_group_target_fails_open(lb):
     all_healthy(lb)
     lb["apps"]["blue"].health = 500

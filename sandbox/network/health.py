@@ -48,7 +48,9 @@ def probe(group, where: targets.Endpoint) -> tuple[bool, str | None, str | None]
     try:
         connection.request("GET", group.health_check_path or "/", headers={
             "User-Agent": USER_AGENT, "Host": f"{where.host}:{where.port}"})
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        response.read()  # the whole answer, as an ALB reads it: closing early resets the target
+        status = response.status
     except TimeoutError:
         return False, "Target.Timeout", "Request timed out"
     except OSError:
