@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.machines import image
 
@@ -39,3 +40,12 @@ def test_the_base_layer_is_amazon_linux_2023_with_declared_extras(tmp_path):
     image.ensure(tmp_path, (), None)
     assert provides(layer, "nodejs").returncode != 0
     assert not (layer / "usr/bin/chef-solo").exists()
+
+
+def test_instances_booting_together_build_the_base_layer_once(tmp_path):
+    # A server group's instances boot in parallel, each asking for the base layer.
+    with ThreadPoolExecutor(3) as pool:
+        layers = list(pool.map(lambda _: image.ensure(tmp_path), range(3)))
+    assert len(set(layers)) == 1
+    assert 'ID="amzn"' in (layers[0] / "etc/os-release").read_text()
+    assert [p.name for p in (tmp_path / "machines").iterdir() if p.name.startswith("base-")] == []

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 OS_RELEASE = """\
@@ -49,6 +50,7 @@ skip_if_unavailable=False
 """
 SYSTEM_RELEASE = "Amazon Linux release 2023 (Amazon Linux)\n"
 EC2_USER = ("ec2-user", 1000)
+_building = threading.Lock()
 # What an AL2023 base AMI has installed that apps commonly require.
 BASE_PROVIDES = (
     "system-release = 2023", "system-release(releasever) = 2023", "python3 = 3.9.16",
@@ -82,6 +84,12 @@ def layer_dir(state_dir: str | Path) -> Path:
 def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
            chef_solo: str | None = None) -> Path:
     """The base layer under the state dir, rebuilt only when what goes into it changed."""
+    # Instances boot in parallel (a server group's): one builds, the others wait and reuse it.
+    with _building:
+        return _ensure(state_dir, provides, chef_solo)
+
+
+def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | None) -> Path:
     import systemctl2.systemctl3 as systemctl_module  # a large module: loaded when building
 
     from sandbox.machines import cloudinit
