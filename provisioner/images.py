@@ -10,7 +10,7 @@ tag) still uses is never removed, whatever its age: the result says which one ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import semver
 from botocore.exceptions import ClientError
@@ -19,19 +19,29 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
+from cloud.errors import KilnError
 from provisioner.promote import regions
 from provisioner.share import snapshot_ids
 
 AMI_TAG = "kiln:ami"
 
 
-def places(aws: Aws) -> Iterator[tuple[Aws, str]]:
-    """(session, region) for every account Kiln manages and every region it keeps images in."""
+def places(aws: Aws, unreachable: Callable[[str, KilnError], None] | None = None
+           ) -> Iterator[tuple[Aws, str]]:
+    """(session, region) for every account Kiln manages and every region it keeps images in.
+    An account whose role cannot be assumed fails, or with `unreachable` is reported to it and
+    skipped."""
     for name in [aws.account_name, *[n for n in aws.settings.accounts if n != aws.account_name]]:
         if name != aws.account_name and not aws.settings.accounts[name].role:
             say(f"skipping account {name}: kiln.accounts.{name}.role is not set")
             continue
-        session = aws.account(name)
+        try:
+            session = aws.account(name)
+        except KilnError as error:
+            if unreachable is None:
+                raise
+            unreachable(name, error)
+            continue
         for region in regions(aws.settings):
             yield session, region
 

@@ -84,7 +84,11 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
     if table is None:
         say("janitor: no lock table yet (invoke bootstrap): bake resources are judged by "
             "kiln:expires-at alone")
-    for place, region in images.places(aws):
+    def unreachable(name: str, error: KilnError) -> None:
+        say(f"janitor: account {name}: {error}")
+        failures.append({"account": name, "region": "*", "error": str(error)})
+
+    for place, region in images.places(aws, unreachable):
         why = _judge(place, region, now, _run_state(aws, table, waiting))
         ok, batches = _in_place(place, region, failures, _find_all, place, region, why)
         for sweeper, batch in batches if ok else []:

@@ -7,7 +7,9 @@ import pytest
 
 from cloud import stacks
 from cloud.errors import KilnError
+from cloud.target import connect
 from provisioner import images, promote, share
+from tests.deploy_helpers import deployer
 from tests.image_helpers import bootstrapped, kms_key, make_image
 
 WEST = "us-west-2"
@@ -52,7 +54,7 @@ def test_promote_waits_through_not_found_and_pending(kiln_settings, slow_then_fa
 def test_a_failed_copy_is_made_again_on_rerun(kiln_settings, clean_sandbox):
     aws = bootstrapped(kiln_settings, [WEST])
     image_id = make_image(aws.client("ec2"), stacks.ami_key(aws))
-    west_kms = aws.client("kms", WEST)
+    west_kms = connect(aws.settings, admin=True).client("kms", WEST)
     west_key = stacks.ami_key(aws, WEST).split("/")[-1]
     west_kms.disable_key(KeyId=west_key)  # the copy cannot be encrypted: it ends `failed`
     with pytest.raises(KilnError, match="failed"):
@@ -63,9 +65,12 @@ def test_a_failed_copy_is_made_again_on_rerun(kiln_settings, clean_sandbox):
     assert west.describe_images(ImageIds=[copies[WEST]])["Images"][0]["State"] == "available"
 
 
-def test_prune_deletes_snapshots_that_stay_in_use_for_a_moment(aws, clean_sandbox):
-    ec2 = aws.client("ec2")
-    key = kms_key(aws.client("kms"))
+def test_prune_deletes_snapshots_that_stay_in_use_for_a_moment(kiln_settings, admin_aws,
+                                                               clean_sandbox):
+    aws = connect(kiln_settings())
+    deployer(aws.settings)  # prune looks in every account Kiln manages
+    ec2 = admin_aws.client("ec2")
+    key = kms_key(admin_aws.client("kms"))
     made = [make_image(ec2, key, version=v) for v in ("1.0.0", "1.1.0")]
     doomed = share.snapshot_ids(ec2.describe_images(ImageIds=[made[0]])["Images"][0])
     clean_sandbox.set_time_scale(0.1)  # snapshots in use for 1 s after DeregisterImage
@@ -78,14 +83,14 @@ def test_prune_deletes_snapshots_that_stay_in_use_for_a_moment(aws, clean_sandbo
         "Snapshots"] == []
 
 
-def test_bake_instance_launch_waits_for_a_new_instance_profile(aws, clean_sandbox):
+def test_bake_instance_launch_waits_for_a_new_instance_profile(aws, admin_aws, clean_sandbox):
     from provisioner import resources
     from tests.image_helpers import base_image
 
     params = {"ImageId": base_image(aws.client("ec2")), "InstanceType": "t3.small",
               "MinCount": 1, "MaxCount": 1, "IamInstanceProfile": {"Name": "new-bake-profile"}}
     clean_sandbox.set_time_scale(0.3)  # a new profile is unknown to RunInstances for 3 s
-    aws.client("iam").create_instance_profile(InstanceProfileName="new-bake-profile")
+    admin_aws.client("iam").create_instance_profile(InstanceProfileName="new-bake-profile")
     try:
         with resources.instance(aws, params) as instance_id:
             assert instance_id.startswith("i-")

@@ -80,6 +80,15 @@ def _alive(aws, ids, region=None):
 
 
 @pytest.fixture
+def aws(kiln_settings, clean_sandbox):
+    """The operator, after `invoke bootstrap` made prod's deployer role: the janitor looks in
+    every account Kiln manages."""
+    settings = kiln_settings()
+    deployer(settings)
+    return connect(settings)
+
+
+@pytest.fixture
 def left(aws, clean_sandbox):
     expired = _leftovers(aws, "20200101T000000-dead01", PAST)
     live = _leftovers(aws, "20990101T000000-live01", kiln_tags.expires_at(60))
@@ -106,7 +115,8 @@ def test_janitor_removes_expired_leftovers_and_leaves_live_ones(aws, left):
 def test_resources_of_a_finished_run_are_leftovers_before_expiry(aws, clean_sandbox):
     run_id = "20250101T000000-done01"
     ids = _leftovers(aws, run_id, kiln_tags.expires_at(60))
-    make_image(aws.client("ec2"), kms_key(aws.client("kms")), run_id=run_id)
+    admin = _admin(aws)
+    make_image(admin.client("ec2"), kms_key(admin.client("kms")), run_id=run_id)
     result = janitor.run(aws)
     assert {i["reason"] for i in result["leftovers"]} == {f"run {run_id} finished (its image "
                                                           f"exists)"}
@@ -114,8 +124,8 @@ def test_resources_of_a_finished_run_are_leftovers_before_expiry(aws, clean_sand
 
 
 def test_orphan_snapshots_of_deregistered_images_are_removed(aws, clean_sandbox):
-    ec2 = aws.client("ec2")
-    key = kms_key(aws.client("kms"))
+    ec2 = _admin(aws).client("ec2")
+    key = kms_key(_admin(aws).client("kms"))
     gone, kept = make_image(ec2, key), make_image(ec2, key, version="1.4.3")
     snapshots = {}
     for image_id in (gone, kept):
@@ -189,7 +199,8 @@ def test_janitor_task_dry_run_prints_json(run_invoke, aws, clean_sandbox):
 def test_a_killed_bake_is_known_dead_at_once_a_live_one_is_left(kiln_settings, clean_sandbox):
     table = f"kiln-locks-janitor-{time.time_ns()}"
     aws = connect(kiln_settings(repo={"lock_table": table}))
-    make_lock_table(aws, table)
+    deployer(aws.settings)
+    make_lock_table(_admin(aws), table)
     live_run, killed_run = "20990101T000000-live02", "20990101T000000-kill01"
     live = _leftovers(aws, live_run, kiln_tags.expires_at(60), version="1.5.0")
     killed = _leftovers(aws, killed_run, kiln_tags.expires_at(60))
@@ -220,7 +231,6 @@ def test_a_killed_bake_is_known_dead_at_once_a_live_one_is_left(kiln_settings, c
 def test_a_place_that_refuses_does_not_stop_the_others(aws, clean_sandbox, run_invoke):
     """The deployer role in prod may not describe instances: prod is reported, the build account
     is still swept, and the task exits non-zero naming the place."""
-    deployer(aws.settings)
     ids = _leftovers(aws, "20200101T000000-here01", PAST)
     prod_admin = _admin(aws.account("prod"))
     prod_admin.client("iam").put_role_policy(
@@ -235,3 +245,13 @@ def test_a_place_that_refuses_does_not_stop_the_others(aws, clean_sandbox, run_i
     assert cli.returncode != 0
     assert "janitor: 1 place(s) failed, the others were swept; first: prod, us-east-1" in \
         cli.stderr.strip().splitlines()[-1]
+
+
+def test_an_account_not_bootstrapped_is_reported_and_the_others_swept(kiln_settings,
+                                                                       clean_sandbox):
+    aws = connect(kiln_settings())  # prod has no deployer role yet
+    ids = _leftovers(aws, "20200101T000000-here02", PAST)
+    result = janitor.run(aws)
+    assert not any(_alive(aws, ids).values())
+    assert [(f["account"], f["region"]) for f in result["failures"]] == [("prod", "*")]
+    assert "kiln-deployer" in result["failures"][0]["error"]
