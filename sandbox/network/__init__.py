@@ -11,6 +11,8 @@ It runs inside the sandbox's moto server process, next to the state it reads:
 - `metrics`: the ALB metrics the proxies count, published into the sandbox's CloudWatch;
 - `alarms`: metric alarms evaluated as CloudWatch does;
 - `supervisor`: one thread that keeps proxies in step with the listeners and runs the others.
+- `client`: an app's cluster requested through its load balancer as a browser would (`invoke
+  demo`'s last step), with the curl command that does the same.
 
 Times follow `clock`: AWS's periods, intervals and delays scaled by the sandbox's time scale
 (at most `clock.FASTEST` times faster than AWS).
