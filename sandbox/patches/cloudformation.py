@@ -11,7 +11,8 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
 - `AWS::DynamoDB::Table`: TimeToLiveSpecification.
 - `AWS::ElasticLoadBalancingV2::LoadBalancer`: LoadBalancerAttributes (moto dropped them).
 - `AWS::IAM::Role`: inline Policies are kept as JSON text, as a PutRolePolicy keeps them, so
-  GetRolePolicy answers a policy document (moto answered the Python text of a dict).
+  GetRolePolicy answers a policy document (moto answered the Python text of a dict); a stack
+  update changes the role's inline Policies and trust policy (moto kept the old ones).
 - Change sets: a stack created or updated through ExecuteChangeSet gets its Outputs, parameters,
   tags and (on EC2 resources) propagated stack tags, as a stack made by CreateStack does, and its
   change sets are removed, as AWS does after an execution; a change
@@ -183,6 +184,36 @@ def _patch_role_policies() -> None:
         original(self, policy_name, _policy_text(policy_json))
 
     Role.put_policy = put_policy
+
+    update = Role.update_from_cloudformation_json.__func__
+
+    @classmethod
+    def update_role(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                    region_name):
+        role = update(cls, original_resource, new_resource_name, cloudformation_json,
+                      account_id, region_name)
+        properties = cloudformation_json["Properties"]
+        wanted = {p["PolicyName"]: p["PolicyDocument"] for p in properties.get("Policies") or []}
+        # Policies of AWS::IAM::Policy resources live on the role too: those stay.
+        separate = {policy.policy_name for policy in _iam(account_id, region_name)
+                    .inline_policies.values() if role.name in (policy.role_names or [])}
+        for name in set(role.policies) - set(wanted) - separate:
+            role.delete_policy(name)
+        for name, document in wanted.items():
+            role.put_policy(name, document)
+        if "AssumeRolePolicyDocument" in properties:
+            role.assume_role_policy_document = _policy_text(
+                properties["AssumeRolePolicyDocument"])
+        return role
+
+    Role.update_from_cloudformation_json = update_role
+
+
+def _iam(account_id: str, region_name: str):
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    return iam_backends[account_id][get_partition(region_name)]
 
 
 def _add_models() -> None:
