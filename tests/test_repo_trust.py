@@ -27,11 +27,13 @@ def rpms(tmp_path_factory):
 
 
 @pytest.fixture
-def repo_config(aws):
+def repo_config(admin_aws):
+    """A bucket and lock table of their own, made as `invoke bootstrap` (the administrator)
+    makes them; the tasks then run as the operator."""
     suffix = time.time_ns()
-    bucket, table = f"kiln-repo-trust-{suffix}", f"kiln-locks-trust-{suffix}"
-    make_repo_bucket(aws, bucket)
-    make_lock_table(aws, table)
+    bucket, table = f"kiln-repo-123456789012-s{suffix}", f"kiln-locks-trust-{suffix}"
+    make_repo_bucket(admin_aws, bucket)
+    make_lock_table(admin_aws, table)
     return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
 
 

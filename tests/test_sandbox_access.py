@@ -344,3 +344,13 @@ def test_encrypting_volumes_and_copies_needs_the_callers_key_rights(clean_strict
         error = error_of(call).response["Error"]
         assert error["Code"] == "UnauthorizedOperation", name
         assert f"kms:CreateGrant on resource: {key}" in error["Message"], name
+
+
+def test_an_s3_denial_is_an_s3_error_naming_action_and_resource(strict_box):
+    """S3 answers a bare <Error> document: its code is AccessDenied, as on AWS."""
+    s3 = client(strict_box, "s3", "operator")
+    response = error_of(lambda: s3.create_bucket(Bucket="not-allowed-here")).response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    error = response["Error"]
+    assert error["Code"] == "AccessDenied"
+    assert "s3:CreateBucket on resource: arn:aws:s3:::not-allowed-here" in error["Message"]

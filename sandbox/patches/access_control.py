@@ -363,6 +363,10 @@ def _deny(request, caller: Caller, action: str, resource: str, why: str) -> None
     if "json" in request._headers.get("Content-Type", ""):
         error = JsonRESTError("AccessDeniedException", message)
         error.code = 400
+    elif request._service == "s3":
+        from moto.s3.exceptions import S3ClientError
+
+        error = S3ClientError("AccessDenied", message)  # S3's bare <Error> document
     else:
         code = "UnauthorizedOperation" if request._service == "ec2" else "AccessDenied"
         error = _RESTError(code, message)
