@@ -37,11 +37,11 @@ def run(script: str, tmp_path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_environment_file_is_private_and_secrets_come_by_reference(aws, tmp_path):
+def test_environment_file_is_private_and_secrets_come_by_reference(aws, admin_aws, tmp_path):
     name = f"/kiln/test/{uuid.uuid4().hex[:8]}/db-password"
     secret = "s3cr3t with spaces & 'quotes'"
-    aws.client("ssm").put_parameter(Name=name, Value=secret, Type="SecureString")
-    token = aws.client("secretsmanager").create_secret(
+    admin_aws.client("ssm").put_parameter(Name=name, Value=secret, Type="SecureString")
+    token = admin_aws.client("secretsmanager").create_secret(
         Name=f"kiln-test-{uuid.uuid4().hex[:8]}", SecretString="t0ken")["ARN"]
     script = boot_script(settings(tmp_path, environment={"LOG_LEVEL": "debug"},
                                   secrets={"DB_PASSWORD": f"ssm:{name}",
