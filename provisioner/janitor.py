@@ -73,8 +73,9 @@ def register(sweeper: Sweeper) -> Sweeper:
 
 
 def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
-    """Find leftovers everywhere Kiln works; remove them unless `dry_run`. A place (account and
-    region) that refuses or fails is reported in `failures` and the others are still swept."""
+    """Find leftovers everywhere Kiln works; remove them unless `dry_run`. A kind of leftover that
+    cannot be listed in a place (account and region), or a place that refuses removals, is
+    reported in `failures`; the other kinds and places are still swept."""
     now = now or datetime.now(UTC)
     found: list[Leftover] = []
     plan = []
@@ -84,16 +85,18 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
     if table is None:
         say("janitor: no lock table yet (invoke bootstrap): bake resources are judged by "
             "kiln:expires-at alone")
+
     def unreachable(name: str, error: KilnError) -> None:
         say(f"janitor: account {name}: {error}")
         failures.append({"account": name, "region": "*", "error": str(error)})
 
     for place, region in images.places(aws, unreachable):
         why = _judge(place, region, now, _run_state(aws, table, waiting))
-        ok, batches = _in_place(place, region, failures, _find_all, place, region, why)
-        for sweeper, batch in batches if ok else []:
-            found += batch
-            plan.append((place, region, sweeper, batch))
+        for sweeper in sorted(SWEEPERS, key=lambda s: s.order):
+            ok, batch = _in_place(place, region, failures, sweeper.find, place, region, why)
+            if ok:
+                found += batch
+                plan.append((place, region, sweeper, batch))
     for item in found:
         say(f"janitor: {'would remove' if dry_run else 'removing'} {item.kind} {item.id} "
             f"({item.account}, {item.region}): {item.reason}")
@@ -117,11 +120,6 @@ def _remove(plan, failures: list[dict]) -> None:
         ok, _ = _in_place(place, region, failures, sweeper.remove, place, region, batch)
         if not ok:
             failed.add(where)
-
-
-def _find_all(place: Aws, region: str, why) -> list[tuple[Sweeper, list[Leftover]]]:
-    return [(sweeper, sweeper.find(place, region, why))
-            for sweeper in sorted(SWEEPERS, key=lambda s: s.order)]
 
 
 def _in_place(place: Aws, region: str, failures: list[dict], work: Callable, *args):

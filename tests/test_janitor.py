@@ -237,8 +237,15 @@ def test_a_place_that_refuses_does_not_stop_the_others(aws, clean_sandbox, run_i
         RoleName="kiln-deployer", PolicyName="no-instances", PolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [
                 {"Effect": "Deny", "Action": "ec2:DescribeInstances", "Resource": "*"}]}))
+    prod_ec2 = prod_admin.client("ec2")
+    prod_ec2.create_key_pair(KeyName="kiln-prod-left", TagSpecifications=[kiln_tags.spec(
+        "key-pair", kiln_tags.kiln_tags("hello-web", "bake-key", run_id="20200101T000000-prod02",
+                                        **{kiln_tags.EXPIRES_AT: PAST}))])
     result = janitor.run(aws)
     assert not any(_alive(aws, ids).values())
+    # prod's instances cannot be listed; its other kinds are still swept
+    assert prod_ec2.describe_key_pairs(Filters=[
+        {"Name": "key-name", "Values": ["kiln-prod-left"]}])["KeyPairs"] == []
     assert [(f["account"], f["region"]) for f in result["failures"]] == [("prod", "us-east-1")]
     assert "ec2:DescribeInstances" in result["failures"][0]["error"]
     cli = run_invoke("janitor")
