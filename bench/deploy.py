@@ -39,8 +39,10 @@ def main() -> None:
                 "deploy": {"watch": "0", "capacity": {"desired": args.capacity,
                                                       "max": args.capacity}}})
             settings = settings_module.validate(raw, ["bench"])
+            # `invoke bootstrap` runs as the administrator; the operations as the operator.
+            admin = connect(settings, admin=True)
+            bootstrap.run(settings, admin, settings.deploy.account, yes=True)
             aws = connect(settings)
-            bootstrap.run(settings, aws, settings.deploy.account, yes=True)
             prod = aws.account(settings.deploy.account)
             make_image(prod, "1.0.0")
             make_image(prod, "1.1.0")

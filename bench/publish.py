@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CACHE = Path(tempfile.gettempdir()) / "kiln-bench-rpms"
+# Named as bootstrap names repo buckets, so the operator's policy covers them.
+BUCKET = "kiln-repo-123456789012-bench"
+BIG_BUCKET = "kiln-repo-123456789012-bench-big"
 TINY_SPEC_HEAD = """\
 Name: benchbase
 Version: 1.0
@@ -129,11 +132,14 @@ def aws_cli(args: list[str], counter: PutCounter) -> None:
         raise SystemExit(f"aws {' '.join(args)} failed")
 
 
-def seed(mirror: Path, rpms: list[Path], bucket: str, prefixes: list[str]) -> None:
+def seed(mirror: Path, rpms: list[Path], bucket: str, prefixes: list[str], signer) -> None:
+    """A repository of `rpms` under each prefix, its repomd.xml signed as Kiln signs it (Kiln
+    refuses unsigned metadata)."""
     (mirror / "Packages").mkdir(parents=True)
     for rpm in rpms:
         os.link(rpm, mirror / "Packages" / rpm.name)
     subprocess.run(["createrepo_c", "--quiet", "--no-database", str(mirror)], check=True)
+    signer.sign_detached(mirror / "repodata" / "repomd.xml")
     for prefix in prefixes:
         aws_cli(["s3", "sync", "--quiet", str(mirror), f"s3://{bucket}/{prefix}/"], PutCounter())
 
@@ -183,13 +189,14 @@ def run(work: Path, box, args) -> None:
     print(f"{args.count} tiny RPMs ready in {time.perf_counter() - started:.1f} s "
           f"(cache {CACHE})", flush=True)
     existing, new = rpms[:-args.rounds], rpms[-args.rounds:]
-    settings = bench_settings(box, work, "kiln-bench-repo", "kiln-bench-locks", "kiln")
+    settings = bench_settings(box, work, BUCKET, "kiln-locks-bench", "kiln")
     aws = connect(settings)
-    make_repo_bucket(aws, "kiln-bench-repo")
-    make_lock_table(aws, "kiln-bench-locks")
+    admin = connect(settings, admin=True)  # the bucket and table as bootstrap makes them
+    make_repo_bucket(admin, BUCKET)
+    make_lock_table(admin, "kiln-locks-bench")
     started = time.perf_counter()
     mirror = work / "mirror"
-    seed(mirror, existing, "kiln-bench-repo", ["kiln", "full"])
+    seed(mirror, existing, BUCKET, ["kiln", "full"], signing.from_settings(settings))
     print(f"seeded two repositories of {len(existing)} in {time.perf_counter() - started:.1f} s",
           flush=True)
 
@@ -210,7 +217,7 @@ def run(work: Path, box, args) -> None:
         started = time.perf_counter()
         os.link(rpm, mirror / "Packages" / rpm.name)
         subprocess.run(["createrepo_c", "--quiet", "--no-database", str(mirror)], check=True)
-        aws_cli(["s3", "sync", "--quiet", "--delete", str(mirror), "s3://kiln-bench-repo/full/"],
+        aws_cli(["s3", "sync", "--quiet", "--delete", str(mirror), f"s3://{BUCKET}/full/"],
                 baseline)
         full_times.append(time.perf_counter() - started)
     assert len(repo.list_packages(aws)) == len(rpms)
@@ -252,11 +259,12 @@ def memory_child(raw: str) -> None:
 
     config = json.loads(raw)
     box = Sandbox(config["state_dir"])
-    settings = bench_settings(box, Path(config["work"]), "kiln-bench-big", "kiln-bench-big-locks",
+    settings = bench_settings(box, Path(config["work"]), BIG_BUCKET, "kiln-locks-bench-big",
                               "el9/x86_64")
     aws = connect(settings)
-    make_repo_bucket(aws, "kiln-bench-big")
-    make_lock_table(aws, "kiln-bench-big-locks")
+    admin = connect(settings, admin=True)
+    make_repo_bucket(admin, BIG_BUCKET)
+    make_lock_table(admin, "kiln-locks-bench-big")
     assert repo.publish(aws, config["rpm"])["status"] == "published"
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
