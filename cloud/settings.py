@@ -285,16 +285,21 @@ def _check_real_accounts(settings: Settings) -> None:
 
 def _check_ssh_cidrs(bake: Settings) -> None:
     """Each bake SSH source is a network; a /0 only when kiln.bake.ssh_from_anywhere says so."""
-    for cidr in bake.ssh_cidrs:
+    _check_cidrs(bake.ssh_cidrs, "kiln.bake.ssh_cidrs", "203.0.113.7/32",
+                 "SSH on the bake instance", "kiln.bake.ssh_from_anywhere", bake.ssh_from_anywhere)
+
+
+def _check_cidrs(cidrs: list[str], field: str, example: str, what: str, meant_field: str,
+                 meant: bool) -> None:
+    """Each entry is a network; one that lets anyone in (/0) only when `meant_field` says so."""
+    for cidr in cidrs:
         try:
             network = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr!r} is not a CIDR "
-                              f"(e.g. 203.0.113.7/32)") from None
-        if network.prefixlen == 0 and not bake.ssh_from_anywhere:
-            raise ConfigError(f"kiln.bake.ssh_cidrs: {cidr} lets anyone reach SSH on the bake "
-                              f"instance; narrow it, or set kiln.bake.ssh_from_anywhere: true "
-                              f"if that is meant")
+            raise ConfigError(f"{field}: {cidr!r} is not a CIDR (e.g. {example})") from None
+        if network.prefixlen == 0 and not meant:
+            raise ConfigError(f"{field}: {cidr} lets anyone reach {what}; narrow it, or set "
+                              f"{meant_field}: true if that is meant")
 
 
 # An ACM certificate (or an IAM server certificate) an ALB listener may serve.
@@ -310,16 +315,9 @@ def _check_listener(deploy: Settings) -> None:
         raise ConfigError(f"kiln.deploy.listener.certificate: {certificate!r} is not an ACM "
                           f"certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)")
     service = deploy.self_service
-    for cidr in service.source_cidrs:
-        try:
-            network = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"kiln.deploy.self_service.source_cidrs: {cidr!r} is not a CIDR "
-                              f"(e.g. 203.0.113.0/24)") from None
-        if network.prefixlen == 0 and not service.from_anywhere:
-            raise ConfigError(f"kiln.deploy.self_service.source_cidrs: {cidr} lets anyone reach "
-                              f"self-service environments; narrow it, or set "
-                              f"kiln.deploy.self_service.from_anywhere: true if that is meant")
+    _check_cidrs(service.source_cidrs, "kiln.deploy.self_service.source_cidrs", "203.0.113.0/24",
+                 "self-service environments", "kiln.deploy.self_service.from_anywhere",
+                 service.from_anywhere)
 
 
 def _section(raw: Any, schema: dict, prefix: str) -> Settings:
