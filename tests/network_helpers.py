@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 import ssl
@@ -150,3 +151,13 @@ def all_healthy(lb) -> None:
             assert [h["State"] for h in health(group)] == ["healthy"]
 
     until(check)
+
+
+def admin_session(box) -> boto3.Session:
+    """A boto3 session as the administrator of `box`, a sandbox a test started of its own."""
+    env = box.env("admin")
+    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                            region_name="us-east-1")
+    session.client = functools.partial(session.client, endpoint_url=env["AWS_ENDPOINT_URL"])
+    return session

@@ -8,7 +8,7 @@ from collections import Counter
 import boto3
 import pytest
 
-from tests.network_helpers import all_healthy, forward, get, health, until
+from tests.network_helpers import admin_session, all_healthy, forward, get, health, until
 
 
 def test_dns_name_is_a_loopback_address_answering_on_the_listener_port(lb):
@@ -130,12 +130,9 @@ def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
     box = Sandbox(tmp_path / "own")
     box.up()
     try:
-        env = box.env("admin")
-        own = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            region_name="us-east-1")
-        elbv2 = own.client("elbv2", endpoint_url=env["AWS_ENDPOINT_URL"])
-        ec2 = own.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
+        own = admin_session(box)
+        elbv2 = own.client("elbv2")
+        ec2 = own.client("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
                                      AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]

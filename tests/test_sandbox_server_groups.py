@@ -8,7 +8,6 @@ balancer health-checks and reaches them, and an instance whose machine stops is 
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from sandbox.control import Sandbox
 from sandbox.machines import instances as machines
 from tests.image_helpers import available
 from tests.machine_helpers import web_image
-from tests.network_helpers import get, health, until
+from tests.network_helpers import admin_session, get, health, until
 
 CLOUD_CONFIG = """#cloud-config
 write_files:
@@ -181,11 +180,7 @@ def test_down_ends_every_machine_of_a_server_group(tmp_path, sandbox_box):
     box = Sandbox(tmp_path / "own")
     box.up()
     try:
-        env = box.env("admin")
-        own = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            region_name="us-east-1")
-        own.client = functools.partial(own.client, endpoint_url=env["AWS_ENDPOINT_URL"])
+        own = admin_session(box)
         ec2 = own.client("ec2")
         image = web_image(box, ec2, "web")
         available(ec2, image)
