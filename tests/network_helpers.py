@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import socket
 import ssl
 import threading
 import time
@@ -15,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from sandbox.network.client import NamedHTTPS
 
 
 class App:
@@ -71,24 +72,11 @@ def get(host: str, port: int, path: str = "/", headers: dict | None = None,
         connection.close()
 
 
-class _NamedTLS(http.client.HTTPSConnection):
-    """HTTPS to an address, presenting and verifying `name` (as a client that resolved it)."""
-
-    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext,
-                 timeout: float):
-        super().__init__(address, port, context=context, timeout=timeout)
-        self.name = name
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.name)
-
-
 def https_get(address: str, port: int, name: str, cafile=None, path: str = "/",
               headers: dict | None = None, timeout: float = 10) -> tuple[int, str]:
     """GET over TLS, the certificate verified against `cafile` (None: the system's CAs)."""
     context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    connection = _NamedTLS(address, port, name, context, timeout)
+    connection = NamedHTTPS(address, port, name, context, timeout)
     try:
         connection.request("GET", path, headers={"Host": name, **(headers or {})})
         response = connection.getresponse()

@@ -42,7 +42,7 @@ def get(state_dir: str | Path, url: str, app: str, path: str = "/",
     scheme, host, port = _where(url)
     if scheme == "https":
         context = ssl.create_default_context(cafile=str(listener_cert.files(state_dir)["ca"]))
-        connection = _Named(host, port, name(app), context, timeout)
+        connection = NamedHTTPS(host, port, name(app), context, timeout)
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -62,7 +62,7 @@ def command(state_dir: str | Path, url: str, app: str, path: str = "/") -> str:
     return shlex.join(["curl", *trust, "--resolve", f"{name(app)}:{port}:{host}", target])
 
 
-class _Named(http.client.HTTPSConnection):
+class NamedHTTPS(http.client.HTTPSConnection):
     """HTTPS to an address, presenting and verifying `server_name` (as a client that resolved
     the name to that address)."""
 
