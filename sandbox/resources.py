@@ -27,13 +27,7 @@ def _dynamodb(action, params, account, region):
 
 def _kms(action, params, account, region):
     key = params.get("KeyId") or params.get("TargetKeyId")
-    if not key:
-        return None
-    if key.startswith("arn:"):
-        return key
-    if key.startswith("alias/"):
-        return _arn("kms", region, account, key)
-    return _arn("kms", region, account, f"key/{key}")
+    return _key_arn(key, account, region) if key else None
 
 
 def _ssm(action, params, account, region):
@@ -188,6 +182,7 @@ def keys_used(action: str, params: dict, account: str, region: str) -> list[tupl
 
 
 def _key_arn(key: str, account: str, region: str) -> str:
+    """A key id, alias name or ARN as the ARN policies name it."""
     if key.startswith("arn:"):
         return key
     return _arn("kms", region, account, key if key.startswith("alias/") else f"key/{key}")
