@@ -1,6 +1,7 @@
 """sandbox/patches/timing.py: AWS's pending states and eventual consistency, time-scaled."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -158,3 +159,25 @@ def error_of(call, **params) -> dict:
     with pytest.raises(ClientError) as raised:
         call(**params)
     return raised.value.response["Error"]
+
+
+def test_targets_leave_initial_once_under_concurrent_describes(slow):
+    """Many callers ask at the moment the health checks pass (a deploy's wait and a watcher);
+    every one of them gets an answer, none an Internal Server Error."""
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    tg = elbv2.create_target_group(Name="ips", Protocol="HTTP", Port=80, VpcId=vpc,
+                                   TargetType="ip", HealthCheckIntervalSeconds=5,
+                                   HealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    targets = [{"Id": f"10.8.{n // 250}.{n % 250 + 1}"} for n in range(300)]
+
+    def describe(_):
+        return len(elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"])
+
+    for _round in range(3):
+        slow.scale(0.2)
+        elbv2.register_targets(TargetGroupArn=tg, Targets=targets)
+        slow()
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(describe, range(16))) == [300] * 16
+        elbv2.deregister_targets(TargetGroupArn=tg, Targets=targets)

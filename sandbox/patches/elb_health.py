@@ -12,7 +12,10 @@ AWS behaviour mirrored here:
   the two go together on AWS).
 """
 
+import threading
 from pathlib import Path
+
+_dropping = threading.Lock()
 
 
 def apply(state_dir: Path) -> None:
@@ -32,10 +35,12 @@ def apply(state_dir: Path) -> None:
 
 
 def _drop_terminated(backend, group) -> None:
-    gone = [target_id for target_id in group.targets
-            if (_instance_state(backend, target_id) or "") == "terminated"]
-    if gone:
-        group.deregister_terminated_instances(gone)
+    # Requests run on threads, and moto's models have no locks of their own.
+    with _dropping:
+        gone = [target_id for target_id in list(group.targets)
+                if (_instance_state(backend, target_id) or "") == "terminated"]
+        if gone:
+            group.deregister_terminated_instances(gone)
 
 
 def _in_use(backend, target_group_arn: str) -> bool:

@@ -333,8 +333,8 @@ def _target_health() -> None:
         group = self.target_groups.get(target_group_arn)
         registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
         for target_id, moment in list(registered.items()):
-            if passed(moment):
-                del registered[target_id]
+            if passed(moment):  # requests run on threads: another may have dropped it already
+                registered.pop(target_id, None)
         return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
                                  "Elb.InitialHealthChecking", "Initial health checks in progress")
                 if s.status == "healthy" and s.instance_id in registered else s
