@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from cloud.aws import Aws, account_spec, endpoint_url
+from cloud.aws import Aws, account_spec, endpoint_url, new_session
 from cloud.console import say
 from cloud.errors import KilnError
 from cloud.settings import Settings
@@ -34,7 +33,7 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
         profile = None
     else:
         _real_endpoint(settings)
-    session = boto3.Session(profile_name=profile, region_name=settings.aws.region, **keys)
+    session = new_session(profile_name=profile, region_name=settings.aws.region, **keys)
     aws = Aws(settings, session, name, spec.id)
     actual = caller_account(aws)
     if actual != spec.id:

@@ -14,8 +14,7 @@ import datetime
 import os
 from pathlib import Path
 
-import boto3
-
+from cloud.aws import new_session
 from sandbox import identities
 
 DOMAIN = "kiln.sandbox.test"
@@ -122,8 +121,8 @@ def _exists(acm, arn: str) -> bool:
 def _acm(settings, box):
     """ACM in the deploy account and region, as the sandbox's administrator."""
     keys = box.credentials("admin")
-    session = boto3.Session(aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    session = new_session(aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
     region = settings.deploy.get("region") or settings.aws.region
     account = settings.accounts[settings.deploy.account]
     if account.id != identities.BUILD_ACCOUNT:
@@ -131,7 +130,7 @@ def _acm(settings, box):
         role = f"arn:aws:iam::{account.id}:role/{admin_role}"
         found = session.client("sts", region_name=region, endpoint_url=box.endpoint).assume_role(
             RoleArn=role, RoleSessionName="kiln-sandbox-certificate")["Credentials"]
-        session = boto3.Session(aws_access_key_id=found["AccessKeyId"],
-                                aws_secret_access_key=found["SecretAccessKey"],
-                                aws_session_token=found["SessionToken"])
+        session = new_session(aws_access_key_id=found["AccessKeyId"],
+                              aws_secret_access_key=found["SecretAccessKey"],
+                              aws_session_token=found["SessionToken"])
     return session.client("acm", region_name=region, endpoint_url=box.endpoint)
