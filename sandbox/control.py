@@ -172,12 +172,16 @@ def _overlay_watch(settings) -> None:
 
 
 def _scale_waiters(settings, box: Sandbox) -> None:
+    aws = settings.get("aws")
+    if aws is not None and aws.get("waiter_delay") is None:
+        aws["waiter_delay"] = waiter_delay(box)
+
+
+def waiter_delay(box: Sandbox) -> float:
     """Poll as often, relative to the sandbox's scaled durations, as botocore polls AWS."""
     from sandbox.patches import timing
 
-    aws = settings.get("aws")
-    if aws is not None and aws.get("waiter_delay") is None:
-        aws["waiter_delay"] = max(0.02, 15 * timing.scale_of(box.state_dir))
+    return max(0.02, 15 * timing.scale_of(box.state_dir))
 
 
 def _project_root() -> Path:

@@ -99,15 +99,17 @@ def proxied(box, proxy_url: str) -> tuple[dict, dict]:
 
     Kiln's sandbox target always talks to the sandbox's own endpoint, so these bakes run with
     `target: aws` and an AWS_ENDPOINT_URL, as against any custom endpoint, and get by hand what
-    the sandbox overlay would set: the sshd port and user, and the repository signing key.
+    the sandbox overlay would set: the sshd port and user, the repository signing key, and
+    waiter polls as often as the sandbox's clock calls for.
     """
-    from sandbox import instances, signing
+    from sandbox import control, instances, signing
     from sandbox.sshd import Sshd, current_user
 
     home, fingerprint = signing.ensure_key(box.state_dir)
     # The bake's repo URL names the proxy: instances reach it as they reach the sandbox's S3.
     instances.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
-    overrides = {"target": "aws", "aws": {"endpoint_url": proxy_url},
+    overrides = {"target": "aws",
+                 "aws": {"endpoint_url": proxy_url, "waiter_delay": control.waiter_delay(box)},
                  "accounts": project_config()["sandbox"]["accounts"],
                  "repo": {"gpg_key": fingerprint, "gpg_home": home},
                  "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
