@@ -8,8 +8,8 @@ The bake calls two functions:
         after N s".
 
     provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dict
-        In order: upload chef/ + node.json + solo.rb (one tar.gz) to kiln.bake.staging_dir; make
-        sure chef-solo is there (else run kiln.bake.chef_install_command, check again); run
+        Upload chef/ + node.json + solo.rb (one tar.gz) to kiln.bake.staging_dir while making
+        sure chef-solo is there (else run kiln.bake.chef_install_command, check again); then run
         chef-solo, streaming its output to stderr as "chef| …" lines; verify the exact package
         version-release is installed and every smoke command passes. Any failure raises KilnError
         naming the step and exit code. Returns {"instance_id", "staging_dir", "chef_version",
@@ -31,6 +31,7 @@ import shlex
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,12 +214,16 @@ def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dic
     """Upload, make sure chef-solo is there, run it, verify. Raises KilnError on any failure."""
     bake = settings.bake
     timings: dict[str, float] = {}
-    with connection(target) as conn:
+    with connection(target) as conn, ThreadPoolExecutor(max_workers=1) as pool:
         session = _Session(conn, target, bake)
+        session.open()  # once, before two threads use the connection
+        # chef-solo's check (a Ruby start, a second or two) runs on a channel of its own
+        # while the cookbooks upload; "chef_check" is what is left of it after the upload.
+        checking = pool.submit(session.ensure_chef)
         with _timed(timings, "upload"):
             staging = session.upload(plan)
         with _timed(timings, "chef_check"):
-            chef_version, installed = session.ensure_chef()
+            chef_version, installed = checking.result()
         with _timed(timings, "chef_run"):
             session.run_chef(staging)
         with _timed(timings, "verify"):
@@ -332,6 +337,13 @@ class _Session:
                             f"{found[:16]}…, expected {plan.package_digest[:16]}…)")
 
     # -- running commands ----------------------------------------------------------------------
+    def open(self) -> None:
+        try:
+            self.conn.open()
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise KilnError(f"connect to {self.target.where}: SSH failed: "
+                            f"{_describe(error)}") from None
+
     def run(self, step: str, command: str, **kwargs):
         try:
             result = self.conn.run(command, in_stream=False, **kwargs)
