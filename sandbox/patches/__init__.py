@@ -24,6 +24,7 @@ PATCHES: list[str] = [
     "launch_template_network",
     "cloudformation",
     "cloudwatch_metrics",
+    "listener_ports",
     "load_balancers",
     "machine_images",
     "server_groups",

@@ -20,6 +20,11 @@ moto's CloudFormation creates many resources but drops parts of them. This patch
   CreateChangeSet answering an error; a change of parameters lists the resources that use them
   (through Ref or Fn::Sub) as Modify; a resource whose Condition is false is not updated (moto
   failed the whole update on it), and one whose Condition became true is created.
+- Stack updates in CloudFormation's order: new and changed resources are created or updated in
+  dependency order (DependsOn, Ref, Fn::GetAtt, Fn::Sub), and resources the template no longer
+  has are deleted last, in the cleanup phase. moto deleted first, then created every new
+  resource, then updated the changed ones: an update that moves a listener off a port for a new
+  one to take it over worked there and fails on AWS without its DependsOn.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def apply(state_dir: Path) -> None:
     _patch_role_policies()
     _add_models()
     _patch_change_sets()
+    _patch_update_order()
 
 
 # -- S3 buckets -------------------------------------------------------------------------------
@@ -375,6 +381,70 @@ def _normal(resource: dict) -> dict:
     if resource.get("Properties") == {}:
         return {k: v for k, v in resource.items() if k != "Properties"}
     return resource
+
+
+def _patch_update_order() -> None:
+    from moto.cloudformation import parsing
+
+    def update(self, template: dict, parameters: dict | None = None) -> None:
+        actions = self.build_resource_diff(template, parameters)
+        old_json = dict(self._resource_json_map)
+        self._template = template
+        if parameters:
+            self.input_parameters = parameters
+        self.load_mapping()
+        self.load_parameters()
+        self.load_conditions()
+        self._resource_json_map = template["Resources"]
+        adding = set(actions["Add"])
+        for name in _dependency_order(template["Resources"], actions["Add"] + actions["Modify"]):
+            if name in adding:
+                _ = self[name]  # indexing creates it, as moto's own update does
+            else:
+                self._parsed_resources[name] = parsing.parse_and_update_resource(
+                    name, self._resource_json_map[name], self,
+                    account_id=self._account_id, region_name=self._region_name)
+        # The cleanup phase: dependents go before what they depend on.
+        for name in reversed(_dependency_order(old_json, actions["Remove"])):
+            if name in self._parsed_resources:
+                self._delete_resource(self._parsed_resources[name], old_json[name])
+
+    parsing.ResourceMap.update = update
+
+
+def _dependency_order(resources: dict, names: list[str]) -> list[str]:
+    """`names` with each after the resources among them that it depends on."""
+    pending = list(names)
+    ordered: list[str] = []
+    while pending:
+        waiting = set(pending)
+        ready = [n for n in pending if not (_depends_on(resources[n]) & (waiting - {n}))]
+        ready = ready or pending[:1]  # a cycle: CloudFormation refuses it before this point
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    return ordered
+
+
+def _depends_on(resource: dict) -> set[str]:
+    depends = resource.get("DependsOn") or []
+    names = {depends} if isinstance(depends, str) else set(depends)
+    return names | set(_references(resource)) | set(_attributes_of(resource))
+
+
+def _attributes_of(template: Any) -> list[str]:
+    """Resource names a template fragment reads with Fn::GetAtt."""
+    if isinstance(template, dict):
+        found = []
+        for key, value in template.items():
+            if key == "Fn::GetAtt":
+                target = value[0] if isinstance(value, list) else str(value).split(".")[0]
+                found.append(target)
+            else:
+                found += _attributes_of(value)
+        return found
+    if isinstance(template, list):
+        return [name for item in template for name in _attributes_of(item)]
+    return []
 
 
 def _references(template: Any) -> list[str]:
