@@ -214,7 +214,9 @@ def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dic
     """Upload, make sure chef-solo is there, run it, verify. Raises KilnError on any failure."""
     bake = settings.bake
     timings: dict[str, float] = {}
-    with connection(target) as conn, ThreadPoolExecutor(max_workers=1) as pool:
+    # The connection closes before the pool waits: a failed upload or an interrupt ends the
+    # check's channel instead of waiting for it (a chef install may take minutes).
+    with ThreadPoolExecutor(max_workers=1) as pool, connection(target) as conn:
         session = _Session(conn, target, bake)
         session.open()  # once, before two threads use the connection
         # chef-solo's check (a Ruby start, a second or two) runs on a channel of its own
