@@ -428,32 +428,18 @@ def _dependency_order(resources: dict, names: list[str]) -> list[str]:
 def _depends_on(resource: dict) -> set[str]:
     depends = resource.get("DependsOn") or []
     names = {depends} if isinstance(depends, str) else set(depends)
-    return names | set(_references(resource)) | set(_attributes_of(resource))
-
-
-def _attributes_of(template: Any) -> list[str]:
-    """Resource names a template fragment reads with Fn::GetAtt."""
-    if isinstance(template, dict):
-        found = []
-        for key, value in template.items():
-            if key == "Fn::GetAtt":
-                target = value[0] if isinstance(value, list) else str(value).split(".")[0]
-                found.append(target)
-            else:
-                found += _attributes_of(value)
-        return found
-    if isinstance(template, list):
-        return [name for item in template for name in _attributes_of(item)]
-    return []
+    return names | set(_references(resource))
 
 
 def _references(template: Any) -> list[str]:
-    """Names a template fragment uses through Ref or inside Fn::Sub strings."""
+    """Names a template fragment uses through Ref, Fn::GetAtt or inside Fn::Sub strings."""
     found: list[str] = []
     if isinstance(template, dict):
         for key, value in template.items():
             if key == "Ref" and isinstance(value, str):
                 found.append(value)
+            elif key == "Fn::GetAtt":
+                found.append(value[0] if isinstance(value, list) else str(value).split(".")[0])
             elif key == "Fn::Sub":
                 text = value[0] if isinstance(value, list) else value
                 if isinstance(text, str):
