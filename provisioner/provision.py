@@ -347,6 +347,7 @@ class _Session:
                             f"{_describe(error)}") from None
 
     def run(self, step: str, command: str, **kwargs):
+        started = time.monotonic()
         try:
             result = self.conn.run(command, in_stream=False, **kwargs)
         except CommandTimedOut as error:
@@ -355,6 +356,11 @@ class _Session:
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise KilnError(f"{step} on {self.target.where}: SSH failed: "
                             f"{_describe(error)}") from None
+        timeout = kwargs.get("timeout")
+        # Invoke's timer closes the channel and only then counts as expired: a run can end
+        # in that gap with no exit status (-1) and no CommandTimedOut.
+        if timeout and result.exited == -1 and time.monotonic() - started >= timeout:
+            raise KilnError(f"{step} on {self.target.where} timed out after {timeout} s")
         if not kwargs.get("warn") and not result.ok:
             raise KilnError(f"{step} failed on {self.target.where} with exit code "
                             f"{result.exited}: {_last_line(result.stdout + result.stderr)}")
