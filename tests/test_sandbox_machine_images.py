@@ -1,8 +1,12 @@
 """sandbox/patches/machine_images.py: images hold the machine's filesystem, copies share it."""
 
+import os
+from pathlib import Path
+
 import boto3
 
 from sandbox.machines import images
+from sandbox.machines import instances as machines
 from tests.test_sandbox_instances import BAKE_KEY_TAGS, connect, launch, out
 
 
@@ -31,3 +35,39 @@ def test_an_image_holds_the_instance_and_copies_share_its_layer(clean_sandbox):
     assert layers[0].is_dir()  # the copy still uses it
     ec2.deregister_image(ImageId=copy)
     assert not layers[0].exists()
+
+
+def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_sandbox):
+    """An image's layer is shared by its instances on disk, not copied into each one's memory,
+    and what an instance writes anywhere (top level, a system folder, a removal of a file the
+    host provides) is in the image made of it."""
+    ec2 = boto3.client("ec2")
+    state = clean_sandbox.state_dir
+    instance, pem = launch(ec2, key_name="baker")
+    with connect(clean_sandbox, instance, pem) as ssh:
+        ssh.run("sudo -n mkdir /data && echo top | sudo -n tee /data/file >/dev/null"
+                " && echo tool | sudo -n tee /usr/local/bin/kiln-tool >/dev/null"
+                " && sudo -n rm /usr/bin/yes", hide=True)
+    image = ec2.create_image(InstanceId=instance["InstanceId"], Name="written")["ImageId"]
+    [layer] = images.stack(state, image)
+    assert os.stat(layer / "usr" / "bin" / "yes").st_rdev == 0  # a whiteout
+    assert Path("/usr/bin/yes").is_file()  # the host's is untouched
+
+    pem2 = ec2.create_key_pair(KeyName="runner", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
+    second = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                               KeyName="runner")["Instances"][0]
+    with connect(clean_sandbox, second, pem2) as ssh:
+        assert out(ssh, "cat /data/file /usr/local/bin/kiln-tool") == "top\ntool"
+        assert ssh.run("test -e /usr/bin/yes", warn=True, hide=True).failed
+    init = machines.init_pid(state, second["InstanceId"])
+    lowers = [option.split("=", 1)[1].split(":")
+              for line in Path(f"/proc/{init}/mountinfo").read_text().splitlines()
+              if " - overlay " in line
+              for option in line.split(" - overlay ", 1)[1].split(" ", 2)[-1].split(",")
+              if option.startswith("lowerdir=")]
+    assert [str(layer)] in [group[:1] for group in lowers]
+    assert [str(layer / "usr")] in [group[:1] for group in lowers]
+    world = str(machines.instance_dir(state, second["InstanceId"]))
+    # Of the instance's own folder, only the skeleton of the root's top level is a lower layer.
+    assert {path for group in lowers for path in group if path.startswith(world)} == \
+        {f"{world}/scratch/skeleton"}

@@ -4,9 +4,17 @@ Run by `unshare` as PID 1 of new mount, PID, network, UTS and IPC namespaces:
 
     python -m sandbox.machines.boot SPEC_JSON
 
-SPEC: {"root", "upper", "work", "layers": [read-only layers, topmost first; the host's / goes
-under them], "layer_copies": where the layers are copied to (a tmpfs mounted here),
-"hide": [host paths the instance must not see], "hostname", "address"}. Everything mounted here
+SPEC: {"root", "upper", "work", "layers": [read-only layers, topmost first], "scratch": a folder
+for a tmpfs of the boot's own, "binds": [host folders shown read-only at the same path],
+"hide": [host paths the instance must not see], "hostname", "address"}.
+
+The root is an overlay of the layers over a skeleton (the top-level folders and the host's
+`/bin` → `usr/bin` style links); each of the host's system folders (`/usr`, `/etc`, `/opt`,
+`/var`) is an overlay of the layers' copy of that folder over the host's, whose programs the
+instance runs. Nothing else of the host is there: not homes, not `/root`, not the sandbox's state.
+The layers are stacked where they lie on disk, so an image's files are shared by all its
+instances, never copied. Both overlays write into `upper` (the root's into it, a system folder's
+into `upper/<folder>`), which is what an image of the instance keeps. Everything mounted here
 lives in the instance's own mount namespace and goes when its last process ends; the host's
 mounts are never touched (propagation is made private first).
 """
@@ -21,32 +29,43 @@ import sys
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
 CLOUD_INIT = "/usr/libexec/cloud-init/stage"
+# The host folders an instance runs on: its programs, their libraries and configuration.
+HOST_DIRS = ("usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The rest of an Amazon Linux 2023 root's top level (mount points among them), with its modes.
+TOP = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755, "tmp": 0o1777, "home": 0o755,
+       "root": 0o550, "mnt": 0o755, "media": 0o755, "srv": 0o755, "boot": 0o555}
 
 
 def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
+def overlay(target: str, lowers: list[str], upper: str, work: str) -> None:
+    os.makedirs(work, exist_ok=True)
+    # index=off: a system folder's overlay writes into a folder of the root overlay's upper.
+    mount("-t", "overlay", "overlay", "-o",
+          f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},index=off", target)
+
+
 def main(spec: dict) -> None:
     root = spec["root"]
     mount("--make-rprivate", "/")
-    lowers = ":".join([*_copied(spec["layers"], spec["layer_copies"]), "/"])
-    mount("-t", "overlay", "overlay", "-o",
-          f"lowerdir={lowers},upperdir={spec['upper']},workdir={spec['work']}", root)
+    mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", spec["scratch"])
+    host_dirs = [name for name in HOST_DIRS
+                 if os.path.isdir("/" + name) and not os.path.islink("/" + name)]
+    for name in host_dirs:
+        os.makedirs(f"{spec['upper']}/{name}", exist_ok=True)
+    skeleton = _skeleton(spec["scratch"], spec["binds"])
+    overlay(root, [*spec["layers"], skeleton], spec["upper"], f"{spec['work']}/_root")
+    for name in host_dirs:
+        _system_dir(spec, name)
+    for path in spec["binds"]:
+        mount("--bind", "-o", "ro", path, root + path)
     for path in spec["hide"]:
         if os.path.isdir(root + path):
             mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", root + path)
-    mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
-    mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
-    for path, options in (("/run", "mode=0755"), ("/tmp", "mode=1777"), ("/dev", "mode=0755")):
-        mount("-t", "tmpfs", "-o", f"nosuid,{options}", "tmpfs", root + path)
-    _devices(root)
-    subprocess.run(["hostname", spec["hostname"]], check=True)
-    with open(f"{root}/etc/hosts", "w") as hosts:
-        hosts.write(f"127.0.0.1 localhost\n::1 localhost\n"
-                    f"{spec['address']} {spec['hostname']}\n")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["ip", "addr", "add", f"{spec['address']}/32", "dev", "lo"], check=True)
+    _kernel_filesystems(root)
+    _network(root, spec)
     os.chdir(root)
     # The old root goes: nothing in the instance can reach the host's filesystem again.
     subprocess.run(["pivot_root", ".", "."], check=True)
@@ -59,15 +78,60 @@ def main(spec: dict) -> None:
     os.execv(INIT, [INIT])
 
 
-def _copied(layers: list[str], into: str) -> list[str]:
-    """The layers copied onto a tmpfs: overlayfs refuses a lower layer inside another (/)."""
-    mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", into)
-    copies = []
-    for number, layer in enumerate(layers):
-        copy = f"{into}/{number}"
-        subprocess.run(["cp", "-a", layer, copy], check=True)
-        copies.append(copy)
-    return copies
+def _skeleton(scratch: str, binds: list[str]) -> str:
+    """The root's lowest layer: the top-level folders, the host's top-level links (merged
+    /usr), and mount points for the bound folders."""
+    skeleton = f"{scratch}/skeleton"
+    os.makedirs(skeleton)
+    for name in HOST_DIRS:
+        if os.path.islink("/" + name):
+            os.symlink(os.readlink("/" + name), f"{skeleton}/{name}")
+        elif os.path.isdir("/" + name):
+            os.mkdir(f"{skeleton}/{name}")
+    for name, mode in TOP.items():
+        os.mkdir(f"{skeleton}/{name}")
+        os.chmod(f"{skeleton}/{name}", mode)
+    for path in binds:
+        os.makedirs(skeleton + path, exist_ok=True)
+    return skeleton
+
+
+def _system_dir(spec: dict, name: str) -> None:
+    """/<name>: the layers' /<name> over the host's."""
+    host = "/" + name
+    lowers = [_outside(f"{layer}/{name}", host, f"{spec['scratch']}/{number}")
+              for number, layer in enumerate(spec["layers"])
+              if os.path.isdir(f"{layer}/{name}")]
+    overlay(spec["root"] + host, [*lowers, host], f"{spec['upper']}/{name}",
+            f"{spec['work']}/{name}")
+
+
+def _outside(layer: str, host: str, copy_dir: str) -> str:
+    """`layer`, or a copy of it when it lies inside `host` (a state dir under /var, say):
+    overlayfs refuses a lower layer inside another."""
+    if os.path.commonpath([layer, host]) != host:
+        return layer
+    os.makedirs(copy_dir, exist_ok=True)
+    copy = f"{copy_dir}/{os.path.basename(host)}"
+    subprocess.run(["cp", "-a", layer, copy], check=True)
+    return copy
+
+
+def _kernel_filesystems(root: str) -> None:
+    mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
+    mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
+    for path, options in (("/run", "mode=0755"), ("/tmp", "mode=1777"), ("/dev", "mode=0755")):
+        mount("-t", "tmpfs", "-o", f"nosuid,{options}", "tmpfs", root + path)
+    _devices(root)
+
+
+def _network(root: str, spec: dict) -> None:
+    subprocess.run(["hostname", spec["hostname"]], check=True)
+    with open(f"{root}/etc/hosts", "w") as hosts:
+        hosts.write(f"127.0.0.1 localhost\n::1 localhost\n"
+                    f"{spec['address']} {spec['hostname']}\n")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{spec['address']}/32", "dev", "lo"], check=True)
 
 
 def _devices(root: str) -> None:

@@ -2,8 +2,10 @@
 
 Each instance is its own mount, PID, network, UTS and IPC namespace (see boot.py) over its own
 writable layer (`upper/`) on read-only layers: the layers it was launched from (an image's, top
-first), the base image (image.py) and the host's root filesystem underneath, whose programs it
-runs. Its PID 1 is docker-systemctl-replacement, so units enabled in an image start at launch.
+first), the base image (image.py) and, for its system folders (/usr, /etc, /opt, /var), the host's
+underneath, whose programs it runs (boot.py); the layers are used where they lie, never copied.
+Nothing else of the host is there (not homes, not the sandbox's state). Its PID 1 is
+docker-systemctl-replacement, so units enabled in an image start at launch.
 Its network namespace has only loopback, holding the instance's private address, plus one way
 out: 127.0.0.1:<sandbox port> leads to the sandbox's own endpoint (its S3, the Kiln repository;
 forward.py). Everything lives under `<state_dir>/machines/instances/<id>/`; the host's mounts
@@ -41,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.machines import cloudinit, forward, image
+from sandbox.machines import boot, cloudinit, forward, image
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
@@ -91,14 +93,14 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
     world = instance_dir(state, instance_id)
-    for name in ("upper", "work", "root", "layers"):
+    for name in ("upper", "work", "root", "scratch"):
         (world / name).mkdir(parents=True, exist_ok=True)
     cloudinit.prepare(world / "upper", instance_id, user_data)
     spec = {"root": str(world / "root"), "upper": str(world / "upper"),
             "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
             "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
-            "layer_copies": str(world / "layers"),
-            "hide": _hidden(state), "address": address}
+            "scratch": str(world / "scratch"), "binds": _binds(chef_solo),
+            "hide": [str(state)], "address": address}
     with open(world / "console.log", "ab") as log:
         starter = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
@@ -127,10 +129,14 @@ def _save(world: Path, meta: dict) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def _hidden(state: Path) -> list[str]:
-    """Host paths an instance must not see: the sandbox's state, and people's homes."""
-    homes = [str(path) for path in Path("/home").glob("*") if path.is_dir()]
-    return [str(state), "/root", *homes]
+def _binds(chef_solo: str | None) -> list[str]:
+    """Host folders shown read-only in every instance: the host's Chef installation (the folder
+    above its bin/) when it lies outside the system folders an instance runs on."""
+    if not chef_solo:
+        return []
+    prefix = Path(chef_solo).resolve().parents[1]
+    top = prefix.parts[1] if len(prefix.parts) > 1 else ""
+    return [] if top in boot.HOST_DIRS else [str(prefix)]
 
 
 def _wait_for_init(starter: subprocess.Popen, world: Path) -> int:
