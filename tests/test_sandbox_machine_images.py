@@ -1,6 +1,9 @@
 """sandbox/patches/machine_images.py: images hold the machine's filesystem, copies share it."""
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -71,3 +74,25 @@ def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_
     # Of the instance's own folder, only the skeleton of the root's top level is a lower layer.
     assert {path for group in lowers for path in group if path.startswith(world)} == \
         {f"{world}/scratch/skeleton"}
+
+
+def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden():
+    """A sandbox whose state lies under /var (a Jenkins workspace, say): overlayfs refuses a
+    lower layer inside another, so that folder's part of each layer is copied; the rest is
+    stacked in place, and the state is not visible inside."""
+    state = Path(tempfile.mkdtemp(prefix="kiln-state-", dir="/var/tmp"))
+    try:
+        layer = state / "machines" / "layers" / "layer-test"
+        (layer / "var" / "lib" / "app").mkdir(parents=True)
+        (layer / "var" / "lib" / "app" / "data").write_text("kept\n")
+        (layer / "opt" / "app").mkdir(parents=True)
+        (layer / "opt" / "app" / "run").write_text("run\n")
+        machines.launch(state, "i-0123456789abcdef0", "10.0.0.5", layers=[layer])
+        enter = machines.enter_command(state, "i-0123456789abcdef0")
+        shown = subprocess.run([*enter, "sh", "-c", f"cat /var/lib/app/data /opt/app/run; "
+                                f"ls -A {state} | wc -l"],
+                               capture_output=True, text=True, timeout=30)
+        assert shown.stdout.split() == ["kept", "run", "0"], shown.stderr
+    finally:
+        machines.terminate_all(state)
+        shutil.rmtree(state, ignore_errors=True)
