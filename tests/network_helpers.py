@@ -99,6 +99,20 @@ def apps():
         app.close()
 
 
+def balancer_groups(ec2, vpc: str, *ports: int) -> list[str]:
+    """Security groups for a public load balancer: one admitting anyone on `ports` (clients
+    come from 127.0.0.1), and the VPC's default group, whose members (instances launched with
+    no group) admit it."""
+    public = ec2.create_security_group(GroupName=f"public-{'-'.join(map(str, ports))}",
+                                       Description="public listeners", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=public, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]} for port in ports])
+    default = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}])
+    return [public, default["SecurityGroups"][0]["GroupId"]]
+
+
 @pytest.fixture
 def lb(clean_sandbox, apps):
     ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
@@ -106,7 +120,9 @@ def lb(clean_sandbox, apps):
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{n}.0/24",
                                  AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
                for n, z in ((1, "a"), (2, "b"))]
-    balancer = elbv2.create_load_balancer(Name="web", Subnets=subnets)["LoadBalancers"][0]
+    balancer = elbv2.create_load_balancer(
+        Name="web", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80, 443, 8080, 8081))["LoadBalancers"][0]
     groups = {}
     for name, app in apps.items():
         groups[name] = elbv2.create_target_group(

@@ -4,7 +4,7 @@ from collections import Counter
 
 import boto3
 
-from tests.network_helpers import get, health, until
+from tests.network_helpers import balancer_groups, get, health, until
 from tests.test_sandbox_instances import connect, launch
 
 
@@ -20,7 +20,9 @@ def test_the_load_balancer_reaches_apps_inside_instances(clean_sandbox):
     vpc = launched[0][0]["VpcId"]
     subnets = [s["SubnetId"] for s in ec2.describe_subnets(
         Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
-    balancer = elbv2.create_load_balancer(Name="machines", Subnets=subnets)["LoadBalancers"][0]
+    balancer = elbv2.create_load_balancer(
+        Name="machines", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
     group = elbv2.create_target_group(
         Name="machines", Protocol="HTTP", Port=8080, VpcId=vpc, HealthCheckPath="/whoami",
         HealthCheckIntervalSeconds=5, HealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]

@@ -8,7 +8,15 @@ from collections import Counter
 import boto3
 import pytest
 
-from tests.network_helpers import admin_session, all_healthy, forward, get, health, until
+from tests.network_helpers import (
+    admin_session,
+    all_healthy,
+    balancer_groups,
+    forward,
+    get,
+    health,
+    until,
+)
 
 
 def test_dns_name_is_a_loopback_address_answering_on_the_listener_port(lb):
@@ -137,7 +145,9 @@ def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
                                      AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
                    for n, z in ((1, "a"), (2, "b"))]
-        balancer = elbv2.create_load_balancer(Name="own", Subnets=subnets)["LoadBalancers"][0]
+        balancer = elbv2.create_load_balancer(
+            Name="own", Subnets=subnets,
+            SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
         elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
                               Port=80, DefaultActions=[{"Type": "fixed-response",
                                                         "FixedResponseConfig": {

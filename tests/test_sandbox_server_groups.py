@@ -20,7 +20,7 @@ from sandbox.control import Sandbox
 from sandbox.machines import instances as machines
 from tests.image_helpers import available
 from tests.machine_helpers import web_image
-from tests.network_helpers import admin_session, get, health, until
+from tests.network_helpers import admin_session, balancer_groups, get, health, until
 
 CLOUD_CONFIG = """#cloud-config
 write_files:
@@ -53,7 +53,9 @@ def server_group(ec2, image: str, user_data: str, capacity: int = 1, session=bot
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{n}.0/24",
                                  AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
                for n, z in ((1, "a"), (2, "b"))]
-    balancer = elbv2.create_load_balancer(Name="web", Subnets=subnets)["LoadBalancers"][0]
+    balancer = elbv2.create_load_balancer(
+        Name="web", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
     group = elbv2.create_target_group(
         Name="web", Protocol="HTTP", Port=8080, VpcId=vpc, HealthCheckPath="/health",
         HealthCheckIntervalSeconds=5, HealthyThresholdCount=2,

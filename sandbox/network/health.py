@@ -88,8 +88,9 @@ class HealthChecks:
         record = self.record(group_arn, target_id)
         return bool(record and record.state == "healthy")
 
-    def run(self, groups: list) -> None:
-        """Start the checks that are due for the targets of the target groups in use."""
+    def run(self, groups: list, balancers: dict | None = None) -> None:
+        """Start the checks that are due for the targets of the target groups in use;
+        `balancers`: target group ARN -> the load balancers that forward to it (and check)."""
         now = clock.now()
         seen = set()
         for group in groups:
@@ -98,7 +99,8 @@ class HealthChecks:
             for target in list(group.targets.values()):
                 key = (group.arn, target["Id"])
                 where = targets.endpoint(group.target_type, target["Id"],
-                                         check_port(group, target["Port"]))
+                                         check_port(group, target["Port"]),
+                                         (group.arn, tuple((balancers or {}).get(group.arn, ()))))
                 if where is None:
                     continue
                 seen.add(key)

@@ -117,7 +117,8 @@ class Listener:
         if not registered:
             return self._elb_answer(request, 503, group.arn)
         addressed = [(t, where) for t in registered
-                     if (where := targets.endpoint(group.target_type, t["Id"], t["Port"]))]
+                     if (where := targets.endpoint(group.target_type, t["Id"], t["Port"],
+                                                   (group.arn, (self.lb_arn,))))]
         if not addressed:
             return self._elb_answer(request, 502, group.arn)
         healthy = [pair for pair in addressed
@@ -173,6 +174,12 @@ class _Server(ThreadingHTTPServer):
     tls: ssl.SSLContext | None = None
 
     def finish_request(self, request, client_address) -> None:
+        from sandbox.patches import security_groups
+
+        listener = self.listener
+        if not security_groups.admits_client(listener.where, listener.lb_arn,
+                                             listener.address[1], client_address[0]):
+            return  # dropped by the balancer's security groups: no answer at all
         if self.tls is not None:  # the handshake in the request's thread, not the accept loop
             try:
                 request.settimeout(IDLE_TIMEOUT)

@@ -27,6 +27,7 @@ class Network:
         self._counters: dict[str, itertools.count] = {}
         self._listeners: dict[str, proxy.Listener] = {}
         self._failed: set[tuple] = set()
+        self.balancers: dict[str, list[str]] = {}  # target group ARN -> balancers forwarding
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sandbox-network")
@@ -80,7 +81,7 @@ class Network:
         from moto.cloudwatch.models import cloudwatch_backends
 
         in_use = self.reconcile()
-        self.health.run([group for _where, _lb, group in in_use])
+        self.health.run([group for _where, _lb, group in in_use], self.balancers)
         if self.metrics.due():
             self.metrics.publish([(*where, lb, group.arn, *self._host_counts(group))
                                   for where, lb, group in in_use])
@@ -106,6 +107,10 @@ class Network:
                         group = backend.target_groups.get(arn)
                         if group is not None:
                             in_use.append(((account, region), lb.arn, group))
+        balancers: dict[str, list[str]] = {}
+        for _where, lb_arn, group in in_use:
+            balancers.setdefault(group.arn, []).append(lb_arn)
+        self.balancers = balancers
         with self._lock:
             # Stop what is gone or changed first: a listener moved off a port frees it for the
             # one that takes it over (an HTTP listener becoming HTTPS beside its redirect).

@@ -35,14 +35,16 @@ class Endpoint:
         return socket.create_connection((self.host, self.port), timeout=timeout)
 
 
-Resolver = Callable[[str, str, int], "Endpoint | None"]
+# resolver(target_type, target_id, port, origin) -> Endpoint | None; `origin`: (target group
+# ARN, the ARNs of the load balancers sending), which security groups judge (empty: no traffic).
+Resolver = Callable[[str, str, int, tuple], "Endpoint | None"]
 _lock = threading.Lock()
 _resolvers: list[Resolver] = []
 _listeners: frozenset[tuple[str, int]] = frozenset()  # the load balancers' own addresses
 
 
 def add_resolver(resolver: Resolver) -> None:
-    """Add `resolver(target_type, target_id, port) -> Endpoint | None` (namespaced openers)."""
+    """Add a Resolver (namespaced openers)."""
     with _lock:
         _resolvers.append(resolver)
 
@@ -60,15 +62,16 @@ def loopback(host: str) -> bool:
         return False
 
 
-def endpoint(target_type: str, target_id: str, port: int) -> Endpoint | None:
-    """Where to send a target's traffic, or None when it has nowhere the sandbox may send it."""
+def endpoint(target_type: str, target_id: str, port: int, origin: tuple = ()) -> Endpoint | None:
+    """Where to send a target's traffic, or None when it has nowhere the sandbox may send it.
+    `origin`: (target group ARN, load balancer ARNs) the traffic comes from."""
     if target_type == "ip":
         usable = loopback(target_id) and (target_id, int(port)) not in _listeners
         return Endpoint(target_id, int(port)) if usable else None
     with _lock:
         resolvers = list(_resolvers)
     for resolver in resolvers:
-        found = resolver(target_type, target_id, int(port))
+        found = resolver(target_type, target_id, int(port), origin)
         if found and (found.opener is not None or loopback(found.host)):
             return found
     return None

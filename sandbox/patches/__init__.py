@@ -25,6 +25,7 @@ PATCHES: list[str] = [
     "cloudformation",
     "cloudwatch_metrics",
     "listener_ports",
+    "security_groups",
     "load_balancers",
     "machine_images",
     "server_groups",

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 from pathlib import Path
 
-from sandbox.network import targets
+from sandbox.network import clock, targets
 from sandbox.network.supervisor import Network
+
+CONNECT_TIMEOUT = 10  # seconds: an ALB gives up connecting to a target after 10 s (504)
 
 NETWORK: Network | None = None
 
@@ -82,11 +85,13 @@ def apply(state_dir: Path) -> None:
     network.start()
 
 
-def _machine(state_dir: Path, target_type: str, target_id: str, port: int):
+def _machine(state_dir: Path, target_type: str, target_id: str, port: int, origin: tuple):
     """An instance that is a sandbox machine: its app is reached inside its network namespace
-    (a machine still booting, or stopped, refuses the connection, as its address would)."""
+    (a machine still booting, or stopped, refuses the connection, as its address would), when
+    the security groups let the load balancers of `origin` reach it there."""
     from sandbox import instances
     from sandbox.machines import instances as machines
+    from sandbox.patches import security_groups
 
     if target_type != "instance" or not target_id.startswith("i-") or not instances.is_machine(
             state_dir, target_id):
@@ -95,8 +100,16 @@ def _machine(state_dir: Path, target_type: str, target_id: str, port: int):
         host = machines.address(state_dir, target_id)
     except KeyError:  # not yet booted far enough to have its address
         host = target_id
-    return targets.Endpoint(host, port, opener=lambda t: (
-        machines.connect(state_dir, target_id, port, timeout=t)))
+
+    def opener(timeout: float):
+        if not (origin and security_groups.admits(*origin, target_id, port)):
+            # Dropped, not refused: the connection attempt waits out its timeout (an ALB's is
+            # 10 s), as with a security group on AWS.
+            time.sleep(min(timeout, clock.real(CONNECT_TIMEOUT)))
+            raise TimeoutError(f"{target_id}:{port}: dropped by its security groups")
+        return machines.connect(state_dir, target_id, port, timeout=timeout)
+
+    return targets.Endpoint(host, port, opener=opener)
 
 
 def _reconciling(method, network: Network):

@@ -1,0 +1,136 @@
+"""Security groups decide what a load balancer reaches, as on AWS.
+
+AWS behaviour mirrored here (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/
+load-balancer-update-security-groups.html, https://docs.aws.amazon.com/vpc/latest/userguide/
+default-security-group.html):
+  - A load balancer's traffic and health checks reach a target instance only when one of the
+    instance's security groups admits TCP on that port from one of the balancer's groups, or from
+    CIDRs that cover every subnet of the balancer (each subnet's node sends to every target),
+    and one of the balancer's groups lets it out to the instance (its group or its address).
+    Anything else is dropped: the health check times out (Target.Timeout) and a request waits
+    out the connection timeout and gets 504.
+  - A balancer or an instance named in no group is in its VPC's default group, and a VPC's
+    default group admits all traffic from its own members (moto made it with no inbound rule).
+  - A client reaches a listener only when one of the balancer's groups admits its address on
+    the listener's port (clients come from 127.0.0.1 here; 0.0.0.0/0 admits them); otherwise
+    the connection is closed unanswered (on AWS it is dropped and the client times out).
+The load balancers check every connection, so a rule changed takes effect on the next one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+
+def apply(state_dir: Path) -> None:
+    from moto.ec2.models.security_groups import SecurityGroupBackend, SecurityGroupRule
+
+    original = SecurityGroupBackend.create_security_group
+    if getattr(original, "sandbox_default_group", False):
+        return
+
+    def create_security_group(self, name, description, vpc_id=None, tags=None, force=False,
+                              is_default=None):
+        group = original(self, name, description, vpc_id=vpc_id, tags=tags, force=force,
+                         is_default=is_default)
+        if is_default and not group.ingress_rules:
+            group.ingress_rules.append(SecurityGroupRule(
+                self, "-1", group.id, None, None, None,
+                source_group={"GroupId": group.id, "UserId": self.account_id}, is_egress=False))
+        return group
+
+    create_security_group.sandbox_default_group = True
+    SecurityGroupBackend.create_security_group = create_security_group
+
+
+def admits(target_group_arn: str, balancer_arns, instance_id: str, port: int) -> bool:
+    """Whether the security groups let one of `balancer_arns` reach `instance_id` on `port`."""
+    from moto.ec2.models import ec2_backends
+    from moto.elbv2.models import elbv2_backends
+
+    _, _, _, region, account, _ = target_group_arn.split(":", 5)
+    ec2, elbv2 = ec2_backends[account][region], elbv2_backends[account][region]
+    instance = _instance(ec2, instance_id)
+    if instance is None:
+        return False
+    for arn in balancer_arns:
+        balancer = elbv2.load_balancers.get(arn)
+        if balancer is not None and _reaches(ec2, balancer, instance, port):
+            return True
+    return False
+
+
+def admits_client(where: tuple[str, str], balancer_arn: str, port: int, client: str) -> bool:
+    """Whether the balancer's security groups admit `client` (an address) on listener `port`.
+    Clients reach the sandbox's balancers from loopback, so only a CIDR holding their address
+    (0.0.0.0/0 for a public balancer) admits them."""
+    from moto.ec2.models import ec2_backends
+    from moto.elbv2.models import elbv2_backends
+
+    account, region = where
+    balancer = elbv2_backends[account][region].load_balancers.get(balancer_arn)
+    if balancer is None:
+        return False
+    address = ipaddress.ip_address(client)
+    for group in _groups(ec2_backends[account][region], balancer.security_groups,
+                         balancer.vpc_id):
+        for rule in group.ingress_rules:
+            cidr = rule.ip_range.get("CidrIp")
+            if _carries(rule, port) and cidr and address in ipaddress.ip_network(cidr):
+                return True
+    return False
+
+
+def _instance(ec2, instance_id: str):
+    for reservation in ec2.reservations.values():
+        for instance in reservation.instances:
+            if instance.id == instance_id:
+                return instance
+    return None
+
+
+def _groups(ec2, ids_or_groups, vpc_id: str) -> list:
+    found = [ec2.get_security_group_from_id(g) if isinstance(g, str) else g
+             for g in ids_or_groups]
+    found = [group for group in found if group is not None]
+    if not found:
+        default = ec2.get_security_group_from_name("default", vpc_id=vpc_id)
+        found = [default] if default is not None else []
+    return found
+
+
+def _reaches(ec2, balancer, instance, port: int) -> bool:
+    balancer_groups = _groups(ec2, balancer.security_groups, balancer.vpc_id)
+    instance_groups = _groups(ec2, instance.security_groups, instance.vpc_id)
+    subnets = [ipaddress.ip_network(subnet.cidr_block) for subnet in balancer.subnets]
+    instance_ids = {group.id for group in instance_groups}
+    address = ipaddress.ip_network(f"{instance.private_ip}/32")
+    out = any(_allows(rule, port, instance_ids, address)
+              for group in balancer_groups for rule in group.egress_rules)
+    balancer_ids = {group.id for group in balancer_groups}
+    inbound = [rule for group in instance_groups for rule in group.ingress_rules
+               if _carries(rule, port)]
+    if any(rule.source_group.get("GroupId") in balancer_ids for rule in inbound):
+        return out
+    cidrs = [ipaddress.ip_network(rule.ip_range["CidrIp"]) for rule in inbound
+             if rule.ip_range.get("CidrIp")]
+    covered = bool(subnets) and all(any(subnet.subnet_of(cidr) for cidr in cidrs)
+                                    for subnet in subnets)
+    return out and covered
+
+
+def _carries(rule, port: int) -> bool:
+    if rule.ip_protocol == "-1":
+        return True
+    return rule.ip_protocol == "tcp" and rule.from_port <= port <= rule.to_port
+
+
+def _allows(rule, port: int, peer_ids: set, peer_address) -> bool:
+    """An egress rule lets traffic out to a peer (its groups or its address) on `port`."""
+    if not _carries(rule, port):
+        return False
+    if rule.source_group.get("GroupId"):
+        return rule.source_group["GroupId"] in peer_ids
+    cidr = rule.ip_range.get("CidrIp")
+    return bool(cidr) and peer_address.subnet_of(ipaddress.ip_network(cidr))

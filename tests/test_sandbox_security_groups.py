@@ -1,0 +1,156 @@
+"""sandbox/patches/security_groups.py: security groups decide what reaches an instance, as on AWS.
+
+A load balancer reaches a target instance only on ports that one of the instance's security
+groups admits from one of the balancer's groups (or from CIDRs covering the balancer's subnets),
+and the balancer's groups let it out; anything else is dropped, so health checks time out
+(Target.Timeout) and requests get 504. A VPC's default group admits its own members.
+"""
+
+import http.client
+
+import boto3
+
+from tests.network_helpers import get, health, until
+from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect
+
+APP_PORT = 8080
+
+
+def _serving_instance(clean_sandbox, ec2, groups: list[str]) -> dict:
+    pem = ec2.create_key_pair(KeyName="app", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
+    instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName="app",
+                                 SecurityGroupIds=groups)["Instances"][0]
+    with connect(clean_sandbox, instance, pem) as ssh:
+        ssh.run(f"sudo -n setsid python3 -m http.server {APP_PORT} --directory /etc "
+                ">/dev/null 2>&1 < /dev/null &", hide=True)
+    return instance
+
+
+def _rule(port: int, group: str) -> list[dict]:
+    return [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+             "UserIdGroupPairs": [{"GroupId": group}]}]
+
+
+def test_the_instance_security_group_decides_what_the_load_balancer_reaches(clean_sandbox):
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]][:2]
+    lb_group = ec2.create_security_group(GroupName="lb", Description="lb",
+                                         VpcId=vpc["VpcId"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=lb_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    app_group = ec2.create_security_group(GroupName="app", Description="app",
+                                          VpcId=vpc["VpcId"])["GroupId"]
+    instance = _serving_instance(clean_sandbox, ec2, [app_group])
+    balancer = elbv2.create_load_balancer(Name="guarded", Subnets=subnets,
+                                          SecurityGroups=[lb_group])["LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name="guarded", Protocol="HTTP", Port=APP_PORT, VpcId=vpc["VpcId"],
+        HealthCheckPath="/hostname", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+        HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+
+    def state(wanted: str):
+        def check():
+            assert [h["State"] for h in health(group)] == [wanted]
+        return check
+
+    # No rule admits the app port (another port's rule does not count): dropped.
+    ec2.authorize_security_group_ingress(GroupId=app_group, IpPermissions=_rule(22, lb_group))
+    until(state("unhealthy"), timeout=30)
+    assert health(group)[0]["Reason"] == "Target.Timeout"
+    assert get(balancer["DNSName"], 80, "/hostname")[0] == 504
+
+    ec2.authorize_security_group_ingress(GroupId=app_group,
+                                         IpPermissions=_rule(APP_PORT, lb_group))
+    until(state("healthy"), timeout=30)
+    assert get(balancer["DNSName"], 80, "/hostname")[0] == 200
+
+    # The balancer's own group must let it out: an egress rule for another port only blocks it.
+    ec2.revoke_security_group_egress(GroupId=lb_group, IpPermissions=[
+        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    ec2.authorize_security_group_egress(GroupId=lb_group, IpPermissions=_rule(443, app_group))
+    until(state("unhealthy"), timeout=30)
+    ec2.authorize_security_group_egress(GroupId=lb_group,
+                                        IpPermissions=_rule(APP_PORT, app_group))
+    until(state("healthy"), timeout=30)
+
+
+def test_a_cidr_rule_must_cover_every_subnet_of_the_load_balancer(clean_sandbox):
+    """Each of an ALB's nodes (one per subnet) sends to every target: a rule for one subnet's
+    CIDR leaves the others' traffic dropped."""
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    subnets = found["Subnets"][:2]
+    app_group = ec2.create_security_group(GroupName="app", Description="app",
+                                          VpcId=vpc["VpcId"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=app_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": APP_PORT, "ToPort": APP_PORT,
+         "IpRanges": [{"CidrIp": subnets[0]["CidrBlock"]}]}])
+    instance = _serving_instance(clean_sandbox, ec2, [app_group])
+    balancer = elbv2.create_load_balancer(
+        Name="cidr", Subnets=[s["SubnetId"] for s in subnets])["LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name="cidr", Protocol="HTTP", Port=APP_PORT, VpcId=vpc["VpcId"],
+        HealthCheckPath="/hostname", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+        HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+
+    def state(wanted: str):
+        def check():
+            assert [h["State"] for h in health(group)] == [wanted]
+        return check
+
+    until(state("unhealthy"), timeout=30)
+    ec2.authorize_security_group_ingress(GroupId=app_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": APP_PORT, "ToPort": APP_PORT,
+         "IpRanges": [{"CidrIp": vpc["CidrBlock"]}]}])
+    until(state("healthy"), timeout=30)
+
+
+def test_the_load_balancer_security_group_decides_which_clients_reach_a_listener(clean_sandbox):
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]][:2]
+    lb_group = ec2.create_security_group(GroupName="lb", Description="lb",
+                                         VpcId=vpc["VpcId"])["GroupId"]
+    balancer = elbv2.create_load_balancer(Name="front", Subnets=subnets,
+                                          SecurityGroups=[lb_group])["LoadBalancers"][0]
+    fixed = {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "200"}}
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
+                          Port=8088, DefaultActions=[fixed])
+
+    def refused(why: str) -> bool:
+        try:
+            get(balancer["DNSName"], 8088)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return True
+        return False
+
+    assert refused("none yet")
+    ec2.authorize_security_group_ingress(GroupId=lb_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8088, "ToPort": 8088,
+         "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}])
+    assert refused("not the client's address")  # clients come from 127.0.0.1
+    ec2.authorize_security_group_ingress(GroupId=lb_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8100,
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    assert get(balancer["DNSName"], 8088)[0] == 200
+
+
+def test_a_vpc_default_group_admits_its_own_members(clean_sandbox):
+    ec2 = boto3.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.12.0.0/16")["Vpc"]["VpcId"]
+    [default] = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]},
+        {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+    assert [(p["IpProtocol"], [g["GroupId"] for g in p["UserIdGroupPairs"]])
+            for p in default["IpPermissions"]] == [("-1", [default["GroupId"]])]
