@@ -11,6 +11,7 @@ running one.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import bootstrap, identities, instances, listener_cert, signing
+from sandbox import bootstrap, identities, instances, listener_cert, signing, userns
 from sandbox.daemon import Daemon, free_port, wait_gone
 
 
@@ -73,7 +74,10 @@ class Sandbox:
         port = self.wanted_port or free_port(self.host)
         self.moto.start([sys.executable, "-m", "sandbox.server", "--host", self.host,
                          "--port", str(port), "--state-dir", str(self.state_dir)], port,
-                        timeout=60, cwd=_project_root(), env=self._server_env())
+                        timeout=60, cwd=_project_root(), env=self._server_env(),
+                        # Without root, the server (and so every instance) runs in a user
+                        # namespace of its own (sandbox/userns.py).
+                        launch=userns.spawn if userns.needed() else subprocess.Popen)
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
 
     def set_time_scale(self, factor: float | None) -> None:

@@ -46,11 +46,13 @@ class Daemon:
         pid, port = self.pid, self.port
         return bool(pid and port and _alive(pid) and self.ready(port))
 
-    def start(self, argv: list[str], port: int, timeout: float, **popen) -> None:
-        """Run `argv` in its own session, then wait until it is ready (or stop it and fail)."""
+    def start(self, argv: list[str], port: int, timeout: float, launch=subprocess.Popen,
+              **popen) -> None:
+        """Run `argv` in its own session (started by `launch`, a Popen), then wait until it is
+        ready (or stop it and fail)."""
         with open(self.log, "ab") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, **popen)
+            process = launch(argv, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True, **popen)
         self.pid_file.write_text(f"{process.pid}\n")
         self.port_file.write_text(f"{port}\n")
         try:

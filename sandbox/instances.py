@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cloud.console import say
 from sandbox.machines import instances as machines
+from sandbox.machines.instances import ROOT
 from sandbox.sshd import Sshd, current_user
 
 _booting: dict[str, threading.Thread] = {}  # instances launching in the background
@@ -180,8 +181,10 @@ def forget_all(state_dir: str | Path) -> None:
 
 
 def authorized_key_line(state_dir: str | Path, instance_id: str, public_key: str) -> str:
-    command = shlex.join([sys.executable, "-m", "sandbox.machines.session",
-                          str(Path(state_dir).resolve()), instance_id])
+    # From the project's folder, whatever installs it: sshd gives the command a clean environment.
+    command = f"cd {shlex.quote(str(ROOT))} && exec " + shlex.join(
+        [sys.executable, "-m", "sandbox.machines.session", str(Path(state_dir).resolve()),
+         instance_id])
     key = " ".join(public_key.split()[:2])  # type and base64, without moto's comment
     return (f'command="{command}",{KEY_OPTIONS} {key} '
             f"kiln-sandbox-instance={instance_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sandbox.machines import image
 
@@ -49,3 +50,19 @@ def test_instances_booting_together_build_the_base_layer_once(tmp_path):
     assert len(set(layers)) == 1
     assert 'ID="amzn"' in (layers[0] / "etc/os-release").read_text()
     assert [p.name for p in (tmp_path / "machines").iterdir() if p.name.startswith("base-")] == []
+
+
+def test_the_base_layer_holds_no_password_hash_of_the_host(tmp_path):
+    """Its accounts are the host's system accounts, every one locked: the host's /etc/shadow
+    (root's hash among its lines) never goes into an image."""
+    layer = image.ensure(tmp_path)
+    shadow = (layer / "etc/shadow").read_text().splitlines()
+    readable = os.access("/etc/shadow", os.R_OK)
+    host = set(Path("/etc/shadow").read_text().splitlines()) if readable else set()
+    assert not host & set(shadow)
+    assert {line.split(":")[1] for line in shadow} == {"!!"}
+    assert [line.split(":")[0] for line in shadow] == [
+        line.split(":")[0] for line in (layer / "etc/passwd").read_text().splitlines()]
+    assert oct((layer / "etc/shadow").stat().st_mode & 0o777) == "0o600"
+    assert {line.split(":")[1] for line in (layer / "etc/gshadow").read_text().splitlines()} \
+        == {"!"}

@@ -21,10 +21,13 @@ mounts are never touched (propagation is made private first).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+
+from sandbox import userns
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
@@ -43,8 +46,10 @@ def mount(*args: str) -> None:
 def overlay(target: str, lowers: list[str], upper: str, work: str) -> None:
     os.makedirs(work, exist_ok=True)
     # index=off: a system folder's overlay writes into a folder of the root overlay's upper.
-    mount("-t", "overlay", "overlay", "-o",
-          f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},index=off", target)
+    # In a user namespace (a sandbox without root) overlayfs keeps its marks in user.* xattrs.
+    options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},index=off"
+    mount("-t", "overlay", "overlay", "-o", options + (",userxattr" if userns.inside() else ""),
+          target)
 
 
 def main(spec: dict) -> None:
@@ -127,6 +132,10 @@ def _kernel_filesystems(root: str) -> None:
 
 def _network(root: str, spec: dict) -> None:
     subprocess.run(["hostname", spec["hostname"]], check=True)
+    # A new file, not the host's rewritten: without root the host's is not the instance's to
+    # write (it belongs to an unmapped root), but it may be replaced.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{root}/etc/hosts")
     with open(f"{root}/etc/hosts", "w") as hosts:
         hosts.write(f"127.0.0.1 localhost\n::1 localhost\n"
                     f"{spec['address']} {spec['hostname']}\n")

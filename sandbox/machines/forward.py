@@ -32,18 +32,24 @@ def setns(path: str) -> None:
 
 
 def in_namespace(pid: int, make):
-    """`make()` run with this thread inside the network namespace of `pid`, then back."""
-    home = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net"
-    back = os.open(home, os.O_RDONLY)
-    try:
-        setns(f"/proc/{pid}/ns/net")
+    """`make()` run on a thread of its own inside the network namespace of `pid`. The thread
+    ends there rather than switching back: without root (sandbox/userns.py) this process may
+    enter an instance's namespace but not return to the host's."""
+    result: dict = {}
+
+    def enter():
         try:
-            return make()
-        finally:
-            if _libc.setns(back, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the sandbox's namespace")
-    finally:
-        os.close(back)
+            setns(f"/proc/{pid}/ns/net")
+            result["value"] = make()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            result["error"] = error
+
+    thread = threading.Thread(target=enter, name=f"netns {pid}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def listener(pid: int, port: int) -> socket.socket:

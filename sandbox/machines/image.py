@@ -16,6 +16,7 @@ omnibus install's symlink would on AWS; without one, the image has no Chef.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,8 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+
+from sandbox import userns
 
 OS_RELEASE = """\
 NAME="Amazon Linux"
@@ -49,8 +52,23 @@ best=False
 skip_if_unavailable=False
 """
 SYSTEM_RELEASE = "Amazon Linux release 2023 (Amazon Linux)\n"
+# Amazon Linux 2023's /etc/sudoers, without its comments.
+SUDOERS = """\
+Defaults   !visiblepw
+Defaults    always_set_home
+Defaults    match_group_by_gid
+Defaults    always_query_group_plugin
+Defaults    env_reset
+Defaults    secure_path = /sbin:/bin:/usr/sbin:/usr/bin
+root    ALL=(ALL)       ALL
+%wheel  ALL=(ALL)       ALL
+#includedir /etc/sudoers.d
+"""
 EC2_USER = ("ec2-user", 1000)
 _building = threading.Lock()
+# An opaque folder hides the same folder of the layers below. Without root (in a user namespace)
+# overlayfs reads its marks from user.* xattrs.
+OPAQUE = "user.overlay.opaque" if userns.inside() else "trusted.overlay.opaque"
 # What an AL2023 base AMI has installed that apps commonly require.
 BASE_PROVIDES = (
     "system-release = 2023", "system-release(releasever) = 2023", "python3 = 3.9.16",
@@ -97,7 +115,8 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     layer = layer_dir(state_dir)
     capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
     stamp = hashlib.sha256(json.dumps(
-        [capabilities, chef_solo, OS_RELEASE, DNF_CONF, BASE_SPEC, cloudinit.STAGE_SCRIPT,
+        [capabilities, chef_solo, userns.inside(), OS_RELEASE, DNF_CONF, BASE_SPEC,
+         SUDOERS, cloudinit.STAGE_SCRIPT,
          cloudinit.CLOUD_FINAL_UNIT, Path(systemctl_module.__file__).stat().st_size],
         sort_keys=True).encode()).hexdigest()
     if (layer.parent / "base.sha256").is_file() and \
@@ -107,6 +126,8 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
+        if userns.inside():
+            _without_root(tree)
         _write_files(tree, chef_solo)
         _write_rpm_database(tree, work, capabilities)
         if layer.exists():
@@ -160,14 +181,17 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     # The host's units (its sshd, …) and cloud-init state are not the instance's: these folders
     # hide the host's.
     hidden = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
+              "etc/sudoers.d",
               "var/lib/cloud", *(f"etc/rc{level}.d" for level in "0123456S"))
     for path in hidden:
         (tree / path).mkdir(parents=True, exist_ok=True)
-        os.setxattr(tree / path, "trusted.overlay.opaque", b"y")
+        os.setxattr(tree / path, OPAQUE, b"y")
     put("etc/passwd", _accounts("/etc/passwd", f"{EC2_USER[0]}:x:{EC2_USER[1]}:{EC2_USER[1]}:"
                                 f"EC2 Default User:/home/{EC2_USER[0]}:/bin/bash"))
     put("etc/group", _accounts("/etc/group", f"{EC2_USER[0]}:x:{EC2_USER[1]}:"))
-    put("etc/shadow", _accounts("/etc/shadow", f"{EC2_USER[0]}:!!:19000:0:99999:7:::"), 0o600)
+    # Every account locked, ec2-user too (sudo needs no password): never the host's hashes.
+    put("etc/shadow", _locked(tree / "etc/passwd", "{}:!!:19000:0:99999:7:::"), 0o600)
+    put("etc/gshadow", _locked(tree / "etc/group", "{}:!::"), 0o600)
     put("etc/sudoers.d/90-cloud-init-users",
         f"{EC2_USER[0]} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
     home = tree / "home" / EC2_USER[0]
@@ -177,6 +201,36 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     if chef_solo:
         # As an omnibus install's /usr/bin/chef-solo: the command on PATH, the real one elsewhere.
         put("usr/bin/chef-solo", f'#!/bin/sh\nexec {shlex.quote(chef_solo)} "$@"\n', 0o755)
+
+
+def _without_root(tree: Path) -> None:
+    """What a base image needs in a user namespace, where the host's files belong to an
+    unmapped root (nobody): every folder of the host's system folders, as the namespace's root's,
+    so the instance may write into it (the host's files in it can be replaced, not rewritten);
+    and sudo, its plugins and sudoers of the instance's own, since sudo insists on being root's."""
+    for top in ("usr", "etc", "opt", "var"):
+        for folder, names, _files in os.walk(f"/{top}"):
+            for name in names:
+                path = os.path.join(folder, name)
+                with contextlib.suppress(OSError):
+                    if not os.path.islink(path) and not os.path.ismount(path):
+                        (tree / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+                        (tree / path.lstrip("/")).chmod(os.stat(path).st_mode & 0o7777)
+    for source in ("/usr/bin/sudo", *map(str, Path("/usr/libexec/sudo").glob("*"))):
+        target = tree / source.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    (tree / "usr/bin/sudo").chmod(0o4111)
+    (tree / "etc").mkdir(exist_ok=True)
+    (tree / "etc/sudoers").write_text(SUDOERS)
+    (tree / "etc/sudoers").chmod(0o440)
+    shutil.copy2("/etc/sudo.conf", tree / "etc/sudo.conf")
+
+
+def _locked(accounts: Path, line: str) -> str:
+    """A shadow file with `line` (a template) for each account or group of `accounts`."""
+    names = [entry.split(":")[0] for entry in accounts.read_text().splitlines() if entry]
+    return "".join(line.format(name) + "\n" for name in names)
 
 
 def _accounts(path: str, extra: str) -> str:
@@ -205,7 +259,7 @@ def _write_rpm_database(tree: Path, work: Path, capabilities: tuple[str, ...]) -
     subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}", str(spec)],
                    check=True, env=env, capture_output=True)
     dbpath = tree / "var/lib/rpm"
-    dbpath.mkdir(parents=True)
+    dbpath.mkdir(parents=True, exist_ok=True)
     rpm = next((work / "RPMS").rglob("*.rpm"))
     subprocess.run(["rpm", "--dbpath", str(dbpath), "--initdb"], check=True, env=env,
                    capture_output=True)

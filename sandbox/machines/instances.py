@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandbox import userns
 from sandbox.machines import boot, cloudinit, forward, image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,10 @@ def enter_command(state_dir: str | Path, instance_id: str) -> list[str]:
     if not pid or not running(state_dir, instance_id):
         raise RuntimeError(f"sandbox instance {instance_id} is not running")
     user, uid = image.EC2_USER
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+    # Without root the instance is in the server's user namespace: enter that first.
+    own = ["--user"] if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat(
+        "/proc/self/ns/user").st_ino else []
+    return ["nsenter", f"--target={pid}", *own, "--mount", "--uts", "--ipc", "--net", "--pid",
             "--root", "--wd", "--",
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups",
             "--bounding-set=-all," + ",".join(f"+{c}" for c in SESSION_CAPABILITIES), "--",
@@ -223,7 +226,7 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
     for pid in _strays(world):
         _kill(pid)
         _wait_gone(pid)
-    shutil.rmtree(world, ignore_errors=True)
+    userns.remove(world)  # its files may belong to the instance's accounts
 
 
 def _strays(world: Path) -> list[int]:
