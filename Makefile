@@ -13,7 +13,7 @@ CHECKOV := checkov==3.3.30
 INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
-	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux
+	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux uidmap
 # Real chef-solo and fpm from their sources, where this checkout sits beside a vendor folder
 # (see README, "Chef"): their Debian dependencies are installed and they go first on PATH.
 VENDOR := $(abspath ../shared/vendor)

@@ -21,6 +21,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cloud.errors import KilnError
@@ -70,6 +71,7 @@ def spawn(argv: list[str], **popen) -> subprocess.Popen:
                                pass_fds=(ready,), **popen)
     os.close(ready)
     try:
+        _wait_for_namespace(process)
         for kind, tool, own in (("uid", "newuidmap", os.getuid()), ("gid", "newgidmap",
                                                                     os.getgid())):
             start, count = ranges[kind]
@@ -82,6 +84,24 @@ def spawn(argv: list[str], **popen) -> subprocess.Popen:
     finally:
         os.close(go)
     return process
+
+
+def _wait_for_namespace(process: subprocess.Popen) -> None:
+    """Until unshare has made the namespace (its process then runs sh), or say why it could not."""
+    own = os.stat("/proc/self/ns/user").st_ino
+    for _ in range(500):
+        if process.poll() is not None:
+            raise KilnError("sandbox: this kernel does not let this user make a user namespace "
+                            "(see user.max_user_namespaces and kernel.unprivileged_userns_clone),"
+                            " which instances without root need; run the sandbox as root")
+        try:
+            if os.stat(f"/proc/{process.pid}/ns/user").st_ino != own:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    process.kill()
+    raise KilnError("sandbox: unshare --user did not start within 5 s")
 
 
 def run(argv: list[str]) -> None:

@@ -67,6 +67,11 @@ def test_a_user_without_root_runs_instances_that_look_like_amazon_linux(rootless
         assert seen["repo"][1] in ("200", "403"), seen  # the sandbox's endpoint answers
         assert seen["chef"][0] == 0 and "Chef" in seen["chef"][1], seen
         assert seen["host"][:2] == [0, "programs\nec2-user"], seen
+        assert seen["package"][:2] == [0, "probe 640"], seen
+        assert seen["converge"][:2] == [0, "web\n" + seen["converge"][1].split()[-1]], seen
+        assert seen["converge"][1].split()[-1].startswith("ip-"), seen
+        assert seen["machines_mode"] == "0o700"  # its setuid sudo is the user's: none may use it
+        assert seen["balanced"] == ["healthy", 200, seen["converge"][1].split()[-1] + "\n"], seen
         # Every process the sandbox started has ended (a zombie waits only for its reaper).
         listed = subprocess.run(["ps", "-o", "stat=,args=", "-u", str(rootless_user.pw_uid)],
                                 capture_output=True, text=True).stdout.splitlines()
@@ -77,3 +82,16 @@ def test_a_user_without_root_runs_instances_that_look_like_amazon_linux(rootless
                                          str(home)], home)
         shutil.rmtree(home, ignore_errors=True)
         assert cleanup.returncode == 0 or not home.exists(), cleanup.stderr
+
+
+def test_a_user_without_subordinate_ids_is_told_what_is_missing_in_one_line(tmp_path):
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as nobody")  # CI runs as root
+    done = run_as(nobody, [PYTHON, "-c", "from sandbox import userns\n"
+                           "from cloud.errors import KilnError\n"
+                           "try:\n    userns.spawn(['true'])\n"
+                           "except KilnError as error:\n    print(error)"], tmp_path)
+    assert done.stdout.strip().splitlines() == [
+        "sandbox: nobody has no 65536 subordinate uids in /etc/subuid, which instances without "
+        "root need (usermod --add-subuids START-END nobody, as root), or run the sandbox as root"]

@@ -66,6 +66,10 @@ root    ALL=(ALL)       ALL
 """
 EC2_USER = ("ec2-user", 1000)
 _building = threading.Lock()
+# The host's folders that are not the instance's (its units, sshd's, …; cloud-init's state): the
+# image's own, empty, hide them.
+HIDDEN = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
+          "etc/sudoers.d", "var/lib/cloud", *(f"etc/rc{level}.d" for level in "0123456S"))
 # An opaque folder hides the same folder of the layers below. Without root (in a user namespace)
 # overlayfs reads its marks from user.* xattrs.
 OPAQUE = "user.overlay.opaque" if userns.inside() else "trusted.overlay.opaque"
@@ -123,6 +127,9 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
             (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
         return layer
     layer.parent.mkdir(parents=True, exist_ok=True)
+    if userns.inside():
+        # Its sudo is setuid to this user, not root: nobody else may reach it.
+        layer.parent.chmod(0o700)
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
@@ -180,10 +187,7 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
          "/usr/lib/systemd/system/cloud-final.service")
     # The host's units (its sshd, …) and cloud-init state are not the instance's: these folders
     # hide the host's.
-    hidden = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
-              "etc/sudoers.d",
-              "var/lib/cloud", *(f"etc/rc{level}.d" for level in "0123456S"))
-    for path in hidden:
+    for path in HIDDEN:
         (tree / path).mkdir(parents=True, exist_ok=True)
         os.setxattr(tree / path, OPAQUE, b"y")
     put("etc/passwd", _accounts("/etc/passwd", f"{EC2_USER[0]}:x:{EC2_USER[1]}:{EC2_USER[1]}:"
@@ -192,6 +196,10 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     # Every account locked, ec2-user too (sudo needs no password): never the host's hashes.
     put("etc/shadow", _locked(tree / "etc/passwd", "{}:!!:19000:0:99999:7:::"), 0o600)
     put("etc/gshadow", _locked(tree / "etc/group", "{}:!::"), 0o600)
+    for name in ("passwd", "group", "shadow", "gshadow"):  # the account tools' backups
+        target = tree / "etc" / name
+        put(f"etc/{name}-", target.read_text(), target.stat().st_mode & 0o777)
+    put("etc/.pwd.lock", "", 0o600)  # the account tools' lock, the instance's own
     put("etc/sudoers.d/90-cloud-init-users",
         f"{EC2_USER[0]} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
     home = tree / "home" / EC2_USER[0]
@@ -207,6 +215,7 @@ def _without_root(tree: Path) -> None:
     """What a base image needs in a user namespace, where the host's files belong to an
     unmapped root (nobody): every folder of the host's system folders, as the namespace's root's,
     so the instance may write into it (the host's files in it can be replaced, not rewritten);
+    a copy of the host's /etc, whose files tools rewrite in place (useradd's backups, say);
     and sudo, its plugins and sudoers of the instance's own, since sudo insists on being root's."""
     for top in ("usr", "etc", "opt", "var"):
         for folder, names, _files in os.walk(f"/{top}"):
@@ -216,6 +225,7 @@ def _without_root(tree: Path) -> None:
                     if not os.path.islink(path) and not os.path.ismount(path):
                         (tree / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
                         (tree / path.lstrip("/")).chmod(os.stat(path).st_mode & 0o7777)
+    _copy_etc(tree)
     for source in ("/usr/bin/sudo", *map(str, Path("/usr/libexec/sudo").glob("*"))):
         target = tree / source.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +235,18 @@ def _without_root(tree: Path) -> None:
     (tree / "etc/sudoers").write_text(SUDOERS)
     (tree / "etc/sudoers").chmod(0o440)
     shutil.copy2("/etc/sudo.conf", tree / "etc/sudo.conf")
+
+
+def _copy_etc(tree: Path) -> None:
+    """The host's /etc files this user may read, but those of the hidden folders."""
+    hidden = tuple(f"/{path}/" for path in HIDDEN)
+    for folder, _names, files in os.walk("/etc"):
+        if (folder + "/").startswith(hidden):
+            continue
+        for name in files:
+            source = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                shutil.copy2(source, tree / source.lstrip("/"), follow_symlinks=False)
 
 
 def _locked(accounts: Path, line: str) -> str:

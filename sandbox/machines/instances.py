@@ -9,7 +9,8 @@ docker-systemctl-replacement, so units enabled in an image start at launch.
 Its network namespace has only loopback, holding the instance's private address, plus one way
 out: 127.0.0.1:<sandbox port> leads to the sandbox's own endpoint (its S3, the Kiln repository;
 forward.py). Everything lives under `<state_dir>/machines/instances/<id>/`; the host's mounts
-and network are never changed. Today the sandbox runs instances as root (CI, `make demo`).
+and network are never changed. Run without root, the sandbox server, and so every instance, is in
+a user namespace of its own (sandbox/userns.py).
 
 The API (the sandbox's EC2 and load balancers call it; nothing in Kiln does):
 
