@@ -28,6 +28,7 @@ def rootless_user():
     if os.geteuid() != 0:
         yield pwd.getpwuid(os.getuid())
         return
+    subprocess.run(["userdel", TEST_USER], capture_output=True)  # one a killed run left
     # A shell: sshd runs the forced command of a session with it.
     subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
                     "--shell", "/bin/sh", TEST_USER], check=True)
