@@ -6,6 +6,7 @@ and the balancer's groups let it out; anything else is dropped, so health checks
 (Target.Timeout) and requests get 504. A VPC's default group admits its own members.
 """
 
+import functools
 import http.client
 
 import boto3
@@ -31,33 +32,49 @@ def _rule(port: int, group: str) -> list[dict]:
              "UserIdGroupPairs": [{"GroupId": group}]}]
 
 
-def test_the_instance_security_group_decides_what_the_load_balancer_reaches(clean_sandbox):
-    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+def _default_vpc_with_a_group(ec2) -> tuple[dict, list[str], str]:
+    """The default VPC, two of its subnets, and a new security group "lb" with no rules."""
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
     subnets = [s["SubnetId"] for s in ec2.describe_subnets(
         Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]][:2]
-    lb_group = ec2.create_security_group(GroupName="lb", Description="lb",
-                                         VpcId=vpc["VpcId"])["GroupId"]
+    group = ec2.create_security_group(GroupName="lb", Description="lb",
+                                      VpcId=vpc["VpcId"])["GroupId"]
+    return vpc, subnets, group
+
+
+def _balanced(elbv2, name: str, vpc: str, subnets: list[str], instance: dict,
+              groups: list[str] | None = None) -> tuple[dict, str]:
+    """A load balancer on :80 forwarding to `instance`'s app port; (balancer, target group)."""
+    extra = {"SecurityGroups": groups} if groups else {}
+    balancer = elbv2.create_load_balancer(Name=name, Subnets=subnets, **extra)[
+        "LoadBalancers"][0]
+    group = elbv2.create_target_group(
+        Name=name, Protocol="HTTP", Port=APP_PORT, VpcId=vpc, HealthCheckPath="/hostname",
+        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
+        UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
+    return balancer, group
+
+
+def _state(group: str, wanted: str):
+    def check():
+        assert [h["State"] for h in health(group)] == [wanted]
+    return check
+
+
+def test_the_instance_security_group_decides_what_the_load_balancer_reaches(clean_sandbox):
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    vpc, subnets, lb_group = _default_vpc_with_a_group(ec2)
     ec2.authorize_security_group_ingress(GroupId=lb_group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     app_group = ec2.create_security_group(GroupName="app", Description="app",
                                           VpcId=vpc["VpcId"])["GroupId"]
     instance = _serving_instance(clean_sandbox, ec2, [app_group])
-    balancer = elbv2.create_load_balancer(Name="guarded", Subnets=subnets,
-                                          SecurityGroups=[lb_group])["LoadBalancers"][0]
-    group = elbv2.create_target_group(
-        Name="guarded", Protocol="HTTP", Port=APP_PORT, VpcId=vpc["VpcId"],
-        HealthCheckPath="/hostname", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
-        HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
-    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
-    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
-                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
-
-    def state(wanted: str):
-        def check():
-            assert [h["State"] for h in health(group)] == [wanted]
-        return check
+    balancer, group = _balanced(elbv2, "guarded", vpc["VpcId"], subnets, instance, [lb_group])
+    state = functools.partial(_state, group)
 
     # No rule admits the app port (another port's rule does not count): dropped.
     ec2.authorize_security_group_ingress(GroupId=app_group, IpPermissions=_rule(22, lb_group))
@@ -93,21 +110,9 @@ def test_a_cidr_rule_must_cover_every_subnet_of_the_load_balancer(clean_sandbox)
         {"IpProtocol": "tcp", "FromPort": APP_PORT, "ToPort": APP_PORT,
          "IpRanges": [{"CidrIp": subnets[0]["CidrBlock"]}]}])
     instance = _serving_instance(clean_sandbox, ec2, [app_group])
-    balancer = elbv2.create_load_balancer(
-        Name="cidr", Subnets=[s["SubnetId"] for s in subnets])["LoadBalancers"][0]
-    group = elbv2.create_target_group(
-        Name="cidr", Protocol="HTTP", Port=APP_PORT, VpcId=vpc["VpcId"],
-        HealthCheckPath="/hostname", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
-        HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
-    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
-    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
-                          DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
-
-    def state(wanted: str):
-        def check():
-            assert [h["State"] for h in health(group)] == [wanted]
-        return check
-
+    _balancer, group = _balanced(elbv2, "cidr", vpc["VpcId"], [s["SubnetId"] for s in subnets],
+                                 instance)
+    state = functools.partial(_state, group)
     until(state("unhealthy"), timeout=30)
     ec2.authorize_security_group_ingress(GroupId=app_group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": APP_PORT, "ToPort": APP_PORT,
@@ -117,11 +122,7 @@ def test_a_cidr_rule_must_cover_every_subnet_of_the_load_balancer(clean_sandbox)
 
 def test_the_load_balancer_security_group_decides_which_clients_reach_a_listener(clean_sandbox):
     ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
-        Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]][:2]
-    lb_group = ec2.create_security_group(GroupName="lb", Description="lb",
-                                         VpcId=vpc["VpcId"])["GroupId"]
+    vpc, subnets, lb_group = _default_vpc_with_a_group(ec2)
     balancer = elbv2.create_load_balancer(Name="front", Subnets=subnets,
                                           SecurityGroups=[lb_group])["LoadBalancers"][0]
     fixed = {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "200"}}
