@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEST_USER = "kiln-rootless-test"
 SUBORDINATE = "400000-465535"
-PYTHON = "/usr/bin/python3"
+
+
+def _python() -> str:
+    """This interpreter when every user may run it; else the system's, of the same version
+    (the venv's may be a pyenv build under /root, which only root can reach)."""
+    real = Path(sys.executable).resolve()
+    reachable = all(os.stat(folder).st_mode & 0o001 for folder in real.parents) and \
+        os.stat(real).st_mode & 0o001
+    return sys.executable if reachable else "/usr/bin/python{}.{}".format(*sys.version_info)
+
+
+PYTHON = _python()
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +56,8 @@ def run_as(user, argv: list[str], home: Path, timeout: float = 300) -> subproces
     prefix = [] if os.geteuid() != 0 else [
         "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
         "--inh-caps=-all"]
-    # The system's Python with the project's packages: the venv's interpreter may live where
-    # only its owner can reach (a pyenv build under /root, say). The checkout is another user's:
-    # git is told it is safe to read.
+    # PYTHON with the project's packages on its path (the system's has not the venv's). The
+    # checkout is another user's: git is told it is safe to read.
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     env = {"PATH": os.environ["PATH"], "HOME": str(home),  # chef-solo on it, as for root
            "LANG": "C.UTF-8", "PYTHONPATH": f"{ROOT}:{site}", "GIT_CONFIG_COUNT": "1",
