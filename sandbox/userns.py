@@ -57,17 +57,18 @@ def subordinate(kind: str) -> tuple[int, int]:
 
 def spawn(argv: list[str], **popen) -> subprocess.Popen:
     """Start `argv` in a new user namespace where this user is root and 1-65536 are its
-    subordinate ids; its pid is the process's own (unshare and sh exec it)."""
+    subordinate ids; its pid is the process's own (unshare and the waiting Python exec it)."""
     for tool in ("newuidmap", "newgidmap"):
         if shutil.which(tool) is None:
             raise KilnError(f"sandbox: {tool} not found: instances without root need it "
                             "(apt-get install uidmap), or run the sandbox as root")
     ranges = {kind: subordinate(kind) for kind in ("uid", "gid")}
     ready, go = os.pipe()
-    # The shell waits until the maps are written, then execs argv as root of the namespace
-    # (an exec with a mapped uid 0 gains the namespace's capabilities).
-    wait = f'read -r _ <&{ready}; exec {ready}<&-; exec "$@"'
-    process = subprocess.Popen(["unshare", "--user", "--", "sh", "-c", wait, "sh", *argv],
+    # It waits until the maps are written, then execs argv as root of the namespace (an exec
+    # with a mapped uid 0 gains the namespace's capabilities).
+    wait = (f"import os, sys; os.read({ready}, 1); os.close({ready}); "
+            "os.execvp(sys.argv[1], sys.argv[1:])")
+    process = subprocess.Popen(["unshare", "--user", "--", sys.executable, "-c", wait, *argv],
                                pass_fds=(ready,), **popen)
     os.close(ready)
     try:
@@ -87,7 +88,7 @@ def spawn(argv: list[str], **popen) -> subprocess.Popen:
 
 
 def _wait_for_namespace(process: subprocess.Popen) -> None:
-    """Until unshare has made the namespace (its process then runs sh), or say why it could not."""
+    """Until unshare has made the namespace, or say why it could not."""
     own = os.stat("/proc/self/ns/user").st_ino
     for _ in range(500):
         if process.poll() is not None:
