@@ -96,3 +96,11 @@ def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden():
     finally:
         machines.terminate_all(state)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_only_a_chef_installation_outside_the_system_folders_is_bound_and_never_the_root():
+    bound = machines._binds  # the host folders every instance shows read-only
+    assert bound("/work/vendor/chef/bin/chef-solo") == ["/work/vendor/chef"]
+    assert bound("/opt/chef/bin/chef-solo") == []  # /opt is an instance's already
+    assert bound("/chef-bin/chef-solo") == [] and bound("/chef-solo") == []  # a prefix of /
+    assert bound(None) == []

@@ -135,9 +135,10 @@ def _binds(chef_solo: str | None) -> list[str]:
     above its bin/) when it lies outside the system folders an instance runs on."""
     if not chef_solo:
         return []
-    prefix = Path(chef_solo).resolve().parents[1]
-    top = prefix.parts[1] if len(prefix.parts) > 1 else ""
-    return [] if top in boot.HOST_DIRS else [str(prefix)]
+    prefix = Path(chef_solo).resolve().parent.parent
+    # A chef-solo in /bin (a prefix of /) is in a system folder too: never bind the host's /.
+    inside = len(prefix.parts) < 2 or prefix.parts[1] in boot.HOST_DIRS
+    return [] if inside else [str(prefix)]
 
 
 def _wait_for_init(starter: subprocess.Popen, world: Path) -> int:
