@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox.control import Sandbox  # noqa: E402
-from tests.network_helpers import App  # noqa: E402
+from tests.network_helpers import App, balancer_groups  # noqa: E402
 
 
 def load_balancer(apps: dict[str, App], weights: dict[str, int]) -> str:
@@ -44,7 +44,9 @@ def load_balancer(apps: dict[str, App], weights: dict[str, int]) -> str:
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.7.{n}.0/24",
                                  AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
                for n, z in ((1, "a"), (2, "b"))]
-    balancer = elbv2.create_load_balancer(Name="bench", Subnets=subnets)["LoadBalancers"][0]
+    balancer = elbv2.create_load_balancer(
+        Name="bench", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
     groups = []
     for name, app in apps.items():
         arn = elbv2.create_target_group(
