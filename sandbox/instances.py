@@ -114,8 +114,10 @@ def overlay(settings, state_dir: str | Path | None = None):
 
 # -- instances, called inside the moto server -----------------------------------------------
 def launch(state_dir: str | Path, instance_id: str, address: str,
-           public_key: str | None = None, layers=(), user_data: bytes | None = None) -> Path:
-    """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it."""
+           public_key: str | None = None, layers=(), user_data: bytes | None = None,
+           ssh_from: list[str] | tuple = ()) -> Path:
+    """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it, from the
+    addresses in `ssh_from` (CIDRs its security groups admit on port 22)."""
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
@@ -124,8 +126,19 @@ def launch(state_dir: str | Path, instance_id: str, address: str,
     if public_key:
         with _keys(state_dir) as lines:
             lines[:] = [line for line in lines if not _belongs(line, instance_id)]
-            lines.append(authorized_key_line(state_dir, instance_id, public_key))
+            lines.append(authorized_key_line(state_dir, instance_id, public_key, ssh_from))
     return world
+
+
+def readmit(state_dir: str | Path, instance_id: str, ssh_from: list[str] | tuple) -> None:
+    """The instance's key, if authorized, now admitted from `ssh_from` only (its security
+    groups changed)."""
+    with _keys(state_dir) as lines:
+        for number, line in enumerate(lines):
+            if _belongs(line, instance_id):
+                _options, kind, body, _mark = line.rstrip().rsplit(" ", 3)
+                lines[number] = authorized_key_line(state_dir, instance_id, f"{kind} {body}",
+                                                    ssh_from)
 
 
 def launch_later(state_dir: str | Path, instance_id: str, address: str, layers=(),
@@ -180,13 +193,17 @@ def forget_all(state_dir: str | Path) -> None:
     machines.terminate_all(state_dir)
 
 
-def authorized_key_line(state_dir: str | Path, instance_id: str, public_key: str) -> str:
+def authorized_key_line(state_dir: str | Path, instance_id: str, public_key: str,
+                        ssh_from: list[str] | tuple = ()) -> str:
+    """The key's line: the session enters the instance, from the admitted addresses only (no
+    CIDR: from nowhere, as a security group with no SSH rule drops every connection)."""
     # From the project's folder, whatever installs it: sshd gives the command a clean environment.
     command = f"cd {shlex.quote(str(ROOT))} && exec " + shlex.join(
         [sys.executable, "-m", "sandbox.machines.session", str(Path(state_dir).resolve()),
          instance_id])
     key = " ".join(public_key.split()[:2])  # type and base64, without moto's comment
-    return (f'command="{command}",{KEY_OPTIONS} {key} '
+    admitted = ",".join(ssh_from) or "!*"
+    return (f'command="{command}",from="{admitted}",{KEY_OPTIONS} {key} '
             f"kiln-sandbox-instance={instance_id}")
 
 

@@ -20,7 +20,7 @@ from sandbox import listener_cert
 from tests.deploy_helpers import admin_of
 from tests.image_helpers import available
 from tests.network_helpers import https_get
-from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect
+from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect, ssh_group
 
 MAX_REQUESTS = 5000  # a traffic loop's bound, whatever happens
 
@@ -69,7 +69,7 @@ def web_image(box, ec2, name: str, status: int = 200, text: str = "hello") -> st
     key = f"{name}-key"
     pem = ec2.create_key_pair(KeyName=key, TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
-                                 KeyName=key)["Instances"][0]
+                                 KeyName=key, SecurityGroupIds=[ssh_group(ec2)])["Instances"][0]
     server = SERVER.format(status=int(status), text=text)
     with connect(box, instance, pem) as ssh:
         for path, content in (("/opt/web/server.py", server),

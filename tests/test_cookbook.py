@@ -26,6 +26,7 @@ from provisioner.provision import (
     wait_for_ssh,
 )
 from tests.bake_helpers import bootstrapped_sandbox, write_probe_manifest
+from tests.test_sandbox_instances import ssh_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cookbook")]
 
@@ -53,8 +54,9 @@ def instance(config, aws):
     name = f"kiln-cookbook-test-{uuid.uuid4().hex[:8]}"
     key = ec2.create_key_pair(KeyName=name, KeyType="ed25519", TagSpecifications=BAKE_KEY_TAGS)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                                    KeyName=name)["Instances"][0]["InstanceId"]
+    instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName=name,
+                                    SecurityGroupIds=[ssh_group(ec2)])[
+        "Instances"][0]["InstanceId"]
     try:
         console = ec2.get_console_output(InstanceId=instance_id)["Output"]
         target = SshTarget(instance_id, "127.0.0.1", config.bake.ssh_port, config.bake.ssh_user,

@@ -36,6 +36,7 @@ from provisioner.provision import (
     wait_for_ssh,
 )
 from sandbox.machines import instances as machines
+from tests.test_sandbox_instances import ssh_group
 
 TEST_CHEF = Path(__file__).resolve().parent / "chef"
 BAKE_KEY_TAGS = [{"ResourceType": "key-pair",
@@ -94,7 +95,8 @@ def bake_instance(settings, aws, key_type: str = "ed25519"):
         {"Name": "name", "Values": ["al2023-ami-2023.*"]},
         {"Name": "architecture", "Values": ["x86_64"]}])["Images"][0]["ImageId"]
     instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName=name,
-                                    InstanceType="t3.small")["Instances"][0]["InstanceId"]
+                                    InstanceType="t3.small", SecurityGroupIds=[ssh_group(ec2)])[
+        "Instances"][0]["InstanceId"]
     try:
         described = ec2.describe_instances(InstanceIds=[instance_id])
         address = described["Reservations"][0]["Instances"][0]["PublicIpAddress"]

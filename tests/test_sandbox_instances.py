@@ -34,12 +34,39 @@ def base_image(ec2) -> str:
     return max(images, key=lambda i: i["CreationDate"])["ImageId"]
 
 
+def default_vpc(ec2) -> str:
+    return ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0][
+        "VpcId"]
+
+
+def ssh_group(ec2) -> str:
+    """A security group of the default VPC admitting every TCP port from this host (the sandbox
+    sshd's clients come from 127.0.0.1), so SSH reaches its instances; made once per sandbox."""
+    vpc = default_vpc(ec2)
+    found = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]},
+        {"Name": "group-name", "Values": ["ssh-from-here"]}])["SecurityGroups"]
+    if found:
+        return found[0]["GroupId"]
+    group = ec2.create_security_group(GroupName="ssh-from-here", Description="SSH",
+                                      VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535,
+         "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}])
+    return group
+
+
 def launch(ec2, key_name: str = "bake-key", key_type: str = "rsa",
            tags=BAKE_KEY_TAGS) -> tuple[dict, str]:
     pem = ec2.create_key_pair(KeyName=key_name, KeyType=key_type,
                               TagSpecifications=tags)["KeyMaterial"]
+    # SSH from here, and the default group's members (a load balancer in it) as well.
+    default = ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": ["default"]},
+        {"Name": "vpc-id", "Values": [default_vpc(ec2)]}])["SecurityGroups"][0]["GroupId"]
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
-                                 KeyName=key_name)["Instances"][0]
+                                 KeyName=key_name, SecurityGroupIds=[ssh_group(ec2), default])[
+        "Instances"][0]
     return instance, pem
 
 
@@ -119,7 +146,8 @@ def test_an_imported_key_pair_opens_no_session(ec2, clean_sandbox):
     ec2.import_key_pair(KeyName="mine", PublicKeyMaterial=f"ssh-rsa {key.get_base64()}".encode(),
                         TagSpecifications=BAKE_KEY_TAGS)
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
-                                 KeyName="mine")["Instances"][0]
+                                 KeyName="mine", SecurityGroupIds=[ssh_group(ec2)])[
+        "Instances"][0]
     buffer = io.StringIO()
     key.write_private_key(buffer)
     with pytest.raises(paramiko.AuthenticationException), \

@@ -10,7 +10,7 @@ import boto3
 
 from sandbox.machines import images
 from sandbox.machines import instances as machines
-from tests.test_sandbox_instances import BAKE_KEY_TAGS, connect, launch, out
+from tests.test_sandbox_instances import BAKE_KEY_TAGS, connect, launch, out, ssh_group
 
 
 def test_an_image_holds_the_instance_and_copies_share_its_layer(clean_sandbox):
@@ -30,7 +30,8 @@ def test_an_image_holds_the_instance_and_copies_share_its_layer(clean_sandbox):
 
     pem2 = ec2.create_key_pair(KeyName="runner2", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
     second = ec2.run_instances(ImageId=copy, MinCount=1, MaxCount=1,
-                               KeyName="runner2")["Instances"][0]
+                               KeyName="runner2", SecurityGroupIds=[ssh_group(ec2)])[
+        "Instances"][0]
     with connect(clean_sandbox, second, pem2) as ssh:
         assert out(ssh, "cat /etc/kiln-marker") == "baked"
 
@@ -58,7 +59,8 @@ def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_
 
     pem2 = ec2.create_key_pair(KeyName="runner", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
     second = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                               KeyName="runner")["Instances"][0]
+                               KeyName="runner", SecurityGroupIds=[ssh_group(ec2)])[
+        "Instances"][0]
     with connect(clean_sandbox, second, pem2) as ssh:
         assert out(ssh, "cat /data/file /usr/local/bin/kiln-tool") == "top\ntool"
         assert ssh.run("test -e /usr/bin/yes", warn=True, hide=True).failed

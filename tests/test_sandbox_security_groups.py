@@ -10,9 +10,11 @@ import functools
 import http.client
 
 import boto3
+import paramiko
 
+from sandbox.sshd import Sshd
 from tests.network_helpers import get, health, until
-from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect
+from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect, ssh_group
 
 APP_PORT = 8080
 
@@ -20,7 +22,7 @@ APP_PORT = 8080
 def _serving_instance(clean_sandbox, ec2, groups: list[str]) -> dict:
     pem = ec2.create_key_pair(KeyName="app", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName="app",
-                                 SecurityGroupIds=groups)["Instances"][0]
+                                 SecurityGroupIds=[*groups, ssh_group(ec2)])["Instances"][0]
     with connect(clean_sandbox, instance, pem) as ssh:
         ssh.run(f"sudo -n setsid python3 -m http.server {APP_PORT} --directory /etc "
                 ">/dev/null 2>&1 < /dev/null &", hide=True)
@@ -155,3 +157,39 @@ def test_a_vpc_default_group_admits_its_own_members(clean_sandbox):
         {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
     assert [(p["IpProtocol"], [g["GroupId"] for g in p["UserIdGroupPairs"]])
             for p in default["IpPermissions"]] == [("-1", [default["GroupId"]])]
+
+
+def test_ssh_reaches_an_instance_only_from_what_its_groups_admit_on_port_22(clean_sandbox):
+    """A bake's session, like the load balancer's traffic, needs a rule: its SSH port
+    (the sandbox sshd's here, which the bake opens as kiln.bake.ssh_port) from the host's
+    address (127.0.0.1). The sandbox sshd refuses the instance's key otherwise, so
+    the bake waits out its SSH timeout, as the dropped connection makes it wait on AWS."""
+    ec2 = boto3.client("ec2")
+    _vpc, _subnets, group = _default_vpc_with_a_group(ec2)
+    pem = ec2.create_key_pair(KeyName="bake", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
+    instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
+                                 KeyName="bake", SecurityGroupIds=[group])["Instances"][0]
+
+    def session_opens() -> bool:
+        try:
+            with connect(clean_sandbox, instance, pem) as ssh:
+                return ssh.run("true", hide=True).ok
+        except paramiko.AuthenticationException:
+            return False
+
+    port = Sshd(clean_sandbox.state_dir).port  # the instances' SSH port here, as the bake's
+
+    def ssh_from(cidr: str, on: int = port) -> list[dict]:
+        return [{"IpProtocol": "tcp", "FromPort": on, "ToPort": on,
+                 "IpRanges": [{"CidrIp": cidr}]}]
+
+    assert not session_opens()  # no rule at all
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=ssh_from("10.0.0.0/8"))
+    assert not session_opens()  # a rule for other addresses
+    ec2.authorize_security_group_ingress(GroupId=group,
+                                         IpPermissions=ssh_from("127.0.0.1/32", on=port + 1))
+    assert not session_opens()  # a rule for another port
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=ssh_from("127.0.0.0/8"))
+    assert session_opens()
+    ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=ssh_from("127.0.0.0/8"))
+    assert not session_opens()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sandbox import instances
 from sandbox.machines import images
+from sandbox.patches import security_groups
 
 PUBLIC_IP = "127.0.0.1"
 BAKE_KEY = ("kiln:role", "bake-key")
@@ -52,7 +53,9 @@ def _after_run(run_instances, state_dir: Path):
                 admitted = key.public_key if key is not None and _baked(key) else None
                 images.launched(state_dir, instance.id, instance.image_id)
                 instances.launch(state_dir, instance.id, instance.private_ip_address,
-                                 public_key=admitted, layers=layers or (), user_data=user_data)
+                                 public_key=admitted, layers=layers or (), user_data=user_data,
+                                 ssh_from=security_groups.ssh_sources(state_dir, backend,
+                                                                      instance))
             elif layers:
                 # An image that holds a machine (a bake's), launched by Auto Scaling, say: it
                 # boots while pending, and runs its enabled units and its user data.

@@ -11,6 +11,10 @@ default-security-group.html):
     out the connection timeout and gets 504.
   - A balancer or an instance named in no group is in its VPC's default group, and a VPC's
     default group admits all traffic from its own members (moto made it with no inbound rule).
+  - A bake's SSH session reaches an instance only from addresses its groups admit on its SSH
+    port, which in the sandbox is the sandbox sshd's (the bake's `kiln.bake.ssh_port`): the
+    sshd's key line for the instance carries them as `from=`, rewritten when the groups'
+    inbound rules change; with none, the key opens no session.
   - A client reaches a listener only when one of the balancer's groups admits its address on
     the listener's port (clients come from 127.0.0.1 here; 0.0.0.0/0 admits them); otherwise
     the connection is closed unanswered (on AWS it is dropped and the client times out).
@@ -42,6 +46,39 @@ def apply(state_dir: Path) -> None:
 
     create_security_group.sandbox_default_group = True
     SecurityGroupBackend.create_security_group = create_security_group
+    for name in ("authorize_security_group_ingress", "revoke_security_group_ingress"):
+        setattr(SecurityGroupBackend, name, _readmitting(getattr(SecurityGroupBackend, name),
+                                                         state_dir))
+
+
+def ssh_sources(state_dir: Path, ec2, instance) -> list[str]:
+    """The CIDRs the instance's security groups admit on its SSH port: the sandbox sshd's,
+    which stands for it (a bake connects there, and opens its group for that port)."""
+    from sandbox.sshd import Sshd
+
+    port = Sshd(state_dir).port
+    groups = _instance_groups(ec2, instance)
+    return sorted({rule.ip_range["CidrIp"] for group in groups for rule in group.ingress_rules
+                   if port and _carries(rule, port) and rule.ip_range.get("CidrIp")})
+
+
+def _readmitting(method, state_dir: Path):
+    """After a group's inbound rules change, its instances' SSH keys follow them."""
+    from sandbox import instances
+
+    def changed(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        group = kwargs.get("group_name_or_id") or (args[0] if args else None)
+        for reservation in list(self.reservations.values()):
+            for instance in reservation.instances:
+                groups = _instance_groups(self, instance)
+                if group in {g.id for g in groups} | {g.name for g in groups}:
+                    instances.readmit(state_dir, instance.id,
+                                      ssh_sources(state_dir, self, instance))
+        return result
+
+    changed.__name__ = method.__name__
+    return changed
 
 
 def admits(target_group_arn: str, balancer_arns, instance_id: str, port: int) -> bool:
@@ -100,9 +137,21 @@ def _groups(ec2, ids_or_groups, vpc_id: str) -> list:
     return found
 
 
+def _instance_groups(ec2, instance) -> list:
+    """The instance's groups: its own and its network interfaces' (RunInstances given
+    NetworkInterfaces puts them there), else its VPC's default group."""
+    found = {}
+    for group in [*instance.security_groups,
+                  *(g for nic in instance.nics.values() for g in nic.group_set)]:
+        group = ec2.get_security_group_from_id(group) if isinstance(group, str) else group
+        if group is not None:
+            found[group.id] = group
+    return list(found.values()) or _groups(ec2, [], instance.vpc_id)
+
+
 def _reaches(ec2, balancer, instance, port: int) -> bool:
     balancer_groups = _groups(ec2, balancer.security_groups, balancer.vpc_id)
-    instance_groups = _groups(ec2, instance.security_groups, instance.vpc_id)
+    instance_groups = _instance_groups(ec2, instance)
     subnets = [ipaddress.ip_network(subnet.cidr_block) for subnet in balancer.subnets]
     instance_ids = {group.id for group in instance_groups}
     address = ipaddress.ip_network(f"{instance.private_ip}/32")
