@@ -13,6 +13,14 @@ from sandbox.machines import instances as machines
 from tests.test_sandbox_instances import BAKE_KEY_TAGS, connect, launch, out, ssh_group
 
 
+def _launch_from(ec2, image: str, key: str) -> tuple[dict, str]:
+    """An instance of `image` this host may SSH into, and its key."""
+    pem = ec2.create_key_pair(KeyName=key, TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName=key,
+                                 SecurityGroupIds=[ssh_group(ec2)])["Instances"][0]
+    return instance, pem
+
+
 def test_an_image_holds_the_instance_and_copies_share_its_layer(clean_sandbox):
     ec2 = boto3.client("ec2")
     state = clean_sandbox.state_dir
@@ -28,10 +36,7 @@ def test_an_image_holds_the_instance_and_copies_share_its_layer(clean_sandbox):
     assert usage[image]["bytes"] == usage[copy]["bytes"] > 0
     assert usage[image]["own_bytes"] == 0  # shared with the copy, held once on disk
 
-    pem2 = ec2.create_key_pair(KeyName="runner2", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
-    second = ec2.run_instances(ImageId=copy, MinCount=1, MaxCount=1,
-                               KeyName="runner2", SecurityGroupIds=[ssh_group(ec2)])[
-        "Instances"][0]
+    second, pem2 = _launch_from(ec2, copy, "runner2")
     with connect(clean_sandbox, second, pem2) as ssh:
         assert out(ssh, "cat /etc/kiln-marker") == "baked"
 
@@ -57,10 +62,7 @@ def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_
     assert os.stat(layer / "usr" / "bin" / "yes").st_rdev == 0  # a whiteout
     assert Path("/usr/bin/yes").is_file()  # the host's is untouched
 
-    pem2 = ec2.create_key_pair(KeyName="runner", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
-    second = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                               KeyName="runner", SecurityGroupIds=[ssh_group(ec2)])[
-        "Instances"][0]
+    second, pem2 = _launch_from(ec2, image, "runner")
     with connect(clean_sandbox, second, pem2) as ssh:
         assert out(ssh, "cat /data/file /usr/local/bin/kiln-tool") == "top\ntool"
         assert ssh.run("test -e /usr/bin/yes", warn=True, hide=True).failed
