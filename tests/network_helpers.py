@@ -108,9 +108,14 @@ def balancer_groups(ec2, vpc: str, *ports: int) -> list[str]:
     ec2.authorize_security_group_ingress(GroupId=public, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]} for port in ports])
-    default = ec2.describe_security_groups(Filters=[
-        {"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}])
-    return [public, default["SecurityGroups"][0]["GroupId"]]
+    return [public, default_group(ec2, vpc)]
+
+
+def default_group(ec2, vpc: str) -> str:
+    """The VPC's default security group (its members admit each other)."""
+    return ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}])[
+        "SecurityGroups"][0]["GroupId"]
 
 
 @pytest.fixture

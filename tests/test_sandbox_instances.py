@@ -17,6 +17,7 @@ from sandbox.control import ensure_up
 from sandbox.machines import instances as machines
 from sandbox.patches.base_images import AMAZON
 from sandbox.sshd import Sshd, current_user
+from tests.network_helpers import default_group
 
 BAKE_KEY_TAGS = [{"ResourceType": "key-pair",
                   "Tags": [{"Key": "kiln:role", "Value": "bake-key"}]}]
@@ -61,9 +62,7 @@ def launch(ec2, key_name: str = "bake-key", key_type: str = "rsa",
     pem = ec2.create_key_pair(KeyName=key_name, KeyType=key_type,
                               TagSpecifications=tags)["KeyMaterial"]
     # SSH from here, and the default group's members (a load balancer in it) as well.
-    default = ec2.describe_security_groups(Filters=[
-        {"Name": "group-name", "Values": ["default"]},
-        {"Name": "vpc-id", "Values": [default_vpc(ec2)]}])["SecurityGroups"][0]["GroupId"]
+    default = default_group(ec2, default_vpc(ec2))
     instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
                                  KeyName=key_name, SecurityGroupIds=[ssh_group(ec2), default])[
         "Instances"][0]

@@ -83,6 +83,9 @@ def test_the_instance_security_group_decides_what_the_load_balancer_reaches(clea
     until(state("unhealthy"), timeout=30)
     assert health(group)[0]["Reason"] == "Target.Timeout"
     assert get(balancer["DNSName"], 80, "/hostname")[0] == 504
+    # The server's log says which rule is missing (AWS only drops the packets).
+    assert f"cannot reach {instance['InstanceId']} on port {APP_PORT}" in \
+        clean_sandbox.moto.log.read_text()
 
     ec2.authorize_security_group_ingress(GroupId=app_group,
                                          IpPermissions=_rule(APP_PORT, lb_group))
@@ -139,6 +142,8 @@ def test_the_load_balancer_security_group_decides_which_clients_reach_a_listener
         return False
 
     assert refused("none yet")
+    assert f"drops 127.0.0.1 on port 8088: none of its security groups ({lb_group})" in \
+        clean_sandbox.moto.log.read_text()
     ec2.authorize_security_group_ingress(GroupId=lb_group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 8088, "ToPort": 8088,
          "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}])
@@ -184,6 +189,8 @@ def test_ssh_reaches_an_instance_only_from_what_its_groups_admit_on_port_22(clea
                  "IpRanges": [{"CidrIp": cidr}]}]
 
     assert not session_opens()  # no rule at all
+    assert f"instance {instance['InstanceId']} admits SSH from nowhere" in \
+        clean_sandbox.moto.log.read_text()
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=ssh_from("10.0.0.0/8"))
     assert not session_opens()  # a rule for other addresses
     ec2.authorize_security_group_ingress(GroupId=group,

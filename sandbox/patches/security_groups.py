@@ -24,7 +24,10 @@ The load balancers check every connection, so a rule changed takes effect on the
 from __future__ import annotations
 
 import ipaddress
+import sys
 from pathlib import Path
+
+_noted: set[str] = set()
 
 
 def apply(state_dir: Path) -> None:
@@ -58,8 +61,14 @@ def ssh_sources(state_dir: Path, ec2, instance) -> list[str]:
 
     port = Sshd(state_dir).port
     groups = _instance_groups(ec2, instance)
-    return sorted({rule.ip_range["CidrIp"] for group in groups for rule in group.ingress_rules
-                   if port and _carries(rule, port) and rule.ip_range.get("CidrIp")})
+    sources = sorted({rule.ip_range["CidrIp"] for group in groups
+                      for rule in group.ingress_rules
+                      if port and _carries(rule, port) and rule.ip_range.get("CidrIp")})
+    if not sources:
+        _note(f"instance {instance.id} admits SSH from nowhere: none of its security groups "
+              f"({', '.join(g.id for g in groups)}) has a rule for TCP port {port}, the "
+              "sandbox sshd's (kiln.bake.ssh_port)")
+    return sources
 
 
 def _readmitting(method, state_dir: Path):
@@ -69,12 +78,12 @@ def _readmitting(method, state_dir: Path):
     def changed(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
         group = kwargs.get("group_name_or_id") or (args[0] if args else None)
-        for reservation in list(self.reservations.values()):
-            for instance in reservation.instances:
-                groups = _instance_groups(self, instance)
-                if group in {g.id for g in groups} | {g.name for g in groups}:
-                    instances.readmit(state_dir, instance.id,
-                                      ssh_sources(state_dir, self, instance))
+        for instance in self.all_instances():
+            if not instance.key_name:
+                continue  # no key, no line in the sandbox sshd to follow the rules
+            groups = _instance_groups(self, instance)
+            if group in {g.id for g in groups} | {g.name for g in groups}:
+                instances.readmit(state_dir, instance.id, ssh_sources(state_dir, self, instance))
         return result
 
     changed.__name__ = method.__name__
@@ -88,13 +97,16 @@ def admits(target_group_arn: str, balancer_arns, instance_id: str, port: int) ->
 
     _, _, _, region, account, _ = target_group_arn.split(":", 5)
     ec2, elbv2 = ec2_backends[account][region], elbv2_backends[account][region]
-    instance = _instance(ec2, instance_id)
+    instance = ec2.get_instance_by_id(instance_id)
     if instance is None:
         return False
     for arn in balancer_arns:
         balancer = elbv2.load_balancers.get(arn)
         if balancer is not None and _reaches(ec2, balancer, instance, port):
             return True
+    _note(f"load balancer {', '.join(balancer_arns) or '(none)'} cannot reach {instance_id} on "
+          f"port {port}: no security group rule lets it out of the balancer's groups and into "
+          f"the instance's ({', '.join(g.id for g in _instance_groups(ec2, instance))})")
     return False
 
 
@@ -116,40 +128,43 @@ def admits_client(where: tuple[str, str], balancer_arn: str, port: int, client: 
             cidr = rule.ip_range.get("CidrIp")
             if _carries(rule, port) and cidr and address in ipaddress.ip_network(cidr):
                 return True
+    _note(f"load balancer {balancer_arn} drops {client} on port {port}: none of its security "
+          f"groups ({', '.join(balancer.security_groups) or 'the VPC default'}) admits it")
     return False
 
 
-def _instance(ec2, instance_id: str):
-    for reservation in ec2.reservations.values():
-        for instance in reservation.instances:
-            if instance.id == instance_id:
-                return instance
-    return None
-
-
 def _groups(ec2, ids_or_groups, vpc_id: str) -> list:
-    found = [ec2.get_security_group_from_id(g) if isinstance(g, str) else g
-             for g in ids_or_groups]
-    found = [group for group in found if group is not None]
+    """The groups (ids or groups, each once), or the VPC's default group when there are none."""
+    found = {}
+    for group in ids_or_groups:
+        group = ec2.get_security_group_from_id(group) if isinstance(group, str) else group
+        if group is not None:
+            found[group.id] = group
     if not found:
         default = ec2.get_security_group_from_name("default", vpc_id=vpc_id)
-        found = [default] if default is not None else []
-    return found
+        return [default] if default is not None else []
+    return list(found.values())
 
 
 def _instance_groups(ec2, instance) -> list:
     """The instance's groups: its own and its network interfaces' (RunInstances given
-    NetworkInterfaces puts them there), else its VPC's default group."""
-    found = {}
-    for group in [*instance.security_groups,
-                  *(g for nic in instance.nics.values() for g in nic.group_set)]:
-        group = ec2.get_security_group_from_id(group) if isinstance(group, str) else group
-        if group is not None:
-            found[group.id] = group
-    return list(found.values()) or _groups(ec2, [], instance.vpc_id)
+    NetworkInterfaces puts them there)."""
+    return _groups(ec2, [*instance.security_groups,
+                         *(g for nic in instance.nics.values() for g in nic.group_set)],
+                   instance.vpc_id)
+
+
+def _note(message: str) -> None:
+    """Say once in the server's log (moto.log) what a security group dropped, and why: AWS
+    says nothing, but a sandbox can point at the rule that is missing."""
+    if message not in _noted:
+        _noted.add(message)
+        print(f"sandbox: {message}", file=sys.stderr, flush=True)
 
 
 def _reaches(ec2, balancer, instance, port: int) -> bool:
+    """The balancer's egress lets it out to the instance, and the instance's ingress lets it in
+    (from the balancer's groups, or CIDRs covering every subnet of the balancer)."""
     balancer_groups = _groups(ec2, balancer.security_groups, balancer.vpc_id)
     instance_groups = _instance_groups(ec2, instance)
     subnets = [ipaddress.ip_network(subnet.cidr_block) for subnet in balancer.subnets]
