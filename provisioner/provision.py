@@ -202,7 +202,12 @@ def wait_for_ssh(target: SshTarget, timeout: float) -> float:
             with attempt:
                 left = timeout - (time.monotonic() - started)
                 with connection(target, connect_timeout=min(10, max(1, left))) as conn:
-                    conn.run("true", hide=True)
+                    try:
+                        conn.run("true", hide=True)
+                    finally:
+                        # Fabric closes only a connection that opened: a refused one would
+                        # wait in the instance sshd's queue (MaxStartups) until its grace time.
+                        conn.client.close()
     except RetryError as error:
         cause = error.last_attempt.exception()
         raise KilnError(f"SSH to {target.where} not ready after {timeout:g} s "

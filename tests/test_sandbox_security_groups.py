@@ -8,11 +8,15 @@ and the balancer's groups let it out; anything else is dropped, so health checks
 
 import functools
 import http.client
+import threading
 
 import boto3
 import paramiko
+import pytest
 
-from sandbox.sshd import Sshd
+from cloud.errors import KilnError
+from provisioner.provision import SshTarget, console_fingerprints, wait_for_ssh
+from sandbox.sshd import Sshd, current_user
 from tests.network_helpers import get, health, until
 from tests.test_sandbox_instances import BAKE_KEY_TAGS, base_image, connect, ssh_group
 
@@ -176,11 +180,13 @@ def test_ssh_reaches_an_instance_only_from_what_its_groups_admit_on_port_22(clea
                                  KeyName="bake", SecurityGroupIds=[group])["Instances"][0]
 
     def session_opens() -> bool:
+        ssh = connect(clean_sandbox, instance, pem)
         try:
-            with connect(clean_sandbox, instance, pem) as ssh:
-                return ssh.run("true", hide=True).ok
+            return ssh.run("true", hide=True).ok
         except paramiko.AuthenticationException:
             return False
+        finally:
+            ssh.client.close()  # a refused one too (see the next test)
 
     port = Sshd(clean_sandbox.state_dir).port  # the instances' SSH port here, as the bake's
 
@@ -200,3 +206,23 @@ def test_ssh_reaches_an_instance_only_from_what_its_groups_admit_on_port_22(clea
     assert session_opens()
     ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=ssh_from("127.0.0.0/8"))
     assert not session_opens()
+
+
+def test_a_refused_ssh_wait_leaves_no_connection_open(clean_sandbox):
+    """Each attempt of the bake's SSH wait that the instance refuses is closed, not left in the
+    instance sshd's pre-authentication queue until its grace time (ten of those and sshd drops
+    new connections: MaxStartups)."""
+    ec2 = boto3.client("ec2")
+    _vpc, _subnets, group = _default_vpc_with_a_group(ec2)  # no rule: every attempt refused
+    pem = ec2.create_key_pair(KeyName="bake", TagSpecifications=BAKE_KEY_TAGS)["KeyMaterial"]
+    instance = ec2.run_instances(ImageId=base_image(ec2), MinCount=1, MaxCount=1,
+                                 KeyName="bake", SecurityGroupIds=[group])["Instances"][0]
+    console = ec2.get_console_output(InstanceId=instance["InstanceId"])["Output"]
+    target = SshTarget(instance["InstanceId"], "127.0.0.1", Sshd(clean_sandbox.state_dir).port,
+                       current_user(), pem, console_fingerprints(console))
+    with pytest.raises(KilnError, match="not ready"):
+        wait_for_ssh(target, timeout=3)
+    transports = [t for t in threading.enumerate() if isinstance(t, paramiko.Transport)]
+    for transport in transports:
+        transport.join(timeout=2)  # a closed one ends its thread at once; an open one waits
+    assert [t for t in transports if t.is_alive()] == []
