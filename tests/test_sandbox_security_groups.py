@@ -220,9 +220,11 @@ def test_a_refused_ssh_wait_leaves_no_connection_open(clean_sandbox):
     console = ec2.get_console_output(InstanceId=instance["InstanceId"])["Output"]
     target = SshTarget(instance["InstanceId"], "127.0.0.1", Sshd(clean_sandbox.state_dir).port,
                        current_user(), pem, console_fingerprints(console))
+    before = set(threading.enumerate())  # other tests' sessions in this process are theirs
     with pytest.raises(KilnError, match="not ready"):
         wait_for_ssh(target, timeout=3)
-    transports = [t for t in threading.enumerate() if isinstance(t, paramiko.Transport)]
+    transports = [t for t in threading.enumerate()
+                  if isinstance(t, paramiko.Transport) and t not in before]
     for transport in transports:
         transport.join(timeout=2)  # a closed one ends its thread at once; an open one waits
     assert [t for t in transports if t.is_alive()] == []
