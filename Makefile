@@ -6,10 +6,14 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# Every Python package comes from uv.lock (exact versions and hashes); uv itself is pinned by
+# hash in requirements/uv.txt. `make lock` refreshes the lock on purpose (README: upgrading).
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 # checkov (a judge in tests/test_judges.py) pins an older boto3 than moto's server needs, so it
-# lives in a venv of its own; the tests run its binary.
+# lives in a venv of its own, from the same lock's `checkov` group; the tests run its binary.
 CHECKOV_VENV := .venv-checkov
-CHECKOV := checkov==3.3.30
 INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
@@ -22,7 +26,7 @@ APT_PACKAGES += $(shell cat $(VENDOR)/*/debian-packages)
 export PATH := $(VENDOR)/chef/bin:$(VENDOR)/fpm/bin:$(PATH)
 endif
 
-.PHONY: setup apt venv demo test lint clean
+.PHONY: setup apt venv lock demo test lint clean
 
 setup: apt venv
 
@@ -38,16 +42,26 @@ apt:
 
 venv: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+$(UV): requirements/uv.txt
+	@[ -x $(UV_VENV)/bin/python ] || $(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install -q --require-hashes -r requirements/uv.txt
 	@touch $@
 
-$(CHECKOV_VENV)/.installed: Makefile
-	@[ -x $(CHECKOV_VENV)/bin/python ] || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q '$(CHECKOV)'
+# Two steps: the locked setuptools goes in first, then builds Kiln's editable install.
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync -q --locked --python $(PYTHON) --no-install-project
+	$(UV) sync -q --locked --python $(PYTHON)
 	@touch $@
+
+$(CHECKOV_VENV)/.installed: pyproject.toml uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CHECKOV_VENV) $(UV) sync -q --locked --python $(PYTHON) \
+		--only-group checkov --no-install-project
+	@touch $@
+
+# Refresh uv.lock from pyproject.toml's ranges (newest that fit); then run the suite and commit
+# both. `make lock ARGS="--upgrade-package moto"` moves one package.
+lock: $(UV)
+	$(UV) lock $(ARGS)
 
 demo: setup
 	$(INVOKE) demo
