@@ -4,7 +4,7 @@ Run as `python -m sandbox.server --port N --state-dir DIR`; `sandbox.control` st
 
 The server keeps each request as it arrived (the raw request line's target and the body's bytes)
 in the WSGI environ before moto sees it, because SigV4 is computed over those and a framework's
-decoded view of them differs (sandbox.sigv4).
+decoded view of them differs (sandbox.aws.iam.sigv4).
 """
 
 import argparse
@@ -14,8 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox.patches import apply_all
-from sandbox.patches.access_control import RAW_BODY, RAW_TARGET
+from sandbox.aws import apply_all
+from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 
 
 class KeepRaw:

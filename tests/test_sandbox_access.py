@@ -1,4 +1,4 @@
-"""The sandbox authenticates and authorizes every request as AWS does (sandbox/patches/
+"""The sandbox authenticates and authorizes every request as AWS does (sandbox/aws/
 access_control.py): its own credentials, identity policies, trust policies, key policies."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox import identities
+from sandbox.aws.iam import identities
 from tests.image_helpers import make_image
 
 PROD = "222222222222"

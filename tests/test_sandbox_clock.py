@@ -1,8 +1,8 @@
 """One clock for the sandbox: the load balancers' periods and intervals follow
 kiln.sandbox.time_scale like the moto server's pending states, never faster than 60×."""
 
-from sandbox.network import clock
-from sandbox.patches import timing
+from sandbox import clock
+from sandbox.aws import timing
 
 
 def test_the_network_clock_follows_the_sandbox_time_scale(tmp_path, monkeypatch):

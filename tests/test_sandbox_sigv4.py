@@ -1,5 +1,5 @@
-"""The sandbox checks SigV4 from the request as it arrived (sandbox/sigv4.py), not from a WSGI
-framework's decoded view of it: query values with encoded `/`, `+`, `%`, spaces, unicode and
+"""The sandbox checks SigV4 from the request as it arrived (sandbox/aws/iam/sigv4.py), not from a
+WSGI framework's decoded view of it: query values with encoded `/`, `+`, `%`, spaces, unicode and
 repeated names verify, and a signature over anything else than the wire's bytes is refused."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from sandbox import sigv4
+from sandbox.aws.iam import sigv4
 
 AWKWARD = ["el9/", "a+b", "100%", "two words", "naïve/ключ", "x=y&z", "~tilde", "semi;colon"]
 CREDENTIALS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")

@@ -4,19 +4,19 @@
   access key, or the temporary key of an assumed role with its session token); an unknown key or a
   bad signature is refused (InvalidClientTokenId / SignatureDoesNotMatch, AuthFailure for EC2).
   Unsigned requests are anonymous: only S3 object reads a bucket policy grants to `*` pass.
-- Authorization (sandbox/policy.py evaluates): the caller's identity policies (user, its groups,
-  or the assumed role's inline and attached policies) must allow the action on the resource and
-  none may deny it; for AssumeRole the role must exist and its trust policy allow the caller
+- Authorization (sandbox/aws/iam/policy.py evaluates): the caller's identity policies (user, its
+  groups, or the assumed role's inline and attached policies) must allow the action on the resource
+  and none may deny it; for AssumeRole the role must exist and its trust policy allow the caller
   (principal, sts:ExternalId); KMS calls need the key policy (or a grant) too, and a key policy
-  statement for the account root defers to the caller's identity policies; S3 bucket policies
-  allow and deny beside identity policies. Handing a role to EC2 (an instance profile in
-  RunInstances, or in the launch template of CreateAutoScalingGroup / UpdateAutoScalingGroup)
-  needs iam:PassRole on the role (sandbox/resources.py: passed_roles).
+  statement for the account root defers to the caller's identity policies; S3 bucket policies allow
+  and deny beside identity policies. Handing a role to EC2 (an instance profile in RunInstances, or
+  in the launch template of CreateAutoScalingGroup / UpdateAutoScalingGroup) needs iam:PassRole on
+  the role (sandbox/aws/iam/arns.py: passed_roles).
 - A denial answers AccessDenied (UnauthorizedOperation for EC2) naming identity, action and
   resource, as AWS's message does, and is logged to `iam.log` in the state directory.
 - moto's own unauthenticated control endpoints that would switch this off or read secrets
   (`/moto-api/reset-auth`, `data.json`, the dashboard, seeding, state transitions, the recorder)
-  are refused; `/moto-api/reset` needs the sandbox's reset token (sandbox/identities.py).
+  are refused; `/moto-api/reset` needs the sandbox's reset token (sandbox/aws/iam/identities.py).
 - The `x-moto-account-id` header, which lets moto callers pick their account, is ignored: the
   account is the one the access key belongs to.
 """
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, unquote
 
-from sandbox import actions, identities, sigv4
-from sandbox import policy as iam
-from sandbox.resources import ec2_targets, keys_used, passed_roles, resource_for
+from sandbox.aws.iam import actions, identities, sigv4
+from sandbox.aws.iam import policy as iam
+from sandbox.aws.iam.arns import ec2_targets, keys_used, passed_roles, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 # Where sandbox.server keeps the request as it arrived, in the WSGI environ.
@@ -350,10 +350,10 @@ def _check_copy_source(call: Call, caller: Caller, params: dict) -> None:
 
 
 def _unknown_operation(call: Call, caller: Caller) -> None:
-    """No action in the sandbox's table (sandbox.actions): refused rather than guessed."""
+    """No action in the sandbox's table (sandbox.aws.iam.actions): refused rather than guessed."""
     name = f"{actions.prefix(call.service)}:{call.operation or '(no operation)'}"
-    _deny(call, caller, name, "*", "the sandbox's IAM table (sandbox/actions.py) has no action "
-          "for this operation")
+    _deny(call, caller, name, "*", "the sandbox's IAM table (sandbox/aws/iam/actions.py) has "
+          "no action for this operation")
 
 
 def _check_keys_used(call: Call, caller: Caller, action: str, params: dict) -> None:

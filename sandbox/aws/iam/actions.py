@@ -13,7 +13,7 @@ its tests call is here, with the action AWS documents.
 The operation itself is read from the request as AWS's protocols carry it: the `Action`
 parameter (query and EC2 protocols), the `X-Amz-Target` header (JSON), the path
 `/service/…/operation/NAME` (Smithy RPC v2 CBOR), and for S3's REST API the method, path and
-sub-resource (sandbox.actions.s3_operation).
+sub-resource (sandbox.aws.iam.actions.s3_operation).
 """
 
 from __future__ import annotations

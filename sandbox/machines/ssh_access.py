@@ -1,6 +1,6 @@
 """Sandbox bake instances: how the sandbox's EC2 reaches its machines over SSH.
 
-The sandbox's EC2 (moto, patched by sandbox.patches.instances) calls `launch` at RunInstances,
+The sandbox's EC2 (moto, patched by sandbox.aws.ec2.run_instances) calls `launch` at RunInstances,
 the way cloud-init would on AWS: the instance starts as a machine of its own
 (sandbox.machines.instances: namespaces over layers, Amazon Linux 2023 to the software on it),
 and, when its key pair is one that Kiln's bake created in this sandbox, the key pair's public key
