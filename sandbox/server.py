@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sandbox.aws import apply_all
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
+from sandbox.aws.seams import SeamChanged
 
 
 class KeepRaw:
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     # As on AWS: RunInstances refuses an AMI id that does not exist.
     os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
     os.environ.setdefault("MOTO_PORT", str(args.port))
-    applied = apply_all(args.state_dir.resolve())
+    try:
+        applied = apply_all(args.state_dir.resolve())
+    except SeamChanged as error:  # a moto upgrade moved what the sandbox stands on
+        print(f"sandbox: refusing to start: {error}", file=sys.stderr, flush=True)
+        sys.exit(3)
     print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
     serve(args.host, args.port)
 

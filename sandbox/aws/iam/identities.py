@@ -24,7 +24,7 @@ BUILD_ACCOUNT = "123456789012"
 CREDENTIALS = "credentials.json"
 RESET_HEADER = "X-Sandbox-Reset-Token"
 ORGANIZATION_ROLE = "OrganizationAccountAccessRole"
-OPERATOR_POLICY = Path(__file__).resolve().parent.parent / "cloud" / "policies" / "operator.json"
+OPERATOR_POLICY = Path(__file__).resolve().parents[3] / "cloud" / "policies" / "operator.json"
 ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 USERS = {"admin": "kiln-admin", "operator": "kiln-operator"}
