@@ -101,6 +101,10 @@ def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
                           "The request signature we calculated does not match the signature "
                           "you provided. Check your AWS Secret Access Key and signing method.",
                           403)
+    late = sigv4.skew(wire, auth)
+    if late:
+        code = "RequestTimeTooSkewed" if s3 else "SignatureDoesNotMatch"
+        raise _auth_error(self, code, late, 403)
     call = _call(self, wire, auth, key, s3)
     _check_permitted(call, resource)
 
@@ -157,18 +161,32 @@ def _auth_error(response, code: str, message: str, status: int):
     from moto.core.exceptions import _RESTError
 
     if _is_s3(response):
-        from moto.s3 import exceptions
-
-        return {"InvalidClientTokenId": exceptions.S3InvalidAccessKeyIdError,
-                "SignatureDoesNotMatch": exceptions.S3SignatureDoesNotMatchError}.get(
-            code, lambda: exceptions.S3ClientError(code, message))()
-    if response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2":
-        code, message = "AuthFailure", "AWS was not able to validate the provided access " \
-                                       "credentials"
-        status = 401
+        s3_code = {"InvalidClientTokenId": "InvalidAccessKeyId"}.get(code, code)
+        return _s3_error(s3_code, message, status)
+    if (response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2") \
+            and code != "IncompleteSignature":
+        if message.startswith("Signature "):  # expired or not yet current
+            code, message, status = "RequestExpired", "Request has expired.", 400
+        else:
+            code, message = "AuthFailure", "AWS was not able to validate the provided access " \
+                                           "credentials"
+            status = 401
     error = _RESTError(code, message)
     error.code = status
     return _as_json(response, error)
+
+
+def _s3_error(code: str, message: str, status: int):
+    """S3's bare <Error> document with AWS's status (moto's S3 errors have no status for these)."""
+    from xml.sax.saxutils import escape
+
+    from moto.core.exceptions import _RESTError
+
+    error = _RESTError(code, message)
+    error.description = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}'
+                         f"</Code><Message>{escape(message)}</Message></Error>")
+    error.code = status
+    return error
 
 
 def _service_of(response) -> str:
@@ -245,6 +263,7 @@ class Caller:
 
     def __init__(self, call: Call):
         key = call.key
+        self.key = key
         self.account = call.account
         self.partition = key.partition
         self.arn = key.arn
@@ -266,7 +285,9 @@ class Caller:
         backend = iam_backends[self.account][self.partition]
         if self.role:
             role = identities.role_by_arn(self.role_arn)
-            if role is None:  # deleted since it was assumed: its sessions may do nothing
+            if role is None or identities.newer_than_session(role, self.key):
+                # deleted since it was assumed, or deleted and made again under the same name
+                # (a new role id, as on AWS): the old session's permissions are gone
                 return []
             found = list(role.policies.values())
             found += [_document(p) for p in role.managed_policies.values()]
