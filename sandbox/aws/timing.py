@@ -22,10 +22,12 @@ scale, sandbox/clock.py):
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 from sandbox import clock
+from sandbox.aws import seams
 
 INSTANCE_PENDING = 30
 IMAGE_VISIBLE = 5
@@ -205,8 +207,10 @@ def _snapshots() -> None:
     def set_status(self, value):
         self._sandbox_status = value
 
-    Snapshot.status = property(get_status, set_status)
-    Snapshot.progress = property(lambda self: "100%" if self.status == "completed" else "42%")
+    seams.add(Snapshot, "status", property(get_status, set_status), owner=__name__)
+    seams.replace(Snapshot, "progress",
+                  property(lambda self: "100%" if self.status == "completed" else "42%"),
+                  signature="(self) -> str", owner=__name__)
 
 
 # --- instances --------------------------------------------------------------------------------
@@ -243,7 +247,7 @@ def _instances() -> None:
             self._sandbox_running_at = None
         self._sandbox_state = value
 
-    Instance._state = property(get_state, set_state)
+    seams.add(Instance, "_state", property(get_state, set_state), owner=__name__)
 
 
 # --- Auto Scaling -----------------------------------------------------------------------------
@@ -264,47 +268,51 @@ def _autoscaling() -> None:
             self._sandbox_in_service = clock.after(ASG_PENDING)
         self._sandbox_lifecycle = value
 
-    InstanceState.lifecycle_state = property(get_lifecycle, set_lifecycle)
+    seams.add(InstanceState, "lifecycle_state", property(get_lifecycle, set_lifecycle),
+              owner=__name__)
 
 
 # --- target health ----------------------------------------------------------------------------
 
 def _target_health() -> None:
-    from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+    from moto.elbv2.models import FakeTargetGroup
 
-    original_register = FakeTargetGroup.register
+    def pending_first(moto_register):
+        def register(self, targets):
+            registered = self.__dict__.setdefault("_sandbox_registered", {})
+            wait = int(self.health_check_interval_seconds) * int(self.healthy_threshold_count)
+            running = []
+            for target in targets:
+                if target["Id"] not in self.targets:
+                    registered[target["Id"]] = clock.after(wait)
+                if _still_pending(self, target["Id"]):
+                    # Auto Scaling registers its instances as they launch; moto asks them to run.
+                    self.targets[target["Id"]] = {"Id": target["Id"],
+                                                  "Port": target.get("Port", self.port)}
+                else:
+                    running.append(target)
+            return moto_register(self, running)
 
-    def register(self, targets):
-        registered = self.__dict__.setdefault("_sandbox_registered", {})
-        wait = int(self.health_check_interval_seconds) * int(self.healthy_threshold_count)
-        running = []
-        for target in targets:
-            if target["Id"] not in self.targets:
-                registered[target["Id"]] = clock.after(wait)
-            if _still_pending(self, target["Id"]):
-                # Auto Scaling registers its instances as they launch; moto asks them to run.
-                self.targets[target["Id"]] = {"Id": target["Id"],
-                                              "Port": target.get("Port", self.port)}
-            else:
-                running.append(target)
-        return original_register(self, running)
+        return register
 
-    FakeTargetGroup.register = register
-    original_health = ELBv2Backend.describe_target_health
+    seams.wrap(FakeTargetGroup, "register", pending_first,
+               signature="(self, targets: list[dict[str, typing.Any]]) -> None", owner=__name__)
 
-    def describe_target_health(self, target_group_arn, targets):
-        statuses = original_health(self, target_group_arn, targets)
-        group = self.target_groups.get(target_group_arn)
-        registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
-        for target_id, moment in list(registered.items()):
-            if clock.passed(moment):  # requests run on threads: another may have dropped it already
-                registered.pop(target_id, None)
-        return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
-                                 "Elb.InitialHealthChecking", "Initial health checks in progress")
-                if s.status == "healthy" and s.instance_id in registered else s
-                for s in statuses]
 
-    ELBv2Backend.describe_target_health = describe_target_health
+def initial_until_checked(backend, target_group_arn: str, statuses: list) -> list:
+    """A step of DescribeTargetHealth (sandbox.aws.elbv2.target_health's): a target registered
+    less than HealthyThresholdCount x HealthCheckIntervalSeconds ago is `initial`."""
+    from moto.elbv2.models import FakeHealthStatus
+
+    group = backend.target_groups.get(target_group_arn)
+    registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
+    for target_id, moment in list(registered.items()):
+        if clock.passed(moment):  # requests run on threads: another may have dropped it already
+            registered.pop(target_id, None)
+    return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
+                             "Elb.InitialHealthChecking", "Initial health checks in progress")
+            if s.status == "healthy" and s.instance_id in registered else s
+            for s in statuses]
 
 
 def _still_pending(group, target_id: str) -> bool:
@@ -318,29 +326,33 @@ def _still_pending(group, target_id: str) -> bool:
 def _instance_profiles() -> None:
     from moto.ec2.responses import instances as responses
 
-    original = responses.filter_iam_instance_profiles
+    def not_yet_visible(moto_filter):
+        return functools.partial(_filter_iam_instance_profiles, moto_filter)
 
-    def filter_iam_instance_profiles(account_id, partition, iam_instance_profile_arn,
-                                     iam_instance_profile_name):
-        from moto.ec2.exceptions import EC2ClientError
+    seams.wrap(responses, "filter_iam_instance_profiles", not_yet_visible,
+               signature="(account_id: str, partition: str, iam_instance_profile_arn: str | None, "
+                         "iam_instance_profile_name: str | None) -> Any", owner=__name__)
 
-        given = iam_instance_profile_arn or iam_instance_profile_name
-        field = "arn" if iam_instance_profile_arn else "name"
-        invalid = EC2ClientError("InvalidParameterValue",
-                                 f"Value ({given}) for parameter iamInstanceProfile.{field} is "
-                                 f"invalid. Invalid IAM Instance Profile {field}")
-        try:
-            profile = original(account_id, partition, iam_instance_profile_arn,
-                               iam_instance_profile_name)
-        except EC2ClientError:
-            raise
-        except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
-            raise invalid from None
-        if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
-            raise invalid
-        return profile
 
-    responses.filter_iam_instance_profiles = filter_iam_instance_profiles
+def _filter_iam_instance_profiles(moto_filter, account_id, partition, iam_instance_profile_arn,
+                                  iam_instance_profile_name):
+    from moto.ec2.exceptions import EC2ClientError
+
+    given = iam_instance_profile_arn or iam_instance_profile_name
+    field = "arn" if iam_instance_profile_arn else "name"
+    invalid = EC2ClientError("InvalidParameterValue",
+                             f"Value ({given}) for parameter iamInstanceProfile.{field} is "
+                             f"invalid. Invalid IAM Instance Profile {field}")
+    try:
+        profile = moto_filter(account_id, partition, iam_instance_profile_arn,
+                              iam_instance_profile_name)
+    except EC2ClientError:
+        raise
+    except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
+        raise invalid from None
+    if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
+        raise invalid
+    return profile
 
 
 def _old_enough(created, seconds: float) -> bool:
