@@ -53,6 +53,19 @@ def test_two_owners_of_one_attribute_are_refused(monkeypatch):
         seams.replace(target, "method", Moto.method, signature="(self, a, b=1)", owner="second")
 
 
+def test_an_added_attribute_is_refused_once_moto_has_its_own(monkeypatch):
+    monkeypatch.setattr(seams, "SEAMS", {})
+    target = type("Target", (Moto,), {})
+    seams.add(target, "extra", 1, owner="sandbox.aws.here")
+    seams.add(target, "extra", 2, owner="sandbox.aws.here")  # again: nothing changes
+    assert target.extra == 1 and seams.SEAMS[seams.dotted(target, "extra")].signature is None
+    with pytest.raises(seams.SeamChanged, match=rf"moto {seams.moto_version()} now has "
+                                                r".*Moto\.method, which sandbox.aws.here adds"):
+        seams.add(Moto, "method", None, owner="sandbox.aws.here")
+    with pytest.raises(seams.SeamChanged, match="replaced by both sandbox.aws.here and other"):
+        seams.add(target, "extra", 3, owner="other")
+
+
 CHANGED_MOTO = """
 from moto.ec2.models.amis import AmiBackend
 

@@ -10,17 +10,18 @@ fixed sample text).
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 from pathlib import Path
 
+from sandbox.aws import seams
 from sandbox.sshd import Sshd
 
 
 def apply(state_dir: Path) -> None:
     from moto.ec2.responses.general import General
 
-    General.get_console_output = _with_host_keys(General.get_console_output, state_dir)
+    seams.wrap(General, "get_console_output", lambda moto: _with_host_keys(moto, state_dir),
+               signature="(self) -> moto.core.responses.ActionResult", owner=__name__)
 
 
 def console_text(state_dir: Path) -> str:
@@ -42,7 +43,6 @@ def console_text(state_dir: Path) -> str:
 
 
 def _with_host_keys(get_console_output, state_dir: Path):
-    @functools.wraps(get_console_output)
     def wrapper(response, *args, **kwargs):
         result = get_console_output(response, *args, **kwargs)
         text = console_text(state_dir)

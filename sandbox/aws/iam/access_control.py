@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, unquote
 
+from sandbox.aws import seams
 from sandbox.aws.iam import actions, identities, sigv4
 from sandbox.aws.iam import policy as iam
 from sandbox.aws.iam.arns import ec2_targets, keys_used, passed_roles, resource_for
@@ -48,9 +49,12 @@ def apply(state_dir: Path) -> None:
     from moto.core.responses import BaseResponse
 
     STATE["dir"] = state_dir
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-    ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate
-    BaseResponse.get_current_account = _current_account
+    seams.replace(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0, signature=None, owner=__name__)
+    seams.replace(ActionAuthenticatorMixin, "_authenticate_and_authorize_action", _authenticate,
+                  signature="(self, iam_request_cls: type, resource: str = '*') -> None",
+                  owner=__name__)
+    seams.replace(BaseResponse, "get_current_account", _current_account,
+                  signature="(self) -> 'str'", owner=__name__)
     _guard_moto_api(state_dir)
     identities.seed(state_dir)
 
@@ -530,20 +534,35 @@ def _guard_moto_api(state_dir: Path) -> None:
     refused = ("dashboard", "model_data", "reset_auth_response", "seed",
                "set_proxy_passthrough", "set_transition", "unset_transition")
     for name in refused:
-        setattr(responses.MotoAPIResponse, name, _refuse)
+        seams.replace(responses.MotoAPIResponse, name, _refuse,
+                      signature=_HANDLER.format(request="req" if name == "seed" else "request",
+                                                url="full_url",
+                                                answer="str" if name == "dashboard" else _ANSWER),
+                      owner=__name__)
     for name in ("reset_recording", "start_recording", "stop_recording", "upload_recording",
                  "download_recording", "replay_recording"):
-        setattr(recorder.RecorderResponse, name, _refuse)
-    reset = responses.MotoAPIResponse.reset_response
+        seams.replace(recorder.RecorderResponse, name, _refuse,
+                      signature=_HANDLER.format(request="req", url="url", answer=_ANSWER),
+                      owner=__name__)
 
-    def reset_response(self, request, full_url, headers):
-        if request.headers.get(identities.RESET_HEADER) != identities.reset_token(state_dir):
-            return 403, {}, json.dumps({"Error": "the sandbox's reset token is required"})
-        answer = reset(self, request, full_url, headers)
-        identities.seed(state_dir)
-        return answer
+    def token_required(reset):
+        def reset_response(self, request, full_url, headers):
+            if request.headers.get(identities.RESET_HEADER) != identities.reset_token(state_dir):
+                return 403, {}, json.dumps({"Error": "the sandbox's reset token is required"})
+            answer = reset(self, request, full_url, headers)
+            identities.seed(state_dir)
+            return answer
 
-    responses.MotoAPIResponse.reset_response = reset_response
+        return reset_response
+
+    seams.wrap(responses.MotoAPIResponse, "reset_response", token_required,
+               signature=_HANDLER.format(request="request", url="full_url", answer=_ANSWER),
+               owner=__name__)
+
+
+# moto's control endpoints' handlers, as inspect prints them.
+_HANDLER = "(self, {request}: Any, {url}: str, headers: Any) -> {answer}"
+_ANSWER = "tuple[int, dict[str, typing.Any], str | bytes]"
 
 
 def _refuse(self, *args, **kwargs):
