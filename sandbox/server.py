@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox.aws import apply_all
+from sandbox.aws import apply_all, seams
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 from sandbox.aws.seams import SeamChanged
 
@@ -58,26 +58,24 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))
     try:
         applied = apply_all(args.state_dir.resolve())
+        print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+        serve(args.host, args.port)
     except SeamChanged as error:  # a moto upgrade moved what the sandbox stands on
         print(f"sandbox: refusing to start: {error}", file=sys.stderr, flush=True)
         sys.exit(3)
-    print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
-    serve(args.host, args.port)
 
 
 def serve(host: str, port: int) -> None:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
     from werkzeug.serving import run_simple
 
+    parts = "moto.moto_server.werkzeug_app"
+    app = seams.uses(parts, "DomainDispatcherApplication", "sandbox.server")
+    make = seams.uses(parts, "create_backend_app", "sandbox.server")
+    handler = seams.uses(parts, "MotoRequestHandler", "sandbox.server")
     # As moto's own server: SIGTERM and SIGINT exit through Python, so cleanups run.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _exit)
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, KeepRaw(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, KeepRaw(app(make)), threaded=True, request_handler=handler)
 
 
 def _exit(signum, frame) -> None:

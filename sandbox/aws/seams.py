@@ -111,3 +111,15 @@ def add(target, name: str, value, *, owner: str) -> None:
 def _targets(full: str) -> set[int]:
     seen = SEAMS.get(full)
     return seen.targets if seen is not None else set()
+
+
+def uses(module: str, name: str, owner: str):
+    """A moto attribute the sandbox calls but does not replace (its server's WSGI parts): it
+    must exist, or the server refuses to start naming it."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise SeamChanged(f"moto {moto_version()} has no {module}.{name}, which {owner} "
+                          f"uses") from None
