@@ -70,8 +70,8 @@ def _restore_plan(repo: Repo, tree: Path) -> Plan | None:
     for version in repo.versions(REPOMD):
         body, metadata = _version(repo, REPOMD, version["VersionId"])
         digest = hashlib.sha256(body).hexdigest()
-        if digest in wanted:
-            break
+        if digest in wanted and (metadata.get(SIGNATURE_META) or not repo.pinned):
+            break  # (a copy put back without its signature would stay refused)
     else:
         say(f"repo.verify: no version of {repo.where(REPOMD)} has the bytes Kiln recorded: "
             f"rebuilding the index from the package objects")
