@@ -5,6 +5,7 @@ there, an older repomd.xml) makes Kiln delete what the current metadata lists.""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -84,8 +85,6 @@ def put_back_version(writer, revision: int) -> None:
                 "Bucket": bucket, "Key": version["Key"], "VersionId": version["VersionId"]})
             signature = s3.head_object(Bucket=bucket, Key=version["Key"])["Metadata"][
                 repo.SIGNATURE_META]
-            import base64
-
             s3.put_object(Bucket=bucket, Key=f"{version['Key']}.asc",
                           Body=base64.b64decode(signature))
             return
@@ -251,3 +250,32 @@ def test_the_ledger_never_deletes_what_the_metadata_lists_or_the_key(two, rpms, 
     for href in (ALPHA, repo.KEY_FILE, repo.REPO_FILE):
         assert target.head(href) is not None, href
     assert target.memory.read().ledger == {}
+
+
+def test_an_index_stripped_of_its_signature_is_put_back_signed(two, writer, run_invoke,
+                                                               repo_config):
+    s3, bucket, prefix = writer()
+    body = s3.get_object(Bucket=bucket, Key=prefix + repo.REPOMD)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=prefix + repo.REPOMD, Body=body)  # same bytes, unsigned
+    s3.delete_object(Bucket=bucket, Key=f"{prefix}{repo.REPOMD}.asc")
+    refused = run_invoke("repo.list", overrides=repo_config)
+    assert "repodata/repomd.xml.asc: missing" in kiln_lines(refused)[0]
+    repaired = run_invoke("repo.verify", "--repair", overrides=repo_config, check=True)
+    assert "repair plan (restore)" in repaired.stderr
+    assert names(two) == ["alpha", "beta"]
+    run_invoke("repo.verify", overrides=repo_config, check=True)
+
+
+def test_verify_records_a_repository_older_than_its_record(two, admin_aws, writer,
+                                                           repo_config):
+    """A repository Kiln wrote before it kept a record: the first verify records its index,
+    from then on an older one is refused."""
+    target = repo.Repo.of(two)
+    admin_aws.client("dynamodb").delete_item(TableName=repo_config["repo"]["lock_table"],
+                                             Key={"LockKey": {"S": target.memory.key}})
+    assert repo.verify(two)["packages"] == 2
+    recorded = target.memory.read().confirmed
+    assert (recorded.revision, recorded.packages) == (2, 2)
+    put_back_version(writer, 1)
+    with pytest.raises(KilnError, match="is revision 1, older than revision 2"):
+        repo.list_packages(two)
