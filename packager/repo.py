@@ -472,8 +472,8 @@ class Repo:
         """The ledger (kept in the repository's record, where a bucket writer cannot add to it)
         and the repodata/ listing that `retire` works from (read under the lease, before or
         after the new metadata went up: new files are live either way)."""
-        ledger = self.memory.read().ledger if self.memory else {}
-        return ledger, self.listing("repodata")
+        state = getattr(self, "state", None) or self.remembered()  # as read under this lease
+        return dict(state.ledger), self.listing("repodata")
 
     def retire(self, tree: Path, extra: list[str] = (),
                snapshot: tuple[dict, list[str]] | None = None) -> list[str]:
