@@ -384,3 +384,27 @@ def test_a_role_made_again_under_its_name_does_not_revive_old_sessions(clean_str
     fresh = client(clean_strict, "sts").assume_role(
         RoleArn="arn:aws:iam::123456789012:role/again", RoleSessionName="new")["Credentials"]
     session_client("ec2", clean_strict, fresh).describe_regions()
+
+
+def test_another_accounts_identity_needs_the_bucket_policy_too(clean_strict):
+    """Cross-account S3 needs both sides, as on AWS: prod's administrator may not write into a
+    build-account bucket whose policy does not grant prod, and may once it does; a bucket
+    policy's Deny holds against the owner's own users."""
+    s3 = client(clean_strict, "s3")
+    s3.create_bucket(Bucket="build-owned")
+    role = f"arn:aws:iam::{PROD}:role/{identities.ORGANIZATION_ROLE}"
+    prod = session_client("s3", clean_strict, client(clean_strict, "sts").assume_role(
+        RoleArn=role, RoleSessionName="prod-admin")["Credentials"])
+    error = error_of(lambda: prod.put_object(Bucket="build-owned", Key="x", Body=b"x"))
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert "another account's bucket needs both" in error.response["Error"]["Message"]
+    s3.put_bucket_policy(Bucket="build-owned", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{PROD}:root"},
+         "Action": "s3:PutObject", "Resource": "arn:aws:s3:::build-owned/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::build-owned/*"}))
+    prod.put_object(Bucket="build-owned", Key="x", Body=b"x")
+    error = error_of(lambda: s3.delete_object(Bucket="build-owned", Key="x"))
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert "s3:DeleteObject on resource: arn:aws:s3:::build-owned/x because the bucket policy " \
+        "explicitly denies it" in error.response["Error"]["Message"]

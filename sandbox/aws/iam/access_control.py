@@ -47,6 +47,7 @@ def apply(state_dir: Path) -> None:
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.core.responses import BaseResponse
+    from moto.s3.models import FakeBucket
 
     STATE["dir"] = state_dir
     seams.replace(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0, signature=None, owner=__name__)
@@ -55,8 +56,19 @@ def apply(state_dir: Path) -> None:
                   owner=__name__)
     seams.replace(BaseResponse, "get_current_account", _current_account,
                   signature="(self) -> 'str'", owner=__name__)
+    # Bucket policies are evaluated here (_bucket_allows, _anonymous_s3), every S3 request
+    # passing through; moto's own check would decide again by other rules (an empty 403 on a
+    # Deny, ACLs for unsigned reads), so moto is told each request it asks about is permitted.
+    seams.replace(FakeBucket, "get_permission", _decided_here,
+                  signature="(self, action: 'str', resource: 'str') -> 'Any'", owner=__name__)
     _guard_moto_api(state_dir)
     identities.seed(state_dir)
+
+
+def _decided_here(self, action: str, resource: str):
+    from moto.iam.access_control import PermissionResult
+
+    return PermissionResult.PERMITTED
 
 
 def _current_account(self) -> str:
@@ -451,8 +463,46 @@ def _decide(caller: Caller, action: str, resource: str, context: dict, params: d
         return _trusted(caller, resource, context, identity)
     if action.startswith("kms:"):
         return _key_allows(caller, action, resource, context, identity, region)
+    if action.startswith("s3:"):
+        return _bucket_allows(caller, action, resource, context, identity)
     if identity != iam.Result.ALLOW:
         return False, "no identity-based policy allows it"
+    return True, ""
+
+
+def _bucket_allows(caller: Caller, action: str, resource: str, context: dict,
+                   identity) -> tuple[bool, str]:
+    """S3 reads the bucket policy beside the caller's: its Deny wins; in the bucket owner's
+    account either may allow; another account's caller needs both (AWS's cross-account rule)."""
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.models import s3_backends
+
+    name = resource.partition(":::")[2].partition("/")[0]
+    try:
+        bucket = s3_backends[caller.account]["aws"].get_bucket(name) if name else None
+    except S3ClientError:
+        bucket = None
+    if bucket is None:  # ListAllMyBuckets, CreateBucket, or no such bucket: S3 answers that
+        ok = identity == iam.Result.ALLOW
+        return ok, "" if ok else "no identity-based policy allows it"
+    text = bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy
+    policy = [text] if text else []
+    # A statement naming the caller itself, and one naming its account (root) too; a grant to
+    # one's own account root defers to identity policies, as in KMS key policies.
+    direct = iam.evaluate(policy, action, resource, context,
+                          principal={"arns": caller.principal()["arns"]})
+    granted = iam.evaluate(policy, action, resource, context, principal=caller.principal())
+    if iam.Result.DENY in (direct, granted):
+        return False, "the bucket policy explicitly denies it"
+    if bucket.account_id == caller.account:
+        if iam.Result.ALLOW in (identity, direct):
+            return True, ""
+        return False, "no identity-based policy allows it"
+    if identity != iam.Result.ALLOW:
+        return False, "no identity-based policy allows it"
+    if granted != iam.Result.ALLOW:
+        return False, (f"the bucket policy of account {bucket.account_id} does not grant it "
+                       "(another account's bucket needs both)")
     return True, ""
 
 
