@@ -9,6 +9,7 @@ decoded view of them differs (sandbox.aws.iam.sigv4).
 
 import argparse
 import io
+import json
 import os
 import signal
 import sys
@@ -26,12 +27,31 @@ class KeepRaw:
         self.app = app
 
     def __call__(self, environ, start_response):
+        if not _control_allowed(environ):
+            body = json.dumps({"Error": "refused by the sandbox"}).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
         environ[RAW_TARGET] = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
         body = _read_body(environ)
         environ[RAW_BODY] = body
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
+
+
+# moto's own control API (/moto-api/…) changes what the sandbox enforces or reveals, and needs
+# no credentials: only these pass, the readiness probe and the reset (which checks the sandbox's
+# reset token itself); the dashboard, seeding, config changes, recordings and the static
+# results of other services are refused.
+CONTROL_ALLOWED = {("GET", "/moto-api/config"), ("POST", "/moto-api/reset")}
+
+
+def _control_allowed(environ) -> bool:
+    path = environ.get("PATH_INFO", "")
+    if not (path == "/moto-api" or path.startswith("/moto-api/")):
+        return True
+    return (environ.get("REQUEST_METHOD", "GET"), path.rstrip("/")) in CONTROL_ALLOWED
 
 
 def _read_body(environ) -> bytes:

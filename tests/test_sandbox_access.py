@@ -100,11 +100,17 @@ def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_
 
 
 def test_the_switches_that_would_turn_checks_off_are_refused(strict_box):
-    for path in ("reset-auth", "data.json", "reset"):
+    for method, path in (("POST", "reset-auth"), ("POST", "data.json"), ("POST", "reset"),
+                         ("POST", "config"), ("GET", "data.json"), ("GET", ""),
+                         ("POST", "static/lambda-simple/response"), ("POST", "seed"),
+                         ("GET", "recorder/download-recording")):
         request = urllib.request.Request(f"{strict_box.endpoint}/moto-api/{path}",
-                                         data=b"inf", method="POST")
+                                         data=b"inf" if method == "POST" else None,
+                                         method=method)
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(request)
+    with urllib.request.urlopen(f"{strict_box.endpoint}/moto-api/config") as probe:
+        assert probe.status in (200, 201)
     sts = client(strict_box, "sts", "operator")
 
     def pick_another_account(request, **_):
