@@ -9,14 +9,17 @@ for a tmpfs of the boot's own, "binds": [host folders shown read-only at the sam
 "hide": [host paths the instance must not see], "hostname", "address"}.
 
 The root is an overlay of the layers over a skeleton (the top-level folders and the host's
-`/bin` → `usr/bin` style links); each of the host's system folders (`/usr`, `/etc`, `/opt`,
-`/var`) is an overlay of the layers' copy of that folder over the host's, whose programs the
-instance runs. Nothing else of the host is there: not homes, not `/root`, not the sandbox's state.
-The layers are stacked where they lie on disk, so an image's files are shared by all its
-instances, never copied. Both overlays write into `upper` (the root's into it, a system folder's
-into `upper/<folder>`), which is what an image of the instance keeps. Everything mounted here
-lives in the instance's own mount namespace and goes when its last process ends; the host's
-mounts are never touched (propagation is made private first).
+`/bin` → `usr/bin` style links); each folder the host shares (HOST_SHARED: `/usr`, `/etc`) is an
+overlay of the layers' copy of that folder over the host's, whose programs the instance runs.
+Everything else is the image's: `/var` (logs, caches, dnf's and rpm's databases, `/var/tmp`),
+`/opt`, the homes and `/root` come from the layers alone (the base image's as Amazon Linux 2023
+ships them, then what images wrote), and `/tmp`, `/run` and `/dev` are the instance's own
+tmpfs; so whatever the host's history left in its own `/var` never shows. The layers are stacked
+where they lie on disk, so an image's files are shared by all its instances, never copied. Both
+overlays write into `upper` (the root's into it, a shared folder's into `upper/<folder>`), which
+is what an image of the instance keeps. Everything mounted here lives in the instance's own mount
+namespace and goes when its last process ends; the host's mounts are never touched (propagation
+is made private first).
 """
 
 from __future__ import annotations
@@ -32,8 +35,21 @@ from sandbox import userns
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
 CLOUD_INIT = "/usr/libexec/cloud-init/stage"
-# The host folders an instance runs on: its programs, their libraries and configuration.
-HOST_DIRS = ("usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The one list of what an instance takes from the host, read-only under the image's layers (an
+# instance's writes go to its own layer): the host's programs stand in for the packages of an
+# AMI. Nothing of the host's state is there: /var, /opt, homes come from the image alone.
+HOST_SHARED = {
+    "usr": "the programs and libraries an instance runs (sh, python3, dnf, rpm, sudo, ruby)",
+    "etc": "the configuration those programs read (the dynamic linker's cache, alternatives, "
+           "certificates); the image's own files lie over it (os-release, accounts, dnf, sudo) "
+           "and its folders hide the host's units and repositories (image.HIDDEN)",
+    "bin": "programs, where the host keeps them outside /usr (else a link into /usr)",
+    "sbin": "the same, for system programs",
+    "lib": "libraries and the dynamic loader, where the host keeps them outside /usr",
+    "lib32": "the same, for 32-bit programs",
+    "lib64": "the same, for the 64-bit dynamic loader's path",
+    "libx32": "the same, for x32 programs",
+}
 # The rest of an Amazon Linux 2023 root's top level (mount points among them), with its modes.
 TOP = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755, "tmp": 0o1777, "home": 0o755,
        "root": 0o550, "mnt": 0o755, "media": 0o755, "srv": 0o755, "boot": 0o555}
@@ -56,7 +72,7 @@ def main(spec: dict) -> None:
     root = spec["root"]
     mount("--make-rprivate", "/")
     mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", spec["scratch"])
-    host_dirs = [name for name in HOST_DIRS
+    host_dirs = [name for name in HOST_SHARED
                  if os.path.isdir("/" + name) and not os.path.islink("/" + name)]
     for name in host_dirs:
         os.makedirs(f"{spec['upper']}/{name}", exist_ok=True)
@@ -88,7 +104,7 @@ def _skeleton(scratch: str, binds: list[str]) -> str:
     /usr), and mount points for the bound folders."""
     skeleton = f"{scratch}/skeleton"
     os.makedirs(skeleton)
-    for name in HOST_DIRS:
+    for name in HOST_SHARED:
         if os.path.islink("/" + name):
             os.symlink(os.readlink("/" + name), f"{skeleton}/{name}")
         elif os.path.isdir("/" + name):
@@ -102,7 +118,7 @@ def _skeleton(scratch: str, binds: list[str]) -> str:
 
 
 def _system_dir(spec: dict, name: str) -> None:
-    """/<name>: the layers' /<name> over the host's."""
+    """/<name>, a folder the host shares: the layers' /<name> over the host's."""
     host = "/" + name
     lowers = [_outside(f"{layer}/{name}", host, f"{spec['scratch']}/{number}")
               for number, layer in enumerate(spec["layers"])
@@ -127,6 +143,7 @@ def _kernel_filesystems(root: str) -> None:
     mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
     for path, options in (("/run", "mode=0755"), ("/tmp", "mode=1777"), ("/dev", "mode=0755")):
         mount("-t", "tmpfs", "-o", f"nosuid,{options}", "tmpfs", root + path)
+    os.mkdir(f"{root}/run/lock", 0o755)  # /var/lock's target, as systemd-tmpfiles makes it
     _devices(root)
 
 

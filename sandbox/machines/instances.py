@@ -2,9 +2,11 @@
 
 Each instance is its own mount, PID, network, UTS and IPC namespace (see boot.py) over its own
 writable layer (`upper/`) on read-only layers: the layers it was launched from (an image's, top
-first), the base image (image.py) and, for its system folders (/usr, /etc, /opt, /var), the host's
-underneath, whose programs it runs (boot.py); the layers are used where they lie, never copied.
-Nothing else of the host is there (not homes, not the sandbox's state). Its PID 1 is
+first), the base image (image.py) and, for the folders of programs the host shares (/usr, /etc:
+boot.HOST_SHARED), the host's underneath, whose programs it runs; the layers are used where they
+lie, never copied. Nothing else of the host is there: its state folders (/var, /tmp, /run, homes,
+/opt) are the image's, whatever the host's own hold (not its logs, caches, package databases,
+homes or the sandbox's state). Its PID 1 is
 docker-systemctl-replacement, so units enabled in an image start at launch.
 Its network namespace has only loopback, holding the instance's private address, plus one way
 out: 127.0.0.1:<sandbox port> leads to the sandbox's own endpoint (its S3, the Kiln repository;
@@ -132,12 +134,12 @@ def _save(world: Path, meta: dict) -> None:
 
 def _binds(chef_solo: str | None) -> list[str]:
     """Host folders shown read-only in every instance: the host's Chef installation (the folder
-    above its bin/) when it lies outside the system folders an instance runs on."""
+    above its bin/) when it lies outside the folders the host shares (boot.HOST_SHARED)."""
     if not chef_solo:
         return []
     prefix = Path(chef_solo).resolve().parent.parent
-    # A chef-solo in /bin (a prefix of /) is in a system folder too: never bind the host's /.
-    inside = len(prefix.parts) < 2 or prefix.parts[1] in boot.HOST_DIRS
+    # A chef-solo in /bin (a prefix of /) is in a shared folder too: never bind the host's /.
+    inside = len(prefix.parts) < 2 or prefix.parts[1] in boot.HOST_SHARED
     return [] if inside else [str(prefix)]
 
 
