@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cloud.console import say
+from sandbox.machines import images
 from sandbox.machines import instances as machines
 from sandbox.machines.instances import ROOT
 from sandbox.sshd import Sshd, current_user
@@ -68,7 +69,7 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
     ports = sorted({*known, sandbox_port} - {None})
     host = {"chef_solo": str(Path(found).resolve()) if found else None,
             "provides": list(provides), "sandbox_ports": ports}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    images.machines_dir(state_dir)
     _write(path, host)
     return host
 

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot
+from sandbox.machines import boot, images
 
 OS_RELEASE = """\
 NAME="Amazon Linux"
@@ -142,10 +142,8 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     if (layer.parent / "base.sha256").is_file() and \
             (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
         return layer
-    layer.parent.mkdir(parents=True, exist_ok=True)
-    if userns.inside():
-        # Its sudo is setuid to this user, not root: nobody else may reach it.
-        layer.parent.chmod(0o700)
+    # Without root its sudo is setuid to this user: like every layer, nobody else's to reach.
+    images.machines_dir(state_dir)
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
@@ -155,6 +153,7 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
         _write_rpm_database(tree, work, capabilities)
         if layer.exists():
             shutil.rmtree(layer)
+        tree.chmod(0o700)
         os.replace(tree, layer)
         (layer.parent / "base.sha256").write_text(stamp)
     finally:

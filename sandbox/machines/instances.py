@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot, cloudinit, forward, image
+from sandbox.machines import boot, cloudinit, forward, image, images
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
@@ -95,6 +95,7 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     cloud-init; its directory."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
+    images.private(instances_dir(state))  # its writable layer, a bake's staging dir in it
     world = instance_dir(state, instance_id)
     for name in ("upper", "work", "root", "scratch"):
         (world / name).mkdir(parents=True, exist_ok=True)
