@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import tempfile
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.machines import image, images
+from sandbox.machines import confine, image, images
 from sandbox.machines import instances as machines
 
 INSTANCE = "i-0000000000000150"
@@ -63,3 +65,41 @@ def test_no_local_user_reaches_an_images_layers_or_an_instances_own(state):
     assert staging.is_dir()
     assert as_user(EC2_USER, f"echo 'execute \"id\"' >> {staging}/recipe.rb").returncode != 0
     assert not (staging / "recipe.rb").exists()
+
+
+def _mask(names) -> int:
+    return sum(1 << confine.CAPABILITY_NUMBERS[name] for name in names)
+
+
+def _status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_instance_processes_are_confined_as_a_containers_are(state):
+    """Its init, what it starts and a session's root under sudo: a container's capabilities, a
+    seccomp filter refusing the kernel's keyrings, handles, mounts and new namespaces, and a
+    read-only /proc/sys (no core_pattern to rewrite)."""
+    machines.launch(state, INSTANCE, "10.0.0.9")
+    init = _status(Path(f"/proc/{machines.init_pid(state, INSTANCE)}/status").read_text())
+    kept = _mask(confine.KEPT_CAPABILITIES)
+    assert (int(init["CapBnd"], 16), int(init["CapEff"], 16)) == (kept, kept)
+    assert init["Seccomp"].strip() == "2"
+    numbers = ctypes.CDLL("libseccomp.so.2")
+    keyctl, by_handle = (numbers.seccomp_syscall_resolve_name(name) for name in (
+        b"keyctl", b"open_by_handle_at"))
+    probe = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+             f"print(*[(libc.syscall({keyctl}, 0, 0, 0, 0), ctypes.get_errno()), "
+             f"(libc.syscall({by_handle}, 0, 0, 0), ctypes.get_errno())])")
+    enter = machines.enter_command(state, INSTANCE)
+    script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+              f"python3 -c '{probe}'; "
+              "echo core > /proc/sys/kernel/core_pattern || echo refused; "
+              "unshare --user --map-root-user true || echo refused; "
+              "mount -t tmpfs tmpfs /mnt || echo refused")
+    shown = subprocess.run([*enter, "sudo", "-n", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60)
+    lines = shown.stdout.splitlines()
+    assert _status("\n".join(lines[:2])) == {"CapEff": f"{kept:016x}", "Seccomp": "2"}, shown
+    assert lines[2] == f"(-1, {errno.EPERM}) (-1, {errno.EPERM})"
+    assert lines[3:] == ["refused"] * 3, shown.stderr
+    assert "Read-only file system" in shown.stderr

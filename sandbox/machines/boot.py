@@ -31,9 +31,12 @@ import subprocess
 import sys
 
 from sandbox import userns
+from sandbox.machines import confine
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
+# Read-only inside, as a container runtime makes them: the kernel's settings and triggers.
+READ_ONLY_PROC = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 CLOUD_INIT = "/usr/libexec/cloud-init/stage"
 # The one list of what an instance takes from the host, read-only under the image's layers (an
 # instance's writes go to its own layer): the host's programs stand in for the packages of an
@@ -92,6 +95,8 @@ def main(spec: dict) -> None:
     subprocess.run(["pivot_root", ".", "."], check=True)
     subprocess.run(["umount", "-l", "."], check=True)
     os.chdir("/")
+    # Every process from here on (cloud-init's, init's, their services') is confined.
+    confine.confine()
     # cloud-init's early stage (write_files) runs before any service starts, as on EC2.
     if os.access(CLOUD_INIT, os.X_OK):
         subprocess.run([CLOUD_INIT, "init"], check=False)
@@ -140,6 +145,11 @@ def _outside(layer: str, host: str, copy_dir: str) -> str:
 
 def _kernel_filesystems(root: str) -> None:
     mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
+    for name in READ_ONLY_PROC:
+        target = f"{root}/proc/{name}"
+        if os.path.exists(target):
+            mount("--bind", target, target)
+            mount("-o", "remount,bind,ro,nosuid,nodev,noexec", target)
     mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
     for path, options in (("/run", "mode=0755"), ("/tmp", "mode=1777"), ("/dev", "mode=0755")):
         mount("-t", "tmpfs", "-o", f"nosuid,{options}", "tmpfs", root + path)

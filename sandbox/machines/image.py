@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot, images
+from sandbox.machines import boot, confine, images
 
 OS_RELEASE = """\
 NAME="Amazon Linux"
@@ -68,6 +68,7 @@ root    ALL=(ALL)       ALL
 #includedir /etc/sudoers.d
 """
 EC2_USER = ("ec2-user", 1000)
+CONFINE = "/usr/libexec/kiln-sandbox/confine"  # confine.py, run by the instance's python3
 _building = threading.Lock()
 # The host's folders that are not the instance's (its units, sshd's, …; its repositories): the
 # image's own, empty, hide them.
@@ -137,6 +138,7 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     stamp = hashlib.sha256(json.dumps(
         [capabilities, chef_solo, userns.inside(), OS_RELEASE, DNF_CONF, BASE_SPEC,
          SUDOERS, VAR_FOLDERS, VAR_FILES, VAR_LINKS, HIDDEN, cloudinit.STAGE_SCRIPT,
+         Path(confine.__file__).read_text(),
          cloudinit.CLOUD_FINAL_UNIT, Path(systemctl_module.__file__).stat().st_size],
         sort_keys=True).encode()).hexdigest()
     if (layer.parent / "base.sha256").is_file() and \
@@ -195,6 +197,8 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
                  "etc/yum.repos.d", "etc/pki/rpm-gpg", "opt"):
         (tree / path).mkdir(parents=True, exist_ok=True)
     _write_var(tree)
+    # What a session runs first when it enters the instance (instances.enter_command).
+    put(CONFINE.lstrip("/"), "#!/usr/bin/python3\n" + Path(confine.__file__).read_text(), 0o755)
     # cloud-init, as on an AL2023 AMI: its stages run the instance's user data (cloudinit.py).
     put("usr/libexec/cloud-init/stage", cloudinit.STAGE_SCRIPT, 0o755)
     put("usr/lib/systemd/system/cloud-final.service", cloudinit.CLOUD_FINAL_UNIT)

@@ -46,13 +46,9 @@ import time
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot, cloudinit, forward, image, images
+from sandbox.machines import boot, cloudinit, confine, forward, image, images
 
 ROOT = Path(__file__).resolve().parents[2]
-# What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
-# default set without mknod and raw sockets. No mounting, no devices, no ptrace, no modules.
-SESSION_CAPABILITIES = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
-                        "setpcap", "net_bind_service", "sys_chroot", "audit_write", "setfcap")
 READY_TIMEOUT = 20
 
 
@@ -208,9 +204,9 @@ def enter_command(state_dir: str | Path, instance_id: str) -> list[str]:
     own = ["--user"] if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat(
         "/proc/self/ns/user").st_ino else []
     return ["nsenter", f"--target={pid}", *own, "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", "--wd", "--",
+            "--root", "--wd", "--", image.CONFINE,  # as the instance's init is (boot.py)
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups",
-            "--bounding-set=-all," + ",".join(f"+{c}" for c in SESSION_CAPABILITIES), "--",
+            "--bounding-set=-all," + ",".join(f"+{c}" for c in confine.KEPT_CAPABILITIES), "--",
             "env", "-i", f"HOME=/home/{user}", f"USER={user}", f"LOGNAME={user}",
             "SHELL=/bin/bash", "LANG=C.UTF-8",
             "PATH=/usr/local/bin:/usr/bin:/usr/local/sbin:/usr/sbin"]
