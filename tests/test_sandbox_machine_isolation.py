@@ -7,12 +7,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pwd
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from sandbox import userns
 from sandbox.machines import confine, image, images
 from sandbox.machines import instances as machines
 
@@ -103,3 +105,25 @@ def test_instance_processes_are_confined_as_a_containers_are(state):
     assert lines[2] == f"(-1, {errno.EPERM}) (-1, {errno.EPERM})"
     assert lines[3:] == ["refused"] * 3, shown.stderr
     assert "Read-only file system" in shown.stderr
+
+
+def test_an_instances_ids_are_its_own_never_the_host_users(state):
+    """Its root and its ec2-user are ids of a range of their own on the host: not root, not the
+    host's uid 1000, nobody's account."""
+    machines.launch(state, INSTANCE, "10.0.0.9")
+    enter = machines.enter_command(state, INSTANCE)
+    made = subprocess.run([*enter, "sh", "-c", "sudo -n touch /kiln-root-file && "
+                           "touch ~/kiln-user-file && id -u && sudo -n id -u"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.stdout.split() == ["1000", "0"], made.stderr
+    root_uid, root_gid = userns.instance_ids()
+    upper = machines.upper(state, INSTANCE)
+    owners = {(info.st_uid, info.st_gid) for info in (
+        os.stat(upper / "kiln-root-file"), os.stat(upper / "home/ec2-user/kiln-user-file"))}
+    assert owners == {(root_uid, root_gid), (root_uid + EC2_USER, root_gid + EC2_USER)}
+    assert root_uid >= 65536 and root_gid >= 65536
+    for uid in (root_uid, root_uid + EC2_USER):
+        with pytest.raises(KeyError):
+            pwd.getpwuid(uid)
+    init = _status(Path(f"/proc/{machines.init_pid(state, INSTANCE)}/status").read_text())
+    assert int(init["Uid"].split()[0]) == root_uid

@@ -24,6 +24,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -136,8 +137,8 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     layer = layer_dir(state_dir)
     capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
     stamp = hashlib.sha256(json.dumps(
-        [capabilities, chef_solo, userns.inside(), OS_RELEASE, DNF_CONF, BASE_SPEC,
-         SUDOERS, VAR_FOLDERS, VAR_FILES, VAR_LINKS, HIDDEN, cloudinit.STAGE_SCRIPT,
+        [capabilities, chef_solo, userns.inside(), userns.instance_ids(), OS_RELEASE, DNF_CONF,
+         BASE_SPEC, SUDOERS, VAR_FOLDERS, VAR_FILES, VAR_LINKS, HIDDEN, cloudinit.STAGE_SCRIPT,
          Path(confine.__file__).read_text(),
          cloudinit.CLOUD_FINAL_UNIT, Path(systemctl_module.__file__).stat().st_size],
         sort_keys=True).encode()).hexdigest()
@@ -149,10 +150,13 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
-        if userns.inside():
+        ids = userns.instance_ids()
+        if userns.inside() or ids:  # the instance's root is not the host's
             _without_root(tree)
         _write_files(tree, chef_solo)
         _write_rpm_database(tree, work, capabilities)
+        if ids:
+            userns.shift_owners(tree, *ids)
         if layer.exists():
             shutil.rmtree(layer)
         tree.chmod(0o700)
@@ -196,6 +200,9 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     for path in ("etc/systemd/system/multi-user.target.wants", "usr/lib/systemd/system",
                  "etc/yum.repos.d", "etc/pki/rpm-gpg", "opt"):
         (tree / path).mkdir(parents=True, exist_ok=True)
+    for name, mode in boot.TOP.items():  # the root's top folders, the instance's root's
+        (tree / name).mkdir(exist_ok=True)
+        (tree / name).chmod(mode)
     _write_var(tree)
     # What a session runs first when it enters the instance (instances.enter_command).
     put(CONFINE.lstrip("/"), "#!/usr/bin/python3\n" + Path(confine.__file__).read_text(), 0o755)
@@ -251,13 +258,7 @@ def _without_root(tree: Path) -> None:
     shared = [top for top in boot.HOST_SHARED if os.path.isdir(f"/{top}") and not
               os.path.islink(f"/{top}")]
     for top in shared:
-        for folder, names, _files in os.walk(f"/{top}"):
-            for name in names:
-                path = os.path.join(folder, name)
-                with contextlib.suppress(OSError):
-                    if not os.path.islink(path) and not os.path.ismount(path):
-                        (tree / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-                        (tree / path.lstrip("/")).chmod(os.stat(path).st_mode & 0o7777)
+        _folders_of(f"/{top}", tree)
     _copy_etc(tree)
     for source in ("/usr/bin/sudo", *map(str, Path("/usr/libexec/sudo").glob("*"))):
         target = tree / source.lstrip("/")
@@ -270,8 +271,26 @@ def _without_root(tree: Path) -> None:
     shutil.copy2("/etc/sudo.conf", tree / "etc/sudo.conf")
 
 
+def _folders_of(top: str, tree: Path) -> None:
+    """Every folder under `top` but mounts on it, made in `tree` with its mode."""
+    (tree / top.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    device = os.lstat(top).st_dev
+    pending = [top]
+    while pending:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(info.st_mode) and info.st_dev == device:
+                        target = tree / entry.path.lstrip("/")
+                        target.mkdir(exist_ok=True)
+                        target.chmod(stat.S_IMODE(info.st_mode))
+                        pending.append(entry.path)
+
+
 def _copy_etc(tree: Path) -> None:
-    """The host's /etc files this user may read, but those of the hidden folders."""
+    """The host's /etc files every user may read, but those of the hidden folders (never its
+    secrets: shadow, SSH host keys, …)."""
     hidden = tuple(f"/{path}/" for path in HIDDEN)
     for folder, _names, files in os.walk("/etc"):
         if (folder + "/").startswith(hidden):
@@ -279,7 +298,8 @@ def _copy_etc(tree: Path) -> None:
         for name in files:
             source = os.path.join(folder, name)
             with contextlib.suppress(OSError):
-                shutil.copy2(source, tree / source.lstrip("/"), follow_symlinks=False)
+                if os.path.islink(source) or os.stat(source).st_mode & 0o004:
+                    shutil.copy2(source, tree / source.lstrip("/"), follow_symlinks=False)
 
 
 def _locked(accounts: Path, line: str) -> str:

@@ -96,11 +96,14 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     for name in ("upper", "work", "root", "scratch"):
         (world / name).mkdir(parents=True, exist_ok=True)
     cloudinit.prepare(world / "upper", instance_id, user_data)
+    ids = userns.instance_ids()
+    if ids:  # what the instance's root finds in its own layer is its own
+        userns.shift_owners(world / "upper", *ids)
     spec = {"root": str(world / "root"), "upper": str(world / "upper"),
             "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
             "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
             "scratch": str(world / "scratch"), "binds": _binds(chef_solo),
-            "hide": [str(state)], "address": address}
+            "hide": [str(state)], "address": address, "ids": ids}
     with open(world / "console.log", "ab") as log:
         starter = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
