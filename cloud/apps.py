@@ -2,8 +2,10 @@
 
 `kiln.apps.<name>` holds what differs for one app: `manifest` (default manifests/<name>.yaml, or
 `kiln.manifest` for `kiln.app`), `stacks` (further clusters <name>-<stack> beside <name>, each with
-its own environment stack) and `deploy` (any kiln.deploy keys: capacity, health_check, alarms,
-user_data…), merged over the defaults. A task given `--app NAME` runs with those settings.
+its own environment stack), `bake` (any kiln.bake keys: run_list, cookbook_paths, attributes,
+smoke_commands, base_ami…) and `deploy` (any kiln.deploy keys: port, capacity, health_check,
+alarms, user_data…), each merged over the defaults key by key (a list replaces the default's).
+A task given `--app NAME` runs with those settings; kiln.app's own entry, if any, applies too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def for_app(settings, app: str | None) -> settings_module.Settings:
     raw = _plain(settings)
     raw["manifest"] = entry.get("manifest") or (
         settings.manifest if app == settings.app else f"manifests/{app}.yaml")
+    raw["bake"] = merge(raw["bake"], entry.get("bake") or {})
     raw["deploy"] = merge(raw["deploy"], entry.get("deploy") or {})
     raw["app"] = app
     return settings_module.validate(raw, [f"kiln.apps.{app} over the defaults"])

@@ -123,7 +123,8 @@ SCHEMA: dict = {
     "app": S,
     "manifest": S,
     # Further apps, each overriding the defaults (see cloud/apps.py).
-    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "deploy": M0}),
+    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "bake": M0,
+                   "deploy": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -196,6 +197,13 @@ SCHEMA: dict = {
         "chef_license": C("accept", "accept-silent", "accept-no-persist"),
         "chef_timeout": N(1),
         "smoke_commands": L,
+        # The team's part of the chef-solo run (see docs/image-stage.md).
+        "run_list": L,
+        "cookbook_paths": L,
+        "attributes": M0,
+        "roles_dir": S0,
+        "environments_dir": S0,
+        "environment": S0,
         "smoke_retries": N(0),
         "smoke_retry_delay": N(0),
         "expires_minutes": N(1),
@@ -242,6 +250,7 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
         if schema is SCHEMA:
             _check_real_accounts(settings)
             _check_ssh_cidrs(settings.bake)
+            _check_chef(settings.bake)
             _check_listener(settings.deploy)
         return settings
     except ConfigError as error:
@@ -300,6 +309,39 @@ def _check_cidrs(cidrs: list[str], field: str, example: str, what: str, meant_fi
         if network.prefixlen == 0 and not meant:
             raise ConfigError(f"{field}: {cidr} lets anyone reach {what}; narrow it, or set "
                               f"{meant_field}: true if that is meant")
+
+
+KILN_RECIPE = "recipe[kiln_app]"
+# recipe[cookbook], recipe[cookbook::recipe], recipe[cookbook@1.2.3], role[name]: what a node's
+# run list holds (chef-solo would fail on anything else, later and less clearly).
+RUN_LIST_ENTRY = re.compile(r"(recipe\[[A-Za-z0-9_.-]+(::[A-Za-z0-9_.-]+)?(@[0-9.]+)?\]"
+                            r"|role\[[A-Za-z0-9_.-]+\])")
+# node.json keys Kiln writes itself: the team's attributes may not replace them.
+KILN_ATTRIBUTES = ("kiln_app", "run_list")
+
+
+def _check_chef(bake: Settings) -> None:
+    """Each run list entry is recipe[…] or role[…], Kiln's recipe[kiln_app] is there exactly once
+    (the image is made for the app it installs), a role needs the folder it is read from, and
+    the team's attributes leave Kiln's own alone."""
+    for entry in bake.run_list:
+        if not RUN_LIST_ENTRY.fullmatch(entry):
+            raise ConfigError(f"kiln.bake.run_list: {entry!r} is not recipe[COOKBOOK], "
+                              f"recipe[COOKBOOK::RECIPE] or role[NAME]")
+    if bake.run_list.count(KILN_RECIPE) != 1:
+        raise ConfigError(f"kiln.bake.run_list: must hold {KILN_RECIPE} exactly once (the recipe "
+                          f"that installs the app), where it should run; got {bake.run_list}")
+    roles = [entry for entry in bake.run_list if entry.startswith("role[")]
+    if roles and not bake.roles_dir:
+        raise ConfigError(f"kiln.bake.run_list: {', '.join(roles)} needs kiln.bake.roles_dir, "
+                          f"the folder of role files (NAME.json or NAME.rb) chef-solo reads")
+    if bake.environment and not bake.environments_dir:
+        raise ConfigError(f"kiln.bake.environment: {bake.environment!r} needs "
+                          f"kiln.bake.environments_dir, the folder chef-solo reads it from")
+    taken = [key for key in KILN_ATTRIBUTES if key in (bake.attributes or {})]
+    if taken:
+        raise ConfigError(f"kiln.bake.attributes.{taken[0]}: Kiln writes this one itself; put "
+                          f"the team's attributes under names of their own")
 
 
 # An ACM certificate (or an IAM server certificate) an ALB listener may serve.
@@ -378,7 +420,23 @@ def _from_project(raw: Any, project: str | None) -> Any:
         sandbox["state_dir"] = os.path.join(project, sandbox["state_dir"])
     if isinstance(raw.get("dist"), str):
         raw["dist"] = os.path.join(project, raw["dist"])
+    _bake_paths(raw.get("bake"), project)
+    for entry in (raw.get("apps") or {}).values():
+        if isinstance(entry, dict):
+            _bake_paths(entry.get("bake"), project)
     return raw
+
+
+def _bake_paths(bake: Any, project: str) -> None:
+    """The team's cookbook, role and environment folders, relative to the project."""
+    if not isinstance(bake, dict):
+        return
+    if isinstance(bake.get("cookbook_paths"), list):
+        bake["cookbook_paths"] = [os.path.join(project, p) if isinstance(p, str) else p
+                                  for p in bake["cookbook_paths"]]
+    for key in ("roles_dir", "environments_dir"):
+        if isinstance(bake.get(key), str):
+            bake[key] = os.path.join(project, bake[key])
 
 
 def _check_environment(raw: Any, prefix: str) -> None:

@@ -37,6 +37,8 @@ INPUTS_DIGEST = "kiln:inputs-digest"
 # The bake settings that change what ends up in the image: a change means a new image.
 IMAGE_SETTINGS = ("instance_type", "volume_size", "staging_dir", "sudo", "chef_version",
                   "chef_install_command", "chef_solo", "chef_license", "smoke_commands")
+# The team's part of the chef run, with the value that leaves the digest as it was without it.
+TEAM_SETTINGS = {"run_list": chef.RUN_LIST, "attributes": {}, "environment": None}
 CHECKIP_URL = "https://checkip.amazonaws.com"
 # The steps in the order a fresh bake runs them (the release record's timings use these names).
 STEPS = ("base-ami", "package", "reuse", "key-pair", "security-group", "launch", "ssh",
@@ -134,7 +136,7 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         for region in job.regions:  # a copy region without its key stack fails here, not later
             stacks.ami_key(aws, region)
         subnet, vpc = _subnet(job)
-        job.cookbook_digest = chef.cookbook_digest(provision.CHEF_DIR)
+        job.cookbook_digest = _chef_layout(settings).digest()
         job.clock.step("package")
         job.package = _package(job, dry_run)
         digest = inputs_digest(job)
@@ -386,9 +388,23 @@ def _description(job: Bake) -> str:
 
 
 # -- inputs and provenance ---------------------------------------------------------------------
+def _chef_layout(settings) -> chef.Layout:
+    """Kiln's chef/ and the team's folders of kiln.bake, checked (roles included) before
+    anything is made."""
+    layout = chef.Layout.of(settings.bake, provision.CHEF_DIR)
+    layout.check()
+    layout.check_roles(settings.bake.run_list)
+    return layout
+
+
 def inputs_digest(job: Bake) -> str:
-    """What decides the image's content; a second bake with the same digest reuses the image."""
+    """What decides the image's content; a second bake with the same digest reuses the image.
+
+    The team's chef settings enter only when set (an app that uses none keeps the digest it
+    had); their folders' contents are in the cookbook digest."""
     settings = {key: job.bake.get(key) for key in IMAGE_SETTINGS}
+    settings.update({key: value for key, unset in TEAM_SETTINGS.items()
+                     if (value := job.bake.get(key)) and value != unset})
     inputs = {"base_ami": job.base["ImageId"], "rpm_sha256": job.package.get("sha256"),
               "cookbook_digest": job.cookbook_digest,
               "kms_key": job.outputs.get("AmiKmsKeyArn"), "bake_settings": settings}
