@@ -148,15 +148,16 @@ ns.add_collection(bootstrap_tasks)
 @kiln_task(help={"manifest": "the YAML manifest (default: the app's, kiln.manifest for kiln.app)",
                  "app": "package this app's manifest (kiln.apps.<app>.manifest)",
                  "version": "semantic version, overriding the manifest's",
+                 "iteration": "the package iteration (RPM release), overriding the manifest's",
                  "json": "print the result as JSON on stdout"})
-def package(c, manifest=None, app=None, version=None, json=False):
+def package(c, manifest=None, app=None, version=None, iteration=None, json=False):
     """Build dist/<name>-<version>-<iteration>.<arch>.rpm from a YAML manifest."""
     from cloud.console import emit_json
     from cloud.tasking import pick
     from packager.build import package as build_package
 
     config = _app_settings(c, app)
-    result = build_package(config, pick(manifest, config.manifest), version)
+    result = build_package(config, pick(manifest, config.manifest), version, iteration)
     if json:
         emit_json(result)
     else:
@@ -259,15 +260,18 @@ ns.add_collection(repo_tasks)
                  "version": "the version to bake (semantic version; required)",
                  "manifest": "the package manifest (default: the app's, kiln.manifest for "
                              "kiln.app)",
-                 "app": "bake this app (its manifest: kiln.apps.<app>.manifest)",
+                 "app": "bake this app (its manifest and bake settings: kiln.apps.<app>)",
+                 "iteration": "the package iteration (RPM release), overriding the manifest's: "
+                              "a new one when the repo holds this version built from other "
+                              "files",
                  "regions": "comma-separated regions to copy the image to "
                             "(default: kiln.bake.copy_regions)",
                  "share": "comma-separated account names to share the image with "
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version=None, manifest=None, app=None, regions=None, share=None, dry_run=False,
-         json=False):
+def bake(c, version=None, manifest=None, app=None, iteration=None, regions=None, share=None,
+         dry_run=False, json=False):
     """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -276,7 +280,7 @@ def bake(c, version=None, manifest=None, app=None, regions=None, share=None, dry
     config = _app_settings(c, app)
     aws = connect(config)
     result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
-                        dry_run=dry_run)
+                        dry_run=dry_run, iteration=iteration)
     if json:
         emit_json(result)
 

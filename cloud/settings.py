@@ -219,6 +219,7 @@ SCHEMA: dict = {
         "region": S0,
         "stack": S0,
         "instance_type": S,
+        "port": N(1),
         "capacity": {"desired": N(1), "max": N(1)},
         "canary": {
             "percent": N(1),
@@ -234,7 +235,9 @@ SCHEMA: dict = {
         "keep": N(0),
         "alarms": L,
         "lock": {"table": S0, "lease": S},
-        "health_check": {"path": S, "grace_period": N(0)},
+        # interval above the check's 5 s timeout, as AWS requires
+        "health_check": {"path": S, "grace_period": N(0), "interval": N(6),
+                         "unhealthy_threshold": N(2)},
         "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
         "listener": {"certificate": S0, "ssl_policy": S},
         "self_service": {"ttl": S, "instance_type": S0, "header": S, "source_cidrs": L,

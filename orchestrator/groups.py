@@ -107,6 +107,8 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
         Name=target_group_name(name), Protocol="HTTP", Port=env.instance_port,
         VpcId=env.vpc_id, TargetType="instance", HealthCheckProtocol="HTTP",
         HealthCheckPath=settings.health_check.path, Matcher={"HttpCode": "200"},
+        HealthCheckIntervalSeconds=settings.health_check.interval,
+        UnhealthyThresholdCount=settings.health_check.unhealthy_threshold,
         Tags=tags.to_list(labels))["TargetGroups"][0]["TargetGroupArn"]
     data = {
         "ImageId": image.id, "InstanceType": instance_type,

@@ -37,6 +37,7 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
     return {"AppName": cluster,
             "CertificateArn": certificate(deploy, place.region, account_id, place.where),
             "SslPolicy": deploy.listener.ssl_policy,
+            "InstancePort": str(deploy.port),
             "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
 
 
