@@ -220,6 +220,7 @@ SCHEMA: dict = {
         "stack": S0,
         "instance_type": S,
         "port": N(1),
+        "load_balancer": B,
         "capacity": {"desired": N(1), "max": N(1)},
         "canary": {
             "percent": N(1),

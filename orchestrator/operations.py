@@ -77,8 +77,8 @@ def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> di
 def status_lines(result: dict) -> list[str]:
     if result.get("error"):
         return [f"cluster {result['cluster']} ({result['account']}): {result['error']}"]
-    head = (f"cluster {result['cluster']} ({result['account']}, {result['region']}) "
-            f"at {result['url']}")
+    where = f"at {result['url']}" if result.get("url") else "(no load balancer)"
+    head = f"cluster {result['cluster']} ({result['account']}, {result['region']}) {where}"
     if not result["server_groups"]:
         flag = f" --app {result['app']}" if result.get("app") else ""
         return [head, f"  no server groups yet: `invoke deploy{flag} --version X`"]

@@ -50,6 +50,9 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
        ami: str | None = None, dry_run: bool = False) -> dict:
     settings = aws.settings.deploy
     env = _env(aws, owner)
+    if not env.balanced:
+        raise KilnError(f"env.up: app {env.app} has no load balancer (kiln.deploy.load_balancer "
+                        f"is false): a self-service environment is reached through one")
     sources = source_cidrs(settings)
     seconds = inputs.seconds(ttl or settings.self_service.ttl, "--ttl")
     if seconds < 60:

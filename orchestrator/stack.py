@@ -34,8 +34,10 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
     deploy, account_id = settings.deploy, place.aws.account_id
     parameters, secrets = secret_arns(deploy.user_data, bootstrap.partition(place.region),
                                       place.region, account_id)
-    return {"AppName": cluster,
-            "CertificateArn": certificate(deploy, place.region, account_id, place.where),
+    balanced = deploy.load_balancer
+    return {"AppName": cluster, "WithLoadBalancer": "true" if balanced else "false",
+            "CertificateArn": certificate(deploy, place.region, account_id, place.where)
+            if balanced else "",
             "SslPolicy": deploy.listener.ssl_policy,
             "InstancePort": str(deploy.port),
             "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
