@@ -385,11 +385,12 @@ def _help(*names, **extra):
     return {**{name: _DEPLOY_HELP[name] for name in names}, **extra}
 
 
-def _app_settings(c, app):
-    """The settings of `--app` (kiln.apps.<app> over the defaults), or of kiln.app."""
+def _app_settings(c, app, stack=None):
+    """The settings of `--app` (kiln.apps.<app> over the defaults), or of kiln.app; with
+    `stack`, that stack's deploy settings over those."""
     from cloud.apps import for_app
 
-    return for_app(settings(c), app)
+    return for_app(settings(c), app, stack)
 
 
 def _rollout(c, operation, json, app=None, **kwargs):
@@ -399,8 +400,8 @@ def _rollout(c, operation, json, app=None, **kwargs):
     from cloud.tasking import pick
     from orchestrator import operations
 
-    config = _app_settings(c, app)
-    kwargs["stack"] = pick(kwargs.get("stack"), config.deploy.stack)
+    kwargs["stack"] = pick(kwargs.get("stack"), _app_settings(c, app).deploy.stack)
+    config = _app_settings(c, app, kwargs["stack"])
     try:
         result = getattr(operations, operation)(connect(config), **kwargs)
     except operations.RolledBack as failure:

@@ -63,6 +63,43 @@ class Value:
 
 
 @dataclass(frozen=True)
+class StackList:
+    """An app's further stacks: names, or {name, deploy} for a stack whose clusters differ
+    (e.g. {name: staging, deploy: {account: staging, region: eu-west-1}})."""
+
+    nullable = True
+
+    def check(self, key: str, value: Any) -> list | None:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list of stack names or {{name, deploy}} "
+                              f"mappings, got {value!r}")
+        stacks = []
+        for number, item in enumerate(value):
+            where = f"{key}[{number}]"
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError(f"{where}: expected a stack name or a mapping with name, got "
+                                  f"{item!r}")
+            unknown = sorted(set(item) - {"name", "deploy"})
+            if unknown:
+                raise ConfigError(f"{where}.{unknown[0]}: unknown key (a stack has name and "
+                                  f"deploy)")
+            if not STACK_NAME.fullmatch(item["name"]):
+                raise ConfigError(f"{where}.name: {item['name']!r} is not a stack name "
+                                  f"(lowercase letters, digits and dashes)")
+            if not isinstance(item.get("deploy") or {}, dict):
+                raise ConfigError(f"{where}.deploy: expected a mapping of kiln.deploy keys")
+            stacks.append({"name": item["name"], "deploy": item.get("deploy") or {}})
+        return stacks
+
+
+STACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+
+
+@dataclass(frozen=True)
 class Table:
     """A mapping of user-chosen names (accounts, regions…) to sections of one shape."""
 
@@ -123,8 +160,7 @@ SCHEMA: dict = {
     "app": S,
     "manifest": S,
     # Further apps, each overriding the defaults (see cloud/apps.py).
-    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "bake": M0,
-                   "deploy": M0}),
+    "apps": Table({"manifest": S0, "stacks": StackList(), "bake": M0, "deploy": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -256,6 +292,7 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
             _check_ssh_cidrs(settings.bake)
             _check_chef(settings.bake)
             _check_listener(settings.deploy)
+            _check_stacks(settings)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
@@ -294,6 +331,35 @@ def _check_real_accounts(settings: Settings) -> None:
         if not ACCOUNT_ID.fullmatch(spec.id):
             raise ConfigError(f"kiln.accounts.{name}.id: {spec.id!r} is not a 12-digit AWS "
                               f"account id")
+
+
+def _check_stacks(settings: Settings) -> None:
+    """Each app's own deploy settings and each stack's are whole kiln.deploy settings, in an
+    account kiln.accounts names."""
+    for app, entry in settings.apps.items():
+        deploy = _merged(settings.deploy, entry.get("deploy") or {})
+        for stack in entry.get("stacks") or []:
+            where = f"kiln.apps.{app}.stacks[{stack['name']}].deploy"
+            checked = _section(_merged(deploy, stack["deploy"]), SCHEMA["deploy"], where)
+            if checked.account not in settings.accounts:
+                known = ", ".join(sorted(settings.accounts)) or "none"
+                raise ConfigError(f"{where}.account: {checked.account!r} is not an account in "
+                                  f"kiln.accounts (known: {known})")
+            region = checked.region
+            if region and region != settings.aws.region and \
+                    region not in settings.bake.copy_regions:
+                raise ConfigError(f"{where}.region: {region} is neither kiln.aws.region nor in "
+                                  f"kiln.bake.copy_regions, where images and their keys are")
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _check_ssh_cidrs(bake: Settings) -> None:
@@ -378,7 +444,7 @@ def _section(raw: Any, schema: dict, prefix: str) -> Settings:
     for key, spec in schema.items():
         path = f"{prefix}.{key}"
         if key not in raw and not isinstance(spec, dict | Table):
-            if isinstance(spec, Value) and spec.nullable:
+            if getattr(spec, "nullable", False):
                 result[key] = None
                 continue
             raise ConfigError(f"{path}: missing (set it in invoke.yaml)")

@@ -62,13 +62,16 @@ def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> di
         wanted = [(app, None)]
     entries, errors = [], []
     for name, part in wanted:
+        account = aws.settings.deploy.account
         try:
-            entries.append(status(aws, part, name))
+            # Each cluster with its own settings: a stack may run in an account of its own.
+            settings = apps.for_app(aws.settings, name, part)
+            account = settings.deploy.account
+            entries.append(status(aws.with_settings(settings), part, name))
         except KilnError as error:
             errors.append(error)
             entries.append({"cluster": environment.cluster_name(name, part),
-                            "account": aws.settings.deploy.account, "error": str(error),
-                            "server_groups": []})
+                            "account": account, "error": str(error), "server_groups": []})
     if errors and len(errors) == len(entries):
         raise errors[0]
     return {**entries[0], "clusters": entries}
