@@ -393,6 +393,13 @@ def _app_settings(c, app, stack=None):
     return for_app(settings(c), app, stack)
 
 
+def _stack_settings(c, app, stack):
+    """The settings of `--app` in `--stack` (default: the app's kiln.deploy.stack)."""
+    from cloud.tasking import pick
+
+    return _app_settings(c, app, pick(stack, _app_settings(c, app).deploy.stack))
+
+
 def _rollout(c, operation, json, app=None, **kwargs):
     """Run one deploy operation; a rollback still prints its JSON, then fails the task."""
     from cloud.console import emit_json
@@ -400,8 +407,8 @@ def _rollout(c, operation, json, app=None, **kwargs):
     from cloud.tasking import pick
     from orchestrator import operations
 
-    kwargs["stack"] = pick(kwargs.get("stack"), _app_settings(c, app).deploy.stack)
-    config = _app_settings(c, app, kwargs["stack"])
+    config = _stack_settings(c, app, kwargs.get("stack"))
+    kwargs["stack"] = pick(kwargs.get("stack"), config.deploy.stack)
     try:
         result = getattr(operations, operation)(connect(config), **kwargs)
     except operations.RolledBack as failure:
@@ -430,7 +437,7 @@ def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
-    percent = pick(percent, _app_settings(c, app).deploy.canary.percent)
+    percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
              stack=stack, dry_run=dry_run, force_unlock=force_unlock)
 
@@ -456,7 +463,7 @@ def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=Fal
     """Delete failed and rolled-back groups, then disabled ones beyond the most recent KEEP."""
     from cloud.tasking import pick, whole
 
-    keep = whole(pick(keep, _app_settings(c, app).deploy.keep), "--keep")
+    keep = whole(pick(keep, _stack_settings(c, app, stack).deploy.keep), "--keep")
     _rollout(c, "teardown", json, app=app, keep=keep, stack=stack, dry_run=dry_run,
              force_unlock=force_unlock)
 

@@ -129,7 +129,8 @@ def _remove(env: Environment, owner: str, dry_run: bool) -> dict:
         return {"owner": owner, "deleted": [], "result": "dry-run", "would_delete": names}
     arns = {g.target_group_arn for g in cluster.groups if g.target_group_arn}
     elbv2 = env.client("elbv2")
-    for rule in elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"]:
+    rules = elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"] if env.balanced else []
+    for rule in rules:
         forwards = {a.get("TargetGroupArn") for a in rule.get("Actions", [])}
         if forwards & arns and not rule.get("IsDefault"):
             elbv2.delete_rule(RuleArn=rule["RuleArn"])

@@ -584,6 +584,8 @@ def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) 
                                                      "sha256", "action")},
         "base_ami": {"id": job.base["ImageId"], "name": job.base.get("Name")},
         "reuse": existing["ImageId"] if existing else None, "inputs_digest": digest,
+        "chef": {"run_list": list(job.bake.run_list), "cookbook_digest": job.cookbook_digest,
+                 "cookbook_paths": list(job.bake.cookbook_paths)},
         "key_pair": name, "security_group": {"name": name, "vpc": vpc,
                                              "ssh_from": job.bake.ssh_cidrs or ["<your /32>"],
                                              "port": job.bake.ssh_port},
