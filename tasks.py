@@ -101,7 +101,7 @@ ns.add_collection(sandbox)
                  "json": "print one result per stack as JSON on stdout"})
 def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
     """Create or update the support stacks (build account, target accounts) via change sets."""
-    from cloud import bootstrap as stacks
+    from accounts import bootstrap as stacks
     from cloud.console import emit_json
     from cloud.target import connect
 
@@ -117,7 +117,7 @@ def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
                  "json": "print the checks as JSON on stdout"})
 def bootstrap_verify(c, account=None, json=False):
     """Check the real support resources: public bucket, encryption, key and trust policies…"""
-    from cloud import verify
+    from accounts import verify
     from cloud.console import emit_json
     from cloud.errors import KilnError
     from cloud.target import connect

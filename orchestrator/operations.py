@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from cloud import apps, locks, tags
+from cloud import apps, inputs, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import cluster as model
-from orchestrator import environment, groups, images, inputs
+from orchestrator import environment, groups, images
 from orchestrator import plan as plans
 from orchestrator.apply import Observer, Runner
 from orchestrator.health import AlarmFired, Unhealthy, require_alarms

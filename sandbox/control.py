@@ -3,9 +3,9 @@
 State lives under the sandbox's state directory (`kiln.sandbox.state_dir`, default `.sandbox/`):
 `moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/`, the bake instances'
 `instances/`, and `credentials.json` (0600): the access keys of the sandbox's admin and operator
-users (sandbox/identities.py), without which the server answers nothing. Any task that needs AWS
-while the target is `sandbox` starts the sandbox if it is not running; a second start reuses the
-running one.
+users (sandbox/aws/iam/identities.py), without which the server answers nothing. Any task that
+needs AWS while the target is `sandbox` starts the sandbox if it is not running; a second start
+reuses the running one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import bootstrap, identities, instances, listener_cert, signing, userns
+from sandbox import bootstrap, listener_cert, repo_key, userns
+from sandbox.aws.iam import identities
 from sandbox.daemon import Daemon, free_port, wait_gone
+from sandbox.machines import ssh_access
 
 
 class Sandbox:
@@ -65,9 +67,9 @@ class Sandbox:
                                              os.environ.get("KILN_SANDBOX_IAM", "enforce"))
                 self._start_moto()
             # What instances get from this host: its chef-solo, base capabilities, the endpoint.
-            instances.configure(self.state_dir, self.moto.port, self.chef_solo,
+            ssh_access.configure(self.state_dir, self.moto.port, self.chef_solo,
                                 self.base_provides)
-            instances.start(self.state_dir)  # the sshd standing in for bake instances
+            ssh_access.start(self.state_dir)  # the sshd standing in for bake instances
             return self.endpoint
 
     def _start_moto(self) -> None:
@@ -81,7 +83,7 @@ class Sandbox:
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
 
     def set_time_scale(self, factor: float | None) -> None:
-        """How fast AWS's pending states pass (sandbox/patches/timing.py); None: the default."""
+        """How fast AWS's pending states pass (sandbox/aws/timing.py); None: the default."""
         path = self.state_dir / "time-scale"
         if factor is None:
             path.unlink(missing_ok=True)
@@ -96,8 +98,8 @@ class Sandbox:
         pid = self.moto.pid
         stopped = self.moto.stop()
         wait_gone(pid)
-        instances.stop(self.state_dir)
-        signing.stop_agent(self.state_dir / "gnupg")
+        ssh_access.stop(self.state_dir)
+        repo_key.stop_agent(self.state_dir / "gnupg")
         (self.state_dir / identities.CREDENTIALS).unlink(missing_ok=True)  # next up: new keys
         return stopped
 
@@ -153,8 +155,8 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(env)
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
-        instances.overlay(settings, box.state_dir)
-    signing.overlay(settings, generate=start)  # a read still checks against an existing key
+        ssh_access.overlay(settings, box.state_dir)
+    repo_key.overlay(settings, generate=start)  # a read still checks against an existing key
     bootstrap.overlay(settings)
     if start:  # the environments' HTTPS certificate, in ACM of the deploy account
         listener_cert.overlay(settings, box)
@@ -166,7 +168,7 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
 def _overlay_watch(settings) -> None:
     """kiln.sandbox.watch caps kiln.deploy.watch: no alarm changes in the sandbox unless a test
     or a person sets it, so a watch of minutes per step would only wait. --watch still wins."""
-    from orchestrator.inputs import seconds
+    from cloud.inputs import seconds
 
     cap, deploy = settings.sandbox.get("watch"), settings.get("deploy")
     if cap is None or deploy is None:
@@ -183,9 +185,9 @@ def _scale_waiters(settings, box: Sandbox) -> None:
 
 def waiter_delay(box: Sandbox) -> float:
     """Poll as often, relative to the sandbox's scaled durations, as botocore polls AWS."""
-    from sandbox.patches import timing
+    from sandbox import clock
 
-    return max(0.02, 15 * timing.scale_of(box.state_dir))
+    return max(0.02, 15 * clock.scale_of(box.state_dir))
 
 
 def _project_root() -> Path:

@@ -4,8 +4,8 @@ images are promoted there, and status labels it with that account."""
 
 import pytest
 
+from accounts import bootstrap as kiln_bootstrap
 from cloud import apps, stacks
-from cloud import bootstrap as kiln_bootstrap
 from cloud import tags as kiln_tags
 from cloud.errors import ConfigError
 from cloud.target import connect

@@ -5,8 +5,8 @@ instances' health."""
 
 import pytest
 
+from accounts import bootstrap as kiln_bootstrap
 from cloud import apps, stacks
-from cloud import bootstrap as kiln_bootstrap
 from cloud.target import connect
 from orchestrator import operations
 from orchestrator import stack as env_stacks

@@ -7,7 +7,7 @@ it cannot place answers policy.UNKNOWN (matched by any Resource pattern: a gap t
 
 from __future__ import annotations
 
-from sandbox.policy import UNKNOWN
+from sandbox.aws.iam.policy import UNKNOWN
 
 
 def resource_for(service: str, action: str, params: dict, account: str, region: str) -> str:

@@ -73,7 +73,7 @@ def ssh_sources(state_dir: Path, ec2, instance) -> list[str]:
 
 def _readmitting(method, state_dir: Path):
     """After a group's inbound rules change, its instances' SSH keys follow them."""
-    from sandbox import instances
+    from sandbox.machines import ssh_access
 
     def changed(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
@@ -83,7 +83,7 @@ def _readmitting(method, state_dir: Path):
                 continue  # no key, no line in the sandbox sshd to follow the rules
             groups = _instance_groups(self, instance)
             if group in {g.id for g in groups} | {g.name for g in groups}:
-                instances.readmit(state_dir, instance.id, ssh_sources(state_dir, self, instance))
+                ssh_access.readmit(state_dir, instance.id, ssh_sources(state_dir, self, instance))
         return result
 
     changed.__name__ = method.__name__

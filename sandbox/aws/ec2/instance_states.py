@@ -13,6 +13,8 @@ from pathlib import Path
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import Instance
 
+from sandbox.aws import seams
+
 GONE = ("terminated", "shutting-down")
 
 
@@ -29,11 +31,10 @@ def _refuse_when_gone(original):
             raise IncorrectInstanceState(self.id, self._state.name)
         return original(self, *args, **kwargs)
 
-    guarded.__wrapped__ = original
     return guarded
 
 
 def apply(state_dir: Path) -> None:
-    if not hasattr(Instance.stop, "__wrapped__"):
-        Instance.stop = _refuse_when_gone(Instance.stop)
-        Instance.start = _refuse_when_gone(Instance.start)
+    for name in ("stop", "start"):
+        seams.wrap(Instance, name, _refuse_when_gone, signature="(self) -> 'InstanceState'",
+                   owner=__name__)

@@ -1,6 +1,6 @@
 """Sandbox bake instances: how the sandbox's EC2 reaches its machines over SSH.
 
-The sandbox's EC2 (moto, patched by sandbox.patches.instances) calls `launch` at RunInstances,
+The sandbox's EC2 (moto, patched by sandbox.aws.ec2.run_instances) calls `launch` at RunInstances,
 the way cloud-init would on AWS: the instance starts as a machine of its own
 (sandbox.machines.instances: namespaces over layers, Amazon Linux 2023 to the software on it),
 and, when its key pair is one that Kiln's bake created in this sandbox, the key pair's public key
@@ -62,12 +62,13 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
     """Record what instances get from this host: chef-solo, base capabilities, the endpoint."""
     found = chef_solo or shutil.which("chef-solo")
     path = host_file(state_dir)
+    known = json.loads(path.read_text()) if path.is_file() else {}
     # Proxies a running bake was told to reach stay reachable when the sandbox is brought up
     # again meanwhile (another task's `up` must not cut a bake off from its repository).
-    known = json.loads(path.read_text())["sandbox_ports"] if path.is_file() else []
-    ports = sorted({*known, sandbox_port} - {None})
-    host = {"chef_solo": str(Path(found).resolve()) if found else None,
-            "provides": list(provides), "sandbox_ports": ports}
+    ports = sorted({*known.get("sandbox_ports", []), sandbox_port} - {None})
+    # A shell without chef-solo on PATH does not make the sandbox forget the one it had.
+    recorded = str(Path(found).resolve()) if found else known.get("chef_solo")
+    host = {"chef_solo": recorded, "provides": list(provides), "sandbox_ports": ports}
     path.parent.mkdir(parents=True, exist_ok=True)
     _write(path, host)
     return host

@@ -2,7 +2,7 @@
 
 On AWS, an instance launched with a KeyName gets that key pair's public key in the login user's
 authorized_keys (cloud-init does it at first boot), and is reached at its public IP. In the
-sandbox, RunInstances starts a sandbox machine (sandbox.instances.launch), and its KeyName
+sandbox, RunInstances starts a sandbox machine (sandbox.machines.ssh_access.launch), and its KeyName
 authorizes the key pair's public key in the sandbox sshd, tied to that instance by a forced
 command, only when the key pair is one Kiln's bake created in this sandbox (CreateKeyPair with
 the tag kiln:role=bake-key): an imported key, or anyone else's, opens no session. Every public IP
@@ -20,9 +20,8 @@ import base64
 import functools
 from pathlib import Path
 
-from sandbox import instances
-from sandbox.machines import images
-from sandbox.patches import security_groups
+from sandbox.aws.ec2 import security_groups
+from sandbox.machines import images, ssh_access
 
 PUBLIC_IP = "127.0.0.1"
 BAKE_KEY = ("kiln:role", "bake-key")
@@ -52,7 +51,7 @@ def _after_run(run_instances, state_dir: Path):
                 key = backend.key_pairs.get(instance.key_name)
                 admitted = key.public_key if key is not None and _baked(key) else None
                 images.launched(state_dir, instance.id, instance.image_id)
-                instances.launch(state_dir, instance.id, instance.private_ip_address,
+                ssh_access.launch(state_dir, instance.id, instance.private_ip_address,
                                  public_key=admitted, layers=layers or (), user_data=user_data,
                                  ssh_from=security_groups.ssh_sources(state_dir, backend,
                                                                       instance))
@@ -60,7 +59,7 @@ def _after_run(run_instances, state_dir: Path):
                 # An image that holds a machine (a bake's), launched by Auto Scaling, say: it
                 # boots while pending, and runs its enabled units and its user data.
                 images.launched(state_dir, instance.id, instance.image_id)
-                instances.launch_later(state_dir, instance.id, instance.private_ip_address,
+                ssh_access.launch_later(state_dir, instance.id, instance.private_ip_address,
                                        layers=layers, user_data=user_data)
             # Any other instance nobody logs into, of an image with no machine in it (one
             # RegisterImage made), has nothing to run: no machine behind it.
@@ -99,7 +98,7 @@ def _after_terminate(terminate, state_dir: Path):
     @functools.wraps(terminate)
     def wrapper(instance, *args, **kwargs):
         previous = terminate(instance, *args, **kwargs)
-        instances.terminate(state_dir, instance.id)
+        ssh_access.terminate(state_dir, instance.id)
         return previous
 
     return wrapper
@@ -109,7 +108,7 @@ def _after_reset(reset, state_dir: Path):
     @functools.wraps(reset)
     def wrapper(backend, *args, **kwargs):
         result = reset(backend, *args, **kwargs)
-        instances.forget_all(state_dir)
+        ssh_access.forget_all(state_dir)
         return result
 
     return wrapper

@@ -14,8 +14,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandbox import identities
-from sandbox import policy as iam
+from sandbox.aws.iam import identities
+from sandbox.aws.iam import policy as iam
 
 SERVICE_ROLE = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 NEEDED = ("kms:CreateGrant", "kms:Decrypt")

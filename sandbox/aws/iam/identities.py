@@ -17,13 +17,15 @@ import json
 import os
 import secrets
 import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 BUILD_ACCOUNT = "123456789012"
 CREDENTIALS = "credentials.json"
 RESET_HEADER = "X-Sandbox-Reset-Token"
 ORGANIZATION_ROLE = "OrganizationAccountAccessRole"
-OPERATOR_POLICY = Path(__file__).resolve().parent.parent / "cloud" / "policies" / "operator.json"
+OPERATOR_POLICY = Path(__file__).resolve().parents[3] / "cloud" / "policies" / "operator.json"
 ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 USERS = {"admin": "kiln-admin", "operator": "kiln-operator"}
@@ -101,6 +103,55 @@ def _set_key(backend, user_name: str, wanted: dict) -> None:
     key.access_key_id = wanted["AccessKeyId"]
     key.secret_access_key = wanted["SecretAccessKey"]
     backend.access_keys[key.physical_resource_id] = key
+
+
+@dataclass(frozen=True)
+class Key:
+    """The identity behind an access key: an IAM user's, or an assumed role's session."""
+
+    access_key: str
+    secret: str
+    arn: str
+    partition: str = "aws"
+    user: str | None = None
+    role: str | None = None
+    issued: datetime | None = None  # when an assumed role's session began
+
+
+def find_key(account: str, access_key: str, token: str | None) -> Key | None:
+    """The active key with this id in the account; a session's needs its own token, and a
+    user's key is refused with any token (as AWS answers both: InvalidClientTokenId)."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    found = iam_backends[account]["aws"].access_keys.get(access_key)
+    if found is None or getattr(found, "status", "Active") != "Active":
+        return None
+    if getattr(found, "role_arn", None):
+        for session in sts_backends[account]["aws"].assumed_roles:
+            if session.access_key_id == access_key and token and session.session_token == token:
+                role = session.role_arn.rpartition("/")[2]
+                arn = f"arn:aws:sts::{account}:assumed-role/{role}/{session.session_name}"
+                return Key(access_key, session.secret_access_key, arn, role=role,
+                           issued=getattr(found, "create_date", None))
+        return None
+    if token or not found.user_name:
+        return None
+    return Key(access_key, found.secret_access_key,
+               f"arn:aws:iam::{account}:user/{found.user_name}", user=found.user_name)
+
+
+def newer_than_session(role, key: Key) -> bool:
+    """A role made after the session began is another role of the same name (AWS tells them
+    apart by id): the session was for the one deleted."""
+    made = getattr(role, "create_date", None)
+    if made is None or key.issued is None:
+        return False
+    return _utc(made) > _utc(key.issued)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def role_by_arn(arn: str):

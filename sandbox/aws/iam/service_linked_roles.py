@@ -81,7 +81,7 @@ def _add_model() -> None:
 
 def missing_principals(policy: str | dict | None) -> list[str]:
     """The IAM role and user ARNs a key policy names that do not exist."""
-    from sandbox import identities
+    from sandbox.aws.iam import identities
 
     if not policy:
         return []

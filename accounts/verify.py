@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from cloud import bootstrap
+from accounts import bootstrap
+from accounts.bootstrap import Place
 from cloud.aws import Aws, account_spec
-from cloud.bootstrap import Place
 from cloud.settings import Settings
 
 KEY_USE = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",

@@ -1,8 +1,7 @@
 """AWS's timing: what moto makes at once takes a while, scaled so the tests stay fast.
 
 AWS behaviour mirrored here (durations are typical AWS figures, multiplied by the sandbox's time
-scale, `kiln.sandbox.time_scale`, read from `<state dir>/time-scale` on every request so a run can
-change it; 1 is real time):
+scale, sandbox/clock.py):
 - RunInstances answers `pending`; an instance is `running` after INSTANCE_PENDING seconds.
 - CreateImage and CopyImage answer an image id that DescribeImages does not know for a moment
   (InvalidAMIID.NotFound, eventual consistency), then the image is `pending` until it is
@@ -24,8 +23,9 @@ change it; 1 is real time):
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
+
+from sandbox import clock
 
 INSTANCE_PENDING = 30
 IMAGE_VISIBLE = 5
@@ -34,47 +34,10 @@ COPY_PENDING = 600
 ASG_PENDING = 60
 SNAPSHOT_RELEASE = 10
 PROFILE_VISIBLE = 10
-DEFAULT_SCALE = 0.002  # the copy of an image takes 1.2 s, a new image 0.6 s
-
-_STATE_DIR: Path | None = None
-
-
-def scale() -> float:
-    """The time scale now: the state dir's `time-scale` file, else the default."""
-    return scale_of(_STATE_DIR)
-
-
-def scale_of(state_dir: Path | None) -> float:
-    try:
-        return float((state_dir / "time-scale").read_text().strip())
-    except (OSError, ValueError, TypeError):
-        return DEFAULT_SCALE
-
-
-def after(seconds: float) -> tuple[float, float]:
-    """A moment `seconds` of AWS time from now; scaled when it is asked about, not now."""
-    return (time.time(), seconds)
-
-
-def passed(moment: tuple[float, float] | None) -> bool:
-    if moment is None:
-        return True
-    start, seconds = moment
-    return time.time() >= start + seconds * scale()
-
-
-def settled(obj, attribute: str) -> bool:
-    """Whether the moment in `obj.attribute` has passed; once it has, it stays passed (a later,
-    slower time scale does not take back what was seen)."""
-    if passed(obj.__dict__.get(attribute)):
-        obj.__dict__[attribute] = None
-        return True
-    return False
 
 
 def apply(state_dir: Path) -> None:
-    global _STATE_DIR
-    _STATE_DIR = state_dir
+    clock.use(state_dir)
     from moto.ec2.models.amis import Ami, AmiBackend
 
     if hasattr(Ami, "_sandbox_timed"):
@@ -94,7 +57,7 @@ def _images(Ami, AmiBackend) -> None:
     def get_state(self):
         state = self.__dict__.get("_sandbox_state", "available")
         ready = self.__dict__.get("_sandbox_ready")
-        if state == "pending" and ready and passed(ready):
+        if state == "pending" and ready and clock.passed(ready):
             state = "failed" if _key_unusable(self) else "available"
             self._sandbox_state = state
         return state
@@ -111,8 +74,8 @@ def _images(Ami, AmiBackend) -> None:
 
 
 def _start_pending(image, pending: float) -> None:
-    image._sandbox_visible = after(IMAGE_VISIBLE)
-    image._sandbox_ready = after(pending)
+    image._sandbox_visible = clock.after(IMAGE_VISIBLE)
+    image._sandbox_ready = clock.after(pending)
     image.state = "pending"
     snapshot = getattr(image, "ebs_snapshot", None)
     if snapshot is not None:
@@ -193,7 +156,7 @@ def _hide_new_images(AmiBackend) -> None:
 
     def describe_images(self, ami_ids=None, *args, **kwargs):
         images = original(self, ami_ids, *args, **kwargs)
-        visible = [i for i in images if settled(i, "_sandbox_visible")]
+        visible = [i for i in images if clock.settled(i, "_sandbox_visible")]
         if ami_ids and images and not visible:
             from moto.ec2.exceptions import InvalidAMIIdError
 
@@ -214,14 +177,14 @@ def _release_snapshots_late(AmiBackend) -> None:
         snapshots = [s for s in self.snapshots.values() if s.from_ami == ami_id]
         original_deregister(self, ami_id)
         for snapshot in snapshots:
-            snapshot._sandbox_released = after(SNAPSHOT_RELEASE)
+            snapshot._sandbox_released = clock.after(SNAPSHOT_RELEASE)
 
     AmiBackend.deregister_image = deregister_image
     original_delete = EBSBackend.delete_snapshot
 
     def delete_snapshot(self, snapshot_id):
         snapshot = self.snapshots.get(snapshot_id)
-        if snapshot is not None and not settled(snapshot, "_sandbox_released"):
+        if snapshot is not None and not clock.settled(snapshot, "_sandbox_released"):
             raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
         return original_delete(self, snapshot_id)
 
@@ -235,7 +198,7 @@ def _snapshots() -> None:
 
     def get_status(self):
         status = self.__dict__.get("_sandbox_status", "completed")
-        if status == "completed" and not settled(self, "_sandbox_ready"):
+        if status == "completed" and not clock.settled(self, "_sandbox_ready"):
             return "pending"
         return status
 
@@ -268,13 +231,14 @@ def _instances() -> None:
     def get_state(self):
         state = self.__dict__.get("_sandbox_state")
         if state is not None and state.name == "running" and \
-                not settled(self, "_sandbox_running_at"):
+                not clock.settled(self, "_sandbox_running_at"):
             return Pending(self)
         return state
 
     def set_state(self, value):
         if value is not None and value.name == "running" and "_sandbox_state" not in self.__dict__:
-            self._sandbox_running_at = after(INSTANCE_PENDING)  # a new instance starts pending
+            # a new instance starts pending
+            self._sandbox_running_at = clock.after(INSTANCE_PENDING)
         elif value is not None and value.name == "running":
             self._sandbox_running_at = None
         self._sandbox_state = value
@@ -291,13 +255,13 @@ def _autoscaling() -> None:
         state = self.__dict__.get("_sandbox_lifecycle", "InService")
         if state == "InService" and self.instance.state == "pending":
             return "Pending"
-        if state == "InService" and not settled(self, "_sandbox_in_service"):
+        if state == "InService" and not clock.settled(self, "_sandbox_in_service"):
             return "Pending"
         return state
 
     def set_lifecycle(self, value):
         if "_sandbox_lifecycle" not in self.__dict__:
-            self._sandbox_in_service = after(ASG_PENDING)
+            self._sandbox_in_service = clock.after(ASG_PENDING)
         self._sandbox_lifecycle = value
 
     InstanceState.lifecycle_state = property(get_lifecycle, set_lifecycle)
@@ -316,7 +280,7 @@ def _target_health() -> None:
         running = []
         for target in targets:
             if target["Id"] not in self.targets:
-                registered[target["Id"]] = after(wait)
+                registered[target["Id"]] = clock.after(wait)
             if _still_pending(self, target["Id"]):
                 # Auto Scaling registers its instances as they launch; moto asks them to run.
                 self.targets[target["Id"]] = {"Id": target["Id"],
@@ -333,7 +297,7 @@ def _target_health() -> None:
         group = self.target_groups.get(target_group_arn)
         registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
         for target_id, moment in list(registered.items()):
-            if passed(moment):  # requests run on threads: another may have dropped it already
+            if clock.passed(moment):  # requests run on threads: another may have dropped it already
                 registered.pop(target_id, None)
         return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
                                  "Elb.InitialHealthChecking", "Initial health checks in progress")
@@ -384,4 +348,4 @@ def _old_enough(created, seconds: float) -> bool:
 
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - created).total_seconds() >= seconds * scale()
+    return (datetime.now(UTC) - created).total_seconds() >= seconds * clock.scale()

@@ -21,7 +21,8 @@ import random
 import time
 from pathlib import Path
 
-from sandbox.network import clock, targets
+from sandbox import clock
+from sandbox.network import targets
 from sandbox.network.supervisor import Network
 
 CONNECT_TIMEOUT = 10  # seconds: an ALB gives up connecting to a target after 10 s (504)
@@ -89,11 +90,11 @@ def _machine(state_dir: Path, target_type: str, target_id: str, port: int, origi
     """An instance that is a sandbox machine: its app is reached inside its network namespace
     (a machine still booting, or stopped, refuses the connection, as its address would), when
     the security groups let the load balancers of `origin` reach it there."""
-    from sandbox import instances
+    from sandbox.aws.ec2 import security_groups
     from sandbox.machines import instances as machines
-    from sandbox.patches import security_groups
+    from sandbox.machines import ssh_access
 
-    if target_type != "instance" or not target_id.startswith("i-") or not instances.is_machine(
+    if target_type != "instance" or not target_id.startswith("i-") or not ssh_access.is_machine(
             state_dir, target_id):
         return None
     try:

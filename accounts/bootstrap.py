@@ -24,8 +24,8 @@ from cloud.errors import KilnError
 from cloud.settings import Settings
 from cloud.stacks import stack_name
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-POLICIES = Path(__file__).resolve().parent / "policies"
+TEMPLATES = Path(__file__).resolve().parent.parent / "cloud" / "templates"
+POLICIES = Path(__file__).resolve().parent.parent / "cloud" / "policies"
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 # Change sets and stacks take seconds to minutes on AWS; the sandbox answers at once.
 WAIT = {"Delay": 5, "MaxAttempts": 720}

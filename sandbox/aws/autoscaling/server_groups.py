@@ -9,7 +9,7 @@ AWS behaviour mirrored here (moto launches a group's instances but never looks a
   desired capacity.
 - Instances still Pending count toward the desired capacity (moto counted only InService ones,
   so a change of capacity while instances were Pending, see `timing`, launched too many).
-The group's instances are sandbox machines when its image holds one (sandbox.patches.instances
+The group's instances are sandbox machines when its image holds one (sandbox.aws.ec2.run_instances
 launches them); those can also stop by themselves. The check runs every 10 s of AWS's time.
 """
 
@@ -20,8 +20,8 @@ import threading
 import traceback
 from pathlib import Path
 
+from sandbox import clock
 from sandbox.machines import instances as machines
-from sandbox.network import clock
 
 CHECK_SECONDS = 10  # AWS time between two health checks of a group's instances
 _stop = threading.Event()
