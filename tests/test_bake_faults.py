@@ -144,6 +144,8 @@ def test_dry_run_prints_the_plan_and_creates_nothing(bake_sandbox, run_invoke, p
     assert instance["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     assert instance["BlockDeviceMappings"][0]["Ebs"]["KmsKeyId"].startswith("arn:aws:kms:")
     assert plan["share"] == ["prod"] and plan["reuse"] is None
+    assert plan["chef"]["run_list"] == ["recipe[kiln_app]"] and plan["chef"]["cookbook_paths"] == []
+    assert plan["chef"]["cookbook_digest"].startswith("sha256:")
     assert leftovers(app=PROBE) == {} and image_count() == before
     assert not list(tmp_path.glob("dist/*.rpm"))
 
