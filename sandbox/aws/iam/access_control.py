@@ -194,13 +194,12 @@ def _auth_error(response, code: str, message: str, status: int):
 
 def _s3_error(code: str, message: str, status: int):
     """S3's bare <Error> document with AWS's status (moto's S3 errors have no status for these)."""
-    from xml.sax.saxutils import escape
-
     from moto.core.exceptions import _RESTError
 
     error = _RESTError(code, message)
-    error.description = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}'
-                         f"</Code><Message>{escape(message)}</Message></Error>")
+    error.description = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
+                         f"{html.escape(code)}</Code><Message>{html.escape(message)}</Message>"
+                         "</Error>")
     error.code = status
     return error
 
