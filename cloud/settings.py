@@ -217,7 +217,7 @@ SCHEMA: dict = {
             "capacity": C("proportional", "baseline"),
             "min_capacity": N(1),
             "judge": {"min_requests": N(1), "max_error_rate_increase": F, "max_p99_ratio": F,
-                      "min_p99_increase": F},
+                      "min_p99_increase": F, "max_wait": S, "no_verdict": C("fail", "pass")},
         },
         "steps": S,
         "watch": S,
