@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from cloud import apps, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
-from cloud.errors import KilnError
+from cloud.errors import EXIT_ROLLED_BACK, KilnError, Refused
 from orchestrator import cluster as model
 from orchestrator import environment, groups, images, inputs
 from orchestrator import plan as plans
@@ -23,6 +23,8 @@ from orchestrator.judge import CanaryFailed
 
 class RolledBack(KilnError):
     """The operation failed its checks and the cluster was rolled back; `result` says how."""
+
+    exit_code = EXIT_ROLLED_BACK
 
     def __init__(self, message: str, result: dict):
         super().__init__(message)
@@ -137,7 +139,7 @@ def teardown(aws: Aws, keep=None, stack=None, dry_run=False, force_unlock=False,
     settings_rules = rules(aws.settings)
     keep = settings_rules.keep if keep is None else int(keep)
     if keep < 0:
-        raise KilnError(f"--keep: must not be negative, got {keep}")
+        raise Refused(f"--keep: must not be negative, got {keep}")
 
     def build(cluster):
         known = {g.name for g in cluster.groups}
@@ -164,6 +166,9 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
         runner = Runner(env, plan, settings_rules, run_id, lease, observer)
         try:
             runner.run()
+        except KeyboardInterrupt:
+            left_behind(env, operation, plan, runner)
+            raise
         except (AlarmFired, Unhealthy, CanaryFailed) as failure:
             if not (auto_abort and plan.new_group):
                 raise
@@ -177,6 +182,36 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
                              f"{plan.new_group} has weight 0, is scaled to 0 and tagged failed",
                              result) from None
     return _result(env, plan, "ok", start_calls, before, started, judgement=runner.judgement)
+
+
+# What finishes an interrupted operation, and what undoes it (None: nothing to say).
+_NEXT = {"canary": ("promote", "rollback"), "deploy": ("promote", "rollback"),
+         "promote": ("promote", "rollback"), "rollback": ("rollback", None),
+         "teardown": ("teardown", None)}
+
+
+def left_behind(env, operation: str, plan: plans.Plan, runner: Runner) -> None:
+    """After SIGINT or SIGTERM: the step it stopped in, the cluster as it is now, and the
+    commands that finish or undo what was begun. The lock is released on the way out."""
+    total, done = len(plan.steps), len(runner.done)
+    if done < total:
+        say(f"{operation} interrupted in step [{done + 1}/{total}] "
+            f"{plan.steps[done].describe()}; steps 1-{done} were done")
+    try:
+        cluster = {**model.read(env).as_dict(), "url": model.url(env)}
+        for line in status_lines(cluster):
+            say(line)
+    except Exception as error:  # noqa: BLE001 - the state is best effort; the commands still help
+        say(f"could not read cluster {env.cluster} now: {error}")
+    flags = f" --app {env.app}" + (f" --stack {env.cluster.removeprefix(env.app + '-')}"
+                                   if env.cluster != env.app else "")
+    finish, undo = _NEXT[operation]
+    if done == 0 and operation in ("canary", "deploy"):
+        say(f"nothing was shifted; `invoke teardown{flags}` removes a half-made group")
+        return
+    say(f"to finish: `invoke {finish}{flags}`")
+    if undo:
+        say(f"to undo: `invoke {undo}{flags}`")
 
 
 @contextmanager
