@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 BUILD_ACCOUNT = "123456789012"
@@ -101,6 +102,40 @@ def _set_key(backend, user_name: str, wanted: dict) -> None:
     key.access_key_id = wanted["AccessKeyId"]
     key.secret_access_key = wanted["SecretAccessKey"]
     backend.access_keys[key.physical_resource_id] = key
+
+
+@dataclass(frozen=True)
+class Key:
+    """The identity behind an access key: an IAM user's, or an assumed role's session."""
+
+    access_key: str
+    secret: str
+    arn: str
+    partition: str = "aws"
+    user: str | None = None
+    role: str | None = None
+
+
+def find_key(account: str, access_key: str, token: str | None) -> Key | None:
+    """The active key with this id in the account; a session's needs its own token, and a
+    user's key is refused with any token (as AWS answers both: InvalidClientTokenId)."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    found = iam_backends[account]["aws"].access_keys.get(access_key)
+    if found is None or getattr(found, "status", "Active") != "Active":
+        return None
+    if getattr(found, "role_arn", None):
+        for session in sts_backends[account]["aws"].assumed_roles:
+            if session.access_key_id == access_key and token and session.session_token == token:
+                role = session.role_arn.rpartition("/")[2]
+                arn = f"arn:aws:sts::{account}:assumed-role/{role}/{session.session_name}"
+                return Key(access_key, session.secret_access_key, arn, role=role)
+        return None
+    if token or not found.user_name:
+        return None
+    return Key(access_key, found.secret_access_key,
+               f"arn:aws:iam::{account}:user/{found.user_name}", user=found.user_name)
 
 
 def role_by_arn(arn: str):

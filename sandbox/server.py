@@ -1,14 +1,49 @@
 """Entry point of the sandbox's moto server: apply the sandbox patches, then serve.
 
 Run as `python -m sandbox.server --port N --state-dir DIR`; `sandbox.control` starts it.
+
+The server keeps each request as it arrived (the raw request line's target and the body's bytes)
+in the WSGI environ before moto sees it, because SigV4 is computed over those and a framework's
+decoded view of them differs (sandbox.sigv4).
 """
 
 import argparse
+import io
 import os
+import signal
 import sys
 from pathlib import Path
 
 from sandbox.patches import apply_all
+from sandbox.patches.access_control import RAW_BODY, RAW_TARGET
+
+
+class KeepRaw:
+    """WSGI middleware: the raw target and body, kept beside the request for authentication."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        environ[RAW_TARGET] = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+        body = _read_body(environ)
+        environ[RAW_BODY] = body
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+
+def _read_body(environ) -> bytes:
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    if environ.get("wsgi.input_terminated"):  # chunked: read to its end
+        return stream.read()
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return stream.read(length) if length > 0 else b""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,12 +54,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # As on AWS: RunInstances refuses an AMI id that does not exist.
     os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
+    os.environ.setdefault("MOTO_PORT", str(args.port))
     applied = apply_all(args.state_dir.resolve())
     print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+    serve(args.host, args.port)
 
-    from moto.server import main as moto_main
 
-    moto_main(["-H", args.host, "-p", str(args.port)])
+def serve(host: str, port: int) -> None:
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    # As moto's own server: SIGTERM and SIGINT exit through Python, so cleanups run.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _exit)
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(host, port, KeepRaw(app), threaded=True, request_handler=MotoRequestHandler)
+
+
+def _exit(signum, frame) -> None:
+    sys.exit(0)
 
 
 if __name__ == "__main__":

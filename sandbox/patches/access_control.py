@@ -28,29 +28,28 @@ import html
 import json
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, parse_qsl, unquote
 
-from sandbox import identities
+from sandbox import actions, identities, sigv4
 from sandbox import policy as iam
 from sandbox.resources import ec2_targets, keys_used, passed_roles, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
-
-# The credential scope's service name where it differs from the IAM action prefix.
-SERVICE_PREFIX = {"monitoring": "cloudwatch", "email": "ses"}
+# Where sandbox.server keeps the request as it arrived, in the WSGI environ.
+RAW_TARGET = "sandbox.raw_target"
+RAW_BODY = "sandbox.raw_body"
 
 
 def apply(state_dir: Path) -> None:
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.core.responses import BaseResponse
-    from moto.iam.access_control import IAMRequestBase
 
     STATE["dir"] = state_dir
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate
-    IAMRequestBase.check_action_permitted = _check_permitted
     BaseResponse.get_current_account = _current_account
     _guard_moto_api(state_dir)
     identities.seed(state_dir)
@@ -65,29 +64,117 @@ def _current_account(self) -> str:
 # -- authentication -----------------------------------------------------------------------------
 
 
-def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
-    from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.iam.access_control import S3IAMRequest
+@dataclass
+class Call:
+    """One signed request, authenticated: who made it and what it asks, in AWS's terms."""
 
-    if self.headers.get("X-Amz-Target") in ActionAuthenticatorMixin.PUBLIC_OPERATIONS:
-        return
-    if "Authorization" not in self.headers:
-        if iam_request_cls is S3IAMRequest:
-            return _anonymous_s3(self, resource)
+    response: object
+    service: str  # the credential scope's service name (s3, ec2, monitoring…)
+    region: str
+    account: str
+    key: identities.Key
+    wire: sigv4.WireRequest
+    operation: str | None
+    actions: tuple[str, ...]
+    s3: actions.S3Target | None = None
+
+
+def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
+    wire = _wire(self)
+    s3 = _is_s3(self)
+    header = wire.header("Authorization")
+    if not header:
+        if s3:
+            return _anonymous_s3(self, wire)
         raise _missing_signature(self)
-    path = self.raw_path
-    query = self.uri.partition("?")[2]
-    if query:
-        path += "?" + query
     try:
-        request = iam_request_cls(account_id=self.current_account, method=self.method,
-                                  path=path, data=self.data, body=self.raw_body,
-                                  headers=self.headers, action=self._get_action())
-        request.check_signature()
-    except Exception as error:
-        raise _as_json(self, error) from None
-    request._sandbox_response = self
-    request.check_action_permitted(resource)
+        auth = sigv4.parse_authorization(header)
+    except sigv4.Malformed as error:
+        raise _auth_error(self, "IncompleteSignature", str(error), 400) from None
+    key = identities.find_key(self.current_account, auth.access_key,
+                              wire.header("X-Amz-Security-Token"))
+    if key is None:
+        raise _auth_error(self, "InvalidClientTokenId",
+                          "The security token included in the request is invalid.", 403)
+    if not sigv4.matches(wire, auth, key.secret):
+        raise _auth_error(self, "SignatureDoesNotMatch",
+                          "The request signature we calculated does not match the signature "
+                          "you provided. Check your AWS Secret Access Key and signing method.",
+                          403)
+    call = _call(self, wire, auth, key, s3)
+    _check_permitted(call, resource)
+
+
+def _call(response, wire: sigv4.WireRequest, auth: sigv4.Authorization, key, s3: bool) -> Call:
+    account = response.current_account
+    if s3:
+        target = actions.s3_operation(wire.method, wire.path, wire.query, response.headers)
+        action = actions.s3_action(target)
+        return Call(response, "s3", auth.region, account, key, wire, target.operation,
+                    (action,) if action else (), target)
+    name = actions.operation(auth.service, wire.path, wire.query, _form(response),
+                             response.headers)
+    return Call(response, auth.service, auth.region, account, key, wire, name,
+                actions.iam_actions(auth.service, name))
+
+
+def _wire(response) -> sigv4.WireRequest:
+    """The request as it arrived (sandbox.server keeps the raw request line and body)."""
+    from flask import has_request_context, request
+
+    environ = request.environ if has_request_context() else {}
+    target = environ.get(RAW_TARGET) or environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target:
+        query = environ.get("QUERY_STRING", "")
+        target = response.raw_path + (f"?{query}" if query else "")
+    body = environ.get(RAW_BODY)
+    if body is None:
+        body = response.raw_body if isinstance(response.raw_body, bytes) else b""
+    return sigv4.WireRequest.build(response.method, target, _header_items(response), body)
+
+
+def _header_items(response) -> list[tuple[str, str]]:
+    headers = response.headers
+    return list(headers.items()) if hasattr(headers, "items") else []
+
+
+def _form(response) -> dict:
+    data = getattr(response, "data", None) or {}
+    found = {}
+    for key, value in (data.items() if hasattr(data, "items") else []):
+        found[key] = value[0] if isinstance(value, list) and value else value
+    return found
+
+
+def _is_s3(response) -> bool:
+    from moto.s3.responses import S3Response
+
+    return isinstance(response, S3Response)
+
+
+def _auth_error(response, code: str, message: str, status: int):
+    """Authentication errors in each protocol's own shape (EC2: AuthFailure)."""
+    from moto.core.exceptions import _RESTError
+
+    if _is_s3(response):
+        from moto.s3 import exceptions
+
+        return {"InvalidClientTokenId": exceptions.S3InvalidAccessKeyIdError,
+                "SignatureDoesNotMatch": exceptions.S3SignatureDoesNotMatchError}.get(
+            code, lambda: exceptions.S3ClientError(code, message))()
+    if response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2":
+        code, message = "AuthFailure", "AWS was not able to validate the provided access " \
+                                       "credentials"
+        status = 401
+    error = _RESTError(code, message)
+    error.code = status
+    return _as_json(response, error)
+
+
+def _service_of(response) -> str:
+    header = response.headers.get("Authorization", "")
+    parts = header.partition("Credential=")[2].split("/")
+    return parts[3] if len(parts) > 3 else ""
 
 
 def _as_json(response, error):
@@ -114,26 +201,27 @@ def _missing_signature(response):
     return error
 
 
-def _anonymous_s3(response, resource: str) -> None:
+def _anonymous_s3(response, wire: sigv4.WireRequest) -> None:
     """An unsigned S3 request: only what the bucket policy grants to everyone."""
     from moto.s3.exceptions import S3AccessDeniedError
 
-    action = f"s3:{response._get_action()}"
-    bucket = _bucket(response)
+    target = actions.s3_operation(wire.method, wire.path, wire.query, response.headers)
+    action = actions.s3_action(target) or f"s3:{target.operation or 'unknown'}"
+    resource = actions.s3_resource(target)
+    bucket = _bucket(response, target.bucket)
     policies = [bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy] \
         if bucket is not None and bucket.policy else []
-    context = {"aws:SourceIp": _source_ip(response), "aws:SecureTransport": False}
+    context = {"aws:SourceIp": _source_ip(), "aws:SecureTransport": False}
     result = iam.evaluate(policies, action, resource, context, principal={"anonymous": True})
     if result != iam.Result.ALLOW:
         _log(f"DENY anonymous {action} {resource}")
         raise S3AccessDeniedError()
 
 
-def _bucket(response):
+def _bucket(response, name: str | None):
     from moto.s3.exceptions import S3ClientError
     from moto.s3.models import s3_backends
 
-    name = getattr(response, "bucket_name", None)
     if not name:
         return None
     try:
@@ -142,8 +230,10 @@ def _bucket(response):
         return None
 
 
-def _source_ip(response) -> str:
-    environ = getattr(getattr(response, "request", None), "environ", {}) or {}
+def _source_ip() -> str:
+    from flask import has_request_context, request
+
+    environ = request.environ if has_request_context() else {}
     return environ.get("REMOTE_ADDR", "127.0.0.1")
 
 
@@ -153,13 +243,13 @@ def _source_ip(response) -> str:
 class Caller:
     """Who signed the request: an IAM user or an assumed role's session."""
 
-    def __init__(self, request):
-        key = request._access_key
-        self.account = request.account_id
+    def __init__(self, call: Call):
+        key = call.key
+        self.account = call.account
         self.partition = key.partition
         self.arn = key.arn
-        self.user = getattr(key, "_owner_user_name", None)
-        self.role = getattr(key, "_owner_role_name", None)
+        self.user = key.user
+        self.role = key.role
         self.role_arn = _role_arn(self.account, self.role) if self.role else None
 
     @property
@@ -206,72 +296,100 @@ def _document(managed) -> str:
     return version.document
 
 
-def _check_permitted(self, resource: str) -> None:
-    response = getattr(self, "_sandbox_response", None)
-    service = SERVICE_PREFIX.get(self._service, self._service)
-    action = f"{service}:{self._action.partition(':')[2]}"
-    if action == "sts:GetCallerIdentity":
+def _check_permitted(call: Call, resource: str) -> None:
+    caller = Caller(call)
+    if call.operation == "GetCallerIdentity" and call.service == "sts":
         return  # always allowed, as on AWS
-    caller = Caller(self)
-    params = _params(self, service)
-    if resource in ("*", None):
-        resource = resource_for(service, action, params, caller.account, self._region)
-    context = _context(caller, action, params, response)
-    targets = ec2_targets(action, params, caller.account, self._region) \
-        if service == "ec2" else _deleted_objects(self, action, resource)
+    if not call.actions:
+        _unknown_operation(call, caller)
+        return
+    params = _params(call)
+    for action in call.actions:
+        _check_action(call, caller, action, resource, params)
+    if call.s3 is not None and call.s3.operation in ("CopyObject", "UploadPartCopy"):
+        _check_copy_source(call, caller, params)
+    for role_arn in passed_roles(call.actions[0], params, caller.account, call.region):
+        here = {**_context(caller, "iam:PassRole", params), "iam:PassedToService":
+                "ec2.amazonaws.com"}
+        allowed, why = _decide(caller, "iam:PassRole", role_arn, here, params, call.region)
+        if not allowed:
+            _deny(call, caller, "iam:PassRole", role_arn, why)
+    _check_keys_used(call, caller, call.actions[0], params)
+
+
+def _check_action(call: Call, caller: Caller, action: str, resource: str, params: dict) -> None:
+    service = action.partition(":")[0]
+    if call.s3 is not None:
+        resource = actions.s3_resource(call.s3, caller.partition)
+    elif resource in ("*", None):
+        resource = resource_for(service, action, params, caller.account, call.region)
+    context = _context(caller, action, params)
+    targets = ec2_targets(action, params, caller.account, call.region) \
+        if service == "ec2" else _deleted_objects(call, action, resource)
     for arn, tags in targets or [(resource, None)]:
         here = dict(context)
         if tags is not None:  # the sandbox knows this resource's tags: absent ones are absent
             here.update({f"aws:ResourceTag/{k}": v for k, v in tags.items()})
             here[iam.COMPUTED] = ["aws:resourcetag/"]
-        allowed, why = _decide(caller, action, arn, here, params, self._region)
+        allowed, why = _decide(caller, action, arn, here, params, call.region)
         if not allowed:
-            _deny(self, caller, action, arn, why)
-    for role_arn in passed_roles(action, params, caller.account, self._region):
-        here = {**context, "iam:PassedToService": "ec2.amazonaws.com"}
-        allowed, why = _decide(caller, "iam:PassRole", role_arn, here, params, self._region)
-        if not allowed:
-            _deny(self, caller, "iam:PassRole", role_arn, why)
-    _check_keys_used(self, caller, action, params, context)
+            _deny(call, caller, action, arn, why)
 
 
-def _check_keys_used(request, caller: Caller, action: str, params: dict, context: dict) -> None:
+def _check_copy_source(call: Call, caller: Caller, params: dict) -> None:
+    """A copy reads its source: s3:GetObject (or GetObjectVersion) on it, as on AWS."""
+    source = unquote(call.wire.header("x-amz-copy-source") or "").lstrip("/")
+    path, _, query = source.partition("?")
+    version = dict(parse_qsl(query)).get("versionId")
+    action = "s3:GetObjectVersion" if version else "s3:GetObject"
+    arn = f"arn:{caller.partition}:s3:::{path}"
+    allowed, why = _decide(caller, action, arn, _context(caller, action, params), params,
+                           call.region)
+    if not allowed:
+        _deny(call, caller, action, arn, why)
+
+
+def _unknown_operation(call: Call, caller: Caller) -> None:
+    """No action in the sandbox's table (sandbox.actions): refused rather than guessed."""
+    name = f"{actions.prefix(call.service)}:{call.operation or '(no operation)'}"
+    _deny(call, caller, name, "*", "the sandbox's IAM table (sandbox/actions.py) has no action "
+          "for this operation")
+
+
+def _check_keys_used(call: Call, caller: Caller, action: str, params: dict) -> None:
     """EC2 uses customer managed keys as the caller (kms:ViaService ec2): the key policy and the
     caller's policies must allow it. AWS managed keys (aws/ebs) allow every caller through EC2."""
-    region = request._region
-    for key_arn, actions in keys_used(action, params, caller.account, region):
+    region = call.region
+    context = _context(caller, action, params)
+    for key_arn, kms_actions in keys_used(action, params, caller.account, region):
         key = identities.kms_key(key_arn, caller.account, region)
         if key is None or getattr(key, "key_manager", "CUSTOMER") == "AWS":
             continue  # no such key: EC2 answers that itself
-        for kms_action in actions:
+        for kms_action in kms_actions:
             here = {**context, "kms:ViaService": f"ec2.{region}.amazonaws.com",
                     "kms:CallerAccount": caller.account,
                     "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant"}
             allowed, why = _decide(caller, kms_action, key.arn, here, params, region)
             if not allowed:
-                _deny(request, caller, kms_action, key.arn, why)
+                _deny(call, caller, kms_action, key.arn, why)
 
 
-def _deleted_objects(request, action: str, resource: str) -> list[tuple[str, None]]:
+def _deleted_objects(call: Call, action: str, resource: str) -> list[tuple[str, None]]:
     """DeleteObjects is authorized as s3:DeleteObject on each key it names, as on AWS."""
-    if action != "s3:DeleteObject" or "/" in resource.partition(":::")[2]:
+    if call.s3 is None or call.s3.operation != "DeleteObjects":
         return []
-    body = request._body.decode("utf-8", "replace") if isinstance(request._body, bytes) \
-        else str(request._body or "")
+    body = call.wire.body.decode("utf-8", "replace")
     keys = re.findall(r"<Key>(.*?)</Key>", body)
     return [(f"{resource}/{html.unescape(key)}", None) for key in keys]
 
 
-def _params(request, service: str) -> dict:
+def _params(call: Call) -> dict:
     """The request's parameters: query/form fields, or the JSON body. An S3 body is an object's
     bytes or an XML document, never parameters (decoding a 16 MB part as text took 0.2 s)."""
-    found: dict = {}
-    data = request._data or {}
-    for key, value in (data.items() if hasattr(data, "items") else []):
-        found[key] = value[0] if isinstance(value, list) and len(value) == 1 else value
-    body = request._body if service != "s3" else None
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
+    found: dict = dict(_form(call.response))
+    if call.service == "s3":
+        return found
+    body = call.wire.body.decode("utf-8", "replace")
     if body and body.lstrip().startswith("{"):
         with contextlib.suppress(ValueError):
             found.update(json.loads(body))
@@ -281,16 +399,15 @@ def _params(request, service: str) -> dict:
     return found
 
 
-def _context(caller: Caller, action: str, params: dict, response) -> dict:
+def _context(caller: Caller, action: str, params: dict) -> dict:
     context = {
         "aws:PrincipalArn": caller.principal_arn,
         "aws:PrincipalAccount": caller.account,
         "aws:PrincipalType": "AssumedRole" if caller.role else "User",
         "aws:SecureTransport": False,
         "aws:ViaAWSService": False,
+        "aws:SourceIp": _source_ip(),
     }
-    if response is not None:
-        context["aws:SourceIp"] = _source_ip(response)
     if action == "sts:AssumeRole" and params.get("ExternalId"):
         context["sts:ExternalId"] = params["ExternalId"]
     if action == "sts:AssumeRole" and params.get("SourceIdentity"):
@@ -364,7 +481,7 @@ def _key_allows(caller: Caller, action: str, resource: str, context: dict, ident
     return False, "no identity-based policy allows it"
 
 
-def _deny(request, caller: Caller, action: str, resource: str, why: str) -> None:
+def _deny(call: Call, caller: Caller, action: str, resource: str, why: str) -> None:
     from moto.core.exceptions import JsonRESTError, _RESTError
 
     message = (f"User: {caller.arn} is not authorized to perform: {action} on resource: "
@@ -372,15 +489,15 @@ def _deny(request, caller: Caller, action: str, resource: str, why: str) -> None
     _log(f"DENY {caller.arn} {action} {resource}: {why}")
     if identities.mode(STATE["dir"]) == "audit":
         return
-    if "json" in request._headers.get("Content-Type", ""):
+    if "json" in (call.wire.header("Content-Type") or ""):
         error = JsonRESTError("AccessDeniedException", message)
         error.code = 400
-    elif request._service == "s3":
+    elif call.service == "s3":
         from moto.s3.exceptions import S3ClientError
 
         error = S3ClientError("AccessDenied", message)  # S3's bare <Error> document
     else:
-        code = "UnauthorizedOperation" if request._service == "ec2" else "AccessDenied"
+        code = "UnauthorizedOperation" if call.service == "ec2" else "AccessDenied"
         error = _RESTError(code, message)
         error.code = 403
     raise error
