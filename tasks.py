@@ -548,6 +548,66 @@ env_tasks.add_task(env_up, "up")
 env_tasks.add_task(env_down, "down")
 ns.add_collection(env_tasks)
 
+# -- the release pipeline -------------------------------------------------------------------
+
+
+@kiln_task(required=("version",), help={
+    "app": _DEPLOY_HELP["app"] + "; its pipeline is kiln.apps.<app>.pipeline",
+    "version": "the version to take through the pipeline (required)",
+    "from": "start at this stage (the stages before it must have passed for the version)",
+    "to": "stop after this stage",
+    "dry_run": "print each stage, what it has recorded for the version and what would run",
+    "override": "run a stage whose earlier stages have not passed (the override is recorded)",
+    "json": "print the stages' outcomes as JSON on stdout"})
+def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, override=False,
+                 json=False):
+    """Take VERSION through the app's pipeline: each stage in order, gated on the ones before
+    it, its outcome recorded in AWS (release history, image tag); see docs/pipeline.md."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import pipeline
+
+    aws = connect(_app_settings(c, app))
+    result = pipeline.run(aws, version, from_, to, dry_run=dry_run, override=override)
+    if json:
+        emit_json(result)
+
+
+def _decide(c, approved, app, version, comment, override, json):
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import pipeline
+
+    aws = connect(_app_settings(c, app))
+    result = pipeline.decide(aws, version, approved, comment, override)
+    if json:
+        emit_json(result)
+
+
+_DECIDE_HELP = {"app": _DEPLOY_HELP["app"], "version": "the version (required)",
+                "comment": "why, recorded with your identity",
+                "override": "even though earlier stages have not passed (recorded)",
+                "json": "print the decision as JSON on stdout"}
+
+
+@kiln_task(required=("version",), help=_DECIDE_HELP)
+def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False):
+    """Approve VERSION at the pipeline's approval stage, as you (your ARN is recorded)."""
+    _decide(c, True, app, version, comment, override, json)
+
+
+@kiln_task(required=("version",), help=_DECIDE_HELP)
+def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False):
+    """Reject VERSION at the pipeline's approval stage: production refuses it."""
+    _decide(c, False, app, version, comment, override, json)
+
+
+pipeline_tasks = Collection("pipeline")
+pipeline_tasks.add_task(pipeline_run, "run")
+pipeline_tasks.add_task(pipeline_approve, "approve")
+pipeline_tasks.add_task(pipeline_reject, "reject")
+ns.add_collection(pipeline_tasks)
+
 # -- quick start ----------------------------------------------------------------------------
 
 

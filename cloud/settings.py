@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cloud import pipelines
 from cloud.errors import ConfigError
 
 
@@ -123,7 +124,8 @@ SCHEMA: dict = {
     "app": S,
     "manifest": S,
     # Further apps, each overriding the defaults (see cloud/apps.py).
-    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "deploy": M0}),
+    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "deploy": M0,
+                   "pipeline": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -243,6 +245,8 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
             _check_real_accounts(settings)
             _check_ssh_cidrs(settings.bake)
             _check_listener(settings.deploy)
+            for app, entry in settings.apps.items():
+                pipelines.check(app, entry.pipeline)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
