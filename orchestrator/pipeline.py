@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -24,7 +25,7 @@ from orchestrator.inputs import human, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_PREFIX = "kiln:stage:"
-ACCEPTANCE_OWNER = "acceptance"
+ACCEPTANCE_OWNER = "candidate"  # the environment: cluster <app>-candidate
 
 
 class StageFailed(KilnError):
@@ -188,6 +189,7 @@ def _plan(app: str, version: str, everything: list, chosen: list, passed: dict) 
 
 
 # -- actions: each returns the stage's evidence (None: recorded elsewhere) ------------------
+# The commands' output goes to stderr with Kiln's progress: stdout is for --json alone.
 
 
 def _commit(aws: Aws, stage, version: str, run_id: str) -> dict:
@@ -200,7 +202,7 @@ def _commit(aws: Aws, stage, version: str, run_id: str) -> dict:
     for command in stage.get("commands", []):
         say(f"  $ {command}")
         started = time.monotonic()
-        done = subprocess.run(command, shell=True, cwd=ROOT, env=env)
+        done = subprocess.run(command, shell=True, cwd=ROOT, env=env, stdout=sys.stderr)
         commands.append({"command": command, "status": done.returncode,
                          "seconds": round(time.monotonic() - started, 1)})
         if done.returncode != 0:
@@ -242,7 +244,8 @@ def _acceptance(aws: Aws, stage, version: str, run_id: str) -> dict:
         say(f"  $ {command}   (KILN_URL={env['KILN_URL']})")
         started = time.monotonic()
         try:
-            done = subprocess.run(command, shell=True, cwd=ROOT, env=env, timeout=timeout)
+            done = subprocess.run(command, shell=True, cwd=ROOT, env=env, timeout=timeout,
+                                  stdout=sys.stderr)
             status = done.returncode
         except subprocess.TimeoutExpired:
             raise StageFailed(f"stage {stage.name}: `{command}` ran past {human(timeout)}"
