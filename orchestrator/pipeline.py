@@ -83,19 +83,23 @@ def record(aws: Aws, app: str, version: str, stage: str, outcome: str, run_id: s
              "reason": comment, "error": error}
     item = history.record(aws, subject(app, version), event, required=True)
     history.record(aws, f"app/{app}", {**event, "event": f"stage {stage}"}, required=True)
-    tag_image(aws, app, version, stage, f"{outcome} {item['at'][:19]}Z {item['operator']}")
+    tag_image(aws, app, version)
     return item
 
 
-def tag_image(aws: Aws, app: str, version: str, stage: str, value: str) -> str | None:
-    """`kiln:stage:<stage>` on the version's images in the build account (none yet: nothing)."""
+def tag_image(aws: Aws, app: str, version: str) -> str | None:
+    """`kiln:stage:<stage>` = `<outcome> <when> <who>` of every stage recorded for the version,
+    on its images in the build account (none baked yet: nothing; the image stage's own record
+    then tags what came before it)."""
     ec2 = aws.client("ec2")
     found = ec2.describe_images(Owners=["self"], Filters=tags.filters(
         {tags.APP: app, tags.VERSION: version}))["Images"]
     if not found:
         return None
-    ec2.create_tags(Resources=[i["ImageId"] for i in found],
-                    Tags=[{"Key": f"{TAG_PREFIX}{stage}", "Value": value[:256]}])
+    labels = [{"Key": f"{TAG_PREFIX}{name}",
+               "Value": f"{e['outcome']} {e['at'][:19]}Z {e['operator']}"[:256]}
+              for name, e in results(aws, app, version).items()]
+    ec2.create_tags(Resources=[i["ImageId"] for i in found], Tags=labels)
     return found[0]["ImageId"]
 
 
@@ -216,11 +220,19 @@ def _commit(aws: Aws, stage, version: str, run_id: str) -> dict:
 
 
 def _image(aws: Aws, stage, version: str, run_id: str) -> dict:
-    from provisioner import bake
+    """Bake the version, then promote it into the deploy account, where the later stages
+    roll it out (`invoke bake`, then `invoke ami.promote --to <kiln.deploy.account>`)."""
+    from provisioner import bake, promote
 
     result = bake.run(aws, aws.settings, version)
-    return {"image": result["image_id"], "images": result["images"],
-            "release": f"{result['version']}-{result['release']}", "reused": result["reused"]}
+    release = f"{result['version']}-{result['release']}"
+    evidence = {"image": result["image_id"], "images": result["images"], "release": release,
+                "reused": result["reused"]}
+    to = aws.settings.deploy.account
+    if to != aws.account_name:
+        promoted = promote.promote(aws, aws.settings.app, release, to)
+        evidence["promoted"] = {"to": to, "promotions": promoted["promotions"]}
+    return evidence
 
 
 def _acceptance(aws: Aws, stage, version: str, run_id: str) -> dict:
