@@ -10,6 +10,7 @@ one; `--override` lets it through, and the override is recorded with who gave it
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree
 
-from cloud import history, pipelines, tags
+from botocore.exceptions import ClientError
+
+from cloud import history, pipelines, stacks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError, Refused
@@ -84,7 +87,23 @@ def record(aws: Aws, app: str, version: str, stage: str, outcome: str, run_id: s
     item = history.record(aws, subject(app, version), event, required=True)
     history.record(aws, f"app/{app}", {**event, "event": f"stage {stage}"}, required=True)
     tag_image(aws, app, version)
+    notify(aws, f"{app} {version}: stage {stage} {outcome}",
+           {**event, "who": item["who"], "at": item["at"]})
     return item
+
+
+def notify(aws: Aws, subject_line: str, message: dict) -> None:
+    """Publish to the pipeline's SNS topic (the build stack's PipelineTopicArn); an older build
+    stack without it: nothing. A notice that cannot be sent is said, never fails a stage."""
+    try:
+        topic = stacks.output(aws, "build", "PipelineTopicArn")
+    except KilnError:
+        return
+    try:
+        aws.client("sns").publish(TopicArn=topic, Subject=subject_line[:100],
+                                  Message=json.dumps(message, sort_keys=True, default=str))
+    except ClientError as error:
+        say(f"pipeline: notice not sent to {topic}: {error}")
 
 
 def tag_image(aws: Aws, app: str, version: str) -> str | None:
@@ -308,6 +327,9 @@ def _approval(aws: Aws, stage, version: str, run_id: str) -> None:
     if given:
         raise StageFailed(f"stage {stage.name}: {app} {version} was rejected by {given['who']}"
                           + (f": {given['reason']}" if given.get("reason") else ""))
+    notify(aws, f"{app} {version}: waiting for approval at stage {stage.name}", {
+        "event": "approval pending", "app": app, "version": version, "stage": stage.name,
+        "run_id": run_id, "approve": f"invoke pipeline.approve --app {app} --version {version}"})
     raise Refused(f"stage {stage.name}: {app} {version} waits for approval: `invoke "
                   f"pipeline.approve --app {app} --version {version} --comment …` (or "
                   f"pipeline.reject), then `invoke pipeline.run --app {app} --version {version} "

@@ -5,11 +5,13 @@ publish), a deploy to the staging cluster, the approval, and a canary promoted i
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import pytest
 
-from cloud import bootstrap
+from cloud import bootstrap, stacks
 from cloud import tags as kiln_tags
 from cloud.errors import EXIT_REFUSED
 from cloud.target import connect
@@ -48,7 +50,39 @@ def released(kaws, daws, outputs, kiln_settings):
     admin.client("ec2").create_tags(Resources=[build_image], Tags=kiln_tags.to_list(
         kiln_tags.kiln_tags("hello-web", "image", version="1.1.0")))
     operations.deploy(kaws, version="1.0.0")
-    return {"admin": admin, "image": build_image}
+    # Someone listening to the pipeline's notices: an HTTP endpoint subscribed to its topic.
+    listener = Notices()
+    topic = stacks.output(admin, "build", "PipelineTopicArn")
+    admin.client("sns").subscribe(TopicArn=topic, Protocol="http", Endpoint=listener.url)
+    yield {"admin": admin, "image": build_image, "notices": listener}
+    listener.close()
+
+
+class Notices(http.server.ThreadingHTTPServer):
+    """An HTTP endpoint that keeps the Subject of every notification SNS posts to it."""
+
+    def __init__(self):
+        self.subjects: list[str] = []
+        received = self.subjects
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if body.get("Type") == "Notification":
+                    received.append(body["Subject"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
 
 
 def lines_of(result) -> list[str]:
@@ -76,6 +110,9 @@ def test_a_version_goes_through_its_gates_to_production(run_invoke, kaws, releas
     assert any(line.startswith("[2/4] stage staging: passed in ") for line in log), log
     assert log[-1].startswith("kiln: stage approval: hello-web 1.1.0 waits for approval: "
                               "`invoke pipeline.approve --app hello-web --version 1.1.0"), log
+    assert released["notices"].subjects == [
+        "hello-web 1.1.0: stage commit passed", "hello-web 1.1.0: stage staging passed",
+        "hello-web 1.1.0: waiting for approval at stage approval"]
     staging = operations.status(kaws, "staging")["server_groups"]
     assert [(g["version"], g["weight"]) for g in staging] == [("1.1.0", 100)]
 
