@@ -180,6 +180,9 @@ def run(aws: Aws, version: str, start: str | None = None, end: str | None = None
             say(f"[{number}/{len(chosen)}] stage {stage.name}: {outcome} after {human(int(took))}")
             record(aws, app, version, stage.name, "failed", run_id, seconds_taken=took,
                    error=f"{outcome}: {failure}")
+            if outcome == "interrupted":
+                say(f"to go on: `invoke pipeline.run --app {app} --version {version} "
+                    f"--from {stage.name}`")
             raise
         took = time.monotonic() - started
         if evidence is not None:  # an approval records itself, when it is given

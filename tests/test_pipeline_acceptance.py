@@ -109,3 +109,5 @@ def test_a_cancelled_acceptance_removes_the_environment(config_overrides, tmp_pa
     assert process.returncode == EXIT_INTERRUPTED, "\n".join(lines)
     assert left(daws, candidate) == {"groups": [], "rules": []}
     assert "[1/1] stage acceptance: interrupted after" in "\n".join(lines)
+    assert "to go on: `invoke pipeline.run --app hello-web --version 1.3.0 --from acceptance`" \
+        in lines
