@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 # Every Python package comes from uv.lock (exact versions and hashes); uv itself is pinned by
-# hash in requirements/uv.txt. `make lock` refreshes the lock on purpose (README: upgrading).
+# hash in requirements/uv.txt. `make lock` refreshes the lock on purpose (docs/development.md).
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
@@ -19,7 +19,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
 	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux uidmap
 # Real chef-solo and fpm from their sources, where this checkout sits beside a vendor folder
-# (see README, "Chef"): their Debian dependencies are installed and they go first on PATH.
+# (README, "Chef-solo and fpm elsewhere"): their Debian dependencies are installed and they go
+# first on PATH.
 VENDOR := $(abspath ../shared/vendor)
 ifneq ($(wildcard $(VENDOR)/chef/bin/chef-solo),)
 APT_PACKAGES += $(shell cat $(VENDOR)/*/debian-packages)

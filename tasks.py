@@ -101,7 +101,7 @@ ns.add_collection(sandbox)
                  "json": "print one result per stack as JSON on stdout"})
 def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
     """Create or update the support stacks (build account, target accounts) via change sets."""
-    from cloud import bootstrap as stacks
+    from accounts import bootstrap as stacks
     from cloud.console import emit_json
     from cloud.target import connect
 
@@ -117,7 +117,7 @@ def bootstrap_apply(c, account=None, dry_run=False, yes=False, json=False):
                  "json": "print the checks as JSON on stdout"})
 def bootstrap_verify(c, account=None, json=False):
     """Check the real support resources: public bucket, encryption, key and trust policies…"""
-    from cloud import verify
+    from accounts import verify
     from cloud.console import emit_json
     from cloud.errors import KilnError
     from cloud.target import connect
@@ -231,16 +231,19 @@ def repo_prune(c, keep=None, dry_run=False, json=False):
 
 
 @kiln_task(help={"dry_run": "only check: report a signature that does not match, put "
-                            "nothing back",
+                            "nothing back; with --repair, print the repair plan only",
+                 "repair": "put back a lost, older or refused repomd.xml from the bucket's "
+                           "versions or the package objects (its plan printed first)",
                  "json": "print the result as JSON on stdout"})
-def repo_verify(c, dry_run=False, json=False):
-    """Check the yum repository as dnf reads it (repomd.xml signed by the repo key, every file it
-    names present); put back the signature a stopped publish or prune left unmatched."""
+def repo_verify(c, dry_run=False, repair=False, json=False):
+    """Check the yum repository as dnf reads it (repomd.xml the one Kiln last wrote, signed by
+    the repo key, every file it names present); put back the signature a stopped publish or
+    prune left unmatched. A lost, older or refused repomd.xml fails it; --repair puts it back."""
     from cloud.console import emit_json
     from cloud.target import connect
     from packager import repo
 
-    result = repo.verify(connect(settings(c)), dry_run=dry_run)
+    result = repo.verify(connect(settings(c)), dry_run=dry_run, repair=repair)
     if json:
         emit_json(result)
 

@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=4, help="baseline desired capacity")
     args = parser.parse_args()
 
-    from cloud import bootstrap
+    from accounts import bootstrap
     from cloud import settings as settings_module
     from cloud.target import connect
     from orchestrator import operations

@@ -1,5 +1,5 @@
 """Kiln's waits at AWS's own durations, scaled down: copies, a promotion and deploys in a private
-sandbox whose pending states last as on AWS times `--scale` (sandbox/patches/timing.py).
+sandbox whose pending states last as on AWS times `--scale` (sandbox/aws/timing.py).
 
 What it shows, on stderr as it goes: each image wait's progress lines (not found right after
 CopyImage, retried; `pending`; `available`), the health wait of new server groups (targets
@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.02, help="AWS durations times this")
     args = parser.parse_args()
 
-    from cloud import bootstrap, stacks
+    from accounts import bootstrap
     from cloud import settings as settings_module
+    from cloud import stacks
     from cloud import tags as kiln_tags
     from cloud.target import connect
     from orchestrator import operations

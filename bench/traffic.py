@@ -98,7 +98,7 @@ def throughput(host: str, total: int, clients: int) -> tuple[float, Counter]:
 
 def rollbacks(trials: int) -> list[dict]:
     """Broken canaries rolled back with traffic flowing: per trial, first 5xx → rollback."""
-    from cloud import bootstrap
+    from accounts import bootstrap
     from cloud import settings as settings_module
     from cloud.target import connect
     from orchestrator import operations

@@ -15,9 +15,9 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
 
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.inputs import human
 from orchestrator import cluster as model
 from orchestrator.environment import Environment
-from orchestrator.inputs import human
 from orchestrator.judge import Watcher
 
 

@@ -27,7 +27,7 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
 
 from cloud.console import say
 from cloud.errors import KilnError
-from orchestrator.inputs import human, seconds
+from cloud.inputs import human, seconds
 
 NAMESPACE = "AWS/ApplicationELB"
 PASS, FAIL, WAITING = "pass", "fail", "waiting"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from cloud import apps, locks, tags
+from cloud import apps, inputs, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import EXIT_ROLLED_BACK, KilnError, Refused
-from orchestrator import audit, environment, groups, images, inputs
+from orchestrator import audit, environment, groups, images
 from orchestrator import cluster as model
 from orchestrator import plan as plans
 from orchestrator.apply import Observer, Runner

@@ -24,7 +24,7 @@ from cloud import history, pipelines, stacks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError, Refused
-from orchestrator.inputs import human, seconds
+from cloud.inputs import human, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_PREFIX = "kiln:stage:"

@@ -10,9 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from cloud.errors import KilnError
+from cloud.inputs import human
 from orchestrator import cluster as model
 from orchestrator.cluster import Cluster, ServerGroup
-from orchestrator.inputs import human
 
 MAX_FORWARD_TARGET_GROUPS = 5  # an ALB forward action takes at most five target groups
 

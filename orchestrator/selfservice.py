@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 
-from cloud import tags
+from cloud import inputs, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import cluster as model
-from orchestrator import environment, groups, health, images, inputs
+from orchestrator import environment, groups, health, images
 from orchestrator.environment import Environment
 
 ROLE = "self-service"

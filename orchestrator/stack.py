@@ -8,7 +8,8 @@ app's override), with AppName the cluster it serves.
 
 import re
 
-from cloud import apps, bootstrap
+from accounts import bootstrap
+from cloud import apps
 from cloud.errors import KilnError
 from orchestrator.environment import cluster_name
 

@@ -1,16 +1,15 @@
 """The janitor's sweeper for expired self-service environments (`invoke env.up`).
 
-Importing this module registers it with provisioner.janitor; it runs before the instance sweeper,
+Importing this module registers it (cloud.sweepers); it runs before the instance sweeper,
 so an environment goes as a whole (listener rule, Auto Scaling group, template, target group).
 """
 
-from cloud import tags
+from cloud import sweepers, tags
 from orchestrator import selfservice
 from orchestrator.cluster import OWNER
-from provisioner import janitor
 
 
-def find(place, region: str, why) -> list[janitor.Leftover]:
+def find(place, region: str, why) -> list[sweepers.Leftover]:
     deploy = place.settings.deploy
     if place.account_name != deploy.account or region != (deploy.region or place.region):
         return []
@@ -23,14 +22,14 @@ def find(place, region: str, why) -> list[janitor.Leftover]:
             labels = {t["Key"]: t["Value"] for t in asg.get("Tags", [])}
             reason = why(labels)
             if reason and labels.get(OWNER):
-                found.append(janitor.Leftover("self-service-env", asg["AutoScalingGroupName"],
+                found.append(sweepers.Leftover("self-service-env", asg["AutoScalingGroupName"],
                                               place.account_name, region, reason, labels))
     return found
 
 
-def remove(place, region: str, items: list[janitor.Leftover]) -> None:
+def remove(place, region: str, items: list[sweepers.Leftover]) -> None:
     for owner in sorted({item.tags[OWNER] for item in items}):
         selfservice.down(place, owner)
 
 
-SWEEPER = janitor.register(janitor.Sweeper("self-service-env", 5, find, remove))
+SWEEPER = sweepers.register(sweepers.Sweeper("self-service-env", 5, find, remove))

@@ -231,6 +231,8 @@ def load(path: str | os.PathLike, version: str | None = None, digest: bool = Tru
     except _Problem as problem:
         where = f"{path}:{problem.line}" if problem.line else str(path)
         raise KilnError(f"{where}: {problem.key}: {problem.message}") from None
+    except RecursionError:
+        raise KilnError(f"{path}: not valid YAML (nested deeper than Kiln reads)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

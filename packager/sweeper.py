@@ -4,18 +4,17 @@ A publish uploads its package before it takes the repo lease and lists the packa
 repomd.xml; killed in between, the object stays, listed by nothing. The janitor removes such
 objects in the build account's main region once older than `kiln.repo.unlisted_grace_seconds`
 (a live publish lists its upload within `kiln.repo.lock_timeout`), and only under the repo lease,
-so a publish at work is never raced. Importing this module registers it with
-provisioner.janitor.
+so a publish at work is never raced. Importing this module registers it
+(cloud.sweepers).
 """
 
-from cloud import locks, stacks
+from cloud import locks, stacks, sweepers
 from cloud.console import say
 from cloud.errors import KilnError
 from packager import repo
-from provisioner import janitor
 
 
-def find(place, region: str, why) -> list[janitor.Leftover]:
+def find(place, region: str, why) -> list[sweepers.Leftover]:
     settings = place.settings
     if place.account_name != settings.build_account or region != settings.aws.region:
         return []
@@ -29,13 +28,13 @@ def find(place, region: str, why) -> list[janitor.Leftover]:
         say(f"janitor: leaving {len(young)} package object(s) no metadata lists yet in "
             f"{target.where()}: younger than kiln.repo.unlisted_grace_seconds ({grace} s), a "
             f"publish may still list them")
-    return [janitor.Leftover("package", href, place.account_name, region,
+    return [sweepers.Leftover("package", href, place.account_name, region,
                              f"listed by no metadata of {target.where()} for {age:.0f} s "
                              f"(a killed publish's upload)")
             for href, age in sorted(unlisted.items()) if age >= grace]
 
 
-def remove(place, region: str, items: list[janitor.Leftover]) -> None:
+def remove(place, region: str, items: list[sweepers.Leftover]) -> None:
     target = repo.Repo.of(place)
     try:
         gone = target.sweep_unlisted([item.id for item in items])
@@ -58,4 +57,4 @@ def _repo(place) -> repo.Repo | None:
         return None
 
 
-SWEEPER = janitor.register(janitor.Sweeper("package", 60, find, remove))
+SWEEPER = sweepers.register(sweepers.Sweeper("package", 60, find, remove))

@@ -14,62 +14,26 @@ key pairs and still lists terminated instances — in every region and account K
 Removal follows dependencies: instances first (waiting until terminated), then security groups
 (retrying DependencyViolation while network interfaces detach), key pairs, volumes, and snapshots
 whose image no longer exists (retrying InvalidSnapshot.InUse, EC2's answer for a moment after
-DeregisterImage). Other areas add their own kinds with `register` (a Sweeper).
+DeregisterImage). Other areas add their own kinds with `cloud.sweepers.register`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
-from cloud import locks
+from cloud import locks, sweepers
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.sweepers import Leftover, Sweeper
 from provisioner import images
 
 TEMPORARY_ROLES = ["bake-instance", "bake-key", "bake-sg", "bake-volume"]
-
-
-@dataclass
-class Leftover:
-    kind: str
-    id: str
-    account: str
-    region: str
-    reason: str
-    tags: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Sweeper:
-    """One kind of leftover: how to find it in a place, and how to remove a batch of it.
-
-    `order` sets when it runs: lower first (instances 10 … snapshots 50), so a kind is removed
-    after whatever depends on it.
-    """
-
-    kind: str
-    order: int
-    find: Callable[[Aws, str, Callable[[dict[str, str]], str | None]], list[Leftover]]
-    remove: Callable[[Aws, str, list[Leftover]], None]
-
-
-SWEEPERS: list[Sweeper] = []
-
-
-def register(sweeper: Sweeper) -> Sweeper:
-    """Add a kind of leftover (e.g. expired self-service environments) to `invoke janitor`."""
-    SWEEPERS[:] = [s for s in SWEEPERS if s.kind != sweeper.kind] + [sweeper]
-    return sweeper
 
 
 def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
@@ -92,7 +56,7 @@ def run(aws: Aws, dry_run: bool = False, now: datetime | None = None) -> dict:
 
     for place, region in images.places(aws, unreachable):
         why = _judge(place, region, now, _run_state(aws, table, waiting))
-        for sweeper in sorted(SWEEPERS, key=lambda s: s.order):
+        for sweeper in sorted(sweepers.SWEEPERS, key=lambda s: s.order):
             ok, batch = _in_place(place, region, failures, sweeper.find, place, region, why)
             if ok:
                 found += batch
@@ -316,4 +280,4 @@ for _sweeper in (Sweeper("instance", 10, _find_instances, _remove_instances),
                  Sweeper("key-pair", 30, _find_keys, _remove_keys),
                  Sweeper("volume", 40, _find_volumes, _remove_volumes),
                  Sweeper("snapshot", 50, _find_snapshots, _remove_snapshots)):
-    register(_sweeper)
+    sweepers.register(_sweeper)

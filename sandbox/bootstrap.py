@@ -5,7 +5,7 @@ On AWS dnf reads the repo bucket through the bake VPC's S3 endpoint; in the sand
 on this host, so the repo bucket policy lets the sandbox host's /32 read (`aws:SourceIp`).
 """
 
-from sandbox import identities
+from sandbox.aws.iam import identities
 
 
 def overlay(settings):

@@ -3,9 +3,9 @@
 State lives under the sandbox's state directory (`kiln.sandbox.state_dir`, default `.sandbox/`):
 `moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/`, the bake instances'
 `instances/`, and `credentials.json` (0600): the access keys of the sandbox's admin and operator
-users (sandbox/identities.py), without which the server answers nothing. Any task that needs AWS
-while the target is `sandbox` starts the sandbox if it is not running; a second start reuses the
-running one.
+users (sandbox/aws/iam/identities.py), without which the server answers nothing. Any task that
+needs AWS while the target is `sandbox` starts the sandbox if it is not running; a second start
+reuses the running one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox import bootstrap, identities, instances, listener_cert, signing, userns
+from sandbox import bootstrap, listener_cert, repo_key, userns
+from sandbox.aws.iam import identities
 from sandbox.daemon import Daemon, free_port, wait_gone
+from sandbox.machines import ssh_access
 
 
 class Sandbox:
@@ -60,15 +62,31 @@ class Sandbox:
             if self.time_scale is not None:
                 self.set_time_scale(self.time_scale)
             if not self.running():
+                lost = self._reap_crashed()
                 # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
                 identities.write_credentials(self.state_dir, self.prefix,
                                              os.environ.get("KILN_SANDBOX_IAM", "enforce"))
                 self._start_moto()
+                if lost:
+                    say(f"sandbox: the server in {self.state_dir} had stopped without "
+                        f"`sandbox.down` (pid {lost}), and what it held (stacks, the repository, "
+                        "images, server groups) is gone with it; its machines were ended: run "
+                        "`invoke bootstrap`, then bake again")
             # What instances get from this host: its chef-solo, base capabilities, the endpoint.
-            instances.configure(self.state_dir, self.moto.port, self.chef_solo,
+            ssh_access.configure(self.state_dir, self.moto.port, self.chef_solo,
                                 self.base_provides)
-            instances.start(self.state_dir)  # the sshd standing in for bake instances
+            ssh_access.start(self.state_dir)  # the sshd standing in for bake instances
             return self.endpoint
+
+    def _reap_crashed(self) -> int | None:
+        """The pid of a server that died without `down` (killed, or the host rebooted), after
+        ending the machines it had started and forgetting their keys; None after a clean stop."""
+        pid = self.moto.pid
+        if pid is None or _is_server(pid):
+            return None  # stopped cleanly, or alive (a slow start is not a crash)
+        self.moto.stop()  # its pid and port files
+        ssh_access.forget_all(self.state_dir)
+        return pid
 
     def _start_moto(self) -> None:
         port = self.wanted_port or free_port(self.host)
@@ -81,7 +99,7 @@ class Sandbox:
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
 
     def set_time_scale(self, factor: float | None) -> None:
-        """How fast AWS's pending states pass (sandbox/patches/timing.py); None: the default."""
+        """How fast AWS's pending states pass (sandbox/aws/timing.py); None: the default."""
         path = self.state_dir / "time-scale"
         if factor is None:
             path.unlink(missing_ok=True)
@@ -96,8 +114,8 @@ class Sandbox:
         pid = self.moto.pid
         stopped = self.moto.stop()
         wait_gone(pid)
-        instances.stop(self.state_dir)
-        signing.stop_agent(self.state_dir / "gnupg")
+        ssh_access.stop(self.state_dir)
+        repo_key.stop_agent(self.state_dir / "gnupg")
         (self.state_dir / identities.CREDENTIALS).unlink(missing_ok=True)  # next up: new keys
         return stopped
 
@@ -153,8 +171,8 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(env)
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
-        instances.overlay(settings, box.state_dir)
-    signing.overlay(settings, generate=start)  # a read still checks against an existing key
+        ssh_access.overlay(settings, box.state_dir)
+    repo_key.overlay(settings, generate=start)  # a read still checks against an existing key
     bootstrap.overlay(settings)
     if start:  # the environments' HTTPS certificate, in ACM of the deploy account
         listener_cert.overlay(settings, box)
@@ -167,7 +185,7 @@ def _overlay_watch(settings) -> None:
     """kiln.sandbox.watch caps kiln.deploy.watch and kiln.deploy.canary.judge.max_wait: no alarm
     changes in the sandbox unless a test or a person sets it, so a watch of minutes per step
     would only wait. --watch still wins."""
-    from orchestrator.inputs import seconds
+    from cloud.inputs import seconds
 
     cap, deploy = settings.sandbox.get("watch"), settings.get("deploy")
     if cap is None or deploy is None:
@@ -191,9 +209,17 @@ def _scale_waiters(settings, box: Sandbox) -> None:
 
 def waiter_delay(box: Sandbox) -> float:
     """Poll as often, relative to the sandbox's scaled durations, as botocore polls AWS."""
-    from sandbox.patches import timing
+    from sandbox import clock
 
-    return max(0.02, 15 * timing.scale_of(box.state_dir))
+    return max(0.02, 15 * clock.scale_of(box.state_dir))
+
+
+def _is_server(pid: int) -> bool:
+    """Whether `pid` is a sandbox server still (after a reboot the number may be another's)."""
+    try:
+        return b"sandbox.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _project_root() -> Path:

@@ -51,6 +51,7 @@ class Daemon:
         """Run `argv` in its own session (started by `launch`, a Popen), then wait until it is
         ready (or stop it and fail)."""
         with open(self.log, "ab") as log:
+            self._log_start = log.tell()
             process = launch(argv, stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True, **popen)
         self.pid_file.write_text(f"{process.pid}\n")
@@ -86,12 +87,24 @@ class Daemon:
                retry=retry_if_exception_type(ConnectionError), reraise=True)
         def probe() -> None:
             if process.poll() is not None:
-                raise KilnError(f"sandbox {self.name} exited with {process.returncode}; "
-                                f"see {self.log}")
+                raise KilnError(f"sandbox {self.name} exited with {process.returncode}: "
+                                f"{self._last_word()}")
             if not self.ready(port):
                 raise ConnectionError(f"sandbox {self.name} on {self.host}:{port} not ready yet")
 
         probe()
+
+
+    def _last_word(self) -> str:
+        """The process's own one-line reason (`sandbox: …` in its log), else where to look."""
+        try:
+            with open(self.log, "rb") as log:
+                log.seek(getattr(self, "_log_start", 0))
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        said = [line for line in lines if line.startswith("sandbox: ")]
+        return said[-1].removeprefix("sandbox: ") if said else f"see {self.log}"
 
 
 def free_port(host: str) -> int:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from cloud.aws import new_session
-from sandbox import identities
+from sandbox.aws.iam import identities
 
 DOMAIN = "kiln.sandbox.test"
 _IMPORTED: set[str] = set()  # ARNs this process put in the settings (re-checked after a reset)

@@ -4,7 +4,7 @@ Run as `python -m sandbox.server --port N --state-dir DIR`; `sandbox.control` st
 
 The server keeps each request as it arrived (the raw request line's target and the body's bytes)
 in the WSGI environ before moto sees it, because SigV4 is computed over those and a framework's
-decoded view of them differs (sandbox.sigv4).
+decoded view of them differs (sandbox.aws.iam.sigv4).
 """
 
 import argparse
@@ -14,8 +14,9 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox.patches import apply_all
-from sandbox.patches.access_control import RAW_BODY, RAW_TARGET
+from sandbox.aws import apply_all, seams
+from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
+from sandbox.aws.seams import SeamChanged
 
 
 class KeepRaw:
@@ -55,24 +56,26 @@ def main(argv: list[str] | None = None) -> None:
     # As on AWS: RunInstances refuses an AMI id that does not exist.
     os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
     os.environ.setdefault("MOTO_PORT", str(args.port))
-    applied = apply_all(args.state_dir.resolve())
-    print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
-    serve(args.host, args.port)
+    try:
+        applied = apply_all(args.state_dir.resolve())
+        print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+        serve(args.host, args.port)
+    except SeamChanged as error:  # a moto upgrade moved what the sandbox stands on
+        print(f"sandbox: refusing to start: {error}", file=sys.stderr, flush=True)
+        sys.exit(3)
 
 
 def serve(host: str, port: int) -> None:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
     from werkzeug.serving import run_simple
 
+    parts = "moto.moto_server.werkzeug_app"
+    app = seams.uses(parts, "DomainDispatcherApplication", "sandbox.server")
+    make = seams.uses(parts, "create_backend_app", "sandbox.server")
+    handler = seams.uses(parts, "MotoRequestHandler", "sandbox.server")
     # As moto's own server: SIGTERM and SIGINT exit through Python, so cleanups run.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _exit)
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, KeepRaw(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, KeepRaw(app(make)), threaded=True, request_handler=handler)
 
 
 def _exit(signum, frame) -> None:

@@ -2,8 +2,8 @@
 
 It runs as the current user with its own configuration; everything it reads or writes lives under
 `<state_dir>/sshd/`: `sshd_config`, the host key, `sshd.pid`, `sshd.port`, `sshd.log` and the
-`authorized_keys` file that the sandbox's EC2 fills at RunInstances (see sandbox.instances). Only
-public-key logins are accepted, and only for the current user.
+`authorized_keys` file that the sandbox's EC2 fills at RunInstances (see
+sandbox.machines.ssh_access). Only public-key logins are accepted, and only for the current user.
 """
 
 from __future__ import annotations

@@ -102,19 +102,20 @@ def proxied(box, proxy_url: str) -> tuple[dict, dict]:
     the sandbox overlay would set: the sshd port and user, the repository signing key, and
     waiter polls as often as the sandbox's clock calls for.
     """
-    from sandbox import control, instances, signing
+    from sandbox import control, repo_key
+    from sandbox.machines import ssh_access
     from sandbox.sshd import Sshd, current_user
 
-    home, fingerprint = signing.ensure_key(box.state_dir)
+    home, fingerprint = repo_key.ensure_key(box.state_dir)
     # The bake's repo URL names the proxy: instances reach it as they reach the sandbox's S3.
-    instances.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
+    ssh_access.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
     overrides = {"target": "aws",
                  "aws": {"endpoint_url": proxy_url, "waiter_delay": control.waiter_delay(box)},
                  "accounts": project_config()["sandbox"]["accounts"],
                  "repo": {"gpg_key": fingerprint, "gpg_home": home},
                  "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
                           "ssh_cidrs": ["127.0.0.1/32"],
-                          "chef_install_command": instances.CHEF_MISSING}}
+                          "chef_install_command": ssh_access.CHEF_MISSING}}
     return overrides, {**box.env(), "AWS_ENDPOINT_URL": proxy_url}
 
 

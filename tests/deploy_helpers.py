@@ -15,7 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloud import apps, bootstrap
+from accounts import bootstrap
+from cloud import apps
 from cloud import tags as kiln_tags
 from cloud.stacks import stack_name
 from cloud.target import connect
@@ -118,7 +119,7 @@ def asg_instances(daws, group: str) -> list[str]:
 
 
 def make_unhealthy(daws, group: str) -> None:
-    """Every instance of the group fails its health check (see sandbox/patches/elb_health.py)."""
+    """Every instance of the group fails its health check (sandbox/aws/elbv2/target_health.py)."""
     autoscaling = daws.client("autoscaling")
     for instance in asg_instances(daws, group):
         autoscaling.set_instance_health(InstanceId=instance, HealthStatus="Unhealthy")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from cloud import bootstrap as kiln_bootstrap
+from accounts import bootstrap as kiln_bootstrap
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.target import connect

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloud import bootstrap
+from accounts import bootstrap
 from cloud.target import connect
 from provisioner import images, share
 from tests.image_helpers import base_image, kms_key, make_image

@@ -6,7 +6,8 @@ import urllib.request
 
 import pytest
 
-from cloud import bootstrap, locks, stacks, verify
+from accounts import bootstrap, verify
+from cloud import locks, stacks
 from cloud.errors import KilnError
 from cloud.target import connect
 

@@ -1,4 +1,4 @@
-"""The sandbox's CloudFormation patch (sandbox/patches/cloudformation.py), through the moto server.
+"""The sandbox's CloudFormation (sandbox/aws/cloudformation/stacks.py), through the moto server.
 
 Plain boto3 calls, no Kiln code: each test creates a stack the way AWS documents and reads the
 resulting resources back.

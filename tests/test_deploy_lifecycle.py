@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cloud import sweepers
 from cloud.target import connect
 from orchestrator import groups as server_groups
 from orchestrator import operations, selfservice, sweeper
@@ -92,7 +93,7 @@ def test_self_service_environment_up_down_and_expiry(kaws, daws, outputs):
     daws.client("autoscaling").create_or_update_tags(Tags=[{
         "ResourceId": "hello-web-bob-v001", "ResourceType": "auto-scaling-group",
         "Key": "kiln:expires-at", "Value": past, "PropagateAtLaunch": True}])
-    assert sweeper.SWEEPER in janitor.SWEEPERS
+    assert sweeper.SWEEPER in sweepers.SWEEPERS
     swept = janitor.run(kaws)
     assert [x["id"] for x in swept["leftovers"] if x["kind"] == "self-service-env"] == [
         "hello-web-bob-v001"]

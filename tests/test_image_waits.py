@@ -1,5 +1,5 @@
 """Every image Kiln waits for is waited for as a bake waits: not found for a moment right after
-CopyImage (retried), then pending for as long as a copy takes (sandbox/patches/timing.py)."""
+CopyImage (retried), then pending for as long as a copy takes (sandbox/aws/timing.py)."""
 
 import threading
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from sandbox import policy
+from sandbox.aws.iam import policy
 from tests.deploy_helpers import FAST, TEMPLATE, admin_of, env_stack
 
 SECRETS = {"DB_PASSWORD": "ssm:/hello-web/db-password",

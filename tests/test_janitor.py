@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cloud import locks
+from cloud import locks, sweepers
 from cloud import tags as kiln_tags
 from cloud.target import connect
 from provisioner import janitor
@@ -175,14 +175,14 @@ def test_leftovers_in_the_prod_account_are_found_too(aws, clean_sandbox):
 
 def test_extra_sweepers_join_the_run(aws, clean_sandbox, monkeypatch):
     removed = []
-    sweeper = janitor.Sweeper(
+    sweeper = sweepers.Sweeper(
         "environment", 5,
-        find=lambda place, region, why: [janitor.Leftover(
+        find=lambda place, region, why: [sweepers.Leftover(
             "environment", "hello-web-pr-7", place.account_name, region,
             why({kiln_tags.EXPIRES_AT: PAST}))] if place.account_name == "prod" else [],
         remove=lambda place, region, items: removed.extend(i.id for i in items))
-    monkeypatch.setattr(janitor, "SWEEPERS", list(janitor.SWEEPERS))
-    janitor.register(sweeper)
+    monkeypatch.setattr(sweepers, "SWEEPERS", list(sweepers.SWEEPERS))
+    sweepers.register(sweeper)
     janitor.run(aws, now=datetime.now(UTC))
     assert removed == ["hello-web-pr-7"]
 

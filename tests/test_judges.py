@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from cloud import bootstrap
+from accounts import bootstrap
 from tests.conftest import ROOT
 from tests.judges.policies import as_json, documents
 

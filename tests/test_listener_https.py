@@ -139,7 +139,7 @@ def test_listener_certificate_must_be_an_acm_arn_of_the_deploy_account(kiln_sett
         kiln_settings(deploy={"listener": {"certificate": "my-cert"}})
     daws = kaws.account("prod")
     admin = admin_of(daws)
-    from cloud import bootstrap
+    from accounts import bootstrap
 
     place = bootstrap.Place(daws.settings, "prod", admin, admin, daws.region)
     settings = kiln_settings()
@@ -157,7 +157,7 @@ def test_listener_certificate_must_be_an_acm_arn_of_the_deploy_account(kiln_sett
 
 
 def test_bootstrap_creates_the_env_stack_with_the_sandbox_certificate(kaws, daws):
-    from cloud import bootstrap
+    from accounts import bootstrap
     from cloud.target import connect
 
     admin = connect(kaws.settings, admin=True)
@@ -190,7 +190,7 @@ def before_https() -> str:
 def test_an_environment_made_before_https_is_updated_in_place(kaws, daws):
     """The listener an older environment routed with keeps its ARN (so its rules and weights)
     and moves to HTTPS; the redirect takes over port 80."""
-    from cloud import bootstrap
+    from accounts import bootstrap
 
     cfn = admin_of(daws).client("cloudformation", daws.region)
     name = stack_name(daws.settings, "env-hello-web")

@@ -2,8 +2,8 @@
 
 import pytest
 
+from accounts import bootstrap as kiln_bootstrap
 from cloud import apps
-from cloud import bootstrap as kiln_bootstrap
 from cloud.errors import KilnError
 from cloud.target import connect
 from orchestrator import operations

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cloud import bootstrap
+from accounts import bootstrap
 from cloud.errors import KilnError
 from cloud.stacks import stack_name
 from cloud.target import connect

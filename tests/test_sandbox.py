@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from cloud import bootstrap
+from accounts import bootstrap
 from cloud.errors import KilnError
 from cloud.target import connect
 from sandbox.control import Sandbox

@@ -1,4 +1,4 @@
-"""The sandbox authenticates and authorizes every request as AWS does (sandbox/patches/
+"""The sandbox authenticates and authorizes every request as AWS does (sandbox/aws/
 access_control.py): its own credentials, identity policies, trust policies, key policies."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox import identities
+from sandbox.aws.iam import identities
 from tests.image_helpers import make_image
 
 PROD = "222222222222"
@@ -382,3 +382,33 @@ def test_an_s3_denial_is_an_s3_error_naming_action_and_resource(strict_box):
     error = response["Error"]
     assert error["Code"] == "AccessDenied"
     assert "s3:CreateBucket on resource: arn:aws:s3:::not-allowed-here" in error["Message"]
+
+
+def test_a_role_made_again_under_its_name_does_not_revive_old_sessions(clean_strict):
+    """AWS tells a re-created role from the deleted one by its id: sessions of the old one keep
+    none of the new one's permissions."""
+    trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                            "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    iam = client(clean_strict, "iam")
+    reader = policy({"Effect": "Allow", "Action": "ec2:DescribeRegions", "Resource": "*"})
+
+    def make_role():
+        iam.create_role(RoleName="again", AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName="again", PolicyName="read", PolicyDocument=reader)
+
+    make_role()
+    credentials = client(clean_strict, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/again", RoleSessionName="old")["Credentials"]
+    old = session_client("ec2", clean_strict, credentials)
+    old.describe_regions()
+    iam.delete_role_policy(RoleName="again", PolicyName="read")
+    iam.delete_role(RoleName="again")
+    import time
+
+    time.sleep(1.1)  # IAM's dates have whole seconds
+    make_role()
+    error = error_of(lambda: old.describe_regions())
+    assert error.response["Error"]["Code"] == "UnauthorizedOperation"
+    fresh = client(clean_strict, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/again", RoleSessionName="new")["Credentials"]
+    session_client("ec2", clean_strict, fresh).describe_regions()

@@ -1,6 +1,7 @@
-"""The sandbox's own table of IAM actions (sandbox/actions.py), checked three ways: every operation
-Kiln and its tests call is in it; S3's operations map to the actions AWS's Service Authorization
-Reference documents; and the server authorizes (and logs) requests under those actions."""
+"""The sandbox's own table of IAM actions (sandbox/aws/iam/actions.py), checked three ways:
+every operation Kiln and its tests call is in it; S3's operations map to the actions AWS's
+Service Authorization Reference documents; and the server authorizes (and logs) requests under
+those actions."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
-from sandbox import actions
+from sandbox.aws.iam import actions
 
 ROOT = Path(__file__).resolve().parent.parent
 # boto3's service names -> the credential scope's (the table's keys).
@@ -94,7 +95,7 @@ def test_every_operation_kiln_and_its_tests_call_has_an_iam_action():
     assert len(called) > 100  # the scan found the code
     missing = sorted(f"{name}: {sorted(pairs)}" for name, pairs in called.items()
                      if not any(_known(scope, op) for scope, op in pairs))
-    assert not missing, "operations without an IAM action in sandbox/actions.py:\n" + \
+    assert not missing, "operations without an IAM action in sandbox/aws/iam/actions.py:\n" + \
         "\n".join(missing)
 
 

@@ -1,4 +1,4 @@
-"""sandbox/patches/alarm_types.py: DescribeAlarms returns composite alarms only when asked."""
+"""sandbox/aws/cloudwatch/alarm_types.py: DescribeAlarms returns composite alarms when asked."""
 
 import boto3
 

@@ -1,4 +1,5 @@
-"""sandbox/patches/cfn_alarms.py: CloudFormation alarms exist, LoadBalancerFullName resolves."""
+"""sandbox/aws/cloudformation/alarm_resources.py: CloudFormation alarms exist, and
+LoadBalancerFullName resolves."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""sandbox/patches/cloudformation.py: a stack's IAM role answers GetRolePolicy with a policy
+"""sandbox/aws/cloudformation/stacks.py: a stack's IAM role answers GetRolePolicy with a policy
 document, and a stack update changes its inline policies and trust policy, as on AWS (moto kept
 what the role was created with)."""
 

@@ -1,4 +1,4 @@
-"""sandbox/patches/cloudwatch_metrics.py: percentiles, and dimensions as a set."""
+"""sandbox/aws/cloudwatch/statistics.py: percentiles, and dimensions as a set."""
 
 from datetime import UTC, datetime, timedelta
 

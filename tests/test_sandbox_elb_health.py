@@ -1,4 +1,4 @@
-"""sandbox/patches/elb_health.py: target health as an ALB reports it."""
+"""sandbox/aws/elbv2/target_health.py: target health as an ALB reports it."""
 
 import boto3
 import pytest

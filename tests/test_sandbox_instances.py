@@ -13,9 +13,9 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
+from sandbox.aws.ec2.base_images import AMAZON
 from sandbox.control import ensure_up
 from sandbox.machines import instances as machines
-from sandbox.patches.base_images import AMAZON
 from sandbox.sshd import Sshd, current_user
 from tests.network_helpers import default_group
 

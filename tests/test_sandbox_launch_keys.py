@@ -1,6 +1,6 @@
 """Encrypted images launch through Auto Scaling only when the key allows its service-linked role
-(sandbox/patches/launch_keys.py); key policies name only principals that exist
-(sandbox/patches/service_linked_roles.py)."""
+(sandbox/aws/autoscaling/launch_keys.py); key policies name only principals that exist
+(sandbox/aws/iam/service_linked_roles.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from cloud import bootstrap, stacks
+from accounts import bootstrap
+from cloud import stacks
 from tests.image_helpers import make_image
 
 ACCOUNT = "123456789012"

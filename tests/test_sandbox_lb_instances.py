@@ -1,4 +1,4 @@
-"""sandbox/patches/load_balancers.py: instance targets that are sandbox machines carry traffic."""
+"""sandbox/aws/elbv2/load_balancers.py: instance targets that are sandbox machines carry traffic."""
 
 from collections import Counter
 

@@ -1,4 +1,4 @@
-"""sandbox/patches/listener_ports.py: one listener per port on a load balancer."""
+"""sandbox/aws/elbv2/listeners.py: one listener per port on a load balancer."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""sandbox/patches/machine_images.py: images hold the machine's filesystem, copies share it."""
+"""sandbox/aws/ec2/machine_images.py: images hold the machine's filesystem, copies share it."""
 
 import os
 import shutil

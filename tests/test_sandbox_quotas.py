@@ -1,4 +1,4 @@
-"""sandbox/patches/quotas.py: AWS's quotas and validation where moto has none."""
+"""sandbox/aws/quotas.py: AWS's quotas and validation where moto has none."""
 
 import boto3
 import pytest

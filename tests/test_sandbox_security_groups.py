@@ -1,4 +1,4 @@
-"""sandbox/patches/security_groups.py: security groups decide what reaches an instance, as on AWS.
+"""sandbox/aws/ec2/security_groups.py: security groups decide what reaches an instance, as on AWS.
 
 A load balancer reaches a target instance only on ports that one of the instance's security
 groups admits from one of the balancer's groups (or from CIDRs covering the balancer's subnets),

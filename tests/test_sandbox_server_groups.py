@@ -1,4 +1,4 @@
-"""sandbox/patches/instances.py and server_groups.py: Auto Scaling runs the baked machine.
+"""sandbox/aws/ec2/run_instances.py and server_groups.py: Auto Scaling runs the baked machine.
 
 A group launched from an image that holds a machine boots real sandbox machines: the image's
 enabled units start, the launch template's user data runs as cloud-init runs it, the load

@@ -1,4 +1,4 @@
-"""sandbox/patches/timing.py: AWS's pending states and eventual consistency, time-scaled."""
+"""sandbox/aws/timing.py: AWS's pending states and eventual consistency, time-scaled."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor

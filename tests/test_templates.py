@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloud import bootstrap
+from accounts import bootstrap
 
 TEMPLATES = sorted(bootstrap.TEMPLATES.glob("*.yaml"))
 CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))

@@ -2,10 +2,11 @@
 
     python -m sandbox.machines.session STATE_DIR INSTANCE_ID
 
-sshd runs this for every session opened with a key that sandbox.instances authorized for the
-instance. It enters the instance's namespaces and runs, as ec2-user in its home, the command in
-$SSH_ORIGINAL_COMMAND with `sh -c`, a login shell when there is none, or the SFTP server (the
-command configured for sshd's sftp subsystem arrives the same way), as on the instance itself.
+sshd runs this for every session opened with a key that sandbox.machines.ssh_access authorized
+for the instance. It enters the instance's namespaces and runs, as ec2-user in its home, the
+command in $SSH_ORIGINAL_COMMAND with `sh -c`, a login shell when there is none, or the SFTP
+server (the command configured for sshd's sftp subsystem arrives the same way), as on the
+instance itself.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import math
 import threading
 from datetime import UTC, datetime
 
-from sandbox.network import clock
+from sandbox import clock
 
 COMPARE = {
     "GreaterThanOrEqualToThreshold": lambda v, t: v >= t,

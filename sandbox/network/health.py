@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sandbox.network import clock, targets
+from sandbox import clock
+from sandbox.network import targets
 
 USER_AGENT = "ELB-HealthChecker/2.0"
 

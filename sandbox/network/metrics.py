@@ -14,7 +14,7 @@ import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
-from sandbox.network import clock
+from sandbox import clock
 
 NAMESPACE = "AWS/ApplicationELB"
 PERIOD = 60  # seconds of AWS time

@@ -174,7 +174,7 @@ class _Server(ThreadingHTTPServer):
     tls: ssl.SSLContext | None = None
 
     def finish_request(self, request, client_address) -> None:
-        from sandbox.patches import security_groups
+        from sandbox.aws.ec2 import security_groups
 
         listener = self.listener
         if not security_groups.admits_client(listener.where, listener.lb_arn,

@@ -1,0 +1,1 @@
+"""Auto Scaling: server groups that run the baked image on sandbox machines."""

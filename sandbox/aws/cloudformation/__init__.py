@@ -1,0 +1,1 @@
+"""CloudFormation: change sets, updates and resources as AWS applies them."""

@@ -1,0 +1,1 @@
+"""CloudWatch: alarm types and statistics as AWS computes them."""

@@ -1,0 +1,1 @@
+"""Elastic Load Balancing v2: balancers, listeners and target health that carry real traffic."""
