@@ -10,7 +10,8 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from cloud import bootstrap, history
+from accounts import bootstrap
+from cloud import history
 from cloud.target import connect
 from orchestrator import operations
 from tests.conftest import deep_merge

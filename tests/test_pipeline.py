@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from cloud import bootstrap, stacks
+from accounts import bootstrap
+from cloud import stacks
 from cloud import tags as kiln_tags
 from cloud.errors import EXIT_REFUSED
 from cloud.target import connect

@@ -13,7 +13,7 @@ import threading
 import pytest
 import yaml
 
-from cloud import bootstrap
+from accounts import bootstrap
 from cloud.errors import EXIT_INTERRUPTED
 from cloud.target import connect
 from tests.conftest import INVOKE, ROOT, deep_merge
