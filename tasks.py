@@ -380,6 +380,7 @@ _DEPLOY_HELP = {
     "version": "the baked release to roll out: version-release (2.4.0-2) or a version (its "
                "newest release)",
     "ami": "an AMI id to roll out instead of a version",
+    "reason": "why, in the release history (`invoke history`) beside who, when and the outcome",
 }
 
 
@@ -424,51 +425,54 @@ def _rollout(c, operation, json, app=None, **kwargs):
 
 
 @kiln_task(help=_help("app", "version", "ami", "steps", "watch", "stack", "dry_run",
-                      "force_unlock", "json"))
+                      "force_unlock", "json", "reason"))
 def deploy(c, version=None, ami=None, app=None, steps=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False):
+           dry_run=False, force_unlock=False, json=False, reason=None):
     """Roll VERSION out as a new server group: first deployment, or a full red/black."""
     _rollout(c, "deploy", json, app=app, version=version, ami=ami, steps=steps, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
 
 
 @kiln_task(help=_help("app", "version", "ami", "watch", "stack", "dry_run", "force_unlock",
-                      "json", percent="the canary's share of traffic, 1-99 (default: "
-                                      "kiln.deploy.canary.percent)"))
+                      "json", "reason", percent="the canary's share of traffic, 1-99 (default: "
+                                                "kiln.deploy.canary.percent)"))
 def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False):
+           dry_run=False, force_unlock=False, json=False, reason=None):
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
     percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
 
 
-@kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json"))
+@kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json",
+                      "reason"))
 def promote(c, app=None, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
-            json=False):
+            json=False, reason=None):
     """Promote the canary: full capacity, shift traffic step by step, disable the old group."""
     _rollout(c, "promote", json, app=app, steps=steps, watch=watch, stack=stack, dry_run=dry_run,
-             force_unlock=force_unlock)
+             force_unlock=force_unlock, reason=reason)
 
 
-@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json"))
-def rollback(c, app=None, stack=None, dry_run=False, force_unlock=False, json=False):
+@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json", "reason"))
+def rollback(c, app=None, stack=None, dry_run=False, force_unlock=False, json=False,
+             reason=None):
     """Back to the group the serving one replaced: canary out, or that group back at capacity."""
     _rollout(c, "rollback", json, app=app, stack=stack, dry_run=dry_run,
-             force_unlock=force_unlock)
+             force_unlock=force_unlock, reason=reason)
 
 
-@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json",
+@kiln_task(help=_help("app", "stack", "dry_run", "force_unlock", "json", "reason",
                       keep="disabled groups to keep for rollback (default: kiln.deploy.keep)"))
-def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=False, json=False):
+def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=False, json=False,
+             reason=None):
     """Delete failed and rolled-back groups, then disabled ones beyond the most recent KEEP."""
     from cloud.tasking import pick, whole
 
     keep = whole(pick(keep, _stack_settings(c, app, stack).deploy.keep), "--keep")
     _rollout(c, "teardown", json, app=app, keep=keep, stack=stack, dry_run=dry_run,
-             force_unlock=force_unlock)
+             force_unlock=force_unlock, reason=reason)
 
 
 @kiln_task(help={"app": "only this app's clusters (default: every app's)",
@@ -527,12 +531,97 @@ def env_down(c, owner=None, app=None, dry_run=False, json=False):
         emit_json(result)
 
 
-for _task in (deploy, canary, promote, rollback, teardown, status):
+@kiln_task(help={"app": "only this app (default: every app: kiln.app and kiln.apps)",
+                 "limit": "the newest LIMIT events per app (default: all)",
+                 "json": "print the events as JSON on stdout"})
+def history(c, app=None, limit=None, json=False):
+    """Who deployed, rolled out, promoted, rolled back or tore down what, when, why, and how it
+    ended: read from the release history in AWS (the build account's history table)."""
+    from cloud import apps
+    from cloud import history as ledger
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from cloud.tasking import whole
+
+    config = settings(c)
+    aws = connect(config, read_only=True)
+    names = [apps.for_app(config, app).app] if app else apps.names(config)
+    count = None if limit is None else whole(limit, "--limit", 1)
+    events = [e for name in names for e in ledger.read(aws, f"app/{name}", limit=count)]
+    events.sort(key=lambda e: e["At"], reverse=True)
+    if json:
+        emit_json({"events": events})
+        return
+    for line in ledger.lines(events):
+        print(line)
+
+
+for _task in (deploy, canary, promote, rollback, teardown, status, history):
     ns.add_task(_task)
 env_tasks = Collection("env")
 env_tasks.add_task(env_up, "up")
 env_tasks.add_task(env_down, "down")
 ns.add_collection(env_tasks)
+
+# -- the release pipeline -------------------------------------------------------------------
+
+
+@kiln_task(required=("version",), help={
+    "app": _DEPLOY_HELP["app"] + "; its pipeline is kiln.apps.<app>.pipeline",
+    "version": "the version to take through the pipeline (required)",
+    "from": "start at this stage (the stages before it must have passed for the version)",
+    "to": "stop after this stage",
+    "dry_run": "print each stage, what it has recorded for the version and what would run",
+    "override": "run a stage whose earlier stages have not passed (the override is recorded)",
+    "json": "print the stages' outcomes as JSON on stdout"})
+def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, override=False,
+                 json=False):
+    """Take VERSION through the app's pipeline: each stage in order, gated on the ones before
+    it, its outcome recorded in AWS (release history, image tag); see docs/pipeline.md."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import pipeline
+
+    aws = connect(_app_settings(c, app))
+    result = pipeline.run(aws, version, from_, to, dry_run=dry_run, override=override)
+    if json:
+        emit_json(result)
+
+
+def _decide(c, approved, app, version, comment, override, json):
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import pipeline
+
+    aws = connect(_app_settings(c, app))
+    result = pipeline.decide(aws, version, approved, comment, override)
+    if json:
+        emit_json(result)
+
+
+_DECIDE_HELP = {"app": _DEPLOY_HELP["app"], "version": "the version (required)",
+                "comment": "why, recorded with your identity",
+                "override": "even though earlier stages have not passed (recorded)",
+                "json": "print the decision as JSON on stdout"}
+
+
+@kiln_task(required=("version",), help=_DECIDE_HELP)
+def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False):
+    """Approve VERSION at the pipeline's approval stage, as you (your ARN is recorded)."""
+    _decide(c, True, app, version, comment, override, json)
+
+
+@kiln_task(required=("version",), help=_DECIDE_HELP)
+def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False):
+    """Reject VERSION at the pipeline's approval stage: production refuses it."""
+    _decide(c, False, app, version, comment, override, json)
+
+
+pipeline_tasks = Collection("pipeline")
+pipeline_tasks.add_task(pipeline_run, "run")
+pipeline_tasks.add_task(pipeline_approve, "approve")
+pipeline_tasks.add_task(pipeline_reject, "reject")
+ns.add_collection(pipeline_tasks)
 
 # -- quick start ----------------------------------------------------------------------------
 

@@ -237,7 +237,8 @@ def prefix_parameters(place: Place) -> dict[str, str]:
 
 
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
-                 "BakeRoleArn", "LockTableName", "LogGroupName", "BakeVpcId", "BakeSubnetId")
+                 "BakeRoleArn", "LockTableName", "HistoryTableName", "PipelineTopicArn",
+                 "LogGroupName", "BakeVpcId", "BakeSubnetId")
 ACCOUNT_OUTPUTS = ("DeployerRoleArn", "AmiKmsKeyArn", "AutoScalingRoleArn")
 KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 

@@ -68,8 +68,11 @@ class Aws:
     """One account's boto3 session; clients are cached per service and region."""
 
     def __init__(self, settings: Settings, session: boto3.Session, account_name: str,
-                 account_id: str, calls: ApiCalls | None = None):
+                 account_id: str, calls: ApiCalls | None = None, caller_arn: str = ""):
         self.settings = settings
+        # Who Kiln acts for: the build account caller's ARN (sts:GetCallerIdentity), which
+        # names the role sessions in other accounts and every history event.
+        self.caller_arn = caller_arn
         self.session = session
         self.account_name = account_name
         self.account_id = account_id
@@ -107,7 +110,7 @@ class Aws:
             raise KilnError(f"kiln.accounts.{name}.role: not set, so Kiln cannot reach account "
                             f"{name} ({spec.id}) from {self.account_name}")
         arn = f"arn:aws:iam::{spec.id}:role/{spec.role}"
-        return self._assumed(name, arn, spec.external_id)
+        return self._assumed(name, arn, spec.external_id, source_identity=True)
 
     def admin(self, name: str) -> Aws:
         """A session with the rights to bootstrap the named account (its profile or admin role)."""
@@ -116,15 +119,27 @@ class Aws:
         spec = account_spec(self.settings, name)
         if spec.profile:
             session = new_session(profile_name=spec.profile, region_name=self.region)
-            return Aws(self.settings, session, name, spec.id, self.calls)
+            return Aws(self.settings, session, name, spec.id, self.calls, self.caller_arn)
         if not spec.admin_role:
             raise KilnError(f"kiln.accounts.{name}: set profile or admin_role to bootstrap it")
         return self._assumed(name, f"arn:aws:iam::{spec.id}:role/{spec.admin_role}", None)
 
-    def _assumed(self, name: str, arn: str, external_id: str | None) -> Aws:
+    def _assumed(self, name: str, arn: str, external_id: str | None,
+                 source_identity: bool = False) -> Aws:
         """A session whose role credentials botocore renews before they expire (they last an
-        hour; long teardowns and multi-region promotions outlive them)."""
-        params = {"RoleArn": arn, "RoleSessionName": f"kiln-{self.account_name}-to-{name}"}
+        hour; long teardowns and multi-region promotions outlive them).
+
+        The session is named after the operator (kiln-<operator>), so the target account's
+        CloudTrail tells operators apart; Kiln's own roles (the deployers, whose trust policies
+        allow sts:SetSourceIdentity) also get the operator as sts:SourceIdentity, which stays
+        with the session through any further role it assumes. An administrator's role
+        (OrganizationAccountAccessRole) trusts sts:AssumeRole only: no source identity there."""
+        from cloud import history
+
+        who = self.caller_arn or f"arn:aws:iam::{self.account_id}:user/{self.account_name}"
+        params = {"RoleArn": arn, "RoleSessionName": history.session_name(who)}
+        if source_identity and self.caller_arn:
+            params["SourceIdentity"] = history.source_identity(who)
         if external_id:
             params["ExternalId"] = external_id
         sts = self.client("sts")
@@ -142,7 +157,8 @@ class Aws:
         core = botocore.session.Session()
         core._credentials = credentials  # a botocore session given ready-made credentials
         session = new_session(core, region_name=self.region)
-        return Aws(self.settings, session, name, account_spec(self.settings, name).id, self.calls)
+        return Aws(self.settings, session, name, account_spec(self.settings, name).id, self.calls,
+                   self.caller_arn)
 
 
 def account_spec(settings: Settings, name: str) -> Settings:

@@ -1,14 +1,29 @@
-"""One exception type for every failure a release engineer should read as one line."""
+"""One exception type for every failure a release engineer should read as one line, and the
+exit status each kind of failure gives a CI (docs/pipeline.md, "Exit codes")."""
+
+EXIT_FAILED = 1         # something went wrong: AWS, the network, a bug, a check that failed
+EXIT_ROLLED_BACK = 3    # the rollout failed its gate (alarm, health, judgement) and was undone
+EXIT_REFUSED = 4        # refused before acting: bad input, a held lock, a pipeline gate
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM (a CI cancelling): what was left is printed
 
 
 class KilnError(Exception):
     """A failure with a message that names the file, field or resource at fault.
 
-    Tasks turn it into one line on stderr and a non-zero exit; nothing else is printed.
+    Tasks turn it into one line on stderr and the exit status `exit_code`; nothing else is
+    printed.
     """
 
+    exit_code = EXIT_FAILED
 
-class ConfigError(KilnError):
+
+class Refused(KilnError):
+    """Kiln would not act: bad input, a lock someone else holds, a gate not passed."""
+
+    exit_code = EXIT_REFUSED
+
+
+class ConfigError(Refused):
     """A setting in the Invoke config tree is missing, unknown or of the wrong type."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cloud.errors import KilnError
+from cloud.errors import Refused
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -16,13 +16,13 @@ def seconds(text: str | int, what: str) -> int:
         return _not_negative(text, what)
     match = _DURATION.match(str(text))
     if not match:
-        raise KilnError(f"{what}: {text!r} is not a duration (e.g. 90s, 5m, 4h, 0)")
+        raise Refused(f"{what}: {text!r} is not a duration (e.g. 90s, 5m, 4h, 0)")
     return int(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def _not_negative(value: int, what: str) -> int:
     if value < 0:
-        raise KilnError(f"{what}: must not be negative, got {value}")
+        raise Refused(f"{what}: must not be negative, got {value}")
     return value
 
 
@@ -31,9 +31,9 @@ def percent(value: int | str, what: str = "--percent") -> int:
     try:
         number = int(str(value).strip().rstrip("%"))
     except ValueError:
-        raise KilnError(f"{what}: {value!r} is not a whole number from 1 to 99") from None
+        raise Refused(f"{what}: {value!r} is not a whole number from 1 to 99") from None
     if not 1 <= number <= 99:
-        raise KilnError(f"{what}: {number} is outside 1–99 (a canary shares traffic with its "
+        raise Refused(f"{what}: {number} is outside 1–99 (a canary shares traffic with its "
                         "baseline; use promote for 100)")
     return number
 
@@ -43,11 +43,11 @@ def steps(text: str, what: str = "--steps") -> list[int]:
     try:
         values = [int(part.strip().rstrip("%")) for part in str(text).split(",") if part.strip()]
     except ValueError:
-        raise KilnError(f"{what}: {text!r} is not a list of percentages like 25,50,100") from None
+        raise Refused(f"{what}: {text!r} is not a list of percentages like 25,50,100") from None
     if not values or values[-1] != 100:
-        raise KilnError(f"{what}: {text!r} must end at 100")
+        raise Refused(f"{what}: {text!r} must end at 100")
     if any(v < 1 or v > 100 for v in values) or values != sorted(set(values)):
-        raise KilnError(f"{what}: {text!r} must rise strictly, each from 1 to 100")
+        raise Refused(f"{what}: {text!r} must rise strictly, each from 1 to 100")
     return values
 
 

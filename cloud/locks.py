@@ -31,14 +31,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from cloud import stacks
 from cloud.aws import Aws
-from cloud.errors import KilnError
+from cloud.errors import KilnError, Refused
 
 # A live holder renews its lease every third of it: two renewals may fail before it lapses.
 DEFAULT_TTL = 60
 RENEWALS_PER_LEASE = 3
 
 
-class LockHeld(KilnError):
+class LockHeld(Refused):
     """Someone else holds the lease."""
 
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cloud import pipelines
 from cloud.errors import ConfigError
 
 
@@ -160,7 +161,8 @@ SCHEMA: dict = {
     "app": S,
     "manifest": S,
     # Further apps, each overriding the defaults (see cloud/apps.py).
-    "apps": Table({"manifest": S0, "stacks": StackList(), "bake": M0, "deploy": M0}),
+    "apps": Table({"manifest": S0, "stacks": StackList(), "bake": M0, "deploy": M0,
+                   "pipeline": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -263,7 +265,7 @@ SCHEMA: dict = {
             "capacity": C("proportional", "baseline"),
             "min_capacity": N(1),
             "judge": {"min_requests": N(1), "max_error_rate_increase": F, "max_p99_ratio": F,
-                      "min_p99_increase": F},
+                      "min_p99_increase": F, "max_wait": S, "no_verdict": C("fail", "pass")},
         },
         "steps": S,
         "watch": S,
@@ -293,6 +295,8 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
             _check_chef(settings.bake)
             _check_listener(settings.deploy)
             _check_stacks(settings)
+            for app, entry in settings.apps.items():
+                pipelines.check(app, entry.pipeline)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"

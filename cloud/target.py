@@ -35,7 +35,7 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
         _real_endpoint(settings)
     session = new_session(profile_name=profile, region_name=settings.aws.region, **keys)
     aws = Aws(settings, session, name, spec.id)
-    actual = caller_account(aws)
+    actual, aws.caller_arn = caller(aws)
     if actual != spec.id:
         raise KilnError(f"the credentials in use belong to account {actual}, but "
                         f"kiln.accounts.{name}.id is {spec.id}: fix one or the other")
@@ -54,9 +54,11 @@ def _real_endpoint(settings: Settings) -> None:
                         f"or set kiln.aws.endpoint_url to use that endpoint on purpose")
 
 
-def caller_account(aws: Aws) -> str:
+def caller(aws: Aws) -> tuple[str, str]:
+    """(account id, ARN) of the credentials in use."""
     try:
-        return aws.client("sts").get_caller_identity()["Account"]
+        identity = aws.client("sts").get_caller_identity()
+        return identity["Account"], identity["Arn"]
     except NoCredentialsError:
         raise KilnError("no AWS credentials found: set AWS_PROFILE or "
                         "kiln.accounts.<name>.profile, or use kiln.target: sandbox") from None

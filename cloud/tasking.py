@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import signal
+import threading
+from contextlib import contextmanager
 
 from invoke import task as invoke_task
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from cloud import settings as settings_module
-from cloud.errors import KilnError, denied_line, lost_line
+from cloud.errors import EXIT_FAILED, EXIT_INTERRUPTED, KilnError, Refused, denied_line, lost_line
 
 # Short flags mean one thing in every task; a flag not listed here has none (Invoke would pick
 # its first free letter, so -s meant --share, --steps or --stack depending on the task).
@@ -29,10 +32,33 @@ class KilnTask(Task):
         return opts
 
 
+class Cancelled(KeyboardInterrupt):
+    """SIGTERM (how a CI cancels a job), raised like Ctrl-C so every `with` unwinds."""
+
+
+def _cancel(signum, _frame) -> None:
+    raise Cancelled(signal.Signals(signum).name)
+
+
+@contextmanager
+def cancellable():
+    """SIGTERM raises Cancelled for the block (main thread only), as SIGINT raises
+    KeyboardInterrupt; a bake puts its own handler over it while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGTERM, _cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
 def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
     """Invoke's @task, plus: a KilnError, or AWS refusing a call, becomes one line on stderr and
-    exit status 1, and a flag named in `required` that is not given is one such line too (not
-    Invoke's own message)."""
+    the exit status of its kind (cloud/errors.py: 1 failed, 3 rolled back, 4 refused, 130
+    interrupted by SIGINT or SIGTERM), and a flag named in `required` that is not given is one
+    such line too (not Invoke's own message)."""
 
     def decorate(body):
         @functools.wraps(body)
@@ -41,18 +67,19 @@ def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
                 missing = [name for name in required if kw.get(name) is None]
                 if missing:
                     flags = ", ".join(f"--{name.replace('_', '-')}" for name in missing)
-                    raise KilnError(f"{body.__name__.replace('_', '.', 1)}: {flags} is required "
-                                    f"(invoke --help {body.__name__.replace('_', '.', 1)})")
-                return body(ctx, *a, **kw)
+                    raise Refused(f"{body.__name__.replace('_', '.', 1)}: {flags} is required "
+                                  f"(invoke --help {body.__name__.replace('_', '.', 1)})")
+                with cancellable():
+                    return body(ctx, *a, **kw)
             except KilnError as error:
-                raise Exit(f"kiln: {error}", code=1) from None
+                raise Exit(f"kiln: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
-                raise Exit("kiln: interrupted", code=130) from None
+                raise Exit("kiln: interrupted", code=EXIT_INTERRUPTED) from None
             except Exception as error:
                 line = denied_line(error) or lost_line(error)
                 if line is None:
                     raise
-                raise Exit(f"kiln: {line}", code=1) from None
+                raise Exit(f"kiln: {line}", code=EXIT_FAILED) from None
 
         options = {"klass": KilnTask, "auto_shortflags": False, **kwargs}
         return invoke_task(*args, **options)(run)
@@ -77,7 +104,7 @@ def whole(value, flag: str, minimum: int = 0) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise KilnError(f"{flag}: {value!r} is not a whole number") from None
+        raise Refused(f"{flag}: {value!r} is not a whole number") from None
     if number < minimum:
-        raise KilnError(f"{flag}: must be at least {minimum}, got {number}")
+        raise Refused(f"{flag}: must be at least {minimum}, got {number}")
     return number

@@ -88,9 +88,9 @@ class Runner:
         if not (new and base and base.name != name and new.target_group_arn
                 and base.target_group_arn):
             return None
-        return judge.Watcher(self.env, (new.name, new.target_group_arn),
-                             (base.name, base.target_group_arn),
-                             judge.Thresholds.from_settings(self.env.settings))
+        return judge.Watcher.of_cluster(self.env, (new.name, new.target_group_arn),
+                                        (base.name, base.target_group_arn),
+                                        judge.Thresholds.from_settings(self.env.settings))
 
     def _disable(self, step: Step) -> None:
         new, capacity = step.requires["group"], step.requires["capacity"]

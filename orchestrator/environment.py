@@ -40,6 +40,7 @@ class Environment:
     lock_table: str | None
     alarm_names: list[str] = field(default_factory=list)
     load_balancer_dns: str | None = None
+    origin: Aws | None = None  # the build account session Kiln started from (history is there)
 
     @property
     def balanced(self) -> bool:
@@ -90,4 +91,4 @@ def load(aws: Aws, app: str | None = None, stack: str | None = None,
         instance_port=int(values["InstancePort"]),
         lock_table=settings.deploy.lock.table or values.get("LockTableName"),
         alarm_names=stack_alarms + [a for a in settings.deploy.alarms if a not in stack_alarms],
-        load_balancer_dns=values.get("LoadBalancerDnsName"))
+        load_balancer_dns=values.get("LoadBalancerDnsName"), origin=aws)

@@ -18,6 +18,7 @@ from cloud.errors import KilnError
 from cloud.inputs import human
 from orchestrator import cluster as model
 from orchestrator.environment import Environment
+from orchestrator.judge import Watcher
 
 
 class Unhealthy(KilnError):
@@ -158,9 +159,10 @@ def require_alarms(env: Environment) -> None:
 
 def watch(env: Environment, seconds: int, groups: list[str],
           tick: Callable[[], None] | None = None,
-          judge: Callable[[], None] | None = None) -> None:
+          judge: Watcher | None = None) -> None:
     """For `seconds`: raise AlarmFired on any alarm in ALARM, Unhealthy if a group degrades;
-    `judge` (the new group against the baseline) raises when its verdict fails.
+    `judge` (the new group against the baseline) raises when its verdict fails, and without a
+    verdict at the end waits for one (judge.Watcher.await_verdict).
     Each check is shown: a countdown line on a terminal, one line per check otherwise."""
     if seconds <= 0:
         return
@@ -197,8 +199,25 @@ def watch(env: Environment, seconds: int, groups: list[str],
             raise AlarmFired(check_final)
         if judge:
             judge()
+            # The watch's time is up; a judge without a verdict yet keeps the alarms and health
+            # checked while it waits for the evidence (and fails without it).
+            judge.await_verdict(between=lambda: _still_fine(env, groups, tick))
     say(f"watch passed: {display.checks} checks in {human(seconds)}, no alarm in ALARM"
         + (f", {', '.join(groups)} healthy" if groups else ""))
+
+
+def _still_fine(env: Environment, groups: list[str], tick: Callable[[], None] | None) -> None:
+    """The watch's checks once more: no alarm in ALARM, every group at its capacity."""
+    if tick:
+        tick()
+    firing = alarms_in_alarm(env, env.alarm_names)
+    if firing:
+        raise AlarmFired(firing)
+    for name in groups:
+        healthy, desired, reasons = healthy_count(env, name)
+        if healthy < desired:
+            raise Unhealthy(f"server group {name} degraded to {healthy} of {desired} healthy "
+                            f"during the watch: {'; '.join(reasons[:3])}")
 
 
 class WatchDisplay:

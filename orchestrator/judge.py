@@ -11,15 +11,23 @@ not fail a good canary:
   times the baseline's and more than `min_p99_increase` seconds above it.
 
 Until the canary has served `min_requests` requests in the window there is no verdict
-("waiting"). Thresholds: `kiln.deploy.canary.judge`.
+("waiting"). A watch that ends without one goes on, for at most `max_wait`, until the evidence is
+in; still none, it fails (`no_verdict: fail`, the default): a gate that opens for lack of
+evidence is no gate. Thresholds: `kiln.deploy.canary.judge`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
+
+from cloud.console import say
 from cloud.errors import KilnError
+from cloud.inputs import human, seconds
 
 NAMESPACE = "AWS/ApplicationELB"
 PASS, FAIL, WAITING = "pass", "fail", "waiting"
@@ -33,18 +41,32 @@ class CanaryFailed(KilnError):
         self.judgement = judgement
 
 
+class NoVerdict(CanaryFailed):
+    """The watch, and the wait for evidence after it, ended without enough canary requests."""
+
+    def __init__(self, judgement: dict, waited: int):
+        KilnError.__init__(self, f"judgement: no verdict after {human(waited)} more of watching: "
+                           + "; ".join(judgement["reasons"])
+                           + " (kiln.deploy.canary.judge.no_verdict: fail)")
+        self.judgement = judgement
+
+
 @dataclass(frozen=True)
 class Thresholds:
     min_requests: int
     max_error_rate_increase: float
     max_p99_ratio: float
     min_p99_increase: float
+    max_wait: int = 600    # seconds a watch goes on past its end for a verdict's evidence
+    no_verdict: str = "fail"   # what a watch without a verdict is then: fail or pass
 
     @classmethod
     def from_settings(cls, settings) -> Thresholds:
         judge = settings.deploy.canary.judge
         return cls(int(judge.min_requests), float(judge.max_error_rate_increase),
-                   float(judge.max_p99_ratio), float(judge.min_p99_increase))
+                   float(judge.max_p99_ratio), float(judge.min_p99_increase),
+                   seconds(judge.max_wait, "kiln.deploy.canary.judge.max_wait"),
+                   judge.no_verdict)
 
 
 def window(since: datetime, until: datetime) -> tuple[datetime, datetime, int]:
@@ -142,18 +164,58 @@ class Watcher:
     """Judges one new group against the baseline since the watch began, each time it is
     called during the watch; raises CanaryFailed on a failing verdict, keeps the last one."""
 
-    def __init__(self, env, canary: tuple[str, str], baseline: tuple[str, str],
-                 limits: Thresholds):
-        self.env = env
+    def __init__(self, cloudwatch, load_balancer: str, canary: tuple[str, str],
+                 baseline: tuple[str, str], limits: Thresholds):
+        self.cloudwatch = cloudwatch
         self.canary = canary
         self.baseline = baseline
         self.limits = limits
-        self.load_balancer = load_balancer_dimension(env)
+        self.load_balancer = load_balancer
         self.since = datetime.now(UTC)
         self.last: dict | None = None
 
+    @classmethod
+    def of_cluster(cls, env, canary: tuple[str, str], baseline: tuple[str, str],
+                   limits: Thresholds) -> Watcher:
+        return cls(env.client("cloudwatch"), load_balancer_dimension(env), canary, baseline,
+                   limits)
+
     def __call__(self) -> None:
-        self.last = judge(self.env.client("cloudwatch"), self.load_balancer, self.canary,
-                          self.baseline, self.since, self.limits)
+        self.last = judge(self.cloudwatch, self.load_balancer, self.canary, self.baseline,
+                          self.since, self.limits)
         if self.last["verdict"] == FAIL:
             raise CanaryFailed(self.last)
+
+    @property
+    def waiting(self) -> bool:
+        return self.last is None or self.last["verdict"] == WAITING
+
+    def await_verdict(self, between: Callable[[], None] | None = None) -> None:
+        """After the watch: judge again (and run `between`, the alarm and health checks) until
+        there is a verdict or `max_wait` has passed; then no verdict fails unless
+        `no_verdict: pass`. A failing verdict raises CanaryFailed as during the watch."""
+        if not self.waiting:
+            return
+        limit = self.limits.max_wait
+        say(f"judgement: no verdict yet ({'; '.join(self.last['reasons']) if self.last else '-'}"
+            f"); watching up to {human(limit)} more for the evidence")
+        started = time.monotonic()
+        deadline = started + limit
+
+        def again() -> bool:
+            if between:
+                between()
+            self()
+            return self.waiting and time.monotonic() < deadline
+
+        backoff = wait_exponential(0.5, min=1, max=30)
+        retry(retry=retry_if_result(bool), stop=stop_after_delay(limit),
+              wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic())),
+              retry_error_callback=lambda _: None)(again)()
+        if not self.waiting:
+            return
+        waited = int(round(time.monotonic() - started))
+        if self.limits.no_verdict == "fail":
+            raise NoVerdict(self.last, waited)
+        say(f"judgement: no verdict after {human(waited)} more; passed anyway, as "
+            "kiln.deploy.canary.judge.no_verdict: pass says")

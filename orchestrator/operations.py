@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from cloud import apps, inputs, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
-from cloud.errors import KilnError
+from cloud.errors import EXIT_ROLLED_BACK, KilnError, Refused
+from orchestrator import audit, environment, groups, images
 from orchestrator import cluster as model
-from orchestrator import environment, groups, images
 from orchestrator import plan as plans
 from orchestrator.apply import Observer, Runner
 from orchestrator.health import AlarmFired, Unhealthy, require_alarms
@@ -23,6 +23,8 @@ from orchestrator.judge import CanaryFailed
 
 class RolledBack(KilnError):
     """The operation failed its checks and the cluster was rolled back; `result` says how."""
+
+    exit_code = EXIT_ROLLED_BACK
 
     def __init__(self, message: str, result: dict):
         super().__init__(message)
@@ -97,50 +99,54 @@ def status_lines(result: dict) -> list[str]:
 
 
 def canary(aws: Aws, percent, version=None, ami=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
+           dry_run=False, force_unlock=False, observer: Observer | None = None,
+           reason: str | None = None) -> dict:
     percent = inputs.percent(percent)
     env = environment.load(aws, stack=stack)
     require_alarms(env)
     settings_rules = rules(aws.settings, watch=watch)
     image = images.resolve(env, version, ami)
     return _operate(env, "canary", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.canary(cluster, settings_rules, image, percent))
+                    lambda cluster: plans.canary(cluster, settings_rules, image, percent),
+                    reason=reason)
 
 
 def deploy(aws: Aws, version=None, ami=None, steps=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, observer: Observer | None = None) -> dict:
+           dry_run=False, force_unlock=False, observer: Observer | None = None,
+           reason: str | None = None) -> dict:
     env = environment.load(aws, stack=stack)
     require_alarms(env)
     settings_rules = rules(aws.settings, steps=steps, watch=watch)
     image = images.resolve(env, version, ami)
     return _operate(env, "deploy", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.deploy(cluster, settings_rules, image))
+                    lambda cluster: plans.deploy(cluster, settings_rules, image), reason=reason)
 
 
 def promote(aws: Aws, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
-            observer: Observer | None = None) -> dict:
+            observer: Observer | None = None, reason: str | None = None) -> dict:
     env = environment.load(aws, stack=stack)
     require_alarms(env)
     settings_rules = rules(aws.settings, steps=steps, watch=watch)
     return _operate(env, "promote", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.promote(cluster, settings_rules))
+                    lambda cluster: plans.promote(cluster, settings_rules), reason=reason)
 
 
 def rollback(aws: Aws, stack=None, dry_run=False, force_unlock=False,
-             observer: Observer | None = None) -> dict:
+             observer: Observer | None = None, reason: str | None = None) -> dict:
     env = environment.load(aws, stack=stack)
     settings_rules = rules(aws.settings)
     return _operate(env, "rollback", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.rollback(cluster, settings_rules), auto_abort=False)
+                    lambda cluster: plans.rollback(cluster, settings_rules), auto_abort=False,
+                    reason=reason)
 
 
 def teardown(aws: Aws, keep=None, stack=None, dry_run=False, force_unlock=False,
-             observer: Observer | None = None) -> dict:
+             observer: Observer | None = None, reason: str | None = None) -> dict:
     env = environment.load(aws, stack=stack)
     settings_rules = rules(aws.settings)
     keep = settings_rules.keep if keep is None else int(keep)
     if keep < 0:
-        raise KilnError(f"--keep: must not be negative, got {keep}")
+        raise Refused(f"--keep: must not be negative, got {keep}")
 
     def build(cluster):
         known = {g.name for g in cluster.groups}
@@ -148,11 +154,11 @@ def teardown(aws: Aws, keep=None, stack=None, dry_run=False, force_unlock=False,
         return plans.teardown(cluster, keep, orphans)
 
     return _operate(env, "teardown", settings_rules, dry_run, force_unlock, observer, build,
-                    auto_abort=False)
+                    auto_abort=False, reason=reason)
 
 
 def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, build,
-             auto_abort=True) -> dict:
+             auto_abort=True, reason=None) -> dict:
     calls = env.aws.calls
     start_calls, started = calls.total, time.monotonic()
     before = calls.by_operation.copy()
@@ -162,14 +168,26 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
         return _result(env, plan, "dry-run", start_calls, before, started)
     run_id = tags.new_run_id()
     with cluster_lock(env, operation, run_id, force_unlock, settings_rules) as lease:
-        plan = build(model.read(env))
+        cluster = model.read(env)
+        plan = build(cluster)
         _print(plan)
+        # Recorded before anything changes: an operation nobody could record does not run.
+        event = audit.event(env, plan, cluster, run_id, reason)
+        audit.started(env, event)
         runner = Runner(env, plan, settings_rules, run_id, lease, observer)
+        outcome, error = "failed", None
         try:
             runner.run()
+            outcome = "ok"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            left_behind(env, operation, plan, runner)
+            raise
         except (AlarmFired, Unhealthy, CanaryFailed) as failure:
+            error = str(failure)
             if not (auto_abort and plan.new_group):
                 raise
+            outcome = "rolled back"
             say(f"{operation} failed: {failure}; rolling back {plan.new_group}")
             undo = plans.abort(model.read(env), plan.new_group, f"{operation} failed: {failure}")
             _print(undo)
@@ -179,7 +197,42 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
             raise RolledBack(f"{operation} of {plan.new_group} failed ({failure}); rolled back: "
                              f"{plan.new_group} has weight 0, is scaled to 0 and tagged failed",
                              result) from None
+        except Exception as failure:
+            error = str(failure)
+            raise
+        finally:
+            audit.ended(env, event, outcome, error, runner)
     return _result(env, plan, "ok", start_calls, before, started, judgement=runner.judgement)
+
+
+# What finishes an interrupted operation, and what undoes it (None: nothing to say).
+_NEXT = {"canary": ("promote", "rollback"), "deploy": ("promote", "rollback"),
+         "promote": ("promote", "rollback"), "rollback": ("rollback", None),
+         "teardown": ("teardown", None)}
+
+
+def left_behind(env, operation: str, plan: plans.Plan, runner: Runner) -> None:
+    """After SIGINT or SIGTERM: the step it stopped in, the cluster as it is now, and the
+    commands that finish or undo what was begun. The lock is released on the way out."""
+    total, done = len(plan.steps), len(runner.done)
+    if done < total:
+        say(f"{operation} interrupted in step [{done + 1}/{total}] "
+            f"{plan.steps[done].describe()}; steps 1-{done} were done")
+    try:
+        cluster = {**model.read(env).as_dict(), "url": model.url(env)}
+        for line in status_lines(cluster):
+            say(line)
+    except Exception as error:  # noqa: BLE001 - the state is best effort; the commands still help
+        say(f"could not read cluster {env.cluster} now: {error}")
+    flags = f" --app {env.app}" + (f" --stack {env.cluster.removeprefix(env.app + '-')}"
+                                   if env.cluster != env.app else "")
+    finish, undo = _NEXT[operation]
+    if done == 0 and operation in ("canary", "deploy"):
+        say(f"nothing was shifted; `invoke teardown{flags}` removes a half-made group")
+        return
+    say(f"to finish: `invoke {finish}{flags}`")
+    if undo:
+        say(f"to undo: `invoke {undo}{flags}`")
 
 
 @contextmanager

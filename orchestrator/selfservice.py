@@ -40,16 +40,18 @@ def source_cidrs(settings) -> list[str]:
     return list(cidrs)
 
 
-def _env(aws: Aws, owner: str) -> Environment:
+def _env(aws: Aws, owner: str, env_cluster: str | None = None) -> Environment:
     if not _OWNER.match(owner or ""):
         raise KilnError(f"--owner: {owner!r} must be 1-20 lowercase letters, digits or dashes")
-    return environment.load(aws, stack=owner, env_cluster=aws.settings.app)
+    return environment.load(aws, stack=owner, env_cluster=env_cluster or aws.settings.app)
 
 
 def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
-       ami: str | None = None, dry_run: bool = False) -> dict:
+       ami: str | None = None, dry_run: bool = False, env_cluster: str | None = None) -> dict:
+    """`env_cluster`: whose environment (load balancer) it runs in; default the app's own. A
+    pipeline's acceptance stage uses a non-production stack's (app-acceptance)."""
     settings = aws.settings.deploy
-    env = _env(aws, owner)
+    env = _env(aws, owner, env_cluster)
     if not env.balanced:
         raise KilnError(f"env.up: app {env.app} has no load balancer (kiln.deploy.load_balancer "
                         f"is false): a self-service environment is reached through one")
@@ -82,8 +84,22 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
     _add_rule(env, owner, tg, labels, sources)
     health.wait_healthy(env, name, 1, inputs.seconds(settings.health_timeout,
                                                      "kiln.deploy.health_timeout"))
-    say(f"env {owner}: {name} is up; curl -H '{plan['header']}' {model.url(env)}")
-    return {**plan, "result": "ok", "expires_at": labels[tags.EXPIRES_AT]}
+    url = model.url(env)
+    say(f"env {owner}: {name} is up; curl -H '{plan['header']}' {url}")
+    return {**plan, "result": "ok", "expires_at": labels[tags.EXPIRES_AT], "url": url,
+            "environment": client_environment(aws, url, plan["header"])}
+
+
+def client_environment(aws: Aws, url: str, header: str) -> dict[str, str]:
+    """What a test suite needs to reach the environment: KILN_URL and KILN_HEADER (the request
+    header that selects it); in the sandbox also how to reach the sandbox's load balancer
+    (sandbox/network/client.py: the name to ask for, its address, the CA to trust)."""
+    found = {"KILN_URL": url, "KILN_HEADER": header}
+    if aws.sandbox:
+        from sandbox.network import client
+
+        found.update(client.environment(aws.settings.sandbox.state_dir, url, aws.settings.app))
+    return found
 
 
 OWNER_TAG = model.OWNER
@@ -115,8 +131,8 @@ def _add_rule(env: Environment, owner: str, target_group: str, labels: dict,
         Tags=tags.to_list(tags.kiln_tags(env.app, ROLE, **labels)))
 
 
-def down(aws: Aws, owner: str, dry_run: bool = False) -> dict:
-    env = _env(aws, owner)
+def down(aws: Aws, owner: str, dry_run: bool = False, env_cluster: str | None = None) -> dict:
+    env = _env(aws, owner, env_cluster)
     return _remove(env, owner, dry_run)
 
 

@@ -182,8 +182,9 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
 
 
 def _overlay_watch(settings) -> None:
-    """kiln.sandbox.watch caps kiln.deploy.watch: no alarm changes in the sandbox unless a test
-    or a person sets it, so a watch of minutes per step would only wait. --watch still wins."""
+    """kiln.sandbox.watch caps kiln.deploy.watch and kiln.deploy.canary.judge.max_wait: no alarm
+    changes in the sandbox unless a test or a person sets it, so a watch of minutes per step
+    would only wait. --watch still wins."""
     from cloud.inputs import seconds
 
     cap, deploy = settings.sandbox.get("watch"), settings.get("deploy")
@@ -191,6 +192,13 @@ def _overlay_watch(settings) -> None:
         return
     if seconds(cap, "kiln.sandbox.watch") < seconds(deploy.watch, "kiln.deploy.watch"):
         deploy["watch"] = cap
+    # The wait for a canary verdict's evidence is capped alike: without traffic none comes,
+    # and the watch then fails (no_verdict) after seconds, not minutes. It never passes for it.
+    judge = deploy.get("canary", {}).get("judge")
+    if judge and judge.get("max_wait") is not None and seconds(
+            cap, "kiln.sandbox.watch") < seconds(judge.max_wait,
+                                                 "kiln.deploy.canary.judge.max_wait"):
+        judge["max_wait"] = cap
 
 
 def _scale_waiters(settings, box: Sandbox) -> None:

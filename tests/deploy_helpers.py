@@ -84,7 +84,7 @@ def env_stack(daws, app: str = "hello-web", cluster: str | None = None) -> dict[
     settings = apps.for_app(daws.settings, app)
     settings.deploy.listener["certificate"] = listener_cert.import_into(
         admin.client("acm", daws.region), daws.settings.sandbox.state_dir)
-    values = env_stacks.cluster_parameters(place, settings, app)
+    values = env_stacks.cluster_parameters(place, settings, cluster or app)
     cfn.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
                      Parameters=[{"ParameterKey": k, "ParameterValue": v}
                                  for k, v in values.items()],

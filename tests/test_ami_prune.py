@@ -101,5 +101,5 @@ def test_ami_prune_task_dry_run(run_invoke, aws, versions):
                                             ("0", "--keep: must be at least 1, got 0")])
 def test_ami_prune_task_refuses_a_bad_keep(run_invoke, aws, versions, keep, expected):
     result = run_invoke("ami.prune", "--keep", keep, overrides=BUILD_ONLY)
-    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"kiln: {expected}"
+    assert result.returncode == 4 and result.stderr.strip().splitlines()[-1] == f"kiln: {expected}"
     assert _remaining(aws.client("ec2")) == set(versions.values())

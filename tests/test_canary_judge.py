@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from datetime import UTC, datetime
 
 import boto3
@@ -81,6 +83,51 @@ def test_no_verdict_before_enough_canary_requests(lb, since):
     traffic(lb, 50)  # 5 canary requests
     found = settled(lb, since, 50)
     assert found["verdict"] == "waiting"
+
+
+def watcher(lb, **limits) -> judge.Watcher:
+    return judge.Watcher(boto3.client("cloudwatch"), lb["arn"].split(":loadbalancer/")[1],
+                         ("green", lb["groups"]["green"]), ("blue", lb["groups"]["blue"]),
+                         dataclasses.replace(LIMITS, **limits))
+
+
+def test_eight_of_twenty_requests_is_no_verdict_and_the_watch_fails(lb, since):
+    all_healthy(lb)
+    lb["apps"]["green"].status = 500
+    traffic(lb, 80)  # 8 canary requests, all 500
+    settled(lb, since, 80)
+    watch = watcher(lb, min_requests=20, max_wait=2)
+    watch()
+    assert watch.waiting
+    with pytest.raises(judge.NoVerdict) as failed:
+        watch.await_verdict()
+    assert "canary served 8 of the 20 requests needed for a verdict" in str(failed.value)
+    assert "no_verdict: fail" in str(failed.value)
+
+
+def test_no_verdict_passes_only_when_configured_so(lb, since):
+    all_healthy(lb)
+    watch = watcher(lb, max_wait=1, no_verdict="pass")
+    watch()
+    watch.await_verdict()
+    assert watch.waiting and watch.last["canary"]["requests"] == 0
+
+
+def test_a_watch_short_of_evidence_keeps_judging_until_it_has_it(lb, since):
+    all_healthy(lb)
+    lb["apps"]["green"].status = 500
+    watch = watcher(lb, max_wait=60)
+    watch()
+    assert watch.waiting
+    later = threading.Timer(1.5, traffic, (lb, 200))  # the evidence comes after the watch
+    later.start()
+    try:
+        with pytest.raises(judge.CanaryFailed) as failed:
+            watch.await_verdict()
+    finally:
+        later.join()
+    assert not isinstance(failed.value, judge.NoVerdict)
+    assert watch.last["verdict"] == "fail" and "canary 5xx rate" in str(failed.value)
 
 
 def test_status_prints_the_load_balancers_https_url(kaws, outputs):

@@ -30,7 +30,7 @@ def test_a_short_flag_means_one_thing_in_every_task():
 
 def test_a_missing_required_flag_is_one_kiln_line(run_invoke):
     result = run_invoke("ami.promote", "--version", "1.0.0")
-    assert result.returncode == 1
+    assert result.returncode == 4  # refused: bad input
     assert result.stderr.strip().splitlines() == [
         "kiln: ami.promote: --to is required (invoke --help ami.promote)"]
     result = run_invoke("bake")
@@ -40,7 +40,7 @@ def test_a_missing_required_flag_is_one_kiln_line(run_invoke):
 
 def test_a_mistyped_environment_variable_fails_like_a_mistyped_key(run_invoke):
     result = run_invoke("status", env={"INVOKE_KILN_DEPLOY_WACTH": "1s"})
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert result.stderr.strip().splitlines()[-1] == (
         "kiln: environment variable INVOKE_KILN_DEPLOY_WACTH: no such kiln setting (did you "
         "mean INVOKE_KILN_DEPLOY_WATCH?)")

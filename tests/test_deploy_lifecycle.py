@@ -112,7 +112,7 @@ def test_command_line(run_invoke, clean_sandbox, kiln_settings):
     make_image(daws, "1.1.0")
     run_invoke("deploy", "--version", "1.0.0", overrides=QUICK, check=True)
     bad = run_invoke("canary", "--percent", "150", "--version", "1.1.0", overrides=QUICK)
-    assert bad.returncode == 1
+    assert bad.returncode == 4  # refused
     assert bad.stderr.strip().splitlines()[-1] == (
         "kiln: --percent: 150 is outside 1–99 (a canary shares traffic with its baseline; use "
         "promote for 100)")

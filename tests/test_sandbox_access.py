@@ -180,6 +180,34 @@ def test_assume_role_honours_the_trust_policy(clean_strict):
     assert "trust policy" in error["Message"]
 
 
+def test_a_source_identity_needs_sts_set_source_identity_on_both_sides(clean_strict):
+    base = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    prod = _prod_admin(clean_strict)
+    _role(clean_strict, "plain", {"Statement": [{**base, "Action": "sts:AssumeRole"}]}, prod)
+    _role(clean_strict, "traced", {"Statement": [{
+        **base, "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"]}]}, prod)
+    iam = client(clean_strict, "iam")
+    iam.create_user(UserName="assumer")
+    iam.put_user_policy(UserName="assumer", PolicyName="assume", PolicyDocument=policy({
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}))
+    keys = iam.create_access_key(UserName="assumer")["AccessKey"]
+    sts = client(clean_strict, "sts", aws_access_key_id=keys["AccessKeyId"],
+                 aws_secret_access_key=keys["SecretAccessKey"])
+    traced, plain = (f"arn:aws:iam::{PROD}:role/{name}" for name in ("traced", "plain"))
+    sts.assume_role(RoleArn=plain, RoleSessionName="s1")  # no source identity: AssumeRole only
+    error = error_of(lambda: sts.assume_role(RoleArn=traced, RoleSessionName="s1",
+                                             SourceIdentity="alice")).response["Error"]
+    assert "no identity-based policy allows sts:SetSourceIdentity" in error["Message"], error
+    iam.put_user_policy(UserName="assumer", PolicyName="assume", PolicyDocument=policy({
+        "Effect": "Allow", "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
+        "Resource": "*"}))
+    error = error_of(lambda: sts.assume_role(RoleArn=plain, RoleSessionName="s1",
+                                             SourceIdentity="alice")).response["Error"]
+    assert error["Code"] == "AccessDenied", error
+    assert "trust policy does not allow sts:SetSourceIdentity" in error["Message"], error
+    sts.assume_role(RoleArn=traced, RoleSessionName="s1", SourceIdentity="alice")
+
+
 def test_assume_role_fails_for_a_role_that_does_not_exist(strict_box):
     sts = client(strict_box, "sts")
     error = error_of(lambda: sts.assume_role(RoleArn=f"arn:aws:iam::{PROD}:role/no-such-role",

@@ -62,6 +62,19 @@ def command(state_dir: str | Path, url: str, app: str, path: str = "/") -> str:
     return shlex.join(["curl", *trust, "--resolve", f"{name(app)}:{port}:{host}", target])
 
 
+def environment(state_dir: str | Path, url: str, app: str) -> dict[str, str]:
+    """The sandbox's side of an acceptance command's environment: KILN_URL by the app's name
+    (what its certificate covers), KILN_RESOLVE (curl's --resolve: that name to the load
+    balancer's loopback address) and KILN_CA_BUNDLE (the sandbox CA, also as SSL_CERT_FILE and
+    REQUESTS_CA_BUNDLE for Python clients)."""
+    scheme, host, port = _where(url)
+    ca = str(listener_cert.files(state_dir)["ca"])
+    shown = "" if port in (80, 443) else f":{port}"
+    return {"KILN_URL": f"{scheme}://{name(app)}{shown}/",
+            "KILN_RESOLVE": f"{name(app)}:{port}:{host}", "KILN_CA_BUNDLE": ca,
+            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca}
+
+
 class NamedHTTPS(http.client.HTTPSConnection):
     """HTTPS to an address, presenting and verifying `server_name` (as a client that resolved
     the name to that address)."""

@@ -446,6 +446,8 @@ def _context(caller: Caller, action: str, params: dict) -> dict:
     }
     if action == "sts:AssumeRole" and params.get("ExternalId"):
         context["sts:ExternalId"] = params["ExternalId"]
+    if action == "sts:AssumeRole" and params.get("SourceIdentity"):
+        context["sts:SourceIdentity"] = params["SourceIdentity"]
     if action.startswith("kms:"):
         context["kms:CallerAccount"] = caller.account
     if action == "kms:CreateGrant" and params.get("Operations"):
@@ -515,6 +517,15 @@ def _trusted(caller: Caller, role_arn: str, context: dict, identity) -> tuple[bo
                          context, principal=caller.principal())
     if trust != iam.Result.ALLOW:
         return False, "the role's trust policy does not allow it"
+    if "sts:SourceIdentity" in context:
+        # As on AWS: setting a source identity is sts:SetSourceIdentity, which the caller's
+        # policies and the role's trust policy must both allow.
+        if iam.evaluate(caller.policies(), "sts:SetSourceIdentity", role_arn,
+                        context) != iam.Result.ALLOW:
+            return False, "no identity-based policy allows sts:SetSourceIdentity"
+        if iam.evaluate([role.assume_role_policy_document], "sts:SetSourceIdentity", role_arn,
+                        context, principal=caller.principal()) != iam.Result.ALLOW:
+            return False, "the role's trust policy does not allow sts:SetSourceIdentity"
     return True, ""
 
 

@@ -65,8 +65,12 @@ def _iam(action, params, account, region):
     return params.get("PolicyArn")
 
 
+def _sns(action, params, account, region):
+    return params.get("TopicArn")  # Publish, Subscribe, topic attributes: the topic's ARN
+
+
 BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
-            "cloudformation": _cloudformation, "logs": _logs, "iam": _iam}
+            "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns}
 
 
 # -- EC2 resources and their tags (aws:ResourceTag) ---------------------------------------------

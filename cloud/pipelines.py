@@ -1,0 +1,116 @@
+"""A release pipeline per app: `kiln.apps.<app>.pipeline.stages`, in order, each with its action
+and its gate. Checked when the settings load, like every other key (one line naming the key).
+
+    kiln:
+      apps:
+        hello-web:
+          pipeline:
+            stages:
+              - {name: commit, action: commit, commands: ["make test", "make lint"]}
+              - {name: image, action: image}
+              - {name: acceptance, action: acceptance, stack: acceptance,
+                 command: "tests/acceptance.sh"}
+              - {name: staging, action: deploy, stack: staging}
+              - {name: approval, action: approval}
+              - {name: production, action: production, percent: 10}
+
+Gates: `passed` (the default) lets a version into a stage only when every stage before it has
+passed for that version; `none` lets any version in (a pipeline's first stage, say).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from cloud.errors import ConfigError
+
+ACTIONS = ("commit", "image", "acceptance", "deploy", "approval", "production")
+GATES = ("passed", "none")
+COMMON = ("name", "action", "gate")
+# What each action takes beside the common keys: key → (type, required).
+OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
+    "commit": {"commands": (list, False), "publish": (bool, False)},
+    "image": {},
+    "acceptance": {"command": (str, True), "stack": (str, False), "timeout": (str, False)},
+    "deploy": {"stack": (str, True), "steps": (str, False), "watch": (str, False)},
+    "approval": {},
+    "production": {"stack": (str, False), "percent": (int, False), "steps": (str, False),
+                   "watch": (str, False)},
+}
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    action: str
+    gate: str = "passed"
+    options: dict = field(default_factory=dict)
+
+    def get(self, key: str, default=None):
+        value = self.options.get(key)
+        return default if value is None else value
+
+
+def check(app: str, raw) -> list[Stage]:
+    """The stages of `kiln.apps.<app>.pipeline`, or ConfigError naming the key at fault."""
+    where = f"kiln.apps.{app}.pipeline"
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with `stages`, got {raw!r}")
+    for key in raw:
+        if key != "stages":
+            raise ConfigError(f"{where}.{key}: unknown key{_nearest(key, ['stages'])}")
+    stages = raw.get("stages") or []
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where}.stages: expected a list of stages, got {stages!r}")
+    found: list[Stage] = []
+    for index, entry in enumerate(stages):
+        stage = _stage(f"{where}.stages[{index}]", entry)
+        if any(s.name == stage.name for s in found):
+            raise ConfigError(f"{where}.stages[{index}].name: {stage.name!r} is used twice")
+        found.append(stage)
+    return found
+
+
+def _stage(where: str, entry) -> Stage:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a mapping (name, action, gate…), got {entry!r}")
+    action = entry.get("action")
+    if action not in ACTIONS:
+        raise ConfigError(f"{where}.action: {action!r} is not one of {', '.join(ACTIONS)}")
+    allowed = OPTIONS[action]
+    for key in entry:
+        if key not in COMMON and key not in allowed:
+            known = [*COMMON, *allowed]
+            raise ConfigError(f"{where}.{key}: unknown key for a {action} stage"
+                              f"{_nearest(key, known)}")
+    name = entry.get("name", action)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}.name: {name!r} must be lowercase letters, digits, dashes")
+    gate = entry.get("gate", "passed")
+    if gate not in GATES:
+        raise ConfigError(f"{where}.gate: {gate!r} is not one of {', '.join(GATES)}")
+    options = {}
+    for key, (kind, required) in allowed.items():
+        value = entry.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{where}.{key}: a {action} stage needs it")
+            continue
+        if kind is list and not (isinstance(value, list) and all(isinstance(v, str)
+                                                                  for v in value)):
+            raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
+        if kind is not list and (not isinstance(value, kind) or
+                                 (kind is int and isinstance(value, bool))):
+            raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+        options[key] = value
+    return Stage(name, action, gate, options)
+
+
+def _nearest(key, known: list[str]) -> str:
+    match = difflib.get_close_matches(str(key), known, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
