@@ -85,6 +85,15 @@ def clean_sandbox(sandbox_box):
 
 
 @pytest.fixture
+def lived_in(sandbox_box):
+    """Accounts that start lived-in (sandbox/aws/lived_in.py) for one test, then new again."""
+    sandbox_box.set_account_state("lived-in")
+    sandbox_box.reset()
+    yield sandbox_box
+    sandbox_box.set_account_state("new")
+
+
+@pytest.fixture
 def config_overrides(sandbox_box, tmp_path) -> dict:
     """The overrides every test needs: this worker's sandbox and a private dist/ folder."""
     return {"sandbox": {"state_dir": str(sandbox_box.state_dir)}, "dist": str(tmp_path / "dist")}

@@ -34,6 +34,7 @@ PATCHES: list[str] = [
     "autoscaling.server_groups",
     "iam.service_linked_roles",
     "autoscaling.launch_keys",
+    "lived_in",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 
