@@ -72,6 +72,8 @@ class StackSpec:
     outputs: tuple[str, ...] = ()
     regions: Callable[[Settings], list[str]] = main_region
     render: Callable[[], str] | None = None  # builds the template instead of reading it
+    # What must exist before the stack is created or updated, made outside it (not on --dry-run)
+    prepare: Callable[[Place], None] | None = None
 
     def name(self, settings: Settings) -> str:
         return stack_name(settings, self.part_for(settings))
@@ -192,6 +194,31 @@ def account_parameters(place: Place) -> dict[str, str]:
     }
 
 
+AUTO_SCALING = "autoscaling.amazonaws.com"
+AUTO_SCALING_ROLE = "AWSServiceRoleForAutoScaling"
+
+
+def ensure_auto_scaling_role(place: Place) -> None:
+    """Auto Scaling's service-linked role, which the account's AMI key policy names. Every
+    account that ever had an Auto Scaling group has it and IAM refuses a second one ("has been
+    taken in this account"), so it is made here, only where missing, and never by the stack
+    (which would also delete it with the stack). Needs iam:GetRole on the role and
+    iam:CreateServiceLinkedRole for autoscaling.amazonaws.com."""
+    iam = place.client("iam")
+    try:
+        iam.get_role(RoleName=AUTO_SCALING_ROLE)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+    try:
+        iam.create_service_linked_role(AWSServiceName=AUTO_SCALING)
+    except ClientError as error:
+        if "has been taken" not in str(error):  # made meanwhile (a first group): fine
+            raise
+    say(f"service-linked role {AUTO_SCALING_ROLE} in {place.where}: created")
+
+
 def keys_parameters(place: Place) -> dict[str, str]:
     """The build account's key is used by the accounts it shares with; a target account's key
     by its deployer role (made by the account stack in the main region)."""
@@ -245,7 +272,8 @@ STACKS: list[StackSpec] = [
     StackSpec("build", "build.yaml", build_account, build_parameters, BUILD_OUTPUTS),
     StackSpec("operator", "operator.json", build_account, prefix_parameters,
               ("OperatorPolicyArn",), render=operator_template),
-    StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS),
+    StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS,
+              prepare=ensure_auto_scaling_role),
     # The AMI key of every account in every copy region; the main region's is in the stacks above.
     StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions),
 ]
@@ -439,6 +467,8 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
               "account_id": place.aws.account_id, "region": place.region,
               "changes": current.changes}
     if current.up_to_date:
+        if not dry_run and current.spec.prepare is not None:
+            current.spec.prepare(place)
         return {**result, "action": "up-to-date",
                 "outputs": outputs(current.cfn, current.stack)}
     if dry_run:
@@ -454,6 +484,8 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
         discard(current)
         say(f"stack {stack}: not applied")
         return {**result, "action": "skipped"}
+    if current.spec.prepare is not None:
+        current.spec.prepare(place)
     values = apply(current)
     say(f"stack {stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
     for key, value in sorted(values.items()):

@@ -10,10 +10,22 @@ from accounts import bootstrap, verify
 from cloud import locks, stacks
 from cloud.errors import KilnError
 from cloud.target import connect
+from tests.conftest import deep_merge
 
 # The support stacks of this area; other areas register more (e.g. kiln-env-<app>).
 PARTS = ("build", "prod", "keys")
 WEST = "us-west-2"
+
+
+@pytest.fixture
+def config_overrides(config_overrides):
+    """Bootstrap meets accounts as they are on AWS: lived-in (sandbox/aws/lived_in.py)."""
+    return deep_merge(config_overrides, {"sandbox": {"account_state": "lived-in"}})
+
+
+@pytest.fixture
+def clean_sandbox(lived_in):
+    return lived_in
 
 
 @pytest.fixture
@@ -51,6 +63,42 @@ def test_bootstrap_creates_both_stacks_and_their_outputs_resolve(clean_sandbox, 
         assert locks.holder(aws, table, "bootstrap-test")["owner"] == "pytest"
     stack = aws.client("cloudformation").describe_stacks(StackName="kiln-build")["Stacks"][0]
     assert {"Key": "kiln:managed-by", "Value": "kiln"} in stack["Tags"]
+
+
+def stack_types(session, stack: str) -> set[str]:
+    resources = session.client("cloudformation").describe_stack_resources(StackName=stack)
+    return {r["ResourceType"] for r in resources["StackResources"]}
+
+
+def test_an_account_with_auto_scalings_role_keeps_it_and_gets_its_stack(clean_sandbox,
+                                                                        kiln_settings):
+    aws = connect(kiln_settings(), admin=True)
+    iam = aws.admin("prod").client("iam")
+    before = iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]
+    results = bootstrap.run(aws.settings, aws, yes=True, parts=("prod",))
+    assert [r["action"] for r in results] == ["created"]
+    assert iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]["RoleId"] == \
+        before["RoleId"]
+    assert results[0]["outputs"]["AutoScalingRoleArn"] == before["Arn"]
+    assert "AWS::IAM::ServiceLinkedRole" not in stack_types(aws.admin("prod"), "kiln-prod")
+
+
+def test_a_new_account_gets_auto_scalings_role_outside_the_stack(clean_sandbox, kiln_settings):
+    clean_sandbox.set_account_state("new")
+    clean_sandbox.reset()
+    aws = connect(kiln_settings(sandbox={"account_state": "new"}), admin=True)
+    iam = aws.admin("prod").client("iam")
+    assert not iam.list_roles(PathPrefix="/aws-service-role/")["Roles"]
+    planned = bootstrap.run(aws.settings, aws, dry_run=True, parts=("prod",))
+    assert [r["action"] for r in planned] == ["planned"]
+    assert not iam.list_roles(PathPrefix="/aws-service-role/")["Roles"]  # a plan changes nothing
+    bootstrap.run(aws.settings, aws, yes=True, parts=("prod",))
+    role = iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]
+    assert role["Path"] == "/aws-service-role/autoscaling.amazonaws.com/"
+    assert "AWS::IAM::ServiceLinkedRole" not in stack_types(aws.admin("prod"), "kiln-prod")
+    aws.admin("prod").client("cloudformation").delete_stack(StackName="kiln-prod")
+    assert iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]["RoleId"] == \
+        role["RoleId"]  # Auto Scaling's, not the stack's: it outlives the stack
 
 
 def test_second_run_is_up_to_date_and_leaves_no_change_sets(fresh):

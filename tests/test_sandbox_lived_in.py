@@ -4,6 +4,8 @@ in the build account and in an account reached by assuming a role, in any region
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 
@@ -60,3 +62,16 @@ def test_a_reset_lived_in_account_is_lived_in_again_and_a_new_one_is_empty(lived
     lived_in.reset()
     assert service_roles(boto3.Session()) == set()
     assert boto3.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+
+def test_a_stack_creating_a_service_linked_role_the_account_has_rolls_back(lived_in):
+    cfn = boto3.client("cloudformation")
+    body = json.dumps({"Resources": {"Role": {"Type": "AWS::IAM::ServiceLinkedRole",
+                                              "Properties": {
+                                                  "AWSServiceName": "autoscaling.amazonaws.com"}}}})
+    cfn.create_stack(StackName="linked", TemplateBody=body)
+    stack = cfn.describe_stacks(StackName="linked")["Stacks"][0]
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
+    failed = [e for e in cfn.describe_stack_events(StackName="linked")["StackEvents"]
+              if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert "has been taken in this account" in failed[0]["ResourceStatusReason"]

@@ -26,6 +26,7 @@ PATCHES: list[str] = [
     "timing",
     "ec2.launch_templates",
     "cloudformation.stacks",
+    "cloudformation.rollback",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",

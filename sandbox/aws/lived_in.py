@@ -20,12 +20,10 @@ import threading
 from pathlib import Path
 
 from sandbox.aws import seams
+from sandbox.aws.iam.arns import LINKED_ROLES
 
 STATE_FILE = "account-state"
 STATES = ("new", "lived-in")
-# IAM's names for them (moto would spell the second AWSServiceRoleForElasticloadbalancing).
-LINKED_ROLES = {"autoscaling.amazonaws.com": "AWSServiceRoleForAutoScaling",
-                "elasticloadbalancing.amazonaws.com": "AWSServiceRoleForElasticLoadBalancing"}
 OTHER_TOOL = [{"Key": "managed-by", "Value": "terraform"}, {"Key": "team", "Value": "payments"}]
 OTHER_NAME = "payments-web"
 MARK = "_sandbox_lived_in"  # on a backend; moto's reset empties the backend's __dict__
