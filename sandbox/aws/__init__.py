@@ -35,6 +35,7 @@ PATCHES: list[str] = [
     "autoscaling.server_groups",
     "iam.service_linked_roles",
     "autoscaling.launch_keys",
+    "autoscaling.template_propagation",
     "lived_in",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
