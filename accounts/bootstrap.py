@@ -74,6 +74,9 @@ class StackSpec:
     render: Callable[[], str] | None = None  # builds the template instead of reading it
     # What must exist before the stack is created or updated, made outside it (not on --dry-run)
     prepare: Callable[[Place], None] | None = None
+    # The template adjusted to what Kiln changed outside the stack, for an update that would
+    # otherwise set it back: (place, stack name, template, changes) -> template
+    live: Callable[[Place, str, str, list[dict]], str] | None = None
 
     def name(self, settings: Settings) -> str:
         return stack_name(settings, self.part_for(settings))
@@ -342,15 +345,29 @@ def change_set_kind(cfn, name: str, place: Place) -> str:
 
 
 def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
-    """Create the change set for one stack and read what it would change."""
+    """Create the change set for one stack and read what it would change. A stack whose
+    resources Kiln changes outside it (`live`) gets a second change set when the first would
+    update one of those: the template then states what is live, so the update keeps it."""
+    body = spec.body()
+    result = _change_set(spec, place, run_id, body)
+    if spec.live is None or result.kind != "UPDATE" or not result.changes:
+        return result
+    adjusted = spec.live(place, result.stack, body, result.changes)
+    if adjusted == body:
+        return result
+    discard(result)
+    return _change_set(spec, place, run_id, adjusted, "-live")
+
+
+def _change_set(spec: StackSpec, place: Place, run_id: str, body: str, suffix: str = "") -> Plan:
     settings = place.settings
     name = spec.name(settings)
     cfn = place.client("cloudformation")
     kind = change_set_kind(cfn, name, place)
     parameters = spec.parameters(place)
     created = cfn.create_change_set(
-        StackName=name, ChangeSetName=f"kiln-{run_id}", ChangeSetType=kind,
-        TemplateBody=spec.body(), Capabilities=CAPABILITIES,
+        StackName=name, ChangeSetName=f"kiln-{run_id}{suffix}", ChangeSetType=kind,
+        TemplateBody=body, Capabilities=CAPABILITIES,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Tags=kiln_tags.to_list(stack_tags(settings, spec)),
         Description=f"invoke bootstrap, run {run_id}")

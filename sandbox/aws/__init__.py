@@ -27,6 +27,7 @@ PATCHES: list[str] = [
     "ec2.launch_templates",
     "cloudformation.stacks",
     "cloudformation.rollback",
+    "cloudformation.listener_actions",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",
