@@ -29,6 +29,12 @@ def deploy_accounts(settings) -> list[str]:
     return [settings.deploy.account]
 
 
+def deploy_region(settings) -> list[str]:
+    """Where Kiln looks the environment up (orchestrator.environment): kiln.deploy.region, else
+    kiln.aws.region."""
+    return [settings.deploy.region or settings.aws.region]
+
+
 def env_parameters(place) -> dict[str, str]:
     return cluster_parameters(place, place.settings, place.settings.app)
 
@@ -136,7 +142,8 @@ def _live_forward(place, stack: str) -> list[dict] | None:
 
 
 ENV_STACK = bootstrap.register(bootstrap.StackSpec(
-    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS, live=live_listener))
+    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS, deploy_region,
+    live=live_listener))
 
 
 def register_clusters(settings) -> list[str]:
@@ -151,6 +158,7 @@ def register_clusters(settings) -> list[str]:
             f"env-{cluster}", "env.yaml", lambda _settings, account=account: [account],
             lambda place, app=app, cluster=cluster: cluster_parameters(
                 place, apps.for_app(place.settings, app), cluster), ENV_OUTPUTS,
+            lambda settings, app=app: deploy_region(apps.for_app(settings, app)),
             live=live_listener))
         parts.append(f"env-{cluster}")
     return parts
