@@ -226,11 +226,19 @@ def keys_parameters(place: Place) -> dict[str, str]:
     """The build account's key is used by the accounts it shares with; a target account's key
     by its deployer role (made by the account stack in the main region)."""
     settings = place.settings
-    if place.account == settings.build_account:
-        users = share_account_roots(settings, place.region)
-    else:
+    target = place.account != settings.build_account
+    if target:
         users = [deployer_role_arn(settings, place.account, place.region)]
-    return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users)}
+    else:
+        users = share_account_roots(settings, place.region)
+    return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users),
+            "LaunchesServerGroups": "true" if target else "false"}
+
+
+def ensure_target_auto_scaling_role(place: Place) -> None:
+    """Before a target account's key names Auto Scaling's role (ensure_auto_scaling_role)."""
+    if place.account != place.settings.build_account:
+        ensure_auto_scaling_role(place)
 
 
 def _substituted(value):
@@ -244,16 +252,25 @@ def _substituted(value):
     return value
 
 
+DEPLOYER_ROLES = "${DeployerRoleArns}"  # in operator.json: the deployer roles, a parameter
+
+
 def operator_template() -> str:
     """The operator's day-to-day policy (cloud/policies/operator.json) as a managed policy
     `<prefix>-operator`, to attach to the people and CI roles that run Kiln's tasks."""
     document = json.loads((POLICIES / "operator.json").read_text())
+    for statement in document["Statement"]:
+        if statement.get("Resource") == DEPLOYER_ROLES:
+            statement["Resource"] = {"Ref": "DeployerRoleArns"}
     return json.dumps({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kiln operator policy: what day-to-day tasks need in the build account. "
                        "Managed by `invoke bootstrap`.",
         "Parameters": {"Prefix": {"Type": "String", "Default": "kiln",
-                                  "AllowedPattern": "[a-z][a-z0-9-]{1,20}"}},
+                                  "AllowedPattern": "[a-z][a-z0-9-]{1,20}"},
+                       "DeployerRoleArns": {"Type": "CommaDelimitedList",
+                                            "Description": "The deployer roles the operator "
+                                                           "assumes (kiln.accounts.<name>.role)"}},
         "Resources": {"OperatorPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
             "ManagedPolicyName": {"Fn::Sub": "${Prefix}-operator"},
             "Description": "Kiln's day-to-day tasks (bake, publish, share, promote, deploy)",
@@ -262,8 +279,12 @@ def operator_template() -> str:
     }, indent=1)
 
 
-def prefix_parameters(place: Place) -> dict[str, str]:
-    return {"Prefix": place.settings.stacks.prefix}
+def operator_parameters(place: Place) -> dict[str, str]:
+    """The deployer role of every other account, as configured (kiln.accounts.<name>.role)."""
+    settings = place.settings
+    roles = [deployer_role_arn(settings, name, place.region) for name in other_accounts(settings)]
+    none = f"arn:{partition(place.region)}:iam::*:role/{settings.stacks.prefix}-deployer"
+    return {"Prefix": settings.stacks.prefix, "DeployerRoleArns": ",".join(roles) or none}
 
 
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
@@ -273,12 +294,13 @@ KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 
 STACKS: list[StackSpec] = [
     StackSpec("build", "build.yaml", build_account, build_parameters, BUILD_OUTPUTS),
-    StackSpec("operator", "operator.json", build_account, prefix_parameters,
+    StackSpec("operator", "operator.json", build_account, operator_parameters,
               ("OperatorPolicyArn",), render=operator_template),
     StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS,
               prepare=ensure_auto_scaling_role),
     # The AMI key of every account in every copy region; the main region's is in the stacks above.
-    StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions),
+    StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions,
+              prepare=ensure_target_auto_scaling_role),
 ]
 
 
