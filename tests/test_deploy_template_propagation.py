@@ -33,7 +33,7 @@ def test_a_deploy_retries_until_auto_scaling_knows_the_template(clean_sandbox, k
         if step.action == "create":
             clean_sandbox.set_time_scale(None)
 
-    clean_sandbox.set_time_scale(0.1)  # the template is unknown to Auto Scaling for 1 s
+    clean_sandbox.set_time_scale(0.2)  # the template is unknown to Auto Scaling for 0.4 s
     try:
         result = operations.deploy(kaws, version="1.0.0", observer=back_to_speed)
     finally:
@@ -47,7 +47,7 @@ def test_a_deploy_failing_at_the_group_leaves_nothing_the_next_one_trips_on(
         clean_sandbox, kaws, daws, outputs, monkeypatch):
     make_image(daws, "1.0.0")
     monkeypatch.setattr(groups, "TEMPLATE_PROPAGATION", 1)  # give up after 1 s
-    clean_sandbox.set_time_scale(10)  # the template stays unknown for 100 s
+    clean_sandbox.set_time_scale(50)  # the template stays unknown for 100 s
     try:
         with pytest.raises(ClientError, match="valid fully-formed launch template"):
             operations.deploy(kaws, version="1.0.0")

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from sandbox.aws.autoscaling.template_propagation import PROPAGATION
 
-SCALE = 0.2  # the propagation lasts PROPAGATION × SCALE real seconds
+SCALE = 1.0  # the propagation lasts PROPAGATION × SCALE real seconds
 
 
 @pytest.fixture

@@ -37,6 +37,8 @@ PATCHES: list[str] = [
     "iam.service_linked_roles",
     "autoscaling.launch_keys",
     "autoscaling.template_propagation",
+    "kms.alias_pages",
+    "elbv2.rule_limits",
     "lived_in",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 from sandbox import clock
 from sandbox.aws import seams
 
-PROPAGATION = 10.0  # AWS seconds before Auto Scaling can use a new template or version
+PROPAGATION = 2.0  # AWS seconds before Auto Scaling can use a new template or version
 ACTION_RESULT = "(self) -> moto.core.responses.ActionResult"
 
 
