@@ -29,7 +29,8 @@ def group(scaling, subnet: str, template: str, version: str) -> None:
 
 
 def test_a_new_template_is_refused_until_it_has_propagated(slow):
-    ec2, scaling = boto3.client("ec2"), boto3.client("autoscaling")
+    session = boto3.Session()  # not the default session, whose clients wait (tests/conftest.py)
+    ec2, scaling = session.client("ec2"), session.client("autoscaling")
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     made = time.monotonic()
     template = ec2.create_launch_template(
