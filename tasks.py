@@ -148,15 +148,16 @@ ns.add_collection(bootstrap_tasks)
 @kiln_task(help={"manifest": "the YAML manifest (default: the app's, kiln.manifest for kiln.app)",
                  "app": "package this app's manifest (kiln.apps.<app>.manifest)",
                  "version": "semantic version, overriding the manifest's",
+                 "iteration": "the package iteration (RPM release), overriding the manifest's",
                  "json": "print the result as JSON on stdout"})
-def package(c, manifest=None, app=None, version=None, json=False):
+def package(c, manifest=None, app=None, version=None, iteration=None, json=False):
     """Build dist/<name>-<version>-<iteration>.<arch>.rpm from a YAML manifest."""
     from cloud.console import emit_json
     from cloud.tasking import pick
     from packager.build import package as build_package
 
     config = _app_settings(c, app)
-    result = build_package(config, pick(manifest, config.manifest), version)
+    result = build_package(config, pick(manifest, config.manifest), version, iteration)
     if json:
         emit_json(result)
     else:
@@ -231,16 +232,19 @@ def repo_prune(c, keep=None, dry_run=False, json=False):
 
 
 @kiln_task(help={"dry_run": "only check: report a signature that does not match, put "
-                            "nothing back",
+                            "nothing back; with --repair, print the repair plan only",
+                 "repair": "put back a lost, older or refused repomd.xml from the bucket's "
+                           "versions or the package objects (its plan printed first)",
                  "json": "print the result as JSON on stdout"})
-def repo_verify(c, dry_run=False, json=False):
-    """Check the yum repository as dnf reads it (repomd.xml signed by the repo key, every file it
-    names present); put back the signature a stopped publish or prune left unmatched."""
+def repo_verify(c, dry_run=False, repair=False, json=False):
+    """Check the yum repository as dnf reads it (repomd.xml the one Kiln last wrote, signed by
+    the repo key, every file it names present); put back the signature a stopped publish or
+    prune left unmatched. A lost, older or refused repomd.xml fails it; --repair puts it back."""
     from cloud.console import emit_json
     from cloud.target import connect
     from packager import repo
 
-    result = repo.verify(connect(settings(c)), dry_run=dry_run)
+    result = repo.verify(connect(settings(c)), dry_run=dry_run, repair=repair)
     if json:
         emit_json(result)
 
@@ -259,15 +263,18 @@ ns.add_collection(repo_tasks)
                  "version": "the version to bake (semantic version; required)",
                  "manifest": "the package manifest (default: the app's, kiln.manifest for "
                              "kiln.app)",
-                 "app": "bake this app (its manifest: kiln.apps.<app>.manifest)",
+                 "app": "bake this app (its manifest and bake settings: kiln.apps.<app>)",
+                 "iteration": "the package iteration (RPM release), overriding the manifest's: "
+                              "a new one when the repo holds this version built from other "
+                              "files",
                  "regions": "comma-separated regions to copy the image to "
                             "(default: kiln.bake.copy_regions)",
                  "share": "comma-separated account names to share the image with "
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version=None, manifest=None, app=None, regions=None, share=None, dry_run=False,
-         json=False):
+def bake(c, version=None, manifest=None, app=None, iteration=None, regions=None, share=None,
+         dry_run=False, json=False):
     """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
     from cloud.console import emit_json
     from cloud.target import connect
@@ -276,7 +283,7 @@ def bake(c, version=None, manifest=None, app=None, regions=None, share=None, dry
     config = _app_settings(c, app)
     aws = connect(config)
     result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
-                        dry_run=dry_run)
+                        dry_run=dry_run, iteration=iteration)
     if json:
         emit_json(result)
 
@@ -381,11 +388,19 @@ def _help(*names, **extra):
     return {**{name: _DEPLOY_HELP[name] for name in names}, **extra}
 
 
-def _app_settings(c, app):
-    """The settings of `--app` (kiln.apps.<app> over the defaults), or of kiln.app."""
+def _app_settings(c, app, stack=None):
+    """The settings of `--app` (kiln.apps.<app> over the defaults), or of kiln.app; with
+    `stack`, that stack's deploy settings over those."""
     from cloud.apps import for_app
 
-    return for_app(settings(c), app)
+    return for_app(settings(c), app, stack)
+
+
+def _stack_settings(c, app, stack):
+    """The settings of `--app` in `--stack` (default: the app's kiln.deploy.stack)."""
+    from cloud.tasking import pick
+
+    return _app_settings(c, app, pick(stack, _app_settings(c, app).deploy.stack))
 
 
 def _rollout(c, operation, json, app=None, **kwargs):
@@ -395,7 +410,7 @@ def _rollout(c, operation, json, app=None, **kwargs):
     from cloud.tasking import pick
     from orchestrator import operations
 
-    config = _app_settings(c, app)
+    config = _stack_settings(c, app, kwargs.get("stack"))
     kwargs["stack"] = pick(kwargs.get("stack"), config.deploy.stack)
     try:
         result = getattr(operations, operation)(connect(config), **kwargs)
@@ -425,7 +440,7 @@ def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
-    percent = pick(percent, _app_settings(c, app).deploy.canary.percent)
+    percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
              stack=stack, dry_run=dry_run, force_unlock=force_unlock)
 
@@ -451,7 +466,7 @@ def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=Fal
     """Delete failed and rolled-back groups, then disabled ones beyond the most recent KEEP."""
     from cloud.tasking import pick, whole
 
-    keep = whole(pick(keep, _app_settings(c, app).deploy.keep), "--keep")
+    keep = whole(pick(keep, _stack_settings(c, app, stack).deploy.keep), "--keep")
     _rollout(c, "teardown", json, app=app, keep=keep, stack=stack, dry_run=dry_run,
              force_unlock=force_unlock)
 

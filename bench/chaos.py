@@ -1,7 +1,7 @@
-"""Kill -9 `invoke bake`, `publish`, `canary` and `promote` at random points; check the next
-command works.
+"""Kill -9 `invoke bake`, `publish`, `canary` and `promote` at random points, and break the
+repository's index as a bucket writer could; check the next command works.
 
-    .venv/bin/python bench/chaos.py [--trials 24] [--kinds bake,publish,promote] [--seed 1]
+    .venv/bin/python bench/chaos.py [--trials 24] [--kinds bake,publish,promote,index] [--seed 1]
 
 Starts a private sandbox (its own moto server and sshd under a temporary state directory),
 bootstraps it, deploys a first version of the example app's cluster and measures one clean run
@@ -21,12 +21,21 @@ with SIGKILL after a random share of that clean run's time, and records:
   repo_gpgcheck=1) reads the repository after the follow-up;
 - locks left: items of the build and cluster lock tables whose holder is not alive.
 
-Goal: 0 leaks after the janitor, 0 broken repos, 0 locks left, 100 % follow-ups.
+An index trial kills nothing: as whoever can write the bucket, it deletes `repomd.xml`, truncates
+it or puts back an older version of it (faults taken in turn), then runs a publish (it must fail
+with one `kiln:` line and write nothing), `invoke janitor` with no grace for unlisted packages
+(it must delete none) and `invoke repo.verify --repair` (the follow-up, one command); `lost`
+counts the packages `repo.list` shows no more, and the repository must then pass `repo.verify`
+and dnf.
+
+Goal: 0 leaks after the janitor, 0 broken repos, 0 locks left, 0 packages lost, 100 %
+follow-ups.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -47,6 +56,8 @@ from cloud import locks  # noqa: E402
 from cloud import settings as settings_module  # noqa: E402
 from cloud import tags as kiln_tags  # noqa: E402
 from cloud.target import connect  # noqa: E402
+from packager import repo as repository  # noqa: E402
+from packager import repodata  # noqa: E402
 from sandbox.control import Sandbox  # noqa: E402
 from tests.bake_helpers import PROBE, write_probe_manifest  # noqa: E402
 from tests.conftest import deep_merge, project_config  # noqa: E402
@@ -58,6 +69,7 @@ TEMPORARY = ["bake-instance", "bake-key", "bake-sg", "bake-volume"]
 DEPLOY = {"watch": "2s", "health_timeout": "60s", "steps": "25,50,100",
           "health_check": {"path": "/health", "grace_period": 0}}
 UNSETTLED = ("creating", "canary")
+INDEX_FAULTS = ("delete", "truncate", "older")
 DNF_CONF = """[main]
 gpgcheck=1
 repo_gpgcheck=1
@@ -77,6 +89,10 @@ class Chaos:
                      "deploy": DEPLOY}
         self.runtime = folder / "chaos.yaml"
         self.runtime.write_text(yaml.safe_dump({"kiln": overrides}))
+        # The janitor of an index trial would sweep any package it took for unlisted at once.
+        self.eager = folder / "chaos-eager.yaml"
+        self.eager.write_text(yaml.safe_dump({"kiln": deep_merge(overrides, {
+            "repo": {"unlisted_grace_seconds": 0}})}))
         self.settings = settings_module.validate(deep_merge(project_config(), overrides),
                                                  ["chaos bench"])
         self.manifest = write_probe_manifest(folder)
@@ -90,8 +106,8 @@ class Chaos:
             return ["bake", "--version", version, "--share", "", "--manifest", self.manifest]
         return ["publish", "--manifest", self.manifest, "--version", version]
 
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([INVOKE, "-f", str(self.runtime), *args], cwd=ROOT,
+    def run(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([INVOKE, "-f", str(config or self.runtime), *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=1800)
 
     def must(self, *args: str) -> float:
@@ -117,7 +133,8 @@ class Chaos:
     # -- set-up ------------------------------------------------------------------------------
     def prepare(self, kinds: list[str], trials: int) -> None:
         self.must("bootstrap", "--yes")
-        for kind in [k for k in ("bake", "publish") if k in kinds]:
+        for kind in [k for k in ("bake", "publish") if k in kinds] or ["publish"] * (
+                "index" in kinds):
             # The first run also fills caches and makes the repository: time a second one too.
             self.clean[kind] = min(self.must(*self.command(kind, next(self.versions)))
                                    for _ in range(2))
@@ -133,6 +150,8 @@ class Chaos:
     def trial(self, kind: str, rng: random.Random) -> dict:
         if kind == "promote":
             return self.promote_trial(rng)
+        if kind == "index":
+            return self.index_trial()
         args = self.command(kind, next(self.versions))
         delay = rng.uniform(0.05, 0.7) * self.clean[kind]  # warm runs beat the clean one
         result = {"kind": kind, "at": round(delay, 1), "finished": self.killed(args, delay),
@@ -176,6 +195,34 @@ class Chaos:
         result["repo_ok"] = None  # not touched by a rollout
         result["locks_left"] = self.dead_locks()
         return result
+
+    def index_trial(self) -> dict:
+        fault = INDEX_FAULTS[getattr(self, "index_trials", 0) % len(INDEX_FAULTS)]
+        self.index_trials = getattr(self, "index_trials", 0) + 1
+        before = self.packages()
+        break_index(connect(self.settings, admin=True), fault)
+        result = {"kind": "index", "fault": fault, "at": 0, "finished": True, "leaks": leaks()}
+        refused = self.run(*self.command("publish", next(self.versions)))
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("kiln: ")]
+        result["refused_in_one_line"] = (refused.returncode != 0 and len(errors) == 1
+                                         and "Traceback" not in refused.stderr)
+        self.run("janitor", config=self.eager)
+        result["leaks_after_janitor"] = leaks()
+        repaired = self.run("repo.verify", "--repair")
+        result["follow_up"] = repaired.returncode == 0 and result["refused_in_one_line"]
+        if not result["follow_up"]:
+            result["error"] = ((errors or repaired.stderr.strip().splitlines() or ["?"])[-1])
+        result["lost"] = len(before - self.packages())
+        result["repo_ok"] = (self.run("repo.verify").returncode == 0
+                             and self.repo_consistent())
+        result["locks_left"] = self.dead_locks()
+        return result
+
+    def packages(self) -> set[str]:
+        listed = self.run("repo.list", "--json")
+        if listed.returncode != 0:
+            return set()
+        return {p["path"] for p in json.loads(listed.stdout)["packages"]}
 
     # -- what is checked ---------------------------------------------------------------------
     def groups(self) -> list[dict]:
@@ -239,6 +286,31 @@ def leaks() -> int:
                 {"Name": "status", "Values": ["available"]}])["Volumes"]))
 
 
+def break_index(admin, fault: str) -> None:
+    """As a bucket writer: delete repomd.xml, truncate it, or put back its previous version
+    (with the signature written with it)."""
+    target = repository.Repo.of(admin)
+    key = target.key(repository.REPOMD)
+    if fault == "delete":
+        target.delete([repository.REPOMD, f"{repository.REPOMD}.asc"])
+    elif fault == "truncate":
+        body = target.get(repository.REPOMD)[0]
+        target.put(repository.REPOMD, body[:len(body) // 2], "application/xml")
+    else:
+        current = repodata.revision(target.get(repository.REPOMD)[0]) or 0
+        for version in target.versions(repository.REPOMD):
+            found = target.s3.get_object(Bucket=target.bucket, Key=key,
+                                         VersionId=version["VersionId"])
+            signature = found.get("Metadata", {}).get(repository.SIGNATURE_META)
+            if signature and (repodata.revision(found["Body"].read()) or current) < current:
+                break
+        else:
+            raise SystemExit("chaos: no older signed version of repomd.xml to put back")
+        source = {"Bucket": target.bucket, "Key": key, "VersionId": version["VersionId"]}
+        target.s3.copy_object(Bucket=target.bucket, Key=key, CopySource=source)
+        target.put(f"{repository.REPOMD}.asc", base64.b64decode(signature), "text/plain")
+
+
 def lock_tables(settings, cluster: bool) -> list[tuple[object, str]]:
     """(DynamoDB client as the administrator, table): the build account's lock table, and the
     cluster's (in the deploy account and region) when there is a cluster."""
@@ -255,7 +327,8 @@ def lock_tables(settings, cluster: bool) -> list[tuple[object, str]]:
 
 def _dead_in(dynamodb, table: str) -> int:
     items = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-    return sum(1 for item in items if not locks.alive({
+    leases = [item for item in items if "ExpiresAt" in item]  # not the repository's record
+    return sum(1 for item in leases if not locks.alive({
         "expires_at": int(item["ExpiresAt"]["N"]), "host": item.get("Host", {}).get("S"),
         "pid": int(item.get("Pid", {}).get("N", 0)),
         "pid_start": item.get("PidStart", {}).get("S")}))
@@ -264,7 +337,7 @@ def _dead_in(dynamodb, table: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--kinds", default="bake,publish,promote")
+    parser.add_argument("--kinds", default="bake,publish,promote,index")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -290,7 +363,7 @@ def main() -> None:
 
 def summarize(results: list[dict]) -> None:
     print(f"\n{'kind':<9}{'trials':>7}{'killed':>7}{'leaks after':>12}{'after janitor':>14}"
-          f"{'repo ok':>9}{'locks left':>11}{'follow-up ok':>13}")
+          f"{'repo ok':>9}{'locks left':>11}{'lost':>6}{'follow-up ok':>13}")
     for kind in sorted({r["kind"] for r in results}) + ["all"]:
         rows = [r for r in results if kind in ("all", r["kind"])]
         checked = [r["repo_ok"] for r in rows if r["repo_ok"] is not None]
@@ -299,6 +372,7 @@ def summarize(results: list[dict]) -> None:
               f"{sum(r['leaks'] for r in rows):>12}"
               f"{sum(r['leaks_after_janitor'] for r in rows):>14}"
               f"{repo_ok:>9}{sum(r['locks_left'] for r in rows):>11}"
+              f"{sum(r.get('lost', 0) for r in rows):>6}"
               f"{sum(r['follow_up'] for r in rows) / len(rows):>13.0%}")
 
 

@@ -2,8 +2,10 @@
 
 `kiln.apps.<name>` holds what differs for one app: `manifest` (default manifests/<name>.yaml, or
 `kiln.manifest` for `kiln.app`), `stacks` (further clusters <name>-<stack> beside <name>, each with
-its own environment stack) and `deploy` (any kiln.deploy keys: capacity, health_check, alarms,
-user_data…), merged over the defaults. A task given `--app NAME` runs with those settings.
+its own environment stack), `bake` (any kiln.bake keys: run_list, cookbook_paths, attributes,
+smoke_commands, base_ami…) and `deploy` (any kiln.deploy keys: port, capacity, health_check,
+alarms, user_data…), each merged over the defaults key by key (a list replaces the default's).
+A task given `--app NAME` runs with those settings; kiln.app's own entry, if any, applies too.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ def names(settings) -> list[str]:
     return list(dict.fromkeys([settings.app, *(settings.get("apps") or {})]))
 
 
-def for_app(settings, app: str | None) -> settings_module.Settings:
-    """The settings of one app (None: kiln.app): its kiln.apps entry merged over the defaults."""
+def for_app(settings, app: str | None, stack: str | None = None) -> settings_module.Settings:
+    """The settings of one app (None: kiln.app): its kiln.apps entry merged over the defaults,
+    and the deploy settings of its stack `stack` over those (a stack's own account, region…)."""
     app = app or settings.app
     entries = settings.get("apps") or {}
     if app not in names(settings):
@@ -30,7 +33,9 @@ def for_app(settings, app: str | None) -> settings_module.Settings:
     raw = _plain(settings)
     raw["manifest"] = entry.get("manifest") or (
         settings.manifest if app == settings.app else f"manifests/{app}.yaml")
+    raw["bake"] = merge(raw["bake"], entry.get("bake") or {})
     raw["deploy"] = merge(raw["deploy"], entry.get("deploy") or {})
+    raw["deploy"] = merge(raw["deploy"], stack_deploy(entry, stack))
     raw["app"] = app
     return settings_module.validate(raw, [f"kiln.apps.{app} over the defaults"])
 
@@ -41,8 +46,20 @@ def stacks(settings, app: str) -> list[str | None]:
     entry = (settings.get("apps") or {}).get(app) or {}
     default = ((entry.get("deploy") or {}).get("stack")
                or (settings.get("deploy") or {}).get("stack"))
-    return list(dict.fromkeys([None, *(entry.get("stacks") or []), *([default] if default
-                                                                       else [])]))
+    return list(dict.fromkeys([None, *stack_names(entry), *([default] if default else [])]))
+
+
+def stack_names(entry) -> list[str]:
+    """The names of an app entry's stacks (each a name or a {name, deploy} mapping)."""
+    return [s if isinstance(s, str) else s["name"] for s in entry.get("stacks") or []]
+
+
+def stack_deploy(entry, stack: str | None) -> dict:
+    """The deploy settings stack `stack` of an app entry overrides (none for a plain name)."""
+    for item in entry.get("stacks") or []:
+        if isinstance(item, dict) and item["name"] == stack:
+            return item.get("deploy") or {}
+    return {}
 
 
 def clusters(settings) -> list[tuple[str, str | None]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import os
 import threading
 from dataclasses import dataclass, field
@@ -89,6 +90,13 @@ class Aws:
             self._clients[key] = self.session.client(
                 service, region_name=key[1], config=Config(retries=retries))
         return self._clients[key]
+
+    def with_settings(self, settings: Settings) -> Aws:
+        """This session (same account, clients and call count) under other settings: an
+        app's or a stack's (cloud.apps.for_app)."""
+        other = copy.copy(self)
+        other.settings = settings
+        return other
 
     def account(self, name: str) -> Aws:
         """A session in the named account: this one, or one reached by AssumeRole."""

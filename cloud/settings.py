@@ -63,6 +63,43 @@ class Value:
 
 
 @dataclass(frozen=True)
+class StackList:
+    """An app's further stacks: names, or {name, deploy} for a stack whose clusters differ
+    (e.g. {name: staging, deploy: {account: staging, region: eu-west-1}})."""
+
+    nullable = True
+
+    def check(self, key: str, value: Any) -> list | None:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list of stack names or {{name, deploy}} "
+                              f"mappings, got {value!r}")
+        stacks = []
+        for number, item in enumerate(value):
+            where = f"{key}[{number}]"
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError(f"{where}: expected a stack name or a mapping with name, got "
+                                  f"{item!r}")
+            unknown = sorted(set(item) - {"name", "deploy"})
+            if unknown:
+                raise ConfigError(f"{where}.{unknown[0]}: unknown key (a stack has name and "
+                                  f"deploy)")
+            if not STACK_NAME.fullmatch(item["name"]):
+                raise ConfigError(f"{where}.name: {item['name']!r} is not a stack name "
+                                  f"(lowercase letters, digits and dashes)")
+            if not isinstance(item.get("deploy") or {}, dict):
+                raise ConfigError(f"{where}.deploy: expected a mapping of kiln.deploy keys")
+            stacks.append({"name": item["name"], "deploy": item.get("deploy") or {}})
+        return stacks
+
+
+STACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+
+
+@dataclass(frozen=True)
 class Table:
     """A mapping of user-chosen names (accounts, regions…) to sections of one shape."""
 
@@ -123,7 +160,7 @@ SCHEMA: dict = {
     "app": S,
     "manifest": S,
     # Further apps, each overriding the defaults (see cloud/apps.py).
-    "apps": Table({"manifest": S0, "stacks": Value(list, nullable=True), "deploy": M0}),
+    "apps": Table({"manifest": S0, "stacks": StackList(), "bake": M0, "deploy": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -197,6 +234,13 @@ SCHEMA: dict = {
         "chef_license": C("accept", "accept-silent", "accept-no-persist"),
         "chef_timeout": N(1),
         "smoke_commands": L,
+        # The team's part of the chef-solo run (see docs/image-stage.md).
+        "run_list": L,
+        "cookbook_paths": L,
+        "attributes": M0,
+        "roles_dir": S0,
+        "environments_dir": S0,
+        "environment": S0,
         "smoke_retries": N(0),
         "smoke_retry_delay": N(0),
         "expires_minutes": N(1),
@@ -212,6 +256,8 @@ SCHEMA: dict = {
         "region": S0,
         "stack": S0,
         "instance_type": S,
+        "port": N(1),
+        "load_balancer": B,
         "capacity": {"desired": N(1), "max": N(1)},
         "canary": {
             "percent": N(1),
@@ -227,7 +273,9 @@ SCHEMA: dict = {
         "keep": N(0),
         "alarms": L,
         "lock": {"table": S0, "lease": S},
-        "health_check": {"path": S, "grace_period": N(0)},
+        # interval above the check's 5 s timeout, as AWS requires
+        "health_check": {"path": S, "grace_period": N(0), "interval": N(6),
+                         "unhealthy_threshold": N(2)},
         "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
         "listener": {"certificate": S0, "ssl_policy": S},
         "self_service": {"ttl": S, "instance_type": S0, "header": S, "source_cidrs": L,
@@ -243,7 +291,9 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
         if schema is SCHEMA:
             _check_real_accounts(settings)
             _check_ssh_cidrs(settings.bake)
+            _check_chef(settings.bake)
             _check_listener(settings.deploy)
+            _check_stacks(settings)
         return settings
     except ConfigError as error:
         where = " or ".join(sources) if sources else "the Invoke config"
@@ -284,6 +334,35 @@ def _check_real_accounts(settings: Settings) -> None:
                               f"account id")
 
 
+def _check_stacks(settings: Settings) -> None:
+    """Each app's own deploy settings and each stack's are whole kiln.deploy settings, in an
+    account kiln.accounts names."""
+    for app, entry in settings.apps.items():
+        deploy = _merged(settings.deploy, entry.get("deploy") or {})
+        for stack in entry.get("stacks") or []:
+            where = f"kiln.apps.{app}.stacks[{stack['name']}].deploy"
+            checked = _section(_merged(deploy, stack["deploy"]), SCHEMA["deploy"], where)
+            if checked.account not in settings.accounts:
+                known = ", ".join(sorted(settings.accounts)) or "none"
+                raise ConfigError(f"{where}.account: {checked.account!r} is not an account in "
+                                  f"kiln.accounts (known: {known})")
+            region = checked.region
+            if region and region != settings.aws.region and \
+                    region not in settings.bake.copy_regions:
+                raise ConfigError(f"{where}.region: {region} is neither kiln.aws.region nor in "
+                                  f"kiln.bake.copy_regions, where images and their keys are")
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _check_ssh_cidrs(bake: Settings) -> None:
     """Each bake SSH source is a network; a /0 only when kiln.bake.ssh_from_anywhere says so."""
     _check_cidrs(bake.ssh_cidrs, "kiln.bake.ssh_cidrs", "203.0.113.7/32",
@@ -301,6 +380,39 @@ def _check_cidrs(cidrs: list[str], field: str, example: str, what: str, meant_fi
         if network.prefixlen == 0 and not meant:
             raise ConfigError(f"{field}: {cidr} lets anyone reach {what}; narrow it, or set "
                               f"{meant_field}: true if that is meant")
+
+
+KILN_RECIPE = "recipe[kiln_app]"
+# recipe[cookbook], recipe[cookbook::recipe], recipe[cookbook@1.2.3], role[name]: what a node's
+# run list holds (chef-solo would fail on anything else, later and less clearly).
+RUN_LIST_ENTRY = re.compile(r"(recipe\[[A-Za-z0-9_.-]+(::[A-Za-z0-9_.-]+)?(@[0-9.]+)?\]"
+                            r"|role\[[A-Za-z0-9_.-]+\])")
+# node.json keys Kiln writes itself: the team's attributes may not replace them.
+KILN_ATTRIBUTES = ("kiln_app", "run_list")
+
+
+def _check_chef(bake: Settings) -> None:
+    """Each run list entry is recipe[…] or role[…], Kiln's recipe[kiln_app] is there exactly once
+    (the image is made for the app it installs), a role needs the folder it is read from, and
+    the team's attributes leave Kiln's own alone."""
+    for entry in bake.run_list:
+        if not RUN_LIST_ENTRY.fullmatch(entry):
+            raise ConfigError(f"kiln.bake.run_list: {entry!r} is not recipe[COOKBOOK], "
+                              f"recipe[COOKBOOK::RECIPE] or role[NAME]")
+    if bake.run_list.count(KILN_RECIPE) != 1:
+        raise ConfigError(f"kiln.bake.run_list: must hold {KILN_RECIPE} exactly once (the recipe "
+                          f"that installs the app), where it should run; got {bake.run_list}")
+    roles = [entry for entry in bake.run_list if entry.startswith("role[")]
+    if roles and not bake.roles_dir:
+        raise ConfigError(f"kiln.bake.run_list: {', '.join(roles)} needs kiln.bake.roles_dir, "
+                          f"the folder of role files (NAME.json or NAME.rb) chef-solo reads")
+    if bake.environment and not bake.environments_dir:
+        raise ConfigError(f"kiln.bake.environment: {bake.environment!r} needs "
+                          f"kiln.bake.environments_dir, the folder chef-solo reads it from")
+    taken = [key for key in KILN_ATTRIBUTES if key in (bake.attributes or {})]
+    if taken:
+        raise ConfigError(f"kiln.bake.attributes.{taken[0]}: Kiln writes this one itself; put "
+                          f"the team's attributes under names of their own")
 
 
 # An ACM certificate (or an IAM server certificate) an ALB listener may serve.
@@ -333,7 +445,7 @@ def _section(raw: Any, schema: dict, prefix: str) -> Settings:
     for key, spec in schema.items():
         path = f"{prefix}.{key}"
         if key not in raw and not isinstance(spec, dict | Table):
-            if isinstance(spec, Value) and spec.nullable:
+            if getattr(spec, "nullable", False):
                 result[key] = None
                 continue
             raise ConfigError(f"{path}: missing (set it in invoke.yaml)")
@@ -379,7 +491,23 @@ def _from_project(raw: Any, project: str | None) -> Any:
         sandbox["state_dir"] = os.path.join(project, sandbox["state_dir"])
     if isinstance(raw.get("dist"), str):
         raw["dist"] = os.path.join(project, raw["dist"])
+    _bake_paths(raw.get("bake"), project)
+    for entry in (raw.get("apps") or {}).values():
+        if isinstance(entry, dict):
+            _bake_paths(entry.get("bake"), project)
     return raw
+
+
+def _bake_paths(bake: Any, project: str) -> None:
+    """The team's cookbook, role and environment folders, relative to the project."""
+    if not isinstance(bake, dict):
+        return
+    if isinstance(bake.get("cookbook_paths"), list):
+        bake["cookbook_paths"] = [os.path.join(project, p) if isinstance(p, str) else p
+                                  for p in bake["cookbook_paths"]]
+    for key in ("roles_dir", "environments_dir"):
+        if isinstance(bake.get(key), str):
+            bake[key] = os.path.join(project, bake[key])
 
 
 def _check_environment(raw: Any, prefix: str) -> None:

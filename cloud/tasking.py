@@ -9,7 +9,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from cloud import settings as settings_module
-from cloud.errors import KilnError, denied_line
+from cloud.errors import KilnError, denied_line, lost_line
 
 # Short flags mean one thing in every task; a flag not listed here has none (Invoke would pick
 # its first free letter, so -s meant --share, --steps or --stack depending on the task).
@@ -49,7 +49,7 @@ def kiln_task(*args, required: tuple[str, ...] = (), **kwargs):
             except KeyboardInterrupt:
                 raise Exit("kiln: interrupted", code=130) from None
             except Exception as error:
-                line = denied_line(error)
+                line = denied_line(error) or lost_line(error)
                 if line is None:
                     raise
                 raise Exit(f"kiln: {line}", code=1) from None

@@ -96,8 +96,8 @@ class Runner:
         new, capacity = step.requires["group"], step.requires["capacity"]
         # Never disable the old group before the new one is healthy at full capacity.
         health.require_healthy(self.env, new, capacity)
-        weights = model.listener_weights(self.env)
-        if weights.get(self.target_group(step.group), 0):
+        weights = model.listener_weights(self.env) if self.env.balanced else {}
+        if weights and weights.get(self.target_group(step.group), 0):
             raise KilnError(f"refusing to disable {step.group}: it still has traffic")
         groups.set_states(self.env, step.states or {step.group: model.DISABLED, new: model.ACTIVE})
         if self.rules.disable_mode == "scale_down":

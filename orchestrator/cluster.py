@@ -52,9 +52,13 @@ class ServerGroup:
     weight: int | None  # None: not on the listener at all
     created: datetime
     tags: dict[str, str] = field(default_factory=dict)
+    balanced: bool = True  # False: its cluster has no load balancer (a worker)
 
     @property
     def serving(self) -> bool:
+        """Takes traffic; without a load balancer, does the work: active with instances."""
+        if not self.balanced:
+            return self.state == ACTIVE and self.desired > 0
         return bool(self.weight)
 
     @property
@@ -150,7 +154,7 @@ def sequence_of(cluster: str, name: str) -> int | None:
 
 def read(env: Environment) -> Cluster:
     """Everything about the cluster, from the describe calls (AWS is the only state)."""
-    weights = listener_weights(env)
+    weights = listener_weights(env) if env.balanced else {}
     groups = []
     for asg in _auto_scaling_groups(env):
         sequence = sequence_of(env.cluster, asg["AutoScalingGroupName"])
@@ -181,8 +185,11 @@ def listener_weights(env: Environment) -> dict[str, int]:
     return weights
 
 
-def url(env: Environment) -> str:
-    """Where the cluster answers: the load balancer's DNS name and the listener's port."""
+def url(env: Environment) -> str | None:
+    """Where the cluster answers: the load balancer's DNS name and the listener's port (None:
+    a cluster without one)."""
+    if not env.balanced:
+        return None
     elbv2 = env.client("elbv2")
     listener = elbv2.describe_listeners(ListenerArns=[env.listener_arn])["Listeners"][0]
     host = env.load_balancer_dns or elbv2.describe_load_balancers(
@@ -209,7 +216,8 @@ def _server_group(env: Environment, asg: dict, sequence: int,
         desired=asg["DesiredCapacity"], min_size=asg["MinSize"], max_size=asg["MaxSize"],
         in_service=len(_in_service(asg)), healthy=len(healthy_ids), unhealthy_reasons=reasons,
         weight=weights.get(tg) if tg else None,
-        created=created if created.tzinfo else created.replace(tzinfo=UTC), tags=found)
+        created=created if created.tzinfo else created.replace(tzinfo=UTC), tags=found,
+        balanced=env.balanced)
 
 
 def _in_service(asg: dict) -> set[str]:
@@ -219,8 +227,13 @@ def _in_service(asg: dict) -> set[str]:
 
 def healthy_instances(env: Environment, asg: dict, target_group_arn: str | None
                       ) -> tuple[set[str], list[str]]:
-    """Instances InService in the group and healthy in its target group, and why others aren't."""
+    """Instances InService in the group and healthy in its target group, and why others aren't.
+    A group without a target group (a worker) has Auto Scaling's EC2 health only."""
     in_service = _in_service(asg)
+    if not target_group_arn and not env.balanced:
+        reasons = [f"{i['InstanceId']} {i['LifecycleState']} ({i['HealthStatus']})"
+                   for i in asg.get("Instances", []) if i["InstanceId"] not in in_service]
+        return in_service, reasons
     if not target_group_arn or not asg.get("Instances"):
         return set(), []
     health = env.client("elbv2").describe_target_health(

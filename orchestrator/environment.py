@@ -8,8 +8,9 @@ from cloud import stacks
 from cloud.aws import Aws
 from cloud.errors import KilnError
 
-REQUIRED_OUTPUTS = ("VpcId", "SubnetIds", "InstanceSecurityGroupId", "ListenerArn",
-                    "InstanceProfileArn", "InstancePort")
+REQUIRED_OUTPUTS = ("VpcId", "SubnetIds", "InstanceSecurityGroupId", "InstanceProfileArn",
+                    "InstancePort")
+LISTENER_OUTPUT = "ListenerArn"  # required unless the cluster has no load balancer
 
 
 def cluster_name(app: str, stack: str | None) -> str:
@@ -33,12 +34,17 @@ class Environment:
     vpc_id: str
     subnet_ids: list[str]
     security_group_id: str
-    listener_arn: str
+    listener_arn: str | None  # None: a cluster without a load balancer (a worker)
     instance_profile_arn: str
     instance_port: int
     lock_table: str | None
     alarm_names: list[str] = field(default_factory=list)
     load_balancer_dns: str | None = None
+
+    @property
+    def balanced(self) -> bool:
+        """Whether the cluster is behind a load balancer (a worker is not)."""
+        return self.listener_arn is not None
 
     def client(self, service: str):
         return self.aws.client(service, self.region)
@@ -68,7 +74,9 @@ def load(aws: Aws, app: str | None = None, stack: str | None = None,
     part = stack_part(env_cluster or cluster)
     values = stacks.outputs(daws, part, region)
     name = stacks.stack_name(settings, part)
-    missing = [key for key in REQUIRED_OUTPUTS if key not in values]
+    balanced = settings.deploy.load_balancer
+    required = REQUIRED_OUTPUTS + ((LISTENER_OUTPUT,) if balanced else ())
+    missing = [key for key in required if key not in values]
     if missing:
         raise KilnError(f"stack {name} in account {daws.account_name} has no output "
                         f"{', '.join(missing)}: run `invoke bootstrap` to update it")
@@ -77,7 +85,8 @@ def load(aws: Aws, app: str | None = None, stack: str | None = None,
         aws=daws, region=region, app=app, cluster=cluster, stack_name=name,
         vpc_id=values["VpcId"], subnet_ids=values["SubnetIds"].split(","),
         security_group_id=values["InstanceSecurityGroupId"],
-        listener_arn=values["ListenerArn"], instance_profile_arn=values["InstanceProfileArn"],
+        listener_arn=values[LISTENER_OUTPUT] if balanced else None,
+        instance_profile_arn=values["InstanceProfileArn"],
         instance_port=int(values["InstancePort"]),
         lock_table=settings.deploy.lock.table or values.get("LockTableName"),
         alarm_names=stack_alarms + [a for a in settings.deploy.alarms if a not in stack_alarms],

@@ -108,19 +108,16 @@ def _secret_line(key: str, reference: str, path: str, region: str) -> str:
 def create(env: Environment, name: str, image, instance_type: str, capacity: int,
            max_size: int, run_id: str, state: str, extra_tags: dict | None = None,
            extra_environment: dict | None = None) -> None:
-    """Target group, launch template, then the Auto Scaling group: all tagged at creation."""
+    """Target group (behind a load balancer), launch template, then the Auto Scaling group:
+    all tagged at creation."""
     labels = group_tags(env, name, image.version, image.id, run_id, state,
                         getattr(image, "release", None), **(extra_tags or {}))
-    settings = env.settings.deploy
-    tg = env.client("elbv2").create_target_group(
-        Name=target_group_name(name), Protocol="HTTP", Port=env.instance_port,
-        VpcId=env.vpc_id, TargetType="instance", HealthCheckProtocol="HTTP",
-        HealthCheckPath=settings.health_check.path, Matcher={"HttpCode": "200"},
-        Tags=tags.to_list(labels))["TargetGroups"][0]["TargetGroupArn"]
+    tg = _target_group(env, name, labels) if env.balanced else None
     data = {
         "ImageId": image.id, "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": env.instance_profile_arn},
-        # Only the load balancer reaches the instances: no public IP, whatever the subnet maps.
+        # Only the load balancer (if any) reaches the instances: no public IP, whatever the
+        # subnet maps.
         "NetworkInterfaces": [{"DeviceIndex": 0, "AssociatePublicIpAddress": False,
                                "Groups": [env.security_group_id]}],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
@@ -141,19 +138,20 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
         raise
 
 
-def _discard(env: Environment, name: str, template_id: str, tg: str) -> None:
+def _discard(env: Environment, name: str, template_id: str, tg: str | None) -> None:
     """Nothing of a group that never came to be is left to block the next deploy's name."""
     try:
         if model.describe_group(env, name) is None:
             delete_launch_template(env, template_id)
-            delete_target_group(env, tg)
+            if tg:
+                delete_target_group(env, tg)
     except ClientError as error:  # the create's own error is the one to report
         say(f"could not remove launch template {template_id} and target group {tg} of "
             f"{name}: {error}; `invoke teardown` removes them")
 
 
 def _create_group(env: Environment, name: str, template: dict, capacity: int, max_size: int,
-                  tg: str, labels: dict[str, str]) -> None:
+                  tg: str | None, labels: dict[str, str]) -> None:
     """CreateAutoScalingGroup, retried while Auto Scaling does not know the new template yet."""
     settings = env.settings.deploy
     retry(retry=retry_if_exception(_template_propagating), wait=wait_exponential(0.25, max=10),
@@ -163,8 +161,10 @@ def _create_group(env: Environment, name: str, template: dict, capacity: int, ma
         LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"],
                         "Version": str(template["LatestVersionNumber"])},
         MinSize=capacity, MaxSize=max(max_size, capacity), DesiredCapacity=capacity,
-        VPCZoneIdentifier=",".join(env.subnet_ids), TargetGroupARNs=[tg],
-        HealthCheckType="ELB", HealthCheckGracePeriod=settings.health_check.grace_period,
+        VPCZoneIdentifier=",".join(env.subnet_ids), TargetGroupARNs=[tg] if tg else [],
+        # A worker's health is Auto Scaling's own (EC2 status checks).
+        HealthCheckType="ELB" if tg else "EC2",
+        HealthCheckGracePeriod=settings.health_check.grace_period,
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": k != model.STATE,
                "ResourceId": name, "ResourceType": "auto-scaling-group"}
               for k, v in sorted(labels.items())])
@@ -185,6 +185,17 @@ def remove_leftover_template(env: Environment, name: str) -> None:
         {"Name": f"tag:{model.CLUSTER}", "Values": [env.cluster]}])["LaunchTemplates"]
     if found and model.describe_group(env, name) is None:
         delete_launch_template(env, found[0]["LaunchTemplateId"])
+
+
+def _target_group(env: Environment, name: str, labels: dict[str, str]) -> str:
+    settings = env.settings.deploy
+    return env.client("elbv2").create_target_group(
+        Name=target_group_name(name), Protocol="HTTP", Port=env.instance_port,
+        VpcId=env.vpc_id, TargetType="instance", HealthCheckProtocol="HTTP",
+        HealthCheckPath=settings.health_check.path, Matcher={"HttpCode": "200"},
+        HealthCheckIntervalSeconds=settings.health_check.interval,
+        UnhealthyThresholdCount=settings.health_check.unhealthy_threshold,
+        Tags=tags.to_list(labels))["TargetGroups"][0]["TargetGroupArn"]
 
 
 def scale(env: Environment, name: str, capacity: int, max_size: int) -> None:

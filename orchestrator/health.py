@@ -52,13 +52,19 @@ def require_healthy(env: Environment, name: str, capacity: int) -> None:
 
 def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
                  tick: Callable[[], None] | None = None) -> None:
-    """Wait until `capacity` instances are InService and healthy in the group's target group."""
+    """Wait until `capacity` instances are InService and healthy in the group's target group
+    (or, for a group without one, in Auto Scaling's EC2 health). Progress is printed as it
+    changes; when every target has failed its checks for longer than the target group's own
+    failure window (interval × unhealthy threshold), the wait ends early."""
     state = {"healthy": 0, "reasons": []}
+    progress = HealthProgress(env, name, capacity)
 
     def short() -> bool:
         if tick:
             tick()
         state["healthy"], _desired, state["reasons"] = healthy_count(env, name)
+        progress.show(state["healthy"], state["reasons"])
+        progress.check_failing(state["healthy"], state["reasons"])
         return state["healthy"] < capacity
 
     retry(retry=retry_if_result(bool), wait=wait_exponential(0.25, max=15),
@@ -67,6 +73,60 @@ def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
         detail = f": {'; '.join(state['reasons'][:3])}" if state["reasons"] else ""
         raise Unhealthy(f"server group {name}: {state['healthy']} of {capacity} instances "
                         f"InService and healthy after {human(timeout)}{detail}")
+
+
+class HealthProgress:
+    """What a health wait prints, and when it gives up before its timeout."""
+
+    SHOW_EVERY = 30  # seconds between two lines that say the same
+
+    def __init__(self, env: Environment, name: str, capacity: int):
+        self.env, self.name, self.capacity = env, name, capacity
+        self.started = time.monotonic()
+        self.last: tuple | None = None
+        self.shown = 0.0
+        self.all_failed_since: float | None = None
+        self._window: float | None = None
+
+    def show(self, healthy: int, reasons: list[str]) -> None:
+        now = time.monotonic()
+        summary = (healthy, tuple(reasons))
+        if summary == self.last and now - self.shown < self.SHOW_EVERY:
+            return
+        self.last, self.shown = summary, now
+        waited = human(int(now - self.started))
+        others = f"; {', '.join(reasons[:4])}" if reasons else ""
+        say(f"health: {self.name} {healthy}/{self.capacity} healthy after {waited}{others}")
+
+    def check_failing(self, healthy: int, reasons: list[str]) -> None:
+        """Unhealthy once every target has been failing for longer than the failure window."""
+        failing = healthy == 0 and reasons and all(
+            r.split(" ", 2)[1:2] == ["unhealthy"] for r in reasons)
+        if not failing:
+            self.all_failed_since = None
+            return
+        now = time.monotonic()
+        if self.all_failed_since is None:
+            self.all_failed_since = now
+        window = self.window()
+        if window is not None and now - self.all_failed_since > window:
+            raise Unhealthy(f"server group {self.name}: every target has failed its health "
+                            f"checks for over {human(int(window))} (the target group's "
+                            f"interval × unhealthy threshold): {'; '.join(reasons[:3])}")
+
+    def window(self) -> float | None:
+        """The target group's interval × unhealthy threshold in seconds (None: no target
+        group, so Auto Scaling replaces a failed instance itself)."""
+        if self._window is None:
+            asg = model.describe_group(self.env, self.name) or {}
+            arns = asg.get("TargetGroupARNs") or []
+            if not arns:
+                return None
+            group = self.env.client("elbv2").describe_target_groups(
+                TargetGroupArns=arns[:1])["TargetGroups"][0]
+            self._window = float(group.get("HealthCheckIntervalSeconds", 30)
+                                 * group.get("UnhealthyThresholdCount", 2))
+        return self._window
 
 
 def alarm_states(env: Environment, names: list[str]) -> dict[str, str]:

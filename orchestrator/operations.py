@@ -62,13 +62,16 @@ def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> di
         wanted = [(app, None)]
     entries, errors = [], []
     for name, part in wanted:
+        account = aws.settings.deploy.account
         try:
-            entries.append(status(aws, part, name))
+            # Each cluster with its own settings: a stack may run in an account of its own.
+            settings = apps.for_app(aws.settings, name, part)
+            account = settings.deploy.account
+            entries.append(status(aws.with_settings(settings), part, name))
         except KilnError as error:
             errors.append(error)
             entries.append({"cluster": environment.cluster_name(name, part),
-                            "account": aws.settings.deploy.account, "error": str(error),
-                            "server_groups": []})
+                            "account": account, "error": str(error), "server_groups": []})
     if errors and len(errors) == len(entries):
         raise errors[0]
     return {**entries[0], "clusters": entries}
@@ -77,8 +80,8 @@ def status_all(aws: Aws, app: str | None = None, stack: str | None = None) -> di
 def status_lines(result: dict) -> list[str]:
     if result.get("error"):
         return [f"cluster {result['cluster']} ({result['account']}): {result['error']}"]
-    head = (f"cluster {result['cluster']} ({result['account']}, {result['region']}) "
-            f"at {result['url']}")
+    where = f"at {result['url']}" if result.get("url") else "(no load balancer)"
+    head = f"cluster {result['cluster']} ({result['account']}, {result['region']}) {where}"
     if not result["server_groups"]:
         flag = f" --app {result['app']}" if result.get("app") else ""
         return [head, f"  no server groups yet: `invoke deploy{flag} --version X`"]

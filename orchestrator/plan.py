@@ -2,6 +2,10 @@
 
 `--dry-run` prints a plan; a real run applies the same plan (orchestrator.apply). Every builder
 here is pure: it reads a Cluster and returns a Plan, so tests can check plans without AWS.
+
+A cluster without a load balancer (a worker) has no listener and no traffic to shift: its plans
+have the same create, health, watch and disable steps without the listener's, and a canary's
+share is the canary's capacity beside the baseline's.
 """
 
 from __future__ import annotations
@@ -75,7 +79,11 @@ class Plan:
     baseline: str | None = None
     summary: str = ""
 
-    def add(self, action: str, **kwargs) -> Step:
+    balanced: bool = True  # False: no listener, so weights steps are left out
+
+    def add(self, action: str, **kwargs) -> Step | None:
+        if action == "weights" and not self.balanced:
+            return None
         step = Step(action, **kwargs)
         self.steps.append(step)
         return step
@@ -147,6 +155,10 @@ def _shift(cluster: Cluster, weights: dict[str, int]) -> dict[str, int]:
     return members(cluster, {**{n: 0 for n in members(cluster)}, **weights})
 
 
+def _balanced(cluster: Cluster) -> bool:
+    return cluster.env.balanced
+
+
 def canary_capacity(rules: Rules, percent: int, baseline: ServerGroup) -> int:
     if rules.canary_capacity == "baseline":
         return baseline.desired
@@ -194,9 +206,11 @@ def canary(cluster: Cluster, rules: Rules, image, percent: int) -> Plan:
     _refuse_if_canary(cluster, "canary")
     baseline = _require_baseline(cluster, "canary")
     capacity = canary_capacity(rules, percent, baseline)
-    plan = Plan("canary", cluster.name, baseline=baseline.name,
+    plan = Plan("canary", cluster.name, baseline=baseline.name, balanced=_balanced(cluster),
                 summary=f"{image.release_id} at {percent}% beside {baseline.name} "
-                        f"({baseline.release_id}, {baseline.desired} instances)")
+                        f"({baseline.release_id}, {baseline.desired} instances)"
+                        + ("" if _balanced(cluster) else f": {capacity} instance(s), no load "
+                                                         f"balancer"))
     name = _create(plan, cluster, rules, image, capacity, baseline)
     plan.add("weights", weights=_shift(cluster, {baseline.name: 100 - percent, name: percent}))
     if rules.watch > 0:  # --watch 0: no watch step at all
@@ -208,17 +222,18 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
     _refuse_if_canary(cluster, "deploy")
     baseline = cluster.baseline()
     if baseline is None or not baseline.serving:
-        plan = Plan("deploy", cluster.name, summary=f"{image.release_id}, first server group")
+        plan = Plan("deploy", cluster.name, summary=f"{image.release_id}, first server group",
+                    balanced=_balanced(cluster))
         name = _create(plan, cluster, rules, image, rules.desired, None)
         plan.add("weights", weights=_shift(cluster, {name: 100}))
         plan.add("mark", states={name: model.ACTIVE})
         return plan
-    if baseline.ami == image.id and baseline.weight == 100:
+    if baseline.ami == image.id and (baseline.weight == 100 or not _balanced(cluster)):
         # Deploying what already serves all traffic is a no-op, so a rerun changes nothing.
         return Plan("deploy", cluster.name, baseline=baseline.name,
                     summary=f"{image.release_id} ({image.id}) already serves all traffic from "
                             f"{baseline.name}")
-    plan = Plan("deploy", cluster.name, baseline=baseline.name,
+    plan = Plan("deploy", cluster.name, baseline=baseline.name, balanced=_balanced(cluster),
                 summary=f"{image.release_id} replaces {baseline.name} ({baseline.release_id}), "
                         f"red/black at {baseline.desired} instances")
     name = _create(plan, cluster, rules, image, baseline.desired, baseline)
@@ -228,7 +243,9 @@ def deploy(cluster: Cluster, rules: Rules, image) -> Plan:
 
 def _shift_steps(plan: Plan, cluster: Cluster, rules: Rules, old: ServerGroup, new: str,
                  current: int) -> None:
-    for percent in [p for p in rules.steps if p > current]:
+    if not plan.balanced and rules.watch > 0:  # no traffic to shift: both groups run, watched
+        plan.add("watch", seconds=rules.watch, group=new)
+    for percent in [p for p in rules.steps if p > current and plan.balanced]:
         plan.add("weights", weights=_shift(cluster, {old.name: 100 - percent, new: percent}))
         if percent < 100 and rules.watch > 0:
             plan.add("watch", seconds=rules.watch, group=new)
@@ -248,11 +265,12 @@ def promote(cluster: Cluster, rules: Rules) -> Plan:
         raise KilnError(f"cluster {cluster.name} has no canary to promote in "
                         f"{cluster.env.where} (`invoke status{_flags(cluster)}` shows its groups)")
     baseline = cluster.baseline()
-    if not (baseline and new.weight == 100 and not baseline.serving):
+    if not (baseline and new.weight == 100 and not baseline.serving and _balanced(cluster)):
         baseline = _require_baseline(cluster, "promote")
     # Else a promote stopped after its last shift: only disabling the old group remains.
     capacity = baseline.desired
     plan = Plan("promote", cluster.name, new_group=new.name, baseline=baseline.name,
+                balanced=_balanced(cluster),
                 summary=f"{new.name} ({new.release_id}) replaces {baseline.name} "
                         f"({baseline.release_id}) at {capacity} instances")
     if new.desired < capacity:
@@ -273,7 +291,8 @@ def abort(cluster: Cluster, new: ServerGroup | str, reason: str,
     name = new if isinstance(new, str) else new.name
     baseline = cluster.baseline()
     plan = Plan("rollback", cluster.name, new_group=name,
-                baseline=baseline.name if baseline else None, summary=reason)
+                baseline=baseline.name if baseline else None, summary=reason,
+                balanced=_balanced(cluster))
     if baseline is not None and baseline.name != name:
         weights = members(cluster, {g: 0 for g in members(cluster)})
         weights.pop(name, None)
@@ -302,6 +321,7 @@ def rollback(cluster: Cluster, rules: Rules) -> Plan:
                         f"{_replaced_what(cluster, current)}; nothing changed")
     capacity = current.desired
     plan = Plan("rollback", cluster.name, new_group=previous.name, baseline=current.name,
+                balanced=_balanced(cluster),
                 summary=f"back to {previous.name} ({previous.release_id}) from {current.name} "
                         f"({current.release_id}) at {capacity} instances")
     plan.add("scale", group=previous.name, capacity=capacity,
@@ -337,7 +357,8 @@ def teardown(cluster: Cluster, keep: int, orphans: dict[str, list[str]] | None =
     counts among the kept)."""
     serving = cluster.baseline()
     target = cluster.rollback_target(serving) if serving else None
-    plan = Plan("teardown", cluster.name, summary=f"keep the {keep} most recent disabled groups"
+    plan = Plan("teardown", cluster.name, balanced=_balanced(cluster),
+                summary=f"keep the {keep} most recent disabled groups"
                 + (f" and {target.name}, the rollback target" if target else ""))
     idle = [g for g in reversed(cluster.groups) if not g.serving and g is not target]
     disabled = [g for g in idle if g.state == model.DISABLED]

@@ -51,6 +51,9 @@ def up(aws: Aws, owner: str, ttl: str | None = None, version: str | None = None,
        ami: str | None = None, dry_run: bool = False) -> dict:
     settings = aws.settings.deploy
     env = _env(aws, owner)
+    if not env.balanced:
+        raise KilnError(f"env.up: app {env.app} has no load balancer (kiln.deploy.load_balancer "
+                        f"is false): a self-service environment is reached through one")
     sources = source_cidrs(settings)
     seconds = inputs.seconds(ttl or settings.self_service.ttl, "--ttl")
     if seconds < 60:
@@ -127,7 +130,8 @@ def _remove(env: Environment, owner: str, dry_run: bool) -> dict:
         return {"owner": owner, "deleted": [], "result": "dry-run", "would_delete": names}
     arns = {g.target_group_arn for g in cluster.groups if g.target_group_arn}
     elbv2 = env.client("elbv2")
-    for rule in elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"]:
+    rules = elbv2.describe_rules(ListenerArn=env.listener_arn)["Rules"] if env.balanced else []
+    for rule in rules:
         forwards = {a.get("TargetGroupArn") for a in rule.get("Actions", [])}
         if forwards & arns and not rule.get("IsDefault"):
             elbv2.delete_rule(RuleArn=rule["RuleArn"])

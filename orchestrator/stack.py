@@ -2,8 +2,9 @@
 
 Importing this module registers kiln-env-<app> for kiln.app; `register_clusters(settings)` adds
 kiln-env-<cluster> for every further cluster: each app under kiln.apps and each of an app's
-stacks (cluster <app>-<stack>). Each goes to its app's deploy account (kiln.deploy.account, or the
-app's override), with AppName the cluster it serves.
+stacks (cluster <app>-<stack>). Each goes to its cluster's deploy account and region
+(kiln.deploy.account and region, or the app's or the stack's override), with AppName the cluster
+it serves.
 """
 
 import json
@@ -44,9 +45,12 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
     deploy, account_id = settings.deploy, place.aws.account_id
     parameters, secrets = secret_arns(deploy.user_data, bootstrap.partition(place.region),
                                       place.region, account_id)
-    return {"AppName": cluster,
-            "CertificateArn": certificate(deploy, place.region, account_id, place.where),
+    balanced = deploy.load_balancer
+    return {"AppName": cluster, "WithLoadBalancer": "true" if balanced else "false",
+            "CertificateArn": certificate(deploy, place.region, account_id, place.where)
+            if balanced else "",
             "SslPolicy": deploy.listener.ssl_policy,
+            "InstancePort": str(deploy.port),
             "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
 
 
@@ -153,12 +157,12 @@ def register_clusters(settings) -> list[str]:
         cluster = cluster_name(app, stack)
         if cluster == settings.app:
             continue
-        account = apps.for_app(settings, app).deploy.account
+        deploy = apps.for_app(settings, app, stack).deploy
         bootstrap.register(bootstrap.StackSpec(
-            f"env-{cluster}", "env.yaml", lambda _settings, account=account: [account],
-            lambda place, app=app, cluster=cluster: cluster_parameters(
-                place, apps.for_app(place.settings, app), cluster), ENV_OUTPUTS,
-            lambda settings, app=app: deploy_region(apps.for_app(settings, app)),
-            live=live_listener))
+            f"env-{cluster}", "env.yaml", lambda _settings, account=deploy.account: [account],
+            lambda place, app=app, stack=stack, cluster=cluster: cluster_parameters(
+                place, apps.for_app(place.settings, app, stack), cluster), ENV_OUTPUTS,
+            lambda settings, app=app, stack=stack: deploy_region(
+                apps.for_app(settings, app, stack)), live=live_listener))
         parts.append(f"env-{cluster}")
     return parts

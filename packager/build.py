@@ -32,9 +32,11 @@ from packager.spec import Provenance, scriptlets
 BACKENDS = {"rpmbuild": rpmbuild, "fpm": fpm}
 
 
-def package(settings: Any, manifest_path: str | os.PathLike, version: str | None = None) -> dict:
-    """Build the RPM for `manifest_path`; return what was built (path, nevra, sha256, …)."""
-    manifest = load(manifest_path, version, digest=False)
+def package(settings: Any, manifest_path: str | os.PathLike, version: str | None = None,
+            iteration: str | None = None) -> dict:
+    """Build the RPM for `manifest_path`; return what was built (path, nevra, sha256, …).
+    `version` and `iteration` override the manifest's."""
+    manifest = load(manifest_path, version, digest=False, iteration=iteration)
     options = settings["package"]
     backend = choose_backend(options["backend"], options["fpm"])
     if backend == "fpm":  # fpm's spec lets rpmbuild package ELF files as noarch

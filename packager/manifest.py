@@ -215,8 +215,10 @@ class _Problem(Exception):
 # -- loading ---------------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike, version: str | None = None, digest: bool = True) -> Manifest:
-    """Read, check and expand the manifest at `path`; `version` overrides its version.
+def load(path: str | os.PathLike, version: str | None = None, digest: bool = True,
+         iteration: str | None = None) -> Manifest:
+    """Read, check and expand the manifest at `path`; `version` and `iteration` override its own
+    (`invoke package/bake --version V --iteration N`).
 
     With digest=False, `.digest` stays empty until `compute_digest(manifest)` is called (the
     builder hashes while it stages files).
@@ -227,10 +229,12 @@ def load(path: str | os.PathLike, version: str | None = None, digest: bool = Tru
     except OSError as error:
         raise KilnError(f"{path}: cannot read the manifest ({error.strerror})") from None
     try:
-        manifest = _build(path, text, version)
+        manifest = _build(path, text, version, iteration)
     except _Problem as problem:
         where = f"{path}:{problem.line}" if problem.line else str(path)
         raise KilnError(f"{where}: {problem.key}: {problem.message}") from None
+    except RecursionError:
+        raise KilnError(f"{path}: not valid YAML (nested deeper than Kiln reads)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -251,7 +255,7 @@ def compute_digest(manifest: Manifest, known: Any = None) -> str:
     return manifest.digest
 
 
-def _build(path: Path, text: bytes, version: str | None) -> Manifest:
+def _build(path: Path, text: bytes, version: str | None, iteration: str | None = None) -> Manifest:
     data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     if not isinstance(data, Node):
         raise _Problem(None, "(top)", "expected a mapping of manifest keys")
@@ -267,7 +271,7 @@ def _build(path: Path, text: bytes, version: str | None) -> Manifest:
         name=name,
         version=semver_text,
         rpm_version=rpm_version(semver_text),
-        iteration=_iteration(data),
+        iteration=_iteration(data, iteration),
         epoch=_epoch(data),
         arch=_choice(data, "arch", ARCHES, "noarch"),
         summary=_line(data, "summary"),
@@ -334,10 +338,14 @@ def _version(node: Node, override: str | None) -> str:
     return raw
 
 
-def _iteration(node: Node) -> str:
+def _iteration(node: Node, override: str | None = None) -> str:
     raw = node.raw.get("iteration", "1") if "iteration" in node else "1"
+    if override is not None:
+        raw = str(override)
     if not RELEASE.match(raw) or raw.startswith("0") and raw.isdigit():
-        raise _Problem(_at(node, "iteration"), "iteration",
+        where = (None, "--iteration") if override is not None else (_at(node, "iteration"),
+                                                                     "iteration")
+        raise _Problem(*where,
                        f"{raw!r} is not a valid release (e.g. 1, 2, 1.el9)")
     return raw
 

@@ -7,7 +7,13 @@ Layout under `s3://<bucket>/<kiln.repo.prefix>/` (default prefix el9/x86_64):
     Packages/<n>-<v>-<r>.<a>.rpm   the packages, immutable once published
     repodata/repomd.xml(.asc)      the index and its detached signature
     repodata/<sha256>-*.xml.gz     checksum-named metadata, never overwritten
-    .kiln/superseded.json          metadata and packages waiting out the grace period
+
+The repository's memory of itself is kept outside the bucket, in the lock table
+(packager/memory.py): the revision, digest and package count of the last repomd.xml Kiln wrote,
+and the ledger of metadata and packages waiting out their grace period before deletion. A missing
+repomd.xml is then a lost index, not an empty repository, and a repomd.xml other than the one
+recorded (an older version put back) is refused by every reader; `invoke repo.verify --repair`
+puts it back (packager/repair.py).
 
 Publishing is incremental: only repodata/ is downloaded, createrepo_c reads only the new RPM, and
 only the new package and the new metadata files are uploaded. Readers are never shown a half
@@ -30,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -53,12 +58,14 @@ from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
 from packager import repodata, signing
+from packager.memory import Memory, State, Written
 from packager.signing import Signer
 
 KEY_FILE = "RPM-GPG-KEY-kiln"
 REPO_FILE = "kiln.repo"
-LEDGER = ".kiln/superseded.json"
 REPOMD = "repodata/repomd.xml"
+# The only folders whose files retire (and the ledger) may delete.
+RETIRABLE = ("repodata/", "Packages/")
 # Temporary folders: kiln-<kind>-<pid>-<random>.
 WORKDIR = re.compile(r"kiln-(?:publish|repo|verify|prune|rpmdb)-(\d+)-\w+")
 # repomd.xml's object metadata: the base64 of the detached signature written with it.
@@ -109,6 +116,12 @@ class Metadata:
     etag: str
     files: dict[str, str]
     signature: bytes | None = None  # the .asc written with it, kept in its object metadata
+    revision: int = 0  # its <revision>, as Kiln recorded it
+
+
+class IndexRefused(KilnError):
+    """repodata/repomd.xml is missing, older than the last one Kiln wrote, not the one it
+    wrote, or not signed by the pinned key: `invoke repo.verify --repair` can put it back."""
 
 
 # -- the repository -----------------------------------------------------------------------------
@@ -220,16 +233,19 @@ class Repo:
 
         Nothing is written before repomd.xml's signature by the pinned key is checked; each
         data file must be `repodata/<file>` and match the checksum repomd.xml lists."""
+        state = self.remembered()
         try:
             response = self.s3.get_object(Bucket=self.bucket, Key=self.key(REPOMD))
         except ClientError as error:
             if _status(error) == 404 or _code(error) == "NoSuchKey":
+                self._check_empty(state)
                 return None
             raise self._error("read", REPOMD, error) from None
         body, etag = response["Body"].read(), response["ETag"]
         signature = response.get("Metadata", {}).get(SIGNATURE_META)
         attached = base64.b64decode(signature) if signature else None
         self._verify(body, attached)
+        revision = self._accepted(body, state)
         records = repodata.data_records(body)
         (tree / "repodata").mkdir(parents=True, exist_ok=True)
         (tree / REPOMD).write_bytes(body)
@@ -243,7 +259,76 @@ class Repo:
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(fetch, wanted))
-        return Metadata(body, etag, {kind: r["href"] for kind, r in records.items()}, attached)
+        return Metadata(body, etag, {kind: r["href"] for kind, r in records.items()}, attached,
+                        revision)
+
+    # -- the repository's memory of itself (packager/memory.py) ------------------------------
+    @property
+    def memory(self) -> Memory | None:
+        """Where the repository's record is kept (None before `invoke bootstrap` made the lock
+        table, when only a configured bucket exists: nothing to check against)."""
+        if not hasattr(self, "_memory"):
+            table = locks.build_table(self.aws)
+            self._memory = Memory(self.aws, table, self.bucket, self.prefix) if table else None
+        return self._memory
+
+    def remembered(self) -> State:
+        """The record, read now (consistently) and kept for this operation's write."""
+        self.state = self.memory.read() if self.memory else State()
+        return self.state
+
+    def _check_empty(self, state: State) -> None:
+        """No repomd.xml: an empty repository only if Kiln never wrote an index here (no record
+        of one, no earlier version of it in the bucket)."""
+        if state.known:
+            last = f"Kiln last wrote {state.confirmed.describe()} ({self.memory.where()})"
+        elif self.versions(REPOMD):
+            last = "the bucket keeps earlier versions of it"
+        else:
+            return
+        raise IndexRefused(f"{self.where(REPOMD)} is missing, but {last}: the index was lost, "
+                           f"the repository is not empty; nothing was written: "
+                           f"`invoke repo.verify --repair` puts it back")
+
+    def _accepted(self, body: bytes, state: State) -> int:
+        """The revision of this (signed) repomd.xml, refused unless it is one Kiln recorded."""
+        number = repodata.revision(body)
+        last = state.confirmed
+        if last is None:  # nothing recorded yet (a repository older than its record)
+            return number or 0
+        found = state.match(hashlib.sha256(body).hexdigest())
+        if found:
+            return found.revision
+        if number is not None and number < last.revision:
+            problem = (f"is revision {number}, older than revision {last.revision} that Kiln "
+                       f"last wrote (an older version put back?)")
+        else:
+            problem = (f"(revision {number}) is not the one Kiln last wrote ({last.describe()})")
+        raise IndexRefused(f"{self.where(REPOMD)} {problem}: refusing it, nothing was written; "
+                           f"`invoke repo.verify --repair` puts back revision {last.revision}")
+
+    def record(self, meta: Metadata, packages: int) -> None:
+        """Record a verified repomd.xml that the record does not know yet (a repository older
+        than its record, or a write whose confirmation was lost)."""
+        digest = hashlib.sha256(meta.repomd).hexdigest()
+        found = self.state.match(digest)
+        if found and found.packages != packages:
+            raise IndexRefused(f"{self.where(meta.files['primary'])} lists {packages} "
+                               f"package(s), but Kiln recorded {found.describe()}")
+        if self.memory and (found is None or found != self.state.confirmed):
+            self.memory.confirm(Written(meta.revision, digest, packages))
+
+    def versions(self, href: str) -> list[dict]:
+        """The bucket's versions of one object, newest first (delete markers left out)."""
+        key, found = self.key(href), []
+        pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                        Prefix=key)
+        try:
+            for page in pages:
+                found += [v for v in page.get("Versions", []) if v["Key"] == key]
+        except ClientError as error:
+            raise self._error("list the versions of", href, error) from None
+        return sorted(found, key=lambda v: v["LastModified"], reverse=True)
 
     def _verify(self, body: bytes, attached: bytes | None) -> None:
         """repomd.xml must carry a good signature by the pinned key: the one written with it (in
@@ -255,7 +340,7 @@ class Repo:
             problem = signing.verify_detached(body, signature, self._public_key(), self.pinned)
             if problem is None:
                 return
-        raise KilnError(f"{REPOMD}.asc: {problem} (repository {self.where()}); the metadata "
+        raise IndexRefused(f"{REPOMD}.asc: {problem} (repository {self.where()}); the metadata "
                         f"was changed without the signing key: refusing it, nothing was written")
 
     @property
@@ -293,17 +378,23 @@ class Repo:
         served = self.get(KEY_FILE)
         return served[0] if served else b""
 
-    def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> None:
-        """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc."""
+    def write_metadata(self, tree: Path, old: Metadata | None, signer: Signer | None) -> Written:
+        """Upload the new data files, then repomd.xml (If-Match the one read), then its .asc;
+        the repository's record names the new repomd.xml before it is written, and confirms it
+        once it (and its signature) landed."""
+        written = self._next_revision(tree, old)
         body = (tree / REPOMD).read_bytes()
         new_files = repodata.data_files(body)
         old_files = set(old.files.values()) if old else set()
         added = [href for href in new_files.values() if href not in old_files]
         with ThreadPoolExecutor(max_workers=4) as pool:  # gpg signs while the files go up
             signed = pool.submit(signer.sign_detached, tree / REPOMD) if signer else None
+            staged = pool.submit(self.memory.stage, written) if self.memory else None
             list(pool.map(lambda href: self.put(href, (tree / href).read_bytes(),
                                                 _content_type(href)), added))
             signature = signed.result().read_bytes() if signed else None
+            if staged:
+                staged.result()
         condition = {"IfMatch": old.etag} if old else {"IfNoneMatch": "*"}
         if signature is not None:  # so a run stopped before the .asc PUT can put it back
             condition["Metadata"] = {SIGNATURE_META: base64.b64encode(signature).decode()}
@@ -325,6 +416,20 @@ class Repo:
         except KilnError:
             self._restore(old)
             raise
+        if self.memory:
+            self.memory.confirm(written)
+        return written
+
+    def _next_revision(self, tree: Path, old: Metadata | None) -> Written:
+        """Set the next revision in tree/repodata/repomd.xml (one above any Kiln recorded or
+        read): what the record will name."""
+        state = getattr(self, "state", None) or self.remembered()
+        number = max(old.revision if old else 0, state.revision) + 1
+        path = tree / REPOMD
+        body = repodata.with_revision(path.read_bytes(), number)
+        path.write_bytes(body)
+        primary = tree / repodata.data_files(body)["primary"]
+        return Written(number, hashlib.sha256(body).hexdigest(), repodata.package_count(primary))
 
     def _restore(self, old: Metadata | None) -> None:
         """Put back the repomd.xml that was read, so index and signature match again."""
@@ -364,33 +469,39 @@ class Repo:
 
     # -- retiring superseded files ----------------------------------------------------------
     def retire_snapshot(self) -> tuple[dict, list[str]]:
-        """The ledger and the repodata/ listing that `retire` works from (read under the lease,
-        before or after the new metadata went up: new files are live either way)."""
-        found = self.get(LEDGER)
-        return (json.loads(found[0]) if found else {}), self.listing("repodata")
+        """The ledger (kept in the repository's record, where a bucket writer cannot add to it)
+        and the repodata/ listing that `retire` works from (read under the lease, before or
+        after the new metadata went up: new files are live either way)."""
+        state = getattr(self, "state", None) or self.remembered()  # as read under this lease
+        return dict(state.ledger), self.listing("repodata")
 
-    def retire(self, live: set[str], extra: list[str] = (),
+    def retire(self, tree: Path, extra: list[str] = (),
                snapshot: tuple[dict, list[str]] | None = None) -> list[str]:
-        """Record unreferenced repodata files (and `extra` hrefs) in the ledger; delete those
-        recorded more than the grace period ago. Returns the hrefs deleted now."""
+        """Record the repodata files the metadata in `tree` no longer names (and `extra` hrefs)
+        in the ledger; delete those recorded more than the grace period ago. Never deleted:
+        what the current metadata names or lists, the repo's key and .repo file, anything
+        outside repodata/ and Packages/. Returns the hrefs deleted now."""
         ledger, listed = snapshot or self.retire_snapshot()
         before = dict(ledger)
         now = int(time.time())
-        keep = live | {REPOMD, f"{REPOMD}.asc"}
+        live = repodata.data_files((tree / REPOMD).read_bytes())
+        keep = set(live.values()) | {REPOMD, f"{REPOMD}.asc", KEY_FILE, REPO_FILE}
         for href in [*listed, *extra]:
-            if href not in keep:
-                ledger.setdefault(href, now)
-        for href in [h for h in ledger if h in keep]:
+            ledger.setdefault(href, now)
+        for href in [h for h in ledger if h in keep or not h.startswith(RETIRABLE)]:
             del ledger[href]
         grace = self.aws.settings.repo.metadata_grace_seconds
         due = sorted(h for h, since in ledger.items() if now - since >= grace)
+        for href in repodata.listed(tree / live["primary"],
+                                    [h for h in due if h.startswith("Packages/")]):
+            del ledger[href]  # listed again (published anew since it was pruned)
+        due = [h for h in due if h in ledger]
         if due:
             self.delete(due)
             for href in due:
                 del ledger[href]
-        if ledger != before:
-            self.put(LEDGER, json.dumps(ledger, indent=1, sort_keys=True).encode(),
-                     "application/json")
+        if ledger != before and self.memory:
+            self.memory.save_ledger(ledger)
         return due
 
     # -- package objects no metadata lists --------------------------------------------------
@@ -401,7 +512,7 @@ class Repo:
             meta = self.fetch_metadata(Path(tmp), types=("primary",))
             listed = {p["path"] for p in repodata.read_primary(
                 Path(tmp) / meta.files["primary"])} if meta else set()
-        retired = json.loads((self.get(LEDGER) or (b"{}", ""))[0])  # deleted after their grace
+        retired = self.state.ledger  # deleted after their grace
         now = datetime.now(UTC)
         return {href: (now - written).total_seconds()
                 for href, written in self.objects("Packages").items()
@@ -629,8 +740,7 @@ def _add_to_metadata(repo: Repo, tree: Path, href: str, steps: Steps,
     if old is None or not repodata.append(tree, alone, old.repomd):
         repodata.add_packages(tree, [href])
     repo.write_metadata(tree, old, signer)
-    live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
-    repo.retire(live, snapshot=snapshot.result())
+    repo.retire(tree, snapshot=snapshot.result())
     return sha256, "published"
 
 
@@ -662,17 +772,28 @@ def find_package(aws: Aws, name: str, rpm_version: str, release: str) -> dict | 
     return None
 
 
-def verify(aws: Aws, dry_run: bool = False) -> dict:
-    """Check the repository as dnf reads it: repomd.xml signed by the repo key, every metadata
-    file it names and every package its primary.xml lists present. A signature left unmatched by
-    a stopped run is put back (unless `dry_run`); any other fault fails in one line."""
+def verify(aws: Aws, dry_run: bool = False, repair: bool = False) -> dict:
+    """Check the repository as dnf reads it: repomd.xml the one Kiln last wrote, signed by the
+    repo key, every metadata file it names and every package its primary.xml lists present. A
+    signature left unmatched by a stopped run is put back (unless `dry_run`); any other fault
+    fails in one line, unless `repair`: then a lost, older or refused repomd.xml is put back
+    from what can be proven (packager/repair.py), its plan printed first (only that, with
+    `dry_run`)."""
     repo = Repo.of(aws)
     signer = signing.from_settings(aws.settings)
     with workdir("verify") as tmp:
         tree = Path(tmp) / "repo"
         with repo.lease():
-            meta = repo.fetch_metadata(tree, types=())
+            try:
+                meta = repo.fetch_metadata(tree, types=())
+            except IndexRefused as error:
+                if not repair:
+                    raise
+                from packager import repair as repairing
+
+                return repairing.repair(repo, tree, str(error), dry_run)
             if meta is None:
+                say(f"repo.verify: {repo.where()} is empty: no package was ever published")
                 return {"packages": 0, "signed": False, "repaired": False}
             repaired = bool(signer) and repo.ensure_signature(meta, signer, repair=not dry_run)
             if signer:
@@ -683,6 +804,8 @@ def verify(aws: Aws, dry_run: bool = False) -> dict:
             packages = repodata.read_primary(tree / meta.files["primary"])
             _require(repo, [p["path"] for p in packages if p["path"] not in present],
                      meta.files["primary"])
+            if not dry_run:
+                repo.record(meta, len(packages))
     state = "signed" if signer else "unsigned"
     say(f"repo.verify: {repo.where()} is consistent: {len(packages)} package(s), {state}"
         f"{', its signature put back' if repaired else ''}")
@@ -724,8 +847,7 @@ def prune(aws: Aws, keep: int, dry_run: bool = False) -> dict:
             gone = {p["path"] for p in remove}
             repodata.keep_packages(tree, [p["path"] for p in packages if p["path"] not in gone])
             repo.write_metadata(tree, old, signer)
-            live = set(repodata.data_files((tree / REPOMD).read_bytes()).values())
-            plan["deleted"] = repo.retire(live, sorted(gone))
+            plan["deleted"] = repo.retire(tree, sorted(gone))
     return plan
 
 

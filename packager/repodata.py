@@ -237,6 +237,11 @@ def add_packages(tree: Path, hrefs: list[str]) -> None:
     _createrepo(tree, hrefs, ["--recycle-pkglist"])
 
 
+def index(tree: Path, hrefs: list[str]) -> None:
+    """Write new metadata in `tree/repodata` listing only the RPMs at `tree/<href>`."""
+    _createrepo(tree, hrefs, [], update=False)
+
+
 def keep_packages(tree: Path, hrefs: list[str]) -> None:
     """Rewrite the metadata in `tree/repodata` to list only the packages at `hrefs`."""
     _createrepo(tree, hrefs, [])
@@ -255,3 +260,47 @@ def _createrepo(tree: Path, hrefs: list[str], extra: list[str], update: bool = T
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise KilnError(f"createrepo_c failed on {tree}: {detail[-1] if detail else 'no output'}")
+
+
+# -- the revision and package count Kiln records (packager/memory.py) -------------------------
+REVISION = re.compile(rb"<revision>([^<]*)</revision>")
+
+
+def revision(repomd: bytes) -> int | None:
+    """repomd.xml's <revision> as a number (None: absent or not a number)."""
+    found = REVISION.search(repomd)
+    value = found[1].strip() if found else b""
+    return int(value) if value.isdigit() else None
+
+
+def with_revision(repomd: bytes, number: int) -> bytes:
+    """repomd.xml with its <revision> set to `number` (added after the root tag if absent)."""
+    tag = f"<revision>{number}</revision>".encode()
+    if REVISION.search(repomd):
+        return REVISION.sub(tag, repomd, count=1)
+    root = re.search(rb"<repomd[^>]*>", repomd)
+    if root is None:
+        raise KilnError("repodata/repomd.xml has no <repomd> element")
+    return repomd[:root.end()] + b"\n  " + tag + repomd[root.end():]
+
+
+def package_count(path: Path) -> int:
+    """The packages="N" of a primary.xml(.gz)'s root element."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(4096)
+    found = ROOT_TAG.search(head)
+    if found is None:
+        raise KilnError(f"{path.name}: no package count in its root element")
+    return int(found[3])
+
+
+def listed(path: Path, hrefs: list[str]) -> set[str]:
+    """Those of `hrefs` a primary.xml(.gz) lists (a byte search, as published_sha256)."""
+    if not hrefs:
+        return set()
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    return {href for href in hrefs
+            if b'<location href="' + escape(href).encode() + b'"' in data}

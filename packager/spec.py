@@ -8,6 +8,7 @@ leading space, and single-line tags were already refused with newlines by the ma
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from cloud.errors import KilnError
@@ -116,15 +117,18 @@ def manifest_scriptlets(scripts: dict[str, str]) -> dict[str, str]:
 def _account_script(manifest: Manifest) -> str:
     user = manifest.user
     system = "-r " if user.system else ""
-    comment = f"{manifest.name} service account"
+    # Every value is shell-quoted: a manifest is input, and %pre runs as root on every install.
+    name, group, home = (shlex.quote(v) for v in (user.name, user.group, user.home))
+    comment = shlex.quote(f"{manifest.name} service account")
+    missing = shlex.quote(f"{manifest.name}: useradd not found, account {user.name} not created")
     # Guarded so an installroot without shadow-utils still installs; a real host always has it.
     return (
         "if command -v useradd >/dev/null 2>&1; then\n"
-        f"  getent group {user.group} >/dev/null 2>&1 || groupadd {system}{user.group}\n"
-        f"  getent passwd {user.name} >/dev/null 2>&1 || useradd {system}-g {user.group} "
-        f"-d {user.home} -s /sbin/nologin -c '{comment}' {user.name}\n"
+        f"  getent group {group} >/dev/null 2>&1 || groupadd {system}{group}\n"
+        f"  getent passwd {name} >/dev/null 2>&1 || useradd {system}-g {group} "
+        f"-d {home} -s /sbin/nologin -c {comment} {name}\n"
         "else\n"
-        f"  echo '{manifest.name}: useradd not found, account {user.name} not created' >&2\n"
+        f"  echo {missing} >&2\n"
         "fi\n"
     )
 

@@ -37,6 +37,8 @@ INPUTS_DIGEST = "kiln:inputs-digest"
 # The bake settings that change what ends up in the image: a change means a new image.
 IMAGE_SETTINGS = ("instance_type", "volume_size", "staging_dir", "sudo", "chef_version",
                   "chef_install_command", "chef_solo", "chef_license", "smoke_commands")
+# The team's part of the chef run, with the value that leaves the digest as it was without it.
+TEAM_SETTINGS = {"run_list": chef.RUN_LIST, "attributes": {}, "environment": None}
 CHECKIP_URL = "https://checkip.amazonaws.com"
 # The steps in the order a fresh bake runs them (the release record's timings use these names).
 STEPS = ("base-ami", "package", "reuse", "key-pair", "security-group", "launch", "ssh",
@@ -91,6 +93,7 @@ class Bake:
     base: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
     cookbook_digest: str = ""
+    iteration: str | None = None  # --iteration over the manifest's
 
     @property
     def bake(self):
@@ -116,15 +119,16 @@ class Bake:
 
 def run(aws: Aws, settings, version: str, manifest: str | None = None,
         regions: list[str] | None = None, share: list[str] | None = None,
-        dry_run: bool = False) -> dict:
-    """Bake `version`; the release record (or, with `dry_run`, the plan) as a dict."""
+        dry_run: bool = False, iteration: str | None = None) -> dict:
+    """Bake `version` (package iteration `iteration`, default the manifest's); the release
+    record (or, with `dry_run`, the plan) as a dict."""
     if not semver.Version.is_valid(version):  # before any AWS call
         raise KilnError(f"--version: {version!r} is not a semantic version (X.Y.Z, e.g. 1.4.2 "
                         f"or 2.0.0-rc.1)")
     job = Bake(aws, settings, version, manifest or settings.manifest,
                _copy_regions(aws, regions if regions is not None else settings.bake.copy_regions),
                _share_accounts(aws, share if share is not None else settings.bake.share),
-               clock=Clock(aws.calls))
+               clock=Clock(aws.calls), iteration=None if iteration is None else str(iteration))
     with interruptible():
         # Inputs first: a wrong base AMI, subnet or account fails before anything is made.
         job.clock.step("base-ami")
@@ -134,7 +138,7 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         for region in job.regions:  # a copy region without its key stack fails here, not later
             stacks.ami_key(aws, region)
         subnet, vpc = _subnet(job)
-        job.cookbook_digest = chef.cookbook_digest(provision.CHEF_DIR)
+        job.cookbook_digest = _chef_layout(settings).digest()
         job.clock.step("package")
         job.package = _package(job, dry_run)
         digest = inputs_digest(job)
@@ -207,10 +211,10 @@ def _package(job: Bake, dry_run: bool) -> dict:
     The repo's package is judged by the object's bytes: downloaded, its sha256 must be the one
     the signed metadata lists, and its header says which manifest it was built from. The object's
     S3 metadata is not trusted (whoever writes the bucket writes it)."""
-    from packager import build, repo
     from packager import manifest as manifests
+    from packager import repo
 
-    wanted = manifests.load(job.manifest, job.version)
+    wanted = manifests.load(job.manifest, job.version, iteration=job.iteration)
     rpm_version, service = wanted.rpm_version, wanted.name if wanted.service_unit else None
     nevra = f"{wanted.name}-{rpm_version}-{wanted.iteration}.{wanted.arch}"
     found = repo.find_package(job.aws, wanted.name, rpm_version, wanted.iteration)
@@ -221,7 +225,7 @@ def _package(job: Bake, dry_run: bool) -> dict:
                 "release": wanted.iteration, "manifest_digest": wanted.digest,
                 "action": action, **(found or {})}
     if found is None:
-        built = {**build.package(job.settings, job.manifest, job.version), "service": service}
+        built = {**_build(job), "service": service}
         published = repo.publish(job.aws, built["path"])
         say(f"bake: published {built['nevra']} (sha256 {published['sha256'][:12]}…)")
         return {**built, "sha256": published["sha256"], "action": "published",
@@ -238,16 +242,28 @@ def _package(job: Bake, dry_run: bool) -> dict:
     if held["manifest-digest"]:
         raise KilnError(f"{nevra} is already in the repo, built from another manifest or other "
                         f"files (manifest digest {held['manifest-digest'][:12]}… there, "
-                        f"{wanted.digest[:12]}… in {job.manifest}): bump the version or the "
-                        f"iteration")
+                        f"{wanted.digest[:12]}… in {job.manifest}): bump the version, or the "
+                        f"iteration{_next_iteration(wanted.iteration)}")
     # Published without Kiln's provenance (by hand, or an older Kiln): compare the contents.
-    built = {**build.package(job.settings, job.manifest, job.version), "service": service}
+    built = {**_build(job), "service": service}
     if signing_digest(built["path"]) != held["digest"]:
         raise KilnError(f"{built['nevra']} is already in the repo with other content "
                         f"(sha256 {found['sha256'][:12]}… there, built from {job.manifest}): "
-                        f"bump the version or the iteration")
+                        f"bump the version, or the iteration"
+                        f"{_next_iteration(wanted.iteration)}")
     say(f"bake: {built['nevra']} is already in the repo with the same content; not publishing")
     return {**built, **{k: same[k] for k in ("sha256", "path", "digest")}, "action": "reused"}
+
+
+def _build(job: Bake) -> dict:
+    from packager import build
+
+    return build.package(job.settings, job.manifest, job.version, job.iteration)
+
+
+def _next_iteration(iteration: str) -> str:
+    """How to bump a release from the command line, e.g. ` (--iteration 3)`."""
+    return f" (--iteration {int(iteration) + 1})" if iteration.isdigit() else " (--iteration N)"
 
 
 def _published_package(job: Bake, found: dict) -> dict:
@@ -386,9 +402,23 @@ def _description(job: Bake) -> str:
 
 
 # -- inputs and provenance ---------------------------------------------------------------------
+def _chef_layout(settings) -> chef.Layout:
+    """Kiln's chef/ and the team's folders of kiln.bake, checked (roles included) before
+    anything is made."""
+    layout = chef.Layout.of(settings.bake, provision.CHEF_DIR)
+    layout.check()
+    layout.check_roles(settings.bake.run_list)
+    return layout
+
+
 def inputs_digest(job: Bake) -> str:
-    """What decides the image's content; a second bake with the same digest reuses the image."""
+    """What decides the image's content; a second bake with the same digest reuses the image.
+
+    The team's chef settings enter only when set (an app that uses none keeps the digest it
+    had); their folders' contents are in the cookbook digest."""
     settings = {key: job.bake.get(key) for key in IMAGE_SETTINGS}
+    settings.update({key: value for key, unset in TEAM_SETTINGS.items()
+                     if (value := job.bake.get(key)) and value != unset})
     inputs = {"base_ami": job.base["ImageId"], "rpm_sha256": job.package.get("sha256"),
               "cookbook_digest": job.cookbook_digest,
               "kms_key": job.outputs.get("AmiKmsKeyArn"), "bake_settings": settings}
@@ -564,6 +594,8 @@ def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) 
                                                      "sha256", "action")},
         "base_ami": {"id": job.base["ImageId"], "name": job.base.get("Name")},
         "reuse": existing["ImageId"] if existing else None, "inputs_digest": digest,
+        "chef": {"run_list": list(job.bake.run_list), "cookbook_digest": job.cookbook_digest,
+                 "cookbook_paths": list(job.bake.cookbook_paths)},
         "key_pair": name, "security_group": {"name": name, "vpc": vpc,
                                              "ssh_from": job.bake.ssh_cidrs or ["<your /32>"],
                                              "port": job.bake.ssh_port},

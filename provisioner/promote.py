@@ -33,7 +33,8 @@ class NotVisible(Exception):
 
 
 def parameter_name(settings, app: str, env: str) -> str:
-    """Under kiln.stacks.prefix, which the deployer's policy grants (parameter/<prefix>/*)."""
+    """/<prefix>/<app>/<account>/ami: the deployer's policy grants these only
+    (parameter/<prefix>/*/ami), not the app secrets that live beside them."""
     return f"/{settings.stacks.prefix}/{app}/{env}/ami"
 
 

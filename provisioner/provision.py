@@ -107,18 +107,32 @@ class ProvisionPlan:
     # "<header sha256> <payload digest>" of the package Kiln published (signing leaves both).
     gpgkey_fingerprint: str | None = None
     package_digest: str | None = None
+    # The team's part (kiln.bake): its run list around recipe[kiln_app], its normal attributes,
+    # and its cookbook, role and environment folders (None: Kiln's chef/ alone).
+    run_list: tuple[str, ...] = tuple(chef.RUN_LIST)
+    attributes: dict | None = None
+    team: chef.Layout | None = None
 
     @classmethod
     def for_release(cls, settings: Settings, **values) -> ProvisionPlan:
-        """A plan whose smoke commands are kiln.bake.smoke_commands filled with `values`."""
+        """A plan whose smoke commands are kiln.bake.smoke_commands filled with `values`, with
+        the team's run list, attributes and folders of kiln.bake."""
+        bake = settings.bake
         plan = cls(**values)
         commands = chef.smoke_commands(
-            settings.bake.smoke_commands, app=plan.app, version=plan.version,
+            bake.smoke_commands, app=plan.app, version=plan.version,
             release=plan.release, package=plan.package, service=plan.service,
-            version_release=plan.expected)
+            version_release=plan.expected, **placeholders(settings))
         return cls(**{**values, "smoke_commands": tuple(commands),
-                      "smoke_retries": settings.bake.smoke_retries,
-                      "smoke_retry_delay": settings.bake.smoke_retry_delay})
+                      "smoke_retries": bake.smoke_retries,
+                      "smoke_retry_delay": bake.smoke_retry_delay,
+                      "run_list": tuple(bake.run_list), "attributes": bake.attributes or None,
+                      "team": chef.Layout.of(bake, plan.chef_dir)})
+
+    @property
+    def layout(self) -> chef.Layout:
+        """Everything uploaded for chef-solo: Kiln's chef/ and the team's folders."""
+        return self.team or chef.Layout(self.chef_dir)
 
     @property
     def expected(self) -> str:
@@ -129,10 +143,17 @@ class ProvisionPlan:
         node = chef.node_json(self.app, self.version, self.release, self.package, self.service,
                               self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
                               rpm_version=self.rpm_version,
-                              gpgkey_fingerprint=self.gpgkey_fingerprint)
+                              gpgkey_fingerprint=self.gpgkey_fingerprint,
+                              run_list=list(self.run_list), attributes=self.attributes)
         node["kiln_app"]["smoke"].update(retries=self.smoke_retries,
                                          retry_delay=self.smoke_retry_delay)
         return node
+
+
+def placeholders(settings: Settings) -> dict[str, str]:
+    """The smoke commands' placeholders that come from the app's deploy settings."""
+    deploy = settings.deploy
+    return {"port": str(deploy.get("port", 8080)), "health_path": deploy.health_check.path}
 
 
 def load_private_key(text: str, name: str = "key pair") -> paramiko.PKey:
@@ -239,7 +260,7 @@ def provision(target: SshTarget, plan: ProvisionPlan, settings: Settings) -> dic
             session.run("cleanup", f"{session.sudo}rm -rf -- {shlex.quote(staging)}", hide=True)
     return {"instance_id": target.instance_id, "staging_dir": staging,
             "chef_version": chef_version, "chef_installed": installed,
-            "cookbook_digest": chef.cookbook_digest(plan.chef_dir), "timings": timings}
+            "cookbook_digest": plan.layout.digest(), "timings": timings}
 
 
 class _Session:
@@ -255,12 +276,15 @@ class _Session:
         relative = shlex.quote(self.bake.staging_dir)
         # A plain `cd` goes to $HOME first: staging_dir is relative to the user's home. Cookbooks
         # left by an earlier attempt go, so a deleted file cannot linger.
+        layout = plan.layout
+        archive = layout.archive()  # checked before the instance is touched
+        folders = f"cookbooks {chef.TEAM_COOKBOOKS} {chef.ROLES} {chef.ENVIRONMENTS}"
         staging = self.run("staging", f"cd && mkdir -p -- {relative} && cd -- {relative} && "
-                           f"rm -rf cookbooks && mkdir -p cache && pwd", hide=True).stdout
+                           f"rm -rf {folders} && mkdir -p cache && pwd", hide=True).stdout
         staging = staging.strip().splitlines()[-1]  # a chatty login script may print first
         extra = {"node.json": json.dumps(plan.node(), indent=2, sort_keys=True).encode(),
-                 "solo.rb": chef.solo_rb(staging, self.bake.chef_license).encode()}
-        archive = chef.cookbook_archive(plan.chef_dir, extra)
+                 "solo.rb": chef.solo_rb(staging, self.bake.chef_license, layout).encode()}
+        archive = layout.archive(extra)
         say(f"bake: uploading cookbooks ({len(archive)} bytes) to {self.target.where}:{staging}")
         here = shlex.quote(staging)
         try:

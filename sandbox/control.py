@@ -67,15 +67,31 @@ class Sandbox:
             if self.account_state is not None:
                 self.set_account_state(self.account_state)
             if not self.running():
+                lost = self._reap_crashed()
                 # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
                 identities.write_credentials(self.state_dir, self.prefix,
                                              os.environ.get("KILN_SANDBOX_IAM", "enforce"))
                 self._start_moto()
+                if lost:
+                    say(f"sandbox: the server in {self.state_dir} had stopped without "
+                        f"`sandbox.down` (pid {lost}), and what it held (stacks, the repository, "
+                        "images, server groups) is gone with it; its machines were ended: run "
+                        "`invoke bootstrap`, then bake again")
             # What instances get from this host: its chef-solo, base capabilities, the endpoint.
             ssh_access.configure(self.state_dir, self.moto.port, self.chef_solo,
                                 self.base_provides)
             ssh_access.start(self.state_dir)  # the sshd standing in for bake instances
             return self.endpoint
+
+    def _reap_crashed(self) -> int | None:
+        """The pid of a server that died without `down` (killed, or the host rebooted), after
+        ending the machines it had started and forgetting their keys; None after a clean stop."""
+        pid = self.moto.pid
+        if pid is None or _is_server(pid):
+            return None  # stopped cleanly, or alive (a slow start is not a crash)
+        self.moto.stop()  # its pid and port files
+        ssh_access.forget_all(self.state_dir)
+        return pid
 
     def _start_moto(self) -> None:
         port = self.wanted_port or free_port(self.host)
@@ -199,6 +215,14 @@ def waiter_delay(box: Sandbox) -> float:
     from sandbox import clock
 
     return max(0.02, 15 * clock.scale_of(box.state_dir))
+
+
+def _is_server(pid: int) -> bool:
+    """Whether `pid` is a sandbox server still (after a reboot the number may be another's)."""
+    try:
+        return b"sandbox.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _project_root() -> Path:

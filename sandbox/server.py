@@ -9,12 +9,13 @@ decoded view of them differs (sandbox.aws.iam.sigv4).
 
 import argparse
 import io
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
-from sandbox.aws import apply_all
+from sandbox.aws import apply_all, seams
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 from sandbox.aws.seams import SeamChanged
 
@@ -26,12 +27,31 @@ class KeepRaw:
         self.app = app
 
     def __call__(self, environ, start_response):
+        if not _control_allowed(environ):
+            body = json.dumps({"Error": "refused by the sandbox"}).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
         environ[RAW_TARGET] = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
         body = _read_body(environ)
         environ[RAW_BODY] = body
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
+
+
+# moto's own control API (/moto-api/…) changes what the sandbox enforces or reveals, and needs
+# no credentials: only these pass, the readiness probe and the reset (which checks the sandbox's
+# reset token itself); the dashboard, seeding, config changes, recordings and the static
+# results of other services are refused.
+CONTROL_ALLOWED = {("GET", "/moto-api/config"), ("POST", "/moto-api/reset")}
+
+
+def _control_allowed(environ) -> bool:
+    path = environ.get("PATH_INFO", "")
+    if not (path == "/moto-api" or path.startswith("/moto-api/")):
+        return True
+    return (environ.get("REQUEST_METHOD", "GET"), path.rstrip("/")) in CONTROL_ALLOWED
 
 
 def _read_body(environ) -> bytes:
@@ -58,26 +78,24 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))
     try:
         applied = apply_all(args.state_dir.resolve())
+        print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+        serve(args.host, args.port)
     except SeamChanged as error:  # a moto upgrade moved what the sandbox stands on
         print(f"sandbox: refusing to start: {error}", file=sys.stderr, flush=True)
         sys.exit(3)
-    print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
-    serve(args.host, args.port)
 
 
 def serve(host: str, port: int) -> None:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
     from werkzeug.serving import run_simple
 
+    parts = "moto.moto_server.werkzeug_app"
+    app = seams.uses(parts, "DomainDispatcherApplication", "sandbox.server")
+    make = seams.uses(parts, "create_backend_app", "sandbox.server")
+    handler = seams.uses(parts, "MotoRequestHandler", "sandbox.server")
     # As moto's own server: SIGTERM and SIGINT exit through Python, so cleanups run.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _exit)
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, KeepRaw(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, KeepRaw(app(make)), threaded=True, request_handler=handler)
 
 
 def _exit(signum, frame) -> None:

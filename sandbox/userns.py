@@ -10,6 +10,12 @@ machines/image.py for what the base image adds because of that.
     spawn(argv, **popen) -> subprocess.Popen    # argv, as root of a new mapped user namespace
     run(argv)                                    # the same, waited for
     inside() -> bool                             # this process is in such a namespace
+    instance_ids() -> (uid, gid) | None          # run as root: where an instance's ids lie
+
+Run as root, the sandbox server is not in a user namespace, but each instance is, of its own:
+its ids 0-65535 are the host's `instance_ids()` onwards (root's subordinate ids in /etc/subuid
+and /etc/subgid, else INSTANCE_IDS), so no instance uid is a host user's: its root is not the
+host's root, its ec2-user not the host's uid 1000 (machines/boot.py).
 
     python -m sandbox.userns rm PATH…            # remove files the instances owned
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -27,6 +34,9 @@ from pathlib import Path
 from cloud.errors import KilnError
 
 IDS = 65536  # subordinate ids mapped from 1 on: ec2-user (1000), nobody (65534), the packages'
+# Where instances' ids lie on a host whose root has no subordinate ids: above the range
+# systemd-nspawn picks container ids from, far from any account's.
+INSTANCE_IDS = 0x70000000
 
 
 def needed() -> bool:
@@ -37,6 +47,20 @@ def inside() -> bool:
     """In a user namespace other than the host's (whose map is the whole id range)."""
     first = Path("/proc/self/uid_map").read_text().split()
     return first[:3] != ["0", "0", "4294967295"]
+
+
+def instance_ids() -> tuple[int, int] | None:
+    """Run as root: the host uid and gid of an instance's root (its 65536 ids follow). None
+    without root, where instances share the server's namespace and its subordinate ids."""
+    if needed() or inside():
+        return None
+    found = []
+    for kind in ("uid", "gid"):
+        try:
+            found.append(subordinate(kind)[0])
+        except KilnError:
+            found.append(INSTANCE_IDS)
+    return found[0], found[1]
 
 
 def subordinate(kind: str) -> tuple[int, int]:
@@ -110,6 +134,19 @@ def run(argv: list[str]) -> None:
     _, errors = done.communicate()
     if done.returncode != 0:
         raise KilnError(f"sandbox: {argv[0]} failed: {errors.decode(errors='replace').strip()}")
+
+
+def shift_owners(path: str | Path, uid: int, gid: int) -> None:
+    """Every file under `path` (and it) owned `uid`/`gid` ids further (0 → uid, 1000 → uid +
+    1000, …), as an instance's namespace shows the host's ids. A chown clears setuid and setgid
+    bits: they are set again."""
+    for folder, names, files in os.walk(path):
+        links = [name for name in names if os.path.islink(os.path.join(folder, name))]
+        for item in [folder, *(os.path.join(folder, name) for name in files + links)]:
+            info = os.lstat(item)
+            os.lchown(item, uid + info.st_uid, gid + info.st_gid)
+            if info.st_mode & 0o6000 and not stat.S_ISLNK(info.st_mode):
+                os.chmod(item, stat.S_IMODE(info.st_mode))
 
 
 def remove(path: str | Path) -> None:

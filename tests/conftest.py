@@ -21,9 +21,9 @@ from cloud import settings as settings_module
 from cloud.apps import merge
 from sandbox.control import Sandbox
 
-# The deploy tests' fixtures (kaws, daws, outputs) and the load balancer tests' (apps, lb) live
-# beside their helpers.
-pytest_plugins = ["tests.deploy_helpers", "tests.network_helpers"]
+# The deploy tests' fixtures (kaws, daws, outputs), the load balancer tests' (apps, lb) and the
+# machine tests' (host_with_history) live beside their helpers.
+pytest_plugins = ["tests.deploy_helpers", "tests.network_helpers", "tests.host_helpers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = str(Path(sys.executable).with_name("invoke"))

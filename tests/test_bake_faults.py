@@ -22,6 +22,7 @@ from tests.bake_helpers import (
     write_probe_manifest,
 )
 from tests.faults import FaultProxy
+from tests.repo_helpers import make_lock_table, make_repo_bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
 
@@ -89,6 +90,26 @@ def test_a_published_version_from_other_files_is_refused(bake_sandbox, run_invok
     assert "package: wrote" not in result.stderr  # decided before building anything
 
 
+def test_a_lost_repository_index_fails_the_bake_before_anything_is_built(
+        bake_sandbox, run_invoke, probe, admin_aws):
+    """repomd.xml deleted by a bucket writer: the bake's lookup names the lost index instead
+    of taking the repository for empty and publishing an index of its one package."""
+    suffix = time.time_ns()
+    config = {"repo": {"bucket": f"kiln-repo-123456789012-b{suffix}",
+                       "lock_table": f"kiln-locks-bake-{suffix}"}}
+    make_repo_bucket(admin_aws, config["repo"]["bucket"])
+    make_lock_table(admin_aws, config["repo"]["lock_table"])
+    run_invoke("publish", "--manifest", probe, "--version", "1.0.5", overrides=config,
+               check=True)
+    admin_aws.client("s3").delete_object(Bucket=config["repo"]["bucket"],
+                                         Key="el9/x86_64/repodata/repomd.xml")
+    before = image_count()
+    result = bake(run_invoke, probe, version="1.0.6", overrides=config)
+    failed_cleanly(result, "repodata/repomd.xml is missing, but Kiln last wrote revision 1, "
+                           "1 package(s)", before)
+    assert "package: wrote" not in result.stderr
+
+
 def test_a_failing_smoke_check_fails_chef_and_makes_no_image(bake_sandbox, run_invoke, probe):
     before = image_count()
     check = "echo the app does not answer >&2; false"
@@ -123,6 +144,8 @@ def test_dry_run_prints_the_plan_and_creates_nothing(bake_sandbox, run_invoke, p
     assert instance["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     assert instance["BlockDeviceMappings"][0]["Ebs"]["KmsKeyId"].startswith("arn:aws:kms:")
     assert plan["share"] == ["prod"] and plan["reuse"] is None
+    assert plan["chef"]["run_list"] == ["recipe[kiln_app]"] and plan["chef"]["cookbook_paths"] == []
+    assert plan["chef"]["cookbook_digest"].startswith("sha256:")
     assert leftovers(app=PROBE) == {} and image_count() == before
     assert not list(tmp_path.glob("dist/*.rpm"))
 

@@ -76,3 +76,14 @@ def test_sandbox_env_gives_no_account_credentials_for_real_aws(run_invoke, sandb
     assert result.stderr.strip().splitlines() == [
         "kiln: sandbox.env --account prod: kiln.target is aws; the sandbox's accounts are only "
         "the sandbox target's"]
+
+
+def test_a_runtime_file_may_give_the_apps_environment_and_secrets(run_invoke):
+    """invoke.yaml's defaults for mappings are mappings: Invoke cannot merge a file's mapping
+    over a null, and answered with a traceback."""
+    overrides = {"deploy": {"user_data": {"environment": {"LOG_LEVEL": "debug"},
+                                          "secrets": {"DB_URL": "ssm:/app/db-url"}}}}
+    result = run_invoke("status", "--json", overrides=overrides)
+    assert "Traceback" not in result.stderr and "AmbiguousMergeError" not in result.stderr
+    # The settings loaded: status went on to read AWS (bootstrapped or not, it says so in a line).
+    assert result.stderr.startswith("target: sandbox"), result.stderr

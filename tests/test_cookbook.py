@@ -17,6 +17,7 @@ import pytest
 from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo
+from provisioner import chef
 from provisioner import provision as provisioning
 from provisioner.provision import (
     ProvisionPlan,
@@ -26,6 +27,7 @@ from provisioner.provision import (
     wait_for_ssh,
 )
 from tests.bake_helpers import bootstrapped_sandbox, write_probe_manifest
+from tests.conftest import ROOT, project_config
 from tests.test_sandbox_instances import ssh_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cookbook")]
@@ -157,3 +159,48 @@ def test_metadata_whose_signature_does_not_verify_fails_with_that_reason(setting
         s3.put_object(Bucket=bucket, Key=key, Body=good)
     assert "GPG signature verification error" in str(failure.value)
     assert "No candidate version" not in str(failure.value)
+
+
+# -- the team's part: its cookbooks, roles and environment around Kiln's recipe ----------------
+
+EXAMPLE = ROOT / "docs" / "examples" / "team-chef"
+TEAM = {"run_list": ["role[runtime]", "recipe[kiln_app]", "recipe[runtime::after_app]"],
+        "cookbook_paths": [str(EXAMPLE / "cookbooks")], "roles_dir": str(EXAMPLE / "roles"),
+        "environments_dir": str(EXAMPLE / "environments"), "environment": "production",
+        "attributes": {"runtime": {"version": "21"}}}
+
+
+def test_a_team_run_list_converges_its_runtime_before_the_app_and_a_recipe_after_it(
+        published, kiln_settings, run_invoke, capsys):
+    """The worked example of docs/image-stage.md, with real chef-solo: role[runtime] (from the
+    team's roles folder) installs the runtime from the team's cookbook folder before Kiln's
+    recipe, whose smoke check runs it; the team's attribute (normal) beats the cookbook's
+    default, the environment's override beats the role's default; a recipe after Kiln's sees
+    the installed app."""
+    run_invoke("publish", "--version", "1.0.0", check=True)
+    runtime_check = "/opt/runtime/bin/runtime | grep -Fx 'runtime 21 heap 1g'"
+    config = kiln_settings(bake={
+        **TEAM, "smoke_retries": 2, "smoke_retry_delay": 1,
+        "smoke_commands": [*project_config()["bake"]["smoke_commands"], runtime_check]})
+    aws = connect(config)
+    plan = plan_for(config, aws)
+    with instance(config, aws) as target:
+        result = provision(target, plan, config)
+        with provisioning.connection(target) as conn:
+            noted = conn.run("cat /opt/runtime/app-release.json", hide=True).stdout
+    assert '"version": "1.0.0"' in noted
+    chef_output = capsys.readouterr().err
+    assert chef_output.index("Recipe: runtime::default") < chef_output.index(
+        "Recipe: kiln_app::repo") < chef_output.index("Recipe: runtime::after_app")
+    assert "verified hello-web-1.0.0-1 and 2 smoke check(s)" in chef_output
+    team = chef.Layout.of(config.bake, provisioning.CHEF_DIR)
+    assert result["cookbook_digest"] == team.digest() != chef.cookbook_digest(
+        provisioning.CHEF_DIR)
+
+
+def test_a_role_the_roles_folder_lacks_fails_before_the_instance_is_touched(kiln_settings):
+    config = kiln_settings(bake={**TEAM, "run_list": ["role[jdk]", "recipe[kiln_app]"]})
+    layout = chef.Layout.of(config.bake, provisioning.CHEF_DIR)
+    with pytest.raises(KilnError, match=r"kiln.bake.run_list: role\[jdk\] has no jdk.json or "
+                                        r"jdk.rb in .*/roles \(kiln.bake.roles_dir\)"):
+        layout.check_roles(config.bake.run_list)

@@ -198,9 +198,9 @@ def before_https() -> str:
                       "      Port: !Ref HttpPort\n      Protocol: HTTP\n"),
                      ("      SslPolicy: !Ref SslPolicy\n", ""),
                      ("      Certificates: [{CertificateArn: !Ref CertificateArn}]\n", ""),
-                     ("  HttpListenerArn:\n    Value: !Ref HttpRedirect\n", ""),
-                     ("    AllowedPattern: \"arn:aws[a-z-]*:(acm|iam):.+\"\n",
-                      "    Default: \"\"\n")):
+                     ("  HttpListenerArn:\n    Condition: HasLoadBalancer\n"
+                      "    Value: !Ref HttpRedirect\n", ""),
+                     ("    AllowedPattern: \"(arn:aws[a-z-]*:(acm|iam):.+)?\"\n", "")):
         assert new in text, new
         text = text.replace(new, old)
     return text

@@ -3,17 +3,21 @@
 import pytest
 
 from accounts import bootstrap as kiln_bootstrap
-from cloud import apps
+from cloud import apps, stacks
 from cloud.errors import KilnError
 from cloud.target import connect
 from orchestrator import operations
 from orchestrator import stack as env_stacks
+from provisioner.provision import ProvisionPlan
 from tests.conftest import deep_merge
 from tests.deploy_helpers import FAST, make_image
 
 APPS = {"hello-web": {"stacks": ["canary"]},
         "billing": {"manifest": "manifests/billing.yaml",
-                    "deploy": {"capacity": {"desired": 1}, "health_check": {"path": "/ping"}}}}
+                    "bake": {"smoke_commands": ["curl -fsS http://127.0.0.1:{port}{health_path}"],
+                             "volume_size": 20},
+                    "deploy": {"port": 9090, "capacity": {"desired": 1},
+                               "health_check": {"path": "/ping"}}}}
 SETTINGS = deep_merge(FAST, {"deploy": {"steps": "100"}})
 
 
@@ -43,6 +47,12 @@ def test_per_app_settings_override_the_defaults(kiln_settings):
     assert (billing.app, billing.manifest) == ("billing", "manifests/billing.yaml")
     assert (billing.deploy.capacity.desired, billing.deploy.capacity.max) == (1, 4)
     assert billing.deploy.health_check.path == "/ping"
+    assert (billing.deploy.port, apps.for_app(settings, "hello-web").deploy.port) == (9090, 8080)
+    assert (billing.bake.volume_size, billing.bake.instance_type) == (20, "t3.small")
+    plan = ProvisionPlan.for_release(billing, app="billing", version="1.0.0", release="1",
+                                     package="billing", service="billing", repo_baseurl="u",
+                                     gpgkey_url="k")
+    assert plan.smoke_commands == ("curl -fsS http://127.0.0.1:9090/ping",)
     assert apps.for_app(settings, None).manifest == settings.manifest
     assert apps.clusters(settings) == [("hello-web", None), ("hello-web", "canary"),
                                        ("billing", None)]
@@ -59,6 +69,9 @@ def test_bootstrap_makes_every_clusters_environment_and_status_lists_them(many):
     make_image(daws, "3.1.0", app="billing")
     operations.deploy(hello, version="1.0.0", stack="canary")
     operations.deploy(billing, version="3.1.0")
+    # Each environment's instances, target groups and health checks use its app's port.
+    assert stacks.outputs(daws, "env-billing")["InstancePort"] == "9090"
+    assert stacks.outputs(daws, "env-hello-web-canary")["InstancePort"] == "8080"
     found = {c["cluster"]: [(g["name"], g["release_id"], g["desired"]) for g in c["server_groups"]]
              for c in operations.status_all(hello)["clusters"]}
     assert found == {"hello-web": [], "hello-web-canary": [("hello-web-canary-v001", "1.0.0", 2)],

@@ -13,3 +13,25 @@ def test_parameter_path_follows_the_stack_prefix(kiln_settings, clean_sandbox):
     ssm = aws.account("prod").client("ssm")
     value = ssm.get_parameter(Name="/acme/hello-web/prod/ami")["Parameter"]["Value"]
     assert value == promotion["image_id"]
+
+
+def test_the_deployer_reads_image_parameters_but_not_the_apps_secrets(kiln_settings,
+                                                                      clean_sandbox):
+    """App secrets naturally live beside the image parameters, under /<prefix>/<app>/…; the
+    deployer role needs only the images'."""
+    import pytest
+    from botocore.exceptions import ClientError
+
+    from tests.deploy_helpers import admin_of
+
+    aws = bootstrapped(kiln_settings)
+    make_image(aws.client("ec2"), stacks.ami_key(aws))
+    promote.promote(aws, "hello-web", "1.4.2", "prod")
+    prod = aws.account("prod")
+    admin_of(prod).client("ssm").put_parameter(Name="/kiln/hello-web/db-password",
+                                               Value="hunter2", Type="SecureString")
+    ssm = prod.client("ssm")
+    assert ssm.get_parameter(Name="/kiln/hello-web/prod/ami")["Parameter"]["Value"]
+    with pytest.raises(ClientError) as raised:
+        ssm.get_parameter(Name="/kiln/hello-web/db-password", WithDecryption=True)
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"

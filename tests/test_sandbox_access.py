@@ -100,11 +100,17 @@ def test_unsigned_requests_are_refused_except_what_a_bucket_policy_grants(clean_
 
 
 def test_the_switches_that_would_turn_checks_off_are_refused(strict_box):
-    for path in ("reset-auth", "data.json", "reset"):
+    for method, path in (("POST", "reset-auth"), ("POST", "data.json"), ("POST", "reset"),
+                         ("POST", "config"), ("GET", "data.json"), ("GET", ""),
+                         ("POST", "static/lambda-simple/response"), ("POST", "seed"),
+                         ("GET", "recorder/download-recording")):
         request = urllib.request.Request(f"{strict_box.endpoint}/moto-api/{path}",
-                                         data=b"inf", method="POST")
+                                         data=b"inf" if method == "POST" else None,
+                                         method=method)
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(request)
+    with urllib.request.urlopen(f"{strict_box.endpoint}/moto-api/config") as probe:
+        assert probe.status in (200, 201)
     sts = client(strict_box, "sts", "operator")
 
     def pick_another_account(request, **_):
@@ -354,3 +360,57 @@ def test_an_s3_denial_is_an_s3_error_naming_action_and_resource(strict_box):
     error = response["Error"]
     assert error["Code"] == "AccessDenied"
     assert "s3:CreateBucket on resource: arn:aws:s3:::not-allowed-here" in error["Message"]
+
+
+def test_a_role_made_again_under_its_name_does_not_revive_old_sessions(clean_strict):
+    """AWS tells a re-created role from the deleted one by its id: sessions of the old one keep
+    none of the new one's permissions."""
+    trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                            "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    iam = client(clean_strict, "iam")
+    reader = policy({"Effect": "Allow", "Action": "ec2:DescribeRegions", "Resource": "*"})
+
+    def make_role():
+        iam.create_role(RoleName="again", AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName="again", PolicyName="read", PolicyDocument=reader)
+
+    make_role()
+    credentials = client(clean_strict, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/again", RoleSessionName="old")["Credentials"]
+    old = session_client("ec2", clean_strict, credentials)
+    old.describe_regions()
+    iam.delete_role_policy(RoleName="again", PolicyName="read")
+    iam.delete_role(RoleName="again")
+    import time
+
+    time.sleep(1.1)  # IAM's dates have whole seconds
+    make_role()
+    error = error_of(lambda: old.describe_regions())
+    assert error.response["Error"]["Code"] == "UnauthorizedOperation"
+    fresh = client(clean_strict, "sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/again", RoleSessionName="new")["Credentials"]
+    session_client("ec2", clean_strict, fresh).describe_regions()
+
+
+def test_another_accounts_identity_needs_the_bucket_policy_too(clean_strict):
+    """Cross-account S3 needs both sides, as on AWS: prod's administrator may not write into a
+    build-account bucket whose policy does not grant prod, and may once it does; a bucket
+    policy's Deny holds against the owner's own users."""
+    s3 = client(clean_strict, "s3")
+    s3.create_bucket(Bucket="build-owned")
+    role = f"arn:aws:iam::{PROD}:role/{identities.ORGANIZATION_ROLE}"
+    prod = session_client("s3", clean_strict, client(clean_strict, "sts").assume_role(
+        RoleArn=role, RoleSessionName="prod-admin")["Credentials"])
+    error = error_of(lambda: prod.put_object(Bucket="build-owned", Key="x", Body=b"x"))
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert "another account's bucket needs both" in error.response["Error"]["Message"]
+    s3.put_bucket_policy(Bucket="build-owned", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{PROD}:root"},
+         "Action": "s3:PutObject", "Resource": "arn:aws:s3:::build-owned/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::build-owned/*"}))
+    prod.put_object(Bucket="build-owned", Key="x", Body=b"x")
+    error = error_of(lambda: s3.delete_object(Bucket="build-owned", Key="x"))
+    assert error.response["Error"]["Code"] == "AccessDenied"
+    assert "s3:DeleteObject on resource: arn:aws:s3:::build-owned/x because the bucket policy " \
+        "explicitly denies it" in error.response["Error"]["Message"]

@@ -81,9 +81,9 @@ def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_
 
 
 def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden():
-    """A sandbox whose state lies under /var (a Jenkins workspace, say): overlayfs refuses a
-    lower layer inside another, so that folder's part of each layer is copied; the rest is
-    stacked in place, and the state is not visible inside."""
+    """A sandbox whose state lies under the host's /var (a Jenkins workspace, say): the
+    instance's /var is its layers' (the image's, never the host's), so its layers stack in place
+    and the state is not visible inside."""
     state = Path(tempfile.mkdtemp(prefix="kiln-state-", dir="/var/tmp"))
     try:
         layer = state / "machines" / "layers" / "layer-test"
@@ -105,6 +105,8 @@ def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden():
 def test_only_a_chef_installation_outside_the_system_folders_is_bound_and_never_the_root():
     bound = machines._binds  # the host folders every instance shows read-only
     assert bound("/work/vendor/chef/bin/chef-solo") == ["/work/vendor/chef"]
-    assert bound("/opt/chef/bin/chef-solo") == []  # /opt is an instance's already
+    # /opt is the image's, not the host's: the host's Chef there is bound, and only it.
+    assert bound("/opt/chef/bin/chef-solo") == ["/opt/chef"]
+    assert bound("/usr/bin/chef-solo") == []  # /usr is the host's already
     assert bound("/chef-bin/chef-solo") == [] and bound("/chef-solo") == []  # a prefix of /
     assert bound(None) == []

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.host_helpers import package_layer
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_USER = "kiln-rootless-test"
 SUBORDINATE = "400000-465535"
@@ -76,11 +78,13 @@ def kiln(user, home: Path, *task: str) -> subprocess.CompletedProcess:
     return done
 
 
-def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_user):
-    """The whole path a release engineer takes, run by a user who is not root: the bake's
-    instance is an AL2023 machine in a user namespace (ec2-user, sudo, the package's account and
-    files, real chef-solo, the app's unit and smoke check), and the deployed group's machines
-    pass the load balancer's health checks. Only listener ports below 1024 stay root's."""
+def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_user,
+                                                                      host_with_history):
+    """The whole path a release engineer takes, run by a user who is not root, on a host where
+    dnf has run as root (its logs and cache root's): the bake's instance is an AL2023 machine in
+    a user namespace (ec2-user, sudo, the package's account and files, real chef-solo, the app's
+    unit and smoke check), and the deployed group's machines pass the load balancer's health
+    checks. Only listener ports below 1024 stay root's."""
     home = Path(tempfile.mkdtemp(prefix="kiln-rootless-"))
     (home / "kiln.yaml").write_text(f"kiln:\n  dist: {home / 'dist'}\n"
                                     f"  sandbox:\n    state_dir: {home / 'sandbox'}\n")
@@ -105,6 +109,47 @@ def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_
         assert [line for line in listed if not line.startswith("Z")] == []
     finally:
         subprocess.run(["pkill", "-KILL", "-u", str(rootless_user.pw_uid)], check=False)
+        run_as(rootless_user, [PYTHON, "-m", "sandbox.userns", "rm", str(home)], home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# Run by the user in a user namespace of its own (as the sandbox server runs): a machine of the
+# package's layer, where ec2-user installs the package with sudo and dnf.
+MACHINE = r"""
+import subprocess, sys
+from sandbox.machines import instances as machines
+state, layer, instance = sys.argv[1], sys.argv[2], "i-0000000000000f00d"
+try:
+    machines.launch(state, instance, "10.0.0.9", layers=[layer])
+    done = subprocess.run([*machines.enter_command(state, instance), "sh", "-c",
+                           "sudo -n dnf -y -q install /srv/kiln-hello.rpm && "
+                           "cat /opt/hello/greeting"], capture_output=True, text=True, timeout=180)
+    print(done.stdout + done.stderr)
+    sys.exit(done.returncode)
+finally:
+    machines.terminate_all(state)
+"""
+IN_NAMESPACE = ("import subprocess, sys\nfrom sandbox import userns\n"
+                "done = userns.spawn([sys.executable, *sys.argv[1:]], stdout=subprocess.PIPE, "
+                "stderr=subprocess.STDOUT)\n"
+                "sys.stdout.write(done.communicate(timeout=280)[0].decode(errors='replace'))\n"
+                "sys.exit(done.returncode)")
+
+
+def test_dnf_runs_on_a_machine_without_root_on_a_host_where_dnf_ran_as_root(
+        rootless_user, host_with_history):
+    """The host's /var/log/dnf.log (root's, which a user namespace cannot write) is not the
+    machine's: its /var is its image's."""
+    home = Path(tempfile.mkdtemp(prefix="kiln-rootless-"))
+    layer = package_layer(home / "package")
+    subprocess.run(["chown", "-R", f"{rootless_user.pw_uid}:{rootless_user.pw_gid}", str(home)],
+                   check=True)
+    try:
+        done = run_as(rootless_user, [PYTHON, "-c", IN_NAMESPACE, "-c", MACHINE,
+                                      str(home / "sandbox"), str(layer)], home)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert done.stdout.split()[-1:] == ["hello"]
+    finally:
         run_as(rootless_user, [PYTHON, "-m", "sandbox.userns", "rm", str(home)], home)
         shutil.rmtree(home, ignore_errors=True)
 

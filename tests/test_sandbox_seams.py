@@ -53,7 +53,20 @@ def test_two_owners_of_one_attribute_are_refused(monkeypatch):
         seams.replace(target, "method", Moto.method, signature="(self, a, b=1)", owner="second")
 
 
-CHANGED_MOTO = """
+def test_an_added_attribute_is_refused_once_moto_has_its_own(monkeypatch):
+    monkeypatch.setattr(seams, "SEAMS", {})
+    target = type("Target", (Moto,), {})
+    seams.add(target, "extra", 1, owner="sandbox.aws.here")
+    seams.add(target, "extra", 2, owner="sandbox.aws.here")  # again: nothing changes
+    assert target.extra == 1 and seams.SEAMS[seams.dotted(target, "extra")].signature is None
+    with pytest.raises(seams.SeamChanged, match=rf"moto {seams.moto_version()} now has "
+                                                r".*Moto\.method, which sandbox.aws.here adds"):
+        seams.add(Moto, "method", None, owner="sandbox.aws.here")
+    with pytest.raises(seams.SeamChanged, match="replaced by both sandbox.aws.here and other"):
+        seams.add(target, "extra", 3, owner="other")
+
+
+CHANGED_SIGNATURE = """
 from moto.ec2.models.amis import AmiBackend
 
 def create_image(self, instance_id, name, description, tag_specifications, extra):
@@ -61,20 +74,27 @@ def create_image(self, instance_id, name, description, tag_specifications, extra
 
 AmiBackend.create_image = create_image
 """
+# moto 5.2.1 had no request handler of its own; the sandbox's server uses 5.2.6's.
+MISSING_PART = """
+import moto.moto_server.werkzeug_app as app
+del app.MotoRequestHandler
+"""
 
 
-def test_a_server_on_a_changed_moto_refuses_to_start_in_one_line(tmp_path):
+@pytest.mark.parametrize(("change", "named"), [
+    (CHANGED_SIGNATURE, "AmiBackend.create_image"),
+    (MISSING_PART, "moto.moto_server.werkzeug_app.MotoRequestHandler, which sandbox.server")])
+def test_a_server_on_a_changed_moto_refuses_to_start_in_one_line(tmp_path, change, named):
     """What a moto upgrade that moved a seam looks like to the user: sandbox.up fails, naming the
     attribute and moto's version."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent(CHANGED_MOTO))
-    env = {"PYTHONPATH": f"{site}:{ROOT}"}
     import os
 
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(change))
     box = Sandbox(tmp_path / "state")
     saved = dict(os.environ)
-    os.environ.update(env)
+    os.environ["PYTHONPATH"] = f"{site}:{ROOT}"
     try:
         with pytest.raises(KilnError) as raised:
             box.up()
@@ -83,7 +103,7 @@ def test_a_server_on_a_changed_moto_refuses_to_start_in_one_line(tmp_path):
         os.environ.update(saved)
         box.down()
     message = str(raised.value)
-    assert "AmiBackend.create_image" in message and seams.moto_version() in message
+    assert named in message and f"moto {seams.moto_version()}" in message
     assert "\n" not in message
 
 

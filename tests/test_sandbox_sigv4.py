@@ -156,3 +156,43 @@ def test_a_wrong_secret_is_refused_by_every_protocol(strict_box):
             call(client)
         assert raised.value.response["Error"]["Code"] in (
             "SignatureDoesNotMatch", "InvalidSignatureException", "AuthFailure"), service
+
+
+def _signed_at(box, service: str, url: str, moment: float) -> AWSRequest:
+    import datetime as dt
+    from unittest import mock
+
+    creds = box.credentials("admin")
+    keys = Credentials(creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"])
+    request = AWSRequest(method="GET", url=url)
+    then = dt.datetime.fromtimestamp(moment, dt.UTC).replace(tzinfo=None)
+    signer = S3SigV4Auth if service == "s3" else SigV4Auth
+    with mock.patch("botocore.auth.get_current_datetime", return_value=then):
+        signer(keys, service, "us-east-1").add_auth(request)
+    return request
+
+
+@pytest.mark.parametrize("offset", [-16 * 60, 16 * 60])
+def test_a_signature_far_from_the_servers_clock_is_refused(strict_box, offset):
+    import time
+
+    url = f"{strict_box.endpoint}/?list-type=2"
+    request = _signed_at(strict_box, "s3", url, time.time() + offset).prepare()
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(urllib.request.Request(request.url, headers=dict(request.headers)),
+                               timeout=10)
+    assert raised.value.code == 403 and b"RequestTimeTooSkewed" in raised.value.read()
+    request = _signed_at(strict_box, "s3", url, time.time() - 5 * 60).prepare()
+    with urllib.request.urlopen(urllib.request.Request(
+            request.url, headers=dict(request.headers)), timeout=10) as answer:
+        assert answer.status == 200
+
+
+def test_the_skew_check_names_the_times():
+    request = sigv4.WireRequest.build("GET", "/", [("X-Amz-Date", "20260101T000000Z")], b"")
+    auth = sigv4.Authorization("AKID", "20260101", "us-east-1", "sts", ("host",), "0" * 64)
+    assert sigv4.skew(request, auth, now=1767225600.0 + 60) is None
+    assert sigv4.skew(request, auth, now=1767225600.0 + 3600).startswith(
+        "Signature expired: 20260101T000000Z is now earlier than 20260101T004500Z")
+    other_day = sigv4.Authorization("AKID", "20251231", "us-east-1", "sts", ("host",), "0" * 64)
+    assert "credential scope's date" in sigv4.skew(request, other_day, now=1767225600.0)

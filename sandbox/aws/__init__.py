@@ -13,7 +13,6 @@ from pathlib import Path
 # Modules under sandbox.aws, applied in this order.
 PATCHES: list[str] = [
     "ec2.image_sharing",
-    "ec2.snapshot_tags",
     "ec2.image_deprecation",
     "ec2.run_instances",
     "ec2.console_output",
@@ -24,7 +23,6 @@ PATCHES: list[str] = [
     "quotas",
     "cloudwatch.alarm_types",
     "timing",
-    "ec2.launch_templates",
     "cloudformation.stacks",
     "cloudformation.rollback",
     "cloudformation.listener_actions",
@@ -32,7 +30,8 @@ PATCHES: list[str] = [
     "elbv2.listeners",
     "ec2.security_groups",
     "elbv2.load_balancers",
-    "ec2.machine_images",
+    "ec2.images",  # CreateImage, CopyImage, DescribeImages, DeregisterImage
+    "reset",
     "autoscaling.server_groups",
     "iam.service_linked_roles",
     "autoscaling.launch_keys",

@@ -14,12 +14,16 @@ AWS behaviour mirrored here:
   (CidrIp), which is IPv4 only.
 - Auto Scaling keeps `MinSize ≤ DesiredCapacity ≤ MaxSize` on create, update and
   SetDesiredCapacity, and refuses a request that would break it.
+The security group checks and ModifyListener's forward check are steps of the calls that
+sandbox.aws.ec2.security_groups and sandbox.aws.elbv2.listeners own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+
+from sandbox.aws import seams
 
 MAX_FORWARD_TARGET_GROUPS = 5
 MAX_TAGS = 50
@@ -31,22 +35,18 @@ def apply(state_dir: Path) -> None:
     _ec2_tags()
     _autoscaling()
     _elbv2_tags()
-    _security_groups()
 
 
-def _wrap(owner, name: str, check) -> None:
-    """Run `check(self, *args, **kwargs)` before `owner.name`; applied once per process."""
-    original = getattr(owner, name)
-    if getattr(original, "__sandbox_checked__", False):
-        return
+def _wrap(target, name: str, check, signature: str) -> None:
+    """Run `check(self, *args, **kwargs)` before moto's `target.name`."""
+    def checking(moto):
+        def checked(self, *args, **kwargs):
+            check(self, *args, **kwargs)
+            return moto(self, *args, **kwargs)
 
-    def checked(self, *args, **kwargs):
-        check(self, *args, **kwargs)
-        return original(self, *args, **kwargs)
+        return checked
 
-    checked.__sandbox_checked__ = True
-    checked.__wrapped__ = original
-    setattr(owner, name, checked)
+    seams.wrap(target, name, checking, signature=signature, owner=__name__)
 
 
 def tag_problem(key: str, value: str | None) -> str | None:
@@ -68,17 +68,12 @@ def _forward_actions() -> None:
     from moto.elbv2.models import ELBv2Backend
 
     # CreateListener, CreateRule and ModifyRule validate their actions here; ModifyListener
-    # does not validate them at all in moto.
-    _wrap(ELBv2Backend, "_validate_actions", lambda self, actions: _check_forward(actions))
-
-    def check_modify(self, arn, port=None, protocol=None, ssl_policy=None, certificates=None,
-                     actions=None) -> None:
-        _check_forward(actions or [])
-
-    _wrap(ELBv2Backend, "modify_listener", check_modify)
+    # does not validate them at all in moto: sandbox.aws.elbv2.listeners calls check_forward.
+    _wrap(ELBv2Backend, "_validate_actions", lambda self, actions: check_forward(actions),
+          "(self, actions: list[moto.elbv2.models.FakeAction]) -> None")
 
 
-def _check_forward(actions) -> None:
+def check_forward(actions) -> None:
     from moto.elbv2.exceptions import ValidationError
 
     for index, action in enumerate(actions, 1):
@@ -105,7 +100,8 @@ def _ec2_tags() -> None:
             if problem:
                 raise EC2ClientError("InvalidParameterValue", problem)
 
-    _wrap(TagBackend, "create_tags", check)
+    _wrap(TagBackend, "create_tags", check,
+          "(self, resource_ids: list[str], tags: dict[str, str]) -> bool")
 
 
 def _internal_aws_tag(key: str) -> bool:
@@ -119,10 +115,29 @@ def _internal_aws_tag(key: str) -> bool:
 def _autoscaling() -> None:
     from moto.autoscaling.models import AutoScalingBackend
 
-    _wrap(AutoScalingBackend, "create_auto_scaling_group", _check_create)
-    _wrap(AutoScalingBackend, "update_auto_scaling_group", _check_update)
+    _wrap(AutoScalingBackend, "create_auto_scaling_group", _check_create, CREATE_GROUP)
+    _wrap(AutoScalingBackend, "update_auto_scaling_group", _check_update, UPDATE_GROUP)
     _set_desired_request()
-    _wrap(AutoScalingBackend, "create_or_update_tags", _check_asg_tags)
+    _wrap(AutoScalingBackend, "create_or_update_tags", _check_asg_tags,
+          "(self, tags: 'list[dict[str, str]]') -> 'None'")
+
+
+CREATE_GROUP = (
+    "(self, name: 'str', availability_zones: 'list[str]', desired_capacity: 'None | str | int', "
+    "max_size: 'None | str | int', min_size: 'None | str | int', launch_config_name: 'str', "
+    "launch_template: 'dict[str, Any]', vpc_zone_identifier: 'str | None', default_cooldown: "
+    "'int | None', health_check_period: 'None | str | int', health_check_type: 'str | None', "
+    "load_balancers: 'list[str]', target_group_arns: 'list[str]', placement_group: "
+    "'str | None', termination_policies: 'list[str]', tags: 'list[dict[str, str]]', "
+    "capacity_rebalance: 'bool' = False, new_instances_protected_from_scale_in: 'bool' = False, "
+    "instance_id: 'str | None' = None, mixed_instances_policy: 'dict[str, Any] | None' = None) "
+    "-> 'FakeAutoScalingGroup'")
+UPDATE_GROUP = (
+    "(self, name: 'str', availability_zones: 'list[str]', desired_capacity: 'int | None', "
+    "max_size: 'int | None', min_size: 'int | None', launch_config_name: 'str', "
+    "launch_template: 'dict[str, Any]', vpc_zone_identifier: 'str', health_check_period: 'int', "
+    "health_check_type: 'str', new_instances_protected_from_scale_in: 'bool | None' = None, "
+    "mixed_instances_policy: 'dict[str, Any] | None' = None) -> 'FakeAutoScalingGroup'")
 
 
 def _asg_error(message: str):
@@ -172,7 +187,8 @@ def _set_desired_request() -> None:
         _check_set_desired(self.autoscaling_backend, self._get_param("AutoScalingGroupName"),
                            self._get_int_param("DesiredCapacity"))
 
-    _wrap(AutoScalingResponse, "set_desired_capacity", check)
+    _wrap(AutoScalingResponse, "set_desired_capacity", check,
+          "(self) -> moto.core.responses.ActionResult")
 
 
 def _check_set_desired(backend, group_name, desired_capacity) -> None:
@@ -221,28 +237,24 @@ def _elbv2_tags() -> None:
             if problem:
                 raise ValidationError(problem)
 
-    _wrap(ELBv2Backend, "add_tags", check)
+    _wrap(ELBv2Backend, "add_tags", check,
+          "(self, resource_arns: list[str], tags: list[dict[str, str]]) -> None")
 
 
 # --- security groups --------------------------------------------------------------------------
 
-def _security_groups() -> None:
-    from moto.ec2.models.security_groups import SecurityGroupBackend
+def check_security_group(description: str | None) -> None:
+    """CreateSecurityGroup's GroupDescription."""
+    _check_description("GroupDescription", description)
 
-    def check_create(self, name, description, *args, **kwargs) -> None:
-        _check_description("GroupDescription", description)
 
-    def check_rules(self, group_name_or_id, ip_protocol, from_port, to_port, ip_ranges, *args,
-                    **kwargs) -> None:
-        for entry in ip_ranges or []:
-            if not isinstance(entry, dict):
-                continue
-            _check_ipv4("CidrIp", entry.get("CidrIp"))
-            _check_description("Description", entry.get("Description"))
-
-    _wrap(SecurityGroupBackend, "create_security_group", check_create)
-    _wrap(SecurityGroupBackend, "authorize_security_group_ingress", check_rules)
-    _wrap(SecurityGroupBackend, "authorize_security_group_egress", check_rules)
+def check_rules(ip_ranges) -> None:
+    """AuthorizeSecurityGroupIngress/Egress's IpRanges."""
+    for entry in ip_ranges or []:
+        if not isinstance(entry, dict):
+            continue
+        _check_ipv4("CidrIp", entry.get("CidrIp"))
+        _check_description("Description", entry.get("Description"))
 
 
 def _check_description(field: str, text: str | None) -> None:

@@ -1,9 +1,10 @@
 """Where the sandbox replaces moto's code: each replacement declared, checked, and owned once.
 
-Every module under sandbox/aws replaces a moto attribute only through `replace`, naming the
-signature the replacement was written against. Before the server serves, each replaced attribute
-must still exist in the installed moto with that signature, and no attribute may be replaced by
-two modules (the result would depend on the order they are applied in). A moto upgrade that
+Every module under sandbox/aws replaces a moto attribute only through `wrap` or `replace`, naming
+the signature the replacement was written against, and adds one moto lacks only through `add`.
+Before the server serves, each replaced attribute must still exist in the installed moto with that
+signature (and an added one must still be missing), and no attribute may be replaced by two
+modules (the result would depend on the order they are applied in). A moto upgrade that
 changes one fails here, at start-up, in one line naming the attribute and moto's version, rather
 than as a wrong answer later.
 """
@@ -90,6 +91,35 @@ def replace(target, name: str, new, *, signature: str | None, owner: str) -> Non
     wrap(target, name, lambda _moto: new, signature=signature, owner=owner)
 
 
+def add(target, name: str, value, *, owner: str) -> None:
+    """Give moto's `target` an attribute it does not define (an operation moto does not answer, or
+    a property over what its instances keep). A moto that defines it itself refuses, as for a
+    changed signature: the sandbox's would hide moto's. Again by the same owner: nothing."""
+    full = dotted(target, name)
+    seen = SEAMS.get(full)
+    if seen is not None and seen.owner != owner:
+        raise SeamChanged(f"{full} is replaced by both {seen.owner} and {owner}: give it one "
+                          f"owner")
+    if id(target) in _targets(full):
+        return
+    if hasattr(target, name):
+        raise SeamChanged(f"moto {moto_version()} now has {full}, which {owner} adds")
+    setattr(target, name, value)
+    SEAMS.setdefault(full, Seam(full, owner, None)).targets.add(id(target))
+
+
 def _targets(full: str) -> set[int]:
     seen = SEAMS.get(full)
     return seen.targets if seen is not None else set()
+
+
+def uses(module: str, name: str, owner: str):
+    """A moto attribute the sandbox calls but does not replace (its server's WSGI parts): it
+    must exist, or the server refuses to start naming it."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise SeamChanged(f"moto {moto_version()} has no {module}.{name}, which {owner} "
+                          f"uses") from None

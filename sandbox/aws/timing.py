@@ -22,10 +22,13 @@ scale, sandbox/clock.py):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 from pathlib import Path
 
 from sandbox import clock
+from sandbox.aws import seams
 
 INSTANCE_PENDING = 30
 IMAGE_VISIBLE = 5
@@ -38,12 +41,7 @@ PROFILE_VISIBLE = 10
 
 def apply(state_dir: Path) -> None:
     clock.use(state_dir)
-    from moto.ec2.models.amis import Ami, AmiBackend
-
-    if hasattr(Ami, "_sandbox_timed"):
-        return
-    Ami._sandbox_timed = True
-    _images(Ami, AmiBackend)
+    _images()
     _snapshots()
     _instances()
     _autoscaling()
@@ -52,8 +50,12 @@ def apply(state_dir: Path) -> None:
 
 
 # --- images -----------------------------------------------------------------------------------
+# CreateImage, CopyImage, DescribeImages and DeregisterImage are sandbox.aws.ec2.images's; the
+# functions below are the steps they take for the images' timing.
 
-def _images(Ami, AmiBackend) -> None:
+def _images() -> None:
+    from moto.ec2.models.amis import Ami
+
     def get_state(self):
         state = self.__dict__.get("_sandbox_state", "available")
         ready = self.__dict__.get("_sandbox_ready")
@@ -65,15 +67,13 @@ def _images(Ami, AmiBackend) -> None:
     def set_state(self, value):
         self._sandbox_state = value
 
-    Ami.state = property(get_state, set_state)
-
-    _time_creation(AmiBackend, "create_image", IMAGE_PENDING)
-    _time_copy(AmiBackend)
-    _hide_new_images(AmiBackend)
-    _release_snapshots_late(AmiBackend)
+    seams.add(Ami, "state", property(get_state, set_state), owner=__name__)
+    _release_snapshots_late()
 
 
-def _start_pending(image, pending: float) -> None:
+def start_pending(image, pending: float) -> None:
+    """A new image (and its snapshot) is pending for `pending` seconds, and listed only after
+    IMAGE_VISIBLE."""
     image._sandbox_visible = clock.after(IMAGE_VISIBLE)
     image._sandbox_ready = clock.after(pending)
     image.state = "pending"
@@ -82,54 +82,36 @@ def _start_pending(image, pending: float) -> None:
         snapshot._sandbox_ready = image._sandbox_ready
 
 
-def _time_creation(AmiBackend, name: str, pending: float) -> None:
-    original = getattr(AmiBackend, name)
-
-    def timed(self, *args, **kwargs):
-        image = original(self, *args, **kwargs)
-        _start_pending(image, pending)
-        return image
-
-    timed.__wrapped__ = original
-    setattr(AmiBackend, name, timed)
-
-
 _REQUEST = threading.local()
 
 
-def _time_copy(AmiBackend) -> None:
-    original = AmiBackend.copy_image
-
-    def copy_image(self, *args, **kwargs):
-        token = getattr(_REQUEST, "client_token", None)
-        tokens = self.__dict__.setdefault("_sandbox_copy_tokens", {})
-        if token and token in tokens and tokens[token] in self.amis:
-            return self.amis[tokens[token]]  # the same image, whatever became of it
-        image = original(self, *args, **kwargs)
-        _start_pending(image, COPY_PENDING)
-        if token:
-            tokens[token] = image.id
-        return image
-
-    copy_image.__wrapped__ = original
-    AmiBackend.copy_image = copy_image
-    _pass_client_token()
+@contextlib.contextmanager
+def client_token(token: str | None):
+    """moto's CopyImage response handler drops ClientToken: hand it to the backend's CopyImage
+    for the length of the request."""
+    _REQUEST.client_token = token
+    try:
+        yield
+    finally:
+        _REQUEST.client_token = None
 
 
-def _pass_client_token() -> None:
-    """moto's CopyImage response handler drops ClientToken; hand it to the backend."""
-    from moto.ec2.responses.amis import AmisResponse
+def copied_before(backend):
+    """The image a CopyImage with this request's ClientToken made already, whatever became of
+    it, or None."""
+    token = getattr(_REQUEST, "client_token", None)
+    tokens = backend.__dict__.setdefault("_sandbox_copy_tokens", {})
+    if token and token in tokens and tokens[token] in backend.amis:
+        return backend.amis[tokens[token]]
+    return None
 
-    original = AmisResponse.copy_image
 
-    def copy_image(self):
-        _REQUEST.client_token = self._get_param("ClientToken")
-        try:
-            return original(self)
-        finally:
-            _REQUEST.client_token = None
-
-    AmisResponse.copy_image = copy_image
+def copy_pending(backend, image) -> None:
+    """A new copy is pending for COPY_PENDING, and its ClientToken names it from now on."""
+    start_pending(image, COPY_PENDING)
+    token = getattr(_REQUEST, "client_token", None)
+    if token:
+        backend.__dict__.setdefault("_sandbox_copy_tokens", {})[token] = image.id
 
 
 def _key_unusable(image) -> bool:
@@ -151,44 +133,44 @@ def _snapshot_key(image) -> str | None:
     return getattr(snapshot, "kms_key_id", None) if snapshot is not None else None
 
 
-def _hide_new_images(AmiBackend) -> None:
-    original = AmiBackend.describe_images
+def visible(images: list, ami_ids) -> list:
+    """What DescribeImages lists: images younger than IMAGE_VISIBLE are not there yet (asked for
+    by id, only they: InvalidAMIID)."""
+    shown = [i for i in images if clock.settled(i, "_sandbox_visible")]
+    if ami_ids and images and not shown:
+        from moto.ec2.exceptions import InvalidAMIIdError
 
-    def describe_images(self, ami_ids=None, *args, **kwargs):
-        images = original(self, ami_ids, *args, **kwargs)
-        visible = [i for i in images if clock.settled(i, "_sandbox_visible")]
-        if ami_ids and images and not visible:
-            from moto.ec2.exceptions import InvalidAMIIdError
-
-            raise InvalidAMIIdError(ami_ids)
-        return visible
-
-    describe_images.__wrapped__ = original
-    AmiBackend.describe_images = describe_images
+        raise InvalidAMIIdError(ami_ids)
+    return shown
 
 
-def _release_snapshots_late(AmiBackend) -> None:
+def snapshots_of(backend, ami_id: str) -> list:
+    """Before DeregisterImage: the image's snapshots."""
+    return [s for s in backend.snapshots.values() if s.from_ami == ami_id]
+
+
+def release_late(snapshots: list) -> None:
+    """After DeregisterImage: its snapshots stay in use for SNAPSHOT_RELEASE."""
+    for snapshot in snapshots:
+        snapshot._sandbox_released = clock.after(SNAPSHOT_RELEASE)
+
+
+def _release_snapshots_late() -> None:
     from moto.ec2.exceptions import InvalidSnapshotInUse
     from moto.ec2.models.elastic_block_store import EBSBackend
 
-    original_deregister = AmiBackend.deregister_image
+    def refuse_in_use(moto_delete):
+        def delete_snapshot(self, snapshot_id):
+            snapshot = self.snapshots.get(snapshot_id)
+            if snapshot is not None and not clock.settled(snapshot, "_sandbox_released"):
+                raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
+            return moto_delete(self, snapshot_id)
 
-    def deregister_image(self, ami_id):
-        snapshots = [s for s in self.snapshots.values() if s.from_ami == ami_id]
-        original_deregister(self, ami_id)
-        for snapshot in snapshots:
-            snapshot._sandbox_released = clock.after(SNAPSHOT_RELEASE)
+        return delete_snapshot
 
-    AmiBackend.deregister_image = deregister_image
-    original_delete = EBSBackend.delete_snapshot
-
-    def delete_snapshot(self, snapshot_id):
-        snapshot = self.snapshots.get(snapshot_id)
-        if snapshot is not None and not clock.settled(snapshot, "_sandbox_released"):
-            raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
-        return original_delete(self, snapshot_id)
-
-    EBSBackend.delete_snapshot = delete_snapshot
+    seams.wrap(EBSBackend, "delete_snapshot", refuse_in_use,
+               signature="(self, snapshot_id: str) -> moto.ec2.models.elastic_block_store.Snapshot",
+               owner=__name__)
 
 
 # --- snapshots --------------------------------------------------------------------------------
@@ -205,8 +187,10 @@ def _snapshots() -> None:
     def set_status(self, value):
         self._sandbox_status = value
 
-    Snapshot.status = property(get_status, set_status)
-    Snapshot.progress = property(lambda self: "100%" if self.status == "completed" else "42%")
+    seams.add(Snapshot, "status", property(get_status, set_status), owner=__name__)
+    seams.replace(Snapshot, "progress",
+                  property(lambda self: "100%" if self.status == "completed" else "42%"),
+                  signature="(self) -> str", owner=__name__)
 
 
 # --- instances --------------------------------------------------------------------------------
@@ -243,7 +227,7 @@ def _instances() -> None:
             self._sandbox_running_at = None
         self._sandbox_state = value
 
-    Instance._state = property(get_state, set_state)
+    seams.add(Instance, "_state", property(get_state, set_state), owner=__name__)
 
 
 # --- Auto Scaling -----------------------------------------------------------------------------
@@ -264,47 +248,51 @@ def _autoscaling() -> None:
             self._sandbox_in_service = clock.after(ASG_PENDING)
         self._sandbox_lifecycle = value
 
-    InstanceState.lifecycle_state = property(get_lifecycle, set_lifecycle)
+    seams.add(InstanceState, "lifecycle_state", property(get_lifecycle, set_lifecycle),
+              owner=__name__)
 
 
 # --- target health ----------------------------------------------------------------------------
 
 def _target_health() -> None:
-    from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+    from moto.elbv2.models import FakeTargetGroup
 
-    original_register = FakeTargetGroup.register
+    def pending_first(moto_register):
+        def register(self, targets):
+            registered = self.__dict__.setdefault("_sandbox_registered", {})
+            wait = int(self.health_check_interval_seconds) * int(self.healthy_threshold_count)
+            running = []
+            for target in targets:
+                if target["Id"] not in self.targets:
+                    registered[target["Id"]] = clock.after(wait)
+                if _still_pending(self, target["Id"]):
+                    # Auto Scaling registers its instances as they launch; moto asks them to run.
+                    self.targets[target["Id"]] = {"Id": target["Id"],
+                                                  "Port": target.get("Port", self.port)}
+                else:
+                    running.append(target)
+            return moto_register(self, running)
 
-    def register(self, targets):
-        registered = self.__dict__.setdefault("_sandbox_registered", {})
-        wait = int(self.health_check_interval_seconds) * int(self.healthy_threshold_count)
-        running = []
-        for target in targets:
-            if target["Id"] not in self.targets:
-                registered[target["Id"]] = clock.after(wait)
-            if _still_pending(self, target["Id"]):
-                # Auto Scaling registers its instances as they launch; moto asks them to run.
-                self.targets[target["Id"]] = {"Id": target["Id"],
-                                              "Port": target.get("Port", self.port)}
-            else:
-                running.append(target)
-        return original_register(self, running)
+        return register
 
-    FakeTargetGroup.register = register
-    original_health = ELBv2Backend.describe_target_health
+    seams.wrap(FakeTargetGroup, "register", pending_first,
+               signature="(self, targets: list[dict[str, typing.Any]]) -> None", owner=__name__)
 
-    def describe_target_health(self, target_group_arn, targets):
-        statuses = original_health(self, target_group_arn, targets)
-        group = self.target_groups.get(target_group_arn)
-        registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
-        for target_id, moment in list(registered.items()):
-            if clock.passed(moment):  # requests run on threads: another may have dropped it already
-                registered.pop(target_id, None)
-        return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
-                                 "Elb.InitialHealthChecking", "Initial health checks in progress")
-                if s.status == "healthy" and s.instance_id in registered else s
-                for s in statuses]
 
-    ELBv2Backend.describe_target_health = describe_target_health
+def initial_until_checked(backend, target_group_arn: str, statuses: list) -> list:
+    """A step of DescribeTargetHealth (sandbox.aws.elbv2.target_health's): a target registered
+    less than HealthyThresholdCount x HealthCheckIntervalSeconds ago is `initial`."""
+    from moto.elbv2.models import FakeHealthStatus
+
+    group = backend.target_groups.get(target_group_arn)
+    registered = group.__dict__.get("_sandbox_registered", {}) if group else {}
+    for target_id, moment in list(registered.items()):
+        if clock.passed(moment):  # requests run on threads: another may have dropped it already
+            registered.pop(target_id, None)
+    return [FakeHealthStatus(s.instance_id, s.port, s.health_check_port, "initial",
+                             "Elb.InitialHealthChecking", "Initial health checks in progress")
+            if s.status == "healthy" and s.instance_id in registered else s
+            for s in statuses]
 
 
 def _still_pending(group, target_id: str) -> bool:
@@ -318,29 +306,33 @@ def _still_pending(group, target_id: str) -> bool:
 def _instance_profiles() -> None:
     from moto.ec2.responses import instances as responses
 
-    original = responses.filter_iam_instance_profiles
+    def not_yet_visible(moto_filter):
+        return functools.partial(_filter_iam_instance_profiles, moto_filter)
 
-    def filter_iam_instance_profiles(account_id, partition, iam_instance_profile_arn,
-                                     iam_instance_profile_name):
-        from moto.ec2.exceptions import EC2ClientError
+    seams.wrap(responses, "filter_iam_instance_profiles", not_yet_visible,
+               signature="(account_id: str, partition: str, iam_instance_profile_arn: str | None, "
+                         "iam_instance_profile_name: str | None) -> Any", owner=__name__)
 
-        given = iam_instance_profile_arn or iam_instance_profile_name
-        field = "arn" if iam_instance_profile_arn else "name"
-        invalid = EC2ClientError("InvalidParameterValue",
-                                 f"Value ({given}) for parameter iamInstanceProfile.{field} is "
-                                 f"invalid. Invalid IAM Instance Profile {field}")
-        try:
-            profile = original(account_id, partition, iam_instance_profile_arn,
-                               iam_instance_profile_name)
-        except EC2ClientError:
-            raise
-        except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
-            raise invalid from None
-        if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
-            raise invalid
-        return profile
 
-    responses.filter_iam_instance_profiles = filter_iam_instance_profiles
+def _filter_iam_instance_profiles(moto_filter, account_id, partition, iam_instance_profile_arn,
+                                  iam_instance_profile_name):
+    from moto.ec2.exceptions import EC2ClientError
+
+    given = iam_instance_profile_arn or iam_instance_profile_name
+    field = "arn" if iam_instance_profile_arn else "name"
+    invalid = EC2ClientError("InvalidParameterValue",
+                             f"Value ({given}) for parameter iamInstanceProfile.{field} is "
+                             f"invalid. Invalid IAM Instance Profile {field}")
+    try:
+        profile = moto_filter(account_id, partition, iam_instance_profile_arn,
+                              iam_instance_profile_name)
+    except EC2ClientError:
+        raise
+    except Exception:  # noqa: BLE001 - moto's IAM NotFound: AWS answers as EC2 does here
+        raise invalid from None
+    if profile is not None and not _old_enough(profile.create_date, PROFILE_VISIBLE):
+        raise invalid
+    return profile
 
 
 def _old_enough(created, seconds: float) -> bool:

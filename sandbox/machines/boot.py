@@ -6,34 +6,61 @@ Run by `unshare` as PID 1 of new mount, PID, network, UTS and IPC namespaces:
 
 SPEC: {"root", "upper", "work", "layers": [read-only layers, topmost first], "scratch": a folder
 for a tmpfs of the boot's own, "binds": [host folders shown read-only at the same path],
-"hide": [host paths the instance must not see], "hostname", "address"}.
+"hide": [host paths the instance must not see], "hostname", "address", "ids": the host uid and
+gid of the instance's root, run as root (userns.instance_ids), else null}.
+
+Run as root, the boot builds the filesystem as the host's root, then moves into a user namespace
+of the instance's own, whose ids 0-65535 are the host's "ids" onwards, and becomes its init
+there: no process of the instance is the host's root or any host user, and it holds no power
+over its mounts or its network (those namespaces belong to the host's root).
 
 The root is an overlay of the layers over a skeleton (the top-level folders and the host's
-`/bin` → `usr/bin` style links); each of the host's system folders (`/usr`, `/etc`, `/opt`,
-`/var`) is an overlay of the layers' copy of that folder over the host's, whose programs the
-instance runs. Nothing else of the host is there: not homes, not `/root`, not the sandbox's state.
-The layers are stacked where they lie on disk, so an image's files are shared by all its
-instances, never copied. Both overlays write into `upper` (the root's into it, a system folder's
-into `upper/<folder>`), which is what an image of the instance keeps. Everything mounted here
-lives in the instance's own mount namespace and goes when its last process ends; the host's
-mounts are never touched (propagation is made private first).
+`/bin` → `usr/bin` style links); each folder the host shares (HOST_SHARED: `/usr`, `/etc`) is an
+overlay of the layers' copy of that folder over the host's, whose programs the instance runs.
+Everything else is the image's: `/var` (logs, caches, dnf's and rpm's databases, `/var/tmp`),
+`/opt`, the homes and `/root` come from the layers alone (the base image's as Amazon Linux 2023
+ships them, then what images wrote), and `/tmp`, `/run` and `/dev` are the instance's own
+tmpfs; so whatever the host's history left in its own `/var` never shows. The layers are stacked
+where they lie on disk, so an image's files are shared by all its instances, never copied. Both
+overlays write into `upper` (the root's into it, a shared folder's into `upper/<folder>`), which
+is what an image of the instance keeps. Everything mounted here lives in the instance's own mount
+namespace and goes when its last process ends; the host's mounts are never touched (propagation
+is made private first).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import subprocess
 import sys
 
 from sandbox import userns
+from sandbox.machines import confine
 
+CLONE_NEWUSER = 0x10000000
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT = "/usr/lib/systemd/systemd"
+# Read-only inside, as a container runtime makes them: the kernel's settings and triggers.
+READ_ONLY_PROC = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 CLOUD_INIT = "/usr/libexec/cloud-init/stage"
-# The host folders an instance runs on: its programs, their libraries and configuration.
-HOST_DIRS = ("usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The one list of what an instance takes from the host, read-only under the image's layers (an
+# instance's writes go to its own layer): the host's programs stand in for the packages of an
+# AMI. Nothing of the host's state is there: /var, /opt, homes come from the image alone.
+HOST_SHARED = {
+    "usr": "the programs and libraries an instance runs (sh, python3, dnf, rpm, sudo, ruby)",
+    "etc": "the configuration those programs read (the dynamic linker's cache, alternatives, "
+           "certificates); the image's own files lie over it (os-release, accounts, dnf, sudo) "
+           "and its folders hide the host's units and repositories (image.HIDDEN)",
+    "bin": "programs, where the host keeps them outside /usr (else a link into /usr)",
+    "sbin": "the same, for system programs",
+    "lib": "libraries and the dynamic loader, where the host keeps them outside /usr",
+    "lib32": "the same, for 32-bit programs",
+    "lib64": "the same, for the 64-bit dynamic loader's path",
+    "libx32": "the same, for x32 programs",
+}
 # The rest of an Amazon Linux 2023 root's top level (mount points among them), with its modes.
 TOP = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755, "tmp": 0o1777, "home": 0o755,
        "root": 0o550, "mnt": 0o755, "media": 0o755, "srv": 0o755, "boot": 0o555}
@@ -56,10 +83,12 @@ def main(spec: dict) -> None:
     root = spec["root"]
     mount("--make-rprivate", "/")
     mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", spec["scratch"])
-    host_dirs = [name for name in HOST_DIRS
+    host_dirs = [name for name in HOST_SHARED
                  if os.path.isdir("/" + name) and not os.path.islink("/" + name)]
     for name in host_dirs:
         os.makedirs(f"{spec['upper']}/{name}", exist_ok=True)
+        if spec.get("ids"):  # the shared folder's top, the instance's root's
+            os.chown(f"{spec['upper']}/{name}", *spec["ids"])
     skeleton = _skeleton(spec["scratch"], spec["binds"])
     overlay(root, [*spec["layers"], skeleton], spec["upper"], f"{spec['work']}/_root")
     for name in host_dirs:
@@ -69,13 +98,17 @@ def main(spec: dict) -> None:
     for path in spec["hide"]:
         if os.path.isdir(root + path):
             mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", root + path)
-    _kernel_filesystems(root)
+    _kernel_filesystems(root, spec.get("ids"))
     _network(root, spec)
     os.chdir(root)
     # The old root goes: nothing in the instance can reach the host's filesystem again.
     subprocess.run(["pivot_root", ".", "."], check=True)
     subprocess.run(["umount", "-l", "."], check=True)
     os.chdir("/")
+    if spec.get("ids"):
+        _own_user_namespace(*spec["ids"])
+    # Every process from here on (cloud-init's, init's, their services') is confined.
+    confine.confine()
     # cloud-init's early stage (write_files) runs before any service starts, as on EC2.
     if os.access(CLOUD_INIT, os.X_OK):
         subprocess.run([CLOUD_INIT, "init"], check=False)
@@ -88,7 +121,7 @@ def _skeleton(scratch: str, binds: list[str]) -> str:
     /usr), and mount points for the bound folders."""
     skeleton = f"{scratch}/skeleton"
     os.makedirs(skeleton)
-    for name in HOST_DIRS:
+    for name in HOST_SHARED:
         if os.path.islink("/" + name):
             os.symlink(os.readlink("/" + name), f"{skeleton}/{name}")
         elif os.path.isdir("/" + name):
@@ -102,7 +135,7 @@ def _skeleton(scratch: str, binds: list[str]) -> str:
 
 
 def _system_dir(spec: dict, name: str) -> None:
-    """/<name>: the layers' /<name> over the host's."""
+    """/<name>, a folder the host shares: the layers' /<name> over the host's."""
     host = "/" + name
     lowers = [_outside(f"{layer}/{name}", host, f"{spec['scratch']}/{number}")
               for number, layer in enumerate(spec["layers"])
@@ -122,12 +155,48 @@ def _outside(layer: str, host: str, copy_dir: str) -> str:
     return copy
 
 
-def _kernel_filesystems(root: str) -> None:
+def _own_user_namespace(uid: int, gid: int) -> None:
+    """Become root of a new user namespace whose ids 0-65535 are the host's `uid`/`gid`
+    onwards. Its maps are written from outside it, by a child left in the host's namespace."""
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(go)
+        os.read(ready, 1)
+        parent = os.getppid()
+        for kind, start in (("uid", uid), ("gid", gid)):
+            with open(f"/proc/{parent}/{kind}_map", "w") as mapping:
+                mapping.write(f"0 {start} {userns.IDS}\n")
+        os._exit(0)
+    os.close(ready)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        raise OSError(ctypes.get_errno(), "unshare of a user namespace")
+    os.write(go, b"y")
+    os.close(go)
+    _pid, status = os.waitpid(child, 0)
+    if status != 0:
+        raise RuntimeError("the instance's id maps were not written")
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _kernel_filesystems(root: str, ids: list[int] | None) -> None:
     mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
+    for name in READ_ONLY_PROC:
+        target = f"{root}/proc/{name}"
+        if os.path.exists(target):
+            mount("--bind", target, target)
+            mount("-o", "remount,bind,ro,nosuid,nodev,noexec", target)
     mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
+    owner = f",uid={ids[0]},gid={ids[1]}" if ids else ""  # the instance's root's
     for path, options in (("/run", "mode=0755"), ("/tmp", "mode=1777"), ("/dev", "mode=0755")):
-        mount("-t", "tmpfs", "-o", f"nosuid,{options}", "tmpfs", root + path)
-    _devices(root)
+        mount("-t", "tmpfs", "-o", f"nosuid,{options}{owner}", "tmpfs", root + path)
+    os.mkdir(f"{root}/run/lock", 0o755)  # /var/lock's target, as systemd-tmpfiles makes it
+    if ids:
+        os.chown(f"{root}/run/lock", *ids)
+    _devices(root, owner)
 
 
 def _network(root: str, spec: dict) -> None:
@@ -139,11 +208,17 @@ def _network(root: str, spec: dict) -> None:
     with open(f"{root}/etc/hosts", "w") as hosts:
         hosts.write(f"127.0.0.1 localhost\n::1 localhost\n"
                     f"{spec['address']} {spec['hostname']}\n")
+    if spec.get("ids"):
+        os.chown(f"{root}/etc/hosts", *spec["ids"])
+        # Its network belongs to the host's root, not to the instance's: its root may still
+        # listen on any port (80, 443), as on EC2. /proc here is still the host's mount.
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as start:
+            start.write("0\n")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "addr", "add", f"{spec['address']}/32", "dev", "lo"], check=True)
 
 
-def _devices(root: str) -> None:
+def _devices(root: str, owner: str) -> None:
     for name in DEVICES:
         target = f"{root}/dev/{name}"
         open(target, "w").close()
@@ -151,7 +226,7 @@ def _devices(root: str) -> None:
     os.makedirs(f"{root}/dev/pts")
     os.makedirs(f"{root}/dev/shm")
     mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts", f"{root}/dev/pts")
-    mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", f"{root}/dev/shm")
+    mount("-t", "tmpfs", "-o", f"nosuid,nodev,mode=1777{owner}", "tmpfs", f"{root}/dev/shm")
     os.symlink("pts/ptmx", f"{root}/dev/ptmx")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):

@@ -1,12 +1,14 @@
 """The sandbox's base image: the read-only layer that makes an instance look like Amazon Linux 2023.
 
-It lies over the host's own root filesystem (whose programs the instance runs: sh, python3, dnf,
-rpm, sudo, ruby) and holds what differs on AL2023: `/etc/os-release` (ID=amzn, VERSION_ID=2023),
-`/usr/bin/yum` → `dnf-3`, an rpm database under `/var/lib/rpm` that already lists what a base AMI
-provides (python3, bash, systemd, sudo, …, plus `kiln.sandbox.base_provides`), the `ec2-user`
-account with sudo, cloud-init's stages (cloudinit.py), and docker-systemctl-replacement as
-`/usr/bin/systemctl` and as PID 1 (`/usr/lib/systemd/systemd`), so Chef's `service` resource
-enables and starts units.
+It lies over the folders of programs the host shares (boot.HOST_SHARED: /usr and /etc, whose sh,
+python3, dnf, rpm, sudo and ruby the instance runs) and holds the rest of the root: AL2023's
+`/var` (its logs, caches, dnf's and rpm's databases empty, `/var/tmp`), `/opt` and the homes, so
+that an instance never starts from the host's leftovers; and what differs on AL2023:
+`/etc/os-release` (ID=amzn, VERSION_ID=2023), `/usr/bin/yum` → `dnf-3`, an rpm database under
+`/var/lib/rpm` that already lists what a base AMI provides (python3, bash, systemd, sudo, …, plus
+`kiln.sandbox.base_provides`), the `ec2-user` account with sudo, cloud-init's stages
+(cloudinit.py), and docker-systemctl-replacement as `/usr/bin/systemctl` and as PID 1
+(`/usr/lib/systemd/systemd`), so Chef's `service` resource enables and starts units.
 
     ensure(state_dir, provides=(), chef_solo=None) -> Path   # built once per content, reused
 
@@ -22,12 +24,14 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 from sandbox import userns
+from sandbox.machines import boot, confine, images
 
 OS_RELEASE = """\
 NAME="Amazon Linux"
@@ -65,11 +69,25 @@ root    ALL=(ALL)       ALL
 #includedir /etc/sudoers.d
 """
 EC2_USER = ("ec2-user", 1000)
+CONFINE = "/usr/libexec/kiln-sandbox/confine"  # confine.py, run by the instance's python3
 _building = threading.Lock()
-# The host's folders that are not the instance's (its units, sshd's, …; cloud-init's state): the
+# The host's folders that are not the instance's (its units, sshd's, …; its repositories): the
 # image's own, empty, hide them.
 HIDDEN = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
-          "etc/sudoers.d", "var/lib/cloud", *(f"etc/rc{level}.d" for level in "0123456S"))
+          "etc/sudoers.d", *(f"etc/rc{level}.d" for level in "0123456S"))
+# Amazon Linux 2023's /var, as its AMI ships it (the instance's, never the host's): folders with
+# their modes, its empty login records, and its links into /run.
+VAR_FOLDERS = {
+    "var": 0o755, "var/adm": 0o755, "var/cache": 0o755, "var/cache/dnf": 0o755,
+    "var/cache/ldconfig": 0o700, "var/db": 0o755, "var/empty": 0o555, "var/games": 0o755,
+    "var/lib": 0o755, "var/lib/alternatives": 0o755, "var/lib/cloud": 0o755,
+    "var/lib/dnf": 0o755, "var/lib/misc": 0o755, "var/lib/rpm": 0o755,
+    "var/lib/rpm-state": 0o755, "var/lib/systemd": 0o755, "var/local": 0o755, "var/log": 0o755,
+    "var/log/journal": 0o755, "var/log/private": 0o700, "var/opt": 0o755, "var/spool": 0o755,
+    "var/spool/mail": 0o775, "var/tmp": 0o1777,
+}
+VAR_FILES = {"var/log/lastlog": 0o664, "var/log/wtmp": 0o664, "var/log/btmp": 0o660}
+VAR_LINKS = {"var/run": "../run", "var/lock": "../run/lock", "var/mail": "spool/mail"}
 # An opaque folder hides the same folder of the layers below. Without root (in a user namespace)
 # overlayfs reads its marks from user.* xattrs.
 OPAQUE = "user.overlay.opaque" if userns.inside() else "trusted.overlay.opaque"
@@ -119,26 +137,29 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     layer = layer_dir(state_dir)
     capabilities = tuple(dict.fromkeys((*BASE_PROVIDES, *provides)))
     stamp = hashlib.sha256(json.dumps(
-        [capabilities, chef_solo, userns.inside(), OS_RELEASE, DNF_CONF, BASE_SPEC,
-         SUDOERS, cloudinit.STAGE_SCRIPT,
+        [capabilities, chef_solo, userns.inside(), userns.instance_ids(), OS_RELEASE, DNF_CONF,
+         BASE_SPEC, SUDOERS, VAR_FOLDERS, VAR_FILES, VAR_LINKS, HIDDEN, cloudinit.STAGE_SCRIPT,
+         Path(confine.__file__).read_text(),
          cloudinit.CLOUD_FINAL_UNIT, Path(systemctl_module.__file__).stat().st_size],
         sort_keys=True).encode()).hexdigest()
     if (layer.parent / "base.sha256").is_file() and \
             (layer.parent / "base.sha256").read_text() == stamp and layer.is_dir():
         return layer
-    layer.parent.mkdir(parents=True, exist_ok=True)
-    if userns.inside():
-        # Its sudo is setuid to this user, not root: nobody else may reach it.
-        layer.parent.chmod(0o700)
+    # Without root its sudo is setuid to this user: like every layer, nobody else's to reach.
+    images.machines_dir(state_dir)
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
-        if userns.inside():
+        ids = userns.instance_ids()
+        if userns.inside() or ids:  # the instance's root is not the host's
             _without_root(tree)
         _write_files(tree, chef_solo)
         _write_rpm_database(tree, work, capabilities)
+        if ids:
+            userns.shift_owners(tree, *ids)
         if layer.exists():
             shutil.rmtree(layer)
+        tree.chmod(0o700)
         os.replace(tree, layer)
         (layer.parent / "base.sha256").write_text(stamp)
     finally:
@@ -177,9 +198,14 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
     # PID 1's name, which this path gives it.
     link("usr/lib/systemd/systemd", "/usr/bin/systemctl")
     for path in ("etc/systemd/system/multi-user.target.wants", "usr/lib/systemd/system",
-                 "etc/yum.repos.d", "etc/pki/rpm-gpg", "var/log/journal", "var/lib/cloud",
-                 "opt"):
+                 "etc/yum.repos.d", "etc/pki/rpm-gpg", "opt"):
         (tree / path).mkdir(parents=True, exist_ok=True)
+    for name, mode in boot.TOP.items():  # the root's top folders, the instance's root's
+        (tree / name).mkdir(exist_ok=True)
+        (tree / name).chmod(mode)
+    _write_var(tree)
+    # What a session runs first when it enters the instance (instances.enter_command).
+    put(CONFINE.lstrip("/"), "#!/usr/bin/python3\n" + Path(confine.__file__).read_text(), 0o755)
     # cloud-init, as on an AL2023 AMI: its stages run the instance's user data (cloudinit.py).
     put("usr/libexec/cloud-init/stage", cloudinit.STAGE_SCRIPT, 0o755)
     put("usr/lib/systemd/system/cloud-final.service", cloudinit.CLOUD_FINAL_UNIT)
@@ -211,20 +237,28 @@ def _write_files(tree: Path, chef_solo: str | None) -> None:
         put("usr/bin/chef-solo", f'#!/bin/sh\nexec {shlex.quote(chef_solo)} "$@"\n', 0o755)
 
 
+def _write_var(tree: Path) -> None:
+    """AL2023's /var: its folders, empty login records and links (VAR_*)."""
+    for path, mode in VAR_FOLDERS.items():
+        (tree / path).mkdir(parents=True, exist_ok=True)
+        (tree / path).chmod(mode)
+    for path, mode in VAR_FILES.items():
+        (tree / path).touch()
+        (tree / path).chmod(mode)
+    for path, target in VAR_LINKS.items():
+        (tree / path).symlink_to(target)
+
+
 def _without_root(tree: Path) -> None:
     """What a base image needs in a user namespace, where the host's files belong to an
-    unmapped root (nobody): every folder of the host's system folders, as the namespace's root's,
+    unmapped root (nobody): every folder of the folders the host shares, as the namespace's root's,
     so the instance may write into it (the host's files in it can be replaced, not rewritten);
     a copy of the host's /etc, whose files tools rewrite in place (useradd's backups, say);
     and sudo, its plugins and sudoers of the instance's own, since sudo insists on being root's."""
-    for top in ("usr", "etc", "opt", "var"):
-        for folder, names, _files in os.walk(f"/{top}"):
-            for name in names:
-                path = os.path.join(folder, name)
-                with contextlib.suppress(OSError):
-                    if not os.path.islink(path) and not os.path.ismount(path):
-                        (tree / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-                        (tree / path.lstrip("/")).chmod(os.stat(path).st_mode & 0o7777)
+    shared = [top for top in boot.HOST_SHARED if os.path.isdir(f"/{top}") and not
+              os.path.islink(f"/{top}")]
+    for top in shared:
+        _folders_of(f"/{top}", tree)
     _copy_etc(tree)
     for source in ("/usr/bin/sudo", *map(str, Path("/usr/libexec/sudo").glob("*"))):
         target = tree / source.lstrip("/")
@@ -237,8 +271,26 @@ def _without_root(tree: Path) -> None:
     shutil.copy2("/etc/sudo.conf", tree / "etc/sudo.conf")
 
 
+def _folders_of(top: str, tree: Path) -> None:
+    """Every folder under `top` but mounts on it, made in `tree` with its mode."""
+    (tree / top.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    device = os.lstat(top).st_dev
+    pending = [top]
+    while pending:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(info.st_mode) and info.st_dev == device:
+                        target = tree / entry.path.lstrip("/")
+                        target.mkdir(exist_ok=True)
+                        target.chmod(stat.S_IMODE(info.st_mode))
+                        pending.append(entry.path)
+
+
 def _copy_etc(tree: Path) -> None:
-    """The host's /etc files this user may read, but those of the hidden folders."""
+    """The host's /etc files every user may read, but those of the hidden folders (never its
+    secrets: shadow, SSH host keys, …)."""
     hidden = tuple(f"/{path}/" for path in HIDDEN)
     for folder, _names, files in os.walk("/etc"):
         if (folder + "/").startswith(hidden):
@@ -246,7 +298,8 @@ def _copy_etc(tree: Path) -> None:
         for name in files:
             source = os.path.join(folder, name)
             with contextlib.suppress(OSError):
-                shutil.copy2(source, tree / source.lstrip("/"), follow_symlinks=False)
+                if os.path.islink(source) or os.stat(source).st_mode & 0o004:
+                    shutil.copy2(source, tree / source.lstrip("/"), follow_symlinks=False)
 
 
 def _locked(accounts: Path, line: str) -> str:

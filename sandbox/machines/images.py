@@ -7,6 +7,10 @@ deregistered (running instances keep their own copies, as an instance keeps its 
 
     <state>/machines/layers/<layer>/   one frozen layer
     <state>/machines/images.json       image id → [layer, …] (topmost first), for `usage`
+
+`<state>/machines/` is its owner's alone (root's, or the user's of a sandbox without root), as
+are its layers: they hold what images hold (setuid files, a world-writable /var/tmp) and the
+instances' writable layers (a bake's staging dir), none of which another local user may reach.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import threading
 from pathlib import Path
 
 _lock = threading.Lock()
+
+
+def machines_dir(state_dir: str | Path) -> Path:
+    """<state>/machines, made if missing, its owner's alone."""
+    return private(Path(state_dir).resolve() / "machines")
+
+
+def private(path: Path) -> Path:
+    """`path` (made if missing) with no access for anyone but its owner."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def layers_dir(state_dir: str | Path) -> Path:
@@ -37,7 +53,7 @@ def _read(state_dir) -> dict:
 
 def _write(state_dir, index: dict) -> None:
     path = _index_file(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    machines_dir(state_dir)
     path.with_suffix(".tmp").write_text(json.dumps(index, indent=1, sort_keys=True))
     os.replace(path.with_suffix(".tmp"), path)
 
@@ -45,10 +61,11 @@ def _write(state_dir, index: dict) -> None:
 def capture(state_dir, image_id: str, instance_id: str, upper: Path) -> list[str]:
     """Freeze `upper` (the instance's writable layer) as the top layer of a new image."""
     layer = "layer-" + secrets.token_hex(8)
-    target = layers_dir(state_dir) / layer
-    target.parent.mkdir(parents=True, exist_ok=True)
+    machines_dir(state_dir)
+    target = private(layers_dir(state_dir)) / layer
     # cp -a keeps owners, modes, links and overlay whiteouts (character devices 0/0).
     subprocess.run(["cp", "-a", "--reflink=auto", f"{upper}/.", str(target)], check=True)
+    target.chmod(0o700)  # an instance's root folder takes its mode from its own layer
     with _lock:
         index = _read(state_dir)
         stack = [layer, *index["instances"].get(instance_id, [])]

@@ -2,9 +2,11 @@
 
 Each instance is its own mount, PID, network, UTS and IPC namespace (see boot.py) over its own
 writable layer (`upper/`) on read-only layers: the layers it was launched from (an image's, top
-first), the base image (image.py) and, for its system folders (/usr, /etc, /opt, /var), the host's
-underneath, whose programs it runs (boot.py); the layers are used where they lie, never copied.
-Nothing else of the host is there (not homes, not the sandbox's state). Its PID 1 is
+first), the base image (image.py) and, for the folders of programs the host shares (/usr, /etc:
+boot.HOST_SHARED), the host's underneath, whose programs it runs; the layers are used where they
+lie, never copied. Nothing else of the host is there: its state folders (/var, /tmp, /run, homes,
+/opt) are the image's, whatever the host's own hold (not its logs, caches, package databases,
+homes or the sandbox's state). Its PID 1 is
 docker-systemctl-replacement, so units enabled in an image start at launch.
 Its network namespace has only loopback, holding the instance's private address, plus one way
 out: 127.0.0.1:<sandbox port> leads to the sandbox's own endpoint (its S3, the Kiln repository;
@@ -44,13 +46,9 @@ import time
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot, cloudinit, forward, image
+from sandbox.machines import boot, cloudinit, confine, forward, image, images
 
 ROOT = Path(__file__).resolve().parents[2]
-# What a session keeps of root's powers once sudo gives it uid 0 inside the instance: Docker's
-# default set without mknod and raw sockets. No mounting, no devices, no ptrace, no modules.
-SESSION_CAPABILITIES = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
-                        "setpcap", "net_bind_service", "sys_chroot", "audit_write", "setfcap")
 READY_TIMEOUT = 20
 
 
@@ -93,15 +91,19 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     cloud-init; its directory."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
+    images.private(instances_dir(state))  # its writable layer, a bake's staging dir in it
     world = instance_dir(state, instance_id)
     for name in ("upper", "work", "root", "scratch"):
         (world / name).mkdir(parents=True, exist_ok=True)
     cloudinit.prepare(world / "upper", instance_id, user_data)
+    ids = userns.instance_ids()
+    if ids:  # what the instance's root finds in its own layer is its own
+        userns.shift_owners(world / "upper", *ids)
     spec = {"root": str(world / "root"), "upper": str(world / "upper"),
             "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
             "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
             "scratch": str(world / "scratch"), "binds": _binds(chef_solo),
-            "hide": [str(state)], "address": address}
+            "hide": [str(state)], "address": address, "ids": ids}
     with open(world / "console.log", "ab") as log:
         starter = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
@@ -132,12 +134,12 @@ def _save(world: Path, meta: dict) -> None:
 
 def _binds(chef_solo: str | None) -> list[str]:
     """Host folders shown read-only in every instance: the host's Chef installation (the folder
-    above its bin/) when it lies outside the system folders an instance runs on."""
+    above its bin/) when it lies outside the folders the host shares (boot.HOST_SHARED)."""
     if not chef_solo:
         return []
     prefix = Path(chef_solo).resolve().parent.parent
-    # A chef-solo in /bin (a prefix of /) is in a system folder too: never bind the host's /.
-    inside = len(prefix.parts) < 2 or prefix.parts[1] in boot.HOST_DIRS
+    # A chef-solo in /bin (a prefix of /) is in a shared folder too: never bind the host's /.
+    inside = len(prefix.parts) < 2 or prefix.parts[1] in boot.HOST_SHARED
     return [] if inside else [str(prefix)]
 
 
@@ -205,9 +207,9 @@ def enter_command(state_dir: str | Path, instance_id: str) -> list[str]:
     own = ["--user"] if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat(
         "/proc/self/ns/user").st_ino else []
     return ["nsenter", f"--target={pid}", *own, "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", "--wd", "--",
+            "--root", "--wd", "--", image.CONFINE,  # as the instance's init is (boot.py)
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups",
-            "--bounding-set=-all," + ",".join(f"+{c}" for c in SESSION_CAPABILITIES), "--",
+            "--bounding-set=-all," + ",".join(f"+{c}" for c in confine.KEPT_CAPABILITIES), "--",
             "env", "-i", f"HOME=/home/{user}", f"USER={user}", f"LOGNAME={user}",
             "SHELL=/bin/bash", "LANG=C.UTF-8",
             "PATH=/usr/local/bin:/usr/bin:/usr/local/sbin:/usr/sbin"]

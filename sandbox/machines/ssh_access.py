@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cloud.console import say
+from sandbox.machines import images
 from sandbox.machines import instances as machines
 from sandbox.machines.instances import ROOT
 from sandbox.sshd import Sshd, current_user
@@ -69,7 +70,7 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
     # A shell without chef-solo on PATH does not make the sandbox forget the one it had.
     recorded = str(Path(found).resolve()) if found else known.get("chef_solo")
     host = {"chef_solo": recorded, "provides": list(provides), "sandbox_ports": ports}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    images.machines_dir(state_dir)
     _write(path, host)
     return host
 

@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sandbox.aws import seams
 from sandbox.aws.iam import identities
 from sandbox.aws.iam import policy as iam
 
@@ -25,8 +26,14 @@ def apply(state_dir: Path) -> None:
     from moto.autoscaling.models import FakeAutoScalingGroup
     from moto.autoscaling.responses import AutoScalingResponse
 
-    launch = FakeAutoScalingGroup.replace_autoscaling_group_instances
+    seams.wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances", _refusing,
+               signature="(self, count_needed: 'int', propagated_tags: 'dict[str, str]') -> "
+                         "'None'", owner=__name__)
+    seams.replace(AutoScalingResponse, "describe_scaling_activities", _describe_activities,
+                  signature="(self) -> moto.core.responses.ActionResult", owner=__name__)
 
+
+def _refusing(launch):
     def replace_instances(self, count_needed, propagated_tags):
         refused = _refused_key(self)
         if refused:
@@ -34,8 +41,7 @@ def apply(state_dir: Path) -> None:
             return None
         return launch(self, count_needed, propagated_tags)
 
-    FakeAutoScalingGroup.replace_autoscaling_group_instances = replace_instances
-    AutoScalingResponse.describe_scaling_activities = _describe_activities
+    return replace_instances
 
 
 def _refused_key(group) -> str | None:

@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from sandbox import clock
+from sandbox.aws import seams
 from sandbox.machines import instances as machines
 
 CHECK_SECONDS = 10  # AWS time between two health checks of a group's instances
@@ -33,7 +34,8 @@ COUNTED = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 def apply(state_dir: Path) -> None:
     from moto.autoscaling.models import FakeAutoScalingGroup
 
-    FakeAutoScalingGroup.active_instances = _counted
+    seams.replace(FakeAutoScalingGroup, "active_instances", _counted,
+                  signature="(self) -> 'list[InstanceState]'", owner=__name__)
     threading.Thread(target=_loop, args=(state_dir,), daemon=True,
                      name="sandbox-server-groups").start()
 

@@ -8,6 +8,8 @@ and deleting the stack deletes it.
 
 from pathlib import Path
 
+from sandbox.aws import seams
+
 
 def apply(state_dir: Path) -> None:
     from moto.cloudformation import parsing
@@ -55,14 +57,16 @@ def apply(state_dir: Path) -> None:
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
 
-    original = elbv2.FakeLoadBalancer.get_cfn_attribute
+    def with_full_name(moto):
+        def get_cfn_attribute(self, attribute_name):
+            if attribute_name == "LoadBalancerFullName":
+                return self.arn.split(":loadbalancer/", 1)[1]
+            return moto(self, attribute_name)
 
-    def get_cfn_attribute(self, attribute_name):
-        if attribute_name == "LoadBalancerFullName":
-            return self.arn.split(":loadbalancer/", 1)[1]
-        return original(self, attribute_name)
+        return get_cfn_attribute
 
-    elbv2.FakeLoadBalancer.get_cfn_attribute = get_cfn_attribute
+    seams.wrap(elbv2.FakeLoadBalancer, "get_cfn_attribute", with_full_name,
+               signature="(self, attribute_name: str) -> Any", owner=__name__)
     CfnAlarm.__module__ = __name__
 
 

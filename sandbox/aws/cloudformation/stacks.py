@@ -34,6 +34,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sandbox.aws import seams
+
 NO_CHANGES = ("The submitted information didn't contain changes. Submit different information "
               "to create a change set.")
 
@@ -75,29 +77,42 @@ def _apply_bucket_properties(bucket_name: str, properties: dict, account_id: str
 def _patch_bucket() -> None:
     from moto.s3.models import FakeBucket
 
-    create = FakeBucket.create_from_cloudformation_json.__func__
-    update = FakeBucket.update_from_cloudformation_json.__func__
+    def creating(moto):
+        create = moto.__func__
 
-    def create_bucket(cls, resource_name, cloudformation_json, account_id, region_name,
-                      **kwargs):
-        bucket = create(cls, resource_name, cloudformation_json, account_id, region_name,
-                        **kwargs)
-        _apply_bucket_properties(bucket.name, cloudformation_json.get("Properties", {}),
-                                 account_id, region_name)
-        return bucket
+        def create_bucket(cls, resource_name, cloudformation_json, account_id, region_name,
+                          **kwargs):
+            bucket = create(cls, resource_name, cloudformation_json, account_id, region_name,
+                            **kwargs)
+            _apply_bucket_properties(bucket.name, cloudformation_json.get("Properties", {}),
+                                     account_id, region_name)
+            return bucket
 
-    def update_bucket(cls, original_resource, new_resource_name, cloudformation_json,
-                      account_id, region_name):
-        properties = cloudformation_json.setdefault("Properties", {})
-        # moto's own update reads BucketName for tags; CloudFormation allows leaving it out.
-        properties.setdefault("BucketName", original_resource.name)
-        bucket = update(cls, original_resource, new_resource_name, cloudformation_json,
-                        account_id, region_name)
-        _apply_bucket_properties(bucket.name, properties, account_id, region_name)
-        return bucket
+        return classmethod(create_bucket)
 
-    FakeBucket.create_from_cloudformation_json = classmethod(create_bucket)
-    FakeBucket.update_from_cloudformation_json = classmethod(update_bucket)
+    def updating(moto):
+        update = moto.__func__
+
+        def update_bucket(cls, original_resource, new_resource_name, cloudformation_json,
+                          account_id, region_name):
+            properties = cloudformation_json.setdefault("Properties", {})
+            # moto's own update reads BucketName for tags; CloudFormation allows leaving it out.
+            properties.setdefault("BucketName", original_resource.name)
+            bucket = update(cls, original_resource, new_resource_name, cloudformation_json,
+                            account_id, region_name)
+            _apply_bucket_properties(bucket.name, properties, account_id, region_name)
+            return bucket
+
+        return classmethod(update_bucket)
+
+    seams.wrap(FakeBucket, "create_from_cloudformation_json", creating,
+               signature="(cls, resource_name: 'str', cloudformation_json: 'Any', account_id: "
+                         "'str', region_name: 'str', **kwargs: 'Any') -> 'FakeBucket'",
+               owner=__name__)
+    seams.wrap(FakeBucket, "update_from_cloudformation_json", updating,
+               signature="(cls, original_resource: 'Any', new_resource_name: 'str', "
+                         "cloudformation_json: 'Any', account_id: 'str', region_name: 'str') -> "
+                         "'FakeBucket'", owner=__name__)
 
 
 # -- KMS keys ---------------------------------------------------------------------------------
@@ -114,15 +129,20 @@ def _policy_text(policy: Any) -> str:
 def _patch_kms_key() -> None:
     from moto.kms.models import Key, kms_backends
 
-    create = Key.create_from_cloudformation_json.__func__
+    def creating(moto):
+        create = moto.__func__
 
-    def create_key(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
-        properties = cloudformation_json["Properties"]
-        if "KeyPolicy" in properties:
-            properties["KeyPolicy"] = _policy_text(properties["KeyPolicy"])
-        properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]}
-                              for t in properties.get("Tags", [])]
-        return create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        def create_key(cls, resource_name, cloudformation_json, account_id, region_name,
+                       **kwargs):
+            properties = cloudformation_json["Properties"]
+            if "KeyPolicy" in properties:
+                properties["KeyPolicy"] = _policy_text(properties["KeyPolicy"])
+            properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]}
+                                  for t in properties.get("Tags", [])]
+            return create(cls, resource_name, cloudformation_json, account_id, region_name,
+                          **kwargs)
+
+        return classmethod(create_key)
 
     def update_key(cls, original_resource, new_resource_name, cloudformation_json, account_id,
                    region_name):
@@ -137,8 +157,13 @@ def _patch_kms_key() -> None:
         original_resource.enabled = _bool(properties.get("Enabled", True))
         return original_resource
 
-    Key.create_from_cloudformation_json = classmethod(create_key)
-    Key.update_from_cloudformation_json = classmethod(update_key)
+    seams.wrap(Key, "create_from_cloudformation_json", creating,
+               signature="(cls, resource_name: str, cloudformation_json: Any, account_id: str, "
+                         "region_name: str, **kwargs: Any) -> 'Key'", owner=__name__)
+    seams.replace(Key, "update_from_cloudformation_json", classmethod(update_key),
+                  signature="(cls, original_resource: Any, new_resource_name: str, "
+                            "cloudformation_json: dict[str, typing.Any], account_id: str, "
+                            "region_name: str) -> Any", owner=__name__)
 
 
 # -- DynamoDB tables --------------------------------------------------------------------------
@@ -148,19 +173,25 @@ def _patch_table() -> None:
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.table import Table
 
-    create = Table.create_from_cloudformation_json.__func__
+    def creating(moto):
+        create = moto.__func__
 
-    def create_table(cls, resource_name, cloudformation_json, account_id, region_name,
-                     **kwargs):
-        table = create(cls, resource_name, cloudformation_json, account_id, region_name,
-                       **kwargs)
-        ttl = cloudformation_json["Properties"].get("TimeToLiveSpecification")
-        if ttl:
-            spec = {"AttributeName": ttl["AttributeName"], "Enabled": _bool(ttl["Enabled"])}
-            dynamodb_backends[account_id][region_name].update_time_to_live(table.name, spec)
-        return table
+        def create_table(cls, resource_name, cloudformation_json, account_id, region_name,
+                         **kwargs):
+            table = create(cls, resource_name, cloudformation_json, account_id, region_name,
+                           **kwargs)
+            ttl = cloudformation_json["Properties"].get("TimeToLiveSpecification")
+            if ttl:
+                spec = {"AttributeName": ttl["AttributeName"], "Enabled": _bool(ttl["Enabled"])}
+                dynamodb_backends[account_id][region_name].update_time_to_live(table.name, spec)
+            return table
 
-    Table.create_from_cloudformation_json = classmethod(create_table)
+        return classmethod(create_table)
+
+    seams.wrap(Table, "create_from_cloudformation_json", creating,
+               signature="(cls, resource_name: str, cloudformation_json: dict[str, typing.Any], "
+                         "account_id: str, region_name: str, **kwargs: Any) -> 'Table'",
+               owner=__name__)
 
 
 # -- resources moto's CloudFormation skips ----------------------------------------------------
@@ -169,35 +200,48 @@ def _patch_table() -> None:
 def _patch_load_balancer() -> None:
     from moto.elbv2.models import FakeLoadBalancer, elbv2_backends
 
-    create = FakeLoadBalancer.create_from_cloudformation_json.__func__
+    def creating(moto):
+        create = moto.__func__
 
-    @classmethod
-    def create_load_balancer(cls, resource_name, cloudformation_json, account_id, region_name,
-                             **kwargs):
-        balancer = create(cls, resource_name, cloudformation_json, account_id, region_name,
-                          **kwargs)
-        attributes = cloudformation_json["Properties"].get("LoadBalancerAttributes") or []
-        if attributes:
-            elbv2_backends[account_id][region_name].modify_load_balancer_attributes(
-                balancer.arn, {a["Key"]: str(a["Value"]) for a in attributes})
-        return balancer
+        def create_load_balancer(cls, resource_name, cloudformation_json, account_id,
+                                 region_name, **kwargs):
+            balancer = create(cls, resource_name, cloudformation_json, account_id, region_name,
+                              **kwargs)
+            attributes = cloudformation_json["Properties"].get("LoadBalancerAttributes") or []
+            if attributes:
+                elbv2_backends[account_id][region_name].modify_load_balancer_attributes(
+                    balancer.arn, {a["Key"]: str(a["Value"]) for a in attributes})
+            return balancer
 
-    FakeLoadBalancer.create_from_cloudformation_json = create_load_balancer
+        return classmethod(create_load_balancer)
+
+    seams.wrap(FakeLoadBalancer, "create_from_cloudformation_json", creating,
+               signature="(cls, resource_name: str, cloudformation_json: Any, account_id: str, "
+                         "region_name: str, **kwargs: Any) -> 'FakeLoadBalancer'",
+               owner=__name__)
 
 
 def _patch_role_policies() -> None:
     from moto.iam.models import Role
 
-    original = Role.put_policy
+    def as_text(moto):
+        def put_policy(self, policy_name, policy_json):
+            moto(self, policy_name, _policy_text(policy_json))
 
-    def put_policy(self, policy_name, policy_json):
-        original(self, policy_name, _policy_text(policy_json))
+        return put_policy
 
-    Role.put_policy = put_policy
+    seams.wrap(Role, "put_policy", as_text,
+               signature="(self, policy_name: 'str', policy_json: 'str') -> 'None'",
+               owner=__name__)
+    seams.wrap(Role, "update_from_cloudformation_json", _updating_role,
+               signature="(cls, original_resource: 'Role', new_resource_name: 'str', "
+                         "cloudformation_json: 'dict[str, Any]', account_id: 'str', "
+                         "region_name: 'str') -> 'Role'", owner=__name__)
 
-    update = Role.update_from_cloudformation_json.__func__
 
-    @classmethod
+def _updating_role(moto):
+    update = moto.__func__
+
     def update_role(cls, original_resource, new_resource_name, cloudformation_json, account_id,
                     region_name):
         role = update(cls, original_resource, new_resource_name, cloudformation_json,
@@ -216,7 +260,7 @@ def _patch_role_policies() -> None:
                 properties["AssumeRolePolicyDocument"])
         return role
 
-    Role.update_from_cloudformation_json = update_role
+    return classmethod(update_role)
 
 
 def _iam(account_id: str, region_name: str):
@@ -294,67 +338,85 @@ def _patch_change_sets() -> None:
 
     # CreateChangeSet with nothing to change: AWS creates a FAILED change set; moto's response
     # layer answers "No updates are to be performed." before the backend can do so.
-    create = CloudFormationResponse.create_change_set
-    validate = CloudFormationResponse._validate_different_update
+    def marking(create):
+        def create_change_set(self):
+            self._kiln_creating_change_set = True
+            try:
+                return create(self)
+            finally:
+                self._kiln_creating_change_set = False
 
-    def create_change_set(self):
-        self._kiln_creating_change_set = True
-        try:
-            return create(self)
-        finally:
-            self._kiln_creating_change_set = False
+        return create_change_set
 
-    def validate_different_update(self, *args):
-        if getattr(self, "_kiln_creating_change_set", False):
-            return None
-        return validate(self, *args)
+    def unless_creating(validate):
+        def validate_different_update(self, *args):
+            if getattr(self, "_kiln_creating_change_set", False):
+                return None
+            return validate(self, *args)
 
-    CloudFormationResponse.create_change_set = create_change_set
-    CloudFormationResponse._validate_different_update = validate_different_update
+        return validate_different_update
+
+    seams.wrap(CloudFormationResponse, "create_change_set", marking,
+               signature="(self) -> moto.core.responses.ActionResult", owner=__name__)
+    seams.wrap(CloudFormationResponse, "_validate_different_update", unless_creating,
+               signature="(self, incoming_params: list[dict[str, typing.Any]] | None, "
+                         "stack_body: str, old_stack: moto.cloudformation.models.Stack) -> None",
+               owner=__name__)
 
     # Resources that use a changed parameter through Fn::Sub are changed too.
-    parsing.get_references_from_template = _references
+    seams.replace(parsing, "get_references_from_template", _references,
+                  signature="(template: dict[str, typing.Any]) -> list[str]", owner=__name__)
 
-    update_resource = parsing.parse_and_update_resource
+    def skipping_false(update_resource):
+        def parse_and_update_resource(logical_id, resource_json, resources_map, *args,
+                                      **kwargs):
+            # Indexing creates a resource whose Condition is now true; None: its Condition is
+            # false.
+            if resources_map[logical_id] is None:
+                return None
+            return update_resource(logical_id, resource_json, resources_map, *args, **kwargs)
 
-    def parse_and_update_resource(logical_id, resource_json, resources_map, *args, **kwargs):
-        # Indexing creates a resource whose Condition is now true; None: its Condition is false.
-        if resources_map[logical_id] is None:
-            return None
-        return update_resource(logical_id, resource_json, resources_map, *args, **kwargs)
+        return parse_and_update_resource
 
-    parsing.parse_and_update_resource = parse_and_update_resource
+    seams.wrap(parsing, "parse_and_update_resource", skipping_false,
+               signature="(logical_id: str, resource_json: dict[str, typing.Any], "
+                         "resources_map: 'ResourceMap', account_id: str, region_name: str) -> "
+                         "Optional[~CF_MODEL]", owner=__name__)
+    seams.replace(ChangeSet, "diff", _diff, signature="(self) -> 'list[Change]'",
+                  owner=__name__)
 
-    def diff(self):
-        from moto.cloudformation.models import Change
+    def finishing(execute):
+        def execute_change_set(self, change_set_name, stack_name=None):
+            change_set = self.describe_change_set(change_set_name)
+            execute(self, change_set_name, stack_name)
+            _finish_stack(self, self.stacks[change_set.stack_id], change_set)
+            # As on AWS, executing a change set removes every change set of the stack.
+            for change_set_id, other in list(self.change_sets.items()):
+                if other.stack_id == change_set.stack_id:
+                    del self.change_sets[change_set_id]
 
-        resource_map = self.stack.resource_map
-        old = {name: _normal(body) for name, body in resource_map._resource_json_map.items()}
-        new = self.template_dict.get("Resources", {})
-        changes = [Change("Add", name, new[name]["Type"]) for name in new if name not in old]
-        changed = {p for p, v in (self.parameters or {}).items()
-                   if resource_map.input_parameters.get(p) != v}
-        for name in new:
-            if name in old and (_normal(new[name]) != old[name]
-                                or changed & set(_references(new[name]))):
-                changes.append(Change("Modify", name, new[name]["Type"]))
-        changes += [Change("Remove", name, old[name]["Type"]) for name in old if name not in new]
-        return changes
+        return execute_change_set
 
-    ChangeSet.diff = diff
+    seams.wrap(CloudFormationBackend, "execute_change_set", finishing,
+               signature="(self, change_set_name: 'str', stack_name: 'str | None' = None) -> "
+                         "'None'", owner=__name__)
 
-    execute = CloudFormationBackend.execute_change_set
 
-    def execute_change_set(self, change_set_name, stack_name=None):
-        change_set = self.describe_change_set(change_set_name)
-        execute(self, change_set_name, stack_name)
-        _finish_stack(self, self.stacks[change_set.stack_id], change_set)
-        # As on AWS, executing a change set removes every change set of the stack.
-        for change_set_id, other in list(self.change_sets.items()):
-            if other.stack_id == change_set.stack_id:
-                del self.change_sets[change_set_id]
+def _diff(self):
+    from moto.cloudformation.models import Change
 
-    CloudFormationBackend.execute_change_set = execute_change_set
+    resource_map = self.stack.resource_map
+    old = {name: _normal(body) for name, body in resource_map._resource_json_map.items()}
+    new = self.template_dict.get("Resources", {})
+    changes = [Change("Add", name, new[name]["Type"]) for name in new if name not in old]
+    changed = {p for p, v in (self.parameters or {}).items()
+               if resource_map.input_parameters.get(p) != v}
+    for name in new:
+        if name in old and (_normal(new[name]) != old[name]
+                            or changed & set(_references(new[name]))):
+            changes.append(Change("Modify", name, new[name]["Type"]))
+    changes += [Change("Remove", name, old[name]["Type"]) for name in old if name not in new]
+    return changes
 
 
 def _finish_stack(backend, stack, change_set) -> None:
@@ -413,7 +475,9 @@ def _patch_update_order() -> None:
             if name in self._parsed_resources:
                 self._delete_resource(self._parsed_resources[name], old_json[name])
 
-    parsing.ResourceMap.update = update
+    seams.replace(parsing.ResourceMap, "update", update,
+                  signature="(self, template: dict[str, typing.Any], parameters: dict[str, "
+                            "typing.Any] | None = None) -> None", owner=__name__)
 
 
 def _dependency_order(resources: dict, names: list[str]) -> list[str]:

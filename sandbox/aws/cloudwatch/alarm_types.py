@@ -13,16 +13,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sandbox.aws import seams
+
 
 def apply(state_dir: Path) -> None:
     from moto.cloudwatch.responses import CloudWatchResponse
 
-    original = CloudWatchResponse.describe_alarms
-    if getattr(original, "sandbox_alarm_types", False):
-        return
+    seams.wrap(CloudWatchResponse, "describe_alarms", _by_type,
+               signature="(self) -> moto.core.responses.ActionResult", owner=__name__)
+    seams.add(CloudWatchResponse, "put_composite_alarm", _put_composite_alarm, owner=__name__)
 
+
+def _by_type(moto):
     def describe_alarms(self):
-        result = original(self)
+        result = moto(self)
         kinds = self._get_param("AlarmTypes") or ["MetricAlarm"]
         if "MetricAlarm" not in kinds:
             result.result["MetricAlarms"] = []
@@ -30,10 +34,7 @@ def apply(state_dir: Path) -> None:
             result.result["CompositeAlarms"] = []
         return result
 
-    describe_alarms.__wrapped__ = original
-    describe_alarms.sandbox_alarm_types = True
-    CloudWatchResponse.describe_alarms = describe_alarms
-    CloudWatchResponse.put_composite_alarm = _put_composite_alarm
+    return describe_alarms
 
 
 def _put_composite_alarm(self):

@@ -12,6 +12,8 @@ AWS behaviour mirrored here:
 import re
 from pathlib import Path
 
+from sandbox.aws import seams
+
 PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
 
 
@@ -20,15 +22,18 @@ def apply(state_dir: Path) -> None:
 
     from sandbox.network.alarms import statistic
 
-    original = models.Statistics.get_statistics_for_type
+    def with_percentiles(moto):
+        def get_statistics_for_type(self, stat: str):
+            if PERCENTILE.match(stat or ""):
+                return statistic(stat, self.metric_single_values_list)
+            return moto(self, stat)
 
-    def get_statistics_for_type(self, stat: str):
-        if PERCENTILE.match(stat or ""):
-            return statistic(stat, self.metric_single_values_list)
-        return original(self, stat)
+        return get_statistics_for_type
 
     def less_than(self, other) -> bool:
         return (self.name or "", self.value or "") < (other.name or "", other.value or "")
 
-    models.Statistics.get_statistics_for_type = get_statistics_for_type
-    models.Dimension.__lt__ = less_than
+    seams.wrap(models.Statistics, "get_statistics_for_type", with_percentiles,
+               signature="(self, stat: str) -> typing.SupportsFloat | None", owner=__name__)
+    seams.replace(models.Dimension, "__lt__", less_than,
+                  signature="(self, other: 'Dimension') -> bool", owner=__name__)

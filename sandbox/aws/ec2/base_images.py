@@ -23,6 +23,8 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sandbox.aws import seams
+
 AMAZON = "137112412989"
 FAMILY = "al2023-ami-2023."
 # (version, kernel, architecture, creation date), newest first.
@@ -36,11 +38,12 @@ IMAGES = [
 
 def apply(state_dir: Path) -> None:
     from moto.ec2.models.amis import AmiBackend
-
-    AmiBackend._load_amis = _with_base_images(AmiBackend._load_amis)
     from moto.ssm.models import ParameterDict
 
-    ParameterDict._load_latest_amis = _with_latest_parameters(ParameterDict._load_latest_amis)
+    seams.wrap(AmiBackend, "_load_amis", _with_base_images, signature="(self) -> 'None'",
+               owner=__name__)
+    seams.wrap(ParameterDict, "_load_latest_amis", _with_latest_parameters,
+               signature="(self) -> 'None'", owner=__name__)
 
 
 PARAMETERS = "/aws/service/ami-amazon-linux-latest/"

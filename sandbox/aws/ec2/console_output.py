@@ -15,10 +15,10 @@ UnsupportedOperation (moto answered it on any type).
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 from pathlib import Path
 
+from sandbox.aws import seams
 from sandbox.sshd import Sshd
 
 # Instance families that run on Xen, not the Nitro system.
@@ -29,7 +29,8 @@ XEN_FAMILIES = ("t1", "t2", "m1", "m2", "m3", "m4", "c1", "c3", "c4", "r3", "r4"
 def apply(state_dir: Path) -> None:
     from moto.ec2.responses.general import General
 
-    General.get_console_output = _with_host_keys(General.get_console_output, state_dir)
+    seams.wrap(General, "get_console_output", lambda moto: _with_host_keys(moto, state_dir),
+               signature="(self) -> moto.core.responses.ActionResult", owner=__name__)
 
 
 def console_text(state_dir: Path) -> str:
@@ -51,7 +52,6 @@ def console_text(state_dir: Path) -> str:
 
 
 def _with_host_keys(get_console_output, state_dir: Path):
-    @functools.wraps(get_console_output)
     def wrapper(response, *args, **kwargs):
         if str(response._get_param("Latest")).lower() == "true":
             _refuse_latest_on_xen(response, response._get_param("InstanceId"))

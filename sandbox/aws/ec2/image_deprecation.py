@@ -16,6 +16,8 @@ from moto.ec2.exceptions import InvalidAMIIdError
 from moto.ec2.models.amis import Ami
 from moto.ec2.responses.amis import AmisResponse
 
+from sandbox.aws import seams
+
 
 def _owned(response, image_id: str) -> Ami:
     image = response.ec2_backend.amis.get(image_id)
@@ -46,6 +48,8 @@ def disable_image_deprecation(self) -> ActionResult:
 
 
 def apply(state_dir: Path) -> None:
-    Ami.deprecation_time = None
-    AmisResponse.enable_image_deprecation = enable_image_deprecation
-    AmisResponse.disable_image_deprecation = disable_image_deprecation
+    seams.add(Ami, "deprecation_time", None, owner=__name__)
+    seams.add(AmisResponse, "enable_image_deprecation", enable_image_deprecation,
+              owner=__name__)
+    seams.add(AmisResponse, "disable_image_deprecation", disable_image_deprecation,
+              owner=__name__)

@@ -15,6 +15,8 @@ and ignores CopyImage's Encrypted, KmsKeyId and TagSpecifications. On AWS:
 - The default EBS key (alias/aws/ebs) is an AWS managed key: DescribeKey says KeyManager AWS.
   (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html,
   https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/CopyingAMIs.html)
+DescribeImages, CreateImage and CopyImage themselves are sandbox.aws.ec2.images's; the functions
+here are steps they take.
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError, InvalidAMIIdError
 from moto.ec2.models import amis as amis_module
 from moto.ec2.models import ec2_backends
-from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.amis import Ami
 from moto.ec2.models.elastic_block_store import EBSBackend
-from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.utils import generic_filter
 
-_original_describe = AmiBackend.describe_images
-_original_create = AmiBackend.create_image
+from sandbox.aws import seams
 
 
 class AuthFailure(EC2ClientError):
@@ -75,16 +75,19 @@ def _shared_with(account_id: str, region: str) -> list[Ami]:
     return found
 
 
-def describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+def describe_images(moto_describe, self, ami_ids=None, filters=None, exec_users=None,
+                    owners=None):
+    """moto's DescribeImages (`moto_describe`) of the account's own images, and the images other
+    accounts shared with it."""
     me = self.account_id
     shared = _shared_with(me, self.region_name)
     if ami_ids:
         foreign = [i for i in shared if i.id in ami_ids]
         local_ids = [i for i in ami_ids if i not in {f.id for f in foreign}]
-        local = _original_describe(self, ami_ids=local_ids) if local_ids else []
+        local = moto_describe(self, ami_ids=local_ids) if local_ids else []
         return local + [SharedImage(i) for i in foreign]
-    local = _original_describe(self, filters=filters, exec_users=list(exec_users or []),
-                               owners=list(owners or []))
+    local = moto_describe(self, filters=filters, exec_users=list(exec_users or []),
+                          owners=list(owners or []))
     users = {me if u == "self" else u for u in exec_users or []}
     wanted_owners = {o for o in owners or [] if o not in ("self", me)}
     if exec_users and me not in users:
@@ -95,8 +98,8 @@ def describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=No
     return local + (generic_filter(filters, views) if filters else views)
 
 
-def create_image(self, instance_id, name, description, tag_specifications):
-    image = _original_create(self, instance_id, name, description, tag_specifications)
+def keep_root_encryption(self, instance_id: str, image) -> None:
+    """After CreateImage: the image's snapshot is encrypted as the instance's root volume is."""
     instance = self.get_instance(instance_id)
     devices = dict(instance.get_block_device_mapping)
     device = devices.get(instance.root_device_name) or next(iter(devices.values()), None)
@@ -104,7 +107,6 @@ def create_image(self, instance_id, name, description, tag_specifications):
     if root is not None and root.encrypted:
         image.ebs_snapshot.encrypted = True
         image.ebs_snapshot.kms_key_id = root.kms_key_id
-    return image
 
 
 def copy_image(self, source_image_id, source_region, name=None, description=None,
@@ -186,10 +188,7 @@ def _default_key(original):
 
 
 def apply(state_dir: Path) -> None:
-    EBSBackend._create_default_encryption_key = _default_key(
-        EBSBackend._create_default_encryption_key)
-    AmiBackend.describe_images = describe_images
-    AmiBackend.create_image = create_image
-    AmiBackend.copy_image = copy_image
-    AmisResponse.copy_image = copy_image_response
-    Ami.block_device_mappings = property(_block_device_mappings)
+    seams.wrap(EBSBackend, "_create_default_encryption_key", _default_key,
+               signature="(self) -> str", owner=__name__)
+    seams.replace(Ami, "block_device_mappings", property(_block_device_mappings),
+                  signature="(self) -> 'list[dict[str, Any]]'", owner=__name__)

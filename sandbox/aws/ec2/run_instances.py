@@ -11,16 +11,16 @@ with no key whose image holds a machine (sandbox.machines.images: a bake's image
 Auto Scaling, say) boots in the background while it is pending, as on EC2. Every machine runs
 its user data as cloud-init does (sandbox.machines.cloudinit). Terminating
 an instance (TerminateInstances, or any other way moto terminates one) removes its key and its
-world; a sandbox reset forgets them all.
+world; a sandbox reset forgets them all (sandbox.aws.reset).
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 from pathlib import Path
 
-from sandbox.aws.ec2 import security_groups
+from sandbox.aws import seams
+from sandbox.aws.ec2 import launch_templates, security_groups
 from sandbox.machines import images, ssh_access
 
 PUBLIC_IP = "127.0.0.1"
@@ -31,28 +31,36 @@ def apply(state_dir: Path) -> None:
     from moto.ec2.models import elastic_network_interfaces
     from moto.ec2.models.instances import Instance, InstanceBackend
     from moto.ec2.models.key_pairs import KeyPairBackend
-    from moto.moto_api._internal.models import MotoAPIBackend
 
-    elastic_network_interfaces.random_public_ip = lambda: PUBLIC_IP
-    KeyPairBackend.create_key_pair = _after_create_key(KeyPairBackend.create_key_pair)
-    InstanceBackend.run_instances = _after_run(InstanceBackend.run_instances, state_dir)
-    Instance.terminate = _after_terminate(Instance.terminate, state_dir)
-    MotoAPIBackend.reset = _after_reset(MotoAPIBackend.reset, state_dir)
+    seams.replace(elastic_network_interfaces, "random_public_ip", lambda: PUBLIC_IP,
+                  signature="() -> str", owner=__name__)
+    seams.wrap(KeyPairBackend, "create_key_pair", _after_create_key,
+               signature="(self, name: str, key_type: str, tags: dict[str, str]) -> "
+                         "moto.ec2.models.key_pairs.KeyPair", owner=__name__)
+    seams.wrap(InstanceBackend, "run_instances", lambda moto: _run(moto, state_dir),
+               signature="(self, image_id: 'str', count: 'int', user_data: 'Base64EncodedString "
+                         "| None', security_group_names: 'list[str]', **kwargs: 'Any') -> "
+                         "'Reservation'", owner=__name__)
+    seams.wrap(Instance, "terminate", lambda moto: _after_terminate(moto, state_dir),
+               signature="(self) -> 'InstanceState'", owner=__name__)
 
 
-def _after_run(run_instances, state_dir: Path):
-    @functools.wraps(run_instances)
-    def wrapper(backend, *args, **kwargs):
-        reservation = run_instances(backend, *args, **kwargs)
+def _run(run_instances, state_dir: Path):
+    def wrapper(backend, image_id, count, user_data, security_group_names, **kwargs):
+        # First the launch template's network settings, which the instances are launched with;
+        # then moto's launch; then the machines behind the instances.
+        launch_templates.network_settings(backend, kwargs)
+        reservation = run_instances(backend, image_id, count, user_data, security_group_names,
+                                    **kwargs)
         for instance in reservation.instances:
             layers = images.stack(state_dir, instance.image_id)
-            user_data = _user_data(instance)
+            script = _user_data(instance)
             if instance.key_name:
                 key = backend.key_pairs.get(instance.key_name)
                 admitted = key.public_key if key is not None and _baked(key) else None
                 images.launched(state_dir, instance.id, instance.image_id)
                 ssh_access.launch(state_dir, instance.id, instance.private_ip_address,
-                                 public_key=admitted, layers=layers or (), user_data=user_data,
+                                 public_key=admitted, layers=layers or (), user_data=script,
                                  ssh_from=security_groups.ssh_sources(state_dir, backend,
                                                                       instance))
             elif layers:
@@ -60,7 +68,7 @@ def _after_run(run_instances, state_dir: Path):
                 # boots while pending, and runs its enabled units and its user data.
                 images.launched(state_dir, instance.id, instance.image_id)
                 ssh_access.launch_later(state_dir, instance.id, instance.private_ip_address,
-                                       layers=layers, user_data=user_data)
+                                       layers=layers, user_data=script)
             # Any other instance nobody logs into, of an image with no machine in it (one
             # RegisterImage made), has nothing to run: no machine behind it.
         return reservation
@@ -85,7 +93,6 @@ def _baked(key) -> bool:
 
 
 def _after_create_key(create_key_pair):
-    @functools.wraps(create_key_pair)
     def wrapper(backend, name, key_type, tags, *args, **kwargs):
         key = create_key_pair(backend, name, key_type, tags, *args, **kwargs)
         key.made_by_bake = (tags or {}).get(BAKE_KEY[0]) == BAKE_KEY[1]
@@ -95,20 +102,9 @@ def _after_create_key(create_key_pair):
 
 
 def _after_terminate(terminate, state_dir: Path):
-    @functools.wraps(terminate)
     def wrapper(instance, *args, **kwargs):
         previous = terminate(instance, *args, **kwargs)
         ssh_access.terminate(state_dir, instance.id)
         return previous
-
-    return wrapper
-
-
-def _after_reset(reset, state_dir: Path):
-    @functools.wraps(reset)
-    def wrapper(backend, *args, **kwargs):
-        result = reset(backend, *args, **kwargs)
-        ssh_access.forget_all(state_dir)
-        return result
 
     return wrapper

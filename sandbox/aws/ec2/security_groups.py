@@ -27,31 +27,70 @@ import ipaddress
 import sys
 from pathlib import Path
 
+from sandbox.aws import quotas, seams
+
 _noted: set[str] = set()
 
 
 def apply(state_dir: Path) -> None:
-    from moto.ec2.models.security_groups import SecurityGroupBackend, SecurityGroupRule
+    from moto.ec2.models.security_groups import SecurityGroupBackend
 
-    original = SecurityGroupBackend.create_security_group
-    if getattr(original, "sandbox_default_group", False):
-        return
+    # Each call checks its input as AWS does (sandbox.aws.quotas) before moto's, then keeps what
+    # the sandbox builds on the groups in step.
+    seams.wrap(SecurityGroupBackend, "create_security_group", _create_security_group,
+               signature="(self, name: str, description: str, vpc_id: str | None = None, tags: "
+                         "dict[str, str] | None = None, force: bool = False, is_default: bool | "
+                         "None = None) -> moto.ec2.models.security_groups.SecurityGroup",
+               owner=__name__)
+    seams.wrap(SecurityGroupBackend, "authorize_security_group_ingress",
+               lambda moto: _readmitting(_checked_rules(moto), state_dir),
+               signature=f"(self, {RULE_ARGS}, sgrule_tags: dict[str, str] | None = None, "
+                         f"source_groups: list[dict[str, str]] | None = None, {RULE_TAIL}) -> "
+                         f"{RULES_AND_GROUP}", owner=__name__)
+    seams.wrap(SecurityGroupBackend, "authorize_security_group_egress", _checked_rules,
+               signature=f"(self, {RULE_ARGS}, sgrule_tags: dict[str, str] | None = None, "
+                         f"source_groups: list[dict[str, typing.Any]] | None = None, "
+                         f"{RULE_TAIL}) -> {RULES_AND_GROUP}", owner=__name__)
+    seams.wrap(SecurityGroupBackend, "revoke_security_group_ingress",
+               lambda moto: _readmitting(moto, state_dir),
+               signature=f"(self, {RULE_ARGS}, source_groups: list[dict[str, typing.Any]] | None "
+                         f"= None, {RULE_TAIL}) -> None", owner=__name__)
+
+
+# The parameters moto's rule calls share, as inspect prints them.
+RULE_ARGS = ("group_name_or_id: str, ip_protocol: str, from_port: str, to_port: str, ip_ranges: "
+             "list[typing.Any]")
+RULE_TAIL = ("prefix_list_ids: list[dict[str, str]] | None = None, security_rule_ids: list[str] "
+             "| None = None, vpc_id: str | None = None")
+RULES_AND_GROUP = ("tuple[list[moto.ec2.models.security_groups.SecurityGroupRule], "
+                   "moto.ec2.models.security_groups.SecurityGroup]")
+
+
+def _create_security_group(moto):
+    from moto.ec2.models.security_groups import SecurityGroupRule
 
     def create_security_group(self, name, description, vpc_id=None, tags=None, force=False,
                               is_default=None):
-        group = original(self, name, description, vpc_id=vpc_id, tags=tags, force=force,
-                         is_default=is_default)
+        quotas.check_security_group(description)
+        group = moto(self, name, description, vpc_id=vpc_id, tags=tags, force=force,
+                     is_default=is_default)
         if is_default and not group.ingress_rules:
             group.ingress_rules.append(SecurityGroupRule(
                 self, "-1", group.id, None, None, None,
                 source_group={"GroupId": group.id, "UserId": self.account_id}, is_egress=False))
         return group
 
-    create_security_group.sandbox_default_group = True
-    SecurityGroupBackend.create_security_group = create_security_group
-    for name in ("authorize_security_group_ingress", "revoke_security_group_ingress"):
-        setattr(SecurityGroupBackend, name, _readmitting(getattr(SecurityGroupBackend, name),
-                                                         state_dir))
+    return create_security_group
+
+
+def _checked_rules(moto):
+    def checked(self, group_name_or_id, ip_protocol, from_port, to_port, ip_ranges, *args,
+                **kwargs):
+        quotas.check_rules(ip_ranges)
+        return moto(self, group_name_or_id, ip_protocol, from_port, to_port, ip_ranges, *args,
+                    **kwargs)
+
+    return checked
 
 
 def ssh_sources(state_dir: Path, ec2, instance) -> list[str]:

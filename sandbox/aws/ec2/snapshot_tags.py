@@ -1,31 +1,21 @@
 """CreateImage with a `snapshot` TagSpecification, which moto 5 answers with a 500.
 
 As on AWS: the tags of a `snapshot` TagSpecification go on every snapshot CreateImage makes, at
-creation, beside the `image` tags, so the snapshots are never untagged.
+creation, beside the `image` tags, so the snapshots are never untagged. (CreateImage itself is
+sandbox.aws.ec2.images's; these are the steps it takes for the tags.)
 (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from moto.ec2.models.amis import AmiBackend
-
-
-def _tag_snapshots(create_image):
-    def create(self, instance_id, name, description, tag_specifications):
-        specs = tag_specifications or []
-        snapshot_tags = [t for s in specs if s["ResourceType"] == "snapshot" for t in s["Tags"]]
-        others = [s for s in specs if s["ResourceType"] != "snapshot"]
-        image = create_image(self, instance_id, name, description, others)
-        for tag in snapshot_tags:
-            image.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
-        return image
-
-    create.__wrapped__ = create_image
-    return create
+def split(tag_specifications) -> tuple[list, list]:
+    """The specifications moto's CreateImage takes, and the snapshot tags it would choke on."""
+    specs = tag_specifications or []
+    snapshot_tags = [t for s in specs if s["ResourceType"] == "snapshot" for t in s["Tags"]]
+    return [s for s in specs if s["ResourceType"] != "snapshot"], snapshot_tags
 
 
-def apply(state_dir: Path) -> None:
-    if not hasattr(AmiBackend.create_image, "__wrapped__"):
-        AmiBackend.create_image = _tag_snapshots(AmiBackend.create_image)
+def tag(image, snapshot_tags: list) -> None:
+    for item in snapshot_tags:
+        image.ebs_snapshot.add_tag(item["Key"], item["Value"])

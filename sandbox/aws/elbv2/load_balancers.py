@@ -12,6 +12,9 @@ AWS behaviour mirrored here:
   app listening on the instance's port); instances with no machine keep `elb_health`'s answers.
 - DeregisterTargets drains: the target shows `draining` (Target.DeregistrationInProgress) for
   the group's deregistration delay, gets no new requests, and finishes those in flight.
+CreateListener and ModifyListener (sandbox.aws.elbv2.listeners) and DescribeTargetHealth
+(sandbox.aws.elbv2.target_health) take their steps here through `reconcile` and
+`reported_health`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 from sandbox import clock
+from sandbox.aws import seams
 from sandbox.network import targets
 from sandbox.network.supervisor import Network
 
@@ -38,52 +42,87 @@ def loopback_address() -> str:
 def apply(state_dir: Path) -> None:
     global NETWORK
     from moto.core.base_backend import BackendDict
-    from moto.elbv2 import models
+    from moto.elbv2.models import ELBv2Backend
 
     network = NETWORK = Network()
-    backend = models.ELBv2Backend
+    seams.wrap(ELBv2Backend, "create_load_balancer", _own_address, signature=CREATE_BALANCER,
+               owner=__name__)
+    for name, signature in RECONCILING.items():
+        seams.wrap(ELBv2Backend, name, _reconciling, signature=signature, owner=__name__)
+    seams.wrap(ELBv2Backend, "register_targets", _undraining,
+               signature="(self, target_group_arn: str, instances: list[typing.Any]) -> None",
+               owner=__name__)
+    seams.wrap(ELBv2Backend, "deregister_targets", _draining,
+               signature="(self, target_group_arn: str, instances: list[dict[str, typing.Any]]) "
+                         "-> None", owner=__name__)
+    seams.wrap(BackendDict, "reset", _stopping, signature="(cls) -> None", owner=__name__)
+    targets.add_resolver(functools.partial(_machine, state_dir))
+    network.start()
 
-    original_create = backend.create_load_balancer
 
+CREATE_BALANCER = (
+    "(self, name: str, security_groups: list[str], subnet_ids: list[str], subnet_mappings: "
+    "list[dict[str, str]] | None = None, scheme: str = 'internet-facing', loadbalancer_type: "
+    "str | None = None, ip_address_type: str = 'ipv4', tags: list[dict[str, str]] | None = "
+    "None) -> moto.elbv2.models.FakeLoadBalancer")
+LISTENER = "moto.elbv2.models.FakeListener"
+RULE = "moto.elbv2.models.FakeRule"
+# moto's calls after which the proxies follow the listeners and rules (CreateListener and
+# ModifyListener: see reconcile).
+RECONCILING = {
+    "delete_listener": f"(self, listener_arn: str) -> {LISTENER}",
+    "delete_load_balancer": "(self, arn: str) -> None",
+    "create_rule": "(self, listener_arn: str, conditions: list[dict[str, typing.Any]], priority: "
+                   "int, actions: list[dict[str, typing.Any]], tags: list[dict[str, str]] | "
+                   "None = None) -> moto.elbv2.models.FakeListenerRule",
+    "modify_rule": "(self, rule_arn: str, conditions: list[dict[str, typing.Any]], actions: "
+                   f"list[dict[str, typing.Any]]) -> {RULE}",
+    "delete_rule": "(self, arn: str) -> None",
+    "set_rule_priorities": "(self, rule_priorities: list[dict[str, typing.Any]]) -> "
+                           f"list[{RULE}]",
+}
+
+
+def reconcile() -> None:
+    """The proxies follow the balancers' listeners and rules (after a change to them)."""
+    NETWORK.reconcile()
+
+
+def _own_address(moto):
     def create_load_balancer(self, *args, **kwargs):
-        balancer = original_create(self, *args, **kwargs)
+        balancer = moto(self, *args, **kwargs)
         balancer.dns_name = loopback_address()
         return balancer
 
-    backend.create_load_balancer = create_load_balancer
-    for name in ("create_listener", "modify_listener", "delete_listener", "delete_load_balancer",
-                 "create_rule", "modify_rule", "delete_rule", "set_rule_priorities"):
-        setattr(backend, name, _reconciling(getattr(backend, name), network))
+    return create_load_balancer
 
-    original_register = backend.register_targets
 
+def _undraining(moto):
     def register_targets(self, target_group_arn, instances):
-        original_register(self, target_group_arn, instances)
+        moto(self, target_group_arn, instances)
         for target in instances:
-            network.health.undrain(target_group_arn, target["Id"])
+            NETWORK.health.undrain(target_group_arn, target["Id"])
 
-    original_deregister = backend.deregister_targets
+    return register_targets
 
+
+def _draining(moto):
     def deregister_targets(self, target_group_arn, instances):
         group = self.target_groups.get(target_group_arn)
         leaving = [(t["Id"], group.targets[t["Id"]]["Port"]) for t in instances
                    if group is not None and t["Id"] in group.targets]
-        original_deregister(self, target_group_arn, instances)
-        network.health.drain(group, leaving)
+        moto(self, target_group_arn, instances)
+        NETWORK.health.drain(group, leaving)
 
-    backend.register_targets = register_targets
-    backend.deregister_targets = deregister_targets
-    backend.describe_target_health = _describing(backend.describe_target_health, network)
+    return deregister_targets
 
-    original_reset = BackendDict.reset.__func__
 
+def _stopping(moto):
     def reset(cls) -> None:
-        original_reset(cls)
-        network.stop_all()
+        moto.__func__(cls)
+        NETWORK.stop_all()
 
-    BackendDict.reset = classmethod(reset)
-    targets.add_resolver(functools.partial(_machine, state_dir))
-    network.start()
+    return classmethod(reset)
 
 
 def _machine(state_dir: Path, target_type: str, target_id: str, port: int, origin: tuple):
@@ -113,44 +152,43 @@ def _machine(state_dir: Path, target_type: str, target_id: str, port: int, origi
     return targets.Endpoint(host, port, opener=opener)
 
 
-def _reconciling(method, network: Network):
+def _reconciling(moto):
     def wrapped(self, *args, **kwargs):
-        result = method(self, *args, **kwargs)
-        network.reconcile()
+        result = moto(self, *args, **kwargs)
+        reconcile()
         return result
 
-    wrapped.__name__ = method.__name__
+    wrapped.__name__ = moto.__name__
     return wrapped
 
 
-def _describing(original, network: Network):
+def reported_health(backend, target_group_arn: str, targets, statuses: list) -> list:
+    """A step of DescribeTargetHealth (sandbox.aws.elbv2.target_health's): the real health
+    checks of the targets that have an address, and the targets draining."""
     from moto.elbv2.models import FakeHealthStatus
 
-    def describe_target_health(self, target_group_arn, targets):
-        statuses = original(self, target_group_arn, targets)
-        group = self.target_groups.get(target_group_arn)
-        if group is None:
-            return statuses
-        draining = network.health.draining(target_group_arn)
-        asked = {t["Id"] for t in targets or []}
-        reported = []
-        for status in statuses:
-            if status.instance_id in draining:
-                continue
-            record = _record(network, group, status)
-            if record and status.status not in ("unused", "draining"):
-                status = FakeHealthStatus(status.instance_id, status.port,
-                                          status.health_check_port, record.state,
-                                          record.reason, record.description)
-            reported.append(status)
-        for target_id, port in draining.items():
-            if not asked or target_id in asked:
-                reported.append(FakeHealthStatus(
-                    target_id, port, group.health_check_port, "draining",
-                    "Target.DeregistrationInProgress", "Target deregistration is in progress"))
-        return reported
-
-    return describe_target_health
+    network = NETWORK
+    group = backend.target_groups.get(target_group_arn)
+    if group is None:
+        return statuses
+    draining = network.health.draining(target_group_arn)
+    asked = {t["Id"] for t in targets or []}
+    reported = []
+    for status in statuses:
+        if status.instance_id in draining:
+            continue
+        record = _record(network, group, status)
+        if record and status.status not in ("unused", "draining"):
+            status = FakeHealthStatus(status.instance_id, status.port,
+                                      status.health_check_port, record.state,
+                                      record.reason, record.description)
+        reported.append(status)
+    for target_id, port in draining.items():
+        if not asked or target_id in asked:
+            reported.append(FakeHealthStatus(
+                target_id, port, group.health_check_port, "draining",
+                "Target.DeregistrationInProgress", "Target deregistration is in progress"))
+    return reported
 
 
 def _record(network: Network, group, status):

@@ -10,28 +10,45 @@ AWS behaviour mirrored here:
   has no application to probe, so an instance marked Unhealthy with Auto Scaling's
   SetInstanceHealth stands for one that fails the load balancer's check (with HealthCheckType ELB
   the two go together on AWS).
+
+This module owns DescribeTargetHealth; its other steps are the registration wait
+(sandbox.aws.timing) and the real health checks of the load balancers
+(sandbox.aws.elbv2.load_balancers).
 """
 
 import threading
 from pathlib import Path
 
+from sandbox.aws import seams, timing
+from sandbox.aws.elbv2 import load_balancers
+
 _dropping = threading.Lock()
 
 
 def apply(state_dir: Path) -> None:
-    from moto.elbv2 import models
+    from moto.elbv2.models import ELBv2Backend
 
-    original = models.ELBv2Backend.describe_target_health
+    seams.wrap(ELBv2Backend, "describe_target_health", _describe_target_health,
+               signature="(self, target_group_arn: str, targets: list[dict[str, typing.Any]]) -> "
+                         "list[moto.elbv2.models.FakeHealthStatus]", owner=__name__)
 
+
+def _describe_target_health(moto):
     def describe_target_health(self, target_group_arn, targets):
+        # 1. What moto's models tell: terminated instances leave, the rest as AWS would show
+        #    them; 2. a new registration is `initial` for its health checks' time (timing);
+        #    3. the real health checks of targets with an address, and draining targets
+        #    (load_balancers).
         group = self.target_groups.get(target_group_arn)
         if group is not None:
             _drop_terminated(self, group)
-        statuses = original(self, target_group_arn, targets)
+        statuses = moto(self, target_group_arn, targets)
         in_use = _in_use(self, target_group_arn)
-        return [_as_aws(self, group, status, in_use) for status in statuses]
+        statuses = [_as_aws(self, group, status, in_use) for status in statuses]
+        statuses = timing.initial_until_checked(self, target_group_arn, statuses)
+        return load_balancers.reported_health(self, target_group_arn, targets, statuses)
 
-    models.ELBv2Backend.describe_target_health = describe_target_health
+    return describe_target_health
 
 
 def _drop_terminated(backend, group) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, unquote
 
+from sandbox.aws import seams
 from sandbox.aws.iam import actions, identities, sigv4
 from sandbox.aws.iam import policy as iam
 from sandbox.aws.iam.arns import ec2_targets, keys_used, passed_roles, resource_for
@@ -46,13 +47,28 @@ def apply(state_dir: Path) -> None:
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.core.responses import BaseResponse
+    from moto.s3.models import FakeBucket
 
     STATE["dir"] = state_dir
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-    ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate
-    BaseResponse.get_current_account = _current_account
+    seams.replace(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0, signature=None, owner=__name__)
+    seams.replace(ActionAuthenticatorMixin, "_authenticate_and_authorize_action", _authenticate,
+                  signature="(self, iam_request_cls: type, resource: str = '*') -> None",
+                  owner=__name__)
+    seams.replace(BaseResponse, "get_current_account", _current_account,
+                  signature="(self) -> 'str'", owner=__name__)
+    # Bucket policies are evaluated here (_bucket_allows, _anonymous_s3), every S3 request
+    # passing through; moto's own check would decide again by other rules (an empty 403 on a
+    # Deny, ACLs for unsigned reads), so moto is told each request it asks about is permitted.
+    seams.replace(FakeBucket, "get_permission", _decided_here,
+                  signature="(self, action: 'str', resource: 'str') -> 'Any'", owner=__name__)
     _guard_moto_api(state_dir)
     identities.seed(state_dir)
+
+
+def _decided_here(self, action: str, resource: str):
+    from moto.iam.access_control import PermissionResult
+
+    return PermissionResult.PERMITTED
 
 
 def _current_account(self) -> str:
@@ -101,6 +117,10 @@ def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
                           "The request signature we calculated does not match the signature "
                           "you provided. Check your AWS Secret Access Key and signing method.",
                           403)
+    late = sigv4.skew(wire, auth)
+    if late:
+        code = "RequestTimeTooSkewed" if s3 else "SignatureDoesNotMatch"
+        raise _auth_error(self, code, late, 403)
     call = _call(self, wire, auth, key, s3)
     _check_permitted(call, resource)
 
@@ -157,18 +177,32 @@ def _auth_error(response, code: str, message: str, status: int):
     from moto.core.exceptions import _RESTError
 
     if _is_s3(response):
-        from moto.s3 import exceptions
-
-        return {"InvalidClientTokenId": exceptions.S3InvalidAccessKeyIdError,
-                "SignatureDoesNotMatch": exceptions.S3SignatureDoesNotMatchError}.get(
-            code, lambda: exceptions.S3ClientError(code, message))()
-    if response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2":
-        code, message = "AuthFailure", "AWS was not able to validate the provided access " \
-                                       "credentials"
-        status = 401
+        s3_code = {"InvalidClientTokenId": "InvalidAccessKeyId"}.get(code, code)
+        return _s3_error(s3_code, message, status)
+    if (response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2") \
+            and code != "IncompleteSignature":
+        if message.startswith("Signature "):  # expired or not yet current
+            code, message, status = "RequestExpired", "Request has expired.", 400
+        else:
+            code, message = "AuthFailure", "AWS was not able to validate the provided access " \
+                                           "credentials"
+            status = 401
     error = _RESTError(code, message)
     error.code = status
     return _as_json(response, error)
+
+
+def _s3_error(code: str, message: str, status: int):
+    """S3's bare <Error> document with AWS's status (moto's S3 errors have no status for these)."""
+    from xml.sax.saxutils import escape
+
+    from moto.core.exceptions import _RESTError
+
+    error = _RESTError(code, message)
+    error.description = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}'
+                         f"</Code><Message>{escape(message)}</Message></Error>")
+    error.code = status
+    return error
 
 
 def _service_of(response) -> str:
@@ -245,6 +279,7 @@ class Caller:
 
     def __init__(self, call: Call):
         key = call.key
+        self.key = key
         self.account = call.account
         self.partition = key.partition
         self.arn = key.arn
@@ -266,7 +301,9 @@ class Caller:
         backend = iam_backends[self.account][self.partition]
         if self.role:
             role = identities.role_by_arn(self.role_arn)
-            if role is None:  # deleted since it was assumed: its sessions may do nothing
+            if role is None or identities.newer_than_session(role, self.key):
+                # deleted since it was assumed, or deleted and made again under the same name
+                # (a new role id, as on AWS): the old session's permissions are gone
                 return []
             found = list(role.policies.values())
             found += [_document(p) for p in role.managed_policies.values()]
@@ -426,8 +463,46 @@ def _decide(caller: Caller, action: str, resource: str, context: dict, params: d
         return _trusted(caller, resource, context, identity)
     if action.startswith("kms:"):
         return _key_allows(caller, action, resource, context, identity, region)
+    if action.startswith("s3:"):
+        return _bucket_allows(caller, action, resource, context, identity)
     if identity != iam.Result.ALLOW:
         return False, "no identity-based policy allows it"
+    return True, ""
+
+
+def _bucket_allows(caller: Caller, action: str, resource: str, context: dict,
+                   identity) -> tuple[bool, str]:
+    """S3 reads the bucket policy beside the caller's: its Deny wins; in the bucket owner's
+    account either may allow; another account's caller needs both (AWS's cross-account rule)."""
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.models import s3_backends
+
+    name = resource.partition(":::")[2].partition("/")[0]
+    try:
+        bucket = s3_backends[caller.account]["aws"].get_bucket(name) if name else None
+    except S3ClientError:
+        bucket = None
+    if bucket is None:  # ListAllMyBuckets, CreateBucket, or no such bucket: S3 answers that
+        ok = identity == iam.Result.ALLOW
+        return ok, "" if ok else "no identity-based policy allows it"
+    text = bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy
+    policy = [text] if text else []
+    # A statement naming the caller itself, and one naming its account (root) too; a grant to
+    # one's own account root defers to identity policies, as in KMS key policies.
+    direct = iam.evaluate(policy, action, resource, context,
+                          principal={"arns": caller.principal()["arns"]})
+    granted = iam.evaluate(policy, action, resource, context, principal=caller.principal())
+    if iam.Result.DENY in (direct, granted):
+        return False, "the bucket policy explicitly denies it"
+    if bucket.account_id == caller.account:
+        if iam.Result.ALLOW in (identity, direct):
+            return True, ""
+        return False, "no identity-based policy allows it"
+    if identity != iam.Result.ALLOW:
+        return False, "no identity-based policy allows it"
+    if granted != iam.Result.ALLOW:
+        return False, (f"the bucket policy of account {bucket.account_id} does not grant it "
+                       "(another account's bucket needs both)")
     return True, ""
 
 
@@ -509,20 +584,35 @@ def _guard_moto_api(state_dir: Path) -> None:
     refused = ("dashboard", "model_data", "reset_auth_response", "seed",
                "set_proxy_passthrough", "set_transition", "unset_transition")
     for name in refused:
-        setattr(responses.MotoAPIResponse, name, _refuse)
+        seams.replace(responses.MotoAPIResponse, name, _refuse,
+                      signature=_HANDLER.format(request="req" if name == "seed" else "request",
+                                                url="full_url",
+                                                answer="str" if name == "dashboard" else _ANSWER),
+                      owner=__name__)
     for name in ("reset_recording", "start_recording", "stop_recording", "upload_recording",
                  "download_recording", "replay_recording"):
-        setattr(recorder.RecorderResponse, name, _refuse)
-    reset = responses.MotoAPIResponse.reset_response
+        seams.replace(recorder.RecorderResponse, name, _refuse,
+                      signature=_HANDLER.format(request="req", url="url", answer=_ANSWER),
+                      owner=__name__)
 
-    def reset_response(self, request, full_url, headers):
-        if request.headers.get(identities.RESET_HEADER) != identities.reset_token(state_dir):
-            return 403, {}, json.dumps({"Error": "the sandbox's reset token is required"})
-        answer = reset(self, request, full_url, headers)
-        identities.seed(state_dir)
-        return answer
+    def token_required(reset):
+        def reset_response(self, request, full_url, headers):
+            if request.headers.get(identities.RESET_HEADER) != identities.reset_token(state_dir):
+                return 403, {}, json.dumps({"Error": "the sandbox's reset token is required"})
+            answer = reset(self, request, full_url, headers)
+            identities.seed(state_dir)
+            return answer
 
-    responses.MotoAPIResponse.reset_response = reset_response
+        return reset_response
+
+    seams.wrap(responses.MotoAPIResponse, "reset_response", token_required,
+               signature=_HANDLER.format(request="request", url="full_url", answer=_ANSWER),
+               owner=__name__)
+
+
+# moto's control endpoints' handlers, as inspect prints them.
+_HANDLER = "(self, {request}: Any, {url}: str, headers: Any) -> {answer}"
+_ANSWER = "tuple[int, dict[str, typing.Any], str | bytes]"
 
 
 def _refuse(self, *args, **kwargs):

@@ -18,6 +18,7 @@ import os
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 BUILD_ACCOUNT = "123456789012"
@@ -116,6 +117,7 @@ class Key:
     partition: str = "aws"
     user: str | None = None
     role: str | None = None
+    issued: datetime | None = None  # when an assumed role's session began
 
 
 def find_key(account: str, access_key: str, token: str | None) -> Key | None:
@@ -132,12 +134,26 @@ def find_key(account: str, access_key: str, token: str | None) -> Key | None:
             if session.access_key_id == access_key and token and session.session_token == token:
                 role = session.role_arn.rpartition("/")[2]
                 arn = f"arn:aws:sts::{account}:assumed-role/{role}/{session.session_name}"
-                return Key(access_key, session.secret_access_key, arn, role=role)
+                return Key(access_key, session.secret_access_key, arn, role=role,
+                           issued=getattr(found, "create_date", None))
         return None
     if token or not found.user_name:
         return None
     return Key(access_key, found.secret_access_key,
                f"arn:aws:iam::{account}:user/{found.user_name}", user=found.user_name)
+
+
+def newer_than_session(role, key: Key) -> bool:
+    """A role made after the session began is another role of the same name (AWS tells them
+    apart by id): the session was for the one deleted."""
+    made = getattr(role, "create_date", None)
+    if made is None or key.issued is None:
+        return False
+    return _utc(made) > _utc(key.issued)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def role_by_arn(arn: str):

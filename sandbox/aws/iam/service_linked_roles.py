@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sandbox.aws import seams
+
 
 def apply(state_dir: Path) -> None:
     _add_model()
@@ -102,21 +104,28 @@ def _check_key_principals() -> None:
     from moto.core.exceptions import JsonRESTError
     from moto.kms.models import KmsBackend
 
-    create_key = KmsBackend.create_key
-    put_key_policy = KmsBackend.put_key_policy
-
     def refuse(policy) -> None:
         if missing_principals(policy):
             raise JsonRESTError("MalformedPolicyDocumentException",
                                 "Policy contains a statement with one or more invalid principals.")
 
-    def checked_create(self, policy, *args, **kwargs):
-        refuse(policy)
-        return create_key(self, policy, *args, **kwargs)
+    def checking_create(create_key):
+        def checked_create(self, policy, *args, **kwargs):
+            refuse(policy)
+            return create_key(self, policy, *args, **kwargs)
 
-    def checked_put(self, key_id, policy):
-        refuse(policy)
-        return put_key_policy(self, key_id, policy)
+        return checked_create
 
-    KmsBackend.create_key = checked_create
-    KmsBackend.put_key_policy = checked_put
+    def checking_put(put_key_policy):
+        def checked_put(self, key_id, policy):
+            refuse(policy)
+            return put_key_policy(self, key_id, policy)
+
+        return checked_put
+
+    seams.wrap(KmsBackend, "create_key", checking_create,
+               signature="(self, policy: str | None, key_usage: str, key_spec: str, description: "
+                         "str, tags: list[dict[str, str]] | None, multi_region: bool = False, "
+                         "origin: str = 'AWS_KMS') -> moto.kms.models.Key", owner=__name__)
+    seams.wrap(KmsBackend, "put_key_policy", checking_put,
+               signature="(self, key_id: str, policy: str) -> None", owner=__name__)

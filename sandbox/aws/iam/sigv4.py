@@ -12,6 +12,7 @@ query value `el9%2F` must be signed as `el9%2F`, not as the `el9/` a WSGI framew
 - Canonical headers: the signed headers, lower-cased, values trimmed with inner runs of spaces
   folded to one, sorted; the payload hash is `x-amz-content-sha256` when sent, else the SHA-256
   of the raw body.
+- Time: X-Amz-Date within 15 minutes of the server's clock, and the scope's date its day.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+MAX_SKEW = 15 * 60  # seconds between the request's time and AWS's, either way
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*"
                    r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})\s*$")
 
@@ -157,6 +161,26 @@ def signature(secret: str, auth: Authorization, text: str) -> str:
     for part in (auth.date, auth.region, auth.service, "aws4_request"):
         key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def skew(request: WireRequest, auth: Authorization, now: float | None = None) -> str | None:
+    """Why the request's time is not acceptable, or None: AWS refuses a signature more than
+    MAX_SKEW seconds from its own clock, and a scope dated another day than X-Amz-Date."""
+    stamp = request.header("x-amz-date") or ""
+    try:
+        signed = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return f"X-Amz-Date {stamp!r} is not YYYYMMDD'T'HHMMSS'Z'"
+    if stamp[:8] != auth.date:
+        return f"the credential scope's date {auth.date} is not X-Amz-Date's {stamp[:8]}"
+    current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    if (current - signed).total_seconds() > MAX_SKEW:
+        return (f"Signature expired: {stamp} is now earlier than "
+                f"{(current - timedelta(seconds=MAX_SKEW)):%Y%m%dT%H%M%SZ}")
+    if (signed - current).total_seconds() > MAX_SKEW:
+        return (f"Signature not yet current: {stamp} is still later than "
+                f"{(current + timedelta(seconds=MAX_SKEW)):%Y%m%dT%H%M%SZ}")
+    return None
 
 
 def matches(request: WireRequest, auth: Authorization, secret: str) -> bool:

@@ -1,0 +1,3 @@
+name 'runtime'
+version '1.0.0'
+description 'A team runtime installed before the app: a launcher script and its settings file'

@@ -1,0 +1,98 @@
+"""A service nobody calls (a worker, kiln.deploy.load_balancer: false): bootstrap makes its
+environment without a load balancer, its server groups have Auto Scaling's EC2 health and no
+target group, and its rollouts have no listener steps: a canary is judged on its alarms and its
+instances' health."""
+
+import pytest
+
+from accounts import bootstrap as kiln_bootstrap
+from cloud import apps, stacks
+from cloud.target import connect
+from orchestrator import operations
+from orchestrator import stack as env_stacks
+from tests.conftest import deep_merge
+from tests.deploy_helpers import FAST, admin_of, make_image, make_unhealthy
+
+BACKLOG = "worker-backlog"
+APPS = {"worker": {"deploy": {"load_balancer": False, "alarms": [BACKLOG],
+                              "canary": {"capacity": "proportional"}}}}
+SETTINGS = deep_merge(FAST, {"apps": APPS})
+
+
+@pytest.fixture
+def worker(clean_sandbox, kiln_settings):
+    """The worker's settings, after `invoke bootstrap` of prod and the worker's environment."""
+    settings = kiln_settings(**SETTINGS)
+    assert env_stacks.register_clusters(settings) == ["env-worker"]
+    kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                       parts=("prod", "env-worker"))
+    aws = connect(apps.for_app(settings, "worker"))
+    daws = aws.account("prod")
+    admin_of(daws).client("cloudwatch").put_metric_alarm(
+        AlarmName=BACKLOG, Namespace="Worker", MetricName="Backlog", Statistic="Maximum",
+        Period=60, EvaluationPeriods=1, Threshold=1000, ComparisonOperator="GreaterThanThreshold")
+    return aws, daws
+
+
+def test_bootstrap_gives_a_worker_no_load_balancer_and_no_way_in(worker):
+    _aws, daws = worker
+    outputs = stacks.outputs(daws, "env-worker")
+    assert "ListenerArn" not in outputs and "LoadBalancerArn" not in outputs
+    assert "InstanceProfileArn" in outputs and "LockTableName" in outputs
+    assert daws.client("elbv2").describe_load_balancers()["LoadBalancers"] == []
+    group = daws.client("ec2").describe_security_groups(
+        GroupIds=[outputs["InstanceSecurityGroupId"]])["SecurityGroups"][0]
+    assert group["IpPermissions"] == []
+
+
+def test_a_worker_deploys_canaries_and_promotes_on_instance_health_and_alarms(worker):
+    aws, daws = worker
+    make_image(daws, "1.0.0", app="worker")
+    first = operations.deploy(aws, version="1.0.0")
+    assert first["result"] == "ok"
+    assert [s["action"] for s in first["plan"]["steps"]] == ["create", "wait_healthy", "mark"]
+    asg = daws.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=["worker-v001"])["AutoScalingGroups"][0]
+    assert (asg["HealthCheckType"], asg.get("TargetGroupARNs", [])) == ("EC2", [])
+    assert daws.client("elbv2").describe_target_groups()["TargetGroups"] == []
+    status = operations.status(aws)
+    assert status["url"] is None
+    assert operations.status_lines(status)[0].endswith("(no load balancer)")
+    assert [(g["name"], g["state"], g["desired"], g["healthy"])
+            for g in status["server_groups"]] == [("worker-v001", "active", 2, 2)]
+
+    make_image(daws, "1.1.0", app="worker")
+    canary = operations.canary(aws, 50, version="1.1.0", watch="2s")
+    assert [s["action"] for s in canary["plan"]["steps"]] == ["create", "wait_healthy", "watch"]
+    promoted = operations.promote(aws, watch="0")
+    assert promoted["result"] == "ok"
+    assert {g["name"]: (g["state"], g["desired"]) for g in promoted["server_groups"]} == {
+        "worker-v001": ("disabled", 2), "worker-v002": ("active", 2)}
+
+
+def test_a_worker_canary_is_rolled_back_on_its_alarm_or_its_instances_health(worker):
+    aws, daws = worker
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        make_image(daws, version, app="worker")
+    operations.deploy(aws, version="1.0.0")
+    cloudwatch = admin_of(daws).client("cloudwatch")
+
+    def fire(step, runner):
+        if step.action == "wait_healthy":
+            cloudwatch.set_alarm_state(AlarmName=BACKLOG, StateValue="ALARM",
+                                       StateReason="the canary's backlog grows")
+
+    with pytest.raises(operations.RolledBack, match=f"alarm {BACKLOG} in ALARM"):
+        operations.canary(aws, 50, version="1.1.0", watch="5s", observer=fire)
+    cloudwatch.set_alarm_state(AlarmName=BACKLOG, StateValue="OK", StateReason="drained")
+
+    def break_it(step, runner):
+        if step.action == "create":
+            make_unhealthy(daws, step.group)
+
+    with pytest.raises(operations.RolledBack, match="0 of 1 instances InService and healthy"):
+        operations.canary(aws, 50, version="1.2.0", watch="2s", observer=break_it)
+    final = {g["name"]: (g["state"], g["desired"])
+             for g in operations.status(aws)["server_groups"]}
+    assert final == {"worker-v001": ("active", 2), "worker-v002": ("failed", 0),
+                     "worker-v003": ("failed", 0)}
