@@ -33,7 +33,8 @@ def many(clean_sandbox, kiln_settings):
 
 def test_each_environment_stack_goes_to_the_region_kiln_looks_it_up_in(kiln_settings):
     settings = kiln_settings(apps={**APPS, "billing": deep_merge(APPS["billing"], {
-        "deploy": {"region": "eu-west-1"}})}, deploy={"region": "us-west-2"})
+        "deploy": {"region": "eu-west-1"}})}, deploy={"region": "us-west-2"},
+        bake={"copy_regions": ["us-west-2", "eu-west-1"]})
     parts = env_stacks.register_clusters(settings)
     found = {(spec.part_for(settings), region) for spec, _account, region in
              kiln_bootstrap.targets(settings, None, ("env-{app}", *parts))}
