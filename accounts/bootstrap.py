@@ -72,6 +72,11 @@ class StackSpec:
     outputs: tuple[str, ...] = ()
     regions: Callable[[Settings], list[str]] = main_region
     render: Callable[[], str] | None = None  # builds the template instead of reading it
+    # What must exist before the stack is created or updated, made outside it (not on --dry-run)
+    prepare: Callable[[Place], None] | None = None
+    # The template adjusted to what Kiln changed outside the stack, for an update that would
+    # otherwise set it back: (place, stack name, template, changes) -> template
+    live: Callable[[Place, str, str, list[dict]], str] | None = None
 
     def name(self, settings: Settings) -> str:
         return stack_name(settings, self.part_for(settings))
@@ -192,15 +197,48 @@ def account_parameters(place: Place) -> dict[str, str]:
     }
 
 
+AUTO_SCALING = "autoscaling.amazonaws.com"
+AUTO_SCALING_ROLE = "AWSServiceRoleForAutoScaling"
+
+
+def ensure_auto_scaling_role(place: Place) -> None:
+    """Auto Scaling's service-linked role, which the account's AMI key policy names. Every
+    account that ever had an Auto Scaling group has it and IAM refuses a second one ("has been
+    taken in this account"), so it is made here, only where missing, and never by the stack
+    (which would also delete it with the stack). Needs iam:GetRole on the role and
+    iam:CreateServiceLinkedRole for autoscaling.amazonaws.com."""
+    iam = place.client("iam")
+    try:
+        iam.get_role(RoleName=AUTO_SCALING_ROLE)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+    try:
+        iam.create_service_linked_role(AWSServiceName=AUTO_SCALING)
+    except ClientError as error:
+        if "has been taken" not in str(error):  # made meanwhile (a first group): fine
+            raise
+    say(f"service-linked role {AUTO_SCALING_ROLE} in {place.where}: created")
+
+
 def keys_parameters(place: Place) -> dict[str, str]:
     """The build account's key is used by the accounts it shares with; a target account's key
     by its deployer role (made by the account stack in the main region)."""
     settings = place.settings
-    if place.account == settings.build_account:
-        users = share_account_roots(settings, place.region)
-    else:
+    target = place.account != settings.build_account
+    if target:
         users = [deployer_role_arn(settings, place.account, place.region)]
-    return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users)}
+    else:
+        users = share_account_roots(settings, place.region)
+    return {"Prefix": settings.stacks.prefix, "KeyUsers": ",".join(users),
+            "LaunchesServerGroups": "true" if target else "false"}
+
+
+def ensure_target_auto_scaling_role(place: Place) -> None:
+    """Before a target account's key names Auto Scaling's role (ensure_auto_scaling_role)."""
+    if place.account != place.settings.build_account:
+        ensure_auto_scaling_role(place)
 
 
 def _substituted(value):
@@ -214,16 +252,25 @@ def _substituted(value):
     return value
 
 
+DEPLOYER_ROLES = "${DeployerRoleArns}"  # in operator.json: the deployer roles, a parameter
+
+
 def operator_template() -> str:
     """The operator's day-to-day policy (cloud/policies/operator.json) as a managed policy
     `<prefix>-operator`, to attach to the people and CI roles that run Kiln's tasks."""
     document = json.loads((POLICIES / "operator.json").read_text())
+    for statement in document["Statement"]:
+        if statement.get("Resource") == DEPLOYER_ROLES:
+            statement["Resource"] = {"Ref": "DeployerRoleArns"}
     return json.dumps({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kiln operator policy: what day-to-day tasks need in the build account. "
                        "Managed by `invoke bootstrap`.",
         "Parameters": {"Prefix": {"Type": "String", "Default": "kiln",
-                                  "AllowedPattern": "[a-z][a-z0-9-]{1,20}"}},
+                                  "AllowedPattern": "[a-z][a-z0-9-]{1,20}"},
+                       "DeployerRoleArns": {"Type": "CommaDelimitedList",
+                                            "Description": "The deployer roles the operator "
+                                                           "assumes (kiln.accounts.<name>.role)"}},
         "Resources": {"OperatorPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
             "ManagedPolicyName": {"Fn::Sub": "${Prefix}-operator"},
             "Description": "Kiln's day-to-day tasks (bake, publish, share, promote, deploy)",
@@ -232,8 +279,12 @@ def operator_template() -> str:
     }, indent=1)
 
 
-def prefix_parameters(place: Place) -> dict[str, str]:
-    return {"Prefix": place.settings.stacks.prefix}
+def operator_parameters(place: Place) -> dict[str, str]:
+    """The deployer role of every other account, as configured (kiln.accounts.<name>.role)."""
+    settings = place.settings
+    roles = [deployer_role_arn(settings, name, place.region) for name in other_accounts(settings)]
+    none = f"arn:{partition(place.region)}:iam::*:role/{settings.stacks.prefix}-deployer"
+    return {"Prefix": settings.stacks.prefix, "DeployerRoleArns": ",".join(roles) or none}
 
 
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",
@@ -244,11 +295,13 @@ KEYS_OUTPUTS = ("AmiKmsKeyArn", "AmiKmsAliasName")
 
 STACKS: list[StackSpec] = [
     StackSpec("build", "build.yaml", build_account, build_parameters, BUILD_OUTPUTS),
-    StackSpec("operator", "operator.json", build_account, prefix_parameters,
+    StackSpec("operator", "operator.json", build_account, operator_parameters,
               ("OperatorPolicyArn",), render=operator_template),
-    StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS),
+    StackSpec("prod", "account.yaml", other_accounts, account_parameters, ACCOUNT_OUTPUTS,
+              prepare=ensure_auto_scaling_role),
     # The AMI key of every account in every copy region; the main region's is in the stacks above.
-    StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions),
+    StackSpec("keys", "keys.yaml", all_accounts, keys_parameters, KEYS_OUTPUTS, copy_regions,
+              prepare=ensure_target_auto_scaling_role),
 ]
 
 
@@ -315,15 +368,29 @@ def change_set_kind(cfn, name: str, place: Place) -> str:
 
 
 def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
-    """Create the change set for one stack and read what it would change."""
+    """Create the change set for one stack and read what it would change. A stack whose
+    resources Kiln changes outside it (`live`) gets a second change set when the first would
+    update one of those: the template then states what is live, so the update keeps it."""
+    body = spec.body()
+    result = _change_set(spec, place, run_id, body)
+    if spec.live is None or result.kind != "UPDATE" or not result.changes:
+        return result
+    adjusted = spec.live(place, result.stack, body, result.changes)
+    if adjusted == body:
+        return result
+    discard(result)
+    return _change_set(spec, place, run_id, adjusted, "-live")
+
+
+def _change_set(spec: StackSpec, place: Place, run_id: str, body: str, suffix: str = "") -> Plan:
     settings = place.settings
     name = spec.name(settings)
     cfn = place.client("cloudformation")
     kind = change_set_kind(cfn, name, place)
     parameters = spec.parameters(place)
     created = cfn.create_change_set(
-        StackName=name, ChangeSetName=f"kiln-{run_id}", ChangeSetType=kind,
-        TemplateBody=spec.body(), Capabilities=CAPABILITIES,
+        StackName=name, ChangeSetName=f"kiln-{run_id}{suffix}", ChangeSetType=kind,
+        TemplateBody=body, Capabilities=CAPABILITIES,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Tags=kiln_tags.to_list(stack_tags(settings, spec)),
         Description=f"invoke bootstrap, run {run_id}")
@@ -440,6 +507,8 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
               "account_id": place.aws.account_id, "region": place.region,
               "changes": current.changes}
     if current.up_to_date:
+        if not dry_run and current.spec.prepare is not None:
+            current.spec.prepare(place)
         return {**result, "action": "up-to-date",
                 "outputs": outputs(current.cfn, current.stack)}
     if dry_run:
@@ -455,6 +524,8 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
         discard(current)
         say(f"stack {stack}: not applied")
         return {**result, "action": "skipped"}
+    if current.spec.prepare is not None:
+        current.spec.prepare(place)
     values = apply(current)
     say(f"stack {stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
     for key, value in sorted(values.items()):

@@ -284,7 +284,9 @@ def _key_problems(place: Place, key: str, alias: str | None, wanted: set[str]) -
     if meta.get("KeyState") != "Enabled":
         problems.append(f"key {key} is {meta.get('KeyState')}")
     if alias:
-        targets = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
+        targets = {a["AliasName"]: a.get("TargetKeyId")
+                   for page in kms.get_paginator("list_aliases").paginate()
+                   for a in page["Aliases"]}
         if targets.get(alias) != meta["KeyId"]:
             problems.append(f"alias {alias} does not point at key {meta['KeyId']}")
     policy = statements(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])

@@ -183,6 +183,7 @@ SCHEMA: dict = {
         "base_provides": L,
         "watch": S0,
         "time_scale": F0,
+        "account_state": C("new", "lived-in"),
     },
     "stacks": {"prefix": S},
     "bootstrap": {

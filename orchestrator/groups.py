@@ -9,14 +9,23 @@ import shlex
 from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
-from tenacity import retry, retry_if_result, stop_after_delay, wait_exponential
+from tenacity import (
+    retry,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from cloud import tags
+from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import cluster as model
 from orchestrator.environment import Environment
 
 SCALE_DOWN_ACTION = "kiln-disable-scale-down"
+# How long Auto Scaling may take to know a launch template EC2 just made (seconds).
+TEMPLATE_PROPAGATION = 120
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Environment names that hold secrets by convention: those go in user_data.secrets by reference.
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY",
@@ -103,7 +112,6 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
     all tagged at creation."""
     labels = group_tags(env, name, image.version, image.id, run_id, state,
                         getattr(image, "release", None), **(extra_tags or {}))
-    settings = env.settings.deploy
     tg = _target_group(env, name, labels) if env.balanced else None
     data = {
         "ImageId": image.id, "InstanceType": instance_type,
@@ -119,10 +127,36 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
                       getattr(image, "release", None)).encode()).decode(),
         "TagSpecifications": [tags.spec("instance", labels), tags.spec("volume", labels)],
     }
+    remove_leftover_template(env, name)
     template = env.client("ec2").create_launch_template(
         LaunchTemplateName=name, LaunchTemplateData=data,
         TagSpecifications=[tags.spec("launch-template", labels)])["LaunchTemplate"]
-    env.client("autoscaling").create_auto_scaling_group(
+    try:
+        _create_group(env, name, template, capacity, max_size, tg, labels)
+    except BaseException:
+        _discard(env, name, template["LaunchTemplateId"], tg)
+        raise
+
+
+def _discard(env: Environment, name: str, template_id: str, tg: str | None) -> None:
+    """Nothing of a group that never came to be is left to block the next deploy's name."""
+    try:
+        if model.describe_group(env, name) is None:
+            delete_launch_template(env, template_id)
+            if tg:
+                delete_target_group(env, tg)
+    except ClientError as error:  # the create's own error is the one to report
+        say(f"could not remove launch template {template_id} and target group {tg} of "
+            f"{name}: {error}; `invoke teardown` removes them")
+
+
+def _create_group(env: Environment, name: str, template: dict, capacity: int, max_size: int,
+                  tg: str | None, labels: dict[str, str]) -> None:
+    """CreateAutoScalingGroup, retried while Auto Scaling does not know the new template yet."""
+    settings = env.settings.deploy
+    retry(retry=retry_if_exception(_template_propagating), wait=wait_exponential(0.25, max=10),
+          stop=stop_after_delay(TEMPLATE_PROPAGATION), reraise=True)(
+        env.client("autoscaling").create_auto_scaling_group)(
         AutoScalingGroupName=name,
         LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"],
                         "Version": str(template["LatestVersionNumber"])},
@@ -134,6 +168,23 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": k != model.STATE,
                "ResourceId": name, "ResourceType": "auto-scaling-group"}
               for k, v in sorted(labels.items())])
+
+
+def _template_propagating(error: BaseException) -> bool:
+    """Auto Scaling's answer while a new launch template propagates from EC2."""
+    return (isinstance(error, ClientError)
+            and error.response["Error"]["Code"] == "ValidationError"
+            and "launch template" in str(error).lower())
+
+
+def remove_leftover_template(env: Environment, name: str) -> None:
+    """A launch template of this cluster named for a group that does not exist (a deploy
+    stopped between the two creates) would make CreateLaunchTemplate fail AlreadyExists."""
+    found = env.client("ec2").describe_launch_templates(Filters=[
+        {"Name": "launch-template-name", "Values": [name]},
+        {"Name": f"tag:{model.CLUSTER}", "Values": [env.cluster]}])["LaunchTemplates"]
+    if found and model.describe_group(env, name) is None:
+        delete_launch_template(env, found[0]["LaunchTemplateId"])
 
 
 def _target_group(env: Environment, name: str, labels: dict[str, str]) -> str:

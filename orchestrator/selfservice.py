@@ -22,8 +22,9 @@ from orchestrator.environment import Environment
 
 ROLE = "self-service"
 _OWNER = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
-# An ALB rule holds at most five condition values; the header takes one.
-MAX_SOURCE_CIDRS = 4
+# An ALB rule's condition takes at most three values (and a rule five in all, the header's one
+# among them).
+MAX_SOURCE_CIDRS = 3
 
 
 def source_cidrs(settings) -> list[str]:
@@ -36,7 +37,7 @@ def source_cidrs(settings) -> list[str]:
                         "environments")
     if len(cidrs) > MAX_SOURCE_CIDRS:
         raise KilnError(f"kiln.deploy.self_service.source_cidrs: {len(cidrs)} networks; a "
-                        f"listener rule takes at most {MAX_SOURCE_CIDRS} beside its header")
+                        f"listener rule's source-ip condition takes at most {MAX_SOURCE_CIDRS}")
     return list(cidrs)
 
 

@@ -7,7 +7,10 @@ stacks (cluster <app>-<stack>). Each goes to its cluster's deploy account and re
 it serves.
 """
 
+import json
 import re
+
+from botocore.exceptions import ClientError
 
 from accounts import bootstrap
 from cloud import apps
@@ -25,6 +28,12 @@ _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@\-]+")
 
 def deploy_accounts(settings) -> list[str]:
     return [settings.deploy.account]
+
+
+def deploy_region(settings) -> list[str]:
+    """Where Kiln looks the environment up (orchestrator.environment): kiln.deploy.region, else
+    kiln.aws.region."""
+    return [settings.deploy.region or settings.aws.region]
 
 
 def env_parameters(place) -> dict[str, str]:
@@ -89,8 +98,56 @@ def _checked_arn(field: str, arn: str, service: str) -> str:
     return arn
 
 
+# The listener's default action as env.yaml declares it: a 503 until the first server group
+# serves. Kiln then owns the action (ModifyListener, weighted forwards).
+DEFAULT_ACTION = """\
+      DefaultActions:
+        - Type: fixed-response
+          FixedResponseConfig:
+            StatusCode: "503"
+            ContentType: text/plain
+            MessageBody: no server group is serving yet
+"""
+
+
+def live_listener(place, stack: str, template: str, changes: list[dict]) -> str:
+    """CloudFormation updates a resource with every property its template gives: an update of
+    the Listener (certificate, SSL policy, port) would put the 503 back and drop the traffic
+    Kiln routes. For such an update the template declares the forward that is live instead."""
+    if "Listener" not in {c["logical_id"] for c in changes if c["action"] == "Modify"}:
+        return template
+    if DEFAULT_ACTION not in template:
+        raise KilnError("cloud/templates/env.yaml: the Listener's DefaultActions are not the "
+                        "503 Kiln replaces; update orchestrator/stack.py's DEFAULT_ACTION")
+    actions = _live_forward(place, stack)
+    if not actions:
+        return template
+    return template.replace(DEFAULT_ACTION, f"      DefaultActions: {json.dumps(actions)}\n")
+
+
+def _live_forward(place, stack: str) -> list[dict] | None:
+    """The listener's default actions when Kiln set them (weighted forwards), in the form a
+    template takes; None while it is the template's own or the stack has no listener."""
+    try:
+        listener = bootstrap.outputs(place.client("cloudformation"), stack).get("ListenerArn")
+    except ClientError:
+        return None
+    if not listener:
+        return None
+    found = place.client("elbv2").describe_listeners(ListenerArns=[listener])["Listeners"][0]
+    actions = found.get("DefaultActions", [])
+    if not actions or any(a["Type"] != "forward" or "ForwardConfig" not in a for a in actions):
+        return None
+    return [{"Type": "forward", "ForwardConfig": {
+        "TargetGroups": [{"TargetGroupArn": tg["TargetGroupArn"], "Weight": tg.get("Weight", 1)}
+                         for tg in a["ForwardConfig"]["TargetGroups"]],
+        "TargetGroupStickinessConfig": {"Enabled": bool(a["ForwardConfig"].get(
+            "TargetGroupStickinessConfig", {}).get("Enabled", False))}}} for a in actions]
+
+
 ENV_STACK = bootstrap.register(bootstrap.StackSpec(
-    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS))
+    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS, deploy_region,
+    live=live_listener))
 
 
 def register_clusters(settings) -> list[str]:
@@ -101,11 +158,11 @@ def register_clusters(settings) -> list[str]:
         if cluster == settings.app:
             continue
         deploy = apps.for_app(settings, app, stack).deploy
-        region = deploy.region or settings.aws.region
         bootstrap.register(bootstrap.StackSpec(
             f"env-{cluster}", "env.yaml", lambda _settings, account=deploy.account: [account],
             lambda place, app=app, stack=stack, cluster=cluster: cluster_parameters(
                 place, apps.for_app(place.settings, app, stack), cluster), ENV_OUTPUTS,
-            regions=lambda _settings, region=region: [region]))
+            lambda settings, app=app, stack=stack: deploy_region(
+                apps.for_app(settings, app, stack)), live=live_listener))
         parts.append(f"env-{cluster}")
     return parts

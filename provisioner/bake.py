@@ -469,6 +469,17 @@ class _NoFingerprints(Exception):
     """The console shows no host key fingerprints yet (cloud-init prints them at first boot)."""
 
 
+def console_output(ec2, instance_id: str) -> str:
+    """The instance's latest console output where its type offers it (Nitro), else the buffered
+    one: Xen types (t2, m4, c4…) refuse Latest with UnsupportedOperation."""
+    try:
+        return ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "UnsupportedOperation":
+            raise
+    return ec2.get_console_output(InstanceId=instance_id).get("Output") or ""
+
+
 def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
     """The SSH host key fingerprints the instance prints to its console at first boot (cloud-init),
     waited for up to kiln.bake.ssh_timeout: the only host keys the bake's SSH accepts."""
@@ -479,8 +490,7 @@ def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
                     stop=tenacity.stop_after_delay(job.bake.ssh_timeout),
                     before_sleep=lambda _: signals.check(), reraise=True)
     def read() -> tuple[str, ...]:
-        output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
-        found = provision.console_fingerprints(output)
+        found = provision.console_fingerprints(console_output(ec2, instance_id))
         if not found:
             raise _NoFingerprints
         return found

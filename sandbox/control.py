@@ -30,10 +30,12 @@ class Sandbox:
 
     def __init__(self, state_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
                  region: str = "us-east-1", chef_solo: str | None = None, base_provides=(),
-                 time_scale: float | None = None, prefix: str = "kiln"):
+                 time_scale: float | None = None, prefix: str = "kiln",
+                 account_state: str | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.chef_solo, self.base_provides = chef_solo, tuple(base_provides)
         self.time_scale = time_scale
+        self.account_state = account_state
         self.prefix = prefix
         self.host = host
         self.wanted_port = port
@@ -45,7 +47,8 @@ class Sandbox:
         sandbox = settings.sandbox
         return cls(sandbox.state_dir, sandbox.host, sandbox.port, settings.aws.region,
                    sandbox.get("chef_solo"), sandbox.get("base_provides") or (),
-                   sandbox.get("time_scale"), settings.stacks.prefix)
+                   sandbox.get("time_scale"), settings.stacks.prefix,
+                   sandbox.get("account_state"))
 
     @property
     def endpoint(self) -> str | None:
@@ -61,6 +64,8 @@ class Sandbox:
         with self.moto.lock():
             if self.time_scale is not None:
                 self.set_time_scale(self.time_scale)
+            if self.account_state is not None:
+                self.set_account_state(self.account_state)
             if not self.running():
                 lost = self._reap_crashed()
                 # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
@@ -106,6 +111,12 @@ class Sandbox:
         else:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{float(factor)}\n")
+
+    def set_account_state(self, state: str) -> None:
+        """`lived-in` or `new`: what an account holds from its first request after this, and
+        after every reset (sandbox/aws/lived_in.py)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "account-state").write_text(f"{state}\n")
 
     def down(self) -> bool:
         """Stop the server, then every instance, the sandbox sshd and the signing key's agent;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def sandbox_box(tmp_path_factory):
     # Tests set things up as the sandbox's admin; Kiln's tasks sign as its operator.
     saved = {k: os.environ.get(k) for k in box.env("admin")}
     os.environ.update(box.env("admin"))
+    wait_for_new_templates(box)
     yield box
     box.down()
     for key, value in saved.items():
@@ -56,6 +58,24 @@ def sandbox_box(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def wait_for_new_templates(box: Sandbox) -> None:
+    """Tests' own boto3 clients (boto3.client…) give a new launch template the time Auto Scaling
+    takes to know it (sandbox/aws/autoscaling/template_propagation.py) before naming it, as a
+    script on AWS would; Kiln's sessions retry instead, and are not slowed."""
+    import boto3
+
+    from sandbox import clock
+    from sandbox.aws.autoscaling.template_propagation import PROPAGATION
+
+    def wait(params, **_):
+        if params.get("LaunchTemplate") or params.get("MixedInstancesPolicy"):
+            time.sleep(PROPAGATION * clock.scale_of(box.state_dir) + 0.05)
+
+    events = boto3._get_default_session().events
+    for operation in ("CreateAutoScalingGroup", "UpdateAutoScalingGroup"):
+        events.register(f"before-parameter-build.autoscaling.{operation}", wait)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +102,15 @@ def clean_strict(strict_box):
 def clean_sandbox(sandbox_box):
     sandbox_box.reset()
     return sandbox_box
+
+
+@pytest.fixture
+def lived_in(sandbox_box):
+    """Accounts that start lived-in (sandbox/aws/lived_in.py) for one test, then new again."""
+    sandbox_box.set_account_state("lived-in")
+    sandbox_box.reset()
+    yield sandbox_box
+    sandbox_box.set_account_state("new")
 
 
 @pytest.fixture

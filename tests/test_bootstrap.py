@@ -4,16 +4,29 @@ import json
 import urllib.error
 import urllib.request
 
+import boto3
 import pytest
 
 from accounts import bootstrap, verify
 from cloud import locks, stacks
 from cloud.errors import KilnError
 from cloud.target import connect
+from tests.conftest import deep_merge
 
 # The support stacks of this area; other areas register more (e.g. kiln-env-<app>).
 PARTS = ("build", "prod", "keys")
 WEST = "us-west-2"
+
+
+@pytest.fixture
+def config_overrides(config_overrides):
+    """Bootstrap meets accounts as they are on AWS: lived-in (sandbox/aws/lived_in.py)."""
+    return deep_merge(config_overrides, {"sandbox": {"account_state": "lived-in"}})
+
+
+@pytest.fixture
+def clean_sandbox(lived_in):
+    return lived_in
 
 
 @pytest.fixture
@@ -51,6 +64,67 @@ def test_bootstrap_creates_both_stacks_and_their_outputs_resolve(clean_sandbox, 
         assert locks.holder(aws, table, "bootstrap-test")["owner"] == "pytest"
     stack = aws.client("cloudformation").describe_stacks(StackName="kiln-build")["Stacks"][0]
     assert {"Key": "kiln:managed-by", "Value": "kiln"} in stack["Tags"]
+
+
+def stack_types(session, stack: str) -> set[str]:
+    resources = session.client("cloudformation").describe_stack_resources(StackName=stack)
+    return {r["ResourceType"] for r in resources["StackResources"]}
+
+
+def test_an_account_with_auto_scalings_role_keeps_it_and_gets_its_stack(clean_sandbox,
+                                                                        kiln_settings):
+    aws = connect(kiln_settings(), admin=True)
+    iam = aws.admin("prod").client("iam")
+    before = iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]
+    results = bootstrap.run(aws.settings, aws, yes=True, parts=("prod",))
+    assert [r["action"] for r in results] == ["created"]
+    assert iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]["RoleId"] == \
+        before["RoleId"]
+    assert results[0]["outputs"]["AutoScalingRoleArn"] == before["Arn"]
+    assert "AWS::IAM::ServiceLinkedRole" not in stack_types(aws.admin("prod"), "kiln-prod")
+
+
+def test_a_new_account_gets_auto_scalings_role_outside_the_stack(clean_sandbox, kiln_settings):
+    clean_sandbox.set_account_state("new")
+    clean_sandbox.reset()
+    aws = connect(kiln_settings(sandbox={"account_state": "new"}), admin=True)
+    iam = aws.admin("prod").client("iam")
+    assert not iam.list_roles(PathPrefix="/aws-service-role/")["Roles"]
+    planned = bootstrap.run(aws.settings, aws, dry_run=True, parts=("prod",))
+    assert [r["action"] for r in planned] == ["planned"]
+    assert not iam.list_roles(PathPrefix="/aws-service-role/")["Roles"]  # a plan changes nothing
+    bootstrap.run(aws.settings, aws, yes=True, parts=("prod",))
+    role = iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]
+    assert role["Path"] == "/aws-service-role/autoscaling.amazonaws.com/"
+    assert "AWS::IAM::ServiceLinkedRole" not in stack_types(aws.admin("prod"), "kiln-prod")
+    aws.admin("prod").client("cloudformation").delete_stack(StackName="kiln-prod")
+    assert iam.get_role(RoleName="AWSServiceRoleForAutoScaling")["Role"]["RoleId"] == \
+        role["RoleId"]  # Auto Scaling's, not the stack's: it outlives the stack
+
+
+def test_the_operator_may_abort_its_uploads_and_read_the_repo_acl(fresh, kiln_settings):
+    operator = connect(kiln_settings())
+    bucket = stacks.output(operator, "build", "RepoBucket")
+    s3 = operator.client("s3")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="packages/x.rpm")["UploadId"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="packages/x.rpm", UploadId=upload)
+    assert not boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert s3.get_bucket_acl(Bucket=bucket)["Owner"]
+
+
+def test_the_operator_policy_assumes_the_deployer_roles_as_configured(clean_sandbox,
+                                                                      kiln_settings):
+    settings = kiln_settings(accounts={"prod": {"role": "release-deployer"}})
+    aws = connect(settings, admin=True)
+    (result,) = bootstrap.run(aws.settings, aws, yes=True, parts=("operator",))
+    iam = aws.client("iam")
+    arn = result["outputs"]["OperatorPolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
+    statements = {s["Sid"]: s for s in document["Document"]["Statement"]}
+    assert statements["ReachTargetAccounts"]["Resource"] in (
+        "arn:aws:iam::222222222222:role/release-deployer",
+        ["arn:aws:iam::222222222222:role/release-deployer"])
 
 
 def test_second_run_is_up_to_date_and_leaves_no_change_sets(fresh):
@@ -169,6 +243,21 @@ def test_copy_regions_get_a_key_stack_in_every_account(clean_sandbox, kiln_setti
         StackName="kiln-keys")["Summaries"] == []
 
 
+def test_a_target_accounts_copy_region_key_lets_auto_scaling_launch(regional):
+    role = ("arn:aws:iam::222222222222:role/aws-service-role/autoscaling.amazonaws.com/"
+            "AWSServiceRoleForAutoScaling")
+    prod = regional.admin("prod")
+    policy = json.loads(prod.client("kms", WEST).get_key_policy(
+        KeyId=stacks.ami_key(prod, WEST), PolicyName="default")["Policy"])
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["AutoScalingUsesKey"]["Principal"]["AWS"] == role
+    assert "kms:Decrypt" in statements["AutoScalingUsesKey"]["Action"]
+    assert statements["AutoScalingAttachesVolumes"]["Action"] == "kms:CreateGrant"
+    build = json.loads(regional.client("kms", WEST).get_key_policy(
+        KeyId=stacks.ami_key(regional, WEST), PolicyName="default")["Policy"])
+    assert "AutoScalingUsesKey" not in {s["Sid"] for s in build["Statement"]}
+
+
 def test_verify_checks_the_keys_of_each_copy_region(regional):
     checks = verify.run(regional.settings, regional, parts=PARTS)
     assert [c.name for c in checks if not c.ok] == []
@@ -210,6 +299,17 @@ def test_verify_passes_on_a_fresh_bootstrap(fresh):
     checks = verify.run(fresh.settings, fresh, parts=PARTS)
     assert [c.name for c in checks if not c.ok] == []
     assert len(checks) == 11
+
+
+def test_verify_finds_the_ami_alias_past_the_first_page_of_aliases(clean_sandbox, kiln_settings):
+    aws = connect(kiln_settings(), admin=True)
+    kms = aws.admin("prod").client("kms")
+    key = kms.create_key(Description="another tool's")["KeyMetadata"]["KeyId"]
+    for number in range(60):  # another tool's aliases, listed before Kiln's
+        kms.create_alias(AliasName=f"alias/other-tool-{number:02d}", TargetKeyId=key)
+    bootstrap.run(aws.settings, aws, yes=True, parts=PARTS)
+    assert kms.list_aliases()["Truncated"]
+    assert problems(aws, "prod") == []
 
 
 def test_verify_names_a_missing_stack(clean_sandbox, kiln_settings):

@@ -10,6 +10,7 @@ import subprocess
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from cloud.errors import ConfigError, KilnError
 from cloud.stacks import stack_name
@@ -109,6 +110,24 @@ def test_sandbox_source_ip_condition_matches_the_client_address(lb):
     assert {get(lb["dns"], 80)[1] for _ in range(20)} == {"green\n"}
 
 
+def test_sandbox_rules_take_three_values_per_condition_and_five_per_rule(lb):
+    elbv2 = boto3.client("elbv2")
+    sources = [f"198.51.100.{n}/32" for n in range(4)]
+    header = {"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": "X-Kiln-Env",
+                                                           "Values": ["alice", "bob", "carol"]}}
+    for conditions in ([{"Field": "source-ip", "SourceIpConfig": {"Values": sources}}],
+                       [header, {"Field": "source-ip",
+                                 "SourceIpConfig": {"Values": sources[:3]}}]):
+        with pytest.raises(ClientError) as refused:
+            elbv2.create_rule(ListenerArn=lb["listener"], Priority=7,
+                              Actions=[forward(lb["groups"], green=1)], Conditions=conditions)
+        assert refused.value.response["Error"]["Code"] == "ValidationError"
+    elbv2.create_rule(ListenerArn=lb["listener"], Priority=7,
+                      Actions=[forward(lb["groups"], green=1)],
+                      Conditions=[{"Field": "source-ip",
+                                   "SourceIpConfig": {"Values": sources[:3]}}])
+
+
 def test_self_service_rule_names_the_source_ranges(kaws, daws, outputs):
     from tests.deploy_helpers import make_image
 
@@ -124,8 +143,8 @@ def test_self_service_needs_named_source_ranges(kiln_settings):
     with pytest.raises(KilnError, match="self_service.source_cidrs: empty"):
         selfservice.source_cidrs(kiln_settings().deploy)
     many = kiln_settings(deploy={"self_service": {"source_cidrs": [
-        f"198.51.100.{n}/32" for n in range(5)]}})
-    with pytest.raises(KilnError, match="at most 4"):
+        f"198.51.100.{n}/32" for n in range(4)]}})
+    with pytest.raises(KilnError, match="at most 3"):
         selfservice.source_cidrs(many.deploy)
     with pytest.raises(ConfigError, match="lets anyone reach self-service environments"):
         kiln_settings(deploy={"self_service": {"source_cidrs": ["0.0.0.0/0"]}})

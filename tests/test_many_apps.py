@@ -31,6 +31,17 @@ def many(clean_sandbox, kiln_settings):
     return settings
 
 
+def test_each_environment_stack_goes_to_the_region_kiln_looks_it_up_in(kiln_settings):
+    settings = kiln_settings(apps={**APPS, "billing": deep_merge(APPS["billing"], {
+        "deploy": {"region": "eu-west-1"}})}, deploy={"region": "us-west-2"},
+        bake={"copy_regions": ["us-west-2", "eu-west-1"]})
+    parts = env_stacks.register_clusters(settings)
+    found = {(spec.part_for(settings), region) for spec, _account, region in
+             kiln_bootstrap.targets(settings, None, ("env-{app}", *parts))}
+    assert found == {("env-hello-web", "us-west-2"), ("env-hello-web-canary", "us-west-2"),
+                     ("env-billing", "eu-west-1")}
+
+
 def test_per_app_settings_override_the_defaults(kiln_settings):
     settings = kiln_settings(apps=APPS)
     billing = apps.for_app(settings, "billing")

@@ -7,7 +7,10 @@ import socket
 
 import boto3
 import paramiko
+import pytest
+from botocore.exceptions import ClientError
 
+from provisioner import bake
 from provisioner.provision import console_fingerprints, fingerprint
 from sandbox.sshd import Sshd
 
@@ -33,3 +36,19 @@ def test_console_output_prints_the_host_key_ssh_presents(clean_sandbox):
     printed = console_fingerprints(output)
     assert printed == (fingerprint(presented_key(Sshd(clean_sandbox.state_dir).port)),)
     ec2.terminate_instances(InstanceIds=[instance])
+
+
+def test_latest_console_output_is_for_nitro_types_and_the_bake_reads_either(clean_sandbox):
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instances = {kind: ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                         InstanceType=kind)["Instances"][0]["InstanceId"]
+                 for kind in ("t2.micro", "t3.micro")}
+    with pytest.raises(ClientError) as refused:
+        ec2.get_console_output(InstanceId=instances["t2.micro"], Latest=True)
+    assert refused.value.response["Error"]["Code"] == "UnsupportedOperation"
+    assert "BEGIN SSH HOST KEY FINGERPRINTS" in ec2.get_console_output(
+        InstanceId=instances["t3.micro"], Latest=True)["Output"]
+    for instance in instances.values():
+        assert console_fingerprints(bake.console_output(ec2, instance))
+    ec2.terminate_instances(InstanceIds=list(instances.values()))

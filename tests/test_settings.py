@@ -29,6 +29,10 @@ def test_wrong_type_and_bad_choice_are_named():
         check(bake={"ssh_port": "twenty-two"})
     with pytest.raises(ConfigError, match=r"kiln\.target: 'gcp' is not one of sandbox, aws"):
         check(target="gcp")
+    with pytest.raises(ConfigError, match=r"kiln\.sandbox\.account_state: 'used' is not one "
+                                          r"of new, lived-in"):
+        check(sandbox={"account_state": "used"})
+    assert check(sandbox={"account_state": "lived-in"}).sandbox.account_state == "lived-in"
 
 
 def test_environment_strings_are_coerced():

@@ -24,6 +24,8 @@ PATCHES: list[str] = [
     "cloudwatch.alarm_types",
     "timing",
     "cloudformation.stacks",
+    "cloudformation.rollback",
+    "cloudformation.listener_actions",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",
@@ -33,6 +35,10 @@ PATCHES: list[str] = [
     "autoscaling.server_groups",
     "iam.service_linked_roles",
     "autoscaling.launch_keys",
+    "autoscaling.template_propagation",
+    "kms.alias_pages",
+    "elbv2.rule_limits",
+    "lived_in",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 

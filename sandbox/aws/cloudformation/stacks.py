@@ -119,7 +119,11 @@ def _patch_bucket() -> None:
 
 
 def _policy_text(policy: Any) -> str:
-    return policy if isinstance(policy, str) else json.dumps(policy)
+    if isinstance(policy, str):
+        return policy
+    if isinstance(policy.get("Statement"), list):  # AWS::NoValue in a list drops the entry
+        policy = {**policy, "Statement": [s for s in policy["Statement"] if s is not None]}
+    return json.dumps(policy)
 
 
 def _patch_kms_key() -> None:

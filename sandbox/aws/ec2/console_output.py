@@ -5,6 +5,11 @@ boot, between `-----BEGIN SSH HOST KEY FINGERPRINTS-----` and `-----END …-----
 client can check the key the instance presents over SSH. A sandbox instance is reached through
 the sandbox sshd: its console output prints that sshd's host key the same way (moto answered a
 fixed sample text).
+
+As on AWS, `Latest=True` (the most recent output rather than the buffered one) is for
+instances on the Nitro system only: on a Xen instance type (t2, m4, c4, r4…) the call fails with
+UnsupportedOperation (moto answered it on any type).
+(https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html)
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from pathlib import Path
 
 from sandbox.aws import seams
 from sandbox.sshd import Sshd
+
+# Instance families that run on Xen, not the Nitro system.
+XEN_FAMILIES = ("t1", "t2", "m1", "m2", "m3", "m4", "c1", "c3", "c4", "r3", "r4", "x1", "x1e",
+                "d2", "h1", "i2", "i3", "g2", "g3", "g3s", "p2", "p3", "f1", "cc2", "cr1", "hs1")
 
 
 def apply(state_dir: Path) -> None:
@@ -44,6 +53,8 @@ def console_text(state_dir: Path) -> str:
 
 def _with_host_keys(get_console_output, state_dir: Path):
     def wrapper(response, *args, **kwargs):
+        if str(response._get_param("Latest")).lower() == "true":
+            _refuse_latest_on_xen(response, response._get_param("InstanceId"))
         result = get_console_output(response, *args, **kwargs)
         text = console_text(state_dir)
         if text:
@@ -53,3 +64,14 @@ def _with_host_keys(get_console_output, state_dir: Path):
         return result
 
     return wrapper
+
+
+def _refuse_latest_on_xen(response, instance_id: str) -> None:
+    from moto.ec2.exceptions import EC2ClientError
+
+    instance = response.ec2_backend.get_instance(instance_id)
+    if str(instance.instance_type).partition(".")[0] in XEN_FAMILIES and \
+            not str(instance.instance_type).endswith(".metal"):
+        raise EC2ClientError("UnsupportedOperation",
+                             "This instance type does not support retrieving the latest console "
+                             "output. Specify false for the Latest parameter.")

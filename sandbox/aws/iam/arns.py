@@ -57,7 +57,22 @@ def _logs(action, params, account, region):
     return _arn("logs", region, account, rest)
 
 
+# IAM's names of the service-linked roles Kiln meets (moto would spell the second
+# AWSServiceRoleForElasticloadbalancing).
+LINKED_ROLES = {"autoscaling.amazonaws.com": "AWSServiceRoleForAutoScaling",
+                "elasticloadbalancing.amazonaws.com": "AWSServiceRoleForElasticLoadBalancing"}
+
+
+def linked_role_arn(service: str, account: str) -> str | None:
+    name = LINKED_ROLES.get(service)
+    if name is None:
+        return None
+    return f"arn:aws:iam::{account}:role/aws-service-role/{service}/{name}"
+
+
 def _iam(action, params, account, region):
+    if action == "CreateServiceLinkedRole":
+        return linked_role_arn(params.get("AWSServiceName", ""), account)
     for key, kind in (("RoleName", "role"), ("UserName", "user"),
                       ("InstanceProfileName", "instance-profile")):
         if params.get(key):

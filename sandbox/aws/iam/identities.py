@@ -73,7 +73,9 @@ def mode(state_dir: Path | None) -> str:
 
 
 def operator_policy(prefix: str, account: str = BUILD_ACCOUNT, partition: str = "aws") -> str:
-    text = OPERATOR_POLICY.read_text()
+    # The sandbox's accounts use the default deployer role name (invoke.yaml).
+    text = OPERATOR_POLICY.read_text().replace(
+        "${DeployerRoleArns}", "arn:${AWS::Partition}:iam::*:role/${Prefix}-deployer")
     for name, value in (("${Prefix}", prefix), ("${AWS::AccountId}", account),
                         ("${AWS::Partition}", partition)):
         text = text.replace(name, value)

@@ -1,0 +1,1 @@
+"""KMS, where moto differs from AWS."""
