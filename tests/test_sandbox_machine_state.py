@@ -10,10 +10,15 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from sandbox import userns
 from sandbox.machines import boot, image, images
 from sandbox.machines import instances as machines
 from tests.host_helpers import MARK, package_layer
+
+# One at a time: both change this host's /var (host_with_history) and read what it holds.
+pytestmark = pytest.mark.xdist_group("host-history")
 
 INSTANCE = "i-0000000000000ba4e"
 STATE_FOLDERS = ("/var", "/tmp", "/run", "/home", "/root", "/opt")

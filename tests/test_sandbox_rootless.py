@@ -20,6 +20,9 @@ import pytest
 
 from tests.host_helpers import package_layer
 
+# One at a time: both change this host's /var (host_with_history) and read what it holds.
+pytestmark = pytest.mark.xdist_group("host-history")
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_USER = "kiln-rootless-test"
 SUBORDINATE = "400000-465535"

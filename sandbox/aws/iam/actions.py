@@ -65,8 +65,9 @@ SAME_NAME: dict[str, tuple[str, ...]] = {
     "ec2": (
         "AllocateAddress", "AssociateRouteTable", "AttachInternetGateway",
         "AuthorizeSecurityGroupEgress", "AuthorizeSecurityGroupIngress", "CopyImage",
-        "CreateImage", "CreateInternetGateway", "CreateKeyPair", "CreateLaunchTemplate",
-        "CreateLaunchTemplateVersion", "CreateNatGateway", "CreateRoute", "CreateRouteTable",
+        "CreateDefaultVpc", "CreateImage", "CreateInternetGateway", "CreateKeyPair",
+        "CreateLaunchTemplate", "CreateLaunchTemplateVersion", "CreateNatGateway", "CreateRoute",
+        "CreateRouteTable",
         "CreateSecurityGroup", "CreateSnapshot", "CreateSubnet", "CreateTags", "CreateVolume",
         "CreateVpc", "CreateVpcEndpoint", "DeleteInternetGateway", "DeleteKeyPair",
         "DeleteLaunchTemplate", "DeleteLaunchTemplateVersions", "DeleteNatGateway",
