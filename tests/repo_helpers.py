@@ -170,3 +170,13 @@ class S3Log:
 
     def clear(self) -> None:
         self.calls.clear()
+
+
+def fresh_repo(admin_aws, mark: str) -> dict:
+    """Overrides naming a fresh repo bucket and lock table in the sandbox, named as bootstrap
+    names them (so the operator's policy covers them) and made by the administrator."""
+    suffix = time.time_ns()
+    bucket, table = f"kiln-repo-123456789012-{mark}{suffix}", f"kiln-locks-{mark}-{suffix}"
+    make_repo_bucket(admin_aws, bucket)
+    make_lock_table(admin_aws, table)
+    return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}

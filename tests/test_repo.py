@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 
 import pytest
 
 from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo, repodata
-from tests.repo_helpers import S3Log, build_rpm, make_lock_table, make_repo_bucket
+from tests.repo_helpers import S3Log, build_rpm, fresh_repo
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,7 @@ def rpms(tmp_path_factory):
 def repo_config(admin_aws, tmp_path):
     """Overrides naming a fresh repo bucket and lock table in the sandbox (named so the
     operator's policy covers them, made by the administrator as bootstrap would)."""
-    suffix = time.time_ns()
-    bucket, table = f"kiln-repo-123456789012-t{suffix}", f"kiln-locks-repo-{suffix}"
-    make_repo_bucket(admin_aws, bucket)
-    make_lock_table(admin_aws, table)
-    return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
+    return fresh_repo(admin_aws, "t")
 
 
 @pytest.fixture

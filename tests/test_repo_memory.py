@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo, repodata
 from tests.deploy_helpers import deployer
-from tests.repo_helpers import build_rpm, make_lock_table, make_repo_bucket
+from tests.repo_helpers import build_rpm, fresh_repo
 
 ALPHA, BETA, GAMMA = (f"Packages/{n}-1.0.0-1.noarch.rpm" for n in ("alpha", "beta", "gamma"))
 
@@ -28,11 +27,7 @@ def rpms(tmp_path_factory):
 
 @pytest.fixture
 def repo_config(admin_aws):
-    suffix = time.time_ns()
-    bucket, table = f"kiln-repo-123456789012-m{suffix}", f"kiln-locks-memory-{suffix}"
-    make_repo_bucket(admin_aws, bucket)
-    make_lock_table(admin_aws, table)
-    return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
+    return fresh_repo(admin_aws, "m")
 
 
 @pytest.fixture

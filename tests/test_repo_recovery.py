@@ -24,7 +24,7 @@ from tests.bake_helpers import proxied
 from tests.conftest import INVOKE, ROOT, deep_merge
 from tests.deploy_helpers import deployer
 from tests.faults import FaultProxy
-from tests.repo_helpers import build_rpm, make_lock_table, make_repo_bucket
+from tests.repo_helpers import build_rpm, fresh_repo
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,7 @@ def rpms(tmp_path_factory):
 
 @pytest.fixture
 def repo_config(admin_aws):
-    suffix = time.time_ns()
-    # Named as the bootstrap names them, so the operator's policy covers them.
-    bucket, table = f"kiln-repo-123456789012-r{suffix}", f"kiln-locks-recovery-{suffix}"
-    make_repo_bucket(admin_aws, bucket)
-    make_lock_table(admin_aws, table)
-    return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
+    return fresh_repo(admin_aws, "r")
 
 
 @pytest.fixture
