@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import shlex
@@ -112,7 +113,6 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
     all tagged at creation."""
     labels = group_tags(env, name, image.version, image.id, run_id, state,
                         getattr(image, "release", None), **(extra_tags or {}))
-    tg = _target_group(env, name, labels) if env.balanced else None
     data = {
         "ImageId": image.id, "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": env.instance_profile_arn},
@@ -127,22 +127,35 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
                       getattr(image, "release", None)).encode()).decode(),
         "TagSpecifications": [tags.spec("instance", labels), tags.spec("volume", labels)],
     }
-    remove_leftover_template(env, name)
-    template = env.client("ec2").create_launch_template(
-        LaunchTemplateName=name, LaunchTemplateData=data,
-        TagSpecifications=[tags.spec("launch-template", labels)])["LaunchTemplate"]
+    with _kept_only_with_the_group(env, name) as made:
+        made["tg"] = _target_group(env, name, labels) if env.balanced else None
+        remove_leftover_template(env, name)
+        template = env.client("ec2").create_launch_template(
+            LaunchTemplateName=name, LaunchTemplateData=data,
+            TagSpecifications=[tags.spec("launch-template", labels)])["LaunchTemplate"]
+        made["template"] = template["LaunchTemplateId"]
+        _create_group(env, name, template, capacity, max_size, made["tg"], labels)
+
+
+@contextlib.contextmanager
+def _kept_only_with_the_group(env: Environment, name: str):
+    """The target group and launch template a create makes are removed again when the group
+    does not come to be (any error, Ctrl-C), so nothing blocks the next deploy's name."""
+    made: dict[str, str | None] = {"tg": None, "template": None}
     try:
-        _create_group(env, name, template, capacity, max_size, tg, labels)
+        yield made
     except BaseException:
-        _discard(env, name, template["LaunchTemplateId"], tg)
+        _discard(env, name, made["template"], made["tg"])
         raise
 
 
-def _discard(env: Environment, name: str, template_id: str, tg: str | None) -> None:
-    """Nothing of a group that never came to be is left to block the next deploy's name."""
+def _discard(env: Environment, name: str, template_id: str | None, tg: str | None) -> None:
+    if not (template_id or tg):
+        return
     try:
         if model.describe_group(env, name) is None:
-            delete_launch_template(env, template_id)
+            if template_id:
+                delete_launch_template(env, template_id)
             if tg:
                 delete_target_group(env, tg)
     except ClientError as error:  # the create's own error is the one to report
