@@ -179,8 +179,7 @@ def _auth_error(response, code: str, message: str, status: int):
     if _is_s3(response):
         s3_code = {"InvalidClientTokenId": "InvalidAccessKeyId"}.get(code, code)
         return _s3_error(s3_code, message, status)
-    if (response.headers.get("Host", "").startswith("ec2") or _service_of(response) == "ec2") \
-            and code != "IncompleteSignature":
+    if _service_of(response) == "ec2" and code != "IncompleteSignature":
         if message.startswith("Signature "):  # expired or not yet current
             code, message, status = "RequestExpired", "Request has expired.", 400
         else:
