@@ -180,3 +180,8 @@ def fresh_repo(admin_aws, mark: str) -> dict:
     make_repo_bucket(admin_aws, bucket)
     make_lock_table(admin_aws, table)
     return {"repo": {"bucket": bucket, "lock_table": table, "metadata_grace_seconds": 0}}
+
+
+def three_rpms(folder: Path) -> dict[str, Path]:
+    """alpha, beta and gamma at 1.0.0: packages for the repository tests to publish."""
+    return {name: build_rpm(folder, name, "1.0.0") for name in ("alpha", "beta", "gamma")}

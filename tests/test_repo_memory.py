@@ -14,15 +14,14 @@ from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo, repodata
 from tests.deploy_helpers import deployer
-from tests.repo_helpers import build_rpm, fresh_repo
+from tests.repo_helpers import fresh_repo, three_rpms
 
 ALPHA, BETA, GAMMA = (f"Packages/{n}-1.0.0-1.noarch.rpm" for n in ("alpha", "beta", "gamma"))
 
 
 @pytest.fixture(scope="module")
 def rpms(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rpms")
-    return {name: build_rpm(folder, name, "1.0.0") for name in ("alpha", "beta", "gamma")}
+    return three_rpms(tmp_path_factory.mktemp("rpms"))
 
 
 @pytest.fixture

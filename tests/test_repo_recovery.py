@@ -24,13 +24,12 @@ from tests.bake_helpers import proxied
 from tests.conftest import INVOKE, ROOT, deep_merge
 from tests.deploy_helpers import deployer
 from tests.faults import FaultProxy
-from tests.repo_helpers import build_rpm, fresh_repo
+from tests.repo_helpers import fresh_repo, three_rpms
 
 
 @pytest.fixture(scope="module")
 def rpms(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rpms")
-    return {name: build_rpm(folder, name, "1.0.0") for name in ("alpha", "beta", "gamma")}
+    return three_rpms(tmp_path_factory.mktemp("rpms"))
 
 
 @pytest.fixture
