@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import boto3
@@ -176,6 +177,15 @@ def test_an_instance_stopped_with_stop_instances_is_replaced(clean_sandbox):
     until(replaced, timeout=30)
     state = ec2.describe_instances(InstanceIds=[first[0]])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] == "terminated"
+
+
+def test_a_slow_time_scale_set_earlier_does_not_hold_back_the_next_check(clean_sandbox):
+    """The check's wait is measured when it is asked about: a test (or a user) that set a slow
+    time scale and then set it back does not leave the group unchecked for the slow wait."""
+    clean_sandbox.set_time_scale(50)  # a check every 500 s
+    time.sleep(1)  # the checks' loop is now waiting under that scale
+    clean_sandbox.set_time_scale(None)
+    test_an_instance_stopped_with_stop_instances_is_replaced(clean_sandbox)
 
 
 def test_down_ends_every_machine_of_a_server_group(tmp_path, sandbox_box):

@@ -25,6 +25,7 @@ from sandbox.aws import seams
 from sandbox.machines import instances as machines
 
 CHECK_SECONDS = 10  # AWS time between two health checks of a group's instances
+TICK = 0.2  # real seconds between two looks at the clock
 _stop = threading.Event()
 
 
@@ -46,7 +47,13 @@ def _counted(group) -> list:
 
 
 def _loop(state_dir: Path) -> None:
-    while not _stop.wait(max(0.2, clock.real(CHECK_SECONDS))):
+    # The wait is measured each tick, not once per round: a slow time scale set and then set
+    # back must not leave the groups unchecked for the slow round's whole wait.
+    last = clock.now()
+    while not _stop.wait(TICK):
+        if clock.now() - last < clock.real(CHECK_SECONDS):
+            continue
+        last = clock.now()
         try:
             replace_stopped(state_dir)
         except Exception:  # noqa: BLE001 - one bad round must not end the checks
