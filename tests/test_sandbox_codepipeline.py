@@ -56,7 +56,7 @@ def role(service: str, statements: list) -> dict:
             "Version": "2012-10-17", "Statement": statements}}]}}
 
 
-def template(command: str) -> str:
+def template(command: str, poll: bool = False, can_build: bool = True) -> str:
     artifacts = {"Fn::Sub": "${Artifacts.Arn}/*"}
     source = {"Fn::Sub": "${Source.Arn}/*"}
     project = {"Fn::GetAtt": ["Project", "Arn"]}
@@ -65,7 +65,7 @@ def template(command: str) -> str:
             "Name": "Fetch", "ActionTypeId": {"Category": "Source", "Owner": "AWS",
                                               "Provider": "S3", "Version": "1"},
             "Configuration": {"S3Bucket": {"Ref": "Source"}, "S3ObjectKey": "app.zip",
-                              "PollForSourceChanges": False},
+                              "PollForSourceChanges": poll},
             "OutputArtifacts": [{"Name": "Code"}]}]},
         {"Name": "Build", "Actions": [{
             "Name": "Compile", "ActionTypeId": {"Category": "Build", "Owner": "AWS",
@@ -86,7 +86,8 @@ def template(command: str) -> str:
         "PipelineRole": role("codepipeline.amazonaws.com", [
             allow(["s3:GetObject", "s3:GetObjectVersion"], [source, artifacts]),
             allow("s3:PutObject", artifacts),
-            allow(["codebuild:StartBuild", "codebuild:BatchGetBuilds"], project),
+            allow(["codebuild:StartBuild", "codebuild:BatchGetBuilds"] if can_build
+                  else ["codebuild:BatchGetBuilds"], project),
             allow("sns:Publish", {"Ref": "Topic"})]),
         "BuildRole": role("codebuild.amazonaws.com", [
             allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "*"),
@@ -107,10 +108,10 @@ def template(command: str) -> str:
                     for name in ("Pipeline", "Project", "Source", "Artifacts")}})
 
 
-def make_pipeline(command: str) -> dict:
+def make_pipeline(command: str, **options) -> dict:
     """The stack, and the source object in place; its outputs."""
     cfn = boto3.client("cloudformation")
-    cfn.create_stack(StackName="kiln-pipeline-demo", TemplateBody=template(command),
+    cfn.create_stack(StackName="kiln-pipeline-demo", TemplateBody=template(command, **options),
                      Capabilities=["CAPABILITY_IAM"])
     stack = cfn.describe_stacks(StackName="kiln-pipeline-demo")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
@@ -156,7 +157,7 @@ def pipelines(clean_sandbox):
     return boto3.client("codepipeline")
 
 
-def test_a_pipeline_builds_on_a_machine_and_waits_for_its_approval(pipelines):
+def test_a_pipeline_builds_on_a_machine_and_waits_for_its_approval(pipelines, clean_sandbox):
     outputs = make_pipeline(WHO_AM_I)
     name = outputs["Pipeline"]
     # As on AWS, the new pipeline ran at once, and found no source object yet.
@@ -186,6 +187,8 @@ def test_a_pipeline_builds_on_a_machine_and_waits_for_its_approval(pipelines):
     assert f"greeting={GREETING} stage=build on Amazon Linux" in text
     assert f"assumed-role/{build['serviceRole'].rpartition('/')[2]}/" in text  # its own creds
     assert "post_build succeeding=1" in text
+    machines = clean_sandbox.state_dir / "machines" / "instances"
+    assert not list(machines.glob("codebuild-*"))  # its machine ended with it
 
     [built] = [a for a in pipelines.list_action_executions(
         pipelineName=name, filter={"pipelineExecutionId": started})["actionExecutionDetails"]
@@ -243,3 +246,22 @@ def test_a_disabled_transition_holds_an_execution_and_a_failed_build_fails_it(pi
     log = boto3.client("logs").get_log_events(logGroupName=f"/aws/codebuild/{outputs['Project']}",
                                               logStreamName=build_id.partition(":")[2])
     assert "post_build succeeding=0" in "\n".join(e["message"] for e in log["events"])
+
+
+def test_a_new_source_version_starts_a_polling_pipeline_whose_role_is_checked(pipelines):
+    outputs = make_pipeline("true", poll=True, can_build=False)  # its role may not StartBuild
+    name = outputs["Pipeline"]
+
+    def polled():
+        return [e for e in pipelines.list_pipeline_executions(pipelineName=name)[
+            "pipelineExecutionSummaries"] if e["trigger"]["triggerType"] == "PollForSourceChanges"]
+
+    [execution_summary] = wait_for(polled, "the execution the new source version starts")
+    started = execution_summary["pipelineExecutionId"]
+    assert wait_for(lambda: finished(pipelines, name, started), "the execution")[
+        "status"] == "Failed"
+    compile_state = action_state(pipelines, name, "Build", "Compile")["latestExecution"]
+    assert "is not authorized to perform: codebuild:StartBuild" in compile_state[
+        "errorDetails"]["message"]
+    assert boto3.client("codebuild").list_builds_for_project(
+        projectName=outputs["Project"])["ids"] == []

@@ -256,6 +256,12 @@ class Run:
         self._sleep_until(started, PROVISIONING_SECONDS)
 
     def _download_source(self) -> None:
+        source = self.project.get("source") or {}
+        if not self.sources and source.get("type") == "S3":  # a direct build of an S3 source
+            bucket, _, key = source["location"].partition("/")
+            found = service_role.read_object(self.role, self.session, self.backend.region_name,
+                                             bucket, key)
+            self.sources = [("source", found.value)]
         for number, (name, body) in enumerate(self.sources):
             folder = self.src if number == 0 else f"{self.src}_{name}"
             self._into_machine(folder, body)
