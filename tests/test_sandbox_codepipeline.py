@@ -249,6 +249,8 @@ def test_a_disabled_transition_holds_an_execution_and_a_failed_build_fails_it(pi
 
 
 def test_a_new_source_version_starts_a_polling_pipeline_whose_role_is_checked(pipelines):
+    """No machine: the pipeline's role may not start the build, and the last execution is
+    stopped before it."""
     outputs = make_pipeline("true", poll=True, can_build=False)  # its role may not StartBuild
     name = outputs["Pipeline"]
 
@@ -265,3 +267,16 @@ def test_a_new_source_version_starts_a_polling_pipeline_whose_role_is_checked(pi
         "errorDetails"]["message"]
     assert boto3.client("codebuild").list_builds_for_project(
         projectName=outputs["Project"])["ids"] == []
+
+    # Held at a disabled transition, an execution stops there when asked to.
+    pipelines.disable_stage_transition(pipelineName=name, stageName="Build",
+                                       transitionType="Inbound", reason="hold")
+    held = pipelines.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    wait_for(lambda: pipelines.get_pipeline_state(name=name)["stageStates"][1].get(
+        "inboundExecution"), "the held execution")
+    pipelines.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=held,
+                                      reason="not today")
+    stopped = wait_for(lambda: finished(pipelines, name, held) if execution(
+        pipelines, name, held)["status"] != "Stopping" else None, "the stop")
+    assert stopped["status"] == "Stopped" and stopped["statusSummary"] == "not today"
+    assert "inboundExecution" not in pipelines.get_pipeline_state(name=name)["stageStates"][1]

@@ -159,6 +159,10 @@ class Execution:
         while True:
             self._check_alive()
             with LOCK:
+                if self.stop_mode:  # stopped while it waited: it never enters
+                    if self.state.waiting.get(stage) == self.id:
+                        del self.state.waiting[stage]
+                    raise Stopped("Stopped")
                 if self.state.waiting.get(stage) != self.id:
                     raise Stopped("Superseded")
                 free = self.state.occupant.get(stage) in (None, self.id)
