@@ -76,7 +76,8 @@ def template(command: str, poll: bool = False, can_build: bool = True) -> str:
         {"Name": "Release", "Actions": [{
             "Name": "Approve", "ActionTypeId": {"Category": "Approval", "Owner": "AWS",
                                                 "Provider": "Manual", "Version": "1"},
-            "Configuration": {"NotificationArn": {"Ref": "Topic"}}}]},
+            "Configuration": {"NotificationArn": {"Ref": "Topic"},
+                              "CustomData": f"after {command}"}}]},
     ]
     return json.dumps({"Resources": {
         "Artifacts": {"Type": "AWS::S3::Bucket"},
@@ -111,8 +112,14 @@ def template(command: str, poll: bool = False, can_build: bool = True) -> str:
 def make_pipeline(command: str, **options) -> dict:
     """The stack, and the source object in place; its outputs."""
     cfn = boto3.client("cloudformation")
-    cfn.create_stack(StackName="kiln-pipeline-demo", TemplateBody=template(command, **options),
-                     Capabilities=["CAPABILITY_IAM"])
+    # Through a change set, as `invoke bootstrap` makes every stack.
+    cfn.create_change_set(StackName="kiln-pipeline-demo", ChangeSetName="create",
+                          ChangeSetType="CREATE", TemplateBody=template(command, **options),
+                          Capabilities=["CAPABILITY_IAM"])
+    cfn.get_waiter("change_set_create_complete").wait(
+        StackName="kiln-pipeline-demo", ChangeSetName="create",
+        WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    cfn.execute_change_set(StackName="kiln-pipeline-demo", ChangeSetName="create")
     stack = cfn.describe_stacks(StackName="kiln-pipeline-demo")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
@@ -280,3 +287,14 @@ def test_a_new_source_version_starts_a_polling_pipeline_whose_role_is_checked(pi
         pipelines, name, held)["status"] != "Stopping" else None, "the stop")
     assert stopped["status"] == "Stopped" and stopped["statusSummary"] == "not today"
     assert "inboundExecution" not in pipelines.get_pipeline_state(name=name)["stageStates"][1]
+
+    # A stack update changes the pipeline (a new version) and the project in place.
+    boto3.client("cloudformation").update_stack(
+        StackName="kiln-pipeline-demo", Capabilities=["CAPABILITY_IAM"],
+        TemplateBody=template("echo changed", poll=True, can_build=False))
+    changed = pipelines.get_pipeline(name=name)["pipeline"]
+    assert changed["version"] == 2
+    assert changed["stages"][2]["actions"][0]["configuration"]["CustomData"] == "after echo changed"
+    [project] = boto3.client("codebuild").batch_get_projects(names=[outputs["Project"]])[
+        "projects"]
+    assert "echo changed" in project["source"]["buildspec"]

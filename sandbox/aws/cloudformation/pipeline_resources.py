@@ -8,7 +8,8 @@ A pipeline is made through CreatePipeline, so its role must trust codepipeline.a
 it needs two stages, as AWS checks; DisableInboundStageTransitions are disabled at creation; a
 new pipeline starts an execution (trigger CreatePipeline), and an update starts one when
 RestartExecutionOnUpdate is true, as on AWS. A stack update changes the pipeline or project in
-place (UpdatePipeline, a new version); deleting the stack deletes them.
+place (UpdatePipeline, a new version; a project keeps its builds), under the same name unless
+the template names another; deleting the stack deletes them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def apply(state_dir: Path) -> None:
         def update_from_cloudformation_json(cls, original_resource, new_resource_name,
                                             cloudformation_json, account_id, region_name):
             properties = cloudformation_json["Properties"]
+            new_resource_name = _kept_name(original_resource, properties)
             backend = _pipelines(account_id, region_name)
             if new_resource_name != original_resource.name:
                 backend.delete_pipeline(original_resource.name)
@@ -110,9 +112,16 @@ def apply(state_dir: Path) -> None:
         @classmethod
         def update_from_cloudformation_json(cls, original_resource, new_resource_name,
                                             cloudformation_json, account_id, region_name):
-            _builds(account_id, region_name).delete_project(original_resource.name)
-            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json,
+            new_resource_name = _kept_name(original_resource, cloudformation_json["Properties"])
+            backend = _builds(account_id, region_name)
+            # The same project, changed: its builds stay its own (moto's create forgets them).
+            history = backend.build_history.get(original_resource.name, [])
+            backend.delete_project(original_resource.name)
+            made = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json,
                                                        account_id, region_name)
+            if new_resource_name == original_resource.name:
+                backend.build_history[new_resource_name] = history
+            return made
 
         @classmethod
         def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id,
@@ -125,6 +134,12 @@ def apply(state_dir: Path) -> None:
     Pipeline.__module__ = Project.__module__ = __name__
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
+
+
+def _kept_name(original, properties: dict) -> str:
+    """An update keeps the resource's name unless the template names another (moto generated a
+    new name for every update of a resource the template does not name, replacing it)."""
+    return properties.get("Name") or original.name
 
 
 def _pipelines(account_id: str, region_name: str):
