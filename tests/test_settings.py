@@ -76,11 +76,19 @@ def test_real_target_refuses_a_placeholder_that_is_no_account_id():
         check(target="aws", accounts={"build": {"id": "<build account id>"}})
 
 
-def test_a_custom_endpoint_on_purpose_may_use_the_sandbox_accounts():
-    accounts = project_config()["sandbox"]["accounts"]
-    settings = check(target="aws", accounts=accounts,
-                     aws={"endpoint_url": "http://127.0.0.1:5000"})
-    assert settings.accounts.prod.id == "222222222222"
+@pytest.mark.parametrize(("field", "value"), [("id", "222222222222"),
+                                              ("external_id", "kiln-sandbox-external-id")])
+def test_a_custom_endpoint_does_not_let_the_sandbox_placeholders_through(field, value):
+    """kiln.aws.endpoint_url may name a proxy in front of AWS itself: the placeholders would
+    then be trusted and shared with there."""
+    accounts = deep_merge(REAL, {"prod": {field: value}})
+    with pytest.raises(ConfigError, match=rf"kiln\.accounts\.prod\.{field}: {value} is the "
+                                          rf"sandbox's placeholder"):
+        check(target="aws", accounts=accounts, aws={"endpoint_url": "https://proxy.example:8443"})
+    with pytest.raises(ConfigError, match=r"kiln\.accounts\.build\.id: 'build' is not a "
+                                          r"12-digit AWS account id"):
+        check(target="aws", accounts={"build": {"id": "build"}},
+              aws={"endpoint_url": "https://proxy.example:8443"})
 
 
 def test_readme_real_aws_example_uses_no_sandbox_or_real_looking_ids():
@@ -107,3 +115,4 @@ def test_ssh_from_anywhere_needs_saying_so(cidr):
 def test_ssh_cidrs_must_be_networks():
     with pytest.raises(ConfigError, match=r"kiln\.bake\.ssh_cidrs: 'office' is not a CIDR"):
         check(bake={"ssh_cidrs": ["office"]})
+
