@@ -116,3 +116,57 @@ def test_ssh_cidrs_must_be_networks():
     with pytest.raises(ConfigError, match=r"kiln\.bake\.ssh_cidrs: 'office' is not a CIDR"):
         check(bake={"ssh_cidrs": ["office"]})
 
+
+SECRET_NAMES = ["DB_PASS", "DB_PASSWORD", "ADMIN_PASSWD", "CLIENT_SECRET", "SECRET_KEY_BASE",
+                "GITHUB_TOKEN", "SIGNING_KEY", "STRIPE_SK", "SENDGRID_API_KEY", "APIKEY",
+                "AWS_SECRET_ACCESS_KEY", "PRIVATE_KEY_PEM", "db_credentials"]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_user_data_environment_refuses_secret_like_names(name):
+    with pytest.raises(ConfigError, match=rf"^invoke\.yaml: kiln\.deploy\.user_data\.environment"
+                                          rf"\.{name}: looks like a secret.*"
+                                          rf"kiln\.deploy\.user_data\.secrets"):
+        check(deploy={"user_data": {"environment": {name: "x"}}})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/app"),
+    ("CACHE", "redis://:hunter2@cache.internal:6379/0"),
+    ("UPSTREAM", "https://deploy:hunter2@git.example.com/repo.git"),
+    ("PAYMENTS", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("AWS_ID", "AKIAIOSFODNN7EXAMPLE"),
+])
+def test_user_data_environment_refuses_secret_like_values_without_printing_them(name, value):
+    with pytest.raises(ConfigError, match=rf"kiln\.deploy\.user_data\.environment\.{name}: "
+                                          rf"its value looks like a secret") as error:
+        check(deploy={"user_data": {"environment": {name: value}}})
+    assert "hunter2" not in str(error.value) and value not in str(error.value)
+
+
+def test_user_data_environment_keeps_ordinary_settings():
+    ordinary = {"LOG_LEVEL": "debug", "DATABASE_URL": "postgres://app@db.internal:5432/app",
+                "PUBLIC_URL": "https://shop.example.com/", "STRIPE_PUBLISHABLE_KEY": "pk_live_1",
+                "WORKERS": 4, "FEATURE_X": True, "KEYBOARD_LAYOUT": "us", "PASSENGER_LIMIT": 9}
+    settings = check(deploy={"user_data": {"environment": ordinary}})
+    assert settings.deploy.user_data.environment == ordinary
+
+
+def test_user_data_environment_of_an_app_and_of_a_stack_is_checked_too():
+    with pytest.raises(ConfigError, match=r"kiln\.apps\.billing\.deploy\.user_data\.environment"
+                                          r"\.DB_PASS: looks like a secret"):
+        check(apps={"billing": {"deploy": {"user_data": {"environment": {"DB_PASS": "x"}}}}})
+    with pytest.raises(ConfigError, match=r"kiln\.apps\.billing\.stacks\[canary\]\.deploy\."
+                                          r"user_data\.environment\.SIGNING_KEY: looks like"):
+        check(apps={"billing": {"stacks": [{"name": "canary", "deploy": {
+            "user_data": {"environment": {"SIGNING_KEY": "x"}}}}]}})
+
+
+@pytest.mark.parametrize(("environment", "message"), [
+    ({"1X": "a"}, r"environment\.1X: not a shell variable name"),
+    ({"A": {"b": 1}}, r"environment\.A: expected a string, number or true/false"),
+    ({"A": "one\ntwo"}, r"environment\.A: one line only"),
+])
+def test_user_data_environment_is_shell_names_and_one_line_values(environment, message):
+    with pytest.raises(ConfigError, match=message):
+        check(deploy={"user_data": {"environment": environment}})
