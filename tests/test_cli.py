@@ -1,10 +1,14 @@
 """The command line as one product: short flags, missing flags, settings from the environment,
 read-only tasks and the sandbox's export lines."""
 
+import subprocess
+
 import boto3
+import pytest
 
 import tasks
 from cloud.tasking import SHORT_FLAGS
+from tests.conftest import INVOKE, ROOT
 
 
 def all_tasks(collection, prefix=""):
@@ -100,3 +104,19 @@ def test_a_secret_in_the_user_data_environment_is_refused_before_anything_is_mad
     assert line.startswith("kiln: ") and "kiln-test.yaml" in line, line
     assert "kiln.deploy.user_data.environment.DATABASE_URL: its value looks like a secret" in line
     assert "kiln.deploy.user_data.secrets" in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("kiln:\n  app: " + "[" * 50000 + "]" * 50000 + "\n", "nested too deeply"),
+    ("kiln:\n  app: [unclosed\n", "expected ',' or ']'"),
+])
+def test_an_unreadable_runtime_file_is_one_line(tmp_path, text, why):
+    """Invoke reads `-f FILE` after loading tasks.py and answered a malformed or 50,000-deep
+    YAML file with a traceback."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    result = subprocess.run([INVOKE, "-f", str(path), "status"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 4 and result.stdout == "", result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"kiln: {path}: not a YAML file Kiln can read") and why in line, line
