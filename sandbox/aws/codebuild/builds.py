@@ -236,6 +236,9 @@ class Run:
             code = "" if status == "STOPPED" else "CLIENT_ERROR"
             self._end(record, status, code, str(error) or "the build's shell ended")
             raise BuildFailed(status, code, str(error)) from None
+        except Exception as error:  # a fault of the sandbox (a machine that did not boot)
+            self._end(record, "FAULT", "", str(error))
+            raise
         finally:
             self.logs.container(f"Phase complete: {phase} State: "
                                 f"{record.get('phaseStatus', 'SUCCEEDED')}")

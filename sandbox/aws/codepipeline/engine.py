@@ -131,12 +131,12 @@ class Execution:
             for number, stage in enumerate(self.definition["stages"]):
                 self._enter(stage["name"], first=number == 0)
                 ok = self._run_stage(stage)
+                if self.stop_mode:  # its abandoned actions are not a failure
+                    self._leave(stage["name"], "Stopped")
+                    return self._set_status("Stopped")
                 if not ok:
                     self._leave(stage["name"], "Failed")
                     return self._set_status("Failed", f"Stage {stage['name']} failed")
-                if self.stop_mode:
-                    self._leave(stage["name"], "Stopped")
-                    return self._set_status("Stopped")
                 self._leave(stage["name"], "Succeeded")
                 if number + 1 < len(self.definition["stages"]):
                     self._pause(TRANSITION_SECONDS)
