@@ -10,6 +10,9 @@ client can take the sandbox down:
   byte (408 when part of it came);
 - one client address holds at most PER_CLIENT connections per listener (more are closed at
   once) and has at most PER_CLIENT_BUSY requests served at a time (the rest wait their turn);
+- requests whose body is still to come (the part that came with the head is not all of it)
+  take at most UPLOAD_WORKERS of the workers at once, so that clients sending bodies slowly
+  never hold every worker: requests without a body always find one;
 - all listeners together hold at most a budget of connections, half the process's file
   descriptors; at the budget, a listener makes room by closing its connection that has waited
   longest for a head, so a new client always gets in.
@@ -36,9 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from sandbox.network import http1
 
 HEADER_TIMEOUT = 10.0  # real seconds for a request head (capped by the idle timeout)
-PER_CLIENT = 512
+PER_CLIENT = 256
 PER_CLIENT_BUSY = 8
 WORKERS = 32
+UPLOAD_WORKERS = WORKERS // 2
 ACCEPTS = 256  # connections taken per wake-up of the loop
 
 
@@ -69,9 +73,25 @@ class Pool:
     def __init__(self, workers: int = WORKERS):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lb-worker")
         self.budget = Budget()
+        self._uploads = 0
+        self._lock = threading.Lock()
+        self.wakers: set[Callable[[], None]] = set()  # each listener's loop, told of a free slot
 
     def submit(self, work: Callable, *args) -> None:
         self._executor.submit(work, *args)
+
+    def take_upload(self) -> bool:
+        with self._lock:
+            if self._uploads >= UPLOAD_WORKERS:
+                return False
+            self._uploads += 1
+            return True
+
+    def give_upload(self) -> None:
+        with self._lock:
+            self._uploads -= 1
+        for wake in list(self.wakers):
+            wake()
 
 
 class Connection:
@@ -82,6 +102,7 @@ class Connection:
         self.buffer = bytearray()
         self.head: bytes = b""
         self.handshaking = tls
+        self.upload = False  # its body is still to come (it holds an upload slot when served)
         self.idle = True  # no byte of the next request yet
         self.deadline = 0.0
         self.generation = 0
@@ -114,7 +135,9 @@ class Front:
         self._open: collections.Counter = collections.Counter()  # per client address
         self._busy: collections.Counter = collections.Counter()
         self._parked: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._uploads: collections.deque[Connection] = collections.deque()  # for a slot
         self._returned: queue.SimpleQueue = queue.SimpleQueue()
+        pool.wakers.add(self._wake)
         self._stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"listener {address[0]}:{address[1]}")
@@ -124,13 +147,14 @@ class Front:
 
     def stop(self) -> None:
         self._stopped.set()
+        self.pool.wakers.discard(self._wake)
         self._wake()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(5)
         self.server.close()
         for connection in list(self._waiting.values()):
             self._close(connection)
-        for parked in self._parked.values():
+        for parked in [*self._parked.values(), self._uploads]:
             for connection in parked:
                 self._close(connection)
         self._parked.clear()
@@ -162,6 +186,8 @@ class Front:
             elif key.fileobj.fileno() in self._waiting:
                 self._read(key.data)
         self._take_back()
+        while self._uploads and self.pool.take_upload():
+            self._submit(self._uploads.popleft())
         self._expire(time.monotonic())
 
     def _drain_wake(self) -> None:
@@ -263,6 +289,7 @@ class Front:
             return False
         connection.head = bytes(connection.buffer[:end])
         del connection.buffer[:end]
+        connection.upload = _body_to_come(connection)
         if self._busy[connection.client] >= PER_CLIENT_BUSY:
             self._parked[connection.client].append(connection)
         else:
@@ -270,6 +297,12 @@ class Front:
         return True
 
     def _dispatch(self, connection: Connection) -> None:
+        if connection.upload and not self.pool.take_upload():
+            self._uploads.append(connection)
+        else:
+            self._submit(connection)
+
+    def _submit(self, connection: Connection) -> None:
         self._busy[connection.client] += 1
         self.pool.submit(self._work, connection)
 
@@ -280,6 +313,8 @@ class Front:
             keep = self.serve(connection)
         except Exception:  # noqa: BLE001 - a request's failure ends its connection only
             traceback.print_exc(file=sys.stderr)
+        if connection.upload:
+            self.pool.give_upload()
         if self._stopped.is_set():
             self._close(connection)
             return
@@ -353,3 +388,14 @@ class Front:
         self._open[client] -= 1
         if self._open[client] <= 0:
             del self._open[client]
+
+
+def _body_to_come(connection: Connection) -> bool:
+    """Whether the request's body has more to come than arrived with its head."""
+    try:
+        head = http1.parse(connection.head)
+    except http1.Refused:
+        return False  # refused at once by its worker
+    if head.chunked:
+        return not connection.buffer.endswith(b"0\r\n\r\n")
+    return len(connection.buffer) < (head.length or 0)
