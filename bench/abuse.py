@@ -162,8 +162,10 @@ def upload(host: str, megabytes: int, pid: int) -> tuple[int, float]:
 def figures(times: list[float]) -> str:
     ordered = sorted(times)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    late = [n for n, seconds in enumerate(times, 1) if seconds > 1]
     return (f"median {statistics.median(ordered) * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
-            f"max {ordered[-1] * 1000:7.1f} ms")
+            f"max {ordered[-1] * 1000:7.1f} ms  over 1 s: {len(late)} of {len(times)}"
+            + (f" (request {', '.join(map(str, late[:5]))})" if late else ""))
 
 
 def main() -> None:

@@ -13,9 +13,11 @@ client can take the sandbox down:
 - requests whose body is still to come (the part that came with the head is not all of it)
   take at most UPLOAD_WORKERS of the workers at once, so that clients sending bodies slowly
   never hold every worker: requests without a body always find one;
-- all listeners together hold at most a budget of connections, half the process's file
-  descriptors; at the budget, a listener makes room by closing its connection that has waited
-  longest for a head, so a new client always gets in.
+- all listeners together hold at most MAX_CONNECTIONS connections (and never more than half
+  the process's file descriptors); at that budget, a listener makes room by closing its
+  connection that has waited longest for a head, so a new client always gets in. The budget
+  also bounds the loop's work: a slowloris client trickling a header line a second into each of
+  its connections costs a read per connection per second.
 """
 
 from __future__ import annotations
@@ -43,15 +45,16 @@ PER_CLIENT = 256
 PER_CLIENT_BUSY = 8
 WORKERS = 32
 UPLOAD_WORKERS = WORKERS // 2
+MAX_CONNECTIONS = 4096
 ACCEPTS = 256  # connections taken per wake-up of the loop
 
 
 class Budget:
-    """Connections all listeners may hold at once (half the file descriptors)."""
+    """Connections all listeners may hold at once."""
 
     def __init__(self, limit: int | None = None):
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.limit = limit or max(256, soft // 2)
+        self.limit = limit or max(256, min(MAX_CONNECTIONS, soft // 2))
         self.used = 0
         self._lock = threading.Lock()
 
@@ -122,7 +125,7 @@ class Front:
                  tls: ssl.SSLContext | None = None):
         self.serve, self.pool, self.admits, self.timeouts, self.tls = (
             serve, pool, admits, timeouts, tls)
-        self.server = socket.create_server(address, backlog=1024)
+        self.server = socket.create_server(address, backlog=4096)
         self.server.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -178,7 +181,9 @@ class Front:
         wait = 0.5
         if self._deadlines:
             wait = min(wait, max(0.005, self._deadlines[0][0] - time.monotonic()))
-        for key, _mask in self._selector.select(wait):
+        events = self._selector.select(wait)
+        events.sort(key=lambda event: event[0].data != "accept")  # new clients first
+        for key, _mask in events:
             if key.data == "accept":
                 self._accept()
             elif key.data == "wake":
