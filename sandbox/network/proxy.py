@@ -33,6 +33,9 @@ from sandbox import clock
 from sandbox.network import front, http1, targets
 
 IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (idle_timeout.timeout_seconds)
+# The least real time a target is given to answer (the idle timeout, time-scaled, can be one
+# second): sandbox machines on a busy host answer more slowly than EC2 instances.
+TARGET_WAIT = 10.0
 # With routing.http.drop_invalid_header_fields.enabled, an ALB drops header names that are not
 # letters, digits and hyphens.
 VALID_HEADER = re.compile(r"[A-Za-z0-9-]+")
@@ -221,7 +224,7 @@ class Listener:
         pool = healthy or addressed  # all unhealthy: an ALB routes to all of them
         _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
         started = time.monotonic()
-        connection = targets.Connection(where, self.idle_timeout())
+        connection = targets.Connection(where, max(self.idle_timeout(), TARGET_WAIT))
         try:
             try:
                 response = _send(request, connection, self.address[1], self.scheme,
