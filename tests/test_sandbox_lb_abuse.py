@@ -296,3 +296,11 @@ def test_slow_bodies_never_hold_every_worker(lb, clean_sandbox):
         clean_sandbox.set_time_scale(None)
         for sock in slow:
             sock.close()
+
+
+def test_a_body_that_stops_coming_ends_in_408_after_the_idle_timeout(lb):
+    started = time.monotonic()
+    answer, closed = _exchange(lb, _head("POST /upload HTTP/1.1", "Host: web",
+                                         "Content-Length: 10") + b"abc")
+    assert answer.startswith(b"HTTP/1.1 408 ") and closed, answer
+    assert time.monotonic() - started < 4 and _posts(lb) == []

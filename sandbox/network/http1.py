@@ -52,6 +52,10 @@ class Refused(Exception):
         self.reason, self.status = reason, status
 
 
+class ClientGone(Exception):
+    """The client closed its connection in the middle of a request."""
+
+
 class Headers:
     """A request's header fields in order; names compared without case."""
 
@@ -230,9 +234,16 @@ class Stream:
         self.buffer = bytearray(buffer)
 
     def _fill(self) -> None:
-        data = self.sock.recv(PIECE)
+        """More of the request; the client's silence for the idle timeout is its 408, not the
+        target's 504."""
+        try:
+            data = self.sock.recv(PIECE)
+        except TimeoutError:
+            raise Refused("ClientIdleTimeout", 408) from None
+        except OSError as error:
+            raise ClientGone(str(error)) from None
         if not data:
-            raise ConnectionResetError("the client closed the connection mid-request")
+            raise ClientGone("the client closed the connection mid-request")
         self.buffer += data
 
     def read_some(self, most: int) -> bytes:

@@ -155,10 +155,7 @@ class Listener:
         except http1.Refused as refused:
             self._refuse(request or connection, refused.status)
             return False
-        except TimeoutError:  # the client sent nothing for the idle timeout
-            self._refuse(request or connection, 408)
-            return False
-        except (OSError, http.client.HTTPException):
+        except (http1.ClientGone, OSError, http.client.HTTPException):
             return False
         connection.buffer = stream.buffer
         return not request.close and request.body.done
