@@ -36,7 +36,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.network import http1
 
@@ -71,17 +70,31 @@ class Budget:
 
 
 class Pool:
-    """The worker threads every listener's requests run in."""
+    """The worker threads every listener's requests run in (daemon threads, started with the
+    first request: a server stopping never waits on a slow client)."""
 
     def __init__(self, workers: int = WORKERS):
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lb-worker")
+        self.workers = workers
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self.budget = Budget()
         self._uploads = 0
         self._lock = threading.Lock()
         self.wakers: set[Callable[[], None]] = set()  # each listener's loop, told of a free slot
 
     def submit(self, work: Callable, *args) -> None:
-        self._executor.submit(work, *args)
+        with self._lock:
+            while len(self._threads) < self.workers:
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name=f"lb-worker-{len(self._threads)}")
+                thread.start()
+                self._threads.append(thread)
+        self._queue.put((work, args))
+
+    def _run(self) -> None:
+        while True:
+            work, args = self._queue.get()
+            work(*args)  # Front._work: its own failures are caught there
 
     def take_upload(self) -> bool:
         with self._lock:
