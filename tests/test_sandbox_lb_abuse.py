@@ -11,7 +11,10 @@ from pathlib import Path
 
 import boto3
 
-from tests.network_helpers import get
+from sandbox import listener_cert
+from tests.network_helpers import forward, get, https_get
+
+NAME = f"web.{listener_cert.DOMAIN}"
 
 
 def _head(*lines: str) -> bytes:
@@ -304,3 +307,20 @@ def test_a_body_that_stops_coming_ends_in_408_after_the_idle_timeout(lb):
                                          "Content-Length: 10") + b"abc")
     assert answer.startswith(b"HTTP/1.1 408 ") and closed, answer
     assert time.monotonic() - started < 4 and _posts(lb) == []
+
+
+def test_an_https_listener_cuts_a_client_that_never_finishes_its_handshake(lb, sandbox_box):
+    """A TLS handshake is waited for in the listener's loop, for the idle timeout at most
+    (1 s at the default time scale); a client that never finishes it holds nothing after."""
+    arn = listener_cert.import_into(boto3.client("acm"), sandbox_box.state_dir)
+    boto3.client("elbv2").create_listener(
+        LoadBalancerArn=lb["arn"], Protocol="HTTPS", Port=443,
+        Certificates=[{"CertificateArn": arn}], DefaultActions=[forward(lb["groups"], green=1)])
+    ca = listener_cert.files(sandbox_box.state_dir)["ca"]
+    assert https_get(lb["dns"], 443, NAME, ca)[0] == 200
+    started = time.monotonic()
+    with socket.create_connection((lb["dns"], 443), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01\x00")  # the start of a ClientHello, and no more
+        rest, closed = _drain(sock)
+    assert closed and rest == b"" and time.monotonic() - started < 4
+    assert https_get(lb["dns"], 443, NAME, ca)[0] == 200
