@@ -1,11 +1,12 @@
 """Run an app's release pipeline (cloud/pipelines.py) for one version, stage by stage, with gates
 that remember.
 
-Each stage's outcome for a version (passed or failed, when, by whom, its evidence) is recorded in
-the release ledger (cloud/history.py, subject release/<app>/<version>, and the app's history) and
-as a `kiln:stage:<name>` tag on the version's image in the build account. A stage whose gate is
-`passed` refuses a version that has not passed every stage before it, naming the first missing
-one; `--override` lets it through, and the override is recorded with who gave it.
+Each stage's outcome for a release (version-release: passed or failed, when, by whom, its
+evidence) is recorded in the release ledger (cloud/history.py, subject release/<app>/<release>,
+and the app's history) and as a `kiln:stage:<name>` tag on that release's image in the build
+account. A stage whose gate is `passed` refuses a release that has not passed every stage before
+it, naming the first missing one; `--override` lets it through, and the override is recorded with
+who gave it. A rebuild (the same version, a new release) passes every stage anew.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree
 
+import semver
 from botocore.exceptions import ClientError
 
 from cloud import history, pipelines, stacks, tags
@@ -56,6 +58,26 @@ def select(found: list, start: str | None, end: str | None) -> list:
     return found[first:last + 1]
 
 
+def release_id(settings, text: str) -> str:
+    """The release a run is about: `X.Y.Z-R` as given, `X.Y.Z` with the app manifest's
+    iteration (what the commit stage packages and the image stage bakes)."""
+    version, release = tags.release_readings(text)[0]
+    if not semver.Version.is_valid(version):
+        raise Refused(f"--version: {text!r} is not a semantic version (X.Y.Z or X.Y.Z-R, e.g. "
+                      f"1.4.2 or 1.4.2-2)")
+    if release is None:
+        from packager.manifest import load
+
+        release = load(settings.manifest, version, digest=False).iteration
+    return f"{version}-{release}"
+
+
+def split(release: str) -> tuple[str, str]:
+    """(version, iteration) of a release id made by release_id."""
+    version, _, iteration = release.rpartition("-")
+    return version, iteration
+
+
 # -- the ledger -----------------------------------------------------------------------------
 
 
@@ -64,7 +86,8 @@ def subject(app: str, version: str) -> str:
 
 
 def results(aws: Aws, app: str, version: str) -> dict[str, dict]:
-    """The newest outcome of each stage for the version: {stage name: event}."""
+    """The newest outcome of each stage for the release (`version`: its id, X.Y.Z-R):
+    {stage name: event}."""
     newest: dict[str, dict] = {}
     for found in history.read(aws, subject(app, version)):
         if found.get("event") == "stage" and found.get("outcome") in ("passed", "failed"):
@@ -107,12 +130,13 @@ def notify(aws: Aws, subject_line: str, message: dict) -> None:
 
 
 def tag_image(aws: Aws, app: str, version: str) -> str | None:
-    """`kiln:stage:<stage>` = `<outcome> <when> <who>` of every stage recorded for the version,
-    on its images in the build account (none baked yet: nothing; the image stage's own record
-    then tags what came before it)."""
+    """`kiln:stage:<stage>` = `<outcome> <when> <who>` of every stage recorded for the release
+    (`version`: X.Y.Z-R), on its images in the build account, never on another release's (none
+    baked yet: nothing; the image stage's own record then tags what came before it)."""
     ec2 = aws.client("ec2")
+    plain, iteration = split(version)
     found = ec2.describe_images(Owners=["self"], Filters=tags.filters(
-        {tags.APP: app, tags.VERSION: version}))["Images"]
+        {tags.APP: app, tags.VERSION: plain, tags.RELEASE: iteration}))["Images"]
     if not found:
         return None
     labels = [{"Key": f"{TAG_PREFIX}{name}",
@@ -155,6 +179,7 @@ def run(aws: Aws, version: str, start: str | None = None, end: str | None = None
     app = settings.app
     everything = stages(settings)
     chosen = select(everything, start, end)
+    version = release_id(settings, version)
     if history.table(aws) is None:
         raise Refused(f"pipeline: no history table to keep the stages' outcomes in (stack "
                       f"{aws.settings.stacks.prefix}-build has no {history.OUTPUT} output): "
@@ -223,7 +248,8 @@ def _commit(aws: Aws, stage, version: str, run_id: str) -> dict:
     from packager.build import package
 
     settings = aws.settings
-    env = {**os.environ, "KILN_APP": settings.app, "KILN_VERSION": version}
+    plain, iteration = split(version)
+    env = {**os.environ, "KILN_APP": settings.app, "KILN_VERSION": plain, "KILN_RELEASE": version}
     commands = []
     for command in stage.get("commands", []):
         say(f"  $ {command}")
@@ -233,7 +259,7 @@ def _commit(aws: Aws, stage, version: str, run_id: str) -> dict:
                          "seconds": round(time.monotonic() - started, 1)})
         if done.returncode != 0:
             raise StageFailed(f"stage {stage.name}: `{command}` exited {done.returncode}")
-    built = package(settings, settings.manifest, version)
+    built = package(settings, settings.manifest, plain, iteration=iteration)
     evidence = {"commands": commands, "package": built["nevra"], "sha256": built["sha256"]}
     if stage.get("publish", True):
         published = repo.publish(aws, built["path"])
@@ -246,7 +272,8 @@ def _image(aws: Aws, stage, version: str, run_id: str) -> dict:
     roll it out (`invoke bake`, then `invoke ami.promote --to <kiln.deploy.account>`)."""
     from provisioner import bake, promote
 
-    result = bake.run(aws, aws.settings, version)
+    plain, iteration = split(version)
+    result = bake.run(aws, aws.settings, plain, iteration=iteration)
     release = f"{result['version']}-{result['release']}"
     evidence = {"image": result["image_id"], "images": result["images"], "release": release,
                 "reused": result["reused"]}
@@ -269,7 +296,7 @@ def _acceptance(aws: Aws, stage, version: str, run_id: str) -> dict:
     made = selfservice.up(aws, ACCEPTANCE_OWNER, "2h", version, env_cluster=cluster)
     try:
         env = {**os.environ, **made["environment"], "KILN_APP": aws.settings.app,
-               "KILN_VERSION": version}
+               "KILN_VERSION": split(version)[0], "KILN_RELEASE": version}
         junit = ROOT / "dist" / f"acceptance-{aws.settings.app}-{version}.xml"
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.unlink(missing_ok=True)
@@ -374,6 +401,7 @@ def decide(aws: Aws, version: str, approved: bool, comment: str | None = None,
     settings = aws.settings
     app = settings.app
     everything = stages(settings)
+    version = release_id(settings, version)
     stage = next((s for s in everything if s.action == "approval"), None)
     if stage is None:
         raise Refused(f"kiln.apps.{app}.pipeline: no approval stage to approve")
