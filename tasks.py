@@ -381,6 +381,8 @@ _DEPLOY_HELP = {
                "newest release)",
     "ami": "an AMI id to roll out instead of a version",
     "reason": "why, in the release history (`invoke history`) beside who, when and the outcome",
+    "allow_failed": "roll out a release its gate rolled back before in this cluster (refused "
+                    "without it; recorded in the history)",
 }
 
 
@@ -425,25 +427,28 @@ def _rollout(c, operation, json, app=None, **kwargs):
 
 
 @kiln_task(help=_help("app", "version", "ami", "steps", "watch", "stack", "dry_run",
-                      "force_unlock", "json", "reason"))
+                      "force_unlock", "json", "reason", "allow_failed"))
 def deploy(c, version=None, ami=None, app=None, steps=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Roll VERSION out as a new server group: first deployment, or a full red/black."""
     _rollout(c, "deploy", json, app=app, version=version, ami=ami, steps=steps, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "version", "ami", "watch", "stack", "dry_run", "force_unlock",
-                      "json", "reason", percent="the canary's share of traffic, 1-99 (default: "
-                                                "kiln.deploy.canary.percent)"))
+                      "json", "reason", "allow_failed",
+                      percent="the canary's share of traffic, 1-99 (default: "
+                              "kiln.deploy.canary.percent)"))
 def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
     percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json",
