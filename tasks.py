@@ -573,7 +573,8 @@ ns.add_collection(env_tasks)
 
 @kiln_task(required=("version",), help={
     "app": _DEPLOY_HELP["app"] + "; its pipeline is kiln.apps.<app>.pipeline",
-    "version": "the version to take through the pipeline (required)",
+    "version": "the release to take through the pipeline (required): version-release, or a "
+               "version (the app manifest's release: what the commit stage packages)",
     "from": "start at this stage (the stages before it must have passed for the version)",
     "to": "stop after this stage",
     "dry_run": "print each stage, what it has recorded for the version and what would run",
@@ -593,33 +594,41 @@ def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, 
         emit_json(result)
 
 
-def _decide(c, approved, app, version, comment, override, json):
+def _decide(c, approved, app, version, comment, override, json, stage=None):
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import pipeline
 
     aws = connect(_app_settings(c, app))
-    result = pipeline.decide(aws, version, approved, comment, override)
+    result = pipeline.decide(aws, version, approved, comment, override, stage)
     if json:
         emit_json(result)
 
 
-_DECIDE_HELP = {"app": _DEPLOY_HELP["app"], "version": "the version (required)",
+_DECIDE_HELP = {"app": _DEPLOY_HELP["app"],
+                "version": "the release (required): version-release, or a version (the app "
+                           "manifest's release)",
+                "stage": "the manual stage (approval or exploratory) to decide (default: the "
+                         "first one without a decision)",
                 "comment": "why, recorded with your identity",
                 "override": "even though earlier stages have not passed (recorded)",
                 "json": "print the decision as JSON on stdout"}
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False):
-    """Approve VERSION at the pipeline's approval stage, as you (your ARN is recorded)."""
-    _decide(c, True, app, version, comment, override, json)
+def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False,
+                     stage=None):
+    """Approve VERSION at the pipeline's approval (or exploratory) stage, as you (your ARN is
+    recorded)."""
+    _decide(c, True, app, version, comment, override, json, stage)
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False):
-    """Reject VERSION at the pipeline's approval stage: production refuses it."""
-    _decide(c, False, app, version, comment, override, json)
+def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False,
+                    stage=None):
+    """Reject VERSION at the pipeline's approval (or exploratory) stage: the stages after it
+    refuse it."""
+    _decide(c, False, app, version, comment, override, json, stage)
 
 
 pipeline_tasks = Collection("pipeline")
