@@ -349,9 +349,9 @@ def _capacity(aws: Aws, stage, version: str, run_id: str) -> dict:
         kept = keep(aws, version, run_id, stage.name,
                     [Path(work) / name for name in capacity.REPORTS])
     missed = capacity.breaches(figures, thresholds)
-    evidence = {**figures, "thresholds": thresholds, "users": stage.get("users", 10),
-                "duration": stage.get("duration", "1m"), "report": kept[0].rsplit("/", 1)[0] + "/",
-                "breaches": missed}
+    evidence = {**figures, "thresholds": thresholds, "breaches": missed,
+                "report": kept[0].rsplit("/", 1)[0] + "/",
+                **{key: stage.get(key, default) for key, default in capacity.DEFAULTS.items()}}
     say(f"  load: {figures['requests']} requests, {figures['rps']}/s, p95 {figures['p95_ms']} "
         f"ms, p99 {figures['p99_ms']} ms, errors {figures['error_percent']}%; report "
         f"{evidence['report']}")
@@ -524,10 +524,14 @@ def decide(aws: Aws, version: str, approved: bool, comment: str | None = None,
                   {"approved": approved}, comment=comment)
     say(f"pipeline {app} {version}: {'approved' if approved else 'rejected'} at stage "
         f"{stage.name} by {item['who']}" + (f": {comment}" if comment else ""))
-    if stage.action == "exploratory":
+    if stage.action == "exploratory":  # its environment has served; the next run retries
         from orchestrator import selfservice
 
-        selfservice.down(aws, EXPLORATORY_OWNER, env_cluster=_exploratory_cluster(aws, stage))
+        try:
+            selfservice.down(aws, EXPLORATORY_OWNER, env_cluster=_exploratory_cluster(aws, stage))
+        except KilnError as error:
+            say(f"stage {stage.name}: the environment was not removed ({error}); the next "
+                f"`invoke pipeline.run --from {stage.name}` removes it")
     return {"app": app, "version": version, "stage": stage.name, "approved": approved,
             "who": item["who"], "at": item["at"], "comment": comment}
 
