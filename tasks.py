@@ -383,6 +383,8 @@ _DEPLOY_HELP = {
                "newest release)",
     "ami": "an AMI id to roll out instead of a version",
     "reason": "why, in the release history (`invoke history`) beside who, when and the outcome",
+    "allow_failed": "roll out a release its gate rolled back before in this cluster (refused "
+                    "without it; recorded in the history)",
 }
 
 
@@ -427,25 +429,28 @@ def _rollout(c, operation, json, app=None, **kwargs):
 
 
 @kiln_task(help=_help("app", "version", "ami", "steps", "watch", "stack", "dry_run",
-                      "force_unlock", "json", "reason"))
+                      "force_unlock", "json", "reason", "allow_failed"))
 def deploy(c, version=None, ami=None, app=None, steps=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Roll VERSION out as a new server group: first deployment, or a full red/black."""
     _rollout(c, "deploy", json, app=app, version=version, ami=ami, steps=steps, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "version", "ami", "watch", "stack", "dry_run", "force_unlock",
-                      "json", "reason", percent="the canary's share of traffic, 1-99 (default: "
-                                                "kiln.deploy.canary.percent)"))
+                      "json", "reason", "allow_failed",
+                      percent="the canary's share of traffic, 1-99 (default: "
+                              "kiln.deploy.canary.percent)"))
 def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
     percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json",
@@ -570,7 +575,8 @@ ns.add_collection(env_tasks)
 
 @kiln_task(required=("version",), help={
     "app": _DEPLOY_HELP["app"] + "; its pipeline is kiln.apps.<app>.pipeline",
-    "version": "the version to take through the pipeline (required)",
+    "version": "the release to take through the pipeline (required): version-release, or a "
+               "version (the app manifest's release: what the commit stage packages)",
     "from": "start at this stage (the stages before it must have passed for the version)",
     "to": "stop after this stage",
     "dry_run": "print each stage, what it has recorded for the version and what would run",
@@ -590,33 +596,41 @@ def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, 
         emit_json(result)
 
 
-def _decide(c, approved, app, version, comment, override, json):
+def _decide(c, approved, app, version, comment, override, json, stage=None):
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import pipeline
 
     aws = connect(_app_settings(c, app))
-    result = pipeline.decide(aws, version, approved, comment, override)
+    result = pipeline.decide(aws, version, approved, comment, override, stage)
     if json:
         emit_json(result)
 
 
-_DECIDE_HELP = {"app": _DEPLOY_HELP["app"], "version": "the version (required)",
+_DECIDE_HELP = {"app": _DEPLOY_HELP["app"],
+                "version": "the release (required): version-release, or a version (the app "
+                           "manifest's release)",
+                "stage": "the manual stage (approval or exploratory) to decide (default: the "
+                         "first one without a decision)",
                 "comment": "why, recorded with your identity",
                 "override": "even though earlier stages have not passed (recorded)",
                 "json": "print the decision as JSON on stdout"}
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False):
-    """Approve VERSION at the pipeline's approval stage, as you (your ARN is recorded)."""
-    _decide(c, True, app, version, comment, override, json)
+def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False,
+                     stage=None):
+    """Approve VERSION at the pipeline's approval (or exploratory) stage, as you (your ARN is
+    recorded)."""
+    _decide(c, True, app, version, comment, override, json, stage)
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False):
-    """Reject VERSION at the pipeline's approval stage: production refuses it."""
-    _decide(c, False, app, version, comment, override, json)
+def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False,
+                    stage=None):
+    """Reject VERSION at the pipeline's approval (or exploratory) stage: the stages after it
+    refuse it."""
+    _decide(c, False, app, version, comment, override, json, stage)
 
 
 pipeline_tasks = Collection("pipeline")

@@ -10,6 +10,9 @@ and its gate. Checked when the settings load, like every other key (one line nam
               - {name: image, action: image}
               - {name: acceptance, action: acceptance, stack: acceptance,
                  command: "tests/acceptance.sh"}
+              - {name: capacity, action: capacity, locustfile: tests/locustfile.py,
+                 users: 50, duration: 2m, thresholds: {min_rps: 45, max_p95_ms: 300}}
+              - {name: exploratory, action: exploratory, ttl: 8h}
               - {name: staging, action: deploy, stack: staging}
               - {name: approval, action: approval}
               - {name: production, action: production, percent: 10}
@@ -26,7 +29,12 @@ from dataclasses import dataclass, field
 
 from cloud.errors import ConfigError
 
-ACTIONS = ("commit", "image", "acceptance", "deploy", "approval", "production")
+ACTIONS = ("commit", "image", "acceptance", "capacity", "exploratory", "deploy", "approval",
+           "production")
+# The actions a person completes (`invoke pipeline.approve` or `reject`), not the pipeline.
+MANUAL = ("exploratory", "approval")
+# What a capacity stage's thresholds may hold the load test's figures to.
+CAPACITY_THRESHOLDS = ("min_rps", "max_p95_ms", "max_p99_ms", "max_error_percent")
 GATES = ("passed", "none")
 COMMON = ("name", "action", "gate")
 # What each action takes beside the common keys: key → (type, required).
@@ -34,6 +42,10 @@ OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "commit": {"commands": (list, False), "publish": (bool, False)},
     "image": {},
     "acceptance": {"command": (str, True), "stack": (str, False), "timeout": (str, False)},
+    "capacity": {"stack": (str, False), "locustfile": (str, False), "users": (int, False),
+                 "spawn_rate": (int, False), "duration": (str, False),
+                 "thresholds": (dict, False)},
+    "exploratory": {"stack": (str, False), "ttl": (str, False)},
     "deploy": {"stack": (str, True), "steps": (str, False), "watch": (str, False)},
     "approval": {},
     "production": {"stack": (str, False), "percent": (int, False), "steps": (str, False),
@@ -107,8 +119,22 @@ def _stage(where: str, entry) -> Stage:
         if kind is not list and (not isinstance(value, kind) or
                                  (kind is int and isinstance(value, bool))):
             raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+        if kind is int and value < 1:
+            raise ConfigError(f"{where}.{key}: expected a whole number above 0, got {value!r}")
+        if key == "thresholds":
+            _thresholds(f"{where}.{key}", value)
         options[key] = value
     return Stage(name, action, gate, options)
+
+
+def _thresholds(where: str, value: dict) -> None:
+    for key, limit in value.items():
+        if key not in CAPACITY_THRESHOLDS:
+            raise ConfigError(f"{where}.{key}: unknown threshold"
+                              f"{_nearest(key, list(CAPACITY_THRESHOLDS))} (thresholds: "
+                              f"{', '.join(CAPACITY_THRESHOLDS)})")
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+            raise ConfigError(f"{where}.{key}: expected a number, 0 or more, got {limit!r}")
 
 
 def _nearest(key, known: list[str]) -> str:
