@@ -83,8 +83,11 @@ def test_a_foundation_is_baked_tagged_shared_and_published_in_its_parameter(bake
         "1.0.0", "jdk")
     assert record["foundation"]["published"] == {settings.aws.region: image}
 
-    # The same inputs again: the image is reused, nothing launched.
+    # The same inputs again: planned as a reuse, then reused; nothing launched.
     jdk = foundations.for_foundation(settings, "jdk")
+    plan = bake.run(baked["aws"].with_settings(jdk), jdk, "1.0.0", foundation="jdk",
+                    dry_run=True)
+    assert (plan["reuse"], plan["chef"]["run_list"]) == (image, ["role[runtime]"])
     again = bake.run(baked["aws"].with_settings(jdk), jdk, "1.0.0", foundation="jdk")
     assert (again["reused"], again["image_id"]) == (True, image)
 
@@ -116,6 +119,21 @@ def test_the_foundation_settings_are_checked_at_load(baked):
         foundations.for_foundation(baked["settings"], "go")
 
 
+def test_bake_flags_that_do_not_go_together_are_refused_in_one_line(baked, run_invoke):
+    overrides = {"foundations": {"jdk": JDK}, "apps": {"hello-web": APP}}
+    for args, line in (
+            (("--foundation", "jdk", "--app", "hello-web", "--version", "1.0.0"),
+             "kiln: bake: give one of --app, --foundation"),
+            (("--behind-foundation", "jdk", "--version", "1.0.0"),
+             "kiln: bake --behind-foundation: each app is rebaked at the release of its newest "
+             "image; --version, --manifest and --iteration do not apply"),
+            (("--foundation", "jdk", "--version", "1.0.0", "--iteration", "2"),
+             "kiln: bake --foundation: a foundation has no package; --manifest and --iteration "
+             "do not apply")):
+        result = run_invoke("bake", *args, overrides=overrides)
+        assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (4, line)
+
+
 @pytest.fixture(scope="module")
 def newer(baked):
     """Foundation jdk 1.1.0 (another attribute, so another image)."""
@@ -127,13 +145,17 @@ def newer(baked):
     return {**baked, "newer": record, "settings": aws.settings, "aws": aws}
 
 
-def test_apps_behind_their_foundation_are_shown_and_rebaked_by_one_command(newer, capsys):
+def test_apps_behind_their_foundation_are_shown_and_rebaked_by_one_command(newer, capsys,
+                                                                          run_invoke):
     aws, old_app = newer["aws"], newer["app"]
     assert newer["newer"]["image_id"] != newer["foundation"]["image_id"]
     entries = foundations.behind(aws)
     assert [(e["app"], e["behind"], e["image_id"], e["on"]["version"], e["newest"]["version"])
             for e in entries] == [("hello-web", True, old_app["image_id"], "1.0.0", "1.1.0")]
-    assert "is BEHIND foundation jdk 1.1.0" in foundations.lines(entries)[0]
+    status = run_invoke("status", overrides={"foundations": {"jdk": JDK},
+                                             "apps": {"hello-web": APP}}, check=True)
+    assert (f"hello-web: image {old_app['image_id']} (1.0.0-1) is BEHIND foundation jdk 1.1.0 "
+            f"({newer['newer']['image_id']})") in status.stdout
 
     images_before = len(boto3.client("ec2").describe_images(Owners=["self"])["Images"])
     plan = behind.run(aws, "jdk", dry_run=True)
