@@ -111,8 +111,13 @@ def test_the_sandbox_names_a_listener_certificate_in_every_deploy_account(
     listed = staging.list_certificates()["CertificateSummaryList"]
     assert [c["CertificateArn"] for c in listed] == [certificate("worker")]
     # Bootstrap of the staging stack's environment takes it as it is (no certificate by hand).
-    assert "env-hello-web-staging" in env_stacks.register_clusters(settings)
-    kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
-                       parts=("prod", "env-hello-web-staging"))
+    # The environments registered here (the worker's in staging) leave with the test.
+    registered = list(kiln_bootstrap.STACKS)
+    try:
+        assert "env-hello-web-staging" in env_stacks.register_clusters(settings)
+        kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                           parts=("prod", "env-hello-web-staging"))
+    finally:
+        kiln_bootstrap.STACKS[:] = registered
     assert stacks.outputs(connect(settings).account("staging"),
                           "env-hello-web-staging")["ListenerArn"]
