@@ -261,11 +261,17 @@ ns.add_collection(repo_tasks)
 # -- bake -----------------------------------------------------------------------------------
 
 
-@kiln_task(required=("version",), help={
-                 "version": "the version to bake (semantic version; required)",
+@kiln_task(help={
+                 "version": "the version to bake (semantic version; required but with "
+                            "--behind-foundation)",
                  "manifest": "the package manifest (default: the app's, kiln.manifest for "
                              "kiln.app)",
                  "app": "bake this app (its manifest and bake settings: kiln.apps.<app>)",
+                 "foundation": "bake this foundation image (kiln.foundations.<name>: a run "
+                               "list of its own, no app) and point its SSM parameter at it",
+                 "behind_foundation": "rebake every app whose newest image is on an older "
+                                      "image of this foundation (the plan first; --dry-run "
+                                      "shows it only)",
                  "iteration": "the package iteration (RPM release), overriding the manifest's: "
                               "a new one when the repo holds this version built from other "
                               "files",
@@ -275,19 +281,50 @@ ns.add_collection(repo_tasks)
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version=None, manifest=None, app=None, iteration=None, regions=None, share=None,
-         dry_run=False, json=False):
-    """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
+def bake(c, version=None, manifest=None, app=None, foundation=None, behind_foundation=None,
+         iteration=None, regions=None, share=None, dry_run=False, json=False):
+    """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy.
+    With --foundation, a foundation image; with --behind-foundation, the apps behind one."""
     from cloud.console import emit_json
     from cloud.target import connect
     from provisioner import bake as baking
 
-    config = _app_settings(c, app)
+    config = _bake_settings(c, version, app, foundation, behind_foundation, manifest, iteration)
     aws = connect(config)
-    result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
-                        dry_run=dry_run, iteration=iteration)
+    if behind_foundation:
+        from provisioner import behind
+
+        result = behind.run(aws, behind_foundation, dry_run=dry_run)
+    else:
+        result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
+                            dry_run=dry_run, iteration=iteration, foundation=foundation)
     if json:
         emit_json(result)
+
+
+def _bake_settings(c, version, app, foundation, behind_foundation, manifest, iteration):
+    """The settings `invoke bake` runs with, its flags checked against each other."""
+    from cloud.errors import Refused  # bad flags: exit code 4
+    from cloud.foundations import for_foundation
+
+    given = [f for f, v in (("--app", app), ("--foundation", foundation),
+                            ("--behind-foundation", behind_foundation)) if v]
+    if len(given) > 1:
+        raise Refused(f"bake: give one of {', '.join(given)}")
+    if behind_foundation:
+        if version or manifest or iteration:
+            raise Refused("bake --behind-foundation: each app is rebaked at the release of "
+                            "its newest image; --version, --manifest and --iteration do not "
+                            "apply")
+        return settings(c)
+    if not version:
+        raise Refused("bake: --version is required (invoke --help bake)")
+    if foundation:
+        if manifest or iteration:
+            raise Refused("bake --foundation: a foundation has no package; --manifest and "
+                            "--iteration do not apply")
+        return for_foundation(settings(c), foundation)
+    return _app_settings(c, app)
 
 
 def _names(text):
@@ -487,19 +524,26 @@ def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=Fal
                  "json": "print the clusters as JSON: {clusters: [{cluster, server_groups}]}, "
                          "the first one's keys also at the top"})
 def status(c, app=None, stack=None, json=False):
-    """Show the clusters' server groups: release, AMI, capacity, health, weight, age, state."""
+    """Show the clusters' server groups: release, AMI, capacity, health, weight, age, state;
+    and the apps whose newest image is behind their foundation's newest image."""
+    from cloud import foundations
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import operations
 
     config = settings(c)
-    result = operations.status_all(connect(config, read_only=True), app, stack)
+    aws = connect(config, read_only=True)
+    result = operations.status_all(aws, app, stack)
+    # Apps on a foundation: is each one's newest image on the foundation's newest image?
+    result["foundations"] = foundations.behind(aws, only=app, strict=False)
     if json:
         emit_json(result)
     else:
         for entry in result["clusters"]:
             for line in operations.status_lines(entry):
                 print(line)
+        for line in foundations.lines(result["foundations"]):
+            print(line)
 
 
 @kiln_task(required=("owner",), help={"owner": "whose environment it is (lowercase name; required)",
