@@ -34,8 +34,10 @@ PART = "pipeline-{app}"
 OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName")
 IMAGE = "aws/codebuild/amazonlinux-x86_64-standard:5.0"  # Amazon Linux 2023
 VERSION_VARIABLE = "KILN_VERSION"
-# The stages that package and bake run inside the build account's bake VPC.
-IN_BAKE_VPC = ("commit", "image")
+# The stages that run inside the build account's bake VPC: packaging and baking, and the
+# acceptance command, whose requests must come from one of kiln.deploy.self_service.source_cidrs
+# (the pipeline subnet's NAT address, the build stack's PipelineEgressIp).
+IN_BAKE_VPC = ("commit", "image", "acceptance")
 # The operator policy's statements (cloud/policies/operator.json, by Sid) each stage's project
 # needs beside the ledger's; nothing else.
 LEDGER = ("ReadStacksAndWhoAmI", "Locks", "History", "PipelineNotices")
@@ -370,10 +372,11 @@ def _vpc_statements() -> list[dict]:
          "Action": "ec2:CreateNetworkInterfacePermission",
          "Resource": _sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:"
                           "network-interface/*"),
-         "Condition": {"StringEquals": {
-             "ec2:AuthorizedService": "codebuild.amazonaws.com",
-             "ec2:Subnet": [_sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:"
-                                 "subnet/${PipelineSubnetId}")]}}},
+         "Condition": {
+             "StringEquals": {"ec2:AuthorizedService": "codebuild.amazonaws.com"},
+             "ArnEquals": {"ec2:Subnet": [_sub(
+                 "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:"
+                 "subnet/${PipelineSubnetId}")]}}},
     ]
 
 
