@@ -108,10 +108,16 @@ def test_a_wrong_engine_setting_is_one_line(change, message):
 
 
 def test_the_deployer_roles_trust_the_pipelines_project_roles():
-    principals = bootstrap.pipeline_principals(engine_settings(), "aws", "111122223333")
-    assert principals == [f"arn:aws:iam::111122223333:role/kiln-pipeline-{APP}-*"]
+    ci = "arn:aws:iam::123456789012:role/kiln-ci"
+    settings = engine_settings(bootstrap={"operator_principals": [ci]})
+    place = bootstrap.Place(settings, "prod", None, None, "us-east-1")
+    assert bootstrap.account_parameters(place)["OperatorPrincipals"] == \
+        f"{ci},arn:aws:iam::123456789012:role/kiln-pipeline-{APP}-*"
     local = settings_module.validate(project_config(), ["test config"])
-    assert bootstrap.pipeline_principals(local, "aws", "111122223333") == []
+    assert bootstrap.pipeline_principals(local, "aws", "123456789012") == []
+    # The pipeline subnet (and its NAT gateway) only while some app's pipeline needs it.
+    assert bootstrap.pipeline_apps(settings) == [APP]
+    assert bootstrap.pipeline_apps(local) == []
 
 
 def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings, capsys):
@@ -152,6 +158,11 @@ def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox
     assert lines[5].startswith("  approval (approval, gate passed): passed "), lines
     assert lines[5].endswith("Z by kiln-operator"), lines
     assert json.loads(shown.stdout)["engine"] == "local"
+    both = run_invoke("pipeline.run", "--version", "1.1.0", "--stage", "image", "--from",
+                      "commit", overrides=engine_config())
+    assert both.returncode == 4
+    assert both.stderr.strip().splitlines()[-1] == \
+        "kiln: pipeline.run: give --stage, or --from/--to, not both"
     dry = run_invoke("pipeline.run", "--version", "1.1.0", "--stage", "image", "--dry-run",
                      overrides=engine_config(), check=True)
     assert "  ▶ image (image, gate passed): not run; refused: commit not passed" in \
