@@ -7,7 +7,9 @@ invoke.yaml (key `kiln`), your own Invoke config files, `-f FILE` and INVOKE_KIL
 from invoke import Collection
 
 from cloud.console import say
-from cloud.tasking import kiln_task, settings
+from cloud.tasking import check_runtime_file, kiln_task, settings
+
+check_runtime_file()
 
 # Only what defining the tasks needs is imported here: every `invoke` run imports this file, so
 # a module-level boto3 import would add its start-up to `invoke package` and `invoke --list`.

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloud import pipelines
+from cloud import pipelines, user_data
 from cloud.errors import ConfigError
 
 
@@ -297,6 +297,7 @@ def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = 
             _check_chef(settings.bake)
             _check_listener(settings.deploy)
             _check_stacks(settings)
+            _check_user_data(settings)
             for app, entry in settings.apps.items():
                 pipelines.check(app, entry.pipeline)
         return settings
@@ -322,8 +323,9 @@ def _for_target(raw: Any) -> Any:
 
 def _check_real_accounts(settings: Settings) -> None:
     """On real AWS, an account id must be one and no value may be a sandbox placeholder (a
-    borrowed config would share images with, and trust, an account nobody chose)."""
-    if settings.target != "aws" or settings.aws.endpoint_url:
+    borrowed config would share images with, and trust, an account nobody chose). A custom
+    kiln.aws.endpoint_url changes nothing: it may be a proxy in front of AWS itself."""
+    if settings.target != "aws":
         return
     placeholders = {value: f"kiln.sandbox.accounts.{name}.{field}"
                     for name, spec in settings.sandbox.accounts.items()
@@ -356,6 +358,28 @@ def _check_stacks(settings: Settings) -> None:
                     region not in settings.bake.copy_regions:
                 raise ConfigError(f"{where}.region: {region} is neither kiln.aws.region nor in "
                                   f"kiln.bake.copy_regions, where images and their keys are")
+
+
+def _check_user_data(settings: Settings) -> None:
+    """kiln.deploy.user_data.environment, each app's and each stack's: shell names, one-line
+    values and nothing that looks like a secret (cloud/user_data.py); checked at load, so a
+    refusal comes before anything is made."""
+    found = [("kiln.deploy", settings.deploy)]
+    for app, entry in settings.apps.items():
+        found.append((f"kiln.apps.{app}.deploy", entry.get("deploy")))
+        found += [(f"kiln.apps.{app}.stacks[{stack['name']}].deploy", stack["deploy"])
+                  for stack in entry.get("stacks") or []]
+    for where, deploy in found:
+        given = (deploy or {}).get("user_data") if isinstance(deploy, dict) else None
+        environment = given.get("environment") if isinstance(given, dict) else None
+        if environment is None:
+            continue
+        field = f"{where}.user_data.environment"
+        if not isinstance(environment, dict):
+            raise ConfigError(f"{field}: expected a mapping of NAME: value")
+        refused = user_data.check(field, environment)
+        if refused:
+            raise ConfigError(refused)
 
 
 def _merged(base: dict, extra: dict) -> dict:

@@ -32,16 +32,35 @@ def explanations(judge: str) -> list[dict]:
     return entries
 
 
-def unexplained(findings: list[dict], entries: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    def explains(entry: dict, finding: dict) -> bool:
-        for key in keys:
-            wanted = entry.get(key, "*")
-            wanted = wanted if isinstance(wanted, list) else [wanted]
-            if "*" not in wanted and finding[key] not in wanted:
-                return False
-        return True
+# What each judge's entries must name: the files (and resources) they explain, never "*" or
+# left out, so an explanation never covers a file written after it.
+NAMED = {"bandit": ("test", "files"), "parliament": ("template", "resource", "issue"),
+         "checkov": ("check", "template", "resource")}
 
-    return [f for f in findings if not any(explains(e, f) for e in entries)]
+
+def explains(entry: dict, finding: dict, keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        wanted = entry.get(key, "*")
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        if "*" not in wanted and finding[key] not in wanted:
+            return False
+    return True
+
+
+def unexplained(findings: list[dict], entries: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """The findings no entry explains; an entry that explains none (stale) fails too."""
+    unused = [e for e in entries if not any(explains(e, f, keys) for f in findings)]
+    assert not unused, f"entries that explain no finding (remove them): {unused}"
+    return [f for f in findings if not any(explains(e, f, keys) for e in entries)]
+
+
+def test_each_explanation_names_the_files_it_explains():
+    for judge, keys in NAMED.items():
+        for entry in explanations(judge):
+            for key in keys:
+                wanted = entry.get(key, "*")
+                wanted = wanted if isinstance(wanted, list) else [wanted]
+                assert wanted and "*" not in wanted, f"{judge}.yaml: {entry} names no {key}"
 
 
 def parliament_findings(rendered: Path) -> list[dict]:
