@@ -34,7 +34,8 @@ STACK_TAG = "kiln:stack"
 
 
 class NotYet(KilnError):
-    """A stack's parameters come from another stack that does not exist yet (its name)."""
+    """A stack's parameters come from outputs of another stack (its name) that it does not have
+    yet: that stack is new, or its update adds them."""
 
 
 @dataclass(frozen=True)
@@ -535,9 +536,10 @@ def _after(spec: StackSpec, place: Place, missing: str, dry_run: bool) -> dict:
     set; outside a dry run the other stack was just refused or skipped, so it is an error."""
     stack = spec.name(place.settings)
     if not dry_run:
-        raise KilnError(f"stack {stack} in {place.where} needs stack {missing}, which does not "
-                        f"exist: create it first (`invoke bootstrap`)")
-    say(f"stack {stack} in {place.where}: create, after stack {missing} (its outputs are "
+        raise KilnError(f"stack {stack} in {place.where} needs outputs of stack {missing}, "
+                        f"which it does not have: apply that stack's change set first (`invoke "
+                        f"bootstrap`)")
+    say(f"stack {stack} in {place.where}: planned after stack {missing} (whose outputs are "
         f"parameters of this one)")
     return {"stack": stack, "account": place.account, "account_id": place.aws.account_id,
             "region": place.region, "changes": [], "action": "planned", "after": missing}

@@ -544,9 +544,8 @@ def parameters(place, app: str) -> dict[str, str]:
     settings = place.settings
     built = _build_outputs(place)
     subnet = built.get("PipelineSubnetId")
-    if not subnet:
-        raise KilnError(f"stack {stacks.stack_name(settings, 'build')} in {place.where} has no "
-                        f"PipelineSubnetId output: run `invoke bootstrap` to update it first")
+    if not subnet:  # a build stack of before the first pipeline: bootstrap updates it first
+        raise bootstrap.NotYet(stacks.stack_name(settings, "build"))
     operator = bootstrap.operator_parameters(place)
     return {"Prefix": settings.stacks.prefix, "AppName": app, "BakeVpcId": built["BakeVpcId"],
             "PipelineSubnetId": subnet, "DeployerRoleArns": operator["DeployerRoleArns"],

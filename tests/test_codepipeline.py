@@ -129,6 +129,8 @@ def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings
     first = bootstrap.run(settings, admin, dry_run=True, parts=parts)
     assert [(r["stack"], r["action"], r.get("after")) for r in first] == [
         ("kiln-build", "planned", None), (f"kiln-pipeline-{APP}", "planned", "kiln-build")]
+    assert (f"stack kiln-pipeline-{APP} in account build (123456789012): planned after stack "
+            f"kiln-build (whose outputs are parameters of this one)") in capsys.readouterr().err
     # With the build stack (and its pipeline subnet): the change set of every resource.
     bootstrap.run(settings, admin, yes=True, parts=("build",))
     second = bootstrap.run(settings, admin, dry_run=True, parts=(f"pipeline-{APP}",))
