@@ -14,7 +14,7 @@ from accounts import bootstrap
 from cloud import settings as settings_module
 from cloud.errors import ConfigError
 from cloud.target import connect
-from orchestrator import codepipeline
+from orchestrator import codepipeline, pipeline
 from tests.conftest import project_config
 from tests.pipeline_helpers import SOURCES, STAGES, engine_config, engine_settings
 from tests.test_templates import CFN_LINT
@@ -132,7 +132,8 @@ def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings
     assert (f"stack kiln-pipeline-{APP} in account build (123456789012): planned after stack "
             f"kiln-build (whose outputs are parameters of this one)") in capsys.readouterr().err
     # With the build stack (and its pipeline subnet): the change set of every resource.
-    bootstrap.run(settings, admin, yes=True, parts=("build",))
+    built = bootstrap.run(settings, admin, yes=True, parts=("build",))[0]["outputs"]
+    assert built["PipelineSubnetId"].startswith("subnet-") and built["PipelineEgressIp"]
     second = bootstrap.run(settings, admin, dry_run=True, parts=(f"pipeline-{APP}",))
     added = {(c["logical_id"], c["type"]) for c in second[0]["changes"]}
     assert {("Pipeline", "AWS::CodePipeline::Pipeline"),
@@ -146,11 +147,14 @@ def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings
 
 
 def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox, kiln_settings,
-                                                                    run_invoke):
+                                                                    run_invoke, capsys):
     admin = connect(kiln_settings(), admin=True)
     bootstrap.run(admin.settings, admin, yes=True, parts=("build",))
-    shown = run_invoke("pipeline.status", overrides=engine_config(), check=True)
-    assert shown.stderr.strip().splitlines()[-1] == "pipeline hello-web: no stage recorded yet"
+    operator = connect(kiln_settings(**engine_config()))
+    assert codepipeline.status(operator) is None  # no stack kiln-pipeline-hello-web
+    capsys.readouterr()
+    assert pipeline.status(operator)["stages"] == []
+    assert capsys.readouterr().err.splitlines() == ["pipeline hello-web: no stage recorded yet"]
     run_invoke("pipeline.approve", "--version", "1.1.0", "--override", overrides=engine_config(),
                check=True)
     shown = run_invoke("pipeline.status", "--json", overrides=engine_config(), check=True)
