@@ -188,6 +188,8 @@ def _parameters() -> dict:
                                             "bake VPC's private subnet, behind its NAT gateway"},
         "DeployerRoleArns": {"Type": "CommaDelimitedList",
                              "Description": "The deployer roles the stages assume"},
+        "KilnTarget": {"Type": "String", "AllowedValues": ["aws", "sandbox"],
+                       "Description": "kiln.target of the builds: the bootstrap's own"},
         "DefaultVersion": {"Type": "String", "MinLength": 1,
                            "Description": "KILN_VERSION of an execution started without it "
                                           "(a new source revision): the manifest's version"},
@@ -305,9 +307,13 @@ def _project(settings, app: str, stage: pipelines.Stage, found: pipelines.Engine
         "Artifacts": {"Type": "CODEPIPELINE"},
         "Source": {"Type": "CODEPIPELINE",
                    "BuildSpec": yaml.safe_dump(buildspec(app, stage), sort_keys=False)},
+        # The builds run Kiln against the target the stack was bootstrapped for (a checkout's
+        # invoke.yaml may name another, e.g. the sandbox for its developers).
         "Environment": {"Type": "LINUX_CONTAINER", "ComputeType": found.compute_type,
                         "Image": IMAGE, "ImagePullCredentialsType": "CODEBUILD",
-                        "PrivilegedMode": False},
+                        "PrivilegedMode": False, "EnvironmentVariables": [
+                            {"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
+                             "Value": {"Ref": "KilnTarget"}}]},
         "EncryptionKey": {"Fn::GetAtt": ["PipelineKey", "Arn"]},
         "TimeoutInMinutes": 240 if stage.action == "image" else 120,
         "LogsConfig": {"CloudWatchLogs": {"Status": "ENABLED", "GroupName": {"Ref": "LogGroup"},
@@ -549,6 +555,7 @@ def parameters(place, app: str) -> dict[str, str]:
     operator = bootstrap.operator_parameters(place)
     return {"Prefix": settings.stacks.prefix, "AppName": app, "BakeVpcId": built["BakeVpcId"],
             "PipelineSubnetId": subnet, "DeployerRoleArns": operator["DeployerRoleArns"],
+            "KilnTarget": settings.target,
             "DefaultVersion": _manifest_version(settings, app),
             "LogRetentionDays": str(settings.bootstrap.log_retention_days)}
 

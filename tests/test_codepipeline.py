@@ -52,6 +52,9 @@ def test_each_buildspec_runs_exactly_its_stage_command():
         # Kiln installed from its lock file, as `make setup` does.
         assert ".venv-uv/bin/uv sync -q --locked" in spec["phases"]["install"]["commands"]
         assert set(spec["phases"]) == {"install", "build"}
+        assert projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
+            "EnvironmentVariables"] == [{"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
+                                         "Value": {"Ref": "KilnTarget"}}]
 
 
 def test_the_pipeline_has_the_apps_stages_with_an_approval_before_production():
