@@ -194,6 +194,7 @@ SCHEMA: dict = {
         "operator_principals": L,
         "bake_vpc_cidr": S,
         "bake_subnet_cidr": S,
+        "pipeline_subnet_cidr": S,
         "log_retention_days": N(1),
     },
     "package": {
