@@ -162,7 +162,7 @@ def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox
                check=True)
     shown = run_invoke("pipeline.status", "--json", overrides=engine_config(), check=True)
     lines = shown.stderr.strip().splitlines()[-7:]
-    assert lines[0] == "pipeline hello-web 1.1.0: stages as recorded"
+    assert lines[0] == "pipeline hello-web 1.1.0-1: stages as recorded"  # the manifest's release
     assert lines[1] == "  commit (commit, gate passed): not run"
     assert lines[5].startswith("  approval (approval, gate passed): passed "), lines
     assert lines[5].endswith("Z by kiln-operator"), lines
