@@ -39,6 +39,7 @@ PATCHES: list[str] = [
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
+    "iam.simulation",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 

@@ -83,7 +83,7 @@ def _iam(action, params, account, region):
                       ("InstanceProfileName", "instance-profile")):
         if params.get(key):
             return f"arn:aws:iam::{account}:{kind}/{params[key]}"
-    return params.get("PolicyArn")
+    return params.get("PolicyArn") or params.get("PolicySourceArn")
 
 
 def _sns(action, params, account, region):
