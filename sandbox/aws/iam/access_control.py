@@ -445,13 +445,13 @@ def _check_keys_used(call: Call, caller: Caller, action: str, params: dict) -> N
                 _deny(call, caller, kms_action, key.arn, _with_uncomputed(why, here))
 
 
-def _deleted_objects(call: Call, action: str, resource: str) -> list[tuple[str, None]]:
+def _deleted_objects(call: Call, action: str, resource: str) -> list[resources.Target]:
     """DeleteObjects is authorized as s3:DeleteObject on each key it names, as on AWS."""
     if call.s3 is None or call.s3.operation != "DeleteObjects":
         return []
     body = call.wire.body.decode("utf-8", "replace")
     keys = re.findall(r"<Key>(.*?)</Key>", body)
-    return [(f"{resource}/{html.unescape(key)}", None) for key in keys]
+    return [resources.Target(f"{resource}/{html.unescape(key)}", None) for key in keys]
 
 
 def _params(call: Call) -> dict:
