@@ -31,6 +31,7 @@ PATCHES: list[str] = [
     "ec2.security_groups",
     "elbv2.load_balancers",
     "ec2.images",  # CreateImage, CopyImage, DescribeImages, DeregisterImage
+    "ec2.image_pages",
     "reset",
     "autoscaling.server_groups",
     "iam.service_linked_roles",
