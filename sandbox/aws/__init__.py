@@ -26,6 +26,7 @@ PATCHES: list[str] = [
     "cloudformation.stacks",
     "cloudformation.rollback",
     "cloudformation.listener_actions",
+    "cloudformation.retain",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",
