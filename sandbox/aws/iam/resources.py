@@ -232,7 +232,7 @@ def _template_data(template_id: str | None, version: str | None, account: str,
 
 
 def _key_pair(name: str | None, key_id: str | None, account: str, region: str) -> Target:
-    pairs = getattr(_ec2_backend(account, region), "keypairs", {})
+    pairs = _ec2_backend(account, region).key_pairs
     pair = pairs.get(name) if name else next(
         (p for p in pairs.values() if p.id == key_id), None)
     tags = dict(_ec2_backend(account, region).tags.get(pair.id, {})) if pair else {}
@@ -288,13 +288,26 @@ def _group(name: str, account: str, region: str) -> Target:
     return Target(group.arn, {t["Key"]: t.get("Value", "") for t in group.tags})
 
 
+def _group_of_instance(instance_id: str | None, account: str, region: str) -> str | None:
+    """SetInstanceHealth and TerminateInstanceInAutoScalingGroup act on the instance's group."""
+    from moto.autoscaling.models import autoscaling_backends
+
+    if not instance_id:
+        return None
+    for group in autoscaling_backends[account][region].autoscaling_groups.values():
+        if any(state.instance.id == instance_id for state in group.instance_states):
+            return group.name
+    return None
+
+
 def _autoscaling(name: str, params: dict, account: str, region: str) -> list[Target] | None:
     if name.startswith("Describe"):
         return NO_RESOURCE
     if name in ("CreateOrUpdateTags", "DeleteTags"):
         names = [v for k, v in params.items() if re.fullmatch(r"Tags\.member\.\d+\.ResourceId", k)]
         return [_group(n, account, region) for n in dict.fromkeys(names)]
-    group = params.get("AutoScalingGroupName")
+    group = params.get("AutoScalingGroupName") or _group_of_instance(
+        params.get("InstanceId"), account, region)
     if not group:
         return None
     if name == "CreateAutoScalingGroup":
