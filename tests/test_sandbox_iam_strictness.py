@@ -122,6 +122,10 @@ def test_auto_scaling_groups_are_scoped_by_their_arn_tags_and_tags_on_create(cle
     changes = {"Effect": "Allow", "Action": "autoscaling:UpdateAutoScalingGroup",
                "Resource": "*",
                "Condition": {"StringEquals": {"aws:ResourceTag/kiln:managed-by": "kiln"}}}
+    no_launch = as_role(clean_strict, "autoscaling", [
+        {**creates, "Action": ["autoscaling:CreateAutoScalingGroup"]}], name="no-launch")
+    assert "ec2:RunInstances" in denied(lambda: no_launch.create_auto_scaling_group(
+        AutoScalingGroupName="new", **spec))
     deployer = as_role(clean_strict, "autoscaling", [creates, changes])
     deployer.update_auto_scaling_group(AutoScalingGroupName="ours", MaxSize=1)
     assert "autoScalingGroupName/theirs" in denied(

@@ -351,6 +351,9 @@ def _check_permitted(call: Call, resource: str) -> None:
             _deny(call, caller, "iam:PassRole", role_arn, _with_uncomputed(why, here))
     _check_keys_used(call, caller, call.actions[0], params)
     _check_tag_on_create(call, caller, call.actions[0], params)
+    launching = _context(caller, "ec2:RunInstances", params)
+    for target in resources.launches(call.actions[0], params, caller.account, call.region):
+        _check_target(call, caller, "ec2:RunInstances", target, launching, params)
 
 
 def _check_action(call: Call, caller: Caller, action: str, resource: str, params: dict) -> None:

@@ -270,6 +270,23 @@ _EC2_NEW = {
 }
 
 
+def launches(action: str, params: dict, account: str, region: str) -> list[Target]:
+    """What a group's launch template launches, for the caller creating or updating the group:
+    Auto Scaling checks that the caller may launch from it (ec2:RunInstances on the template,
+    image, subnet, security groups and the instance, volumes and interfaces it makes)."""
+    if action not in ("autoscaling:CreateAutoScalingGroup", "autoscaling:UpdateAutoScalingGroup"):
+        return []
+    template = _template_id(params, "LaunchTemplate.", account, region)
+    if not template:
+        return []
+    run = {"LaunchTemplate.LaunchTemplateId": template,
+           "LaunchTemplate.Version": params.get("LaunchTemplate.Version")}
+    subnet = (params.get("VPCZoneIdentifier") or "").split(",")[0].strip()
+    if subnet:
+        run["SubnetId"] = subnet
+    return _run_instances(run, account, region)
+
+
 # -- Auto Scaling -------------------------------------------------------------------------------
 
 _GROUP_FIELDS = ("AutoScalingGroupName",)
