@@ -425,6 +425,11 @@ DEPLOY_CALLS: list[tuple[str, str, dict]] = [
     ("autoscaling:CreateOrUpdateTags", _GROUP, _TAGGED),
     ("autoscaling:UpdateAutoScalingGroup", _GROUP, _OURS),
     ("autoscaling:DeleteAutoScalingGroup", _GROUP, _OURS),
+    ("autoscaling:SetInstanceHealth", _GROUP, _OURS),
+    # Auto Scaling checks that whoever makes a group may launch from its template
+    ("ec2:RunInstances", "arn:aws:ec2:{region}:{account}:instance/*", {}),
+    ("ec2:RunInstances", _TEMPLATE, {}),
+    ("ec2:RunInstances", "arn:aws:ec2:{region}::image/ami-0123456789abcdef0", {}),
     ("iam:PassRole", "arn:aws:iam::{account}:role/{prefix}-env-web-instance",
      {"iam:PassedToService": "ec2.amazonaws.com"}),
     ("dynamodb:PutItem", "arn:aws:dynamodb:{region}:{account}:table/{prefix}-env-web-locks", {}),

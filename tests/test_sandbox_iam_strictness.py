@@ -164,3 +164,27 @@ def test_kms_resource_aliases_name_the_keys_a_role_may_use(clean_strict):
          "Condition": {"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/kiln-ami"}}}])
     user.describe_key(KeyId=aliased)
     denied(lambda: user.describe_key(KeyId=other))
+
+
+def test_simulate_principal_policy_evaluates_the_given_context(clean_strict):
+    """iam:SimulatePrincipalPolicy (sandbox/aws/iam/simulation.py): keys not given are absent
+    and listed as missing, as IAM's simulator answers."""
+    iam = client(clean_strict, "iam")
+    iam.create_role(RoleName="simulated", AssumeRolePolicyDocument=json.dumps(ROOT_TRUST))
+    iam.put_role_policy(RoleName="simulated", PolicyName="p", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}}))
+    arn = f"arn:aws:iam::{ACCOUNT}:role/simulated"
+
+    def simulate(**context):
+        entries = [{"ContextKeyName": k, "ContextKeyValues": [v], "ContextKeyType": "string"}
+                   for k, v in context.items()]
+        return iam.simulate_principal_policy(
+            PolicySourceArn=arn, ActionNames=["ec2:CreateTags"],
+            ResourceArns=["arn:aws:ec2:us-east-1:123456789012:instance/*"],
+            ContextEntries=entries)["EvaluationResults"][0]
+
+    bare = simulate()
+    assert bare["EvalDecision"] == "implicitDeny"
+    assert bare["MissingContextValues"] == ["ec2:CreateAction"]
+    assert simulate(**{"ec2:CreateAction": "RunInstances"})["EvalDecision"] == "allowed"
