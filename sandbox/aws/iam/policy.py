@@ -31,8 +31,8 @@ UNKNOWN = "*"  # an action with no resource, as AWS evaluates it
 KNOWN_KEYS = {
     "aws:principalarn", "aws:principalaccount", "aws:principaltype", "aws:userid",
     "aws:sourceip", "aws:securetransport", "aws:viaawsservice", "aws:calledvia",
-    "sts:externalid", "kms:viaservice", "kms:calleraccount", "kms:grantisforawsresource",
-    "kms:grantoperations", "iam:passedtoservice", "iam:awsservicename",
+    "sts:externalid", "sts:sourceidentity", "kms:viaservice", "kms:calleraccount",
+    "kms:grantisforawsresource", "kms:grantoperations", "iam:passedtoservice", "iam:awsservicename",
     # requests reach the sandbox over loopback, never through a VPC or its endpoints
     "aws:sourcevpc", "aws:sourcevpce", "aws:vpcsourceip",
     # set on the calls that carry them (tag-on-create, a KMS key with aliases), else absent
