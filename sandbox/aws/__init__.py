@@ -2,9 +2,9 @@
 
 Laid out by the AWS service each part stands in for (as moto lays out its own): iam/ (SigV4,
 the action table, policy evaluation, identities, resource naming), ec2/, elbv2/, autoscaling/,
-cloudformation/, cloudwatch/, and the cross-service quotas and pending-state timing. Each module
-closes a gap between moto and AWS on a flow Kiln uses, has its own test, and is listed in
-docs/sandbox.md. Kiln's own code never bends around a moto gap.
+cloudformation/, cloudwatch/, codepipeline/, codebuild/, and the cross-service quotas and
+pending-state timing. Each module closes a gap between moto and AWS on a flow Kiln uses, has
+its own test, and is listed in docs/sandbox.md. Kiln's own code never bends around a moto gap.
 """
 
 import importlib
@@ -42,6 +42,9 @@ PATCHES: list[str] = [
     "elbv2.rule_limits",
     "lived_in",
     "iam.simulation",
+    "codebuild.builds",  # builds run on sandbox machines
+    "codepipeline.executions",  # executions run stage by stage
+    "cloudformation.pipeline_resources",
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 
