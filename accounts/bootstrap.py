@@ -10,6 +10,7 @@ stacks with `register`.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -473,7 +474,66 @@ def apply(plan: Plan) -> dict[str, str]:
     """Execute the change set, wait for the stack, and return its outputs."""
     cfn = plan.cfn
     cfn.execute_change_set(ChangeSetName=plan.change_set, StackName=plan.stack)
-    waiter = "stack_create_complete" if plan.kind == "CREATE" else "stack_update_complete"
+    _wait(cfn, plan, "stack_create_complete" if plan.kind == "CREATE" else "stack_update_complete")
+    plan.place.aws.__dict__.pop("_stack_outputs", None)  # cloud.stacks reads them afresh
+    return outputs(cfn, plan.stack)
+
+
+# What an update must not delete when a newer template leaves it out: a service-linked role
+# (older account stacks made Auto Scaling's; the account's key policy names it and the service
+# uses it).
+RETAINED_TYPES = ("AWS::IAM::ServiceLinkedRole",)
+
+
+def retain_dropped(current: Plan) -> Plan:
+    """An update that removes a resource of RETAINED_TYPES would delete it: first update the
+    stack with its own template plus DeletionPolicy Retain on those, then plan again, so the
+    update only lets go of them."""
+    dropped = [c["logical_id"] for c in current.changes
+               if c["action"] == "Remove" and c["type"] in RETAINED_TYPES]
+    if current.kind != "UPDATE" or not dropped:
+        return current
+    cfn = current.cfn
+    deployed = cfn.get_template(StackName=current.stack,
+                                TemplateStage="Original")["TemplateBody"]
+    body = with_retain(deployed, dropped)
+    if body is None:
+        return current  # Retain already
+    discard(current)
+    stack = cfn.describe_stacks(StackName=current.stack)["Stacks"][0]
+    cfn.update_stack(StackName=current.stack, TemplateBody=body, Capabilities=CAPABILITIES,
+                     Parameters=[{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
+                                 for p in stack.get("Parameters", [])],
+                     Tags=stack.get("Tags", []))
+    _wait(cfn, current, "stack_update_complete")
+    say(f"stack {current.stack} in {current.place.where}: {', '.join(dropped)} set to "
+        f"DeletionPolicy Retain, so the update keeps it in the account")
+    return plan(current.spec, current.place, kiln_tags.new_run_id())
+
+
+def with_retain(template, logical_ids: list[str]) -> str | None:
+    """The deployed template (JSON as a dict, or YAML text) with DeletionPolicy Retain on each
+    of `logical_ids`; None when they all have it already."""
+    if isinstance(template, dict):
+        resources = template.get("Resources", {})
+        todo = [i for i in logical_ids if resources.get(i, {}).get("DeletionPolicy") != "Retain"]
+        for logical_id in todo:
+            resources[logical_id]["DeletionPolicy"] = "Retain"
+        return json.dumps(template) if todo else None
+    changed = template
+    for logical_id in logical_ids:
+        match = re.search(rf"^(?P<indent>[ ]+){re.escape(logical_id)}:[ \t]*\n", changed, re.M)
+        if match is None:
+            raise KilnError(f"stack template: cannot find resource {logical_id} to retain it")
+        block = changed[match.end():].split("\n\n", 1)[0]
+        if re.search(r"^\s+DeletionPolicy:\s*Retain\s*$", block, re.M):
+            continue
+        policy = f"{match.group('indent')}  DeletionPolicy: Retain\n"
+        changed = changed[:match.end()] + policy + changed[match.end():]
+    return None if changed == template else changed
+
+
+def _wait(cfn, plan: Plan, waiter: str) -> None:
     try:
         cfn.get_waiter(waiter).wait(StackName=plan.stack, WaiterConfig=WAIT)
     except WaiterError as error:
@@ -481,8 +541,6 @@ def apply(plan: Plan) -> dict[str, str]:
         raise KilnError(f"stack {plan.stack} in {plan.place.where} ended {status}: see its "
                         f"events (aws cloudformation describe-stack-events --stack-name "
                         f"{plan.stack} --region {plan.place.region})") from None
-    plan.place.aws.__dict__.pop("_stack_outputs", None)  # cloud.stacks reads them afresh
-    return outputs(cfn, plan.stack)
 
 
 def discard(plan: Plan) -> None:
@@ -571,6 +629,7 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
         return {**result, "action": "skipped"}
     if current.spec.prepare is not None:
         current.spec.prepare(place)
+    current = retain_dropped(current)
     values = apply(current)
     say(f"stack {stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
     for key, value in sorted(values.items()):

@@ -28,6 +28,7 @@ from cloud import history, pipelines, stacks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError, Refused
+from cloud.images import all_images
 from cloud.inputs import human, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,8 +142,8 @@ def tag_image(aws: Aws, app: str, version: str) -> str | None:
     baked yet: nothing; the image stage's own record then tags what came before it)."""
     ec2 = aws.client("ec2")
     plain, iteration = split(version)
-    found = ec2.describe_images(Owners=["self"], Filters=tags.filters(
-        {tags.APP: app, tags.VERSION: plain, tags.RELEASE: iteration}))["Images"]
+    found = all_images(ec2, Owners=["self"], Filters=tags.filters(
+        {tags.APP: app, tags.VERSION: plain, tags.RELEASE: iteration}))
     if not found:
         return None
     labels = [{"Key": f"{TAG_PREFIX}{name}",

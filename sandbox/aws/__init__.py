@@ -26,11 +26,13 @@ PATCHES: list[str] = [
     "cloudformation.stacks",
     "cloudformation.rollback",
     "cloudformation.listener_actions",
+    "cloudformation.retain",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",
     "elbv2.load_balancers",
     "ec2.images",  # CreateImage, CopyImage, DescribeImages, DeregisterImage
+    "ec2.image_pages",
     "reset",
     "autoscaling.server_groups",
     "iam.service_linked_roles",
@@ -39,6 +41,7 @@ PATCHES: list[str] = [
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
+    "iam.simulation",
     "codebuild.builds",  # builds run on sandbox machines
     "codepipeline.executions",  # executions run stage by stage
     "cloudformation.pipeline_resources",
