@@ -39,6 +39,7 @@ PATCHES: list[str] = [
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
+    "persistence",  # restores the last snapshot before the users are seeded
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 
