@@ -44,6 +44,10 @@ PATIENCE = 5  # seconds of changes without a pause before it is written all the 
 READS = ("Describe", "List", "Get", "Head", "Search", "Query", "Scan", "BatchGet", "Lookup")
 
 
+class Busy(Exception):
+    """Changing requests did not end in time: the snapshot is written at the next quiet."""
+
+
 class Gate:
     """Changing requests in flight, and the snapshot that waits for none to be."""
 
@@ -70,13 +74,18 @@ class Gate:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
-    def still(self, patience: float = 1.0):
+    def still(self, patience: float = 1.0, drain: float = 5.0):
         """No changing request in flight while inside: new ones wait once `patience` has
-        passed (a steady stream of them must not keep the snapshot out forever)."""
+        passed (a steady stream of them must not keep the snapshot out forever). Busy when
+        those in flight do not end within `drain` (one may wait on another request to this
+        server, which must not wait on the snapshot in turn)."""
         with self._cond:
             self._cond.wait_for(lambda: self._active == 0, timeout=patience)
             self._closed = True
-            self._cond.wait_for(lambda: self._active == 0)
+            if not self._cond.wait_for(lambda: self._active == 0, timeout=drain):
+                self._closed = False
+                self._cond.notify_all()
+                raise Busy(f"{self._active} changing requests still in flight")
         try:
             yield
         finally:
@@ -144,7 +153,7 @@ def _loop() -> None:
     while True:
         time.sleep(QUIET)
         generation = GATE.generation
-        if generation == _saver["saved"]:
+        if generation in (_saver["saved"], _saver.get("failed")):
             dirty_since = None
             continue
         dirty_since = dirty_since or time.monotonic()
@@ -153,7 +162,10 @@ def _loop() -> None:
             try:
                 save()
                 dirty_since = None
+            except Busy:
+                pass  # the next round tries again
             except Exception:  # noqa: BLE001 - the next change tries again; say why meanwhile
+                _saver["failed"] = generation
                 traceback.print_exc(file=sys.stderr)
         seen = generation
 
@@ -180,7 +192,11 @@ def save() -> None:
 def save_at_exit() -> None:
     """A clean stop (SIGTERM, `sandbox.down`) writes what the last quiet moment did not."""
     if _saver["dir"] is not None and GATE.generation != _saver["saved"]:
-        save()
+        try:
+            save()
+        except Busy as error:
+            print(f"sandbox state: the last changes are not kept: {error}", file=sys.stderr,
+                  flush=True)
 
 
 def _dumps() -> bytes:
@@ -203,7 +219,8 @@ def _dumps() -> bytes:
             _find_unpicklable(state)
             continue
         header = {"format": FORMAT, "moto": _moto_version(), "python": sys.version_info[:2],
-                  "left_out": dict(_saver["left_out"]), "saved": time.time()}
+                  "left_out": dict(_saver["left_out"]), "saved": time.time(),
+                  "where": {name: _WHERE[name] for name in state}}
         return pickle.dumps(header) + body
     raise RuntimeError("the sandbox's state changed under every attempt to save it")
 
@@ -215,9 +232,30 @@ def _backends() -> dict:
     state: dict = {}
     for backend_dict in list(BackendDict._instances):
         accounts = {account: dict(regions) for account, regions in list(backend_dict.items())}
-        if accounts:
-            state[backend_dict.service_name] = accounts
+        name = backend_dict.service_name
+        if accounts and _where(backend_dict):
+            state[name] = accounts
+        elif accounts and name not in _saver["left_out"]:
+            _saver["left_out"][name] = "moto keeps its backends in no module's variable"
     return state
+
+
+_WHERE: dict[str, str] = {}  # service -> "module:variable" of its BackendDict
+
+
+def _where(backend_dict) -> str | None:
+    """Where the restoring server finds this BackendDict: a variable of the module of its
+    backend class, or of that module's package (moto.ec2.models.ec2_backends)."""
+    name = backend_dict.service_name
+    if name not in _WHERE:
+        module = backend_dict.backend.__module__
+        for candidate in (module, module.rsplit(".", 1)[0]):
+            found = [attr for attr, value in vars(sys.modules.get(candidate) or object).items()
+                     if value is backend_dict]
+            if found:
+                _WHERE[name] = f"{candidate}:{found[0]}"
+                break
+    return _WHERE.get(name)
 
 
 def _find_unpicklable(state: dict) -> None:
@@ -345,11 +383,13 @@ def restore(state_dir: Path) -> dict:
         os.replace(path, aside)
         return {"snapshot": True, "unreadable": f"{type(error).__name__}: {error}"[:200],
                 "kept_as": aside.name}
-    _install(state)
+    left_out = dict(header.get("left_out", {}))
+    left_out.update(_install(state, header["where"]))
     _saver["left_out"] = {}
-    report = {"snapshot": True, "saved": header["saved"], "services": sorted(state),
-              "accounts": sorted({a for accounts in state.values() for a in accounts}),
-              "left_out": header.get("left_out", {})}
+    restored = sorted(name for name in state if name not in left_out)
+    report = {"snapshot": True, "saved": header["saved"], "services": restored,
+              "accounts": sorted({a for name in restored for a in state[name]}),
+              "left_out": left_out}
     report.update(_machines_gone(state_dir))
     return report
 
@@ -363,20 +403,28 @@ def _load(path: Path) -> tuple[dict, dict]:
         return header, pickle.load(handle)
 
 
-def _install(state: dict) -> None:
-    """Put each saved backend where moto looks for it (its module's BackendDict)."""
-    from moto.backends import get_backend
+def _install(state: dict, where: dict) -> dict:
+    """Put each saved backend where moto looks for it (its module's BackendDict); the services
+    that could not be put back, and why."""
+    import importlib
 
+    failed = {}
     for name, accounts in state.items():
-        backend_dict = get_backend(name)
+        try:
+            module, variable = where[name].split(":")
+            backend_dict = getattr(importlib.import_module(module), variable)
+        except (KeyError, ImportError, AttributeError, ValueError) as error:
+            failed[name] = f"not restored: {type(error).__name__}: {error}"[:160]
+            continue
         for account, regions in accounts.items():
             for region, backend in regions.items():
                 dict.__setitem__(backend_dict[account], region, backend)
+    return failed
 
 
 def _machines_gone(state_dir: Path) -> dict:
     """Instances that ran a machine come back stopped, as EC2 leaves those of a failed host;
-    images whose layers are gone (or layers no image holds) are said too."""
+    the layers of images the snapshot does not hold are freed."""
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.instances import StateReason
 
@@ -395,7 +443,13 @@ def _machines_gone(state_dir: Path) -> dict:
                         "Server.InternalError: the sandbox's server stopped, and the "
                         "instance's machine with it", "Server.InternalError")
                     stopped.append(instance.id)
-    return {"stopped_instances": stopped}
+    # An image made in the last moments before a crash has layers but is not in the snapshot.
+    known = {image for _a, regions in list(ec2_backends.items())
+             for backend in list(regions.values()) for image in list(backend.amis)}
+    unknown = [image for image in images.image_ids(state_dir) if image not in known]
+    for image in unknown:
+        images.release(state_dir, image)
+    return {"stopped_instances": stopped, "layers_freed_of": unknown}
 
 
 def read_report(state_dir: Path) -> dict:
@@ -418,6 +472,9 @@ def summary(report: dict) -> str:
     if report.get("stopped_instances"):
         words.append(f"{len(report['stopped_instances'])} instances whose machines ended with "
                      "the server are stopped (Auto Scaling replaces its groups')")
+    if report.get("layers_freed_of"):
+        words.append(f"{len(report['layers_freed_of'])} images made after the snapshot are "
+                     "gone (their layers freed)")
     if report.get("left_out"):
         words.append(f"not kept: {', '.join(sorted(report['left_out']))}")
     return "; ".join(words)
