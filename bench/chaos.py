@@ -258,6 +258,7 @@ class Chaos:
                   and "Traceback" not in err,
                   "canary_ended_after": round(time.monotonic() - killed_at, 1)}
         result.update(self.come_back())
+        after = self.census()  # what came back, before the follow-ups change it
         follow_ups = [] if self.has_canary() else [["canary", "--version",
                                                      next(self.releases)]]
         follow_ups.append([rng.choice(["promote", "rollback"])])
@@ -265,7 +266,7 @@ class Chaos:
         result["follow_up"] = all(self.run(*f).returncode == 0 for f in follow_ups) and \
             self.settled()
         result["recovered"] = round(time.monotonic() - self.up_started, 1)
-        return self.survivors(result, before)
+        return self.survivors(result, before, after)
 
     def restart_trial(self) -> dict:
         """`sandbox.down`, `sandbox.up`: the groups in service again, then a publish."""
@@ -273,25 +274,28 @@ class Chaos:
         self.box.down()
         result = {"kind": "restart", "at": 0, "finished": True}
         result.update(self.come_back())
+        after = self.census()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not self.in_service():
             time.sleep(0.5)
         result["recovered"] = round(time.monotonic() - self.up_started, 1)
         result["follow_up"] = self.in_service() and self.run(
             *self.command("publish", next(self.versions))).returncode == 0
-        return self.survivors(result, before)
+        return self.survivors(result, before, after)
 
     def come_back(self) -> dict:
         """`sandbox.up` as a task would run it; what it said, and how long it took."""
         self.up_started = time.monotonic()
         up = self.run("sandbox.up")
         os.environ.update(self.box.env("admin"))  # new keys at every start
+        import boto3
+
+        boto3.setup_default_session()  # the bench's own clients take them
         said = [line for line in up.stderr.splitlines() if "restored" in line
                 or "saved no state" in line]
         return {"up": round(time.monotonic() - self.up_started, 1), "up_said": said[:1]}
 
-    def survivors(self, result: dict, before: dict) -> dict:
-        after = self.census()
+    def survivors(self, result: dict, before: dict, after: dict) -> dict:
         result["survived"] = {k: f"{before[k]}->{after[k]}" for k in before}
         result["lost"] = sum(max(0, before[k] - after[k]) for k in before)
         result["leaks"] = result["leaks_after_janitor"] = leaks()

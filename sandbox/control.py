@@ -24,8 +24,10 @@ from cloud.errors import KilnError
 from sandbox import bootstrap, listener_cert, repo_key, userns
 from sandbox.aws import persistence
 from sandbox.aws.iam import identities
-from sandbox.daemon import Daemon, free_port, wait_gone
+from sandbox.daemon import Daemon, free_port, port_free, wait_gone
 from sandbox.machines import ssh_access
+
+LAST_PORT = "moto.last-port"
 
 
 class Sandbox:
@@ -111,14 +113,25 @@ class Sandbox:
         return pid
 
     def _start_moto(self) -> None:
-        port = self.wanted_port or free_port(self.host)
+        port = self.wanted_port or self._last_port() or free_port(self.host)
         self.moto.start([sys.executable, "-m", "sandbox.server", "--host", self.host,
                          "--port", str(port), "--state-dir", str(self.state_dir)], port,
                         timeout=60, cwd=_project_root(), env=self._server_env(),
                         # Without root, the server (and so every instance) runs in a user
                         # namespace of its own (sandbox/userns.py).
                         launch=userns.spawn if userns.needed() else subprocess.Popen)
+        (self.state_dir / LAST_PORT).write_text(f"{port}\n")
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
+
+    def _last_port(self) -> int | None:
+        """The port of the last server, when free: what its state names (the repository's
+        URL in `kiln.repo` and in baked images, the endpoint of a task's settings) still
+        answers after a restart."""
+        try:
+            port = int((self.state_dir / LAST_PORT).read_text())
+        except (OSError, ValueError):
+            return None
+        return port if port_free(self.host, port) else None
 
     def set_time_scale(self, factor: float | None) -> None:
         """How fast AWS's pending states pass (sandbox/aws/timing.py); None: the default."""

@@ -68,6 +68,7 @@ def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_bo
     init = machines.init_pid(box.state_dir, instance)
     assert init and Path(f"/proc/{init}").exists()
     _wait_saved(box)
+    endpoint = box.endpoint
     server = _kill(box)
     assert Path(f"/proc/{init}").exists()  # a dead server's machines live on …
     capsys.readouterr()
@@ -78,6 +79,7 @@ def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_bo
     lines = [line for line in said.splitlines() if "had stopped without" in line]
     assert len(lines) == 1 and f"(pid {server})" in lines[0] and "restored" in lines[0]
     assert "1 instances whose machines ended" in lines[0]
+    assert box.endpoint == endpoint  # the port its state names (a repository's URL) answers
     # What the snapshot held is back, under the new start's keys.
     ec2, s3 = _client(box, "ec2"), _client(box, "s3")
     assert s3.get_object(Bucket="kept-bucket", Key="a")["Body"].read() == b"kept"
