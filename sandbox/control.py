@@ -99,7 +99,11 @@ class Sandbox:
                     "the repository, images, server groups) is gone: run `invoke bootstrap`, "
                     "then bake again")
             return
-        advice = ": run `invoke bootstrap`, then bake again" if report.get("unreadable") else ""
+        advice = ""
+        if report.get("unreadable"):
+            advice = ": run `invoke bootstrap`, then bake again"
+        elif report.get("left_out"):
+            advice = " (see aws-state.json): `invoke bootstrap.verify` shows what is missing"
         say(f"sandbox: {crashed}{persistence.summary(report)}{advice}")
 
     def _reap_crashed(self) -> int | None:
