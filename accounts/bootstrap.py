@@ -33,6 +33,11 @@ NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 STACK_TAG = "kiln:stack"
 
 
+class NotYet(KilnError):
+    """A stack's parameters come from outputs of another stack (its name) that it does not have
+    yet: that stack is new, or its update adds them."""
+
+
 @dataclass(frozen=True)
 class Place:
     """Where one stack goes: the account, a session allowed to bootstrap it, the build session,
@@ -72,6 +77,8 @@ class StackSpec:
     outputs: tuple[str, ...] = ()
     regions: Callable[[Settings], list[str]] = main_region
     render: Callable[[], str] | None = None  # builds the template instead of reading it
+    # builds it from the settings (a template of the app's own shape)
+    render_for: Callable[[Settings], str] | None = None
     # What must exist before the stack is created or updated, made outside it (not on --dry-run)
     prepare: Callable[[Place], None] | None = None
     # The template adjusted to what Kiln changed outside the stack, for an update that would
@@ -84,7 +91,9 @@ class StackSpec:
     def part_for(self, settings: Settings) -> str:
         return self.part.format(app=settings.app)
 
-    def body(self) -> str:
+    def body(self, settings: Settings | None = None) -> str:
+        if self.render_for is not None and settings is not None:
+            return self.render_for(settings)
         if self.render is not None:
             return self.render()
         return (TEMPLATES / self.template).read_text()
@@ -159,9 +168,17 @@ def build_parameters(place: Place) -> dict[str, str]:
         "RepoReadCidrs": ",".join(boot.repo_read_cidrs),
         "BakeVpcCidr": boot.bake_vpc_cidr,
         "BakeSubnetCidr": boot.bake_subnet_cidr,
+        "PipelineSubnetCidr": boot.pipeline_subnet_cidr if pipeline_apps(settings) else "",
         "LogRetentionDays": str(boot.log_retention_days),
         "RepoKeyFingerprint": repo_key_fingerprint(settings),
     }
+
+
+def pipeline_apps(settings: Settings) -> list[str]:
+    """The apps whose pipeline runs on CodePipeline (orchestrator/codepipeline.py)."""
+    from orchestrator import codepipeline  # it registers its stacks here: imported late
+
+    return codepipeline.engine_apps(settings)
 
 
 def repo_key_fingerprint(settings: Settings) -> str:
@@ -188,13 +205,23 @@ def account_parameters(place: Place) -> dict[str, str]:
                         "identities that run Kiln's tasks (ARNs such as arn:aws:iam::"
                         f"{account_spec(settings, settings.build_account).id}:role/kiln-ci), "
                         f"the only ones the deployer role in account {place.account} trusts")
+    build_id = account_spec(settings, settings.build_account).id
     return {
         "Prefix": settings.stacks.prefix,
-        "BuildAccountId": account_spec(settings, settings.build_account).id,
+        "BuildAccountId": build_id,
         "ExternalId": spec.external_id,
         "DeployerRoleName": spec.role or "kiln-deployer",
-        "OperatorPrincipals": ",".join(principals),
+        "OperatorPrincipals": ",".join([*principals, *pipeline_principals(
+            settings, partition(place.region), build_id)]),
     }
+
+
+def pipeline_principals(settings: Settings, partition_name: str, build_id: str) -> list[str]:
+    """The CodeBuild roles of the apps' pipelines on CodePipeline, which deploy like operators."""
+    from orchestrator import codepipeline
+
+    return [codepipeline.project_role_pattern(settings, app, partition_name, build_id)
+            for app in codepipeline.engine_apps(settings)]
 
 
 AUTO_SCALING = "autoscaling.amazonaws.com"
@@ -371,7 +398,7 @@ def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
     """Create the change set for one stack and read what it would change. A stack whose
     resources Kiln changes outside it (`live`) gets a second change set when the first would
     update one of those: the template then states what is live, so the update keeps it."""
-    body = spec.body()
+    body = spec.body(place.settings)
     result = _change_set(spec, place, run_id, body)
     if spec.live is None or result.kind != "UPDATE" or not result.changes:
         return result
@@ -494,10 +521,28 @@ def run(settings: Settings, build: Aws, account: str | None = None, dry_run: boo
     results = []
     for spec, name, region in targets(settings, account, parts):
         place = place_for(settings, build, name, region)
-        current = plan(spec, place, run_id)
+        try:
+            current = plan(spec, place, run_id)
+        except NotYet as missing:
+            results.append(_after(spec, place, str(missing), dry_run))
+            continue
         show(current)
         results.append(_settle(current, dry_run, yes, confirm))
     return results
+
+
+def _after(spec: StackSpec, place: Place, missing: str, dry_run: bool) -> dict:
+    """A stack planned after the stack it reads (a dry run on a new account): listed, no change
+    set; outside a dry run the other stack was just refused or skipped, so it is an error."""
+    stack = spec.name(place.settings)
+    if not dry_run:
+        raise KilnError(f"stack {stack} in {place.where} needs outputs of stack {missing}, "
+                        f"which it does not have: apply that stack's change set first (`invoke "
+                        f"bootstrap`)")
+    say(f"stack {stack} in {place.where}: planned after stack {missing} (whose outputs are "
+        f"parameters of this one)")
+    return {"stack": stack, "account": place.account, "account_id": place.aws.account_id,
+            "region": place.region, "changes": [], "action": "planned", "after": missing}
 
 
 def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bool]) -> dict:

@@ -21,6 +21,32 @@ SHORT_FLAGS = {"app": "a", "dry_run": "d", "json": "j", "keep": "k", "manifest":
                "version": "v", "watch": "w", "yes": "y"}
 
 
+def check_runtime_file() -> None:
+    """Invoke reads `-f FILE` (or INVOKE_RUNTIME_CONFIG) only after loading tasks.py, and answers
+    a file it cannot parse with a traceback: read it first, and refuse it in one line."""
+    import os
+
+    import yaml
+    from invoke.main import program
+
+    args = getattr(program, "args", None)  # None unless the `invoke` command is running
+    if args is None:
+        return
+    path = args.config.value or os.environ.get("INVOKE_RUNTIME_CONFIG")
+    if not path or not str(path).endswith((".yaml", ".yml")) or not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as stream:
+            yaml.safe_load(stream)
+    except RecursionError:
+        why = "nested too deeply"
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        why = " ".join(str(error).split())
+    else:
+        return
+    raise Exit(f"kiln: {path}: not a YAML file Kiln can read ({why})", code=Refused.exit_code)
+
+
 class KilnTask(Task):
     """A task whose short flags come from SHORT_FLAGS only."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import re
 import shlex
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +18,7 @@ from tenacity import (
 )
 
 from cloud import tags
+from cloud import user_data as environment_values
 from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import cluster as model
@@ -27,10 +27,6 @@ from orchestrator.environment import Environment
 SCALE_DOWN_ACTION = "kiln-disable-scale-down"
 # How long Auto Scaling may take to know a launch template EC2 just made (seconds).
 TEMPLATE_PROPAGATION = 120
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Environment names that hold secrets by convention: those go in user_data.secrets by reference.
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY",
-                          re.I)
 
 
 def target_group_name(group: str) -> str:
@@ -67,14 +63,9 @@ def boot_script(settings, values: dict[str, str], extra: dict | None, region: st
     instance: a secret never appears in it, only its name."""
     values = dict(values)
     for key, value in {**(settings.environment or {}), **(extra or {})}.items():
-        if not _ENV_KEY.match(str(key)) or "\n" in str(value):
-            raise KilnError(f"kiln.deploy.user_data.environment.{key}: keys are shell names, "
-                            "values one line")
-        if _SECRET_NAME.search(str(key)):
-            raise KilnError(f"kiln.deploy.user_data.environment.{key}: looks like a secret, and "
-                            f"user data is readable by anyone who may describe the instance: "
-                            f"name it in kiln.deploy.user_data.secrets (ssm:… or "
-                            f"secretsmanager:…) instead")
+        refused = environment_values.problem(key, value)
+        if refused:
+            raise KilnError(f"kiln.deploy.user_data.environment.{key}: {refused}")
         values[str(key)] = str(value)
     lines = "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
     path = shlex.quote(settings.env_file)
@@ -98,7 +89,7 @@ def _secret_line(key: str, reference: str, path: str, region: str) -> str:
                      "--query", "Parameter.Value"],
              "secretsmanager": ["secretsmanager", "get-secret-value", "--secret-id", name,
                                 "--query", "SecretString"]}
-    if not _ENV_KEY.match(key) or kind not in reads or not name:
+    if not environment_values.SHELL_NAME.fullmatch(key) or kind not in reads or not name:
         raise KilnError(f"kiln.deploy.user_data.secrets.{key}: {reference!r} is not "
                         f"ssm:<parameter name> or secretsmanager:<secret id>")
     command = " ".join(shlex.quote(a) for a in

@@ -27,7 +27,13 @@ _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@\-]+")
 
 
 def deploy_accounts(settings) -> list[str]:
-    return [settings.deploy.account]
+    """kiln.app's deploy account (its own kiln.apps entry's, if it names one)."""
+    return [apps.for_app(settings, None).deploy.account]
+
+
+def app_deploy_region(settings) -> list[str]:
+    """kiln.app's deploy region (its own kiln.apps entry's, if it names one)."""
+    return deploy_region(apps.for_app(settings, None))
 
 
 def deploy_region(settings) -> list[str]:
@@ -37,7 +43,9 @@ def deploy_region(settings) -> list[str]:
 
 
 def env_parameters(place) -> dict[str, str]:
-    return cluster_parameters(place, place.settings, place.settings.app)
+    """kiln.app's cluster: its own kiln.apps entry over the defaults, as its deploys see them
+    (the secrets its instances read at boot among them)."""
+    return cluster_parameters(place, apps.for_app(place.settings, None), place.settings.app)
 
 
 def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
@@ -146,7 +154,7 @@ def _live_forward(place, stack: str) -> list[dict] | None:
 
 
 ENV_STACK = bootstrap.register(bootstrap.StackSpec(
-    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS, deploy_region,
+    "env-{app}", "env.yaml", deploy_accounts, env_parameters, ENV_OUTPUTS, app_deploy_region,
     live=live_listener))
 
 

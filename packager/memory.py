@@ -78,9 +78,25 @@ class Memory:
         return State(_written(item, ""), _written(item, "Pending"), ledger)
 
     def stage(self, written: Written) -> None:
-        """Record the repomd.xml about to be written, before its PUT."""
-        self._update("SET PendingRevision = :r, PendingSha256 = :s, PendingPackages = :p",
-                     _values(written))
+        """Record the repomd.xml about to be written, before its PUT. Only above every revision
+        recorded: a writer whose lease ran out must not replace a newer writer's entry (that
+        writer's repomd.xml would then match neither, and read as a lost index)."""
+        try:
+            self.db.update_item(
+                TableName=self.table, Key=self._key(),
+                UpdateExpression="SET PendingRevision = :r, PendingSha256 = :s, "
+                                 "PendingPackages = :p",
+                ConditionExpression="(attribute_not_exists(Revision) OR Revision < :r) AND "
+                                    "(attribute_not_exists(PendingRevision) OR "
+                                    "PendingRevision < :r OR PendingSha256 = :s)",
+                ExpressionAttributeValues=_values(written))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise self._failure("write", error) from None
+            raise KilnError(f"another writer recorded revision {self.read().revision} in "
+                            f"{self.where()} while this one was about to write revision "
+                            f"{written.revision} (a lease that expired?); nothing was changed: "
+                            f"run it again") from None
 
     def confirm(self, written: Written) -> None:
         """The staged repomd.xml landed: it is the last one Kiln wrote."""
@@ -102,10 +118,12 @@ class Memory:
         try:
             return call(**params)
         except ClientError as error:
-            detail = error.response.get("Error", {})
-            raise KilnError(f"cannot {verb} the repository's record ({self.where()}): "
-                            f"{detail.get('Code', '')} {detail.get('Message', '')}".rstrip()
-                            ) from None
+            raise self._failure(verb, error) from None
+
+    def _failure(self, verb: str, error: ClientError) -> KilnError:
+        detail = error.response.get("Error", {})
+        return KilnError(f"cannot {verb} the repository's record ({self.where()}): "
+                         f"{detail.get('Code', '')} {detail.get('Message', '')}".rstrip())
 
 
 def _written(item: dict, prefix: str) -> Written | None:

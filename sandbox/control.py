@@ -215,6 +215,8 @@ def ensure_up(settings, start: bool = True) -> Sandbox:
                and k != "AWS_ACCESS_KEY_ID"}
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.update(env)
+    if settings.aws.get("endpoint_url"):  # a proxy in front of the sandbox's endpoint, on purpose
+        os.environ["AWS_ENDPOINT_URL"] = settings.aws.endpoint_url
     if start:  # the bake's sshd and the repo's signing key: not for a task that only reads
         ssh_access.overlay(settings, box.state_dir)
     repo_key.overlay(settings, generate=start)  # a read still checks against an existing key

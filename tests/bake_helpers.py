@@ -8,7 +8,7 @@ import boto3
 import yaml
 
 from cloud import tags as kiln_tags
-from tests.conftest import INVOKE, ROOT, deep_merge, project_config
+from tests.conftest import INVOKE, ROOT, deep_merge
 
 # The temporary resources of a bake, by the service call that lists them.
 TEMPORARY_ROLES = ("bake-instance", "bake-key", "bake-sg", "bake-volume")
@@ -95,27 +95,17 @@ def bootstrapped_sandbox(sandbox_box, tmp_path_factory):
 
 
 def proxied(box, proxy_url: str) -> tuple[dict, dict]:
-    """(config overrides, environment) for a bake that reaches the sandbox through a proxy.
-
-    Kiln's sandbox target always talks to the sandbox's own endpoint, so these bakes run with
-    `target: aws` and an AWS_ENDPOINT_URL, as against any custom endpoint, and get by hand what
-    the sandbox overlay would set: the sshd port and user, the repository signing key, and
-    waiter polls as often as the sandbox's clock calls for.
+    """(config overrides, environment) for a task that reaches the sandbox through a proxy:
+    the sandbox target with kiln.aws.endpoint_url naming the proxy (a `target: aws` run refuses
+    the sandbox's accounts, whatever its endpoint). The environment points boto3 at the proxy
+    too, for a test's own calls.
     """
-    from sandbox import control, repo_key
     from sandbox.machines import ssh_access
-    from sandbox.sshd import Sshd, current_user
 
-    home, fingerprint = repo_key.ensure_key(box.state_dir)
     # The bake's repo URL names the proxy: instances reach it as they reach the sandbox's S3.
     ssh_access.reach_through(box.state_dir, int(proxy_url.rsplit(":", 1)[1].split("/")[0]))
-    overrides = {"target": "aws",
-                 "aws": {"endpoint_url": proxy_url, "waiter_delay": control.waiter_delay(box)},
-                 "accounts": project_config()["sandbox"]["accounts"],
-                 "repo": {"gpg_key": fingerprint, "gpg_home": home},
-                 "bake": {"ssh_port": Sshd(box.state_dir).port, "ssh_user": current_user(),
-                          "ssh_cidrs": ["127.0.0.1/32"],
-                          "chef_install_command": ssh_access.CHEF_MISSING}}
+    overrides = {"target": "sandbox", "sandbox": {"state_dir": str(box.state_dir)},
+                 "aws": {"endpoint_url": proxy_url}}
     return overrides, {**box.env(), "AWS_ENDPOINT_URL": proxy_url}
 
 

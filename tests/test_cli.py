@@ -1,10 +1,14 @@
 """The command line as one product: short flags, missing flags, settings from the environment,
 read-only tasks and the sandbox's export lines."""
 
+import subprocess
+
 import boto3
+import pytest
 
 import tasks
 from cloud.tasking import SHORT_FLAGS
+from tests.conftest import INVOKE, ROOT
 
 
 def all_tasks(collection, prefix=""):
@@ -87,3 +91,32 @@ def test_a_runtime_file_may_give_the_apps_environment_and_secrets(run_invoke):
     assert "Traceback" not in result.stderr and "AmbiguousMergeError" not in result.stderr
     # The settings loaded: status went on to read AWS (bootstrapped or not, it says so in a line).
     assert result.stderr.startswith("target: sandbox"), result.stderr
+
+
+def test_a_secret_in_the_user_data_environment_is_refused_before_anything_is_made(run_invoke):
+    """User data is readable by whoever may describe the launch template: a password there is
+    refused at load, in one line naming the file and the field, never echoing the value."""
+    overrides = {"deploy": {"user_data": {"environment": {
+        "DATABASE_URL": "postgres://app:hunter2@db.internal/app"}}}}
+    result = run_invoke("deploy", "--version", "1.0.0", overrides=overrides)
+    assert result.returncode == 4 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()  # no target line: nothing was reached or made
+    assert line.startswith("kiln: ") and "kiln-test.yaml" in line, line
+    assert "kiln.deploy.user_data.environment.DATABASE_URL: its value looks like a secret" in line
+    assert "kiln.deploy.user_data.secrets" in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("kiln:\n  app: " + "[" * 50000 + "]" * 50000 + "\n", "nested too deeply"),
+    ("kiln:\n  app: [unclosed\n", "expected ',' or ']'"),
+])
+def test_an_unreadable_runtime_file_is_one_line(tmp_path, text, why):
+    """Invoke reads `-f FILE` after loading tasks.py and answered a malformed or 50,000-deep
+    YAML file with a traceback."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    result = subprocess.run([INVOKE, "-f", str(path), "status"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 4 and result.stdout == "", result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"kiln: {path}: not a YAML file Kiln can read") and why in line, line

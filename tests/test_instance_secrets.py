@@ -98,3 +98,24 @@ def test_secret_references_become_exact_arns_and_bad_ones_are_refused():
                 "ssm:arn:aws:s3:::bucket", "secretsmanager:arn:aws:secretsmanager:*"):
         with pytest.raises(KilnError, match="kiln.deploy.user_data.secrets.X: "):
             secret_arns(Settings(secrets={"X": bad}), "aws", REGION, ACCOUNT)
+
+
+def test_bootstrap_grants_each_app_its_own_secrets_only(kiln_settings):
+    """An app's own kiln.apps.<app>.deploy.user_data.secrets reach its environment stack, kiln.app's
+    included, and no other app's: what `invoke bootstrap` gives each stack as parameters."""
+    from accounts import bootstrap
+    from cloud.target import connect
+    from orchestrator import stack as env_stacks
+
+    prod = kiln_settings().accounts.prod.id
+    own = {"hello-web": "ssm:/hello-web/db-password", "billing": "ssm:/billing/stripe-sk"}
+    settings = kiln_settings(apps={app: {"deploy": {"user_data": {"secrets": {"S": name}}}}
+                                   for app, name in own.items()})
+    parts = env_stacks.register_clusters(settings)
+    build = connect(settings, admin=True)
+    granted = {}
+    for spec, account, region in bootstrap.targets(settings, None, ("env-{app}", *parts)):
+        parameters = spec.parameters(bootstrap.place_for(settings, build, account, region))
+        granted[spec.part_for(settings)] = parameters["SecretParameterArns"]
+    assert granted == {f"env-{app}": f"arn:aws:ssm:{REGION}:{prod}:parameter{name[4:]}"
+                       for app, name in own.items()}

@@ -1,8 +1,8 @@
 """Outside judges of Kiln's security: parliament over every IAM policy in cloud/templates, bandit
-over the code, checkov over the templates (the bootstrap's rendered operator policy stack
-included). Each finding is fixed, or explained in tests/judges/<judge>.yaml; an unexplained one
-fails here. checkov runs from its own venv (`make setup` makes .venv-checkov: it pins an older
-boto3 than moto's server needs)."""
+over the code, checkov over the templates (the bootstrap's rendered operator policy stack and the
+demo app's pipeline stack included). Each finding is fixed, or explained in
+tests/judges/<judge>.yaml; an unexplained one fails here. checkov runs from its own venv (`make
+setup` makes .venv-checkov: it pins an older boto3 than moto's server needs)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from accounts import bootstrap
+from orchestrator import codepipeline
 from tests.conftest import ROOT
 from tests.judges.policies import as_json, documents
+from tests.pipeline_helpers import engine_settings
 
 JUDGES = ROOT / "tests" / "judges"
 TEMPLATES = sorted((ROOT / "cloud" / "templates").glob("*.yaml"))
@@ -30,23 +32,45 @@ def explanations(judge: str) -> list[dict]:
     return entries
 
 
+# What each judge's entries must name: the files (and resources) they explain, never "*" or
+# left out, so an explanation never covers a file written after it.
+NAMED = {"bandit": ("test", "files"), "parliament": ("template", "resource", "issue"),
+         "checkov": ("check", "template", "resource")}
+
+
+def explains(entry: dict, finding: dict, keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        wanted = entry.get(key, "*")
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        if "*" not in wanted and finding[key] not in wanted:
+            return False
+    return True
+
+
 def unexplained(findings: list[dict], entries: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    def explains(entry: dict, finding: dict) -> bool:
-        for key in keys:
-            wanted = entry.get(key, "*")
-            wanted = wanted if isinstance(wanted, list) else [wanted]
-            if "*" not in wanted and finding[key] not in wanted:
-                return False
-        return True
-
-    return [f for f in findings if not any(explains(e, f) for e in entries)]
+    """The findings no entry explains; an entry that explains none (stale) fails too."""
+    unused = [e for e in entries if not any(explains(e, f, keys) for f in findings)]
+    assert not unused, f"entries that explain no finding (remove them): {unused}"
+    return [f for f in findings if not any(explains(e, f, keys) for e in entries)]
 
 
-def parliament_findings() -> list[dict]:
+def test_each_explanation_names_the_files_it_explains():
+    for judge, keys in NAMED.items():
+        for entry in explanations(judge):
+            for key in keys:
+                wanted = entry.get(key, "*")
+                wanted = wanted if isinstance(wanted, list) else [wanted]
+                assert wanted and "*" not in wanted, f"{judge}.yaml: {entry} names no {key}"
+
+
+def parliament_findings(rendered: Path) -> list[dict]:
+    """parliament's findings over cloud/templates and the demo app's pipeline stack."""
     from parliament import analyze_policy_string
 
+    pipeline = rendered / "pipeline.json"
+    pipeline.write_text(codepipeline.template(engine_settings(), "hello-web"))
     found = []
-    for template in TEMPLATES:
+    for template in [*TEMPLATES, pipeline]:
         for resource, document, policy in documents(template):
             analyzed = analyze_policy_string(as_json(policy), include_community_auditors=True)
             found += [{"template": template.name, "resource": resource, "document": document,
@@ -72,6 +96,9 @@ def checkov_findings(rendered: Path) -> list[dict]:
     for template in TEMPLATES:
         shutil.copy(template, rendered / template.name)
     (rendered / "operator.json").write_text(bootstrap.operator_template())
+    # The demo app's pipeline stack, as `invoke bootstrap` renders it for engine codepipeline.
+    (rendered / "pipeline.json").write_text(codepipeline.template(engine_settings(),
+                                                                  "hello-web"))
     result = subprocess.run(
         [str(CHECKOV), "-d", str(rendered), "--framework", "cloudformation", "-o", "json",
          "--quiet", "--compact", "--skip-download"], cwd=rendered, capture_output=True,
@@ -93,8 +120,8 @@ def test_every_iam_policy_kiln_writes_is_read_by_parliament():
     assert all("Statement" in policy for _r, _d, policy in policies)
 
 
-def test_parliament_findings_are_all_explained():
-    found = parliament_findings()
+def test_parliament_findings_are_all_explained(tmp_path):
+    found = parliament_findings(tmp_path)
     left = unexplained(found, explanations("parliament"),
                        ("template", "resource", "document", "issue"))
     assert not left, json.dumps(left, indent=1)

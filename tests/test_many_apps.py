@@ -42,6 +42,16 @@ def test_each_environment_stack_goes_to_the_region_kiln_looks_it_up_in(kiln_sett
                      ("env-billing", "eu-west-1")}
 
 
+def test_kiln_apps_own_entry_places_its_environment_stack(kiln_settings):
+    """kiln.app's own kiln.apps entry moves its cluster (tasks deploy there), so bootstrap puts
+    the environment stack there too."""
+    settings = kiln_settings(apps={"hello-web": {"deploy": {"region": "eu-west-1"}}},
+                             bake={"copy_regions": ["eu-west-1"]})
+    found = {(spec.part_for(settings), account, region) for spec, account, region in
+             kiln_bootstrap.targets(settings, None, ("env-{app}",))}
+    assert found == {("env-hello-web", "prod", "eu-west-1")}
+
+
 def test_per_app_settings_override_the_defaults(kiln_settings):
     settings = kiln_settings(apps=APPS)
     billing = apps.for_app(settings, "billing")

@@ -13,6 +13,7 @@ import pytest
 from cloud.errors import KilnError
 from cloud.target import connect
 from packager import repo, repodata
+from packager.memory import Written
 from tests.deploy_helpers import deployer
 from tests.repo_helpers import fresh_repo, three_rpms
 
@@ -273,3 +274,26 @@ def test_verify_records_a_repository_older_than_its_record(two, admin_aws, write
     put_back_version(writer, 1)
     with pytest.raises(KilnError, match="is revision 1, older than revision 2"):
         repo.list_packages(two)
+
+
+def test_a_writer_whose_lease_ran_out_cannot_replace_a_newer_writers_record(two, rpms):
+    """Writer A read revision 2, then stalled past its lease; B staged revision 3 and put its
+    repomd.xml, then died before confirming. A's stage of its own revision 3 must not replace
+    B's entry: B's repomd.xml would then match neither entry and read as a lost index."""
+    memory = repo.Repo.of(two).memory
+    ours = memory.read()
+    theirs = Written(ours.revision + 1, "b" * 64, 3)
+    memory.stage(theirs)
+    with pytest.raises(KilnError, match=r"another writer recorded revision 3 in item "
+                                        r"repo-state/.* \(a lease that expired\?\)"):
+        memory.stage(Written(ours.revision + 1, "a" * 64, 3))
+    assert memory.read().pending == theirs
+    memory.stage(theirs)  # the same writer's retried request is its own entry
+
+
+def test_a_stale_writer_cannot_record_below_a_confirmed_revision(two):
+    memory = repo.Repo.of(two).memory
+    confirmed = memory.read().confirmed
+    with pytest.raises(KilnError, match="another writer recorded revision 2"):
+        memory.stage(Written(confirmed.revision, "c" * 64, 1))
+    assert memory.read().pending is None

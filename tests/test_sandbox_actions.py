@@ -24,7 +24,8 @@ SERVICES = {"s3": "s3", "ec2": "ec2", "autoscaling": "autoscaling",
             "elbv2": "elasticloadbalancing", "cloudformation": "cloudformation", "iam": "iam",
             "sts": "sts", "cloudwatch": "monitoring", "kms": "kms", "ssm": "ssm",
             "dynamodb": "dynamodb", "logs": "logs", "secretsmanager": "secretsmanager",
-            "acm": "acm", "sns": "sns"}
+            "acm": "acm", "sns": "sns", "codepipeline": "codepipeline",
+            "codebuild": "codebuild"}
 
 # From the Service Authorization Reference for Amazon S3: the action each operation Kiln uses is
 # authorized as (written here independently of the table it checks).

@@ -75,3 +75,13 @@ def test_a_stack_creating_a_service_linked_role_the_account_has_rolls_back(lived
     failed = [e for e in cfn.describe_stack_events(StackName="linked")["StackEvents"]
               if e["ResourceStatus"] == "CREATE_FAILED"]
     assert "has been taken in this account" in failed[0]["ResourceStatusReason"]
+
+
+def test_a_service_linked_role_has_iams_name_for_its_service(clean_sandbox):
+    iam = boto3.client("iam")
+    role = iam.create_service_linked_role(
+        AWSServiceName="elasticloadbalancing.amazonaws.com")["Role"]
+    assert role["RoleName"] == "AWSServiceRoleForElasticLoadBalancing"
+    assert role["Path"] == "/aws-service-role/elasticloadbalancing.amazonaws.com/"
+    with pytest.raises(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_service_linked_role(AWSServiceName="elasticloadbalancing.amazonaws.com")

@@ -76,11 +76,19 @@ def test_real_target_refuses_a_placeholder_that_is_no_account_id():
         check(target="aws", accounts={"build": {"id": "<build account id>"}})
 
 
-def test_a_custom_endpoint_on_purpose_may_use_the_sandbox_accounts():
-    accounts = project_config()["sandbox"]["accounts"]
-    settings = check(target="aws", accounts=accounts,
-                     aws={"endpoint_url": "http://127.0.0.1:5000"})
-    assert settings.accounts.prod.id == "222222222222"
+@pytest.mark.parametrize(("field", "value"), [("id", "222222222222"),
+                                              ("external_id", "kiln-sandbox-external-id")])
+def test_a_custom_endpoint_does_not_let_the_sandbox_placeholders_through(field, value):
+    """kiln.aws.endpoint_url may name a proxy in front of AWS itself: the placeholders would
+    then be trusted and shared with there."""
+    accounts = deep_merge(REAL, {"prod": {field: value}})
+    with pytest.raises(ConfigError, match=rf"kiln\.accounts\.prod\.{field}: {value} is the "
+                                          rf"sandbox's placeholder"):
+        check(target="aws", accounts=accounts, aws={"endpoint_url": "https://proxy.example:8443"})
+    with pytest.raises(ConfigError, match=r"kiln\.accounts\.build\.id: 'build' is not a "
+                                          r"12-digit AWS account id"):
+        check(target="aws", accounts={"build": {"id": "build"}},
+              aws={"endpoint_url": "https://proxy.example:8443"})
 
 
 def test_readme_real_aws_example_uses_no_sandbox_or_real_looking_ids():
@@ -107,3 +115,58 @@ def test_ssh_from_anywhere_needs_saying_so(cidr):
 def test_ssh_cidrs_must_be_networks():
     with pytest.raises(ConfigError, match=r"kiln\.bake\.ssh_cidrs: 'office' is not a CIDR"):
         check(bake={"ssh_cidrs": ["office"]})
+
+
+SECRET_NAMES = ["DB_PASS", "DB_PASSWORD", "ADMIN_PASSWD", "CLIENT_SECRET", "SECRET_KEY_BASE",
+                "GITHUB_TOKEN", "SIGNING_KEY", "STRIPE_SK", "SENDGRID_API_KEY", "APIKEY",
+                "AWS_SECRET_ACCESS_KEY", "PRIVATE_KEY_PEM", "db_credentials"]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_user_data_environment_refuses_secret_like_names(name):
+    with pytest.raises(ConfigError, match=rf"^invoke\.yaml: kiln\.deploy\.user_data\.environment"
+                                          rf"\.{name}: looks like a secret.*"
+                                          rf"kiln\.deploy\.user_data\.secrets"):
+        check(deploy={"user_data": {"environment": {name: "x"}}})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/app"),
+    ("CACHE", "redis://:hunter2@cache.internal:6379/0"),
+    ("UPSTREAM", "https://deploy:hunter2@git.example.com/repo.git"),
+    ("PAYMENTS", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("AWS_ID", "AKIAIOSFODNN7EXAMPLE"),
+])
+def test_user_data_environment_refuses_secret_like_values_without_printing_them(name, value):
+    with pytest.raises(ConfigError, match=rf"kiln\.deploy\.user_data\.environment\.{name}: "
+                                          rf"its value looks like a secret") as error:
+        check(deploy={"user_data": {"environment": {name: value}}})
+    assert "hunter2" not in str(error.value) and value not in str(error.value)
+
+
+def test_user_data_environment_keeps_ordinary_settings():
+    ordinary = {"LOG_LEVEL": "debug", "DATABASE_URL": "postgres://app@db.internal:5432/app",
+                "PUBLIC_URL": "https://shop.example.com/", "STRIPE_PUBLISHABLE_KEY": "pk_live_1",
+                "WORKERS": 4, "FEATURE_X": True, "KEYBOARD_LAYOUT": "us", "PASSENGER_LIMIT": 9}
+    settings = check(deploy={"user_data": {"environment": ordinary}})
+    assert settings.deploy.user_data.environment == ordinary
+
+
+def test_user_data_environment_of_an_app_and_of_a_stack_is_checked_too():
+    with pytest.raises(ConfigError, match=r"kiln\.apps\.billing\.deploy\.user_data\.environment"
+                                          r"\.DB_PASS: looks like a secret"):
+        check(apps={"billing": {"deploy": {"user_data": {"environment": {"DB_PASS": "x"}}}}})
+    with pytest.raises(ConfigError, match=r"kiln\.apps\.billing\.stacks\[canary\]\.deploy\."
+                                          r"user_data\.environment\.SIGNING_KEY: looks like"):
+        check(apps={"billing": {"stacks": [{"name": "canary", "deploy": {
+            "user_data": {"environment": {"SIGNING_KEY": "x"}}}}]}})
+
+
+@pytest.mark.parametrize(("environment", "message"), [
+    ({"1X": "a"}, r"environment\.1X: not a shell variable name"),
+    ({"A": {"b": 1}}, r"environment\.A: expected a string, number or true/false"),
+    ({"A": "one\ntwo"}, r"environment\.A: one line only"),
+])
+def test_user_data_environment_is_shell_names_and_one_line_values(environment, message):
+    with pytest.raises(ConfigError, match=message):
+        check(deploy={"user_data": {"environment": environment}})

@@ -2,9 +2,9 @@
 
 Laid out by the AWS service each part stands in for (as moto lays out its own): iam/ (SigV4,
 the action table, policy evaluation, identities, resource naming), ec2/, elbv2/, autoscaling/,
-cloudformation/, cloudwatch/, and the cross-service quotas and pending-state timing. Each module
-closes a gap between moto and AWS on a flow Kiln uses, has its own test, and is listed in
-docs/sandbox.md. Kiln's own code never bends around a moto gap.
+cloudformation/, cloudwatch/, codepipeline/, codebuild/, and the cross-service quotas and
+pending-state timing. Each module closes a gap between moto and AWS on a flow Kiln uses, has
+its own test, and is listed in docs/sandbox.md. Kiln's own code never bends around a moto gap.
 """
 
 import importlib
@@ -39,6 +39,9 @@ PATCHES: list[str] = [
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
+    "codebuild.builds",  # builds run on sandbox machines
+    "codepipeline.executions",  # executions run stage by stage
+    "cloudformation.pipeline_resources",
     "persistence",  # restores the last snapshot before the users are seeded
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]

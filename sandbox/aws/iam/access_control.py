@@ -554,6 +554,27 @@ def _key_allows(caller: Caller, action: str, resource: str, context: dict, ident
     return False, "no identity-based policy allows it"
 
 
+def role_allows(role_arn: str, session: str, action: str, resource: str,
+                region: str) -> tuple[bool, str]:
+    """Whether a service acting with `role_arn` (CodePipeline or CodeBuild, say, with the
+    session it assumed) may perform `action` on `resource`: the role's policies, and the bucket
+    or key policy, decided as for a signed request of that session (over TLS, as the services
+    call). A denial is logged to iam.log, as a refused request is; the service reports it."""
+    account, name = role_arn.split(":")[4], role_arn.rpartition("/")[2]
+    key = identities.Key("", "", f"arn:aws:sts::{account}:assumed-role/{name}/{session}",
+                         role=name)
+    caller = Caller(Call(None, "", region, account, key, None, None, ()))
+    context = {**_context(caller, action, {}), "aws:SecureTransport": True}
+    allowed, why = _decide(caller, action, resource, context, {}, region)
+    if not allowed and identities.mode(STATE["dir"]) != "audit":
+        _log(f"DENY {caller.arn} {action} {resource}: {why}")
+        return False, (f"User: {caller.arn} is not authorized to perform: {action} on "
+                       f"resource: {resource} because {why}")
+    if not allowed:
+        _log(f"DENY {caller.arn} {action} {resource}: {why}")
+    return True, ""
+
+
 def _deny(call: Call, caller: Caller, action: str, resource: str, why: str) -> None:
     from moto.core.exceptions import JsonRESTError, _RESTError
 

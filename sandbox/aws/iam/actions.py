@@ -56,6 +56,15 @@ SAME_NAME: dict[str, tuple[str, ...]] = {
         "DisableAlarmActions", "EnableAlarmActions", "GetMetricData", "GetMetricStatistics",
         "ListMetrics", "ListTagsForResource", "PutCompositeAlarm", "PutMetricAlarm",
         "PutMetricData", "SetAlarmState", "TagResource", "UntagResource"),
+    "codebuild": (
+        "BatchGetBuilds", "BatchGetProjects", "CreateProject", "DeleteProject", "ListBuilds",
+        "ListBuildsForProject", "ListProjects", "StartBuild", "StopBuild", "UpdateProject"),
+    "codepipeline": (
+        "CreatePipeline", "DeletePipeline", "DisableStageTransition", "EnableStageTransition",
+        "GetPipeline", "GetPipelineExecution", "GetPipelineState", "ListActionExecutions",
+        "ListPipelineExecutions", "ListPipelines", "ListTagsForResource", "PutApprovalResult",
+        "StartPipelineExecution", "StopPipelineExecution", "TagResource", "UntagResource",
+        "UpdatePipeline"),
     "dynamodb": (
         "BatchGetItem", "BatchWriteItem", "CreateTable", "DeleteItem", "DeleteTable",
         "DescribeContinuousBackups", "DescribeTable", "DescribeTimeToLive", "GetItem",

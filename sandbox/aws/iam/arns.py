@@ -84,8 +84,36 @@ def _sns(action, params, account, region):
     return params.get("TopicArn")  # Publish, Subscribe, topic attributes: the topic's ARN
 
 
+def _codepipeline(action, params, account, region):
+    """The pipeline; a stage's transitions are the stage's, an approval is the action's."""
+    if params.get("resourceArn"):
+        return params["resourceArn"]
+    pipeline = params.get("pipelineName") or params.get("name") or (
+        params.get("pipeline") or {}).get("name")
+    if not pipeline:
+        return None
+    rest = pipeline
+    if action in ("DisableStageTransition", "EnableStageTransition", "PutApprovalResult"):
+        rest += f"/{params.get('stageName', '*')}"
+    if action == "PutApprovalResult":
+        rest += f"/{params.get('actionName', '*')}"
+    return _arn("codepipeline", region, account, rest)
+
+
+def _codebuild(action, params, account, region):
+    """The project; a build's (BatchGetBuilds, StopBuild) is its project's, as on AWS."""
+    name = params.get("projectName") or params.get("name") or params.get("id") or (
+        params.get("ids") or params.get("names") or [None])[0]
+    if not name:
+        return None
+    if name.startswith("arn:"):
+        name = name.split(":", 5)[5].partition("/")[2]
+    return _arn("codebuild", region, account, f"project/{name.partition(':')[0]}")
+
+
 BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
-            "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns}
+            "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns,
+            "codepipeline": _codepipeline, "codebuild": _codebuild}
 
 
 # -- EC2 resources and their tags (aws:ResourceTag) ---------------------------------------------

@@ -3,6 +3,8 @@
 - CloudFormation creates `AWS::IAM::ServiceLinkedRole` (moto skips it): the role
   `AWSServiceRoleFor<Service>` under `/aws-service-role/<service>/`, trusted by the service; a
   second one for the same service fails, as IAM answers "has been taken in this account".
+- A service-linked role gets IAM's name for its service (AWSServiceRoleForElasticLoadBalancing;
+  moto would spell it AWSServiceRoleForelasticloadbalancing), however it is created.
 - CreateKey and PutKeyPolicy refuse a key policy naming an IAM role or user that does not exist
   (MalformedPolicyDocumentException "invalid principals"), as KMS does; so a stack must create a
   role before the key policy that names it.
@@ -18,7 +20,32 @@ from sandbox.aws import persistence, seams
 
 def apply(state_dir: Path) -> None:
     _add_model()
+    _name_as_iam_does()
     _check_key_principals()
+
+
+def _name_as_iam_does() -> None:
+    from moto.iam.models import IAMBackend
+
+    from sandbox.aws.iam.arns import LINKED_ROLES
+
+    def naming(create):
+        def named(self, service_name: str, description: str, suffix: str):
+            name = LINKED_ROLES.get(service_name)
+            if not name or suffix:
+                return create(self, service_name, description, suffix)
+            trust = {"Version": "2012-10-17", "Statement": [{
+                "Action": ["sts:AssumeRole"], "Effect": "Allow",
+                "Principal": {"Service": [service_name]}}]}
+            return self.create_role(name, json.dumps(trust), f"/aws-service-role/{service_name}/",
+                                    permissions_boundary=None, description=description, tags=[],
+                                    max_session_duration="3600", linked_service=service_name)
+
+        return named
+
+    seams.wrap(IAMBackend, "create_service_linked_role", naming,
+               signature="(self, service_name: 'str', description: 'str', suffix: 'str') -> "
+                         "'Role'", owner=__name__)
 
 
 def _add_model() -> None:

@@ -1,0 +1,1 @@
+"""CodePipeline: pipelines whose executions run, stage by stage, as AWS runs them."""
