@@ -48,7 +48,7 @@ def sandbox_up(c):
 
 @kiln_task
 def sandbox_down(c):
-    """Stop the sandbox; its AWS state is lost."""
+    """Stop the sandbox; its AWS state is kept for the next `sandbox.up` (docs/sandbox.md)."""
     stopped = _sandbox(c).down()
     say("sandbox: stopped" if stopped else "sandbox: was not running")
 

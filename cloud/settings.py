@@ -186,6 +186,7 @@ SCHEMA: dict = {
         "watch": S0,
         "time_scale": F0,
         "account_state": C("new", "lived-in"),
+        "keep_state": B,
     },
     "stacks": {"prefix": S},
     "bootstrap": {
