@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -32,9 +30,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import bake as bake_bench  # noqa: E402
 from sandbox.control import Sandbox  # noqa: E402
 
-INVOKE = str(Path(sys.executable).with_name("invoke"))
 VENDOR = ROOT.parent / "shared" / "vendor"
 for _tool in ("chef", "fpm"):
     if (VENDOR / _tool / "bin").is_dir():
@@ -55,12 +53,8 @@ SIDES = {
 
 
 def invoke(runtime: Path, *args: str) -> tuple[float, dict]:
-    started = time.monotonic()
-    result = subprocess.run([INVOKE, "-f", str(runtime), *args], cwd=ROOT, text=True,
-                            capture_output=True)
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        sys.exit(f"invoke {' '.join(args)} failed:\n{result.stderr}")
+    """bench/bake.py's invoke, with the record of a `--json` run read."""
+    elapsed, result = bake_bench.invoke(runtime, *args)
     return elapsed, json.loads(result.stdout) if "--json" in args else {}
 
 
