@@ -110,7 +110,7 @@ class Sandbox:
         """The pid of a server that died without `down` (killed, or the host rebooted), after
         ending the machines it had started and forgetting their keys; None after a clean stop."""
         pid = self.moto.pid
-        if pid is None or _is_server(pid):
+        if pid is None or (self.moto._ours(pid) and _is_server(pid)):
             return None  # stopped cleanly, or alive (a slow start is not a crash)
         self.moto.stop()  # its pid and port files
         ssh_access.forget_all(self.state_dir)
@@ -158,7 +158,8 @@ class Sandbox:
         Scaling, say) once the instances have been ended."""
         pid = self.moto.pid
         stopped = self.moto.stop()
-        wait_gone(pid)
+        if stopped:
+            wait_gone(pid)
         ssh_access.stop(self.state_dir)
         repo_key.stop_agent(self.state_dir / "gnupg")
         (self.state_dir / identities.CREDENTIALS).unlink(missing_ok=True)  # next up: new keys

@@ -20,6 +20,7 @@ from pathlib import Path
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cloud.errors import KilnError
+from sandbox import process_identity
 
 
 class Daemon:
@@ -31,6 +32,7 @@ class Daemon:
         self.host = host
         self.ready = ready
         self.pid_file = folder / f"{name}.pid"
+        self.identity_file = folder / f"{name}.identity"  # sandbox/process_identity.py
         self.port_file = folder / f"{name}.port"
         self.log = folder / f"{name}.log"
 
@@ -44,7 +46,16 @@ class Daemon:
 
     def running(self) -> bool:
         pid, port = self.pid, self.port
-        return bool(pid and port and _alive(pid) and self.ready(port))
+        return bool(pid and port and self._ours(pid) and self.ready(port))
+
+    def _ours(self, pid: int) -> bool:
+        """The pid is alive and still the process this daemon started (not, after a reboot,
+        another that got its number)."""
+        try:
+            recorded = self.identity_file.read_text().strip() or None
+        except OSError:
+            recorded = None
+        return _alive(pid) and process_identity.same(pid, recorded)
 
     def start(self, argv: list[str], port: int, timeout: float, launch=subprocess.Popen,
               **popen) -> None:
@@ -55,6 +66,7 @@ class Daemon:
             process = launch(argv, stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True, **popen)
         self.pid_file.write_text(f"{process.pid}\n")
+        self.identity_file.write_text(f"{process_identity.of(process.pid) or ''}\n")
         self.port_file.write_text(f"{port}\n")
         try:
             self._wait_until_ready(process, port, timeout)
@@ -65,9 +77,10 @@ class Daemon:
     def stop(self) -> bool:
         """Stop the process group; True if it was running."""
         pid = self.pid
-        for path in (self.pid_file, self.port_file):
+        ours = bool(pid) and self._ours(pid)
+        for path in (self.pid_file, self.port_file, self.identity_file):
             path.unlink(missing_ok=True)
-        if not (pid and _alive(pid)):
+        if not ours:
             return False
         try:
             os.killpg(pid, signal.SIGTERM)

@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox import userns
+from sandbox import process_identity, userns
 from sandbox.machines import boot, cloudinit, confine, forward, image, images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +80,16 @@ def init_pid(state_dir: str | Path, instance_id: str) -> int | None:
 
 
 def running(state_dir: str | Path, instance_id: str) -> bool:
-    pid = init_pid(state_dir, instance_id)
-    return bool(pid) and _comm(pid) == "systemd"
+    meta = _meta(state_dir, instance_id)
+    return _ours(meta, "init_pid")
+
+
+def _ours(meta: dict, key: str) -> bool:
+    """Whether the process recorded under `key` still runs as the one recorded (name and
+    identity): after a reboot its number may be another's."""
+    pid = meta.get(key)
+    return bool(pid) and _comm(pid) == meta.get("names", {}).get(key) and \
+        process_identity.same(pid, meta.get("identities", {}).get(key))
 
 
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
@@ -109,14 +117,17 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
              sys.executable, "-m", "sandbox.machines.boot", json.dumps(spec)],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    meta = {"address": address, "starter_pid": starter.pid, "names": {"starter_pid": "unshare"}}
+    meta = {"address": address, "starter_pid": starter.pid, "names": {"starter_pid": "unshare"},
+            "identities": {"starter_pid": process_identity.of(starter.pid)}}
     _save(world, meta)
     pid = _wait_for_init(starter, world)
     meta["init_pid"], meta["names"]["init_pid"] = pid, "systemd"
+    meta["identities"]["init_pid"] = process_identity.of(pid)
     _save(world, meta)
     if sandbox_ports:
         meta["forward_pid"] = _forward(world, pid, sandbox_ports)
         meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
+        meta["identities"]["forward_pid"] = process_identity.of(meta["forward_pid"])
         _save(world, meta)
     return world
 
@@ -219,13 +230,13 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
     """End every process of the instance (its PID namespace goes with its init), then remove it."""
     world = instance_dir(state_dir, instance_id)
     meta = _meta(state_dir, instance_id)
-    names = meta.get("names", {})
+    ours = {key: _ours(meta, key) for key in ("forward_pid", "init_pid", "starter_pid")}
     for key in ("forward_pid", "init_pid", "starter_pid"):
         # Only the process recorded at launch: a pid reused since by another is left alone.
-        if meta.get(key) and _comm(meta[key]) == names.get(key):
+        if ours[key]:
             _kill(meta[key])
     for key in ("init_pid", "starter_pid"):
-        if meta.get(key):
+        if ours[key]:
             _wait_gone(meta[key])
     for pid in _strays(world):
         _kill(pid)
