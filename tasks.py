@@ -25,6 +25,9 @@ def _extensions(config=None):
 
     if config is not None:
         orchestrator.stack.register_clusters(config)
+        import orchestrator.codepipeline  # adds kiln-pipeline-<app> for apps on CodePipeline
+
+        orchestrator.codepipeline.register(config)
 
 
 # -- sandbox --------------------------------------------------------------------------------
@@ -45,7 +48,7 @@ def sandbox_up(c):
 
 @kiln_task
 def sandbox_down(c):
-    """Stop the sandbox; its AWS state is lost."""
+    """Stop the sandbox; its AWS state is kept for the next `sandbox.up` (docs/sandbox.md)."""
     stopped = _sandbox(c).down()
     say("sandbox: stopped" if stopped else "sandbox: was not running")
 
@@ -261,11 +264,17 @@ ns.add_collection(repo_tasks)
 # -- bake -----------------------------------------------------------------------------------
 
 
-@kiln_task(required=("version",), help={
-                 "version": "the version to bake (semantic version; required)",
+@kiln_task(help={
+                 "version": "the version to bake (semantic version; required but with "
+                            "--behind-foundation)",
                  "manifest": "the package manifest (default: the app's, kiln.manifest for "
                              "kiln.app)",
                  "app": "bake this app (its manifest and bake settings: kiln.apps.<app>)",
+                 "foundation": "bake this foundation image (kiln.foundations.<name>: a run "
+                               "list of its own, no app) and point its SSM parameter at it",
+                 "behind_foundation": "rebake every app whose newest image is on an older "
+                                      "image of this foundation (the plan first; --dry-run "
+                                      "shows it only)",
                  "iteration": "the package iteration (RPM release), overriding the manifest's: "
                               "a new one when the repo holds this version built from other "
                               "files",
@@ -275,19 +284,50 @@ ns.add_collection(repo_tasks)
                           "(default: kiln.bake.share)",
                  "dry_run": "print the plan and create nothing",
                  "json": "print the release record (or the plan) as JSON on stdout"})
-def bake(c, version=None, manifest=None, app=None, iteration=None, regions=None, share=None,
-         dry_run=False, json=False):
-    """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy."""
+def bake(c, version=None, manifest=None, app=None, foundation=None, behind_foundation=None,
+         iteration=None, regions=None, share=None, dry_run=False, json=False):
+    """Bake an AMI for VERSION: package, publish, provision with chef-solo, image, share, copy.
+    With --foundation, a foundation image; with --behind-foundation, the apps behind one."""
     from cloud.console import emit_json
     from cloud.target import connect
     from provisioner import bake as baking
 
-    config = _app_settings(c, app)
+    config = _bake_settings(c, version, app, foundation, behind_foundation, manifest, iteration)
     aws = connect(config)
-    result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
-                        dry_run=dry_run, iteration=iteration)
+    if behind_foundation:
+        from provisioner import behind
+
+        result = behind.run(aws, behind_foundation, dry_run=dry_run)
+    else:
+        result = baking.run(aws, config, version, manifest, _names(regions), _names(share),
+                            dry_run=dry_run, iteration=iteration, foundation=foundation)
     if json:
         emit_json(result)
+
+
+def _bake_settings(c, version, app, foundation, behind_foundation, manifest, iteration):
+    """The settings `invoke bake` runs with, its flags checked against each other."""
+    from cloud.errors import Refused  # bad flags: exit code 4
+    from cloud.foundations import for_foundation
+
+    given = [f for f, v in (("--app", app), ("--foundation", foundation),
+                            ("--behind-foundation", behind_foundation)) if v]
+    if len(given) > 1:
+        raise Refused(f"bake: give one of {', '.join(given)}")
+    if behind_foundation:
+        if version or manifest or iteration:
+            raise Refused("bake --behind-foundation: each app is rebaked at the release of "
+                            "its newest image; --version, --manifest and --iteration do not "
+                            "apply")
+        return settings(c)
+    if not version:
+        raise Refused("bake: --version is required (invoke --help bake)")
+    if foundation:
+        if manifest or iteration:
+            raise Refused("bake --foundation: a foundation has no package; --manifest and "
+                            "--iteration do not apply")
+        return for_foundation(settings(c), foundation)
+    return _app_settings(c, app)
 
 
 def _names(text):
@@ -383,6 +423,8 @@ _DEPLOY_HELP = {
                "newest release)",
     "ami": "an AMI id to roll out instead of a version",
     "reason": "why, in the release history (`invoke history`) beside who, when and the outcome",
+    "allow_failed": "roll out a release its gate rolled back before in this cluster (refused "
+                    "without it; recorded in the history)",
 }
 
 
@@ -427,25 +469,28 @@ def _rollout(c, operation, json, app=None, **kwargs):
 
 
 @kiln_task(help=_help("app", "version", "ami", "steps", "watch", "stack", "dry_run",
-                      "force_unlock", "json", "reason"))
+                      "force_unlock", "json", "reason", "allow_failed"))
 def deploy(c, version=None, ami=None, app=None, steps=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Roll VERSION out as a new server group: first deployment, or a full red/black."""
     _rollout(c, "deploy", json, app=app, version=version, ami=ami, steps=steps, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "version", "ami", "watch", "stack", "dry_run", "force_unlock",
-                      "json", "reason", percent="the canary's share of traffic, 1-99 (default: "
-                                                "kiln.deploy.canary.percent)"))
+                      "json", "reason", "allow_failed",
+                      percent="the canary's share of traffic, 1-99 (default: "
+                              "kiln.deploy.canary.percent)"))
 def canary(c, percent=None, version=None, ami=None, app=None, watch=None, stack=None,
-           dry_run=False, force_unlock=False, json=False, reason=None):
+           dry_run=False, force_unlock=False, json=False, reason=None, allow_failed=False):
     """Start a canary: a new server group taking PERCENT of the traffic, watched by alarms."""
     from cloud.tasking import pick
 
     percent = pick(percent, _stack_settings(c, app, stack).deploy.canary.percent)
     _rollout(c, "canary", json, app=app, percent=percent, version=version, ami=ami, watch=watch,
-             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason)
+             stack=stack, dry_run=dry_run, force_unlock=force_unlock, reason=reason,
+             allow_failed=allow_failed)
 
 
 @kiln_task(help=_help("app", "steps", "watch", "stack", "dry_run", "force_unlock", "json",
@@ -482,19 +527,26 @@ def teardown(c, keep=None, app=None, stack=None, dry_run=False, force_unlock=Fal
                  "json": "print the clusters as JSON: {clusters: [{cluster, server_groups}]}, "
                          "the first one's keys also at the top"})
 def status(c, app=None, stack=None, json=False):
-    """Show the clusters' server groups: release, AMI, capacity, health, weight, age, state."""
+    """Show the clusters' server groups: release, AMI, capacity, health, weight, age, state;
+    and the apps whose newest image is behind their foundation's newest image."""
+    from cloud import foundations
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import operations
 
     config = settings(c)
-    result = operations.status_all(connect(config, read_only=True), app, stack)
+    aws = connect(config, read_only=True)
+    result = operations.status_all(aws, app, stack)
+    # Apps on a foundation: is each one's newest image on the foundation's newest image?
+    result["foundations"] = foundations.behind(aws, only=app, strict=False)
     if json:
         emit_json(result)
     else:
         for entry in result["clusters"]:
             for line in operations.status_lines(entry):
                 print(line)
+        for line in foundations.lines(result["foundations"]):
+            print(line)
 
 
 @kiln_task(required=("owner",), help={"owner": "whose environment it is (lowercase name; required)",
@@ -570,57 +622,93 @@ ns.add_collection(env_tasks)
 
 @kiln_task(required=("version",), help={
     "app": _DEPLOY_HELP["app"] + "; its pipeline is kiln.apps.<app>.pipeline",
-    "version": "the version to take through the pipeline (required)",
+    "version": "the release to take through the pipeline (required): version-release, or a "
+               "version (the app manifest's release: what the commit stage packages)",
     "from": "start at this stage (the stages before it must have passed for the version)",
     "to": "stop after this stage",
+    "stage": "run this one stage (--from STAGE --to STAGE): what a CI job per stage runs",
     "dry_run": "print each stage, what it has recorded for the version and what would run",
     "override": "run a stage whose earlier stages have not passed (the override is recorded)",
     "json": "print the stages' outcomes as JSON on stdout"})
-def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, override=False,
-                 json=False):
+def pipeline_run(c, version=None, app=None, from_=None, to=None, stage=None, dry_run=False,
+                 override=False, json=False):
     """Take VERSION through the app's pipeline: each stage in order, gated on the ones before
     it, its outcome recorded in AWS (release history, image tag); see docs/pipeline.md."""
     from cloud.console import emit_json
+    from cloud.errors import Refused
     from cloud.target import connect
     from orchestrator import pipeline
 
+    if stage is not None:
+        if from_ is not None or to is not None:
+            raise Refused("pipeline.run: give --stage, or --from/--to, not both")
+        from_ = to = stage
     aws = connect(_app_settings(c, app))
     result = pipeline.run(aws, version, from_, to, dry_run=dry_run, override=override)
     if json:
         emit_json(result)
 
 
-def _decide(c, approved, app, version, comment, override, json):
+def _decide(c, approved, app, version, comment, override, json, stage=None):
     from cloud.console import emit_json
     from cloud.target import connect
     from orchestrator import pipeline
 
     aws = connect(_app_settings(c, app))
-    result = pipeline.decide(aws, version, approved, comment, override)
+    result = pipeline.decide(aws, version, approved, comment, override, stage)
     if json:
         emit_json(result)
 
 
-_DECIDE_HELP = {"app": _DEPLOY_HELP["app"], "version": "the version (required)",
+_DECIDE_HELP = {"app": _DEPLOY_HELP["app"],
+                "version": "the release (required): version-release, or a version (the app "
+                           "manifest's release)",
+                "stage": "the manual stage (approval or exploratory) to decide (default: the "
+                         "first one without a decision)",
                 "comment": "why, recorded with your identity",
                 "override": "even though earlier stages have not passed (recorded)",
                 "json": "print the decision as JSON on stdout"}
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False):
-    """Approve VERSION at the pipeline's approval stage, as you (your ARN is recorded)."""
-    _decide(c, True, app, version, comment, override, json)
+def pipeline_approve(c, version=None, app=None, comment=None, override=False, json=False,
+                     stage=None):
+    """Approve VERSION at the pipeline's approval (or exploratory) stage, as you (your ARN is
+    recorded)."""
+    _decide(c, True, app, version, comment, override, json, stage)
 
 
 @kiln_task(required=("version",), help=_DECIDE_HELP)
-def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False):
-    """Reject VERSION at the pipeline's approval stage: production refuses it."""
-    _decide(c, False, app, version, comment, override, json)
+def pipeline_reject(c, version=None, app=None, comment=None, override=False, json=False,
+                    stage=None):
+    """Reject VERSION at the pipeline's approval (or exploratory) stage: the stages after it
+    refuse it."""
+    _decide(c, False, app, version, comment, override, json, stage)
+
+
+@kiln_task(help={"app": _DEPLOY_HELP["app"],
+                 "version": "the version whose recorded stages to show when the pipeline runs "
+                            "locally (default: the newest in the app's history)",
+                 "json": "print the status as JSON on stdout"})
+def pipeline_status(c, app=None, version=None, json=False):
+    """The app's pipeline: its executions on CodePipeline when the stack kiln-pipeline-<app>
+    exists (stage by stage, the newest executions), else the stages the release history
+    records for a version."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import codepipeline, pipeline
+
+    aws = connect(_app_settings(c, app), read_only=True)
+    result = codepipeline.status(aws)
+    if result is None:
+        result = pipeline.status(aws, version)
+    if json:
+        emit_json(result)
 
 
 pipeline_tasks = Collection("pipeline")
 pipeline_tasks.add_task(pipeline_run, "run")
+pipeline_tasks.add_task(pipeline_status, "status")
 pipeline_tasks.add_task(pipeline_approve, "approve")
 pipeline_tasks.add_task(pipeline_reject, "reject")
 ns.add_collection(pipeline_tasks)

@@ -163,6 +163,8 @@ SCHEMA: dict = {
     # Further apps, each overriding the defaults (see cloud/apps.py).
     "apps": Table({"manifest": S0, "stacks": StackList(), "bake": M0, "deploy": M0,
                    "pipeline": M0}),
+    # Foundation images (cloud/foundations.py): each a bake of its own, with no app.
+    "foundations": Table({"bake": M0}),
     "dist": S,
     "aws": {
         "region": S,
@@ -184,6 +186,7 @@ SCHEMA: dict = {
         "watch": S0,
         "time_scale": F0,
         "account_state": C("new", "lived-in"),
+        "keep_state": B,
     },
     "stacks": {"prefix": S},
     "bootstrap": {
@@ -192,6 +195,7 @@ SCHEMA: dict = {
         "operator_principals": L,
         "bake_vpc_cidr": S,
         "bake_subnet_cidr": S,
+        "pipeline_subnet_cidr": S,
         "log_retention_days": N(1),
     },
     "package": {
@@ -243,6 +247,7 @@ SCHEMA: dict = {
         "roles_dir": S0,
         "environments_dir": S0,
         "environment": S0,
+        "foundation": S0,
         "smoke_retries": N(0),
         "smoke_retry_delay": N(0),
         "expires_minutes": N(1),
@@ -287,14 +292,20 @@ SCHEMA: dict = {
 }
 
 
-def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = "kiln") -> Settings:
-    """Check `raw` against `schema`; raise ConfigError naming the key and the files."""
+def validate(raw: Any, sources: list[str], schema: dict = SCHEMA, prefix: str = "kiln",
+             foundation: str | None = None) -> Settings:
+    """Check `raw` against `schema`; raise ConfigError naming the key and the files.
+    `foundation`: the settings are that foundation's bake (no app in its run list)."""
     try:
         settings = _section(_for_target(raw) if schema is SCHEMA else raw, schema, prefix)
         if schema is SCHEMA:
             _check_real_accounts(settings)
             _check_ssh_cidrs(settings.bake)
-            _check_chef(settings.bake)
+            if foundation:
+                _check_foundation_chef(settings.bake, f"kiln.foundations.{foundation}.bake")
+            else:
+                _check_chef(settings.bake)
+            _check_foundations(settings)
             _check_listener(settings.deploy)
             _check_stacks(settings)
             _check_user_data(settings)
@@ -444,6 +455,59 @@ def _check_chef(bake: Settings) -> None:
                           f"the team's attributes under names of their own")
 
 
+# What a foundation's bake starts from: kiln.bake without the app's run list and smoke checks.
+FOUNDATION_DEFAULTS = {"run_list": [], "smoke_commands": [], "foundation": None}
+
+
+def foundation_bake(bake: dict, entry: dict | None) -> dict:
+    """A foundation's bake settings: its own `bake` over kiln.bake (less the app's parts)."""
+    return _merged({**bake, **FOUNDATION_DEFAULTS}, (entry or {}).get("bake") or {})
+
+
+def _check_foundations(settings: Settings) -> None:
+    """Each foundation's bake is whole kiln.bake settings with a run list of its own and no
+    app; every foundation an app names is one of them."""
+    for name, entry in settings.foundations.items():
+        where = f"kiln.foundations.{name}.bake"
+        if not STACK_NAME.fullmatch(name):
+            raise ConfigError(f"kiln.foundations.{name}: not a foundation name (lowercase "
+                              f"letters, digits and dashes)")
+        raw = foundation_bake(settings.bake, entry)
+        if raw.get("foundation"):
+            raise ConfigError(f"{where}.foundation: a foundation is baked on a base image, not "
+                              f"on another foundation")
+        _check_foundation_chef(_section(raw, SCHEMA["bake"], where), where)
+    named = [("kiln.bake.foundation", settings.bake.foundation)] + [
+        (f"kiln.apps.{app}.bake.foundation", (entry.get("bake") or {}).get("foundation"))
+        for app, entry in settings.apps.items()]
+    for where, name in named:
+        if name and name not in settings.foundations:
+            known = ", ".join(sorted(settings.foundations)) or "none"
+            raise ConfigError(f"{where}: {name!r} is not a foundation in kiln.foundations "
+                              f"(known: {known})")
+
+
+def _check_foundation_chef(bake: Settings, where: str) -> None:
+    """A foundation's run list is its own: recipes and roles, not empty, without the app's
+    recipe[kiln_app] (a foundation has no app)."""
+    if not bake.run_list:
+        raise ConfigError(f"{where}.run_list: empty; a foundation converges a run list of its "
+                          f"own (e.g. [\"role[runtime]\"])")
+    for entry in bake.run_list:
+        if not RUN_LIST_ENTRY.fullmatch(entry):
+            raise ConfigError(f"{where}.run_list: {entry!r} is not recipe[COOKBOOK], "
+                              f"recipe[COOKBOOK::RECIPE] or role[NAME]")
+    if KILN_RECIPE in bake.run_list:
+        raise ConfigError(f"{where}.run_list: {KILN_RECIPE} installs an app; a foundation has "
+                          f"none (the apps baked on it run it)")
+    roles = [entry for entry in bake.run_list if entry.startswith("role[")]
+    if roles and not bake.roles_dir:
+        raise ConfigError(f"{where}.run_list: {', '.join(roles)} needs {where}.roles_dir")
+    if bake.environment and not bake.environments_dir:
+        raise ConfigError(f"{where}.environment: {bake.environment!r} needs "
+                          f"{where}.environments_dir")
+
+
 # An ACM certificate (or an IAM server certificate) an ALB listener may serve.
 CERTIFICATE_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:(acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+"
                              r"|iam::\d{12}:server-certificate/[\w+=,.@/-]+)")
@@ -521,9 +585,10 @@ def _from_project(raw: Any, project: str | None) -> Any:
     if isinstance(raw.get("dist"), str):
         raw["dist"] = os.path.join(project, raw["dist"])
     _bake_paths(raw.get("bake"), project)
-    for entry in (raw.get("apps") or {}).values():
-        if isinstance(entry, dict):
-            _bake_paths(entry.get("bake"), project)
+    for entries in (raw.get("apps"), raw.get("foundations")):
+        for entry in (entries or {}).values() if isinstance(entries, dict) else ():
+            if isinstance(entry, dict):
+                _bake_paths(entry.get("bake"), project)
     return raw
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from cloud import apps, inputs, locks, tags
+from cloud import apps, history, inputs, locks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import EXIT_ROLLED_BACK, KilnError, Refused
@@ -100,26 +100,70 @@ def status_lines(result: dict) -> list[str]:
 
 def canary(aws: Aws, percent, version=None, ami=None, watch=None, stack=None,
            dry_run=False, force_unlock=False, observer: Observer | None = None,
-           reason: str | None = None) -> dict:
+           reason: str | None = None, allow_failed: bool = False) -> dict:
     percent = inputs.percent(percent)
     env = environment.load(aws, stack=stack)
     require_alarms(env)
     settings_rules = rules(aws.settings, watch=watch)
     image = images.resolve(env, version, ami)
-    return _operate(env, "canary", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.canary(cluster, settings_rules, image, percent),
-                    reason=reason)
+    notes: dict = {}
+
+    def build(cluster):
+        not_failed_before(env, cluster, image, "canary", allow_failed, dry_run, notes)
+        return plans.canary(cluster, settings_rules, image, percent)
+
+    return _operate(env, "canary", settings_rules, dry_run, force_unlock, observer, build,
+                    reason=reason, notes=notes)
 
 
 def deploy(aws: Aws, version=None, ami=None, steps=None, watch=None, stack=None,
            dry_run=False, force_unlock=False, observer: Observer | None = None,
-           reason: str | None = None) -> dict:
+           reason: str | None = None, allow_failed: bool = False) -> dict:
     env = environment.load(aws, stack=stack)
     require_alarms(env)
     settings_rules = rules(aws.settings, steps=steps, watch=watch)
     image = images.resolve(env, version, ami)
-    return _operate(env, "deploy", settings_rules, dry_run, force_unlock, observer,
-                    lambda cluster: plans.deploy(cluster, settings_rules, image), reason=reason)
+    notes: dict = {}
+
+    def build(cluster):
+        not_failed_before(env, cluster, image, "deploy", allow_failed, dry_run, notes)
+        return plans.deploy(cluster, settings_rules, image)
+
+    return _operate(env, "deploy", settings_rules, dry_run, force_unlock, observer, build,
+                    reason=reason, notes=notes)
+
+
+def failed_before(env, cluster, release_id: str) -> list[str]:
+    """The groups of this release its gate rolled back in the cluster: those still tagged
+    failed, and those the history records (it outlives teardown)."""
+    found = {g.name for g in cluster.groups
+             if g.state == model.FAILED and g.release_id == release_id}
+    origin = env.origin or env.aws
+    if history.table(origin) is not None:
+        found |= {e["to_group"] for e in history.read(origin, f"app/{env.app}")
+                  if e.get("cluster") == env.cluster and e.get("outcome") == "rolled back"
+                  and e.get("to_release") == release_id and e.get("to_group")}
+    return sorted(found)
+
+
+def not_failed_before(env, cluster, image, operation: str, allow_failed: bool, dry_run: bool,
+                      notes: dict) -> None:
+    """Refuse to roll out a release its gate rolled back before, unless `allow_failed` (then
+    noted in the operation's history event); a dry run warns above its plan."""
+    failed = failed_before(env, cluster, image.release_id)
+    if not failed:
+        return
+    whose = "their" if len(failed) > 1 else "its"
+    what = (f"{env.app} {image.release_id} failed in cluster {env.cluster} before "
+            f"({', '.join(failed)} rolled back by {whose} gate)")
+    if allow_failed:
+        say(f"warning: {what}; --allow-failed: rolling it out anyway (recorded)")
+        notes["allowed_failed"] = failed
+    elif dry_run:
+        say(f"warning: {what}; the {operation} is refused without --allow-failed")
+    else:
+        raise Refused(f"{operation}: {what}; give --allow-failed to roll it out anyway "
+                      f"(recorded)")
 
 
 def promote(aws: Aws, steps=None, watch=None, stack=None, dry_run=False, force_unlock=False,
@@ -158,7 +202,7 @@ def teardown(aws: Aws, keep=None, stack=None, dry_run=False, force_unlock=False,
 
 
 def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, build,
-             auto_abort=True, reason=None) -> dict:
+             auto_abort=True, reason=None, notes=None) -> dict:
     calls = env.aws.calls
     start_calls, started = calls.total, time.monotonic()
     before = calls.by_operation.copy()
@@ -173,6 +217,8 @@ def _operate(env, operation, settings_rules, dry_run, force_unlock, observer, bu
         _print(plan)
         # Recorded before anything changes: an operation nobody could record does not run.
         event = audit.event(env, plan, cluster, run_id, reason)
+        if notes:
+            event["detail"] = {**(event.get("detail") or {}), **notes}
         audit.started(env, event)
         runner = Runner(env, plan, settings_rules, run_id, lease, observer)
         outcome, error = "failed", None

@@ -24,11 +24,12 @@ import semver
 import tenacity
 from botocore.exceptions import ClientError
 
-from cloud import locks, stacks
+from cloud import foundations, locks, stacks
 from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from provisioner import base_ami, chef, provision, record, resources, signals, waits
 from provisioner.signals import interruptible
 
@@ -94,6 +95,9 @@ class Bake:
     outputs: dict = field(default_factory=dict)
     cookbook_digest: str = ""
     iteration: str | None = None  # --iteration over the manifest's
+    foundation: str | None = None  # the foundation this bake makes (no app, no package)
+    on: dict = field(default_factory=dict)  # the foundation image an app bakes on
+    published: dict = field(default_factory=dict)  # a foundation's parameter, per region
 
     @property
     def bake(self):
@@ -101,7 +105,14 @@ class Bake:
 
     @property
     def app(self) -> str:
+        if self.foundation:
+            return foundations.app_label(self.foundation)
         return self.package["name"]
+
+    @property
+    def record_name(self) -> str:
+        """The release record's name part: the app, or foundation-<name>."""
+        return f"foundation-{self.foundation}" if self.foundation else self.app
 
     @property
     def release(self) -> str | None:
@@ -111,6 +122,8 @@ class Bake:
 
     def tags(self, role: str, temporary: bool = True, **extra: str) -> dict[str, str]:
         release = {kiln_tags.RELEASE: self.release} if self.release else {}
+        if self.foundation:
+            release[foundations.FOUNDATION] = self.foundation
         return kiln_tags.kiln_tags(
             self.app, role, run_id=self.run_id, version=self.version,
             expires_in_minutes=self.bake.expires_minutes if temporary else None,
@@ -119,20 +132,23 @@ class Bake:
 
 def run(aws: Aws, settings, version: str, manifest: str | None = None,
         regions: list[str] | None = None, share: list[str] | None = None,
-        dry_run: bool = False, iteration: str | None = None) -> dict:
+        dry_run: bool = False, iteration: str | None = None,
+        foundation: str | None = None) -> dict:
     """Bake `version` (package iteration `iteration`, default the manifest's); the release
-    record (or, with `dry_run`, the plan) as a dict."""
+    record (or, with `dry_run`, the plan) as a dict. With `foundation`, bake that foundation
+    (`settings` its own: cloud.foundations.for_foundation) and publish its parameter."""
     if not semver.Version.is_valid(version):  # before any AWS call
         raise KilnError(f"--version: {version!r} is not a semantic version (X.Y.Z, e.g. 1.4.2 "
                         f"or 2.0.0-rc.1)")
     job = Bake(aws, settings, version, manifest or settings.manifest,
                _copy_regions(aws, regions if regions is not None else settings.bake.copy_regions),
                _share_accounts(aws, share if share is not None else settings.bake.share),
-               clock=Clock(aws.calls), iteration=None if iteration is None else str(iteration))
+               clock=Clock(aws.calls), iteration=None if iteration is None else str(iteration),
+               foundation=foundation)
     with interruptible():
         # Inputs first: a wrong base AMI, subnet or account fails before anything is made.
         job.clock.step("base-ami")
-        job.base = base_ami.resolve(aws, settings.bake.base_ami)
+        job.base = _base(job)
         say(f"bake: base image {job.base['ImageId']} ({job.base.get('Name')})")
         job.outputs = stacks.outputs(aws, "build")
         for region in job.regions:  # a copy region without its key stack fails here, not later
@@ -140,7 +156,7 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         subnet, vpc = _subnet(job)
         job.cookbook_digest = _chef_layout(settings).digest()
         job.clock.step("package")
-        job.package = _package(job, dry_run)
+        job.package = {} if foundation else _package(job, dry_run)
         digest = inputs_digest(job)
         job.clock.step("reuse")
         if dry_run:
@@ -152,12 +168,27 @@ def run(aws: Aws, settings, version: str, manifest: str | None = None,
         images = {aws.region: image_id, **_copy(job, image_id, digest)}
         job.clock.step("share")
         shares = _share(job, images)
+        if foundation:
+            job.published = foundations.publish(aws, foundation, version, images)
         job.clock.stop()
         return _record(job, images, shares, digest, reused=bool(existing))
 
 
 def _reusable(job: Bake, digest: str) -> dict | None:
-    return _existing_image(job, digest) if job.package.get("sha256") else None
+    known = job.foundation or job.package.get("sha256")
+    return _existing_image(job, digest) if known else None
+
+
+def _base(job: Bake) -> dict:
+    """kiln.bake.base_ami, or the newest image of the foundation kiln.bake.foundation names."""
+    name = job.bake.foundation
+    if not name:
+        return base_ami.resolve(job.aws, job.bake.base_ami)
+    image = foundations.current(job.aws, name)
+    job.on = {"name": name, "image_id": image["ImageId"],
+              "version": foundations.version_of(image)}
+    say(f"bake: on foundation {name} {job.on['version']}")
+    return image
 
 
 @contextmanager
@@ -178,7 +209,7 @@ def _one_bake_at_a_time(job: Bake):
 def _new_image(job: Bake, subnet: str, vpc: str, digest: str) -> str:
     """The Aminator-style heart: each `with` holds one temporary resource until the image exists."""
     aws, bake, clock = job.aws, job.bake, job.clock
-    name = f"kiln-{job.app}-{job.run_id}"
+    name = f"kiln-{job.app.replace('/', '-')}-{job.run_id}"
     clock.step("key-pair")
     with resources.key_pair(aws, name, job.tags("bake-key"), SSH_KEY_TYPE) as key:
         clock.step("security-group")
@@ -392,7 +423,9 @@ def image_name(job: Bake) -> str:
     """app-version-iteration-arch-YYYYmmddHHMM, in the characters AMI names allow."""
     arch = job.base.get("Architecture", job.package.get("arch", "x86_64"))
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M")
-    name = f"{job.app}-{job.version}-{job.package['release']}-{arch}-{stamp}"
+    name = f"{job.app}-{job.version}-{job.package.get('release')}-{arch}-{stamp}"
+    if job.foundation:
+        name = f"foundation-{job.foundation}-{job.version}-{arch}-{stamp}"
     return re.sub(r"[^A-Za-z0-9()\[\]./\-'@_]", "_", name)[:128]
 
 
@@ -433,16 +466,19 @@ def provenance(job: Bake, digest: str) -> dict[str, str]:
         "kiln:base-ami-id": base["ImageId"], "kiln:base-ami-name": base.get("Name"),
         "kiln:git-commit": package.get("commit"), "kiln:cookbook-digest": job.cookbook_digest,
         "kiln:manifest-digest": package.get("manifest_digest"), INPUTS_DIGEST: digest,
+        foundations.FOUNDATION: job.on.get("name"),
+        foundations.FOUNDATION_AMI: job.on.get("image_id"),
+        foundations.FOUNDATION_VERSION: job.on.get("version"),
     }
     # Tag values are at most 256 characters; a missing one is left out rather than invented.
     return {k: str(v)[:256] for k, v in values.items() if v}
 
 
 def _existing_image(job: Bake, digest: str) -> dict | None:
-    images = job.aws.client("ec2").describe_images(Owners=["self"], Filters=[
+    images = all_images(job.aws.client("ec2"), Owners=["self"], Filters=[
         {"Name": f"tag:{INPUTS_DIGEST}", "Values": [digest]},
         {"Name": f"tag:{kiln_tags.APP}", "Values": [job.app]},
-        {"Name": "state", "Values": ["available"]}])["Images"]
+        {"Name": "state", "Values": ["available"]}])
     if not images:
         return None
     newest = max(images, key=lambda i: i.get("CreationDate", ""))
@@ -506,6 +542,8 @@ def _host_fingerprints(job: Bake, instance_id: str) -> tuple[str, ...]:
 def _provision_plan(job: Bake) -> provision.ProvisionPlan:
     from packager import repo
 
+    if job.foundation:
+        return provision.ProvisionPlan.for_foundation(job.settings, job.foundation, job.version)
     package = job.package
     return provision.ProvisionPlan.for_release(
         job.settings, app=job.app, version=job.version, release=str(package["release"]),
@@ -568,6 +606,7 @@ def _record(job: Bake, images: dict[str, str], shares: list[dict], digest: str,
         "base_ami": {"id": job.base["ImageId"], "name": job.base.get("Name")},
         "cookbook_digest": job.cookbook_digest,
         "manifest_digest": package.get("manifest_digest"), "commit": package.get("commit"),
+        **_foundation_part(job),
         "baked_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "timings": job.clock.timings,
         # The bake's own calls; packaging and publishing are the repo's, counted apart.
@@ -576,17 +615,25 @@ def _record(job: Bake, images: dict[str, str], shares: list[dict], digest: str,
         "api_calls_by_step": job.clock.api_calls,
         "api_calls_by_operation": dict(sorted(job.aws.calls.by_operation.items())),
     }
-    where = record.write(job.settings, job.app, job.version, result, job.release)
+    where = record.write(job.settings, job.record_name, job.version, result, job.release)
     say(f"bake: {'reused' if reused else 'baked'} {result['image_id']} for {job.app} "
         f"{kiln_tags.release_id(job.tags('image'))}; release record {where} "
         f"({result['api_calls']} AWS API calls)")
     return result
 
 
+def _foundation_part(job: Bake) -> dict:
+    """A foundation's name and parameter; an app's foundation image (id, version)."""
+    if job.foundation:
+        return {"foundation": {"name": job.foundation, "parameter": foundations.parameter_name(
+            job.settings, job.foundation), "published": job.published}}
+    return {"on_foundation": job.on} if job.on else {}
+
+
 def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) -> dict:
     """What a bake would do, as data; nothing is created."""
     job.clock.stop()
-    name = f"kiln-{job.app}-{job.run_id}"
+    name = f"kiln-{job.app.replace('/', '-')}-{job.run_id}"
     params = launch_params(job, subnet, name, "<security group of this bake>")
     plan = {
         "dry_run": True, "app": job.app, "version": job.version,
@@ -600,7 +647,7 @@ def _plan(job: Bake, subnet: str, vpc: str, digest: str, existing: dict | None) 
                                              "ssh_from": job.bake.ssh_cidrs or ["<your /32>"],
                                              "port": job.bake.ssh_port},
         "instance": {k: v for k, v in params.items() if k != "ClientToken"},
-        "copy_regions": job.regions, "share": job.share,
+        "copy_regions": job.regions, "share": job.share, **_foundation_part(job),
     }
     say(f"bake: dry run; base image {plan['base_ami']['id']}, "
         + (f"would reuse image {plan['reuse']}" if existing else

@@ -129,6 +129,13 @@ class ProvisionPlan:
                       "run_list": tuple(bake.run_list), "attributes": bake.attributes or None,
                       "team": chef.Layout.of(bake, plan.chef_dir)})
 
+    @classmethod
+    def for_foundation(cls, settings: Settings, name: str, version: str) -> ProvisionPlan:
+        """A foundation's plan: its run list and attributes, its smoke commands ({app} is the
+        foundation's name, {version} its version), no package to install or verify."""
+        return cls.for_release(settings, app=name, version=version, release="", package="",
+                               service=None, repo_baseurl="", gpgkey_url="")
+
     @property
     def layout(self) -> chef.Layout:
         """Everything uploaded for chef-solo: Kiln's chef/ and the team's folders."""
@@ -140,6 +147,8 @@ class ProvisionPlan:
         return f"{self.rpm_version or chef.to_rpm_version(self.version)}-{self.release}"
 
     def node(self) -> dict:
+        if not self.package:  # a foundation: the team's run list and attributes alone
+            return {**(self.attributes or {}), "run_list": list(self.run_list)}
         node = chef.node_json(self.app, self.version, self.release, self.package, self.service,
                               self.repo_baseurl, self.gpgkey_url, list(self.smoke_commands),
                               rpm_version=self.rpm_version,
@@ -336,6 +345,19 @@ class _Session:
 
     def verify(self, plan: ProvisionPlan) -> None:
         """The exact version-release is installed, and every smoke check passes."""
+        if plan.package:
+            self.verify_package(plan)
+        for command in plan.smoke_commands:
+            check = self.run("smoke check", command, hide=True, warn=True)
+            if not check.ok:
+                output = _last_line(check.stdout + check.stderr)
+                raise KilnError(f"smoke check failed on {self.target.where} with exit code "
+                                f"{check.exited}: {command} ({output})")
+        what = f"{plan.package}-{plan.expected}" if plan.package else f"foundation {plan.app}"
+        say(f"bake: verified {what} and {len(plan.smoke_commands)} smoke check(s) on "
+            f"{self.target.where}")
+
+    def verify_package(self, plan: ProvisionPlan) -> None:
         query = f"rpm -q --qf '%{{VERSION}}-%{{RELEASE}}\\n' {shlex.quote(plan.package)}"
         result = self.run("verify", query, hide=True, warn=True)
         installed = result.stdout.split()
@@ -347,14 +369,6 @@ class _Session:
                             f"{', '.join(installed)} installed, expected {plan.expected}")
         if plan.package_digest:
             self.verify_digest(plan)
-        for command in plan.smoke_commands:
-            check = self.run("smoke check", command, hide=True, warn=True)
-            if not check.ok:
-                output = _last_line(check.stdout + check.stderr)
-                raise KilnError(f"smoke check failed on {self.target.where} with exit code "
-                                f"{check.exited}: {command} ({output})")
-        say(f"bake: verified {plan.package}-{plan.expected} and {len(plan.smoke_commands)} "
-            f"smoke check(s) on {self.target.where}")
 
     def verify_digest(self, plan: ProvisionPlan) -> None:
         """The installed package has the header and payload of the one Kiln published (the

@@ -14,6 +14,7 @@ import datetime
 import os
 from pathlib import Path
 
+from cloud.apps import merge
 from cloud.aws import new_session
 from sandbox.aws.iam import identities
 
@@ -84,17 +85,40 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 def overlay(settings, box) -> None:
     """Name the sandbox's certificate in kiln.deploy.listener.certificate when none is set (or
     when the one this process named is gone after a reset), importing it into ACM in the deploy
-    account and region."""
+    account and region; then likewise for each app and stack whose deploy account or region is
+    another (a load balancer serves certificates of its own account and region only)."""
     deploy = settings.get("deploy")
     if deploy is None or "listener" not in deploy:
         return
     current = deploy.listener.get("certificate")
-    if current and current not in _IMPORTED:
-        return
-    acm = _acm(settings, box)
-    if current and _exists(acm, current):
-        return
-    deploy.listener["certificate"] = import_into(acm, box.state_dir)
+    if not current or current in _IMPORTED:
+        acm = _acm(settings, box, _place(settings, deploy))
+        if not (current and _exists(acm, current)):
+            deploy.listener["certificate"] = import_into(acm, box.state_dir)
+    for entry in (settings.get("apps") or {}).values():
+        own = _own(settings, box, deploy, entry)
+        for stack in entry.get("stacks") or []:
+            _own(settings, box, merge(deploy, own), stack)
+
+
+def _own(settings, box, base: dict, holder: dict) -> dict:
+    """`holder`'s deploy settings (an app entry's or a stack's), given the sandbox's certificate
+    of their account and region when they deploy elsewhere than `base` and name none."""
+    own = holder.get("deploy") or {}
+    merged = merge(base, own)
+    place = _place(settings, merged)
+    certificate = merged["listener"].get("certificate")
+    if place == _place(settings, base) or (certificate and certificate not in _IMPORTED):
+        return own
+    own = merge(own, {"listener": {"certificate": import_into(_acm(settings, box, place),
+                                                              box.state_dir)}})
+    holder["deploy"] = own
+    return own
+
+
+def _place(settings, deploy: dict) -> tuple[str, str]:
+    """(account name, region) a deploy tree runs in."""
+    return deploy["account"], deploy.get("region") or settings.aws.region
 
 
 def import_into(acm, state_dir) -> str:
@@ -118,13 +142,13 @@ def _exists(acm, arn: str) -> bool:
                for s in acm.list_certificates()["CertificateSummaryList"])
 
 
-def _acm(settings, box):
-    """ACM in the deploy account and region, as the sandbox's administrator."""
+def _acm(settings, box, place: tuple[str, str]):
+    """ACM in an account and region, as the sandbox's administrator."""
+    name, region = place
     keys = box.credentials("admin")
     session = new_session(aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
-    region = settings.deploy.get("region") or settings.aws.region
-    account = settings.accounts[settings.deploy.account]
+    account = settings.accounts[name]
     if account.id != identities.BUILD_ACCOUNT:
         admin_role = account.get("admin_role") or identities.ORGANIZATION_ROLE
         role = f"arn:aws:iam::{account.id}:role/{admin_role}"

@@ -43,6 +43,23 @@ class App:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):  # noqa: N802 - the base class's name
+                # Each request's body, as the target read it (its own framing).
+                app.hits[self.path] += 1
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = _dechunk(self.rfile)
+                else:
+                    body = _counted(self.rfile, int(self.headers.get("Content-Length") or 0))
+                app.bodies.append(body if isinstance(body, bytes) else b"")
+                app.sizes.append(len(body) if isinstance(body, bytes) else body)
+                app.received.set()
+                app.release.wait(30)
+                answer = f"{app.name} {app.sizes[-1]}\n".encode()
+                self.send_response(app.status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
             def log_message(self, *args):
                 pass
 
@@ -51,6 +68,11 @@ class App:
                 app.errors += 1
 
         self.errors = 0
+        self.bodies: list[bytes] = []  # bodies up to BIG; a bigger one is counted only
+        self.sizes: list[int] = []
+        self.received = threading.Event()  # a POST's body was read
+        self.release = threading.Event()  # ...and may be answered
+        self.release.set()
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -59,6 +81,32 @@ class App:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+BIG = 1 << 20
+
+
+def _counted(stream, length: int) -> bytes | int:
+    """The body (or, past BIG bytes, its length only: a test's memory stays small)."""
+    if length <= BIG:
+        body = stream.read(length)
+        if len(body) < length:
+            raise ConnectionError("the request was cut off")  # not a request the app takes
+        return body
+    left = length
+    while left:
+        left -= len(stream.read(min(left, 1 << 16)) or b"x" * left)
+    return length
+
+
+def _dechunk(stream) -> bytes:
+    parts = []
+    while size := int(stream.readline().split(b";")[0].strip(), 16):
+        parts.append(stream.read(size))
+        stream.readline()
+    while stream.readline() not in (b"\r\n", b"\n", b""):  # trailers
+        pass
+    return b"".join(parts)
 
 
 def get(host: str, port: int, path: str = "/", headers: dict | None = None,

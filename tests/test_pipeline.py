@@ -46,10 +46,8 @@ def released(kaws, daws, outputs, kiln_settings):
     bootstrap.run(admin.settings, admin, yes=True, parts=("build",))
     env_stack(daws, cluster="hello-web-staging")
     for version in ("1.0.0", "1.1.0", "1.2.0"):
-        make_image(daws, version)
-    build_image = register_image(admin.client("ec2"), "hello-web-1.1.0-1-x86_64")
-    admin.client("ec2").create_tags(Resources=[build_image], Tags=kiln_tags.to_list(
-        kiln_tags.kiln_tags("hello-web", "image", version="1.1.0")))
+        make_image(daws, version, release="1")  # the manifest's iteration: what commit builds
+    build_image = build_image_of(admin, "1.1.0", "1")
     operations.deploy(kaws, version="1.0.0")
     # Someone listening to the pipeline's notices: an HTTP endpoint subscribed to its topic.
     listener = Notices()
@@ -57,6 +55,14 @@ def released(kaws, daws, outputs, kiln_settings):
     admin.client("sns").subscribe(TopicArn=topic, Protocol="http", Endpoint=listener.url)
     yield {"admin": admin, "image": build_image, "notices": listener}
     listener.close()
+
+
+def build_image_of(admin, version: str, release: str) -> str:
+    ec2 = admin.client("ec2")
+    image = register_image(ec2, f"hello-web-{version}-{release}-x86_64")
+    ec2.create_tags(Resources=[image], Tags=kiln_tags.to_list(kiln_tags.kiln_tags(
+        "hello-web", "image", version=version, **{kiln_tags.RELEASE: release})))
+    return image
 
 
 class Notices(http.server.ThreadingHTTPServer):
@@ -100,7 +106,7 @@ def test_a_version_goes_through_its_gates_to_production(run_invoke, kaws, releas
                        overrides=CONFIG)
     assert early.returncode == EXIT_REFUSED, early.stderr
     assert lines_of(early)[-1] == (
-        "kiln: stage production: hello-web 1.1.0 has not passed stage commit (nor staging, "
+        "kiln: stage production: hello-web 1.1.0-1 has not passed stage commit (nor staging, "
         "approval); run it first, or give --override (recorded)")
 
     waiting = run_invoke("pipeline.run", "--version", "1.1.0", overrides=CONFIG)
@@ -109,11 +115,11 @@ def test_a_version_goes_through_its_gates_to_production(run_invoke, kaws, releas
     assert "unit tests: 3 passed" in waiting.stdout + waiting.stderr
     assert any(line.startswith("[1/4] stage commit: passed in ") for line in log), log
     assert any(line.startswith("[2/4] stage staging: passed in ") for line in log), log
-    assert log[-1].startswith("kiln: stage approval: hello-web 1.1.0 waits for approval: "
-                              "`invoke pipeline.approve --app hello-web --version 1.1.0"), log
+    assert log[-1].startswith("kiln: stage approval: hello-web 1.1.0-1 waits for approval: "
+                              "`invoke pipeline.approve --app hello-web --version 1.1.0-1"), log
     assert released["notices"].subjects == [
-        "hello-web 1.1.0: stage commit passed", "hello-web 1.1.0: stage staging passed",
-        "hello-web 1.1.0: waiting for approval at stage approval"]
+        "hello-web 1.1.0-1: stage commit passed", "hello-web 1.1.0-1: stage staging passed",
+        "hello-web 1.1.0-1: waiting for approval at stage approval"]
     staging = operations.status(kaws, "staging")["server_groups"]
     assert [(g["version"], g["weight"]) for g in staging] == [("1.1.0", 100)]
 
@@ -150,6 +156,28 @@ def test_a_version_goes_through_its_gates_to_production(run_invoke, kaws, releas
     assert found["kiln:stage:approval"].endswith(" kiln-operator")
 
 
+def test_gates_belong_to_one_release_a_rebuild_passes_them_anew(run_invoke, kaws, daws,
+                                                                released):
+    """Release 2 of 1.1.0 (a rebuild) is the newest image; the pipeline of 1.1.0 is the
+    manifest's release 1: its staging runs release 1, and release 2 has passed nothing."""
+    make_image(daws, "1.1.0", release="2")
+    rebuilt = build_image_of(released["admin"], "1.1.0", "2")
+    run_invoke("pipeline.run", "--version", "1.1.0", "--to", "staging", overrides=CONFIG,
+               check=True)
+    staging = operations.status(kaws, "staging")["server_groups"]
+    assert [g["release_id"] for g in staging] == ["1.1.0-1"]
+    refused = run_invoke("pipeline.run", "--version", "1.1.0-2", "--from", "approval",
+                         overrides=CONFIG)
+    assert refused.returncode == EXIT_REFUSED, refused.stderr
+    assert lines_of(refused)[-1].startswith(
+        "kiln: stage approval: hello-web 1.1.0-2 has not passed stage commit (nor staging)")
+    ec2 = released["admin"].client("ec2")
+    tagged = {i["ImageId"]: kiln_tags.from_list(i["Tags"]) for i in ec2.describe_images(
+        ImageIds=[released["image"], rebuilt])["Images"]}
+    assert tagged[released["image"]]["kiln:stage:staging"].startswith("passed ")
+    assert not [k for k in tagged[rebuilt] if k.startswith("kiln:stage:")], tagged[rebuilt]
+
+
 def test_a_rejected_version_is_refused_and_an_override_is_recorded(run_invoke, released):
     refused = run_invoke("pipeline.reject", "--version", "1.2.0", overrides=CONFIG)
     assert refused.returncode == EXIT_REFUSED
@@ -160,7 +188,7 @@ def test_a_rejected_version_is_refused_and_an_override_is_recorded(run_invoke, r
                          "--override", overrides=CONFIG)
     assert stopped.returncode == 1, stopped.stderr
     assert lines_of(stopped)[-1] == (
-        f"kiln: stage approval: hello-web 1.2.0 was rejected by {OPERATOR}: p99 too high in "
+        f"kiln: stage approval: hello-web 1.2.0-1 was rejected by {OPERATOR}: p99 too high in "
         "staging")
     events = json.loads(run_invoke("history", "--json", overrides=CONFIG,
                                    check=True).stdout)["events"]

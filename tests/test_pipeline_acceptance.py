@@ -45,7 +45,7 @@ def candidate(clean_sandbox, kaws, daws, kiln_settings):
     admin = connect(kiln_settings(), admin=True)
     bootstrap.run(admin.settings, admin, yes=True, parts=("build",))
     outputs = env_stack(daws, cluster="hello-web-acceptance")
-    promoted_web_image(clean_sandbox, daws, "1.3.0", status=200)
+    promoted_web_image(clean_sandbox, daws, "1.3.0", status=200, release="1")
     return outputs
 
 
@@ -109,5 +109,5 @@ def test_a_cancelled_acceptance_removes_the_environment(config_overrides, tmp_pa
     assert process.returncode == EXIT_INTERRUPTED, "\n".join(lines)
     assert left(daws, candidate) == {"groups": [], "rules": []}
     assert "[1/1] stage acceptance: interrupted after" in "\n".join(lines)
-    assert "to go on: `invoke pipeline.run --app hello-web --version 1.3.0 --from acceptance`" \
+    assert "to go on: `invoke pipeline.run --app hello-web --version 1.3.0-1 --from acceptance`" \
         in lines

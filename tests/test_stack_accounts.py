@@ -87,3 +87,37 @@ def test_a_staging_stack_runs_in_its_own_account_with_its_own_environment_and_pr
     assert (entry["cluster"], entry["account"]) == ("hello-web-staging", "staging")
     assert operations.status_lines(entry)[0].startswith(
         "cluster hello-web-staging (staging, us-east-1) at https://")
+
+
+def test_the_sandbox_names_a_listener_certificate_in_every_deploy_account(
+        clean_sandbox, kiln_settings):
+    """Each deploy account (and region) the config names gets the sandbox's certificate, in
+    ACM there, unless its own is set: a stack's, an app's, the default one."""
+    settings = kiln_settings(**deep_merge(FAST, {
+        "sandbox": {"accounts": {"staging": STAGING}},
+        "apps": {"hello-web": {"stacks": ["canary", {"name": "staging",
+                                                     "deploy": {"account": "staging"}}]},
+                 "worker": {"deploy": {"account": "staging"}}}}))
+    connect(settings)  # the sandbox's overlay names the certificates
+
+    def certificate(app, stack=None):
+        return apps.for_app(settings, app, stack).deploy.listener.certificate
+
+    assert ":222222222222:certificate/" in certificate("hello-web")
+    assert ":333333333333:certificate/" in certificate("hello-web", "staging")
+    assert ":333333333333:certificate/" in certificate("worker")
+    assert certificate("hello-web", "canary") == certificate("hello-web")
+    staging = connect(settings, admin=True).admin("staging").client("acm")
+    listed = staging.list_certificates()["CertificateSummaryList"]
+    assert [c["CertificateArn"] for c in listed] == [certificate("worker")]
+    # Bootstrap of the staging stack's environment takes it as it is (no certificate by hand).
+    # The environments registered here (the worker's in staging) leave with the test.
+    registered = list(kiln_bootstrap.STACKS)
+    try:
+        assert "env-hello-web-staging" in env_stacks.register_clusters(settings)
+        kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                           parts=("prod", "env-hello-web-staging"))
+    finally:
+        kiln_bootstrap.STACKS[:] = registered
+    assert stacks.outputs(connect(settings).account("staging"),
+                          "env-hello-web-staging")["ListenerArn"]

@@ -4,6 +4,10 @@ It runs inside the sandbox's moto server process, next to the state it reads:
 
 - `proxy`: each ALB listener is an HTTP reverse proxy on the load balancer's own loopback
   address (its DNS name in the sandbox), routing by the listener's rules and weighted forwards;
+- `front`: a listener's connections, waited on by one thread per listener, its requests served
+  by a bounded pool of workers, with the idle and header timeouts and per-client caps;
+- `http1`: requests read as an ALB reads them: its header limits, its desync classification,
+  bodies a piece at a time;
 - `health`: target groups health-check their targets for real (path, port, interval,
   thresholds, matcher);
 - `targets`: where a target is (target id → address): `ip` targets on loopback, instances

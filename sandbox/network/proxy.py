@@ -8,7 +8,10 @@ robin to the healthy targets, or to all of them when none is healthy (ALB fails 
 balancer answers itself as an ALB does: fixed responses and redirects, 503 when a target group
 has no targets, 502 when a target cannot be reached, 504 when it does not answer within the idle
 timeout. Each request is counted for the load balancer's metrics. An HTTPS listener terminates TLS
-with its certificate's key as ACM holds it (TLS 1.2 and later).
+with its certificate's key as ACM holds it (TLS 1.2 and later). Requests arrive through `front`
+(connections, timeouts, caps) and are read by `http1` (limits, desync classification): the
+balancer's `routing.http.desync_mitigation_mode` decides what is refused (400) and after what the
+client connection closes; bodies stream to the target and answers back a piece at a time.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from sandbox.network import targets
+from sandbox import clock
+from sandbox.network import front, http1, targets
 
-IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (not time-scaled: a real wait)
+IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (idle_timeout.timeout_seconds)
+# The least real time a target is given to answer (the idle timeout, time-scaled, can be one
+# second): sandbox machines on a busy host answer more slowly than EC2 instances.
+TARGET_WAIT = 10.0
 # With routing.http.drop_invalid_header_fields.enabled, an ALB drops header names that are not
 # letters, digits and hyphens.
 VALID_HEADER = re.compile(r"[A-Za-z0-9-]+")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "transfer-encoding", "upgrade"}
+              "trailer", "transfer-encoding", "upgrade", "expect"}
+FRAMING = {"content-length", "transfer-encoding"}  # set by the balancer alone
+XFF = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"}
 
 
 class Weighted:
@@ -61,8 +69,32 @@ class Weighted:
             return best
 
 
+class Request:
+    """A request as routing sees it (method, target, headers, client address), with its body
+    still on the client connection."""
+
+    def __init__(self, head: http1.Head, connection: front.Connection, stream: http1.Stream):
+        self.head = head
+        self.command, self.path, self.headers = head.method, head.target, head.headers
+        self.client_address = (connection.client, 0)
+        self.sock = connection.sock
+        self.body = http1.Body(head, stream)
+        self.answered = False  # the status line went out
+        self.close = not head.keep_alive
+
+    def write(self, data: bytes) -> None:
+        self.answered = True
+        self.sock.sendall(data)
+
+    def expect_continue(self) -> None:
+        """An interim 100 for a client waiting on Expect: 100-continue before its body."""
+        if (self.head.has_body and self.head.version == "HTTP/1.1"
+                and self.headers.get("Expect", "").lower() == "100-continue"):
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 class Listener:
-    """One listener's server. `handle` is shared state: routing, health, metrics."""
+    """One listener's proxy. `serve` is called for each request head that arrives."""
 
     def __init__(self, network, where: tuple[str, str], lb_arn: str, listener_arn: str,
                  host: str, port: int, certificate: str | None = None):
@@ -72,24 +104,87 @@ class Listener:
         self.arn = listener_arn
         self.address = (host, port)
         self.certificate = certificate
-        self.server = _Server((host, port), _Handler)
-        self.server.listener = self
-        self.server.tls = tls_context(where, certificate) if certificate else None
         self.scheme = "https" if certificate else "http"
-        # A short poll so that stopping a listener (DeleteListener, reset) returns at once.
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True, name=f"listener {host}:{port}")
+        self._attributes: tuple[float, dict] = (0.0, {})
+        tls = tls_context(where, certificate) if certificate else None
+        self.front = front.Front((host, port), self.serve, network.pool, self._admits,
+                                 self._timeouts, tls)
 
     def start(self) -> None:
-        self.thread.start()
+        self.front.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.front.stop()
+
+    # -- the balancer's attributes -----------------------------------------------------------
+    def attributes(self) -> dict:
+        """The balancer's attributes (read at most every 0.2 s: the accept loop asks often)."""
+        read_at, attributes = self._attributes
+        if time.monotonic() - read_at > 0.2:
+            balancer = self.network.elbv2(*self.where).load_balancers.get(self.lb_arn)
+            attributes = dict(balancer.attrs) if balancer else {}
+            self._attributes = (time.monotonic(), attributes)
+        return attributes
+
+    def idle_timeout(self) -> float:
+        """The balancer's idle timeout in real seconds (an AWS setting: time-scaled)."""
+        seconds = self.attributes().get("idle_timeout.timeout_seconds") or IDLE_TIMEOUT
+        return clock.real(int(seconds))
+
+    def _timeouts(self) -> tuple[float, float]:
+        idle = self.idle_timeout()
+        return min(front.HEADER_TIMEOUT, idle), idle
+
+    def _admits(self, client: str) -> bool:
+        from sandbox.aws.ec2 import security_groups
+
+        return security_groups.admits_client(self.where, self.lb_arn, self.address[1], client)
 
     # -- a request ---------------------------------------------------------------------------
-    def serve(self, request: _Handler) -> None:
-        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+    def serve(self, connection: front.Connection) -> bool:
+        """Serve the request whose head `connection` holds; whether the connection may carry
+        another one."""
+        stream = http1.Stream(connection.sock, connection.buffer)
+        connection.sock.settimeout(self.idle_timeout())
+        request = None
+        try:
+            head = http1.parse(connection.head)
+            request = Request(head, connection, stream)
+            self._judge(request)
+            self.route(request)
+        except http1.Refused as refused:
+            self._refuse(request or connection, refused.status)
+            return False
+        except (http1.ClientGone, OSError, http.client.HTTPException):
+            return False
+        connection.buffer = stream.buffer
+        return not request.close and request.body.done
+
+    def _judge(self, request: Request) -> None:
+        """Desync mitigation as the balancer's mode asks: severe requests are refused in every
+        mode (the sandbox cannot frame them); strictest refuses all but compliant ones;
+        defensive serves ambiguous ones, then closes the connection."""
+        mode = self.attributes().get("routing.http.desync_mitigation_mode") or "defensive"
+        tier = request.head.tier
+        if tier == http1.SEVERE or (mode == "strictest" and tier >= http1.ACCEPTABLE):
+            raise http1.Refused(request.head.reason)
+        if tier == http1.AMBIGUOUS and mode != "monitor":
+            request.close = True
+
+    def _refuse(self, request, status: int) -> None:
+        """The balancer's own 400 or 408, then the connection closes."""
+        self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
+        if isinstance(request, Request) and request.answered:
+            return
+        sock = request.sock
+        reason = http.client.responses.get(status, "")
+        body = f"{status} {reason}\n".encode()
+        with contextlib.suppress(OSError):
+            sock.sendall(_status_line(status) + _header_lines(
+                [("Server", "awselb/2.0"), ("Content-Type", "text/plain"),
+                 ("Content-Length", str(len(body))), ("Connection", "close")]) + body)
+
+    def route(self, request: Request) -> None:
         backend = self.network.elbv2(*self.where)
         balancer = backend.load_balancers.get(self.lb_arn)
         listener = balancer.listeners.get(self.arn) if balancer else None
@@ -110,9 +205,9 @@ class Listener:
         if group is None:
             return self._elb_answer(request, 503, group_arn)
         drop = balancer.attrs.get("routing.http.drop_invalid_header_fields.enabled") == "true"
-        self._forward(request, body, group, drop)
+        self._forward(request, group, drop)
 
-    def _forward(self, request: _Handler, body: bytes, group, drop_invalid: bool = False) -> None:
+    def _forward(self, request: Request, group, drop_invalid: bool = False) -> None:
         registered = list(group.targets.values())
         if not registered:
             return self._elb_answer(request, 503, group.arn)
@@ -126,30 +221,35 @@ class Listener:
         pool = healthy or addressed  # all unhealthy: an ALB routes to all of them
         _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
         started = time.monotonic()
+        connection = targets.Connection(where, max(self.idle_timeout(), TARGET_WAIT))
         try:
-            status, headers, payload = _send(request, body, where, self.address[1], self.scheme,
-                                             drop_invalid)
-        except TimeoutError:
-            return self._elb_answer(request, 504, group.arn)
-        except OSError:
-            return self._elb_answer(request, 502, group.arn)
-        seconds = time.monotonic() - started
-        self.network.metrics.record(self.where, self.lb_arn, group.arn, status, None, seconds)
-        _answer(request, status, payload, headers)
+            try:
+                response = _send(request, connection, self.address[1], self.scheme,
+                                 drop_invalid)
+            except TimeoutError:
+                return self._elb_answer(request, 504, group.arn)
+            except (OSError, http.client.HTTPException):
+                return self._elb_answer(request, 502, group.arn)
+            seconds = time.monotonic() - started
+            self.network.metrics.record(self.where, self.lb_arn, group.arn, response.status,
+                                        None, seconds)
+            _relay(request, response)
+        finally:
+            connection.close()
 
-    def _elb_answer(self, request: _Handler, status: int, group_arn: str | None) -> None:
+    def _elb_answer(self, request: Request, status: int, group_arn: str | None) -> None:
         self.network.metrics.record(self.where, self.lb_arn, group_arn, None, status, None)
         reason = http.client.responses.get(status, "")
         _answer(request, status, f"{status} {reason}\n".encode(),
                 [("Content-Type", "text/plain"), ("Server", "awselb/2.0")])
 
-    def _fixed(self, request: _Handler, config: dict) -> None:
+    def _fixed(self, request: Request, config: dict) -> None:
         status = int(config.get("StatusCode", 200))
         self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
         _answer(request, status, (config.get("MessageBody") or "").encode(),
                 [("Content-Type", config.get("ContentType") or "text/plain")])
 
-    def _redirect(self, request: _Handler, config: dict) -> None:
+    def _redirect(self, request: Request, config: dict) -> None:
         parts = urlsplit(request.path)
         host = config.get("Host", "#{host}").replace("#{host}", request.headers.get("Host", ""))
         path = config.get("Path", "/#{path}").replace("/#{path}", parts.path)
@@ -164,29 +264,6 @@ class Listener:
         status = 301 if config.get("StatusCode") == "HTTP_301" else 302
         self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
         _answer(request, status, b"", [("Location", location)])
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    listener: Listener
-    tls: ssl.SSLContext | None = None
-
-    def finish_request(self, request, client_address) -> None:
-        from sandbox.aws.ec2 import security_groups
-
-        listener = self.listener
-        if not security_groups.admits_client(listener.where, listener.lb_arn,
-                                             listener.address[1], client_address[0]):
-            return  # dropped by the balancer's security groups: no answer at all
-        if self.tls is not None:  # the handshake in the request's thread, not the accept loop
-            try:
-                request.settimeout(IDLE_TIMEOUT)
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
 
 
 def tls_context(where: tuple[str, str], certificate_arn: str) -> ssl.SSLContext:
@@ -213,55 +290,98 @@ def _in_memory(data: bytes):
         os.close(descriptor)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "awselb/2.0"
-    sys_version = ""
+def _send(request: Request, connection: targets.Connection, listener_port: int,
+          scheme: str = "http", drop_invalid: bool = False) -> http.client.HTTPResponse:
+    """The request to the target, its body streamed with the framing the balancer decided
+    (chunked, a length, or none); the target's response, its body not yet read."""
+    connection.putrequest(request.command, request.path, skip_host=True,
+                          skip_accept_encoding=True)
+    for key, value in _forwarded_headers(request, listener_port, scheme, drop_invalid):
+        try:
+            connection.putheader(key, value)
+        except ValueError:  # a name or value HTTP/1.1 cannot carry: never sent on
+            continue
+    connection.endheaders()
+    request.expect_continue()
+    chunked = request.head.chunked
+    for piece in request.body:
+        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+    if chunked:
+        connection.send(b"0\r\n\r\n")
+    return connection.getresponse()
 
-    def _serve(self) -> None:
-        self.server.listener.serve(self)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass
-
-
-def _send(request: _Handler, body: bytes, where: targets.Endpoint, listener_port: int,
-          scheme: str = "http", drop_invalid: bool = False):
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-               and not (drop_invalid and not VALID_HEADER.fullmatch(k))}
+def _forwarded_headers(request: Request, listener_port: int, scheme: str,
+                       drop_invalid: bool) -> list[tuple[str, str]]:
+    head = request.head
+    dropped = HOP_BY_HOP | FRAMING | head.dropped
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in dropped
+               and not (drop_invalid and not VALID_HEADER.fullmatch(k))]
+    if head.chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+    elif head.length is not None or request.command in ("POST", "PUT", "PATCH"):
+        headers.append(("Content-Length", str(head.length or 0)))
     client = request.client_address[0]
     forwarded = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
-    headers["X-Forwarded-Proto"] = scheme
-    headers["X-Forwarded-Port"] = str(listener_port)
-    headers.setdefault("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
-    connection = targets.Connection(where, IDLE_TIMEOUT)
-    try:
-        connection.request(request.command, request.path, body=body or None, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        kept = [(k, v) for k, v in response.getheaders()
-                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
-        return response.status, kept, payload
-    finally:
-        connection.close()
+    headers = [(k, v) for k, v in headers if k.lower() not in XFF]
+    headers += [("X-Forwarded-For", f"{forwarded}, {client}" if forwarded else client),
+                ("X-Forwarded-Proto", scheme), ("X-Forwarded-Port", str(listener_port))]
+    if request.headers.get("X-Amzn-Trace-Id") is None:
+        headers.append(("X-Amzn-Trace-Id",
+                        f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"))
+    return headers
 
 
-def _answer(request: _Handler, status: int, payload: bytes,
+def _relay(request: Request, response: http.client.HTTPResponse) -> None:
+    """The target's response to the client, its body a piece at a time: with its length when
+    the target gave one, else chunked (HTTP/1.1) or up to the connection's close."""
+    headers = [(k, v) for k, v in response.getheaders()
+               if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
+    bodiless = request.command == "HEAD" or response.status in (204, 304)
+    length = response.length
+    if request.head.version != "HTTP/1.1" and length is None and not bodiless:
+        request.close = True
+    if bodiless:
+        length = response.getheader("Content-Length")
+        headers += [("Content-Length", length)] if length is not None else []
+    elif length is not None:
+        headers.append(("Content-Length", str(length)))
+    elif not request.close:
+        headers.append(("Transfer-Encoding", "chunked"))
+    if request.close or not request.body.done:
+        request.close = True
+        headers.append(("Connection", "close"))
+    pending = _status_line(response.status, response.reason) + _header_lines(headers)
+    chunked = length is None and not request.close and not bodiless
+    while not bodiless and (piece := response.read(http1.PIECE)):
+        request.write(pending + (b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece))
+        pending = b""  # the head goes out with the first piece
+    request.write(pending + (b"0\r\n\r\n" if chunked else b""))
+
+
+def _status_line(status: int, reason: str | None = None) -> bytes:
+    reason = reason if reason is not None else http.client.responses.get(status, "")
+    return f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+
+
+def _header_lines(headers: list[tuple[str, str]]) -> bytes:
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return lines.encode("latin-1", errors="replace")
+
+
+def _answer(request: Request, status: int, payload: bytes,
             headers: list[tuple[str, str]] | None = None) -> None:
-    request.send_response(status)
-    for key, value in headers or []:
-        request.send_header(key, value)
-    request.send_header("Content-Length", str(len(payload)))
-    request.end_headers()
-    if request.command != "HEAD":
-        request.wfile.write(payload)
+    """The balancer's own answer (fixed responses, redirects, errors)."""
+    headers = [*(headers or []), ("Content-Length", str(len(payload)))]
+    if request.close or not request.body.done and request.head.has_body:
+        request.close = True
+        headers.append(("Connection", "close"))
+    request.write(_status_line(status) + _header_lines(headers)
+                  + (payload if request.command != "HEAD" else b""))
 
 
 # -- routing ---------------------------------------------------------------------------------
-def _route(listener, request: _Handler) -> list:
+def _route(listener, request: Request) -> list:
     rules = [r for r in listener.rules.values() if not getattr(r, "is_default", False)]
     rules.sort(key=lambda r: int(r.priority))
     for rule in rules:
@@ -286,7 +406,7 @@ def _values(condition: dict, config: str) -> list[str]:
     return list((condition.get(config) or {}).get("Values") or condition.get("Values") or [])
 
 
-def _matches(condition: dict, request: _Handler) -> bool:
+def _matches(condition: dict, request: Request) -> bool:
     field = condition.get("Field")
     parts = urlsplit(request.path)
     tests: dict[str, Callable[[], bool]] = {

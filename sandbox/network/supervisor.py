@@ -13,7 +13,7 @@ import sys
 import threading
 import traceback
 
-from sandbox.network import alarms, health, metrics, proxy, targets
+from sandbox.network import alarms, front, health, metrics, proxy, targets
 
 TICK = 0.2  # real seconds between rounds
 
@@ -24,6 +24,7 @@ class Network:
         self.metrics = metrics.Metrics()
         self.alarms = alarms.Evaluator()
         self.weighted = proxy.Weighted()
+        self.pool = front.Pool()  # the worker threads of every listener's requests
         self._counters: dict[str, itertools.count] = {}
         self._listeners: dict[str, proxy.Listener] = {}
         self._failed: set[tuple] = set()

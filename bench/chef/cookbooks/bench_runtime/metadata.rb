@@ -1,0 +1,6 @@
+name 'bench_runtime'
+maintainer 'Kiln'
+license 'MIT'
+description 'bench/foundation.py: a runtime the size of a JDK, unpacked as one is'
+version '1.0.0'
+chef_version '>= 15.0'
