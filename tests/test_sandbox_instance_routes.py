@@ -16,6 +16,7 @@ import boto3
 import paramiko
 import pytest
 
+from sandbox.machines import forward
 from sandbox.machines import instances as machines
 from tests.secret_reader import console, user_data
 from tests.test_sandbox_instances import base_image
@@ -104,3 +105,14 @@ def test_a_secret_is_read_only_over_a_route_the_vpc_gives(clean_sandbox, private
         [*machines.enter_command(clean_sandbox.state_dir, instance_id), "python3", "-c",
          REFUSALS], capture_output=True, text=True, timeout=30)
     assert refusals.stdout.split() == ["400", "400", "403", "401"], refusals.stderr[-500:]
+
+
+def test_a_requests_service_is_its_credential_scopes():
+    signed = (b"POST / HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"
+              b"20261207/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, "
+              b"Signature=abc\r\n\r\n")
+    presigned = (b"GET /repo/x.rpm?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEX"
+                 b"%2F20261207%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1\r\n\r\n")
+    assert forward.service_of(signed) == "secretsmanager"
+    assert forward.service_of(presigned) == "s3"
+    assert forward.service_of(b"GET /repo/repodata/repomd.xml HTTP/1.1\r\n\r\n") == "s3"
