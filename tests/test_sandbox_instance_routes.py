@@ -1,0 +1,118 @@
+"""sandbox/aws/ec2/routes.py and sandbox/machines/metadata.py: an instance reaches AWS's APIs only
+over a route its VPC gives it, with its instance profile's credentials from IMDSv2.
+
+One machine in a subnet whose route table sends 0.0.0.0/0 to an internet gateway, but without a
+public address (as a server group's instances are): its user data reads an SSM SecureString
+with the role's credentials and fails, for want of a route; once its VPC has an interface
+endpoint of SSM with private DNS, the same reader succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import boto3
+import paramiko
+import pytest
+
+from sandbox.machines import forward
+from sandbox.machines import instances as machines
+from tests.secret_reader import console, user_data
+from tests.test_sandbox_instances import base_image
+
+PARAMETER = "/routes/db-password"
+# Token requests IMDSv2 refuses, and a read with a token it never gave.
+REFUSALS = r'''
+import urllib.error, urllib.request
+def status(method, path, headers):
+    request = urllib.request.Request("http://169.254.169.254" + path, method=method,
+                                     headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=2).status
+    except urllib.error.HTTPError as error:
+        return error.code
+ttl = "X-aws-ec2-metadata-token-ttl-seconds"
+print(status("PUT", "/latest/api/token", {}),
+      status("PUT", "/latest/api/token", {ttl: "21601"}),
+      status("PUT", "/latest/api/token", {ttl: "60", "X-Forwarded-For": "203.0.113.9"}),
+      status("GET", "/latest/meta-data/", {"X-aws-ec2-metadata-token": "made-up"}))
+'''
+
+
+@pytest.fixture
+def private_instance(clean_sandbox):
+    """A running machine in a subnet routed to an internet gateway, with no public address."""
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+    boto3.client("ssm").put_parameter(Name=PARAMETER, Value="s3cr3t-value",
+                                      Type="SecureString")
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName="reader", PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "ssm:GetParameter",
+             "Resource": f"arn:aws:ssm:us-east-1:*:parameter{PARAMETER}"},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}))
+    iam.create_instance_profile(InstanceProfileName="reader")
+    iam.add_role_to_instance_profile(InstanceProfileName="reader", RoleName="reader")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24")["Subnet"]["SubnetId"]
+    gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
+    table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])[
+        "RouteTables"][0]["RouteTableId"]
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
+    key = paramiko.RSAKey.generate(2048)
+    ec2.import_key_pair(KeyName="routes", PublicKeyMaterial=f"ssh-rsa {key.get_base64()}")
+    instance = ec2.run_instances(
+        ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName="routes",
+        UserData=user_data(clean_sandbox.endpoint, PARAMETER),
+        IamInstanceProfile={"Name": "reader"},
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet,
+                            "AssociatePublicIpAddress": False}],
+        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"})["Instances"][0]
+    assert "PublicIpAddress" not in instance
+    return {"id": instance["InstanceId"], "vpc": vpc, "subnet": subnet, "ec2": ec2}
+
+
+def test_a_secret_is_read_only_over_a_route_the_vpc_gives(clean_sandbox, private_instance):
+    instance_id, ec2 = private_instance["id"], private_instance["ec2"]
+    output = console(clean_sandbox, instance_id)
+    # IMDSv2: a token-less read is refused, the role's credentials come with a token.
+    assert "imds: without a token 401" in output
+    assert f"imds: instance {instance_id}" in output
+    assert "imds: role reader Success ASIA" in output
+    # No public address, no NAT, no endpoint: the read fails and set -e stops the script.
+    assert "secret: read" not in output and "boot script done" not in output
+    assert "script part-001 failed" in output
+    forwarded = (machines.instance_dir(clean_sandbox.state_dir, instance_id)
+                 / "forward.log").read_text()
+    assert "no route to ssm's endpoint" in forwarded
+
+    ec2.create_vpc_endpoint(VpcId=private_instance["vpc"], VpcEndpointType="Interface",
+                            ServiceName="com.amazonaws.us-east-1.ssm",
+                            SubnetIds=[private_instance["subnet"]], PrivateDnsEnabled=True)
+    again = subprocess.run(
+        [*machines.enter_command(clean_sandbox.state_dir, instance_id), "sudo", "-n",
+         "python3", "/usr/local/bin/read-secret", clean_sandbox.endpoint, PARAMETER],
+        capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr[-1000:]
+    assert "secret: read, 12 characters" in again.stdout
+
+    refusals = subprocess.run(
+        [*machines.enter_command(clean_sandbox.state_dir, instance_id), "python3", "-c",
+         REFUSALS], capture_output=True, text=True, timeout=30)
+    assert refusals.stdout.split() == ["400", "400", "403", "401"], refusals.stderr[-500:]
+
+
+def test_a_requests_service_is_its_credential_scopes():
+    signed = (b"POST / HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"
+              b"20261207/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, "
+              b"Signature=abc\r\n\r\n")
+    presigned = (b"GET /repo/x.rpm?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEX"
+                 b"%2F20261207%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1\r\n\r\n")
+    assert forward.service_of(signed) == "secretsmanager"
+    assert forward.service_of(presigned) == "s3"
+    assert forward.service_of(b"GET /repo/repodata/repomd.xml HTTP/1.1\r\n\r\n") == "s3"
