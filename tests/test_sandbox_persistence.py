@@ -39,3 +39,21 @@ def test_an_unreadable_snapshot_is_kept_aside_and_said(tmp_path):
     assert not (tmp_path / persistence.SNAPSHOT).exists()
     assert (tmp_path / "aws-state.unreadable").read_bytes() == b"not a pickle"
     assert "could not be read" in persistence.summary(report)
+
+
+def test_the_snapshot_is_the_owners_alone_and_one_others_may_change_is_not_read(tmp_path):
+    """Unpickling a file runs what it says: a snapshot another user could have written is set
+    aside unread, and the server writes its own owner-only (it holds keys and objects)."""
+    path = tmp_path / persistence.SNAPSHOT
+    path.write_bytes(b"planted")
+    path.chmod(0o666)
+    report = persistence.restore(tmp_path)
+    assert report["unreadable"].startswith("PermissionError: aws-state.pickle is not the "
+                                           "sandbox's own"), report
+    assert (tmp_path / "aws-state.unreadable").read_bytes() == b"planted"
+    persistence._saver.update(dir=tmp_path)
+    try:
+        persistence.save()
+    finally:
+        persistence._saver.update(dir=None)
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -180,7 +180,9 @@ def save() -> None:
         data = _dumps()
     path = state_dir / SNAPSHOT
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
+    temporary.unlink(missing_ok=True)
+    # Owner-only: it holds keys' material, credentials and every object (see _load).
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -395,7 +397,12 @@ def restore(state_dir: Path) -> dict:
 
 
 def _load(path: Path) -> tuple[dict, dict]:
+    # Unpickling runs code: only a snapshot this user wrote and nobody else may change is read.
     with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise PermissionError(f"{path.name} is not the sandbox's own (owner uid "
+                                  f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}): not read")
         header = pickle.load(handle)
         if header.get("format") != FORMAT or header.get("moto") != _moto_version():
             raise ValueError(f"written by moto {header.get('moto')} (format "
