@@ -641,9 +641,10 @@ def status(aws, limit: int = 5) -> dict | None:
 
 def release_approval(aws, app: str, version: str, stage: str, approved: bool,
                      summary: str) -> str | None:
-    """Answer the pipeline's pending manual approval at `stage` of an execution of `version` once
-    Kiln recorded the decision (`invoke pipeline.approve` / `reject`); the pipeline's next action
-    reads that record. Nothing pending for the version, or no pipeline on CodePipeline: None."""
+    """Answer the pipeline's pending manual approval at `stage` of an execution of `version` (a
+    release id, X.Y.Z-R) once Kiln recorded the decision (`invoke pipeline.approve` / `reject`);
+    the pipeline's next action reads that record. Nothing pending for the version, or no
+    pipeline on CodePipeline: None."""
     name = deployed(aws, app)
     if name is None:
         return None
@@ -653,7 +654,7 @@ def release_approval(aws, app: str, version: str, stage: str, approved: bool,
         if found["stageName"] != stage:
             continue
         execution = (found.get("latestExecution") or {}).get("pipelineExecutionId")
-        if execution is None or _version_of(client, name, execution) != version:
+        if execution is None or _release_of(aws.settings, client, name, execution) != version:
             return None
         for action in found.get("actionStates", []):
             token = (action.get("latestExecution") or {}).get("token")
@@ -667,9 +668,17 @@ def release_approval(aws, app: str, version: str, stage: str, approved: bool,
     return None
 
 
-def _version_of(client, name: str, execution: str) -> str | None:
+def _release_of(settings, client, name: str, execution: str) -> str | None:
+    """The release (X.Y.Z-R) an execution takes through the stages: its KILN_VERSION as the
+    stages read it (`--version "$KILN_VERSION"`, X.Y.Z taking the manifest's iteration), so
+    that it compares with the release `invoke pipeline.approve --version X.Y.Z` decided on."""
+    from orchestrator.pipeline import release_id
+
     found = client.get_pipeline_execution(pipelineName=name, pipelineExecutionId=execution)
     for variable in found["pipelineExecution"].get("variables", []):
         if variable["name"] == VERSION_VARIABLE:
-            return variable["resolvedValue"]
+            try:
+                return release_id(settings, variable["resolvedValue"])
+            except KilnError:  # not a version: not the one decided on
+                return None
     return None

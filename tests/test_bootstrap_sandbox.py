@@ -169,3 +169,34 @@ def test_change_sets_give_outputs_tags_and_lists_parameter_changes(cfn):
                               Grantee="arn:aws:iam::444444444444:root")
     assert sorted((c["ResourceChange"]["Action"], c["ResourceChange"]["LogicalResourceId"])
                   for c in described["Changes"]) == [("Modify", "Group"), ("Modify", "Key")]
+
+
+CONDITIONAL = """
+Parameters:
+  Cidr: {Type: String, Default: ""}
+Conditions:
+  HasSubnet: !Not [!Equals [!Ref Cidr, ""]]
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties: {CidrBlock: 10.2.0.0/16}
+  Subnet:
+    Type: AWS::EC2::Subnet
+    Condition: HasSubnet
+    Properties: {VpcId: !Ref Vpc, CidrBlock: !Ref Cidr}
+"""
+
+
+def test_change_sets_leave_out_resources_whose_condition_is_false(cfn):
+    def listed(described) -> list:
+        return sorted((c["ResourceChange"]["Action"], c["ResourceChange"]["LogicalResourceId"])
+                      for c in described["Changes"])
+
+    created, described = change_set(cfn, "one", CONDITIONAL, "CREATE")
+    assert listed(described) == [("Add", "Vpc")]  # as on AWS: no Subnet to create
+    cfn.execute_change_set(ChangeSetName=created)
+    added, described = change_set(cfn, "two", CONDITIONAL, "UPDATE", Cidr="10.2.1.0/24")
+    assert listed(described) == [("Add", "Subnet")]
+    cfn.execute_change_set(ChangeSetName=added)
+    _, described = change_set(cfn, "three", CONDITIONAL, "UPDATE", Cidr="")
+    assert listed(described) == [("Remove", "Subnet")]

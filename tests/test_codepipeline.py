@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
+import boto3
 import pytest
 import yaml
 
@@ -177,3 +179,58 @@ def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox
     assert "  ▶ image (image, gate passed): not run; refused: commit not passed" in \
         dry.stderr.splitlines(), dry.stderr
     assert "    commit (commit, gate passed): not run" in dry.stderr.splitlines()
+
+
+def wait_for(check, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_the_generated_pipeline_runs_in_the_sandbox_to_its_approval(clean_sandbox, kiln_settings,
+                                                                     run_invoke):
+    """bootstrap's stack kiln-pipeline-<app> runs: the execution of KILN_VERSION 1.1.0 waits at
+    its manual approval, which `invoke pipeline.approve --version 1.1.0` answers, and
+    `invoke pipeline.status` reads the live pipeline. (The stage's build, which installs Kiln,
+    is not run to its end here.)"""
+    config = engine_config()
+    config["apps"][APP]["pipeline"].update(
+        stages=[{"name": "approval", "action": "approval"}],
+        # The default, the artifact bucket, takes TLS only; the sandbox's endpoint is HTTP.
+        source={"kind": "s3", "bucket": "hello-web-source"})
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="hello-web-source")
+    s3.put_bucket_versioning(Bucket="hello-web-source",
+                             VersioningConfiguration={"Status": "Enabled"})
+    settings = kiln_settings(**config)
+    codepipeline.register(settings)
+    bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                  parts=("build", f"pipeline-{APP}"))
+    s3.put_object(Bucket="hello-web-source", Key=f"source/{APP}.zip",
+                  Body=b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
+    started = pipelines.start_pipeline_execution(name=name, variables=[
+        {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
+
+    def approve_state() -> dict:
+        stage = pipelines.get_pipeline_state(name=name)["stageStates"][1]
+        return stage["actionStates"][0].get("latestExecution") or {}
+
+    wait_for(lambda: approve_state().get("token"), "the manual approval")
+    approved = run_invoke("pipeline.approve", "--version", "1.1.0", overrides=config, check=True)
+    assert f"pipeline {name}: approval at stage approval answered" in approved.stderr
+    assert approve_state()["status"] == "Succeeded"
+    assert approve_state()["summary"] == \
+        "1.1.0-1 approved by arn:aws:iam::123456789012:user/kiln-operator"
+    shown = run_invoke("pipeline.status", "--json", overrides=config, check=True)
+    pipelines.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=started,
+                                      abandon=True, reason="the test ends here")
+    live = json.loads(shown.stdout)
+    assert live["engine"] == "codepipeline" and live["pipeline"] == name
+    assert live["stages"][1]["actions"][0] == {
+        "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
+    assert [e["status"] for e in live["executions"]] == ["InProgress", "Failed"]

@@ -298,3 +298,39 @@ def test_a_new_source_version_starts_a_polling_pipeline_whose_role_is_checked(pi
     [project] = boto3.client("codebuild").batch_get_projects(names=[outputs["Project"]])[
         "projects"]
     assert "echo changed" in project["source"]["buildspec"]
+
+
+def test_pipeline_variables_and_action_namespaces_resolve(pipelines):
+    """No machine: a V2 pipeline's variables (a default, or the value StartPipelineExecution
+    gives) and a source action's output variables resolve in a later action's configuration."""
+    cfn, s3 = boto3.client("cloudformation"), boto3.client("s3")
+    body = json.loads(template("true"))
+    shape = body["Resources"]["Pipeline"]["Properties"]
+    shape.update({"PipelineType": "V2", "Variables": [
+        {"Name": "KILN_VERSION", "DefaultValue": "1.0.0"}]})
+    shape["Stages"][0]["Actions"][0]["Namespace"] = "source"
+    shape["Stages"][1:2] = []  # no build: the approval follows the source
+    shape["Stages"][1]["Actions"][0]["Configuration"]["CustomData"] = \
+        "release #{variables.KILN_VERSION} of #{source.ObjectKey}"
+    cfn.create_stack(StackName="kiln-pipeline-demo", TemplateBody=json.dumps(body),
+                     Capabilities=["CAPABILITY_IAM"])
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(
+        StackName="kiln-pipeline-demo")["Stacks"][0]["Outputs"]}
+    name = outputs["Pipeline"]
+    s3.put_object(Bucket=outputs["Source"], Key="app.zip", Body=b"PK\x05\x06" + b"\0" * 18)
+
+    given = pipelines.start_pipeline_execution(
+        name=name, variables=[{"name": "KILN_VERSION", "value": "2.1.0"}])["pipelineExecutionId"]
+    assert execution(pipelines, name, given)["variables"] == [
+        {"name": "KILN_VERSION", "resolvedValue": "2.1.0"}]
+    wait_for(lambda: action_state(pipelines, name, "Release", "Approve").get(
+        "latestExecution", {}).get("token"), "the approval")
+    [approve] = [a for a in pipelines.list_action_executions(
+        pipelineName=name, filter={"pipelineExecutionId": given})["actionExecutionDetails"]
+        if a["actionName"] == "Approve"]
+    assert approve["input"]["resolvedConfiguration"]["CustomData"] == "release 2.1.0 of app.zip"
+    assert approve["input"]["configuration"]["CustomData"].startswith("release #{variables.")
+
+    defaulted = pipelines.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    assert execution(pipelines, name, defaulted)["variables"] == [
+        {"name": "KILN_VERSION", "resolvedValue": "1.0.0"}]

@@ -407,8 +407,11 @@ def _diff(self):
     from moto.cloudformation.models import Change
 
     resource_map = self.stack.resource_map
-    old = {name: _normal(body) for name, body in resource_map._resource_json_map.items()}
-    new = self.template_dict.get("Resources", {})
+    # As on AWS, a resource whose Condition is false is not there: never listed as added, and
+    # listed as removed when its Condition turns false (moto listed them all).
+    old = _present(self.stack, resource_map._template, resource_map.input_parameters)
+    old = {name: _normal(body) for name, body in old.items()}
+    new = _present(self.stack, self.template_dict, self.parameters or {})
     changes = [Change("Add", name, new[name]["Type"]) for name in new if name not in old]
     changed = {p for p, v in (self.parameters or {}).items()
                if resource_map.input_parameters.get(p) != v}
@@ -418,6 +421,23 @@ def _diff(self):
             changes.append(Change("Modify", name, new[name]["Type"]))
     changes += [Change("Remove", name, old[name]["Type"]) for name in old if name not in new]
     return changes
+
+
+def _present(stack, template: dict, parameters: dict) -> dict:
+    """The template's resources whose Condition, if any, is true with these parameters."""
+    from moto.cloudformation.parsing import ResourceMap
+
+    template = template or {}
+    resources = template.get("Resources", {})
+    if not template.get("Conditions"):
+        return dict(resources)
+    found = ResourceMap(stack.stack_id, stack.name, dict(parameters), {}, stack.region_name,
+                        stack.account_id, template, None)
+    found.load_mapping()
+    found.load_parameters()
+    found.load_conditions()
+    return {name: body for name, body in resources.items()
+            if "Condition" not in body or found.lazy_condition_map[body["Condition"]]}
 
 
 def _finish_stack(backend, stack, change_set) -> None:

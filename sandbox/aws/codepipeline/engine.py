@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import secrets
 import sys
 import threading
@@ -34,6 +35,7 @@ TICK = 0.02  # real seconds between looks at what an execution waits for
 TRANSITION_SECONDS = 1.0  # AWS seconds from one stage to the next
 APPROVAL_DAYS = 7  # an approval not answered within this fails, as on AWS
 BUILD_ACTIONS = {("Build", "AWS", "CodeBuild"), ("Test", "AWS", "CodeBuild")}
+REFERENCE = re.compile(r"#\{([A-Za-z0-9@\-_]+)\.([A-Za-z0-9@\-_]+)\}")  # #{namespace.name}
 
 
 def now() -> datetime.datetime:
@@ -62,6 +64,7 @@ class ActionRun:
     variables: dict = field(default_factory=dict)
     updated_by: str | None = None
     revision: str | None = None
+    resolved: dict = field(default_factory=dict)  # its configuration, variables resolved
 
     def end(self, status: str, summary: str | None = None, error: str | None = None) -> None:
         with LOCK:
@@ -120,6 +123,9 @@ class Execution:
         self.state = state(pipeline)
         self.artifacts: dict[str, tuple[str, str]] = {}  # name -> (bucket, key)
         self.stop_mode: str | None = None  # "abandon" or "finish"
+        # What `#{namespace.name}` resolves to: the pipeline's variables, then the output
+        # variables of each action with a namespace once it succeeded.
+        self.namespaces = {"variables": {v["name"]: v["value"] for v in execution.variables}}
 
     def start(self) -> None:
         self._set_status("InProgress")
@@ -203,17 +209,35 @@ class Execution:
         run = ActionRun(self.id, stage, action, self.definition.get("version", 1))
         run.inputs = [(a["name"], *self.artifacts.get(a["name"], ("", "")))
                       for a in action.get("inputArtifacts") or []]
+        run.resolved = {key: self._resolve(value)
+                        for key, value in (action.get("configuration") or {}).items()}
         with LOCK:
             self.state.actions[(stage, action["name"])] = run
             self.state.runs.append(run)
         return run
 
+    def _resolve(self, value):
+        """A configuration value with its variables resolved; one that names no variable of
+        this execution stays as it is and fails the action (_run_action)."""
+        if not isinstance(value, str):
+            return value
+
+        def found(match) -> str:
+            return str(self.namespaces.get(match[1], {}).get(match[2], match[0]))
+
+        return REFERENCE.sub(found, value)
+
     # -- actions -----------------------------------------------------------------------------
     def _run_action(self, run: ActionRun) -> None:
         kind = run.action["actionTypeId"]
         key = (kind["category"], kind["owner"], kind["provider"])
+        unresolved = [m[0] for v in run.resolved.values() if isinstance(v, str)
+                      for m in REFERENCE.finditer(v)]
         try:
-            if key == ("Source", "AWS", "S3"):
+            if unresolved:
+                run.end("Failed", error=f"Unable to resolve the variables {', '.join(unresolved)} "
+                        f"in the action configuration")
+            elif key == ("Source", "AWS", "S3"):
                 self._source_s3(run)
             elif key in BUILD_ACTIONS:
                 self._codebuild(run)
@@ -227,9 +251,12 @@ class Execution:
             run.end("Abandoned")
         except Exception as error:  # noqa: BLE001 - the action fails, the server goes on
             run.end("Failed", error=f"sandbox fault: {error}")
+        if run.status == "Succeeded" and run.action.get("namespace"):
+            with LOCK:
+                self.namespaces[run.action["namespace"]] = dict(run.variables)
 
     def _source_s3(self, run: ActionRun) -> None:
-        config = run.action.get("configuration") or {}
+        config = run.resolved
         bucket, key = config["S3Bucket"], config["S3ObjectKey"]
         role = self._role(run)
         found = service_role.read_object(role, self._session(), self.backend.region_name,
@@ -246,7 +273,7 @@ class Execution:
     def _codebuild(self, run: ActionRun) -> None:
         from moto.codebuild.models import codebuild_backends
 
-        config = run.action.get("configuration") or {}
+        config = run.resolved
         project = config["ProjectName"]
         region, account = self.backend.region_name, self.backend.account_id
         project_arn = f"arn:aws:codebuild:{region}:{account}:project/{project}"
@@ -297,7 +324,7 @@ class Execution:
                 f"{context.get('message')}")
 
     def _approval(self, run: ActionRun) -> None:
-        config = run.action.get("configuration") or {}
+        config = run.resolved
         run.token = str(uuid.uuid4())
         topic = config.get("NotificationArn")
         if topic:

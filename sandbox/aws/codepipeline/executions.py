@@ -89,12 +89,21 @@ def _start(moto):
         execution_id = moto(backend, name, variables)
         pipeline = backend.pipelines[name]
         record = pipeline.executions[execution_id]
+        record.variables = _variables(pipeline, variables)
         record.trigger = {"triggerType": trigger, "triggerDetail": _caller_arn(None)}
         record.sandbox_run = Execution(backend, pipeline, record)
         record.sandbox_run.start()
         return execution_id
 
     return start_pipeline_execution
+
+
+def _variables(pipeline, given: list[dict] | None) -> list[dict]:
+    """The execution's pipeline variables: each declared one, its default unless given."""
+    declared = pipeline.pipeline.get("variables") or []
+    values = {v["name"]: v.get("defaultValue", "") for v in declared}
+    values.update({v["name"]: v["value"] for v in given or []})
+    return [{"name": name, "value": value} for name, value in values.items()]
 
 
 _CREATING = threading.local()
@@ -352,7 +361,7 @@ def _detail(pipeline, run) -> dict:
         "status": run.status,
         "input": {"actionTypeId": action["actionTypeId"],
                   "configuration": action.get("configuration") or {},
-                  "resolvedConfiguration": action.get("configuration") or {},
+                  "resolvedConfiguration": run.resolved,
                   "roleArn": action.get("roleArn") or pipeline.pipeline["roleArn"],
                   "region": action.get("region") or region,
                   "inputArtifacts": [_artifact(a) for a in run.inputs]},
