@@ -15,6 +15,7 @@ PATCHES: list[str] = [
     "ec2.image_sharing",
     "ec2.image_deprecation",
     "ec2.run_instances",
+    "ec2.routes",  # what an instance reaches of AWS follows its VPC's routes
     "ec2.console_output",
     "ec2.instance_states",
     "ec2.base_images",

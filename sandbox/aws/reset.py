@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox.aws import seams
-from sandbox.aws.ec2 import machine_images
+from sandbox.aws.ec2 import instance_metadata, machine_images
 from sandbox.machines import ssh_access
 
 
@@ -24,6 +24,7 @@ def apply(state_dir: Path) -> None:
 def _reset(moto, state_dir: Path):
     def reset(backend, *args, **kwargs):
         result = moto(backend, *args, **kwargs)
+        instance_metadata.stop_all()
         ssh_access.forget_all(state_dir)
         machine_images.forget_all(state_dir)
         return result

@@ -216,6 +216,8 @@ def _network(root: str, spec: dict) -> None:
             start.write("0\n")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "addr", "add", f"{spec['address']}/32", "dev", "lo"], check=True)
+    # Where its instance metadata service answers (sandbox.machines.metadata), as on EC2.
+    subprocess.run(["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"], check=True)
 
 
 def _devices(root: str, owner: str) -> None:

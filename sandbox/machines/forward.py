@@ -1,23 +1,37 @@
 """The one way out of a sandbox instance's network namespace: to the sandbox's own endpoint.
 
-    python -m sandbox.machines.forward INIT_PID PORT [PORT…]
+    python -m sandbox.machines.forward [--routes=FILE] INIT_PID PORT [PORT…]
 
 Listens on 127.0.0.1:PORT inside the namespace of process INIT_PID (the instance's init) and
 copies each connection to 127.0.0.1:PORT outside it, where the sandbox's moto server (its S3, the
 Kiln repository) listens, or a proxy in front of it that the sandbox was told of. Nothing else
 leaves the instance: its namespace has no other route.
+
+With `--routes`, a JSON file the sandbox's EC2 wrote (sandbox.aws.ec2.routes: {"internet": bool,
+"services": [...]}), a request goes through only when the instance's VPC gives it a route to its
+service (the signing name in its credential scope; an unsigned request is S3's); any other is
+closed unanswered, as a connection with no route fails, and logged. The file is read for each
+connection: the sandbox rewrites it when the instance's routes change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import re
 import socket
 import sys
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
+HEADER_WAIT = 5  # seconds a client may take to send its request line and headers
+# The service a SigV4 request is for: its credential scope's, in the header or the query.
+_SCOPE = re.compile(rb"Credential=[^/\s]+/\d{8}/[^/\s]*/([a-z0-9-]+)/aws4_request", re.I)
+_QUERY_SCOPE = re.compile(rb"X-Amz-Credential=[^&\s]+?(?:/|%2F)\d{8}(?:/|%2F)[^/%\s]*"
+                          rb"(?:/|%2F)([a-z0-9-]+)(?:/|%2F)aws4_request", re.I)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -75,22 +89,67 @@ def pipe(source: socket.socket, sink: socket.socket) -> None:
                 end.shutdown(socket.SHUT_RDWR)
 
 
-def serve(server: socket.socket, port: int) -> None:
+def service_of(head: bytes) -> str:
+    """The AWS service a request's head is for: its SigV4 scope's, else S3 (unsigned)."""
+    found = _SCOPE.search(head) or _QUERY_SCOPE.search(head)
+    return found.group(1).decode().lower() if found else "s3"
+
+
+def peek_head(inside: socket.socket) -> bytes:
+    """The request's line and headers, left unread for the connection's copy."""
+    inside.settimeout(HEADER_WAIT)
+    deadline = time.monotonic() + HEADER_WAIT
+    head = b""
+    while time.monotonic() < deadline:
+        head = inside.recv(65536, socket.MSG_PEEK)
+        if not head or b"\r\n\r\n" in head or len(head) >= 65536:
+            break
+        time.sleep(0.01)
+    inside.settimeout(None)
+    return head
+
+
+def routed(routes: str | None, head: bytes) -> str | None:
+    """None when the instance has a route to the request's service; else that service."""
+    if not routes:
+        return None
+    try:
+        with open(routes) as file:
+            reach = json.load(file)
+    except (OSError, ValueError):
+        return None  # not an EC2 instance's (a build's machine): AWS's network, open
+    service = service_of(head)
+    return None if reach.get("internet") or service in reach.get("services", []) else service
+
+
+def connection(inside: socket.socket, port: int, routes: str | None) -> None:
+    try:
+        refused = routed(routes, peek_head(inside)) if routes else None
+        if refused:
+            print(f"forward: no route to {refused}'s endpoint: no public address with an "
+                  f"internet gateway, no NAT gateway, no VPC endpoint of it", flush=True)
+            inside.close()
+            return
+        outside = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError:
+        inside.close()
+        return
+    outside.settimeout(None)
+    for source, sink in ((inside, outside), (outside, inside)):
+        threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+
+def serve(server: socket.socket, port: int, routes: str | None = None) -> None:
     while True:
         inside, _ = server.accept()
-        try:
-            outside = socket.create_connection(("127.0.0.1", port), timeout=10)
-        except OSError:
-            inside.close()
-            continue
-        outside.settimeout(None)
-        for source, sink in ((inside, outside), (outside, inside)):
-            threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+        threading.Thread(target=connection, args=(inside, port, routes), daemon=True).start()
 
 
 if __name__ == "__main__":
-    init_pid, ports = int(sys.argv[1]), [int(port) for port in sys.argv[2:]]
+    args = sys.argv[1:]
+    routes_file = args.pop(0).split("=", 1)[1] if args[0].startswith("--routes=") else None
+    init_pid, ports = int(args[0]), [int(port) for port in args[1:]]
     servers = [(listener(init_pid, port), port) for port in ports]
     for server, port in servers[1:]:
-        threading.Thread(target=serve, args=(server, port), daemon=True).start()
-    serve(*servers[0])
+        threading.Thread(target=serve, args=(server, port, routes_file), daemon=True).start()
+    serve(*servers[0], routes_file)

@@ -86,9 +86,10 @@ def running(state_dir: str | Path, instance_id: str) -> bool:
 
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
            sandbox_ports=(), provides=(), chef_solo: str | None = None,
-           user_data: bytes | None = None) -> Path:
+           user_data: bytes | None = None, routes: dict | None = None) -> Path:
     """Start the instance from `layers` over the base image, its user data handed to its
-    cloud-init; its directory."""
+    cloud-init; its directory. `routes` (sandbox.aws.ec2.routes.reach): the AWS services its
+    VPC lets it reach; None: all (a machine outside any VPC, a build's)."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
     images.private(instances_dir(state))  # its writable layer, a bake's staging dir in it
@@ -111,11 +112,13 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     meta = {"address": address, "starter_pid": starter.pid, "names": {"starter_pid": "unshare"}}
     _save(world, meta)
+    if routes is not None:
+        write_routes(state, instance_id, routes)
     pid = _wait_for_init(starter, world)
     meta["init_pid"], meta["names"]["init_pid"] = pid, "systemd"
     _save(world, meta)
     if sandbox_ports:
-        meta["forward_pid"] = _forward(world, pid, sandbox_ports)
+        meta["forward_pid"] = _forward(world, pid, sandbox_ports, routes is not None)
         meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
         _save(world, meta)
     return world
@@ -175,9 +178,18 @@ def _comm(pid: int) -> str | None:
         return None
 
 
-def _forward(world: Path, pid: int, ports) -> int:
+def write_routes(state_dir: str | Path, instance_id: str, routes: dict) -> None:
+    """What the instance's way out admits from now on (read for each connection)."""
+    path = instance_dir(state_dir, instance_id) / "routes.json"
+    path.with_suffix(".tmp").write_text(json.dumps(routes))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _forward(world: Path, pid: int, ports, routed: bool) -> int:
     with open(world / "forward.log", "ab") as log:
-        argv = [sys.executable, "-m", "sandbox.machines.forward", str(pid), *map(str, ports)]
+        check = [f"--routes={world / 'routes.json'}"] if routed else []
+        argv = [sys.executable, "-m", "sandbox.machines.forward", *check, str(pid),
+                *map(str, ports)]
         process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
     return process.pid

@@ -117,14 +117,18 @@ def overlay(settings, state_dir: str | Path | None = None):
 # -- instances, called inside the moto server -----------------------------------------------
 def launch(state_dir: str | Path, instance_id: str, address: str,
            public_key: str | None = None, layers=(), user_data: bytes | None = None,
-           ssh_from: list[str] | tuple = ()) -> Path:
+           ssh_from: list[str] | tuple = (), routes: dict | None = None,
+           on_boot=None) -> Path:
     """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it, from the
-    addresses in `ssh_from` (CIDRs its security groups admit on port 22)."""
+    addresses in `ssh_from` (CIDRs its security groups admit on port 22). `routes`: what of
+    AWS it reaches (instances.launch); `on_boot()` runs once it has booted."""
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
                             sandbox_ports=host["sandbox_ports"], provides=host["provides"],
-                            chef_solo=host["chef_solo"], user_data=user_data)
+                            chef_solo=host["chef_solo"], user_data=user_data, routes=routes)
+    if on_boot:
+        on_boot()
     if public_key:
         with _keys(state_dir) as lines:
             lines[:] = [line for line in lines if not _belongs(line, instance_id)]
@@ -144,12 +148,14 @@ def readmit(state_dir: str | Path, instance_id: str, ssh_from: list[str] | tuple
 
 
 def launch_later(state_dir: str | Path, instance_id: str, address: str, layers=(),
-                 user_data: bytes | None = None) -> None:
+                 user_data: bytes | None = None, routes: dict | None = None,
+                 on_boot=None) -> None:
     """Start the instance in the background, as EC2 boots one while RunInstances has returned
     and it is pending (no key: nobody logs into it, it runs what its image and user data say)."""
     def boot() -> None:
         try:
-            launch(state_dir, instance_id, address, layers=layers, user_data=user_data)
+            launch(state_dir, instance_id, address, layers=layers, user_data=user_data,
+                   routes=routes, on_boot=on_boot)
         except Exception as error:  # noqa: BLE001 - reported: a failed boot must not end the server
             print(f"sandbox: instance {instance_id} did not boot: {error}", file=sys.stderr,
                   flush=True)

@@ -23,3 +23,19 @@ def network_settings(backend, kwargs: dict) -> None:
             kwargs["associate_public_ip"] = str(public).lower() == "true"
         if nic.get("Groups") and not kwargs.get("security_group_ids"):
             kwargs["security_group_ids"] = list(nic["Groups"])
+        if data.get("MetadataOptions") and not kwargs.get("metadata_options"):
+            kwargs["metadata_options"] = dict(data["MetadataOptions"])
+
+
+def instance_profile(backend, kwargs: dict, instance) -> None:
+    """The launch template's IamInstanceProfile, associated with an instance launched from it
+    (moto's RunInstances associates only a profile the request itself names)."""
+    if not kwargs.get("launch_template") or instance.id in \
+            backend.iam_instance_profile_associations:
+        return
+    data = backend._get_template_from_args(kwargs["launch_template"]).data
+    profile = data.get("IamInstanceProfile") or {}
+    if profile.get("Arn") or profile.get("Name"):
+        backend.associate_iam_instance_profile(
+            instance_id=instance.id, iam_instance_profile_arn=profile.get("Arn"),
+            iam_instance_profile_name=profile.get("Name"))

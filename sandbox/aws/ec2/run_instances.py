@@ -20,7 +20,7 @@ import base64
 from pathlib import Path
 
 from sandbox.aws import seams
-from sandbox.aws.ec2 import launch_templates, security_groups
+from sandbox.aws.ec2 import instance_metadata, launch_templates, routes, security_groups
 from sandbox.machines import images, ssh_access
 
 PUBLIC_IP = "127.0.0.1"
@@ -53,8 +53,12 @@ def _run(run_instances, state_dir: Path):
         reservation = run_instances(backend, image_id, count, user_data, security_group_names,
                                     **kwargs)
         for instance in reservation.instances:
+            launch_templates.instance_profile(backend, kwargs, instance)
             layers = images.stack(state_dir, instance.image_id)
             script = _user_data(instance)
+            # What of AWS it reaches, and its metadata service once it has booted.
+            network = {"routes": routes.reach(backend, instance),
+                       "on_boot": _serve_metadata(state_dir, backend, instance.id)}
             if instance.key_name:
                 key = backend.key_pairs.get(instance.key_name)
                 admitted = key.public_key if key is not None and _baked(key) else None
@@ -62,18 +66,22 @@ def _run(run_instances, state_dir: Path):
                 ssh_access.launch(state_dir, instance.id, instance.private_ip_address,
                                  public_key=admitted, layers=layers or (), user_data=script,
                                  ssh_from=security_groups.ssh_sources(state_dir, backend,
-                                                                      instance))
+                                                                      instance), **network)
             elif layers:
                 # An image that holds a machine (a bake's), launched by Auto Scaling, say: it
                 # boots while pending, and runs its enabled units and its user data.
                 images.launched(state_dir, instance.id, instance.image_id)
                 ssh_access.launch_later(state_dir, instance.id, instance.private_ip_address,
-                                       layers=layers, user_data=script)
+                                       layers=layers, user_data=script, **network)
             # Any other instance nobody logs into, of an image with no machine in it (one
             # RegisterImage made), has nothing to run: no machine behind it.
         return reservation
 
     return wrapper
+
+
+def _serve_metadata(state_dir: Path, backend, instance_id: str):
+    return lambda: instance_metadata.start(state_dir, backend, instance_id)
 
 
 def _user_data(instance) -> bytes | None:
@@ -104,6 +112,7 @@ def _after_create_key(create_key_pair):
 def _after_terminate(terminate, state_dir: Path):
     def wrapper(instance, *args, **kwargs):
         previous = terminate(instance, *args, **kwargs)
+        instance_metadata.stop(instance.id)
         ssh_access.terminate(state_dir, instance.id)
         return previous
 
