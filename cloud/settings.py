@@ -263,6 +263,7 @@ SCHEMA: dict = {
         "instance_type": S,
         "port": N(1),
         "load_balancer": B,
+        "egress": C("endpoints", "nat", "public"),
         "capacity": {"desired": N(1), "max": N(1)},
         "canary": {
             "percent": N(1),

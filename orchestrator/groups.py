@@ -153,8 +153,10 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
         "ImageId": image.id, "InstanceType": instance_type,
         "IamInstanceProfile": {"Arn": env.instance_profile_arn},
         # Only the load balancer (if any) reaches the instances: no public IP, whatever the
-        # subnet maps.
-        "NetworkInterfaces": [{"DeviceIndex": 0, "AssociatePublicIpAddress": False,
+        # subnet maps, unless kiln.deploy.egress says the instances reach AWS's APIs over one
+        # (their security group still admits nothing but the load balancer).
+        "NetworkInterfaces": [{"DeviceIndex": 0,
+                               "AssociatePublicIpAddress": env.settings.deploy.egress == "public",
                                "Groups": [env.security_group_id]}],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "HttpPutResponseHopLimit": 1},

@@ -58,7 +58,7 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
             "CertificateArn": certificate(deploy, place.region, account_id, place.where)
             if balanced else "",
             "SslPolicy": deploy.listener.ssl_policy,
-            "InstancePort": str(deploy.port),
+            "InstancePort": str(deploy.port), "Egress": deploy.egress,
             "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
 
 

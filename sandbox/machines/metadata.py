@@ -37,7 +37,8 @@ MAX_TTL = 21600
 class Service:
     def __init__(self, server: ThreadingHTTPServer):
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True,
+        # A short poll: ending the service (with its instance) waits for the loop to notice.
+        self.thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True,
                                        name="instance-metadata")
         self.thread.start()
 

@@ -112,8 +112,8 @@ def _after_create_key(create_key_pair):
 def _after_terminate(terminate, state_dir: Path):
     def wrapper(instance, *args, **kwargs):
         previous = terminate(instance, *args, **kwargs)
-        instance_metadata.stop(instance.id)
         ssh_access.terminate(state_dir, instance.id)
+        instance_metadata.stop(instance.id)
         return previous
 
     return wrapper
