@@ -26,6 +26,7 @@ PATCHES: list[str] = [
     "timing",
     "cloudformation.stacks",
     "cloudformation.rollback",
+    "cloudformation.conditions",  # !Condition inside !And, !Or, !Not
     "cloudformation.listener_actions",
     "cloudwatch.statistics",
     "elbv2.listeners",
