@@ -115,6 +115,12 @@ def checked_worker(clean_sandbox, kiln_settings, heartbeat_timeout: int):
         "health": health}}}})))
 
 
+def autoscaling_endpoints(daws) -> list[str]:
+    """The environment's interface endpoints of Auto Scaling: the instances' way to answer."""
+    found = admin_of(daws).client("ec2", daws.region).describe_vpc_endpoints()["VpcEndpoints"]
+    return [e["ServiceName"] for e in found if e["ServiceName"].endswith(".autoscaling")]
+
+
 def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
         clean_sandbox, kiln_settings):
     import threading
@@ -148,6 +154,7 @@ def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
                                           LifecycleActionResult="CONTINUE")
     deploy.join(60)
     assert done.get("result") == "ok"
+    assert autoscaling_endpoints(daws) == ["com.amazonaws.us-east-1.autoscaling"]
     template = admin_of(daws).client("ec2").describe_launch_template_versions(
         LaunchTemplateName="worker-v001")["LaunchTemplateVersions"][0]
     script = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
@@ -183,3 +190,4 @@ def test_the_instance_role_answers_launch_hooks_of_its_cluster_only(worker):
         assert not allowed(policies, action, group.format(account, "billing-v001"))
     assert not allowed(policies, "autoscaling:SetDesiredCapacity",
                        group.format(account, "worker-v007"))
+    assert autoscaling_endpoints(daws) == []  # no health command: no endpoint to pay for
