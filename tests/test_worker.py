@@ -163,6 +163,43 @@ def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
             f"--lifecycle-hook-name {HOOK}") in script
 
 
+def test_a_worker_whose_health_command_fails_fails_its_deploy_naming_the_instance(
+        clean_sandbox, kiln_settings):
+    import threading
+
+    aws, daws = checked_worker(clean_sandbox, kiln_settings, 3600)
+    make_image(daws, "1.0.0", app="worker")
+    failed = {}
+
+    def deploy():
+        try:
+            operations.deploy(aws, version="1.0.0")
+        except Exception as error:  # noqa: BLE001 - the test reads it below
+            failed["error"] = error
+
+    running = threading.Thread(target=deploy)
+    running.start()
+    scaling = admin_of(daws).client("autoscaling")
+    deadline = time.monotonic() + 30
+    held = []
+    while not held and time.monotonic() < deadline and running.is_alive():
+        groups = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=["worker-v001"])[
+            "AutoScalingGroups"]
+        held = [i["InstanceId"] for g in groups for i in g["Instances"]
+                if i["LifecycleState"] == "Pending:Wait"]
+        time.sleep(0.05)
+    assert held, "the group's instances never waited for their hook"
+    # as the boot script does when every try of the command has failed
+    scaling.complete_lifecycle_action(AutoScalingGroupName="worker-v001", LifecycleHookName=HOOK,
+                                      InstanceId=held[0], LifecycleActionResult="ABANDON")
+    running.join(60)
+    assert (f"server group worker-v001: instance {held[0]} failed its health command "
+            "(kiln.deploy.health.command)") in str(failed.get("error"))
+    final = {g["name"]: (g["state"], g["desired"])
+             for g in operations.status(aws)["server_groups"]}
+    assert final == {"worker-v001": ("failed", 0)}
+
+
 def test_a_worker_whose_health_command_never_answers_fails_its_deploy(
         clean_sandbox, kiln_settings):
     aws, daws = checked_worker(clean_sandbox, kiln_settings, 30)  # abandoned after 0.06 s

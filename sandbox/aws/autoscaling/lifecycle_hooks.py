@@ -32,7 +32,7 @@ from sandbox.aws import seams
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 GLOBAL_TIMEOUT = 172800  # AWS seconds
-TICK = 0.1  # real seconds between two looks for expired heartbeats
+TICK = 0.2  # real seconds between two looks for expired heartbeats
 _lock = threading.RLock()
 _stop = threading.Event()
 
