@@ -25,6 +25,9 @@ def _extensions(config=None):
 
     if config is not None:
         orchestrator.stack.register_clusters(config)
+        import orchestrator.codepipeline  # adds kiln-pipeline-<app> for apps on CodePipeline
+
+        orchestrator.codepipeline.register(config)
 
 
 # -- sandbox --------------------------------------------------------------------------------
@@ -45,7 +48,7 @@ def sandbox_up(c):
 
 @kiln_task
 def sandbox_down(c):
-    """Stop the sandbox; its AWS state is lost."""
+    """Stop the sandbox; its AWS state is kept for the next `sandbox.up` (docs/sandbox.md)."""
     stopped = _sandbox(c).down()
     say("sandbox: stopped" if stopped else "sandbox: was not running")
 
@@ -623,17 +626,23 @@ ns.add_collection(env_tasks)
                "version (the app manifest's release: what the commit stage packages)",
     "from": "start at this stage (the stages before it must have passed for the version)",
     "to": "stop after this stage",
+    "stage": "run this one stage (--from STAGE --to STAGE): what a CI job per stage runs",
     "dry_run": "print each stage, what it has recorded for the version and what would run",
     "override": "run a stage whose earlier stages have not passed (the override is recorded)",
     "json": "print the stages' outcomes as JSON on stdout"})
-def pipeline_run(c, version=None, app=None, from_=None, to=None, dry_run=False, override=False,
-                 json=False):
+def pipeline_run(c, version=None, app=None, from_=None, to=None, stage=None, dry_run=False,
+                 override=False, json=False):
     """Take VERSION through the app's pipeline: each stage in order, gated on the ones before
     it, its outcome recorded in AWS (release history, image tag); see docs/pipeline.md."""
     from cloud.console import emit_json
+    from cloud.errors import Refused
     from cloud.target import connect
     from orchestrator import pipeline
 
+    if stage is not None:
+        if from_ is not None or to is not None:
+            raise Refused("pipeline.run: give --stage, or --from/--to, not both")
+        from_ = to = stage
     aws = connect(_app_settings(c, app))
     result = pipeline.run(aws, version, from_, to, dry_run=dry_run, override=override)
     if json:
@@ -677,8 +686,29 @@ def pipeline_reject(c, version=None, app=None, comment=None, override=False, jso
     _decide(c, False, app, version, comment, override, json, stage)
 
 
+@kiln_task(help={"app": _DEPLOY_HELP["app"],
+                 "version": "the version whose recorded stages to show when the pipeline runs "
+                            "locally (default: the newest in the app's history)",
+                 "json": "print the status as JSON on stdout"})
+def pipeline_status(c, app=None, version=None, json=False):
+    """The app's pipeline: its executions on CodePipeline when the stack kiln-pipeline-<app>
+    exists (stage by stage, the newest executions), else the stages the release history
+    records for a version."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import codepipeline, pipeline
+
+    aws = connect(_app_settings(c, app), read_only=True)
+    result = codepipeline.status(aws)
+    if result is None:
+        result = pipeline.status(aws, version)
+    if json:
+        emit_json(result)
+
+
 pipeline_tasks = Collection("pipeline")
 pipeline_tasks.add_task(pipeline_run, "run")
+pipeline_tasks.add_task(pipeline_status, "status")
 pipeline_tasks.add_task(pipeline_approve, "approve")
 pipeline_tasks.add_task(pipeline_reject, "reject")
 ns.add_collection(pipeline_tasks)

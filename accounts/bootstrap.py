@@ -10,6 +10,7 @@ stacks with `register`.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 WAIT = {"Delay": 5, "MaxAttempts": 720}
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 STACK_TAG = "kiln:stack"
+
+
+class NotYet(KilnError):
+    """A stack's parameters come from outputs of another stack (its name) that it does not have
+    yet: that stack is new, or its update adds them."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class StackSpec:
     outputs: tuple[str, ...] = ()
     regions: Callable[[Settings], list[str]] = main_region
     render: Callable[[], str] | None = None  # builds the template instead of reading it
+    # builds it from the settings (a template of the app's own shape)
+    render_for: Callable[[Settings], str] | None = None
     # What must exist before the stack is created or updated, made outside it (not on --dry-run)
     prepare: Callable[[Place], None] | None = None
     # The template adjusted to what Kiln changed outside the stack, for an update that would
@@ -84,7 +92,9 @@ class StackSpec:
     def part_for(self, settings: Settings) -> str:
         return self.part.format(app=settings.app)
 
-    def body(self) -> str:
+    def body(self, settings: Settings | None = None) -> str:
+        if self.render_for is not None and settings is not None:
+            return self.render_for(settings)
         if self.render is not None:
             return self.render()
         return (TEMPLATES / self.template).read_text()
@@ -159,9 +169,17 @@ def build_parameters(place: Place) -> dict[str, str]:
         "RepoReadCidrs": ",".join(boot.repo_read_cidrs),
         "BakeVpcCidr": boot.bake_vpc_cidr,
         "BakeSubnetCidr": boot.bake_subnet_cidr,
+        "PipelineSubnetCidr": boot.pipeline_subnet_cidr if pipeline_apps(settings) else "",
         "LogRetentionDays": str(boot.log_retention_days),
         "RepoKeyFingerprint": repo_key_fingerprint(settings),
     }
+
+
+def pipeline_apps(settings: Settings) -> list[str]:
+    """The apps whose pipeline runs on CodePipeline (orchestrator/codepipeline.py)."""
+    from orchestrator import codepipeline  # it registers its stacks here: imported late
+
+    return codepipeline.engine_apps(settings)
 
 
 def repo_key_fingerprint(settings: Settings) -> str:
@@ -188,13 +206,23 @@ def account_parameters(place: Place) -> dict[str, str]:
                         "identities that run Kiln's tasks (ARNs such as arn:aws:iam::"
                         f"{account_spec(settings, settings.build_account).id}:role/kiln-ci), "
                         f"the only ones the deployer role in account {place.account} trusts")
+    build_id = account_spec(settings, settings.build_account).id
     return {
         "Prefix": settings.stacks.prefix,
-        "BuildAccountId": account_spec(settings, settings.build_account).id,
+        "BuildAccountId": build_id,
         "ExternalId": spec.external_id,
         "DeployerRoleName": spec.role or "kiln-deployer",
-        "OperatorPrincipals": ",".join(principals),
+        "OperatorPrincipals": ",".join([*principals, *pipeline_principals(
+            settings, partition(place.region), build_id)]),
     }
+
+
+def pipeline_principals(settings: Settings, partition_name: str, build_id: str) -> list[str]:
+    """The CodeBuild roles of the apps' pipelines on CodePipeline, which deploy like operators."""
+    from orchestrator import codepipeline
+
+    return [codepipeline.project_role_pattern(settings, app, partition_name, build_id)
+            for app in codepipeline.engine_apps(settings)]
 
 
 AUTO_SCALING = "autoscaling.amazonaws.com"
@@ -371,7 +399,7 @@ def plan(spec: StackSpec, place: Place, run_id: str) -> Plan:
     """Create the change set for one stack and read what it would change. A stack whose
     resources Kiln changes outside it (`live`) gets a second change set when the first would
     update one of those: the template then states what is live, so the update keeps it."""
-    body = spec.body()
+    body = spec.body(place.settings)
     result = _change_set(spec, place, run_id, body)
     if spec.live is None or result.kind != "UPDATE" or not result.changes:
         return result
@@ -446,7 +474,66 @@ def apply(plan: Plan) -> dict[str, str]:
     """Execute the change set, wait for the stack, and return its outputs."""
     cfn = plan.cfn
     cfn.execute_change_set(ChangeSetName=plan.change_set, StackName=plan.stack)
-    waiter = "stack_create_complete" if plan.kind == "CREATE" else "stack_update_complete"
+    _wait(cfn, plan, "stack_create_complete" if plan.kind == "CREATE" else "stack_update_complete")
+    plan.place.aws.__dict__.pop("_stack_outputs", None)  # cloud.stacks reads them afresh
+    return outputs(cfn, plan.stack)
+
+
+# What an update must not delete when a newer template leaves it out: a service-linked role
+# (older account stacks made Auto Scaling's; the account's key policy names it and the service
+# uses it).
+RETAINED_TYPES = ("AWS::IAM::ServiceLinkedRole",)
+
+
+def retain_dropped(current: Plan) -> Plan:
+    """An update that removes a resource of RETAINED_TYPES would delete it: first update the
+    stack with its own template plus DeletionPolicy Retain on those, then plan again, so the
+    update only lets go of them."""
+    dropped = [c["logical_id"] for c in current.changes
+               if c["action"] == "Remove" and c["type"] in RETAINED_TYPES]
+    if current.kind != "UPDATE" or not dropped:
+        return current
+    cfn = current.cfn
+    deployed = cfn.get_template(StackName=current.stack,
+                                TemplateStage="Original")["TemplateBody"]
+    body = with_retain(deployed, dropped)
+    if body is None:
+        return current  # Retain already
+    discard(current)
+    stack = cfn.describe_stacks(StackName=current.stack)["Stacks"][0]
+    cfn.update_stack(StackName=current.stack, TemplateBody=body, Capabilities=CAPABILITIES,
+                     Parameters=[{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
+                                 for p in stack.get("Parameters", [])],
+                     Tags=stack.get("Tags", []))
+    _wait(cfn, current, "stack_update_complete")
+    say(f"stack {current.stack} in {current.place.where}: {', '.join(dropped)} set to "
+        f"DeletionPolicy Retain, so the update keeps it in the account")
+    return plan(current.spec, current.place, kiln_tags.new_run_id())
+
+
+def with_retain(template, logical_ids: list[str]) -> str | None:
+    """The deployed template (JSON as a dict, or YAML text) with DeletionPolicy Retain on each
+    of `logical_ids`; None when they all have it already."""
+    if isinstance(template, dict):
+        resources = template.get("Resources", {})
+        todo = [i for i in logical_ids if resources.get(i, {}).get("DeletionPolicy") != "Retain"]
+        for logical_id in todo:
+            resources[logical_id]["DeletionPolicy"] = "Retain"
+        return json.dumps(template) if todo else None
+    changed = template
+    for logical_id in logical_ids:
+        match = re.search(rf"^(?P<indent>[ ]+){re.escape(logical_id)}:[ \t]*\n", changed, re.M)
+        if match is None:
+            raise KilnError(f"stack template: cannot find resource {logical_id} to retain it")
+        block = changed[match.end():].split("\n\n", 1)[0]
+        if re.search(r"^\s+DeletionPolicy:\s*Retain\s*$", block, re.M):
+            continue
+        policy = f"{match.group('indent')}  DeletionPolicy: Retain\n"
+        changed = changed[:match.end()] + policy + changed[match.end():]
+    return None if changed == template else changed
+
+
+def _wait(cfn, plan: Plan, waiter: str) -> None:
     try:
         cfn.get_waiter(waiter).wait(StackName=plan.stack, WaiterConfig=WAIT)
     except WaiterError as error:
@@ -454,8 +541,6 @@ def apply(plan: Plan) -> dict[str, str]:
         raise KilnError(f"stack {plan.stack} in {plan.place.where} ended {status}: see its "
                         f"events (aws cloudformation describe-stack-events --stack-name "
                         f"{plan.stack} --region {plan.place.region})") from None
-    plan.place.aws.__dict__.pop("_stack_outputs", None)  # cloud.stacks reads them afresh
-    return outputs(cfn, plan.stack)
 
 
 def discard(plan: Plan) -> None:
@@ -494,10 +579,28 @@ def run(settings: Settings, build: Aws, account: str | None = None, dry_run: boo
     results = []
     for spec, name, region in targets(settings, account, parts):
         place = place_for(settings, build, name, region)
-        current = plan(spec, place, run_id)
+        try:
+            current = plan(spec, place, run_id)
+        except NotYet as missing:
+            results.append(_after(spec, place, str(missing), dry_run))
+            continue
         show(current)
         results.append(_settle(current, dry_run, yes, confirm))
     return results
+
+
+def _after(spec: StackSpec, place: Place, missing: str, dry_run: bool) -> dict:
+    """A stack planned after the stack it reads (a dry run on a new account): listed, no change
+    set; outside a dry run the other stack was just refused or skipped, so it is an error."""
+    stack = spec.name(place.settings)
+    if not dry_run:
+        raise KilnError(f"stack {stack} in {place.where} needs outputs of stack {missing}, "
+                        f"which it does not have: apply that stack's change set first (`invoke "
+                        f"bootstrap`)")
+    say(f"stack {stack} in {place.where}: planned after stack {missing} (whose outputs are "
+        f"parameters of this one)")
+    return {"stack": stack, "account": place.account, "account_id": place.aws.account_id,
+            "region": place.region, "changes": [], "action": "planned", "after": missing}
 
 
 def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bool]) -> dict:
@@ -526,6 +629,7 @@ def _settle(current: Plan, dry_run: bool, yes: bool, confirm: Callable[[str], bo
         return {**result, "action": "skipped"}
     if current.spec.prepare is not None:
         current.spec.prepare(place)
+    current = retain_dropped(current)
     values = apply(current)
     say(f"stack {stack}: {'created' if current.kind == 'CREATE' else 'updated'}")
     for key, value in sorted(values.items()):

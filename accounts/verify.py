@@ -396,11 +396,74 @@ def check_deployer_trust(place: Place, values: dict) -> Check:
     return check
 
 
+# The calls a promotion and a deploy make as the deployer role, with the resource and the
+# condition keys each carries on AWS ({account}, {region}, {prefix} filled in): what
+# check_deployer_rights asks IAM's policy simulator about.
+_TAGGED = {"aws:RequestTag/kiln:managed-by": "kiln", "aws:TagKeys": ["kiln:managed-by"]}
+_OURS = {"aws:ResourceTag/kiln:managed-by": "kiln"}
+_GROUP = "arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/web-v001"
+_TEMPLATE = "arn:aws:ec2:{region}:{account}:launch-template/lt-0123456789abcdef0"
+_ELB = "arn:aws:elasticloadbalancing:{region}:{account}"
+_TARGET_GROUP = _ELB + ":targetgroup/web-v001/0123456789abcdef"
+_LISTENER = _ELB + ":listener/app/{prefix}-env-web/0123456789abcdef/0123456789abcdef"
+DEPLOY_CALLS: list[tuple[str, str, dict]] = [
+    ("ec2:CopyImage", "arn:aws:ec2:{region}::image/ami-0123456789abcdef0", {}),
+    ("ec2:CreateTags", "arn:aws:ec2:{region}::image/*", {"ec2:CreateAction": "CopyImage"}),
+    ("ec2:DeregisterImage", "arn:aws:ec2:{region}::image/ami-0123456789abcdef0", _OURS),
+    ("ssm:PutParameter", "arn:aws:ssm:{region}:{account}:parameter/{prefix}/web/prod/ami", {}),
+    ("ssm:AddTagsToResource", "arn:aws:ssm:{region}:{account}:parameter/{prefix}/web/prod/ami",
+     {}),
+    ("ec2:CreateLaunchTemplate", "arn:aws:ec2:{region}:{account}:launch-template/*", _TAGGED),
+    ("ec2:CreateTags", "arn:aws:ec2:{region}:{account}:launch-template/*",
+     {**_TAGGED, "ec2:CreateAction": "CreateLaunchTemplate"}),
+    ("ec2:DeleteLaunchTemplate", _TEMPLATE, _OURS),
+    ("elasticloadbalancing:CreateTargetGroup", _ELB + ":targetgroup/web-v001/*", _TAGGED),
+    ("elasticloadbalancing:AddTags", _ELB + ":targetgroup/web-v001/*", _TAGGED),
+    ("elasticloadbalancing:DeleteTargetGroup", _TARGET_GROUP, _OURS),
+    ("elasticloadbalancing:ModifyListener", _LISTENER, {}),
+    ("autoscaling:CreateAutoScalingGroup", _GROUP, _TAGGED),
+    ("autoscaling:CreateOrUpdateTags", _GROUP, _TAGGED),
+    ("autoscaling:UpdateAutoScalingGroup", _GROUP, _OURS),
+    ("autoscaling:DeleteAutoScalingGroup", _GROUP, _OURS),
+    ("autoscaling:SetInstanceHealth", _GROUP, _OURS),
+    # Auto Scaling checks that whoever makes a group may launch from its template
+    ("ec2:RunInstances", "arn:aws:ec2:{region}:{account}:instance/*", {}),
+    ("ec2:RunInstances", _TEMPLATE, {}),
+    ("ec2:RunInstances", "arn:aws:ec2:{region}::image/ami-0123456789abcdef0", {}),
+    ("iam:PassRole", "arn:aws:iam::{account}:role/{prefix}-env-web-instance",
+     {"iam:PassedToService": "ec2.amazonaws.com"}),
+    ("dynamodb:PutItem", "arn:aws:dynamodb:{region}:{account}:table/{prefix}-env-web-locks", {}),
+]
+
+
+def check_deployer_rights(place: Place, values: dict) -> Check:
+    """Ask IAM's policy simulator whether the deployer role may make each call of a promotion
+    and a deploy, with its resource and condition keys, so a denial shows here and not in the
+    account's first deploy."""
+    role_arn = values["DeployerRoleArn"]
+    check = Check(place.account, "deployer role may promote and deploy")
+    iam = place.aws.client("iam")
+    fill = {"account": role_arn.split(":")[4], "region": place.region,
+            "prefix": place.settings.stacks.prefix}
+    for action, resource, context in DEPLOY_CALLS:
+        arn = resource.format(**fill)
+        entries = [{"ContextKeyName": key, "ContextKeyValues": as_list(value),
+                    "ContextKeyType": "stringList" if isinstance(value, list) else "string"}
+                   for key, value in context.items()]
+        result = iam.simulate_principal_policy(
+            PolicySourceArn=role_arn, ActionNames=[action], ResourceArns=[arn],
+            ContextEntries=entries)["EvaluationResults"][0]
+        if result["EvalDecision"] != "allowed":
+            check.problems.append(f"role {role_arn} may not {action} on {arn} "
+                                  f"({result['EvalDecision']})")
+    return check
+
+
 CHECKS: dict[str, list[Callable[[Place, dict], Check]]] = {
     "build": [check_repo_bucket_private, check_repo_bucket_encrypted, check_repo_bucket_versioned,
               check_repo_readable_by_bake_role, check_build_ami_key, check_lock_table,
               check_bake_network],
-    "prod": [check_deployer_trust, check_account_ami_key],
+    "prod": [check_deployer_trust, check_deployer_rights, check_account_ami_key],
     "keys": [check_region_ami_key],
 }
 

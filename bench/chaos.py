@@ -2,6 +2,7 @@
 repository's index as a bucket writer could; check the next command works.
 
     .venv/bin/python bench/chaos.py [--trials 24] [--kinds bake,publish,promote,index] [--seed 1]
+    .venv/bin/python bench/chaos.py --trials 4 --kinds server,restart
 
 Starts a private sandbox (its own moto server and sshd under a temporary state directory),
 bootstraps it, deploys a first version of the example app's cluster and measures one clean run
@@ -27,6 +28,16 @@ with one `kiln:` line and write nothing), `invoke janitor` with no grace for unl
 (it must delete none) and `invoke repo.verify --repair` (the follow-up, one command); `lost`
 counts the packages `repo.list` shows no more, and the repository must then pass `repo.verify`
 and dnf.
+
+A server trial kills the sandbox's moto server (SIGKILL) at a random point of `invoke canary`,
+records how the canary ended (one `kiln:` line, or not), brings the sandbox up again and does
+what an operator would (`promote` or `rollback` of a canary left there, else the canary again);
+a restart trial runs `sandbox.down` and `sandbox.up` and waits until every server group has its
+instances in service again, then publishes. Both count what survived (packages, stacks, images,
+server groups, instances in service: before → after; `lost` is what is missing) and time the
+recovery: `up` (`invoke sandbox.up`: the new server answering, its snapshot restored; short when
+the killed canary already brought the sandbox up itself) and `recovered` (from the kill or the
+`sandbox.down` until the cluster is settled, or in service, again).
 
 Goal: 0 leaks after the janitor, 0 broken repos, 0 locks left, 0 packages lost, 100 %
 follow-ups.
@@ -66,10 +77,13 @@ from tests.deploy_helpers import make_image  # noqa: E402
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 TEMPORARY = ["bake-instance", "bake-key", "bake-sg", "bake-volume"]
 # The cluster's watch makes canary and promote take a few seconds, so kills land mid-rollout.
+# No traffic reaches the canary here: it passes without a verdict (the bench is about faults).
 DEPLOY = {"watch": "2s", "health_timeout": "60s", "steps": "25,50,100",
-          "health_check": {"path": "/health", "grace_period": 0}}
+          "health_check": {"path": "/health", "grace_period": 0},
+          "canary": {"judge": {"no_verdict": "pass"}}}
 UNSETTLED = ("creating", "canary")
 INDEX_FAULTS = ("delete", "truncate", "older")
+RECOVERY = ("server", "restart")  # kinds that take the sandbox itself down
 DNF_CONF = """[main]
 gpgcheck=1
 repo_gpgcheck=1
@@ -133,12 +147,12 @@ class Chaos:
     # -- set-up ------------------------------------------------------------------------------
     def prepare(self, kinds: list[str], trials: int) -> None:
         self.must("bootstrap", "--yes")
-        for kind in [k for k in ("bake", "publish") if k in kinds] or ["publish"] * (
-                "index" in kinds):
+        for kind in [k for k in ("bake", "publish") if k in kinds] or ["publish"] * any(
+                k in kinds for k in ("index", *RECOVERY)):
             # The first run also fills caches and makes the repository: time a second one too.
             self.clean[kind] = min(self.must(*self.command(kind, next(self.versions)))
                                    for _ in range(2))
-        if "promote" in kinds:
+        if any(k in kinds for k in ("promote", *RECOVERY)):
             prod = connect(self.settings).account(self.settings.deploy.account)
             for number in range(2 * trials + 3):
                 make_image(prod, f"2.0.{number}")
@@ -152,6 +166,10 @@ class Chaos:
             return self.promote_trial(rng)
         if kind == "index":
             return self.index_trial()
+        if kind == "server":
+            return self.server_trial(rng)
+        if kind == "restart":
+            return self.restart_trial()
         args = self.command(kind, next(self.versions))
         delay = rng.uniform(0.05, 0.7) * self.clean[kind]  # warm runs beat the clean one
         result = {"kind": kind, "at": round(delay, 1), "finished": self.killed(args, delay),
@@ -217,6 +235,92 @@ class Chaos:
                              and self.repo_consistent())
         result["locks_left"] = self.dead_locks()
         return result
+
+    def server_trial(self, rng: random.Random) -> dict:
+        """Kill the sandbox's server mid-canary, bring it up, finish what the canary began."""
+        before = self.census()
+        delay = rng.uniform(0.1, 0.8) * self.clean["canary"]
+        canary = subprocess.Popen([INVOKE, "-f", str(self.runtime), "canary", "--version",
+                                   next(self.releases)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(delay)
+        finished = canary.poll() is not None
+        os.kill(self.box.moto.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        try:
+            _out, err = canary.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(canary.pid, signal.SIGKILL)
+            _out, err = canary.communicate()
+        lines = [line for line in err.splitlines() if line.startswith("kiln: ")]
+        # The canary may bring the sandbox up again itself and finish; else one kiln: line.
+        result = {"kind": "server", "at": round(delay, 1), "finished": finished,
+                  "canary_exit": canary.returncode,
+                  "canary_one_line": canary.returncode == 0 or (
+                      len(lines) == 1 and "Traceback" not in err),
+                  "canary_ended_after": round(time.monotonic() - killed_at, 1)}
+        result.update(self.come_back())
+        after = self.census()  # what came back, before the follow-ups change it
+        follow_ups = [] if self.has_canary() else [["canary", "--version",
+                                                     next(self.releases)]]
+        follow_ups.append([rng.choice(["promote", "rollback"])])
+        result["follow_ups"] = [" ".join(f) for f in follow_ups]
+        result["follow_up"] = all(self.run(*f).returncode == 0 for f in follow_ups) and \
+            self.settled()
+        result["recovered"] = round(time.monotonic() - killed_at, 1)
+        return self.survivors(result, before, after)
+
+    def restart_trial(self) -> dict:
+        """`sandbox.down`, `sandbox.up`: the groups in service again, then a publish."""
+        before = self.census()
+        down_at = time.monotonic()
+        self.box.down()
+        result = {"kind": "restart", "at": 0, "finished": True}
+        result.update(self.come_back())
+        after = self.census()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not self.in_service():
+            time.sleep(0.5)
+        result["recovered"] = round(time.monotonic() - down_at, 1)
+        result["follow_up"] = self.in_service() and self.run(
+            *self.command("publish", next(self.versions))).returncode == 0
+        return self.survivors(result, before, after)
+
+    def come_back(self) -> dict:
+        """`sandbox.up` as a task would run it; what it said, and how long it took."""
+        self.up_started = time.monotonic()
+        up = self.run("sandbox.up")
+        os.environ.update(self.box.env("admin"))  # new keys at every start
+        import boto3
+
+        boto3.setup_default_session()  # the bench's own clients take them
+        self.__dict__.pop("lock_tables", None)  # clients made with the old keys
+        said = [line for line in up.stderr.splitlines() if "restored" in line
+                or "saved no state" in line]
+        return {"up": round(time.monotonic() - self.up_started, 1), "up_said": said[:1]}
+
+    def survivors(self, result: dict, before: dict, after: dict) -> dict:
+        result["survived"] = {k: f"{before[k]}->{after[k]}" for k in before}
+        result["lost"] = sum(max(0, before[k] - after[k]) for k in before)
+        result["leaks"] = result["leaks_after_janitor"] = leaks()
+        result["repo_ok"] = self.repo_consistent()
+        result["locks_left"] = self.dead_locks()
+        return result
+
+    def census(self) -> dict:
+        """What the sandbox holds that Kiln made: packages, stacks, images, server groups and
+        their instances in service."""
+        admin = connect(self.settings, admin=True)
+        deploy = admin.admin(self.settings.deploy.account)
+        stacks = sum(len([s for s in aws.client("cloudformation").describe_stacks()["Stacks"]
+                          if s["StackStatus"] != "DELETE_COMPLETE"]) for aws in (admin, deploy))
+        images = len(deploy.client("ec2").describe_images(Owners=["self"])["Images"])
+        groups = self.groups()
+        return {"packages": len(self.packages()), "stacks": stacks, "images": images,
+                "groups": len(groups), "in_service": sum(g["in_service"] for g in groups)}
+
+    def in_service(self) -> bool:
+        return all(g["in_service"] >= g["desired"] for g in self.groups())
 
     def packages(self) -> set[str]:
         listed = self.run("repo.list", "--json")
@@ -357,6 +461,7 @@ def main() -> None:
                 results.append(result)
                 print(result, flush=True)
             summarize(results)
+            summarize_recovery(results)
         finally:
             box.down()
 
@@ -374,6 +479,28 @@ def summarize(results: list[dict]) -> None:
               f"{repo_ok:>9}{sum(r['locks_left'] for r in rows):>11}"
               f"{sum(r.get('lost', 0) for r in rows):>6}"
               f"{sum(r['follow_up'] for r in rows) / len(rows):>13.0%}")
+
+
+def summarize_recovery(results: list[dict]) -> None:
+    rows = [r for r in results if r["kind"] in RECOVERY]
+    if not rows:
+        return
+    print(f"\n{'kind':<9}{'trials':>7}{'lost':>6}{'up s (median)':>15}{'recovered s':>13}"
+          f"{'canary ok/1 line':>18}")
+    for kind in RECOVERY:
+        mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
+        one_line = [r["canary_one_line"] for r in mine if "canary_one_line" in r]
+        print(f"{kind:<9}{len(mine):>7}{sum(r['lost'] for r in mine):>6}"
+              f"{_median([r['up'] for r in mine]):>15.1f}"
+              f"{_median([r['recovered'] for r in mine]):>13.1f}"
+              f"{(f'{sum(one_line)}/{len(one_line)}' if one_line else '-'):>18}")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 
 FOUNDATION = "kiln:foundation"
 FOUNDATION_AMI = "kiln:foundation-ami"
@@ -163,9 +164,9 @@ def behind(aws: Aws, name: str | None = None, only: str | None = None,
 
 def newest_image(aws: Aws, app: str) -> dict | None:
     """The app's most recently made available image in the build account and region."""
-    images = aws.client("ec2").describe_images(Owners=["self"], Filters=kiln_tags.filters(
+    images = all_images(aws.client("ec2"), Owners=["self"], Filters=kiln_tags.filters(
         {kiln_tags.APP: app, kiln_tags.ROLE: "image"}) + [
-        {"Name": "state", "Values": ["available"]}])["Images"]
+        {"Name": "state", "Values": ["available"]}])
     return max(images, key=lambda i: i.get("CreationDate", "")) if images else None
 
 

@@ -19,6 +19,12 @@ and its gate. Checked when the settings load, like every other key (one line nam
 
 Gates: `passed` (the default) lets a version into a stage only when every stage before it has
 passed for that version; `none` lets any version in (a pipeline's first stage, say).
+
+`engine` says what runs the stages: `local` (the default: `invoke pipeline.run` on a laptop or a
+CI runner) or `codepipeline` (`invoke bootstrap` makes the stack kiln-pipeline-<app>, a
+CodePipeline whose CodeBuild actions run the same `invoke pipeline.run --stage …`), with its
+`source`: an S3 object, a CodeCommit branch or a CodeConnections repository
+(docs/pipeline-engines.md).
 """
 
 from __future__ import annotations
@@ -52,6 +58,17 @@ OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
                    "watch": (str, False)},
 }
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+ENGINES = ("local", "codepipeline")
+PIPELINE_KEYS = ("stages", "engine", "source", "compute_type")
+# A source's kind → the keys it requires and those it may take.
+SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "s3": ((), ("bucket", "key")),
+    "codecommit": (("repository",), ("branch",)),
+    "codeconnections": (("connection", "repository"), ("branch",)),
+}
+COMPUTE_TYPES = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE")
+_CONNECTION = re.compile(r"arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:"
+                         r"\d{12}:connection/[0-9a-f-]{36}")
 
 
 @dataclass(frozen=True)
@@ -74,8 +91,8 @@ def check(app: str, raw) -> list[Stage]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with `stages`, got {raw!r}")
     for key in raw:
-        if key != "stages":
-            raise ConfigError(f"{where}.{key}: unknown key{_nearest(key, ['stages'])}")
+        if key not in PIPELINE_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key{_nearest(key, list(PIPELINE_KEYS))}")
     stages = raw.get("stages") or []
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{where}.stages: expected a list of stages, got {stages!r}")
@@ -85,7 +102,79 @@ def check(app: str, raw) -> list[Stage]:
         if any(s.name == stage.name for s in found):
             raise ConfigError(f"{where}.stages[{index}].name: {stage.name!r} is used twice")
         found.append(stage)
+    engine(app, raw, found)
     return found
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs an app's stages on AWS: its source and its CodeBuild compute type."""
+
+    source: dict
+    compute_type: str = "BUILD_GENERAL1_SMALL"
+
+    @property
+    def kind(self) -> str:
+        return self.source["kind"]
+
+
+def engine(app: str, raw, stages: list[Stage] | None = None) -> Engine | None:
+    """The app's `codepipeline` engine, or None when its stages run locally (`local`, unset)."""
+    where = f"kiln.apps.{app}.pipeline"
+    if not isinstance(raw, dict) or raw.get("engine", "local") == "local":
+        for key in ("source", "compute_type"):
+            if isinstance(raw, dict) and raw.get(key) is not None:
+                raise ConfigError(f"{where}.{key}: only for engine codepipeline")
+        return None
+    if raw["engine"] not in ENGINES:
+        raise ConfigError(f"{where}.engine: {raw['engine']!r} is not one of {', '.join(ENGINES)}")
+    stages = stages if stages is not None else check(app, {"stages": raw.get("stages")})
+    _check_approval(where, stages)
+    compute = raw.get("compute_type") or "BUILD_GENERAL1_SMALL"
+    if compute not in COMPUTE_TYPES:
+        raise ConfigError(f"{where}.compute_type: {compute!r} is not one of "
+                          f"{', '.join(COMPUTE_TYPES)}")
+    return Engine(_source(f"{where}.source", app, raw.get("source")), compute)
+
+
+def _check_approval(where: str, stages: list[Stage]) -> None:
+    """CodePipeline stops at a manual approval before production: the stages must have one."""
+    names = [s.action for s in stages]
+    if "production" in names and ("approval" not in names
+                                  or names.index("approval") > names.index("production")):
+        raise ConfigError(f"{where}.stages: engine codepipeline needs an approval stage before "
+                          f"the production stage")
+
+
+def _source(where: str, app: str, raw) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with `kind` "
+                          f"({', '.join(SOURCES)}), got {raw!r}")
+    kind = raw.get("kind")
+    if kind not in SOURCES:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(SOURCES)}")
+    required, optional = SOURCES[kind]
+    for key, value in raw.items():
+        if key != "kind" and key not in required + optional:
+            raise ConfigError(f"{where}.{key}: unknown key for a {kind} source"
+                              f"{_nearest(key, [*required, *optional])}")
+        if key != "kind" and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
+    for key in required:
+        if not raw.get(key):
+            raise ConfigError(f"{where}.{key}: a {kind} source needs it")
+    source = {"kind": kind, **{k: raw[k] for k in required}}
+    if kind == "s3":
+        source["bucket"] = raw.get("bucket") or ""  # empty: the pipeline's artifact bucket
+        source["key"] = raw.get("key") or f"source/{app}.zip"
+    else:
+        source["branch"] = raw.get("branch") or "main"
+    if kind == "codeconnections" and not _CONNECTION.fullmatch(source["connection"]):
+        raise ConfigError(f"{where}.connection: {source['connection']!r} is not a connection "
+                          f"ARN (arn:aws:codeconnections:REGION:ACCOUNT:connection/ID)")
+    if kind == "codeconnections" and source["repository"].count("/") != 1:
+        raise ConfigError(f"{where}.repository: {source['repository']!r} is not owner/name")
+    return source
 
 
 def _stage(where: str, entry) -> Stage:

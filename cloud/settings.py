@@ -186,6 +186,7 @@ SCHEMA: dict = {
         "watch": S0,
         "time_scale": F0,
         "account_state": C("new", "lived-in"),
+        "keep_state": B,
     },
     "stacks": {"prefix": S},
     "bootstrap": {
@@ -194,6 +195,7 @@ SCHEMA: dict = {
         "operator_principals": L,
         "bake_vpc_cidr": S,
         "bake_subnet_cidr": S,
+        "pipeline_subnet_cidr": S,
         "log_retention_days": N(1),
     },
     "package": {

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from cloud import tags
 from cloud.errors import KilnError
+from cloud.images import all_images
 from orchestrator.environment import Environment
 
 
@@ -40,9 +41,8 @@ def by_version(env: Environment, text: str) -> Image:
         wanted = {tags.APP: env.app, tags.VERSION: version, tags.ROLE: "image"}
         if release:
             wanted[tags.RELEASE] = release
-        images = env.client("ec2").describe_images(
-            Owners=["self"], Filters=tags.filters(wanted) + [
-                {"Name": "state", "Values": ["available"]}])["Images"]
+        images = all_images(env.client("ec2"), Owners=["self"], Filters=tags.filters(wanted) + [
+            {"Name": "state", "Values": ["available"]}])
         if images:
             return _image(tags.newest_release(images), version)
     raise KilnError(f"no available image of {env.app} version {text} in {env.where}: bake and "

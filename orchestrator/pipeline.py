@@ -28,6 +28,7 @@ from cloud import history, pipelines, stacks, tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError, Refused
+from cloud.images import all_images
 from cloud.inputs import human, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,8 +142,8 @@ def tag_image(aws: Aws, app: str, version: str) -> str | None:
     baked yet: nothing; the image stage's own record then tags what came before it)."""
     ec2 = aws.client("ec2")
     plain, iteration = split(version)
-    found = ec2.describe_images(Owners=["self"], Filters=tags.filters(
-        {tags.APP: app, tags.VERSION: plain, tags.RELEASE: iteration}))["Images"]
+    found = all_images(ec2, Owners=["self"], Filters=tags.filters(
+        {tags.APP: app, tags.VERSION: plain, tags.RELEASE: iteration}))
     if not found:
         return None
     labels = [{"Key": f"{TAG_PREFIX}{name}",
@@ -244,6 +245,53 @@ def _plan(app: str, version: str, everything: list, chosen: list, passed: dict) 
                      "runs": runs, "last": known})
     say("dry run: nothing changed")
     return {"app": app, "version": version, "result": "dry-run", "stages": rows}
+
+
+def _answer_codepipeline(aws: Aws, app: str, version: str, stage: str, approved: bool, who: str,
+                        comment: str | None) -> None:
+    """On CodePipeline, the decision also answers the pending manual approval."""
+    from orchestrator import codepipeline
+
+    if codepipeline.engine(aws.settings, app) is None:
+        return
+    summary = f"{version} {'approved' if approved else 'rejected'} by {who}" + (
+        f": {comment}" if comment else "")
+    name = codepipeline.release_approval(aws, app, version, stage, approved, summary)
+    if name:
+        say(f"pipeline {name}: approval at stage {stage} answered")
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status(aws: Aws, version: str | None = None) -> dict:
+    """What the release ledger holds for a version (default: the newest the app's history names):
+    each stage's latest outcome, when and by whom."""
+    app = aws.settings.app
+    everything = stages(aws.settings)
+    version = version or latest_version(aws, app)
+    if version is None:
+        say(f"pipeline {app}: no stage recorded yet")
+        return {"app": app, "version": None, "engine": "local", "stages": []}
+    passed = results(aws, app, version)
+    say(f"pipeline {app} {version}: stages as recorded")
+    rows = []
+    for stage in everything:
+        known = passed.get(stage.name)
+        state = f"{known['outcome']} {known['at'][:19]}Z by {known['operator']}" if known \
+            else "not run"
+        say(f"  {stage.name} ({stage.action}, gate {stage.gate}): {state}")
+        rows.append({"stage": stage.name, "action": stage.action, "gate": stage.gate,
+                     "last": known})
+    return {"app": app, "version": version, "engine": "local", "stages": rows}
+
+
+def latest_version(aws: Aws, app: str) -> str | None:
+    """The version of the newest stage event in the app's history."""
+    for event in history.read(aws, f"app/{app}"):
+        if str(event.get("event", "")).startswith("stage ") and event.get("to_release"):
+            return event["to_release"]
+    return None
 
 
 # -- actions: each returns the stage's evidence (None: recorded elsewhere) ------------------
@@ -532,6 +580,7 @@ def decide(aws: Aws, version: str, approved: bool, comment: str | None = None,
         except KilnError as error:
             say(f"stage {stage.name}: the environment was not removed ({error}); the next "
                 f"`invoke pipeline.run --from {stage.name}` removes it")
+    _answer_codepipeline(aws, app, version, stage.name, approved, item["who"], comment)
     return {"app": app, "version": version, "stage": stage.name, "approved": approved,
             "who": item["who"], "at": item["at"], "comment": comment}
 

@@ -29,6 +29,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from provisioner import base_ami, chef, provision, record, resources, signals, waits
 from provisioner.signals import interruptible
 
@@ -474,10 +475,10 @@ def provenance(job: Bake, digest: str) -> dict[str, str]:
 
 
 def _existing_image(job: Bake, digest: str) -> dict | None:
-    images = job.aws.client("ec2").describe_images(Owners=["self"], Filters=[
+    images = all_images(job.aws.client("ec2"), Owners=["self"], Filters=[
         {"Name": f"tag:{INPUTS_DIGEST}", "Values": [digest]},
         {"Name": f"tag:{kiln_tags.APP}", "Values": [job.app]},
-        {"Name": "state", "Values": ["available"]}])["Images"]
+        {"Name": "state", "Values": ["available"]}])
     if not images:
         return None
     newest = max(images, key=lambda i: i.get("CreationDate", ""))

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from cloud.aws import Aws
 from cloud.errors import KilnError
+from cloud.images import all_images
 
 
 def resolve(aws: Aws, spec) -> dict:
@@ -59,7 +60,7 @@ def _most_recent(aws: Aws, filters: dict, owners: list[str]) -> dict:
     params = {"Filters": ec2_filters({**filters, "state": "available"})}
     if owners:
         params["Owners"] = owners
-    images = aws.client("ec2").describe_images(**params)["Images"]
+    images = all_images(aws.client("ec2"), **params)
     described = f"filters {_show(filters)} and owners {', '.join(owners) or 'any'}"
     if not images:
         raise KilnError(f"kiln.bake.base_ami: no available image matches {described} "

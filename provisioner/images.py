@@ -20,6 +20,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from provisioner.promote import regions
 from provisioner.share import snapshot_ids
 
@@ -48,7 +49,7 @@ def places(aws: Aws, unreachable: Callable[[str, KilnError], None] | None = None
 
 def snapshots_in_use(aws: Aws, region: str) -> set[str]:
     """Snapshots that some image of this account and region refers to."""
-    found = aws.client("ec2", region).describe_images(Owners=["self"])["Images"]
+    found = all_images(aws.client("ec2", region), Owners=["self"])
     return {s for image in found for s in snapshot_ids(image)}
 
 
@@ -67,8 +68,8 @@ def prune(aws: Aws, app: str, keep: int, dry_run: bool = False) -> dict:
     removed, kept = [], []
     for place, region in places(aws):
         ec2 = place.client("ec2", region)
-        found = ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(
-            {kiln_tags.APP: app}))["Images"]
+        found = all_images(ec2, Owners=["self"], Filters=kiln_tags.filters(
+            {kiln_tags.APP: app}))
         ordered = sorted(found, key=version_key, reverse=True)
         users = image_users(place, region) if ordered[keep:] else {}
         for index, image in enumerate(ordered):

@@ -30,6 +30,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from cloud.sweepers import Leftover, Sweeper
 from provisioner import images
 
@@ -151,9 +152,9 @@ def _expired(value: str, now: datetime) -> bool:
 
 
 def _finished_runs(aws: Aws, region: str) -> set[str]:
-    found = aws.client("ec2", region).describe_images(Owners=["self"], Filters=[
+    found = all_images(aws.client("ec2", region), Owners=["self"], Filters=[
         {"Name": "tag-key", "Values": [kiln_tags.RUN_ID]},
-        {"Name": "state", "Values": ["available"]}])["Images"]
+        {"Name": "state", "Values": ["available"]}])
     return {kiln_tags.from_list(i.get("Tags")).get(kiln_tags.RUN_ID) for i in found}
 
 

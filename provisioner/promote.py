@@ -20,6 +20,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from provisioner import record, share, waits
 
 PROMOTED_FROM = "kiln:promoted-from"
@@ -98,9 +99,9 @@ def _images(aws: Aws, app: str, version: str, region: str, release: str | None) 
     wanted = {kiln_tags.APP: app, kiln_tags.VERSION: version, kiln_tags.ROLE: "image"}
     if release:
         wanted[kiln_tags.RELEASE] = release
-    images = aws.client("ec2", region).describe_images(
-        Owners=["self"], Filters=kiln_tags.filters(wanted)
-        + [{"Name": "state", "Values": ["available"]}])["Images"]
+    images = all_images(aws.client("ec2", region), Owners=["self"],
+                        Filters=kiln_tags.filters(wanted)
+                        + [{"Name": "state", "Values": ["available"]}])
     return [i for i in images if PROMOTED_FROM not in kiln_tags.from_list(i.get("Tags"))]
 
 

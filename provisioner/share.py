@@ -18,6 +18,7 @@ from cloud import tags as kiln_tags
 from cloud.aws import Aws, account_spec
 from cloud.console import say
 from cloud.errors import KilnError
+from cloud.images import all_images
 from provisioner import waits
 
 COPIED_FROM = "kiln:copied-from"
@@ -112,8 +113,8 @@ def _copy_one(aws: Aws, source: dict, source_region: str, region: str, key: str,
 
 def copies_of(ec2, tags: dict[str, str], states: list[str]) -> list[dict]:
     """This account's images carrying `tags` (the copies of one source) in `states`."""
-    return ec2.describe_images(Owners=["self"], Filters=kiln_tags.filters(tags) + [
-        {"Name": "state", "Values": states}])["Images"]
+    return all_images(ec2, Owners=["self"], Filters=kiln_tags.filters(tags) + [
+        {"Name": "state", "Values": states}])
 
 
 def client_token(ec2, base: str, tags: dict[str, str]) -> str:

@@ -2,8 +2,10 @@
 
 State lives under the sandbox's state directory (`kiln.sandbox.state_dir`, default `.sandbox/`):
 `moto.pid`, `moto.port`, `moto.log`, `sshd/`, the signing key's `gnupg/`, the bake instances'
-`instances/`, and `credentials.json` (0600): the access keys of the sandbox's admin and operator
-users (sandbox/aws/iam/identities.py), without which the server answers nothing. Any task that
+`instances/`, `aws-state.pickle` (the AWS state the next server restores: see
+sandbox/aws/persistence.py) and `credentials.json` (0600): the access keys of the sandbox's
+admin and operator users (sandbox/aws/iam/identities.py), without which the server answers
+nothing. Any task that
 needs AWS while the target is `sandbox` starts the sandbox if it is not running; a second start
 reuses the running one.
 """
@@ -20,9 +22,12 @@ from pathlib import Path
 from cloud.console import say
 from cloud.errors import KilnError
 from sandbox import bootstrap, listener_cert, repo_key, userns
+from sandbox.aws import persistence
 from sandbox.aws.iam import identities
-from sandbox.daemon import Daemon, free_port, wait_gone
+from sandbox.daemon import Daemon, free_port, port_free, wait_gone
 from sandbox.machines import ssh_access
+
+LAST_PORT = "moto.last-port"
 
 
 class Sandbox:
@@ -31,11 +36,12 @@ class Sandbox:
     def __init__(self, state_dir: str | Path, host: str = "127.0.0.1", port: int | None = None,
                  region: str = "us-east-1", chef_solo: str | None = None, base_provides=(),
                  time_scale: float | None = None, prefix: str = "kiln",
-                 account_state: str | None = None):
+                 account_state: str | None = None, keep_state: bool = True):
         self.state_dir = Path(state_dir).resolve()
         self.chef_solo, self.base_provides = chef_solo, tuple(base_provides)
         self.time_scale = time_scale
         self.account_state = account_state
+        self.keep_state = keep_state
         self.prefix = prefix
         self.host = host
         self.wanted_port = port
@@ -48,7 +54,7 @@ class Sandbox:
         return cls(sandbox.state_dir, sandbox.host, sandbox.port, settings.aws.region,
                    sandbox.get("chef_solo"), sandbox.get("base_provides") or (),
                    sandbox.get("time_scale"), settings.stacks.prefix,
-                   sandbox.get("account_state"))
+                   sandbox.get("account_state"), sandbox.get("keep_state", True))
 
     @property
     def endpoint(self) -> str | None:
@@ -67,21 +73,38 @@ class Sandbox:
             if self.account_state is not None:
                 self.set_account_state(self.account_state)
             if not self.running():
+                persistence.keep(self.state_dir, self.keep_state)
                 lost = self._reap_crashed()
                 # KILN_SANDBOX_IAM=audit logs denials to iam.log instead of refusing them
                 identities.write_credentials(self.state_dir, self.prefix,
                                              os.environ.get("KILN_SANDBOX_IAM", "enforce"))
                 self._start_moto()
-                if lost:
-                    say(f"sandbox: the server in {self.state_dir} had stopped without "
-                        f"`sandbox.down` (pid {lost}), and what it held (stacks, the repository, "
-                        "images, server groups) is gone with it; its machines were ended: run "
-                        "`invoke bootstrap`, then bake again")
+                self._say_restored(lost)
             # What instances get from this host: its chef-solo, base capabilities, the endpoint.
             ssh_access.configure(self.state_dir, self.moto.port, self.chef_solo,
                                 self.base_provides)
             ssh_access.start(self.state_dir)  # the sshd standing in for bake instances
             return self.endpoint
+
+    def _say_restored(self, lost: int | None) -> None:
+        """One line on what the new server restored from the last one's snapshot and what it
+        could not (sandbox/aws/persistence.py), after a crash (`lost`: its pid) or a restart."""
+        report = persistence.read_report(self.state_dir)
+        crashed = (f"the server in {self.state_dir} had stopped without `sandbox.down` (pid "
+                   f"{lost}) and its machines were ended; ") if lost else ""
+        if not report.get("snapshot"):
+            if lost:
+                why = " (kiln.sandbox.keep_state is false)" if report.get("off") else ""
+                say(f"sandbox: {crashed}it had saved no state{why}, so what it held (stacks, "
+                    "the repository, images, server groups) is gone: run `invoke bootstrap`, "
+                    "then bake again")
+            return
+        advice = ""
+        if report.get("unreadable"):
+            advice = ": run `invoke bootstrap`, then bake again"
+        elif report.get("left_out"):
+            advice = " (see aws-state.json): `invoke bootstrap.verify` shows what is missing"
+        say(f"sandbox: {crashed}{persistence.summary(report)}{advice}")
 
     def _reap_crashed(self) -> int | None:
         """The pid of a server that died without `down` (killed, or the host rebooted), after
@@ -94,14 +117,25 @@ class Sandbox:
         return pid
 
     def _start_moto(self) -> None:
-        port = self.wanted_port or free_port(self.host)
+        port = self.wanted_port or self._last_port() or free_port(self.host)
         self.moto.start([sys.executable, "-m", "sandbox.server", "--host", self.host,
                          "--port", str(port), "--state-dir", str(self.state_dir)], port,
                         timeout=60, cwd=_project_root(), env=self._server_env(),
                         # Without root, the server (and so every instance) runs in a user
                         # namespace of its own (sandbox/userns.py).
                         launch=userns.spawn if userns.needed() else subprocess.Popen)
+        (self.state_dir / LAST_PORT).write_text(f"{port}\n")
         say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
+
+    def _last_port(self) -> int | None:
+        """The port of the last server, when free: what its state names (the repository's
+        URL in `kiln.repo` and in baked images, the endpoint of a task's settings) still
+        answers after a restart."""
+        try:
+            port = int((self.state_dir / LAST_PORT).read_text())
+        except (OSError, ValueError):
+            return None
+        return port if port_free(self.host, port) else None
 
     def set_time_scale(self, factor: float | None) -> None:
         """How fast AWS's pending states pass (sandbox/aws/timing.py); None: the default."""

@@ -113,6 +113,18 @@ def free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether a server may listen on the port (connections of a dead one waiting out
+    TIME_WAIT do not stop it, as a server reuses the address)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

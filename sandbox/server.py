@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox.aws import apply_all, seams
+from sandbox.aws import apply_all, persistence, seams
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 from sandbox.aws.seams import SeamChanged
 
@@ -37,7 +37,10 @@ class KeepRaw:
         environ[RAW_BODY] = body
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+        # A request that may change state is one the next snapshot waits for (persistence).
+        changing = persistence.changing(environ.get("REQUEST_METHOD", "GET"), body, environ)
+        with persistence.GATE.request(changing):
+            return self.app(environ, start_response)
 
 
 # moto's own control API (/moto-api/…) changes what the sandbox enforces or reveals, and needs
@@ -95,7 +98,10 @@ def serve(host: str, port: int) -> None:
     # As moto's own server: SIGTERM and SIGINT exit through Python, so cleanups run.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _exit)
-    run_simple(host, port, KeepRaw(app(make)), threaded=True, request_handler=handler)
+    try:
+        run_simple(host, port, KeepRaw(app(make)), threaded=True, request_handler=handler)
+    finally:
+        persistence.save_at_exit()  # a clean stop keeps the last changes too
 
 
 def _exit(signum, frame) -> None:

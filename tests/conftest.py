@@ -45,7 +45,9 @@ def project_config() -> dict:
 def sandbox_box(tmp_path_factory):
     # The shared sandbox refuses what IAM refuses, as `invoke sandbox.up` does.
     os.environ.setdefault("KILN_SANDBOX_IAM", "enforce")
-    box = Sandbox(tmp_path_factory.mktemp("sandbox"))
+    # Its state lives as long as the session: no snapshots (tests/test_sandbox_crash.py keeps
+    # a sandbox's state across a crash in one of its own).
+    box = Sandbox(tmp_path_factory.mktemp("sandbox"), keep_state=False)
     box.up()
     # Tests set things up as the sandbox's admin; Kiln's tasks sign as its operator.
     saved = {k: os.environ.get(k) for k in box.env("admin")}
@@ -83,7 +85,7 @@ def strict_box(tmp_path_factory, sandbox_box):
     """A second sandbox that refuses what IAM refuses (the default outside the test suite)."""
     saved = os.environ.get("KILN_SANDBOX_IAM")
     os.environ["KILN_SANDBOX_IAM"] = "enforce"
-    box = Sandbox(tmp_path_factory.mktemp("strict"))
+    box = Sandbox(tmp_path_factory.mktemp("strict"), keep_state=False)
     try:
         box.up()
     finally:

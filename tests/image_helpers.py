@@ -4,6 +4,8 @@ and the AMI keys they are encrypted with, from the real bootstrap stacks.
 
 from __future__ import annotations
 
+import contextlib
+
 from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -23,7 +25,13 @@ def base_image(ec2) -> str:
 
 
 def kms_key(kms, description: str = "test ami key") -> str:
-    return kms.create_key(Description=description)["KeyMetadata"]["Arn"]
+    """A key named as bootstrap names the AMI key (alias/kiln-ami, where the account and region
+    has none yet): the operator's policy lets it use only keys of that alias
+    (kms:ResourceAliases), as on AWS."""
+    arn = kms.create_key(Description=description)["KeyMetadata"]["Arn"]
+    with contextlib.suppress(kms.exceptions.AlreadyExistsException):
+        kms.create_alias(AliasName="alias/kiln-ami", TargetKeyId=arn)
+    return arn
 
 
 def make_image(ec2, key_arn: str | None, app: str = "hello-web", version: str = "1.4.2",

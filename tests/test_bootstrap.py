@@ -298,7 +298,7 @@ def test_a_new_copy_region_is_missing_until_bootstrapped_again(regional, kiln_se
 def test_verify_passes_on_a_fresh_bootstrap(fresh):
     checks = verify.run(fresh.settings, fresh, parts=PARTS)
     assert [c.name for c in checks if not c.ok] == []
-    assert len(checks) == 11
+    assert len(checks) == 12
 
 
 def test_verify_finds_the_ami_alias_past_the_first_page_of_aliases(clean_sandbox, kiln_settings):
@@ -374,6 +374,25 @@ def test_verify_names_every_problem_in_a_trust_policy(fresh):
         f"{where} Stranger trusts arn:aws:iam::999999999999:root, outside the build account "
         f"123456789012",
         f"{where} Stranger expects another external id than kiln.accounts.prod.external_id"]
+
+
+def test_verify_proves_the_deployer_rights_by_policy_simulation(fresh):
+    """iam:SimulatePrincipalPolicy, with each deploy call's resource and condition keys: a
+    deployer policy that lost its tag-scoped statements is named before a deploy meets it."""
+    iam = fresh.admin("prod").client("iam")
+    document = iam.get_role_policy(RoleName="kiln-deployer",
+                                   PolicyName="deploy-server-groups")["PolicyDocument"]
+    document["Statement"] = [s for s in document["Statement"]
+                             if s.get("Sid") not in ("CreateTagged", "ChangeKilnServerGroups")]
+    iam.put_role_policy(RoleName="kiln-deployer", PolicyName="deploy-server-groups",
+                        PolicyDocument=json.dumps(document))
+    found = problems(fresh, "prod")
+    group = ("arn:aws:autoscaling:us-east-1:222222222222:autoScalingGroup:*:"
+             "autoScalingGroupName/web-v001")
+    assert (f"role arn:aws:iam::222222222222:role/kiln-deployer may not "
+            f"autoscaling:CreateAutoScalingGroup on {group} (implicitDeny)") in found
+    assert any("ec2:DeleteLaunchTemplate" in p for p in found)
+    assert not any("ModifyListener" in p or "PassRole" in p for p in found)
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from tests.deploy_helpers import FAST, admin_of
+from orchestrator import operations
+from tests.deploy_helpers import FAST, admin_of, asg_instances, make_image
 from tests.secret_reader import console, user_data
 from tests.test_sandbox_instances import base_image
 
@@ -22,8 +23,9 @@ PARAMETER = "/hello-web/db-password"
 
 
 @pytest.fixture
-def deploy_overrides() -> dict:
-    return {"deploy": {**FAST["deploy"],
+def deploy_overrides(request) -> dict:
+    """The secret to read; kiln.deploy.egress as a test's parameter says (default endpoints)."""
+    return {"deploy": {**FAST["deploy"], "egress": getattr(request, "param", "endpoints"),
                        "user_data": {"secrets": {"DB_PASSWORD": f"ssm:{PARAMETER}"}}}}
 
 
@@ -47,3 +49,28 @@ def test_an_instance_reads_its_secret_through_the_environments_endpoints(clean_s
     output = console(clean_sandbox, instance["InstanceId"])
     assert "secret: read, 13 characters" in output, output[-1500:]
     assert "boot script done" in output
+
+
+@pytest.mark.parametrize("deploy_overrides", ["nat", "public"], indirect=True)
+def test_a_deploy_gets_the_route_its_egress_setting_names(kaws, daws, outputs):
+    egress = daws.settings.deploy.egress
+    make_image(daws, "1.0.0")
+    operations.deploy(kaws, version="1.0.0")
+    ec2 = daws.client("ec2")
+    instances = [i for r in ec2.describe_instances(
+        InstanceIds=asg_instances(daws, "hello-web-v001"))["Reservations"] for i in r["Instances"]]
+    assert instances and all(i["SubnetId"] in outputs["SubnetIds"] for i in instances)
+    routes = {}
+    for table in admin_of(daws).client("ec2", daws.region).describe_route_tables()[
+            "RouteTables"]:
+        for association in table["Associations"]:
+            routes[association.get("SubnetId")] = {
+                r.get("DestinationCidrBlock"): r.get("NatGatewayId") or r.get("GatewayId")
+                for r in table["Routes"]}
+    for instance in instances:
+        default = routes[instance["SubnetId"]]["0.0.0.0/0"]
+        if egress == "nat":  # private subnets, out through the NAT gateway
+            assert default.startswith("nat-") and "PublicIpAddress" not in instance
+        else:  # the public subnets, and an address of their own
+            assert default.startswith("igw-") and "PublicIpAddress" in instance
+

@@ -1,8 +1,8 @@
 """Outside judges of Kiln's security: parliament over every IAM policy in cloud/templates, bandit
-over the code, checkov over the templates (the bootstrap's rendered operator policy stack
-included). Each finding is fixed, or explained in tests/judges/<judge>.yaml; an unexplained one
-fails here. checkov runs from its own venv (`make setup` makes .venv-checkov: it pins an older
-boto3 than moto's server needs)."""
+over the code, checkov over the templates (the bootstrap's rendered operator policy stack and the
+demo app's pipeline stack included). Each finding is fixed, or explained in
+tests/judges/<judge>.yaml; an unexplained one fails here. checkov runs from its own venv (`make
+setup` makes .venv-checkov: it pins an older boto3 than moto's server needs)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from accounts import bootstrap
+from orchestrator import codepipeline
 from tests.conftest import ROOT
 from tests.judges.policies import as_json, documents
+from tests.pipeline_helpers import engine_settings
 
 JUDGES = ROOT / "tests" / "judges"
 TEMPLATES = sorted((ROOT / "cloud" / "templates").glob("*.yaml"))
@@ -61,11 +63,14 @@ def test_each_explanation_names_the_files_it_explains():
                 assert wanted and "*" not in wanted, f"{judge}.yaml: {entry} names no {key}"
 
 
-def parliament_findings() -> list[dict]:
+def parliament_findings(rendered: Path) -> list[dict]:
+    """parliament's findings over cloud/templates and the demo app's pipeline stack."""
     from parliament import analyze_policy_string
 
+    pipeline = rendered / "pipeline.json"
+    pipeline.write_text(codepipeline.template(engine_settings(), "hello-web"))
     found = []
-    for template in TEMPLATES:
+    for template in [*TEMPLATES, pipeline]:
         for resource, document, policy in documents(template):
             analyzed = analyze_policy_string(as_json(policy), include_community_auditors=True)
             found += [{"template": template.name, "resource": resource, "document": document,
@@ -91,6 +96,9 @@ def checkov_findings(rendered: Path) -> list[dict]:
     for template in TEMPLATES:
         shutil.copy(template, rendered / template.name)
     (rendered / "operator.json").write_text(bootstrap.operator_template())
+    # The demo app's pipeline stack, as `invoke bootstrap` renders it for engine codepipeline.
+    (rendered / "pipeline.json").write_text(codepipeline.template(engine_settings(),
+                                                                  "hello-web"))
     result = subprocess.run(
         [str(CHECKOV), "-d", str(rendered), "--framework", "cloudformation", "-o", "json",
          "--quiet", "--compact", "--skip-download"], cwd=rendered, capture_output=True,
@@ -112,8 +120,8 @@ def test_every_iam_policy_kiln_writes_is_read_by_parliament():
     assert all("Statement" in policy for _r, _d, policy in policies)
 
 
-def test_parliament_findings_are_all_explained():
-    found = parliament_findings()
+def test_parliament_findings_are_all_explained(tmp_path):
+    found = parliament_findings(tmp_path)
     left = unexplained(found, explanations("parliament"),
                        ("template", "resource", "document", "issue"))
     assert not left, json.dumps(left, indent=1)

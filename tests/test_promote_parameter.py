@@ -1,12 +1,25 @@
 """The SSM parameter a promotion writes lives under kiln.stacks.prefix, where the policy allows."""
 
+from accounts import bootstrap
 from cloud import stacks
+from cloud.target import connect
 from provisioner import promote
 from tests.image_helpers import bootstrapped, make_image
 
 
+def with_prefixed_operator(aws):
+    """The operator policy bootstrap renders for this prefix (`<prefix>-operator`), attached to
+    the sandbox's operator, whose own policy names the default prefix's keys and buckets."""
+    admin = connect(aws.settings, admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("operator",))
+    admin.client("iam").attach_user_policy(
+        UserName="kiln-operator", PolicyArn=stacks.output(admin, "operator", "OperatorPolicyArn"))
+    return aws
+
+
 def test_parameter_path_follows_the_stack_prefix(kiln_settings, clean_sandbox):
-    aws = bootstrapped(lambda **o: kiln_settings(stacks={"prefix": "acme"}, **o))
+    aws = with_prefixed_operator(
+        bootstrapped(lambda **o: kiln_settings(stacks={"prefix": "acme"}, **o)))
     make_image(aws.client("ec2"), stacks.ami_key(aws))
     (promotion,) = promote.promote(aws, "hello-web", "1.4.2", "prod")["promotions"]
     assert promotion["parameter"] == "/acme/hello-web/prod/ami"

@@ -16,11 +16,28 @@ import boto3
 import paramiko
 import pytest
 
+from sandbox.machines import forward
 from sandbox.machines import instances as machines
 from tests.secret_reader import console, user_data
 from tests.test_sandbox_instances import base_image
 
 PARAMETER = "/routes/db-password"
+# Token requests IMDSv2 refuses, and a read with a token it never gave.
+REFUSALS = r'''
+import urllib.error, urllib.request
+def status(method, path, headers):
+    request = urllib.request.Request("http://169.254.169.254" + path, method=method,
+                                     headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=2).status
+    except urllib.error.HTTPError as error:
+        return error.code
+ttl = "X-aws-ec2-metadata-token-ttl-seconds"
+print(status("PUT", "/latest/api/token", {}),
+      status("PUT", "/latest/api/token", {ttl: "21601"}),
+      status("PUT", "/latest/api/token", {ttl: "60", "X-Forwarded-For": "203.0.113.9"}),
+      status("GET", "/latest/meta-data/", {"X-aws-ec2-metadata-token": "made-up"}))
+'''
 
 
 @pytest.fixture
@@ -83,3 +100,19 @@ def test_a_secret_is_read_only_over_a_route_the_vpc_gives(clean_sandbox, private
         capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr[-1000:]
     assert "secret: read, 12 characters" in again.stdout
+
+    refusals = subprocess.run(
+        [*machines.enter_command(clean_sandbox.state_dir, instance_id), "python3", "-c",
+         REFUSALS], capture_output=True, text=True, timeout=30)
+    assert refusals.stdout.split() == ["400", "400", "403", "401"], refusals.stderr[-500:]
+
+
+def test_a_requests_service_is_its_credential_scopes():
+    signed = (b"POST / HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"
+              b"20261207/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, "
+              b"Signature=abc\r\n\r\n")
+    presigned = (b"GET /repo/x.rpm?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEX"
+                 b"%2F20261207%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1\r\n\r\n")
+    assert forward.service_of(signed) == "secretsmanager"
+    assert forward.service_of(presigned) == "s3"
+    assert forward.service_of(b"GET /repo/repodata/repomd.xml HTTP/1.1\r\n\r\n") == "s3"

@@ -35,8 +35,10 @@ def test_cfn_lint_passes(template):
 def test_outputs_are_exactly_the_agreed_ones(spec):
     outputs = yaml.load(spec.body(), Loader=TemplateLoader)["Outputs"]
     assert set(spec.outputs) <= set(outputs)
-    # RepoKeyFingerprint exists only for a signed repository, so no reader may require it.
-    assert set(outputs) - set(spec.outputs) <= {"AmiKmsAliasName", "RepoKeyFingerprint"}
+    # RepoKeyFingerprint exists only for a signed repository, the pipeline subnet's outputs only
+    # while an app's pipeline runs on CodePipeline, so no reader may require them.
+    assert set(outputs) - set(spec.outputs) <= {"AmiKmsAliasName", "RepoKeyFingerprint",
+                                                "PipelineSubnetId", "PipelineEgressIp"}
 
 
 def test_cfn_lint_catches_a_broken_template(tmp_path):

@@ -28,11 +28,13 @@ PATCHES: list[str] = [
     "cloudformation.rollback",
     "cloudformation.conditions",  # !Condition inside !And, !Or, !Not
     "cloudformation.listener_actions",
+    "cloudformation.retain",
     "cloudwatch.statistics",
     "elbv2.listeners",
     "ec2.security_groups",
     "elbv2.load_balancers",
     "ec2.images",  # CreateImage, CopyImage, DescribeImages, DeregisterImage
+    "ec2.image_pages",
     "reset",
     "autoscaling.server_groups",
     "iam.service_linked_roles",
@@ -42,9 +44,11 @@ PATCHES: list[str] = [
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
+    "iam.simulation",
     "codebuild.builds",  # builds run on sandbox machines
     "codepipeline.executions",  # executions run stage by stage
     "cloudformation.pipeline_resources",
+    "persistence",  # restores the last snapshot before the users are seeded
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]
 

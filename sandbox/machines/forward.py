@@ -109,8 +109,8 @@ def peek_head(inside: socket.socket) -> bytes:
     return head
 
 
-def routed(routes: str | None, head: bytes) -> str | None:
-    """None when the instance has a route to the request's service; else that service."""
+def reach_of(routes: str | None) -> dict | None:
+    """What the instance reaches (sandbox.aws.ec2.routes); None: everything."""
     if not routes:
         return None
     try:
@@ -118,15 +118,23 @@ def routed(routes: str | None, head: bytes) -> str | None:
             reach = json.load(file)
     except (OSError, ValueError):
         return None  # not an EC2 instance's (a build's machine): AWS's network, open
-    service = service_of(head)
-    return None if reach.get("internet") or service in reach.get("services", []) else service
+    return None if reach.get("internet") else reach
+
+
+def refused(reach: dict | None, inside: socket.socket) -> str | None:
+    """The service of the connection's first request when the instance has no route to it.
+    (A client keeps one connection per service's endpoint, so the first request decides.)"""
+    if reach is None:
+        return None
+    service = service_of(peek_head(inside))
+    return None if service in reach.get("services", []) else service
 
 
 def connection(inside: socket.socket, port: int, routes: str | None) -> None:
     try:
-        refused = routed(routes, peek_head(inside)) if routes else None
-        if refused:
-            print(f"forward: no route to {refused}'s endpoint: no public address with an "
+        service = refused(reach_of(routes), inside)
+        if service:
+            print(f"forward: no route to {service}'s endpoint: no public address with an "
                   f"internet gateway, no NAT gateway, no VPC endpoint of it", flush=True)
             inside.close()
             return

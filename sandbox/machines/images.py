@@ -103,6 +103,12 @@ def stack(state_dir, image_id: str) -> list[Path] | None:
     return [layers_dir(state_dir) / layer for layer in found] if found else None
 
 
+def image_ids(state_dir) -> list[str]:
+    """The images that hold layers."""
+    with _lock:
+        return sorted(_read(state_dir)["images"])
+
+
 def launched(state_dir, instance_id: str, image_id: str) -> None:
     """Remember which layers an instance runs on, for an image made of it later."""
     with _lock:

@@ -22,6 +22,9 @@ ARN_OF = {  # an example ARN per resource type a policy may name
     "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{{id}}",
     "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{{id}}",
     "AWS::EC2::VPCEndpoint": "vpce-0123456789abcdef0",
+    "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{{id}}",
+    "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{{id}}",
+    "AWS::CodePipeline::Pipeline": "{id}",  # a pipeline's Ref is its name
 }
 EXAMPLES = [  # parameter name pattern → an example value of its shape
     (r"SecretParameterArns$", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app/db-password"),

@@ -8,7 +8,7 @@ and deleting the stack deletes it.
 
 from pathlib import Path
 
-from sandbox.aws import seams
+from sandbox.aws import persistence, seams
 
 
 def apply(state_dir: Path) -> None:
@@ -54,6 +54,7 @@ def apply(state_dir: Path) -> None:
                                             region_name):
             _backend(account_id, region_name).delete_alarms([resource_name])
 
+    persistence.by_name(CfnAlarm, __name__)  # stacks hold its instances
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
 

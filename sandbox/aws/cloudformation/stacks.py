@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sandbox.aws import seams
+from sandbox.aws import persistence, seams
 
 NO_CHANGES = ("The submitted information didn't contain changes. Submit different information "
               "to create a change set.")
@@ -315,6 +315,7 @@ def _add_models() -> None:
         def delete(self, account_id: str, region_name: str) -> None:
             _s3(account_id, region_name).delete_bucket_policy(self.bucket)
 
+    persistence.by_name(BucketPolicy, __name__)  # stacks hold its instances
     # The model map is built from CloudFormationModel's subclasses once and cached.
     parsing.get_model_list.cache_clear()
     parsing.get_model_map.cache_clear()

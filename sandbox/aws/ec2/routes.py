@@ -8,10 +8,12 @@ with private DNS (its name then resolves to the endpoint inside the VPC), or a g
 
     reach(backend, instance) -> {"internet": bool, "services": [signing names]}
 
-A default VPC has its internet gateway, as AWS makes it. The sandbox's EC2 computes `reach` at
-launch, and again for running instances when a route or VPC endpoint is made or removed; the
-instance's way out (sandbox.machines.forward) admits a request to the sandbox's endpoint only
-for a service it lists (all when `internet`).
+The sandbox's EC2 computes `reach` at launch, and again for running instances when a route, a
+route table association or a VPC endpoint is made or removed; the instance's way out
+(sandbox.machines.forward) admits a request to the sandbox's endpoint only for a service it
+lists (all when `internet`). As AWS makes them, a default VPC has an internet gateway its main
+route table leads to, and a stack's SubnetRouteTableAssociation associates its table with the
+subnet (moto's had no gateway, and only recorded the association).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ _CHANGES = {
         "delete_route": "(self, route_table_id: str, destination_cidr_block: str, "
         "destination_ipv6_cidr_block: str | None = None, destination_prefix_list_id: str | "
         "None = None) -> moto.ec2.models.route_tables.Route",
+        "associate_route_table": "(self, route_table_id: str, gateway_id: str | None = None, "
+        "subnet_id: str | None = None) -> str",
+        "disassociate_route_table": "(self, association_id: str) -> str | None",
     },
 }
 
@@ -91,10 +96,15 @@ _CHANGES = {
 def apply(state_dir: Path) -> None:
     import importlib
 
+    from moto.ec2.models.subnets import SubnetBackend, SubnetRouteTableAssociation
     from moto.ec2.models.vpcs import VPCBackend
 
     seams.wrap(VPCBackend, "create_default_vpc", _with_internet_gateway,
                signature="(self) -> moto.ec2.models.vpcs.VPC", owner=__name__)
+    seams.wrap(SubnetBackend, "create_subnet_association", _associating,
+               signature="(self, route_table_id: 'str', subnet_id: 'str') -> "
+                         "'SubnetRouteTableAssociation'", owner=__name__)
+    seams.add(SubnetRouteTableAssociation, "delete", _disassociate, owner=__name__)
 
     for dotted, methods in _CHANGES.items():
         module, _, name = dotted.rpartition(".")
@@ -117,6 +127,29 @@ def _with_internet_gateway(create_default_vpc):
         return vpc
 
     return wrapper
+
+
+def _associating(create_subnet_association):
+    """CloudFormation's SubnetRouteTableAssociation associates the table with the subnet, as
+    AssociateRouteTable does (moto only recorded it, and the subnet kept its VPC's main table)."""
+    def wrapper(backend, route_table_id, subnet_id):
+        made = create_subnet_association(backend, route_table_id, subnet_id)
+        made.association_id = backend.associate_route_table(route_table_id,
+                                                            subnet_id=subnet_id)
+        return made
+
+    return wrapper
+
+
+def _disassociate(association, account_id: str, region_name: str) -> None:
+    """The stack's association goes with it (before its route table, which it holds)."""
+    from moto.ec2.models import ec2_backends
+
+    if getattr(association, "association_id", None):
+        backend = ec2_backends[account_id][region_name]
+        backend.disassociate_route_table(association.association_id)
+        backend.subnet_associations.pop(
+            f"{association.route_table_id}:{association.subnet_id}", None)
 
 
 def _then_refresh(change, state_dir: Path):

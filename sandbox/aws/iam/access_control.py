@@ -33,9 +33,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, unquote
 
 from sandbox.aws import seams
-from sandbox.aws.iam import actions, identities, sigv4
+from sandbox.aws.iam import actions, identities, resources, sigv4
 from sandbox.aws.iam import policy as iam
-from sandbox.aws.iam.arns import ec2_targets, keys_used, passed_roles, resource_for
+from sandbox.aws.iam.arns import keys_used, passed_roles, resource_for
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 # Where sandbox.server keeps the request as it arrived, in the WSGI environ.
@@ -345,30 +345,68 @@ def _check_permitted(call: Call, resource: str) -> None:
         _check_copy_source(call, caller, params)
     for role_arn in passed_roles(call.actions[0], params, caller.account, call.region):
         here = {**_context(caller, "iam:PassRole", params), "iam:PassedToService":
-                "ec2.amazonaws.com"}
+                "ec2.amazonaws.com", iam.UNCOMPUTED: []}
         allowed, why = _decide(caller, "iam:PassRole", role_arn, here, params, call.region)
         if not allowed:
-            _deny(call, caller, "iam:PassRole", role_arn, why)
+            _deny(call, caller, "iam:PassRole", role_arn, _with_uncomputed(why, here))
     _check_keys_used(call, caller, call.actions[0], params)
+    _check_tag_on_create(call, caller, call.actions[0], params)
+    launching = _context(caller, "ec2:RunInstances", params)
+    for target in resources.launches(call.actions[0], params, caller.account, call.region):
+        _check_target(call, caller, "ec2:RunInstances", target, launching, params)
 
 
 def _check_action(call: Call, caller: Caller, action: str, resource: str, params: dict) -> None:
     service = action.partition(":")[0]
+    placed = None
     if call.s3 is not None:
         resource = actions.s3_resource(call.s3, caller.partition)
+        placed = _deleted_objects(call, action, resource) or None
     elif resource in ("*", None):
-        resource = resource_for(service, action, params, caller.account, call.region)
-    context = _context(caller, action, params)
-    targets = ec2_targets(action, params, caller.account, call.region) \
-        if service == "ec2" else _deleted_objects(call, action, resource)
-    for arn, tags in targets or [(resource, None)]:
-        here = dict(context)
-        if tags is not None:  # the sandbox knows this resource's tags: absent ones are absent
-            here.update({f"aws:ResourceTag/{k}": v for k, v in tags.items()})
-            here[iam.COMPUTED] = ["aws:resourcetag/"]
-        allowed, why = _decide(caller, action, arn, here, params, call.region)
-        if not allowed:
-            _deny(call, caller, action, arn, why)
+        placed = resources.targets(action, params, caller.account, call.region)
+        if placed is None:
+            resource = resource_for(service, action, params, caller.account, call.region)
+    context = {**_context(caller, action, params), **_request_tags(service, params)}
+    for target in placed or [resources.Target(resource, None)]:
+        _check_target(call, caller, action, target, context, params)
+
+
+def _check_target(call: Call, caller: Caller, action: str, target: resources.Target,
+                  context: dict, params: dict) -> None:
+    here = {**context, iam.COMPUTED: list(context.get(iam.COMPUTED, ())),
+            iam.UNCOMPUTED: []}
+    if target.tags is not None:  # the sandbox knows this resource's tags: absent ones are absent
+        here.update({f"aws:ResourceTag/{k}": v for k, v in target.tags.items()})
+        here[iam.COMPUTED].append("aws:resourcetag/")
+    allowed, why = _decide(caller, action, target.arn, here, params, call.region)
+    if not allowed:
+        _deny(call, caller, action, target.arn, _with_uncomputed(why, here))
+
+
+def _request_tags(service: str, params: dict) -> dict:
+    """aws:RequestTag/* and aws:TagKeys, when the sandbox reads the request's tags."""
+    tags = resources.request_tags(service, params)
+    if tags is None:
+        return {}
+    return {**resources.tag_context(tags), iam.COMPUTED: ["aws:requesttag/", "aws:tagkeys"]}
+
+
+def _with_uncomputed(why: str, context: dict) -> str:
+    keys = sorted(set(context.get(iam.UNCOMPUTED) or ()))
+    if not keys:
+        return why
+    return (f"{why} (the sandbox cannot compute condition key {', '.join(keys)} for this "
+            "request and fails closed: docs/sandbox.md)")
+
+
+def _check_tag_on_create(call: Call, caller: Caller, action: str, params: dict) -> None:
+    """A create that tags what it makes needs the tagging action too (ec2:CreateTags with
+    ec2:CreateAction, autoscaling:CreateOrUpdateTags, elasticloadbalancing:AddTags)."""
+    for tag_action, arn, extra in resources.tag_on_create(action, params, caller.account,
+                                                         call.region):
+        context = {**_context(caller, tag_action, params), **extra,
+                   iam.COMPUTED: ["aws:requesttag/", "aws:tagkeys"]}
+        _check_target(call, caller, tag_action, resources.Target(arn, None), context, params)
 
 
 def _check_copy_source(call: Call, caller: Caller, params: dict) -> None:
@@ -378,10 +416,10 @@ def _check_copy_source(call: Call, caller: Caller, params: dict) -> None:
     version = dict(parse_qsl(query)).get("versionId")
     action = "s3:GetObjectVersion" if version else "s3:GetObject"
     arn = f"arn:{caller.partition}:s3:::{path}"
-    allowed, why = _decide(caller, action, arn, _context(caller, action, params), params,
-                           call.region)
+    context = {**_context(caller, action, params), iam.UNCOMPUTED: []}
+    allowed, why = _decide(caller, action, arn, context, params, call.region)
     if not allowed:
-        _deny(call, caller, action, arn, why)
+        _deny(call, caller, action, arn, _with_uncomputed(why, context))
 
 
 def _unknown_operation(call: Call, caller: Caller) -> None:
@@ -403,19 +441,20 @@ def _check_keys_used(call: Call, caller: Caller, action: str, params: dict) -> N
         for kms_action in kms_actions:
             here = {**context, "kms:ViaService": f"ec2.{region}.amazonaws.com",
                     "kms:CallerAccount": caller.account,
-                    "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant"}
+                    "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant",
+                    **key_context(key), iam.UNCOMPUTED: []}
             allowed, why = _decide(caller, kms_action, key.arn, here, params, region)
             if not allowed:
-                _deny(call, caller, kms_action, key.arn, why)
+                _deny(call, caller, kms_action, key.arn, _with_uncomputed(why, here))
 
 
-def _deleted_objects(call: Call, action: str, resource: str) -> list[tuple[str, None]]:
+def _deleted_objects(call: Call, action: str, resource: str) -> list[resources.Target]:
     """DeleteObjects is authorized as s3:DeleteObject on each key it names, as on AWS."""
     if call.s3 is None or call.s3.operation != "DeleteObjects":
         return []
     body = call.wire.body.decode("utf-8", "replace")
     keys = re.findall(r"<Key>(.*?)</Key>", body)
-    return [(f"{resource}/{html.unescape(key)}", None) for key in keys]
+    return [resources.Target(f"{resource}/{html.unescape(key)}", None) for key in keys]
 
 
 def _params(call: Call) -> dict:
@@ -454,8 +493,16 @@ def _context(caller: Caller, action: str, params: dict) -> dict:
     return context
 
 
+def key_context(key) -> dict:
+    """kms:ResourceAliases: the aliases of the key a KMS call (or EC2's use of it) acts on."""
+    aliases = list(getattr(key, "aliases", None) or ())
+    return {"kms:ResourceAliases": aliases} if aliases else {}
+
+
 def _decide(caller: Caller, action: str, resource: str, context: dict, params: dict,
             region: str) -> tuple[bool, str]:
+    if action.startswith("kms:"):
+        context.update(key_context(identities.kms_key(resource, caller.account, region)))
     identity = iam.evaluate(caller.policies(), action, resource, context)
     if identity == iam.Result.DENY:
         return False, "an identity-based policy explicitly denies it"
@@ -489,9 +536,10 @@ def _bucket_allows(caller: Caller, action: str, resource: str, context: dict,
     policy = [text] if text else []
     # A statement naming the caller itself, and one naming its account (root) too; a grant to
     # one's own account root defers to identity policies, as in KMS key policies.
+    whole = caller.principal()
     direct = iam.evaluate(policy, action, resource, context,
-                          principal={"arns": caller.principal()["arns"]})
-    granted = iam.evaluate(policy, action, resource, context, principal=caller.principal())
+                          principal={"arns": whole["arns"], "identity": whole})
+    granted = iam.evaluate(policy, action, resource, context, principal=whole)
     if iam.Result.DENY in (direct, granted):
         return False, "the bucket policy explicitly denies it"
     if bucket.account_id == caller.account:
@@ -536,10 +584,11 @@ def _key_allows(caller: Caller, action: str, resource: str, context: dict, ident
         ok = identity == iam.Result.ALLOW
         return ok, "" if ok else "no identity-based policy allows it"
     policy = [key.policy] if key.policy else []
+    whole = caller.principal()
     direct = iam.evaluate(policy, action, resource, context,
-                          principal={"arns": caller.principal()["arns"]})
+                          principal={"arns": whole["arns"], "identity": whole})
     via_root = iam.evaluate(policy, action, resource, context,
-                            principal={"account": caller.account})
+                            principal={"account": caller.account, "identity": whole})
     if iam.Result.DENY in (direct, via_root):
         return False, "the key policy explicitly denies it"
     if identities.grant_allows(key, caller, action):

@@ -1,8 +1,10 @@
 """The ARN a request acts on, for the services whose policies Kiln scopes by resource.
 
-moto names the resource for STS (the role), IAM roles and S3; for the rest this module builds the
-ARN from the request's parameters as AWS's service authorization reference defines it. An action
-it cannot place answers policy.UNKNOWN (matched by any Resource pattern: a gap the README lists).
+moto names the resource for STS (the role), IAM roles and S3; EC2, Auto Scaling, ELB and
+CloudWatch resources, with their tags, come from sandbox/aws/iam/resources.py; for the rest this
+module builds the ARN from the request's parameters as AWS's service authorization reference
+defines it. An action it cannot place answers policy.UNKNOWN ("*", what AWS evaluates an action
+with no resource against: only a Resource pattern matching "*" grants it).
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ def _kms(action, params, account, region):
 
 def _ssm(action, params, account, region):
     name = params.get("Name") or (params.get("Names") or [None])[0]
+    if params.get("ResourceType") == "Parameter":  # AddTagsToResource, RemoveTagsFromResource
+        name = params.get("ResourceId")
     if not name:
         return None
     if name.startswith("/aws/service/"):
         account = ""  # AWS's public parameters belong to no account
+    if name.startswith("arn:"):
+        return name
     return _arn("ssm", region, account, f"parameter/{name.lstrip('/')}")
 
 
@@ -77,7 +83,7 @@ def _iam(action, params, account, region):
                       ("InstanceProfileName", "instance-profile")):
         if params.get(key):
             return f"arn:aws:iam::{account}:{kind}/{params[key]}"
-    return params.get("PolicyArn")
+    return params.get("PolicyArn") or params.get("PolicySourceArn")
 
 
 def _sns(action, params, account, region):
@@ -130,40 +136,6 @@ def _autoscaling(action, params, account, region):
 BUILDERS = {"dynamodb": _dynamodb, "autoscaling": _autoscaling, "kms": _kms, "ssm": _ssm,
             "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns,
             "codepipeline": _codepipeline, "codebuild": _codebuild}
-
-
-# -- EC2 resources and their tags (aws:ResourceTag) ---------------------------------------------
-
-# Actions that change or remove one kind of EC2 resource, and the parameter naming it.
-EC2_TARGETS = {
-    "DeregisterImage": ("ImageId", "image"),
-    "EnableImageDeprecation": ("ImageId", "image"),
-    "DisableImageDeprecation": ("ImageId", "image"),
-    "ModifyImageAttribute": ("ImageId", "image"),
-    "DeleteSnapshot": ("SnapshotId", "snapshot"),
-    "ModifySnapshotAttribute": ("SnapshotId", "snapshot"),
-    "TerminateInstances": ("InstanceId", "instance"),
-    "StopInstances": ("InstanceId", "instance"),
-    "DeleteSecurityGroup": ("GroupId", "security-group"),
-    "DeleteVolume": ("VolumeId", "volume"),
-    "DeleteLaunchTemplate": ("LaunchTemplateId", "launch-template"),
-}
-
-
-def ec2_targets(action: str, params: dict, account: str, region: str) -> list[tuple[str, dict]]:
-    """(ARN, tags) of each EC2 resource a changing call names; [] when the sandbox does not
-    place the call (its resource stays UNKNOWN)."""
-    from moto.ec2.models import ec2_backends
-
-    name = action.partition(":")[2]
-    if name not in EC2_TARGETS:
-        return []
-    field, kind = EC2_TARGETS[name]
-    ids = [v for k, v in params.items() if k == field or k.startswith(f"{field}.")]
-    backend = ec2_backends[account][region]
-    owner = "" if kind == "image" else account
-    return [(f"arn:aws:ec2:{region}:{owner}:{kind}/{resource_id}",
-             dict(backend.tags.get(resource_id, {}))) for resource_id in ids]
 
 
 # -- roles passed to a service ------------------------------------------------------------------

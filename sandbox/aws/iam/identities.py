@@ -92,9 +92,13 @@ def seed(state_dir: Path) -> None:
     policies = {"admin": ADMIN_POLICY, "operator": operator_policy(data["prefix"])}
     for name, user_name in USERS.items():
         if user_name in {u.name for u in backend.list_users("/", None, None)}:
-            continue
-        backend.create_user(region_name="us-east-1", user_name=user_name, path="/",
-                            tags=[{"Key": "kiln:sandbox", "Value": name}])
+            # Restored from a snapshot (sandbox.aws.persistence): this start's keys replace
+            # the last start's, which credentials.json no longer holds.
+            for key in list(backend.list_access_keys(user_name)):
+                backend.delete_access_key(key.access_key_id, user_name)
+        else:
+            backend.create_user(region_name="us-east-1", user_name=user_name, path="/",
+                                tags=[{"Key": "kiln:sandbox", "Value": name}])
         backend.put_user_policy(user_name, name, policies[name])
         _set_key(backend, user_name, data[name])
 

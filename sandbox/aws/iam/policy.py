@@ -5,10 +5,16 @@ Principal (resource policies only) and every Condition match. An explicit Deny w
 Allow; no Allow means an implicit deny. Condition operators: String*, Arn*, Bool, Null, IpAddress,
 NotIpAddress, Numeric*, with `...IfExists` and the `ForAnyValue:` / `ForAllValues:` set forms.
 
-Where the sandbox does not know a value AWS would know, it says so with UNKNOWN instead of
-guessing: a Resource pattern matches an UNKNOWN resource, and a condition on a key the sandbox
-does not compute for that request (KNOWN_KEYS lists the ones it does) is taken as met. Those are
-the gaps the README lists.
+A key absent from the request makes a condition false, except for the negated operators
+(StringNot*, ArnNot*, NotIpAddress, NumericNotEquals, DateNotEquals), `...IfExists` and
+`ForAllValues:`, which are true, and `Null`, as AWS's evaluation logic documents. `NotPrincipal`
+names the principals a statement does not apply to.
+
+The resource "*" is what AWS evaluates an action that takes no resource against: only a
+Resource pattern matching the literal "*" names it. Where the sandbox does not know a value AWS
+would know (a condition key it does not compute for that request: neither in KNOWN_KEYS nor under
+a prefix the request's COMPUTED entry lists), it fails closed: an Allow statement conditioned on
+it does not apply and a Deny statement does. docs/sandbox.md lists those keys.
 """
 
 from __future__ import annotations
@@ -18,21 +24,28 @@ import ipaddress
 import json
 from enum import Enum
 
-UNKNOWN = "*"
+UNKNOWN = "*"  # an action with no resource, as AWS evaluates it
 
 # Condition keys the sandbox computes whenever AWS would have them; a key among these that a
 # request lacks is absent, as on AWS (so a condition on it fails unless ...IfExists or Null).
 KNOWN_KEYS = {
     "aws:principalarn", "aws:principalaccount", "aws:principaltype", "aws:userid",
     "aws:sourceip", "aws:securetransport", "aws:viaawsservice", "aws:calledvia",
-    "sts:externalid", "kms:viaservice", "kms:calleraccount", "kms:grantisforawsresource",
-    "kms:grantoperations", "iam:passedtoservice", "iam:awsservicename",
+    "sts:externalid", "sts:sourceidentity", "kms:viaservice", "kms:calleraccount",
+    "kms:grantisforawsresource", "kms:grantoperations", "iam:passedtoservice", "iam:awsservicename",
+    # requests reach the sandbox over loopback, never through a VPC or its endpoints
+    "aws:sourcevpc", "aws:sourcevpce", "aws:vpcsourceip",
+    # set on the calls that carry them (tag-on-create, a KMS key with aliases), else absent
+    "ec2:createaction", "kms:resourcealiases",
 }
 
 
 # A context entry listing key prefixes the sandbox computed for this request (e.g. the resource's
 # tags): a key with such a prefix that is absent is absent, as on AWS.
 COMPUTED = "sandbox:computed"
+# A context entry (a list) the evaluation appends the keys it could not compute to, for the
+# denial's message.
+UNCOMPUTED = "sandbox:uncomputed"
 
 
 class Result(Enum):
@@ -72,6 +85,13 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+as_list = _as_list
+
+
+def action_matches(pattern: str, action: str) -> bool:
+    return _wild(pattern, action, case=False)
+
+
 def _wild(pattern: str, value: str, case: bool = True) -> bool:
     if not case:
         pattern, value = pattern.lower(), value.lower()
@@ -93,23 +113,30 @@ def _matches(statement: dict, action: str, resource: str, context: dict,
         return False
     if not _resource_matches(statement, resource):
         return False
-    return conditions_met(statement.get("Condition", {}), context)
+    met = conditions_met(statement.get("Condition", {}), context)
+    if met is None:  # a key the sandbox cannot compute: fail closed
+        return statement.get("Effect") == "Deny"
+    return met
 
 
 def _resource_matches(statement: dict, resource: str) -> bool:
     if "Resource" in statement:
-        patterns = _as_list(statement["Resource"])
-        return resource == UNKNOWN or any(_wild(p, resource) for p in patterns)
+        return any(_wild(p, resource) for p in _as_list(statement["Resource"]))
     if "NotResource" in statement:
-        return resource == UNKNOWN or not any(
-            _wild(p, resource) for p in _as_list(statement["NotResource"]))
+        return not any(_wild(p, resource) for p in _as_list(statement["NotResource"]))
     return True  # trust policies name no resource
 
 
 def principal_matches(statement: dict, principal: dict) -> bool:
     """Does the statement's Principal name the caller? `principal` holds the caller's ARNs
     ("arns"), or its account ("account": a statement naming the account's root or id names
-    every identity of it, whose own identity policies then decide), or "anonymous"."""
+    every identity of it, whose own identity policies then decide), or "anonymous". A
+    NotPrincipal statement applies to everyone it does not name: AWS evaluates it for the
+    caller's account as well as the caller, so a caller is left out only when both its own ARN
+    and its account are named (`identity` holds the whole caller when `principal` is one side)."""
+    if "NotPrincipal" in statement:
+        return not _named_by_not_principal(statement["NotPrincipal"],
+                                           principal.get("identity", principal))
     named = statement.get("Principal")
     if named == "*":
         return True
@@ -129,35 +156,67 @@ def principal_matches(statement: dict, principal: dict) -> bool:
     return principal.get("service") in _as_list(named.get("Service"))
 
 
+def _named_by_not_principal(named, principal: dict) -> bool:
+    if principal.get("anonymous") or not isinstance(named, dict):
+        return False
+    if principal.get("service"):
+        return principal["service"] in _as_list(named.get("Service"))
+    aws = _as_list(named.get("AWS"))
+    account = principal.get("account")
+    by_arn = any(arn in principal.get("arns", ()) for arn in aws)
+    by_account = bool(account) and any(
+        arn == account or _wild(f"arn:*:iam::{account}:root", arn) for arn in aws)
+    return by_arn and by_account
+
+
 # -- conditions ---------------------------------------------------------------------------------
 
 
-def conditions_met(conditions: dict, context: dict) -> bool:
+def conditions_met(conditions: dict, context: dict) -> bool | None:
+    """True or False; None when no condition is false but one needs a key the sandbox cannot
+    compute for this request."""
     lowered = {k.lower(): v for k, v in context.items()}
+    unknown = False
     for operator, pairs in conditions.items():
         for key, expected in pairs.items():
-            if not _condition(operator, key.lower(), _as_list(expected), lowered):
+            met = _condition(operator, key.lower(), _as_list(expected), lowered)
+            if met is False:
                 return False
-    return True
+            if met is None:
+                unknown = True
+                lowered.get(UNCOMPUTED.lower(), []).append(key)
+    return None if unknown else True
 
 
-def _condition(operator: str, key: str, expected: list, context: dict) -> bool:
+def computed(key: str, context: dict) -> bool:
+    """Does the sandbox know this key's value (or its absence) for the request?"""
+    key = key.lower()
+    prefixes = context.get(COMPUTED.lower(), ()) or context.get(COMPUTED, ())
+    return key in context or key in KNOWN_KEYS or any(key.startswith(p) for p in prefixes)
+
+
+def _negated(op: str) -> bool:
+    return op.startswith(("StringNot", "ArnNot")) or op in (
+        "NotIpAddress", "NumericNotEquals", "DateNotEquals")
+
+
+def _condition(operator: str, key: str, expected: list, context: dict) -> bool | None:
     quantifier, _, op = operator.rpartition(":")
+    if key not in context and not computed(key, context):
+        return None
     if op == "Null":
         return (key not in context) == (str(expected[0]).lower() == "true")
     if_exists = op.endswith("IfExists")
     op = op.removesuffix("IfExists")
-    if key not in context:
-        computed = context.get(COMPUTED.lower(), ())
-        if key not in KNOWN_KEYS and not any(key.startswith(p) for p in computed):
-            return True  # a value the sandbox does not compute: a listed gap
-        return if_exists or quantifier == "ForAllValues"
-    values = _as_list(context[key])
     test = _OPERATORS.get(op)
     if test is None:
-        return True  # an operator Kiln's policies do not use
-    negated = op.startswith("StringNot") or op.startswith("ArnNot") or op == "NotIpAddress" \
-        or op == "NumericNotEquals"
+        return None  # an operator the sandbox does not evaluate: fail closed
+    if key not in context:
+        if quantifier == "ForAnyValue":
+            return if_exists
+        return if_exists or quantifier == "ForAllValues" or _negated(op)
+    values = _as_list(context[key])
+    negated = _negated(op)
     if quantifier == "ForAllValues":
         return all(test(v, expected) for v in values)
     if negated and quantifier != "ForAnyValue":

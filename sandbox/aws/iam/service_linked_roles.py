@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sandbox.aws import seams
+from sandbox.aws import persistence, seams
 
 
 def apply(state_dir: Path) -> None:
@@ -103,6 +103,7 @@ def _add_model() -> None:
         def delete(self, account_id: str, region_name: str) -> None:
             iam_backends[account_id]["aws"].delete_role(self.role.name)
 
+    persistence.by_name(ServiceLinkedRole, __name__)  # stacks hold its instances
     parsing.get_model_list.cache_clear()
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()

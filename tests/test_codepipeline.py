@@ -1,0 +1,179 @@
+"""An app's pipeline on CodePipeline (orchestrator/codepipeline.py): the stack kiln-pipeline-<app>
+that `invoke bootstrap` plans from the app's stages, its generated buildspecs, and
+`invoke pipeline.status` before that stack exists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from accounts import bootstrap
+from cloud import settings as settings_module
+from cloud.errors import ConfigError
+from cloud.target import connect
+from orchestrator import codepipeline, pipeline
+from tests.conftest import project_config
+from tests.pipeline_helpers import SOURCES, STAGES, engine_config, engine_settings
+from tests.test_templates import CFN_LINT
+
+APP = "hello-web"
+
+
+def rendered(source: str = "s3") -> dict:
+    return json.loads(codepipeline.template(engine_settings(source), APP))
+
+
+def test_the_pipeline_templates_pass_cfn_lint(tmp_path):
+    """One per kind of source, in one cfn-lint run (it takes seconds to start)."""
+    paths = []
+    for source in sorted(SOURCES):
+        paths.append(tmp_path / f"pipeline-{source}.json")
+        paths[-1].write_text(codepipeline.template(engine_settings(source), APP))
+    result = subprocess.run([CFN_LINT, "--format", "parseable", *map(str, paths)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_buildspec_runs_exactly_its_stage_command():
+    resources = rendered()["Resources"]
+    projects = {r["Properties"]["Name"]: r["Properties"] for r in resources.values()
+                if r["Type"] == "AWS::CodeBuild::Project"}
+    assert sorted(projects) == sorted(f"kiln-pipeline-{APP}-{s['name']}" for s in STAGES)
+    for stage in STAGES:
+        spec = yaml.safe_load(projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Source"][
+            "BuildSpec"])
+        assert spec["phases"]["build"]["commands"] == [
+            f'invoke pipeline.run --app {APP} --stage {stage["name"]} --version "$KILN_VERSION"']
+        assert codepipeline.stage_command(APP, stage["name"]) == \
+            spec["phases"]["build"]["commands"][0]
+        # Kiln installed from its lock file, as `make setup` does.
+        assert ".venv-uv/bin/uv sync -q --locked" in spec["phases"]["install"]["commands"]
+        assert set(spec["phases"]) == {"install", "build"}
+        assert projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
+            "EnvironmentVariables"] == [{"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
+                                         "Value": {"Ref": "KilnTarget"}}]
+
+
+def test_the_pipeline_has_the_apps_stages_with_an_approval_before_production():
+    resources = rendered()["Resources"]
+    pipeline = resources["Pipeline"]["Properties"]
+    assert [s["Name"] for s in pipeline["Stages"]] == ["Source", *(s["name"] for s in STAGES)]
+    approval = next(s for s in pipeline["Stages"] if s["Name"] == "approval")
+    assert [(a["ActionTypeId"]["Category"], a["RunOrder"]) for a in approval["Actions"]] == [
+        ("Approval", 1), ("Build", 2)]
+    assert approval["Actions"][0]["Configuration"]["NotificationArn"] == {"Ref": "Topic"}
+    # Packaging and baking run in the bake VPC's pipeline subnet; the later stages do not.
+    image = next(r for r in resources.values() if r["Type"] == "AWS::CodeBuild::Project"
+                 and r["Properties"]["Name"].endswith("-image"))["Properties"]
+    assert image["VpcConfig"]["Subnets"] == [{"Ref": "PipelineSubnetId"}]
+    staging = resources["StagingProject"]["Properties"]
+    assert "VpcConfig" not in staging
+    # Tagged at creation.
+    for logical in ("Pipeline", "ArtifactBucket", "Topic", "ImageProject", "ImageRole"):
+        assert {"Key": "kiln:managed-by", "Value": "kiln"} in \
+            resources[logical]["Properties"]["Tags"], logical
+
+
+def test_each_project_role_has_only_its_stages_statements():
+    resources = rendered()["Resources"]
+
+    def sids(logical: str) -> set[str]:
+        statements = resources[logical]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"]
+        return {s["Sid"] for s in statements}
+
+    assert "BakeAndShareImages" in sids("ImageRole")
+    assert "BakeAndShareImages" not in sids("CommitRole") | sids("StagingRole")
+    assert "ReachTargetAccounts" in sids("StagingRole")
+    assert "ReachTargetAccounts" not in sids("CommitRole") | sids("ApprovalRole")
+    assert "RepoObjects" not in sids("ProductionRole")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"source": {"kind": "svn"}},
+     "kiln.apps.hello-web.pipeline.source.kind: 'svn' is not one of s3, codecommit, "
+     "codeconnections"),
+    ({"source": {"kind": "codecommit"}},
+     "kiln.apps.hello-web.pipeline.source.repository: a codecommit source needs it"),
+    ({"stages": [s for s in STAGES if s["action"] != "approval"]},
+     "kiln.apps.hello-web.pipeline.stages: engine codepipeline needs an approval stage before "
+     "the production stage"),
+    ({"engine": "local"}, "kiln.apps.hello-web.pipeline.source: only for engine codepipeline"),
+])
+def test_a_wrong_engine_setting_is_one_line(change, message):
+    entry = engine_config()["apps"][APP]
+    with pytest.raises(ConfigError) as raised:
+        engine_settings(apps={APP: {**entry, "pipeline": {**entry["pipeline"], **change}}})
+    assert str(raised.value).endswith(message), raised.value
+
+
+def test_the_deployer_roles_trust_the_pipelines_project_roles():
+    ci = "arn:aws:iam::123456789012:role/kiln-ci"
+    settings = engine_settings(bootstrap={"operator_principals": [ci]})
+    place = bootstrap.Place(settings, "prod", None, None, "us-east-1")
+    assert bootstrap.account_parameters(place)["OperatorPrincipals"] == \
+        f"{ci},arn:aws:iam::123456789012:role/kiln-pipeline-{APP}-*"
+    local = settings_module.validate(project_config(), ["test config"])
+    assert bootstrap.pipeline_principals(local, "aws", "123456789012") == []
+    # The pipeline subnet (and its NAT gateway) only while some app's pipeline needs it.
+    assert bootstrap.pipeline_apps(settings) == [APP]
+    assert bootstrap.pipeline_apps(local) == []
+
+
+def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings, capsys):
+    settings = kiln_settings(**engine_config())
+    admin = connect(settings, admin=True)
+    codepipeline.register(settings)
+    parts = ("build", f"pipeline-{APP}")
+    # A new account: the pipeline stack is planned after the build stack it reads.
+    first = bootstrap.run(settings, admin, dry_run=True, parts=parts)
+    assert [(r["stack"], r["action"], r.get("after")) for r in first] == [
+        ("kiln-build", "planned", None), (f"kiln-pipeline-{APP}", "planned", "kiln-build")]
+    assert (f"stack kiln-pipeline-{APP} in account build (123456789012): planned after stack "
+            f"kiln-build (whose outputs are parameters of this one)") in capsys.readouterr().err
+    # With the build stack (and its pipeline subnet): the change set of every resource.
+    built = bootstrap.run(settings, admin, yes=True, parts=("build",))[0]["outputs"]
+    assert built["PipelineSubnetId"].startswith("subnet-") and built["PipelineEgressIp"]
+    second = bootstrap.run(settings, admin, dry_run=True, parts=(f"pipeline-{APP}",))
+    added = {(c["logical_id"], c["type"]) for c in second[0]["changes"]}
+    assert {("Pipeline", "AWS::CodePipeline::Pipeline"),
+            ("ImageProject", "AWS::CodeBuild::Project"),
+            ("ArtifactBucket", "AWS::S3::Bucket"), ("Topic", "AWS::SNS::Topic")} <= added
+    assert f"stack kiln-pipeline-{APP} in account build (123456789012): create" in \
+        capsys.readouterr().err
+    summaries = admin.client("cloudformation").list_stacks()["StackSummaries"]
+    assert [s["StackName"] for s in summaries if s["StackStatus"] != "DELETE_COMPLETE"] == [
+        "kiln-build"]
+
+
+def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox, kiln_settings,
+                                                                    run_invoke, capsys):
+    admin = connect(kiln_settings(), admin=True)
+    bootstrap.run(admin.settings, admin, yes=True, parts=("build",))
+    operator = connect(kiln_settings(**engine_config()))
+    assert codepipeline.status(operator) is None  # no stack kiln-pipeline-hello-web
+    capsys.readouterr()
+    assert pipeline.status(operator)["stages"] == []
+    assert capsys.readouterr().err.splitlines() == ["pipeline hello-web: no stage recorded yet"]
+    run_invoke("pipeline.approve", "--version", "1.1.0", "--override", overrides=engine_config(),
+               check=True)
+    shown = run_invoke("pipeline.status", "--json", overrides=engine_config(), check=True)
+    lines = shown.stderr.strip().splitlines()[-7:]
+    assert lines[0] == "pipeline hello-web 1.1.0-1: stages as recorded"  # the manifest's release
+    assert lines[1] == "  commit (commit, gate passed): not run"
+    assert lines[5].startswith("  approval (approval, gate passed): passed "), lines
+    assert lines[5].endswith("Z by kiln-operator"), lines
+    assert json.loads(shown.stdout)["engine"] == "local"
+    both = run_invoke("pipeline.run", "--version", "1.1.0", "--stage", "image", "--from",
+                      "commit", overrides=engine_config())
+    assert both.returncode == 4
+    assert both.stderr.strip().splitlines()[-1] == \
+        "kiln: pipeline.run: give --stage, or --from/--to, not both"
+    dry = run_invoke("pipeline.run", "--version", "1.1.0", "--stage", "image", "--dry-run",
+                     overrides=engine_config(), check=True)
+    assert "  ▶ image (image, gate passed): not run; refused: commit not passed" in \
+        dry.stderr.splitlines(), dry.stderr
+    assert "    commit (commit, gate passed): not run" in dry.stderr.splitlines()
