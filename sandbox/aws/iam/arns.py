@@ -117,23 +117,7 @@ def _codebuild(action, params, account, region):
     return _arn("codebuild", region, account, f"project/{name.partition(':')[0]}")
 
 
-# Auto Scaling actions Kiln's instances make, whose Resource is the group's ARN.
-GROUP_ACTIONS = ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat")
-
-
-def _autoscaling(action, params, account, region):
-    name = params.get("AutoScalingGroupName")
-    if action not in GROUP_ACTIONS or not name:
-        return None
-    from moto.autoscaling.models import autoscaling_backends
-
-    group = autoscaling_backends[account][region].autoscaling_groups.get(name)
-    # A group that does not exist: the service answers that; any pattern with its name matches.
-    rest = f"autoScalingGroup:{group._id if group else '*'}:autoScalingGroupName/{name}"
-    return _arn("autoscaling", region, account, rest)
-
-
-BUILDERS = {"dynamodb": _dynamodb, "autoscaling": _autoscaling, "kms": _kms, "ssm": _ssm,
+BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
             "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns,
             "codepipeline": _codepipeline, "codebuild": _codebuild}
 
