@@ -25,6 +25,9 @@ from orchestrator import cluster as model
 from orchestrator.environment import Environment
 
 SCALE_DOWN_ACTION = "kiln-disable-scale-down"
+# The launch lifecycle hook of a group whose app has a health command (kiln.deploy.health).
+LAUNCH_HOOK = "kiln-launch-health"
+MAX_HEARTBEAT = 7200  # AWS's longest heartbeat timeout of a lifecycle hook (seconds)
 # How long Auto Scaling may take to know a launch template EC2 just made (seconds).
 TEMPLATE_PROPAGATION = 120
 
@@ -53,7 +56,8 @@ def user_data(env: Environment, name: str, version: str, extra: dict | None = No
               "KILN_REGION": env.region, "KILN_PORT": str(env.instance_port)}
     if release:
         values["KILN_RELEASE"] = release
-    return boot_script(env.settings.deploy.user_data, values, extra, env.region)
+    script = boot_script(env.settings.deploy.user_data, values, extra, env.region)
+    return with_health(script, env.settings.deploy.get("health"), name, env.region)
 
 
 def boot_script(settings, values: dict[str, str], extra: dict | None, region: str) -> str:
@@ -82,6 +86,46 @@ def boot_script(settings, values: dict[str, str], extra: dict | None, region: st
     return script
 
 
+def health_command(env: Environment) -> str | None:
+    health = env.settings.deploy.get("health")
+    return (health or {}).get("command") or None
+
+
+def with_health(script: str, health, group: str, region: str) -> str:
+    """`script`, answering the group's launch lifecycle hook: CONTINUE once the health command
+    passes, ABANDON when it fails every try or the script fails before it (set -e). The
+    instance's role credentials and its id come from the instance metadata service (IMDSv2)."""
+    if not health or not health.get("command"):
+        return script
+    complete = " ".join(shlex.quote(a) for a in [
+        "aws", "--region", region, "autoscaling", "complete-lifecycle-action",
+        "--auto-scaling-group-name", group, "--lifecycle-hook-name", LAUNCH_HOOK])
+    answer = (
+        "# Written by Kiln: this instance's answer to its launch lifecycle hook.\n"
+        "kiln_launch() {\n"
+        "  local token instance\n"
+        "  token=\"$(curl -sSf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "
+        "http://169.254.169.254/latest/api/token)\"\n"
+        "  instance=\"$(curl -sSf -H \"X-aws-ec2-metadata-token: $token\" "
+        "http://169.254.169.254/latest/meta-data/instance-id)\"\n"
+        f"  {complete} --instance-id \"$instance\" --lifecycle-action-result \"$1\"\n"
+        "}\n"
+        "trap 'status=$?; if [ \"$status\" -ne 0 ]; then kiln_launch ABANDON || true; fi' EXIT\n")
+    check = shlex.quote(str(health["command"]))
+    tries, interval, timeout = int(health["retries"]) + 1, int(health["interval"]), \
+        int(health["timeout"])
+    tail = (
+        "# Written by Kiln: the health command (kiln.deploy.health) decides the launch.\n"
+        f"for try in $(seq 1 {tries}); do\n"
+        f"  if timeout {timeout} bash -c {check}; then kiln_launch CONTINUE; exit 0; fi\n"
+        f"  echo \"kiln: health command failed (try $try of {tries})\" >&2\n"
+        f"  if [ \"$try\" -lt {tries} ]; then sleep {interval}; fi\n"
+        "done\n"
+        "exit 1\n")
+    strict = "set -euo pipefail\n"  # boot_script's: the answer is known before any step fails
+    return script.replace(strict, strict + answer, 1) + tail
+
+
 def _secret_line(key: str, reference: str, path: str, region: str) -> str:
     """Read one secret at boot (failing the boot script if it cannot) and append it."""
     kind, _, name = reference.partition(":")
@@ -102,6 +146,7 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
            extra_environment: dict | None = None) -> None:
     """Target group (behind a load balancer), launch template, then the Auto Scaling group:
     all tagged at creation."""
+    _check_health(env)
     labels = group_tags(env, name, image.version, image.id, run_id, state,
                         getattr(image, "release", None), **(extra_tags or {}))
     data = {
@@ -127,7 +172,32 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
             LaunchTemplateName=name, LaunchTemplateData=data,
             TagSpecifications=[tags.spec("launch-template", labels)])["LaunchTemplate"]
         made["template"] = template["LaunchTemplateId"]
-        _create_group(env, name, template, capacity, max_size, made["tg"], labels)
+        if health_command(env):
+            # Empty until its hook is on, so that every instance it launches waits for it.
+            _create_group(env, name, template, 0, max_size, made["tg"], labels)
+            _put_launch_hook(env, name)
+            env.client("autoscaling").update_auto_scaling_group(
+                AutoScalingGroupName=name, MinSize=capacity, DesiredCapacity=capacity,
+                MaxSize=max(max_size, capacity))
+        else:
+            _create_group(env, name, template, capacity, max_size, made["tg"], labels)
+
+
+def _check_health(env: Environment) -> None:
+    health = env.settings.deploy.get("health") or {}
+    if health_command(env) and int(health["heartbeat_timeout"]) > MAX_HEARTBEAT:
+        raise KilnError(f"kiln.deploy.health.heartbeat_timeout: {health['heartbeat_timeout']} "
+                        f"is over {MAX_HEARTBEAT}, the longest a lifecycle hook waits")
+
+
+def _put_launch_hook(env: Environment, name: str) -> None:
+    """Hold each new instance in Pending:Wait until its health command answers; no answer
+    within the heartbeat timeout abandons it."""
+    env.client("autoscaling").put_lifecycle_hook(
+        AutoScalingGroupName=name, LifecycleHookName=LAUNCH_HOOK,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+        HeartbeatTimeout=int(env.settings.deploy.health.heartbeat_timeout),
+        DefaultResult="ABANDON")
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ Both poll with exponential backoff (tenacity) up to a deadline: never a fixed ti
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from cloud.console import say
 from cloud.errors import KilnError
 from cloud.inputs import human
 from orchestrator import cluster as model
+from orchestrator import groups
 from orchestrator.environment import Environment
 from orchestrator.judge import Watcher
 
@@ -66,6 +68,7 @@ def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
         state["healthy"], _desired, state["reasons"] = healthy_count(env, name)
         progress.show(state["healthy"], state["reasons"])
         progress.check_failing(state["healthy"], state["reasons"])
+        progress.check_abandoned()
         return state["healthy"] < capacity
 
     retry(retry=retry_if_result(bool), wait=wait_exponential(0.25, max=15),
@@ -74,6 +77,12 @@ def wait_healthy(env: Environment, name: str, capacity: int, timeout: int,
         detail = f": {'; '.join(state['reasons'][:3])}" if state["reasons"] else ""
         raise Unhealthy(f"server group {name}: {state['healthy']} of {capacity} instances "
                         f"InService and healthy after {human(timeout)}{detail}")
+
+
+def _instance_of(activity: dict) -> str:
+    """The instance id an Auto Scaling activity names ("…EC2 instance: i-… Status…")."""
+    found = re.search(r"\bi-[0-9a-f]+\b", activity.get("Description", ""))
+    return found.group(0) if found else "(unknown)"
 
 
 class HealthProgress:
@@ -88,6 +97,31 @@ class HealthProgress:
         self.shown = 0.0
         self.all_failed_since: float | None = None
         self._window: float | None = None
+        # Launches abandoned before this wait (an earlier wait's) are not this wait's failure.
+        self.abandoned_before = {a["ActivityId"] for a in self.abandoned()}
+
+    def abandoned(self) -> list[dict]:
+        """The group's launches its launch hook abandoned (kiln.deploy.health), newest first."""
+        if not groups.health_command(self.env):
+            return []
+        activities = self.env.client("autoscaling").describe_scaling_activities(
+            AutoScalingGroupName=self.name)["Activities"]
+        return [a for a in activities if a.get("StatusCode") == "Cancelled"
+                and "abandoned" in a.get("StatusMessage", "")]
+
+    def check_abandoned(self) -> None:
+        """Unhealthy at the first new instance whose health command failed (or never answered):
+        Auto Scaling replaces it, but the version it runs is not healthy."""
+        for activity in self.abandoned():
+            if activity["ActivityId"] in self.abandoned_before:
+                continue
+            instance = _instance_of(activity)
+            why = ("did not answer within kiln.deploy.health.heartbeat_timeout"
+                   if "Heartbeat Timeout" in activity["StatusMessage"] else "failed")
+            raise Unhealthy(f"server group {self.name}: instance {instance} {why} its health "
+                            f"command (kiln.deploy.health.command), so Auto Scaling abandoned "
+                            f"its launch; its boot output: `aws ec2 get-console-output "
+                            f"--instance-id {instance}`")
 
     def show(self, healthy: int, reasons: list[str]) -> None:
         now = time.monotonic()

@@ -59,7 +59,9 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
             if balanced else "",
             "SslPolicy": deploy.listener.ssl_policy,
             "InstancePort": str(deploy.port), "Egress": deploy.egress,
-            "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets)}
+            "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets),
+            "AnswersLaunchHook": "true" if (deploy.get("health") or {}).get("command")
+            else "false"}
 
 
 def certificate(deploy, region: str, account_id: str, where: str) -> str:

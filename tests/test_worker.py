@@ -3,6 +3,9 @@ environment without a load balancer, its server groups have Auto Scaling's EC2 h
 target group, and its rollouts have no listener steps: a canary is judged on its alarms and its
 instances' health."""
 
+import base64
+import time
+
 import pytest
 
 from accounts import bootstrap as kiln_bootstrap
@@ -22,7 +25,10 @@ SETTINGS = deep_merge(FAST, {"apps": APPS})
 @pytest.fixture
 def worker(clean_sandbox, kiln_settings):
     """The worker's settings, after `invoke bootstrap` of prod and the worker's environment."""
-    settings = kiln_settings(**SETTINGS)
+    return bootstrapped(kiln_settings(**SETTINGS))
+
+
+def bootstrapped(settings):
     assert env_stacks.register_clusters(settings) == ["env-worker"]
     kiln_bootstrap.run(settings, connect(settings, admin=True), yes=True,
                        parts=("prod", "env-worker"))
@@ -96,3 +102,129 @@ def test_a_worker_canary_is_rolled_back_on_its_alarm_or_its_instances_health(wor
              for g in operations.status(aws)["server_groups"]}
     assert final == {"worker-v001": ("active", 2), "worker-v002": ("failed", 0),
                      "worker-v003": ("failed", 0)}
+
+
+HOOK = "kiln-launch-health"
+
+
+def checked_worker(clean_sandbox, kiln_settings, heartbeat_timeout: int):
+    """The worker with a health command: its groups carry a launch lifecycle hook."""
+    health = {"command": "systemctl is-active worker", "retries": 1, "interval": 1,
+              "timeout": 5, "heartbeat_timeout": heartbeat_timeout}
+    return bootstrapped(kiln_settings(**deep_merge(SETTINGS, {"apps": {"worker": {"deploy": {
+        "health": health}}}})))
+
+
+def autoscaling_endpoints(daws) -> list[str]:
+    """The environment's interface endpoints of Auto Scaling: the instances' way to answer."""
+    found = admin_of(daws).client("ec2", daws.region).describe_vpc_endpoints()["VpcEndpoints"]
+    return [e["ServiceName"] for e in found if e["ServiceName"].endswith(".autoscaling")]
+
+
+def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
+        clean_sandbox, kiln_settings):
+    import threading
+
+    aws, daws = checked_worker(clean_sandbox, kiln_settings, 3600)  # 7 s at the default scale
+    make_image(daws, "1.0.0", app="worker")
+    done = {}
+    deploy = threading.Thread(target=lambda: done.update(operations.deploy(aws, version="1.0.0")))
+    deploy.start()
+    scaling = admin_of(daws).client("autoscaling")
+
+    def waiting() -> list[str]:
+        groups = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=["worker-v001"])[
+            "AutoScalingGroups"]
+        return [i["InstanceId"] for g in groups for i in g["Instances"]
+                if i["LifecycleState"] == "Pending:Wait"]
+
+    deadline = time.monotonic() + 30
+    while len(waiting()) < 2 and time.monotonic() < deadline and deploy.is_alive():
+        time.sleep(0.05)
+    held = waiting()
+    assert len(held) == 2, "the group's instances never waited for their hook"
+    (hook,) = scaling.describe_lifecycle_hooks(AutoScalingGroupName="worker-v001")[
+        "LifecycleHooks"]
+    assert (hook["LifecycleHookName"], hook["LifecycleTransition"], hook["HeartbeatTimeout"],
+            hook["DefaultResult"]) == (HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING", 3600,
+                                       "ABANDON")
+    for instance in held:  # as each instance's boot script does once its command passes
+        scaling.complete_lifecycle_action(AutoScalingGroupName="worker-v001",
+                                          LifecycleHookName=HOOK, InstanceId=instance,
+                                          LifecycleActionResult="CONTINUE")
+    deploy.join(60)
+    assert done.get("result") == "ok"
+    assert autoscaling_endpoints(daws) == ["com.amazonaws.us-east-1.autoscaling"]
+    template = admin_of(daws).client("ec2").describe_launch_template_versions(
+        LaunchTemplateName="worker-v001")["LaunchTemplateVersions"][0]
+    script = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
+    assert "timeout 5 bash -c 'systemctl is-active worker'" in script
+    assert ("complete-lifecycle-action --auto-scaling-group-name worker-v001 "
+            f"--lifecycle-hook-name {HOOK}") in script
+
+
+def test_a_worker_whose_health_command_fails_fails_its_deploy_naming_the_instance(
+        clean_sandbox, kiln_settings):
+    import threading
+
+    aws, daws = checked_worker(clean_sandbox, kiln_settings, 3600)
+    make_image(daws, "1.0.0", app="worker")
+    failed = {}
+
+    def deploy():
+        try:
+            operations.deploy(aws, version="1.0.0")
+        except Exception as error:  # noqa: BLE001 - the test reads it below
+            failed["error"] = error
+
+    running = threading.Thread(target=deploy)
+    running.start()
+    scaling = admin_of(daws).client("autoscaling")
+    deadline = time.monotonic() + 30
+    held = []
+    while not held and time.monotonic() < deadline and running.is_alive():
+        groups = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=["worker-v001"])[
+            "AutoScalingGroups"]
+        held = [i["InstanceId"] for g in groups for i in g["Instances"]
+                if i["LifecycleState"] == "Pending:Wait"]
+        time.sleep(0.05)
+    assert held, "the group's instances never waited for their hook"
+    # as the boot script does when every try of the command has failed
+    scaling.complete_lifecycle_action(AutoScalingGroupName="worker-v001", LifecycleHookName=HOOK,
+                                      InstanceId=held[0], LifecycleActionResult="ABANDON")
+    running.join(60)
+    assert (f"server group worker-v001: instance {held[0]} failed its health command "
+            "(kiln.deploy.health.command)") in str(failed.get("error"))
+    final = {g["name"]: (g["state"], g["desired"])
+             for g in operations.status(aws)["server_groups"]}
+    assert final == {"worker-v001": ("failed", 0)}
+
+
+def test_a_worker_whose_health_command_never_answers_fails_its_deploy(
+        clean_sandbox, kiln_settings):
+    aws, daws = checked_worker(clean_sandbox, kiln_settings, 30)  # abandoned after 0.06 s
+    make_image(daws, "1.0.0", app="worker")
+    with pytest.raises(Exception, match=r"server group worker-v001: instance i-[0-9a-f]+ did "
+                                        r"not answer within kiln.deploy.health.heartbeat_timeout"
+                                        r" its health command") as failed:
+        operations.deploy(aws, version="1.0.0")
+    assert "\n" not in str(failed.value)
+    final = {g["name"]: (g["state"], g["desired"])
+             for g in operations.status(aws)["server_groups"]}
+    assert final == {"worker-v001": ("failed", 0)}
+
+
+def test_the_instance_role_answers_launch_hooks_of_its_cluster_only(worker):
+    from tests.test_instance_secrets import allowed, role_policies
+
+    _aws, daws = worker
+    policies = role_policies(daws, stacks.outputs(daws, "env-worker"))
+    group = ("arn:aws:autoscaling:us-east-1:{}:autoScalingGroup:1a2b:autoScalingGroupName/{}")
+    account = daws.account_id
+    for action in ("autoscaling:CompleteLifecycleAction",
+                   "autoscaling:RecordLifecycleActionHeartbeat"):
+        assert allowed(policies, action, group.format(account, "worker-v007"))
+        assert not allowed(policies, action, group.format(account, "billing-v001"))
+    assert not allowed(policies, "autoscaling:SetDesiredCapacity",
+                       group.format(account, "worker-v007"))
+    assert autoscaling_endpoints(daws) == []  # no health command: no endpoint to pay for

@@ -26,6 +26,7 @@ PATCHES: list[str] = [
     "timing",
     "cloudformation.stacks",
     "cloudformation.rollback",
+    "cloudformation.conditions",  # !Condition inside !And, !Or, !Not
     "cloudformation.listener_actions",
     "cloudformation.retain",
     "cloudwatch.statistics",
@@ -39,6 +40,7 @@ PATCHES: list[str] = [
     "iam.service_linked_roles",
     "autoscaling.launch_keys",
     "autoscaling.template_propagation",
+    "autoscaling.lifecycle_hooks",  # launching instances wait in Pending:Wait for their hooks
     "kms.alias_pages",
     "elbv2.rule_limits",
     "lived_in",
