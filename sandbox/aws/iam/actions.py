@@ -73,7 +73,8 @@ SAME_NAME: dict[str, tuple[str, ...]] = {
         "UntagResource", "UpdateContinuousBackups", "UpdateItem", "UpdateTable",
         "UpdateTimeToLive"),
     "ec2": (
-        "AllocateAddress", "AssociateRouteTable", "AttachInternetGateway",
+        "AllocateAddress", "AssociateIamInstanceProfile", "AssociateRouteTable",
+        "AttachInternetGateway",
         "AuthorizeSecurityGroupEgress", "AuthorizeSecurityGroupIngress", "CopyImage",
         "CreateDefaultVpc", "CreateImage", "CreateInternetGateway", "CreateKeyPair",
         "CreateLaunchTemplate", "CreateLaunchTemplateVersion", "CreateNatGateway", "CreateRoute",
@@ -91,7 +92,7 @@ SAME_NAME: dict[str, tuple[str, ...]] = {
         "DescribeNetworkInterfaces", "DescribeRegions", "DescribeRouteTables",
         "DescribeSecurityGroupRules", "DescribeSecurityGroups", "DescribeSnapshotAttribute",
         "DescribeSnapshots", "DescribeSubnets", "DescribeTags", "DescribeVolumes",
-        "DescribeVpcEndpoints", "DescribeVpcs", "DisableImageDeprecation",
+        "DescribeVpcEndpoints", "DescribeVpcs", "DisableImageDeprecation", "DisassociateRouteTable",
         "EnableEbsEncryptionByDefault", "EnableImageDeprecation", "GetConsoleOutput",
         "GetEbsDefaultKmsKeyId", "GetEbsEncryptionByDefault", "ImportKeyPair",
         "ModifyEbsDefaultKmsKeyId", "ModifyImageAttribute", "ModifyInstanceAttribute",
