@@ -286,7 +286,7 @@ SCHEMA: dict = {
                          "unhealthy_threshold": N(2)},
         # The launch health check (docs/service-shapes.md): heartbeat_timeout within AWS's
         # 30..7200 s for a lifecycle hook.
-        "health": {"command": S0, "retries": N(0), "interval": N(1), "timeout": N(1),
+        "launch_check": {"command": S0, "retries": N(0), "interval": N(1), "timeout": N(1),
                    "heartbeat_timeout": N(30)},
         "user_data": {"env_file": S, "environment": M0, "secrets": M0, "command": S0},
         "listener": {"certificate": S0, "ssl_policy": S},

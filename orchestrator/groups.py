@@ -25,7 +25,7 @@ from orchestrator import cluster as model
 from orchestrator.environment import Environment
 
 SCALE_DOWN_ACTION = "kiln-disable-scale-down"
-# The launch lifecycle hook of a group whose app has a health command (kiln.deploy.health).
+# The launch lifecycle hook of a group whose app has a health command (kiln.deploy.launch_check).
 LAUNCH_HOOK = "kiln-launch-health"
 MAX_HEARTBEAT = 7200  # AWS's longest heartbeat timeout of a lifecycle hook (seconds)
 # How long Auto Scaling may take to know a launch template EC2 just made (seconds).
@@ -57,7 +57,7 @@ def user_data(env: Environment, name: str, version: str, extra: dict | None = No
     if release:
         values["KILN_RELEASE"] = release
     script = boot_script(env.settings.deploy.user_data, values, extra, env.region)
-    return with_health(script, env.settings.deploy.get("health"), name, env.region)
+    return with_health(script, env.settings.deploy.get("launch_check"), name, env.region)
 
 
 def boot_script(settings, values: dict[str, str], extra: dict | None, region: str) -> str:
@@ -87,7 +87,7 @@ def boot_script(settings, values: dict[str, str], extra: dict | None, region: st
 
 
 def health_command(env: Environment) -> str | None:
-    health = env.settings.deploy.get("health")
+    health = env.settings.deploy.get("launch_check")
     return (health or {}).get("command") or None
 
 
@@ -115,7 +115,7 @@ def with_health(script: str, health, group: str, region: str) -> str:
     tries, interval, timeout = int(health["retries"]) + 1, int(health["interval"]), \
         int(health["timeout"])
     tail = (
-        "# Written by Kiln: the health command (kiln.deploy.health) decides the launch.\n"
+        "# Written by Kiln: the health command (kiln.deploy.launch_check) decides the launch.\n"
         f"for try in $(seq 1 {tries}); do\n"
         f"  if timeout {timeout} bash -c {check}; then kiln_launch CONTINUE; exit 0; fi\n"
         f"  echo \"kiln: health command failed (try $try of {tries})\" >&2\n"
@@ -184,10 +184,11 @@ def create(env: Environment, name: str, image, instance_type: str, capacity: int
 
 
 def _check_health(env: Environment) -> None:
-    health = env.settings.deploy.get("health") or {}
+    health = env.settings.deploy.get("launch_check") or {}
     if health_command(env) and int(health["heartbeat_timeout"]) > MAX_HEARTBEAT:
-        raise KilnError(f"kiln.deploy.health.heartbeat_timeout: {health['heartbeat_timeout']} "
-                        f"is over {MAX_HEARTBEAT}, the longest a lifecycle hook waits")
+        raise KilnError(f"kiln.deploy.launch_check.heartbeat_timeout: "
+                        f"{health['heartbeat_timeout']} is over {MAX_HEARTBEAT}, the longest a "
+                        f"lifecycle hook waits")
 
 
 def _put_launch_hook(env: Environment, name: str) -> None:
@@ -196,7 +197,7 @@ def _put_launch_hook(env: Environment, name: str) -> None:
     env.client("autoscaling").put_lifecycle_hook(
         AutoScalingGroupName=name, LifecycleHookName=LAUNCH_HOOK,
         LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
-        HeartbeatTimeout=int(env.settings.deploy.health.heartbeat_timeout),
+        HeartbeatTimeout=int(env.settings.deploy.launch_check.heartbeat_timeout),
         DefaultResult="ABANDON")
 
 

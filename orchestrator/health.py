@@ -101,7 +101,8 @@ class HealthProgress:
         self.abandoned_before = {a["ActivityId"] for a in self.abandoned()}
 
     def abandoned(self) -> list[dict]:
-        """The group's launches its launch hook abandoned (kiln.deploy.health), newest first."""
+        """The group's launches its launch hook abandoned (kiln.deploy.launch_check), newest
+        first."""
         if not groups.health_command(self.env):
             return []
         activities = self.env.client("autoscaling").describe_scaling_activities(
@@ -116,11 +117,11 @@ class HealthProgress:
             if activity["ActivityId"] in self.abandoned_before:
                 continue
             instance = _instance_of(activity)
-            why = ("did not answer within kiln.deploy.health.heartbeat_timeout"
+            why = ("did not answer within kiln.deploy.launch_check.heartbeat_timeout"
                    if "Heartbeat Timeout" in activity["StatusMessage"] else "failed")
             raise Unhealthy(f"server group {self.name}: instance {instance} {why} its health "
-                            f"command (kiln.deploy.health.command), so Auto Scaling abandoned "
-                            f"its launch; its boot output: `aws ec2 get-console-output "
+                            f"command (kiln.deploy.launch_check.command), so Auto Scaling "
+                            f"abandoned its launch; its boot output: `aws ec2 get-console-output "
                             f"--instance-id {instance}`")
 
     def show(self, healthy: int, reasons: list[str]) -> None:

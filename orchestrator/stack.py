@@ -60,7 +60,7 @@ def cluster_parameters(place, settings, cluster: str) -> dict[str, str]:
             "SslPolicy": deploy.listener.ssl_policy,
             "InstancePort": str(deploy.port), "Egress": deploy.egress,
             "SecretParameterArns": ",".join(parameters), "SecretArns": ",".join(secrets),
-            "AnswersLaunchHook": "true" if (deploy.get("health") or {}).get("command")
+            "AnswersLaunchHook": "true" if (deploy.get("launch_check") or {}).get("command")
             else "false"}
 
 

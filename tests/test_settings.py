@@ -170,3 +170,21 @@ def test_user_data_environment_of_an_app_and_of_a_stack_is_checked_too():
 def test_user_data_environment_is_shell_names_and_one_line_values(environment, message):
     with pytest.raises(ConfigError, match=message):
         check(deploy={"user_data": {"environment": environment}})
+
+
+def test_every_setting_has_an_environment_variable_of_its_own():
+    """Invoke reads KILN_<PATH> for every key; two keys whose paths join to the same name
+    (deploy.health.timeout and deploy.health_timeout) make it stop with AmbiguousEnvVar
+    whenever that variable is set."""
+    names: dict[str, list[str]] = {}
+
+    def walk(tree: dict, path: tuple[str, ...]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict) and value:
+                walk(value, (*path, key))
+            else:
+                dotted = ".".join((*path, key))
+                names.setdefault("_".join(("kiln", *path, key)).upper(), []).append(dotted)
+
+    walk(project_config(), ())
+    assert {name: keys for name, keys in names.items() if len(keys) > 1} == {}

@@ -112,7 +112,7 @@ def checked_worker(clean_sandbox, kiln_settings, heartbeat_timeout: int):
     health = {"command": "systemctl is-active worker", "retries": 1, "interval": 1,
               "timeout": 5, "heartbeat_timeout": heartbeat_timeout}
     return bootstrapped(kiln_settings(**deep_merge(SETTINGS, {"apps": {"worker": {"deploy": {
-        "health": health}}}})))
+        "launch_check": health}}}})))
 
 
 def autoscaling_endpoints(daws) -> list[str]:
@@ -194,7 +194,7 @@ def test_a_worker_whose_health_command_fails_fails_its_deploy_naming_the_instanc
                                       InstanceId=held[0], LifecycleActionResult="ABANDON")
     running.join(60)
     assert (f"server group worker-v001: instance {held[0]} failed its health command "
-            "(kiln.deploy.health.command)") in str(failed.get("error"))
+            "(kiln.deploy.launch_check.command)") in str(failed.get("error"))
     final = {g["name"]: (g["state"], g["desired"])
              for g in operations.status(aws)["server_groups"]}
     assert final == {"worker-v001": ("failed", 0)}
@@ -205,7 +205,8 @@ def test_a_worker_whose_health_command_never_answers_fails_its_deploy(
     aws, daws = checked_worker(clean_sandbox, kiln_settings, 30)  # abandoned after 0.06 s
     make_image(daws, "1.0.0", app="worker")
     with pytest.raises(Exception, match=r"server group worker-v001: instance i-[0-9a-f]+ did "
-                                        r"not answer within kiln.deploy.health.heartbeat_timeout"
+                                        r"not answer within "
+                                        r"kiln.deploy.launch_check.heartbeat_timeout"
                                         r" its health command") as failed:
         operations.deploy(aws, version="1.0.0")
     assert "\n" not in str(failed.value)
