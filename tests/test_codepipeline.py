@@ -4,6 +4,7 @@ that `invoke bootstrap` plans from the app's stages, its generated buildspecs, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -227,10 +228,16 @@ def test_the_generated_pipeline_runs_in_the_sandbox_to_its_approval(clean_sandbo
     assert approve_state()["summary"] == \
         "1.1.0-1 approved by arn:aws:iam::123456789012:user/kiln-operator"
     shown = run_invoke("pipeline.status", "--json", overrides=config, check=True)
-    pipelines.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=started,
-                                      abandon=True, reason="the test ends here")
+    # The approval stage's build may already have failed it (the builds cannot install Kiln
+    # in the sandbox yet: docs/pipeline-engines.md); otherwise it ends here.
+    with contextlib.suppress(pipelines.exceptions.PipelineExecutionNotStoppableException):
+        pipelines.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=started,
+                                          abandon=True, reason="the test ends here")
     live = json.loads(shown.stdout)
     assert live["engine"] == "codepipeline" and live["pipeline"] == name
     assert live["stages"][1]["actions"][0] == {
         "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
-    assert [e["status"] for e in live["executions"]] == ["InProgress", "Failed"]
+    # Ours (newest): in progress, or failed already by the approval stage's build (above);
+    # the one CodePipeline started when the pipeline was made failed on the source.
+    statuses = [e["status"] for e in live["executions"]]
+    assert statuses[0] in ("InProgress", "Failed") and statuses[1:] == ["Failed"], statuses
