@@ -39,6 +39,10 @@ def locust() -> str:
     return found
 
 
+def duration_of(stage) -> int:
+    return seconds(stage.get("duration", DEFAULTS["duration"]), f"stage {stage.name}: duration")
+
+
 def command(aws, stage, url: str, workdir: Path) -> list[str]:
     """`locust --headless …` for the stage: Kiln's clock fix first, in the sandbox its name
     resolution, then the locustfile."""
@@ -49,7 +53,7 @@ def command(aws, stage, url: str, workdir: Path) -> list[str]:
     files.append(str(ROOT / theirs) if theirs else str(DEFAULT_LOCUSTFILE))
     if theirs and not (ROOT / theirs).is_file():
         raise KilnError(f"stage {stage.name}: locustfile {theirs}: no such file")
-    duration = seconds(stage.get("duration", DEFAULTS["duration"]), f"stage {stage.name}: duration")
+    duration = duration_of(stage)
     return [locust(), "-f", ",".join(files), "--headless", "--only-summary",
             "--users", str(stage.get("users", DEFAULTS["users"])),
             "--spawn-rate", str(stage.get("spawn_rate", DEFAULTS["spawn_rate"])),
@@ -61,7 +65,7 @@ def command(aws, stage, url: str, workdir: Path) -> list[str]:
 def run(aws, stage, env: dict, workdir: Path) -> dict:
     """Run the load test; its figures (the whole run's aggregate)."""
     argv = command(aws, stage, env["KILN_URL"], workdir)
-    duration = seconds(stage.get("duration", DEFAULTS["duration"]), f"stage {stage.name}: duration")
+    duration = duration_of(stage)
     say(f"  $ locust --headless --users {argv[argv.index('--users') + 1]} --run-time "
         f"{human(duration)} -f {stage.get('locustfile') or 'the default locustfile'} "
         f"(KILN_URL={env['KILN_URL']})")

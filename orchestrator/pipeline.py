@@ -226,13 +226,18 @@ def run(aws: Aws, version: str, start: str | None = None, end: str | None = None
     return {"app": app, "version": version, "run_id": run_id, "stages": done}
 
 
+def _recorded(known: dict | None) -> str:
+    """A stage's last recorded outcome as one phrase: `passed 2026-12-07T08:12:44Z by NAME`."""
+    return f"{known['outcome']} {known['at'][:19]}Z by {known['operator']}" if known \
+        else "not run"
+
+
 def _plan(app: str, version: str, everything: list, chosen: list, passed: dict) -> dict:
     say(f"plan: pipeline {app} {version}")
     rows = []
     for stage in everything:
         known = passed.get(stage.name)
-        state = f"{known['outcome']} {known['at'][:19]}Z by {known['operator']}" if known \
-            else "not run"
+        state = _recorded(known)
         runs = stage in chosen
         before = everything[:everything.index(stage)]
         lacking = [n for n in missing(before, passed) if n not in {s.name for s in chosen}]
@@ -278,8 +283,7 @@ def status(aws: Aws, version: str | None = None) -> dict:
     rows = []
     for stage in everything:
         known = passed.get(stage.name)
-        state = f"{known['outcome']} {known['at'][:19]}Z by {known['operator']}" if known \
-            else "not run"
+        state = _recorded(known)
         say(f"  {stage.name} ({stage.action}, gate {stage.gate}): {state}")
         rows.append({"stage": stage.name, "action": stage.action, "gate": stage.gate,
                      "last": known})
