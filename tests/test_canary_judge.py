@@ -94,9 +94,11 @@ def watcher(lb, **limits) -> judge.Watcher:
 def test_eight_of_twenty_requests_is_no_verdict_and_the_watch_fails(lb, since):
     all_healthy(lb)
     lb["apps"]["green"].status = 500
+    # The watch begins before the traffic: its window starts at its own minute, so a watch
+    # made after the traffic would miss it whenever a minute turned in between.
+    watch = watcher(lb, min_requests=20, max_wait=2)
     traffic(lb, 80)  # 8 canary requests, all 500
     settled(lb, since, 80)
-    watch = watcher(lb, min_requests=20, max_wait=2)
     watch()
     assert watch.waiting
     with pytest.raises(judge.NoVerdict) as failed:
