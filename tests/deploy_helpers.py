@@ -28,6 +28,10 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "cloud" / "templates" / "env
 # Fast settings for tests: no watch unless a test asks, short health timeouts.
 FAST = {"deploy": {"watch": "0", "health_timeout": "4s",
                    "health_check": {"path": "/health", "grace_period": 0}}}
+# For a canary nothing sends requests to: it has no verdict once its watch ends, and waits
+# kiln.deploy.canary.judge.max_wait more for evidence (10 s, kiln.sandbox.watch) before failing;
+# a second of that shows the same failure.
+NO_TRAFFIC = {"deploy": {"canary": {"judge": {"max_wait": "1s"}}}}
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from cloud.errors import EXIT_REFUSED
 from cloud.target import connect
 from orchestrator import operations
 from tests.conftest import deep_merge
-from tests.deploy_helpers import FAST, make_image
+from tests.deploy_helpers import FAST, NO_TRAFFIC, make_image
 
-QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
+QUICK = deep_merge(deep_merge(FAST, NO_TRAFFIC), {"deploy": {"steps": "100"}})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from cloud.errors import EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_ROLLED_BACK
 from cloud.target import connect
 from orchestrator import environment, operations
 from tests.conftest import INVOKE, ROOT, deep_merge
-from tests.deploy_helpers import FAST, deployer, env_stack, make_image
+from tests.deploy_helpers import FAST, NO_TRAFFIC, deployer, env_stack, make_image
 
 QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
 
@@ -56,7 +56,8 @@ def test_a_held_lock_is_refused(run_invoke, cluster, kiln_settings):
 
 def test_a_canary_its_gate_rolled_back_exits_3(run_invoke, cluster):
     # Nothing sends it requests: no verdict, and no verdict fails (judge.no_verdict).
-    result = run_invoke("canary", "-p", "10", "-v", "1.1.0", "-w", "1s", overrides=QUICK)
+    result = run_invoke("canary", "-p", "10", "-v", "1.1.0", "-w", "1s",
+                        overrides=deep_merge(QUICK, NO_TRAFFIC))
     assert result.returncode == EXIT_ROLLED_BACK, result.stderr
     assert "rolled back" in last_line(result) and "no verdict" in last_line(result)
 

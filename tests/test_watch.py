@@ -7,9 +7,9 @@ import pytest
 from cloud.target import connect
 from orchestrator import operations
 from tests.conftest import INVOKE, ROOT, deep_merge
-from tests.deploy_helpers import FAST, deployer, env_stack, make_image
+from tests.deploy_helpers import FAST, NO_TRAFFIC, deployer, env_stack, make_image
 
-QUICK = deep_merge(FAST, {"deploy": {"steps": "100"}})
+QUICK = deep_merge(deep_merge(FAST, NO_TRAFFIC), {"deploy": {"steps": "100"}})
 # Nothing sends the canary requests here: these watches pass only because they are told to.
 UNJUDGED = deep_merge(QUICK, {"deploy": {"canary": {"judge": {"no_verdict": "pass",
                                                               "max_wait": "1s"}}}})
