@@ -80,9 +80,11 @@ def wait_for_new_templates(box: Sandbox) -> None:
         events.register(f"before-parameter-build.autoscaling.{operation}", wait)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def strict_box(tmp_path_factory, sandbox_box):
-    """A second sandbox that refuses what IAM refuses (the default outside the test suite)."""
+    """A second sandbox that refuses what IAM refuses (the default outside the test suite), one
+    per worker as `sandbox_box` is: its tests reset it (`clean_strict`) or read only what they
+    make themselves, and a moto server takes seconds to start."""
     saved = os.environ.get("KILN_SANDBOX_IAM")
     os.environ["KILN_SANDBOX_IAM"] = "enforce"
     box = Sandbox(tmp_path_factory.mktemp("strict"), keep_state=False)
