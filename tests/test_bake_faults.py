@@ -24,7 +24,7 @@ from tests.bake_helpers import (
 from tests.faults import FaultProxy
 from tests.repo_helpers import make_lock_table, make_repo_bucket
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake-faults")]
 
 
 @pytest.fixture(scope="module")

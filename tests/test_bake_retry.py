@@ -12,7 +12,7 @@ import pytest
 from tests.bake_helpers import bootstrap, images, leftovers
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake-retry")]
 
 FAST_SMOKE = {"bake": {"smoke_retries": 1, "smoke_retry_delay": 1}}
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 def test_demo_bakes_promotes_and_deploys_then_reruns_as_a_no_op(clean_sandbox, run_invoke,

@@ -12,7 +12,7 @@ import pytest
 from cloud import tags as kiln_tags
 from tests.bake_helpers import bootstrap
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bake")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline-image")]
 
 CONFIG = {"apps": {"hello-web": {"pipeline": {"stages": [
     {"name": "commit", "action": "commit", "commands": ["test -d chef"]},
