@@ -22,7 +22,7 @@ from cloud.settings import Settings
 from orchestrator import groups
 from sandbox.machines import forward
 from sandbox.machines import instances as machines
-from tests.secret_reader import console
+from tests.cloud_init_helpers import console
 from tests.test_sandbox_instances import base_image
 
 PARAMETER = "/routes/db-password"
