@@ -37,6 +37,7 @@ import time
 
 CLONE_NEWNET = 0x40000000
 HEADER_WAIT = 5  # seconds a client may take to send its request line and headers
+READY = "forward: listening"
 # The service a SigV4 request is for: its credential scope's, in the header or the query.
 _SCOPE = re.compile(rb"Credential=[^/\s]+/\d{8}/[^/\s]*/([a-z0-9-]+)/aws4_request", re.I)
 _QUERY_SCOPE = re.compile(rb"X-Amz-Credential=[^&\s]+?(?:/|%2F)\d{8}(?:/|%2F)[^/%\s]*"
@@ -257,6 +258,7 @@ def main(args: list[str]) -> None:
     servers = [(listener(init_pid, port), port) for port in ports]
     if options.get("endpoints"):
         endpoints(init_pid, options["endpoints"], routes_file)
+    print(READY, flush=True)  # every listener is bound: the instance's way out is open
     for server, port in servers[1:]:
         threading.Thread(target=serve, args=(server, port, routes_file), daemon=True).start()
     serve(*servers[0], routes_file)

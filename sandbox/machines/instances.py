@@ -211,9 +211,23 @@ def _forward(world: Path, pid: int, ports, routed: bool, endpoints=None) -> int:
             check.append(f"--endpoints={tls['certificate']},{tls['key']},{port}")
         argv = [sys.executable, "-m", "sandbox.machines.forward", *check, str(pid),
                 *map(str, ports)]
+        start = log.tell()
         process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
+    _wait_listening(world / "forward.log", start, process)
     return process.pid
+
+
+def _wait_listening(log: Path, start: int, process: subprocess.Popen) -> None:
+    """Until the way out listens (its log says so from `start` on): the instance's programs,
+    its user data among them, find AWS reachable from their first call, as on EC2."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        with open(log, "rb") as text:
+            text.seek(start)
+            if forward.READY.encode() in text.read():
+                return
+        time.sleep(0.02)
 
 
 def connect(state_dir: str | Path, instance_id: str, port: int,
