@@ -126,14 +126,19 @@ def autoscaling_endpoints(daws) -> list[str]:
 
 def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
         clean_sandbox, kiln_settings):
-    """End to end: each instance runs Kiln's boot script, whose health command passes, and its
-    AWS CLI completes the launch hook with the instance role's credentials, through the
-    environment's Auto Scaling endpoint; nothing else completes it."""
+    """End to end: each instance runs the boot script of its launch template, whose AWS CLI
+    reads the worker's SSM secret and completes the launch hook once the health command (the
+    secret is in the environment file) passes, with the instance role's credentials, through
+    the environment's SSM and Auto Scaling endpoints; nothing else completes it."""
     clean_sandbox.set_time_scale(0.01)  # the hook's 3600 s heartbeat: 36 s for the instances
     try:
         # Time for two machines to boot and run their AWS CLI (real seconds).
-        aws, daws = checked_worker(clean_sandbox, kiln_settings, 3600, health_timeout="60s",
-                                   command="test -s /etc/kiln/environment")
+        aws, daws = checked_worker(
+            clean_sandbox, kiln_settings, 3600, health_timeout="60s",
+            command="grep -qx 'QUEUE_TOKEN=s3cr3t' /etc/kiln/environment",
+            user_data={"secrets": {"QUEUE_TOKEN": "ssm:/worker/queue-token"}})
+        admin_of(daws).client("ssm").put_parameter(Name="/worker/queue-token", Value="s3cr3t",
+                                                   Type="SecureString")
         promoted_web_image(clean_sandbox, daws, "1.0.0", 200, app="worker")
         assert operations.deploy(aws, version="1.0.0")["result"] == "ok"
     finally:
@@ -154,7 +159,7 @@ def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
     template = admin_of(daws).client("ec2").describe_launch_template_versions(
         LaunchTemplateName="worker-v001")["LaunchTemplateVersions"][0]
     script = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
-    assert "timeout 5 bash -c 'test -s /etc/kiln/environment'" in script
+    assert "ssm get-parameter --with-decryption --name /worker/queue-token" in script
     assert ("complete-lifecycle-action --auto-scaling-group-name worker-v001 "
             f"--lifecycle-hook-name {HOOK}") in script
 
