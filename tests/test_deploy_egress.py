@@ -21,19 +21,23 @@ from tests.deploy_helpers import FAST, admin_of, asg_instances, make_image
 from tests.test_sandbox_instances import base_image
 
 PARAMETER = "/hello-web/db-password"
+SECRET = "hello-web/api-token"
 
 
 @pytest.fixture
 def deploy_overrides(request) -> dict:
     """The secret to read; kiln.deploy.egress as a test's parameter says (default endpoints)."""
     return {"deploy": {**FAST["deploy"], "egress": getattr(request, "param", "endpoints"),
-                       "user_data": {"secrets": {"DB_PASSWORD": f"ssm:{PARAMETER}"}}}}
+                       "user_data": {"secrets": {"DB_PASSWORD": f"ssm:{PARAMETER}",
+                                                 "API_TOKEN": f"secretsmanager:{SECRET}"}}}}
 
 
 def test_an_instance_reads_its_secret_through_the_environments_endpoints(clean_sandbox, daws,
                                                                          outputs):
     admin = admin_of(daws)
     ec2 = admin.client("ec2", daws.region)
+    admin.client("secretsmanager", daws.region).create_secret(Name=SECRET,
+                                                              SecretString="battery-staple")
     admin.client("ssm", daws.region).put_parameter(Name=PARAMETER, Value="correct horse",
                                                    Type="SecureString")
     key = paramiko.RSAKey.generate(2048)
@@ -53,7 +57,7 @@ def test_an_instance_reads_its_secret_through_the_environments_endpoints(clean_s
     # Kiln's boot script wrote the secret its `aws ssm get-parameter` read into the env file.
     written = machines.upper(clean_sandbox.state_dir, instance["InstanceId"]) / \
         daws.settings.deploy.user_data.env_file.lstrip("/")
-    assert "DB_PASSWORD=correct\\ horse\n" in written.read_text()
+    assert "DB_PASSWORD=correct\\ horse\nAPI_TOKEN=battery-staple\n" in written.read_text()
 
 
 @pytest.mark.parametrize("deploy_overrides", ["nat", "public"], indirect=True)

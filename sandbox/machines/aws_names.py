@@ -19,6 +19,7 @@ does the same, unchanged:
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -39,6 +40,7 @@ TRUST = ("etc/ssl/certs/ca-certificates.crt", "etc/pki/tls/certs/ca-bundle.crt",
          "usr/lib/python3*/*-packages/*/botocore/cacert.pem")
 
 
+@functools.cache
 def regions() -> list[str]:
     import botocore.session
 
