@@ -209,21 +209,24 @@ def relay(secure: ssl.SSLSocket, plain: socket.socket) -> None:
 def tls_connection(raw: socket.socket, context: ssl.SSLContext, port: int,
                    routes: str | None) -> None:
     """One connection to AWS's names: TLS ended here, its requests relayed to the endpoint."""
+    inside = outside = None
     try:
         raw.settimeout(HEADER_WAIT)
         inside = context.wrap_socket(raw, server_side=True)
         head = read_head(inside)
         service = unrouted(reach_of(routes), head)
+        if service:
+            say_unrouted(service)
         if service or not head:
-            if service:
-                say_unrouted(service)
             inside.close()
             return
         outside = socket.create_connection(("127.0.0.1", port), timeout=10)
         outside.settimeout(None)
         outside.sendall(head)
-    except OSError:
-        raw.close()
+    except OSError:  # a failed handshake, a client gone, the endpoint down
+        for end in (inside or raw, outside):
+            with contextlib.suppress(OSError, AttributeError):
+                end.close()
         return
     relay(inside, outside)
 
