@@ -135,10 +135,12 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     _save(world, meta)
     if sandbox_ports:
         endpoints = (tls, endpoint_port) if tls else None
-        meta["forward_pid"] = _forward(world, pid, sandbox_ports, routes is not None, endpoints)
-        meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
-        meta["identities"]["forward_pid"] = process_identity.of(meta["forward_pid"])
-        _save(world, meta)
+        process, start = _forward(world, pid, sandbox_ports, routes is not None, endpoints)
+        meta["forward_pid"] = process.pid
+        meta["names"]["forward_pid"] = _comm(process.pid)
+        meta["identities"]["forward_pid"] = process_identity.of(process.pid)
+        _save(world, meta)  # recorded first: a termination meanwhile ends it too
+        _wait_listening(world / "forward.log", start, process)
     return world
 
 
@@ -203,7 +205,9 @@ def write_routes(state_dir: str | Path, instance_id: str, routes: dict) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def _forward(world: Path, pid: int, ports, routed: bool, endpoints=None) -> int:
+def _forward(world: Path, pid: int, ports, routed: bool,
+             endpoints=None) -> tuple[subprocess.Popen, int]:
+    """The instance's way out, started, and where its log's new lines begin."""
     with open(world / "forward.log", "ab") as log:
         check = [f"--routes={world / 'routes.json'}"] if routed else []
         if endpoints:  # AWS's names, over TLS, to the sandbox's endpoint
@@ -214,8 +218,7 @@ def _forward(world: Path, pid: int, ports, routed: bool, endpoints=None) -> int:
         start = log.tell()
         process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
-    _wait_listening(world / "forward.log", start, process)
-    return process.pid
+    return process, start
 
 
 def _wait_listening(log: Path, start: int, process: subprocess.Popen) -> None:
