@@ -48,10 +48,12 @@ def allow(actions, resources) -> dict:
     return {"Effect": "Allow", "Action": actions, "Resource": resources}
 
 
-def role(service: str, statements: list) -> dict:
+def role(service: str, statements: list, condition: dict | None = None) -> dict:
+    trust = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if condition:
+        trust["Condition"] = condition
     return {"Type": "AWS::IAM::Role", "Properties": {
-        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]},
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [trust]},
         "Policies": [{"PolicyName": "least", "PolicyDocument": {
             "Version": "2012-10-17", "Statement": statements}}]}}
 
@@ -92,7 +94,11 @@ def template(command: str, poll: bool = False, can_build: bool = True) -> str:
             allow("sns:Publish", {"Ref": "Topic"})]),
         "BuildRole": role("codebuild.amazonaws.com", [
             allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "*"),
-            allow(["s3:GetObject", "s3:PutObject"], artifacts)]),
+            allow(["s3:GetObject", "s3:PutObject"], artifacts)],
+            # The confused deputy's guard: CodeBuild says which project it assumes the role for.
+            {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+             "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:codebuild:"
+                                                      "${AWS::Region}:${AWS::AccountId}:project/*"}}}),
         "Project": {"Type": "AWS::CodeBuild::Project", "Properties": {
             "ServiceRole": {"Fn::GetAtt": ["BuildRole", "Arn"]},
             "Source": {"Type": "CODEPIPELINE", "BuildSpec": buildspec(command)},

@@ -246,7 +246,7 @@ class Run:
 
     def _provision(self) -> None:
         started = time.monotonic()
-        if not service_role.trusts(self.role, "codebuild.amazonaws.com"):
+        if not service_role.trusts(self.role, "codebuild.amazonaws.com", self.project["arn"]):
             raise BuildFailed("FAILED", "ACCESS_DENIED",
                               f"CodeBuild is not authorized to perform: sts:AssumeRole on "
                               f"{self.role}")
