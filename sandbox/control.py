@@ -199,9 +199,45 @@ class Sandbox:
             return False
 
 
-def ensure_up(settings, start: bool = True) -> Sandbox:
+class BuildSandbox:
+    """The sandbox a process is in when it runs in one of the sandbox's CodeBuild builds (a
+    stage of an app's pipeline): its AWS is the one the build runs in, as a build on AWS uses
+    the AWS it runs in. The endpoint is the one the sandbox's CodeBuild gives every build
+    (AWS_ENDPOINT_URL, which the SDKs and the CLI read, as AWS_REGION points them at AWS's
+    regional endpoints); the credentials are the build's, its project's service role, which
+    the SDK's default chain finds. Nothing is started, and the state directory (the sandbox
+    sshd, the repository's signing key) is the host's, not the build's."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    def credentials(self, identity: str = "operator") -> dict[str, str]:
+        return {}  # the build's own, whoever Kiln would sign as elsewhere
+
+
+def in_build() -> BuildSandbox | None:
+    """The sandbox this process runs in, when it runs in a CodeBuild build (CodeBuild sets
+    CODEBUILD_BUILD_ARN in every build) while the target is the sandbox: only the sandbox's
+    CodeBuild runs a project `invoke bootstrap` made for the sandbox."""
+    if not os.environ.get("CODEBUILD_BUILD_ARN"):
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        raise KilnError("kiln.target is sandbox in a CodeBuild build without AWS_ENDPOINT_URL: "
+                        "the project was not made by the sandbox's `invoke bootstrap`; run it "
+                        "with INVOKE_KILN_TARGET=aws")
+    return BuildSandbox(endpoint)
+
+
+def ensure_up(settings, start: bool = True) -> Sandbox | BuildSandbox:
     """Start the sandbox if needed and point this process's boto3 at it. With `start` False (a
-    task that only reads) nothing is started: a sandbox that is not running is one line."""
+    task that only reads) nothing is started: a sandbox that is not running is one line. In a
+    build of the sandbox's CodeBuild, the sandbox the build runs in (BuildSandbox)."""
+    found = in_build()
+    if found is not None:
+        bootstrap.overlay(settings)
+        _overlay_watch(settings)
+        return found
     box = Sandbox.from_settings(settings)
     if start:
         box.up()
