@@ -72,7 +72,8 @@ PYTHON = "3.11"  # the build image's (runtime-versions), the wheels' ABI
 WHEELHOUSE = "wheelhouse"
 INSTALL = [
     "python3 -m venv .venv",
-    f".venv/bin/pip install -q --no-index --find-links {WHEELHOUSE} --no-deps "
+    # --no-compile: the build's one run compiles what it imports; the rest would be wasted.
+    f".venv/bin/pip install -q --no-compile --no-index --find-links {WHEELHOUSE} --no-deps "
     f"--require-hashes -r {WHEELHOUSE}/requirements.txt",
     'export PATH="$CODEBUILD_SRC_DIR/.venv/bin:$PATH"',
 ]

@@ -16,11 +16,18 @@ import yaml
 
 from accounts import bootstrap
 from cloud import settings as settings_module
-from cloud.errors import ConfigError
+from cloud.aws import Aws
+from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
 from orchestrator import codepipeline, pipeline
-from tests.conftest import ROOT, deep_merge, project_config
-from tests.pipeline_helpers import SOURCES, STAGES, engine_config, engine_settings
+from tests.conftest import ROOT, project_config
+from tests.pipeline_helpers import (
+    SOURCES,
+    STAGES,
+    engine_config,
+    engine_settings,
+    source_with_config,
+)
 from tests.test_templates import CFN_LINT
 
 APP = "hello-web"
@@ -55,8 +62,8 @@ def test_each_buildspec_runs_exactly_its_stage_command():
             spec["phases"]["build"]["commands"][0]
         # Kiln's runtime installed from the source's wheelhouse alone, by the lock's hashes.
         install = spec["phases"]["install"]["commands"]
-        assert ".venv/bin/pip install -q --no-index --find-links wheelhouse --no-deps " \
-               "--require-hashes -r wheelhouse/requirements.txt" in install
+        assert ".venv/bin/pip install -q --no-compile --no-index --find-links wheelhouse " \
+               "--no-deps --require-hashes -r wheelhouse/requirements.txt" in install
         assert not any("uv sync" in command for command in install)
         assert set(spec["phases"]) == {"install", "build"}
         assert projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
@@ -195,24 +202,50 @@ def wait_for(check, what: str, timeout: float = 60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+BUILD_ARN = "arn:aws:codebuild:us-east-1:310987654321:build/kiln-pipeline-hello-web-commit:1"
+
+
+def test_a_build_endpoint_changes_nothing_for_the_aws_target(kiln_settings, monkeypatch):
+    """In a CodeBuild build, target aws still refuses an AWS_ENDPOINT_URL it was not given and
+    the sandbox's placeholder accounts: only the sandbox target uses the build's endpoint."""
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    accounts = {"build": {"id": "310987654321"}}
+    with pytest.raises(KilnError, match="AWS_ENDPOINT_URL is set .*kiln.aws.endpoint_url"):
+        connect(kiln_settings(target="aws", accounts=accounts))
+    with pytest.raises(ConfigError, match="kiln.accounts.build.id: 123456789012 is the "
+                                          "sandbox's placeholder"):
+        kiln_settings(target="aws", accounts={"build": {"id": "123456789012"}})
+
+
+def test_the_sandbox_target_in_a_build_without_its_endpoint_is_one_line(kiln_settings,
+                                                                        monkeypatch):
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(KilnError, match="kiln.target is sandbox in a CodeBuild build without "
+                                        "AWS_ENDPOINT_URL"):
+        connect(kiln_settings())
+
+
+def test_the_source_archive_holds_the_tracked_files_and_the_wheels(tmp_path):
+    wheel = tmp_path / "six-1.17.0-py2.py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    (tmp_path / "requirements.txt").write_text("six==1.17.0 --hash=sha256:0\n")
+    names = zipfile.ZipFile(io.BytesIO(codepipeline.source_archive(
+        ROOT, [tmp_path / "requirements.txt", wheel]))).namelist()
+    assert {"tasks.py", "invoke.yaml", "uv.lock", "orchestrator/codepipeline.py",
+            "wheelhouse/requirements.txt", f"wheelhouse/{wheel.name}"} <= set(names)
+    assert not [n for n in names if n.startswith((".venv", ".sandbox/", "dist/"))]
+
+
+def test_push_takes_an_s3_source_only(kiln_settings):
+    settings = kiln_settings(**engine_config("codecommit"))
+    with pytest.raises(KilnError, match="pipeline.source.kind: pipeline.push uploads to an s3 "
+                                        "source"):
+        codepipeline.push(Aws(settings, boto3.Session(), "build", "123456789012"), APP, ROOT)
+
+
 SOURCE_BUCKET = "hello-web-source"
-
-
-def source_with_config(config: dict) -> bytes:
-    """`invoke pipeline.push`'s archive of this checkout (its tracked files and the lock's
-    wheels, kept in dist/wheelhouse between runs) whose invoke.yaml carries `config`, as the
-    app's repository would."""
-    wheels = codepipeline.wheelhouse(ROOT, ROOT / "dist" / "wheelhouse")
-    archive = codepipeline.source_archive(ROOT, wheels)
-    settings = {"kiln": deep_merge(project_config(), config)}
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(archive)) as found, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
-        for item in found.infolist():
-            body = yaml.safe_dump(settings).encode() if item.filename == "invoke.yaml" \
-                else found.read(item)
-            written.writestr(item, body)
-    return out.getvalue()
 
 
 @pytest.mark.slow
@@ -267,6 +300,7 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     wait_for(lambda: approve_state().get("token") or execution()["status"] == "Failed",
              "the commit stage", timeout=300)
     assert execution()["status"] == "InProgress", failure("commit")
+    assert "[1/1] stage commit: passed in " in build_log("commit")
     approved = run_invoke("pipeline.approve", "--version", "1.1.0", overrides=config, check=True)
     assert f"pipeline {name}: approval at stage approval answered" in approved.stderr
     assert approve_state()["status"] == "Succeeded"
