@@ -38,7 +38,7 @@ def wait(check, what: str, timeout: float = 600):
     while time.monotonic() < deadline:
         if found := check():
             return found
-        time.sleep(0.2)
+        time.sleep(1)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -116,21 +116,35 @@ def _calls_in_log(build: dict) -> int | None:
     return None
 
 
-def on_this_machine(settings) -> dict:
-    """The same two stages of 1.2.0 by `invoke pipeline.run`, the approval given first."""
-    from cloud.target import connect
-    from orchestrator import pipeline
+def on_this_machine(raw: dict, box, folder: Path) -> dict:
+    """The same two stages of 1.2.0, each by `invoke pipeline.run --stage` as the operator (the
+    command's whole wall time, start-up included), the approval given first."""
+    import yaml
 
-    aws = connect(settings)
+    config = folder / "bench.yaml"
+    config.write_text(yaml.safe_dump({"kiln": raw}))
+    env = {**os.environ, **box.env()}
     stages = {}
     for stage in STAGES:
         if stage["action"] == "approval":
-            pipeline.decide(aws, "1.2.0", True, "bench")
+            invoke(config, env, "pipeline.approve", "--version", "1.2.0", "--comment", "bench")
         started = time.monotonic()
-        result = pipeline.run(aws, "1.2.0", stage["name"], stage["name"])
+        result = invoke(config, env, "pipeline.run", "--version", "1.2.0", "--stage",
+                        stage["name"], "--json")
         stages[stage["name"]] = {"seconds": time.monotonic() - started,
                                  "kiln_calls": result["stages"][0]["api_calls"]}
     return stages
+
+
+def invoke(config: Path, env: dict, *args: str) -> dict | None:
+    import json
+    import subprocess
+
+    done = subprocess.run([str(ROOT / ".venv/bin/invoke"), "-f", str(config), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"invoke {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout) if done.stdout.strip() else None
 
 
 def main() -> None:
@@ -150,7 +164,7 @@ def main() -> None:
                 "sandbox": {"state_dir": state}, "dist": str(Path(state) / "dist")}))
             settings = settings_module.validate(raw, ["bench"])
             engine = on_codepipeline(settings, box)
-            local = on_this_machine(settings_module.validate(raw, ["bench"]))
+            local = on_this_machine(raw, box, Path(state))
         finally:
             box.down()
     print(f"{APP}: commit and approval, time scale {args.scale}; execution {engine['status']} "
