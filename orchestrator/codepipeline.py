@@ -305,7 +305,7 @@ def _build_security_group(app: str) -> dict:
         "VpcId": {"Ref": "BakeVpcId"},
         "SecurityGroupEgress": [
             {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0",
-             "Description": "AWS APIs and the package index (HTTPS)"},
+             "Description": "AWS APIs and dnf's repositories (HTTPS)"},
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0",
              "Description": "SSH to the bake instance"}],
         "Tags": _tags(app, "pipeline")}}}
