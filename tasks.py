@@ -361,10 +361,13 @@ def ami_promote(c, version=None, to=None, app=None, json=False):
 
 @kiln_task(help={"keep": "images to keep per account and region (default: kiln.ami.keep)",
                  "app": "the app (default: kiln.app)",
+                 "foundation": "prune this foundation's images instead of an app's",
                  "dry_run": "print what would be removed and change nothing",
                  "json": "print the plan as JSON on stdout"})
-def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
-    """Deregister all but the newest KEEP images of an app and their snapshots; never one in use."""
+def ami_prune(c, keep=None, app=None, foundation=None, dry_run=False, json=False):
+    """Deregister all but the newest KEEP images of an app (or a foundation) and their
+    snapshots; never one in use or named by the parameter a deploy or bake reads."""
+    from cloud import foundations
     from cloud.console import emit_json
     from cloud.target import connect
     from cloud.tasking import pick, whole
@@ -372,7 +375,10 @@ def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
 
     config = settings(c)
     keep = whole(pick(keep, config.ami.keep), "--keep", 1)
-    result = images.prune(connect(config), pick(app, config.app), keep, dry_run=dry_run)
+    if foundation:
+        foundations.for_foundation(config, foundation)  # a known name, or one clear line
+    label = foundations.app_label(foundation) if foundation else pick(app, config.app)
+    result = images.prune(connect(config), label, keep, dry_run=dry_run)
     if json:
         emit_json(result)
 
