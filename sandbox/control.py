@@ -214,6 +214,22 @@ class BuildSandbox:
     def credentials(self, identity: str = "operator") -> dict[str, str]:
         return {}  # the build's own, whoever Kiln would sign as elsewhere
 
+    def overlay(self, settings) -> None:
+        """The bake reaches its instance over the sandbox sshd, and waiters poll at the
+        sandbox's pace, as on the host (ssh_access.overlay, _scale_waiters): the sandbox's
+        CodeBuild says where the sshd is and the time scale (KILN_SANDBOX_SSH, _TIME_SCALE)."""
+        user, _, place = os.environ.get("KILN_SANDBOX_SSH", "").rpartition("@")
+        host, _, port = place.rpartition(":")
+        bake = settings.get("bake")
+        if bake is not None and port:
+            bake.update({"ssh_port": int(port), "ssh_user": user,
+                         "ssh_cidrs": bake.get("ssh_cidrs") or [f"{host}/32"],
+                         "chef_install_command": ssh_access.CHEF_MISSING})
+        aws = settings.get("aws")
+        scale = os.environ.get("KILN_SANDBOX_TIME_SCALE")
+        if aws is not None and aws.get("waiter_delay") is None and scale:
+            aws["waiter_delay"] = max(0.02, 15 * float(scale))
+
 
 def in_build() -> BuildSandbox | None:
     """The sandbox this process runs in, when it runs in a CodeBuild build (CodeBuild sets
@@ -235,6 +251,7 @@ def ensure_up(settings, start: bool = True) -> Sandbox | BuildSandbox:
     build of the sandbox's CodeBuild, the sandbox the build runs in (BuildSandbox)."""
     found = in_build()
     if found is not None:
+        found.overlay(settings)
         bootstrap.overlay(settings)
         _overlay_watch(settings)
         return found

@@ -20,6 +20,7 @@ from cloud.aws import Aws
 from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
 from orchestrator import codepipeline, pipeline
+from sandbox import control
 from tests.conftest import ROOT, project_config
 from tests.pipeline_helpers import (
     SOURCES,
@@ -225,6 +226,20 @@ def test_the_sandbox_target_in_a_build_without_its_endpoint_is_one_line(kiln_set
     with pytest.raises(KilnError, match="kiln.target is sandbox in a CodeBuild build without "
                                         "AWS_ENDPOINT_URL"):
         connect(kiln_settings())
+
+
+def test_the_sandbox_target_in_a_build_bakes_over_the_sandbox_sshd(kiln_settings, monkeypatch):
+    """In a sandbox build, Kiln's bake reaches its instance where the sandbox's CodeBuild says
+    the sshd is, and waiters poll at the sandbox's pace; it starts nothing."""
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("KILN_SANDBOX_SSH", "builder@127.0.0.1:2222")
+    monkeypatch.setenv("KILN_SANDBOX_TIME_SCALE", "0.01")
+    settings = kiln_settings()
+    assert isinstance(control.ensure_up(settings), control.BuildSandbox)
+    assert (settings.bake.ssh_port, settings.bake.ssh_user, settings.bake.ssh_cidrs) == (
+        2222, "builder", ["127.0.0.1/32"])
+    assert settings.aws.waiter_delay == pytest.approx(0.15)
 
 
 def test_the_source_archive_holds_the_tracked_files_and_the_wheels(tmp_path):
