@@ -205,8 +205,8 @@ class BuildSandbox:
     the AWS it runs in. The endpoint is the one the sandbox's CodeBuild gives every build
     (AWS_ENDPOINT_URL, which the SDKs and the CLI read, as AWS_REGION points them at AWS's
     regional endpoints); the credentials are the build's, its project's service role, which
-    the SDK's default chain finds. Nothing is started, and the state directory (the sandbox
-    sshd, the repository's signing key) is the host's, not the build's."""
+    the SDK's default chain finds. Nothing is started; the state directory (the repository's
+    signing key, the HTTPS certificate) is the host's, not the build's."""
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
@@ -232,17 +232,16 @@ class BuildSandbox:
 
 
 def in_build() -> BuildSandbox | None:
-    """The sandbox this process runs in, when it runs in a CodeBuild build (CodeBuild sets
-    CODEBUILD_BUILD_ARN in every build) while the target is the sandbox: only the sandbox's
-    CodeBuild runs a project `invoke bootstrap` made for the sandbox."""
-    if not os.environ.get("CODEBUILD_BUILD_ARN"):
-        return None
+    """The sandbox this process runs in, when it runs in a build of the sandbox's CodeBuild:
+    CODEBUILD_BUILD_ARN (CodeBuild's, in every build) with the sandbox's endpoint and time scale
+    (AWS_ENDPOINT_URL, KILN_SANDBOX_TIME_SCALE: the sandbox's CodeBuild's). In a build of AWS's
+    CodeBuild (a CI job running the sandbox, say), the sandbox target starts its own as
+    anywhere else."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        raise KilnError("kiln.target is sandbox in a CodeBuild build without AWS_ENDPOINT_URL: "
-                        "the project was not made by the sandbox's `invoke bootstrap`; run it "
-                        "with INVOKE_KILN_TARGET=aws")
-    return BuildSandbox(endpoint)
+    if os.environ.get("CODEBUILD_BUILD_ARN") and endpoint and \
+            os.environ.get("KILN_SANDBOX_TIME_SCALE"):
+        return BuildSandbox(endpoint)
+    return None
 
 
 def ensure_up(settings, start: bool = True) -> Sandbox | BuildSandbox:

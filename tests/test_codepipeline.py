@@ -219,13 +219,12 @@ def test_a_build_endpoint_changes_nothing_for_the_aws_target(kiln_settings, monk
         kiln_settings(target="aws", accounts={"build": {"id": "123456789012"}})
 
 
-def test_the_sandbox_target_in_a_build_without_its_endpoint_is_one_line(kiln_settings,
-                                                                        monkeypatch):
+def test_the_sandbox_target_in_another_build_starts_its_own_sandbox(kiln_settings,
+                                                                    monkeypatch):
+    """A CI job in AWS's CodeBuild that runs the sandbox: not a build of the sandbox's."""
     monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with pytest.raises(KilnError, match="kiln.target is sandbox in a CodeBuild build without "
-                                        "AWS_ENDPOINT_URL"):
-        connect(kiln_settings())
+    monkeypatch.delenv("KILN_SANDBOX_TIME_SCALE", raising=False)
+    assert isinstance(control.ensure_up(kiln_settings()), control.Sandbox)
 
 
 def test_the_sandbox_target_in_a_build_bakes_over_the_sandbox_sshd(kiln_settings, monkeypatch):
