@@ -712,9 +712,28 @@ def pipeline_status(c, app=None, version=None, json=False):
         emit_json(result)
 
 
+@kiln_task(help={"app": _DEPLOY_HELP["app"],
+                 "json": "print the uploaded object (bucket, key, version) as JSON on stdout"})
+def pipeline_push(c, app=None, json=False):
+    """Upload this checkout to the app's CodePipeline S3 source: its tracked files and the
+    wheels of its lock, from which the builds install Kiln (docs/pipeline-engines.md)."""
+    from pathlib import Path
+
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import codepipeline
+
+    settings = _app_settings(c, app)
+    aws = connect(settings)
+    result = codepipeline.push(aws, settings.app, Path(__file__).resolve().parent)
+    if json:
+        emit_json(result)
+
+
 pipeline_tasks = Collection("pipeline")
 pipeline_tasks.add_task(pipeline_run, "run")
 pipeline_tasks.add_task(pipeline_status, "status")
+pipeline_tasks.add_task(pipeline_push, "push")
 pipeline_tasks.add_task(pipeline_approve, "approve")
 pipeline_tasks.add_task(pipeline_reject, "reject")
 ns.add_collection(pipeline_tasks)
