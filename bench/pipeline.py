@@ -56,8 +56,8 @@ WORK = ("commit", "approval")
 WORK_STEPS = ("base-ami", "package", "reuse", "share", "key-pair", "security-group", "ssh",
               "provision", "stop")
 # What runs side by side inside a stage (everything else, and the stages, one after another).
-PARALLEL = {"image": "the copies to every copy region (one thread each); the promotion into "
-                     "prod goes region by region, one copy after the other"}
+PARALLEL = {"image": "the copies to every copy region (one thread each), then the promotion "
+                     "into prod in every region at once (one thread each)"}
 
 
 def example_apps() -> dict:
