@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
+import time
 from collections import Counter
 
 import boto3
@@ -13,6 +16,7 @@ from tests.network_helpers import (
     all_healthy,
     balancer_groups,
     forward,
+    fronts_pid,
     get,
     health,
     until,
@@ -130,38 +134,64 @@ def test_a_load_balancer_never_forwards_to_itself(lb):
     assert get(lb["dns"], 80, timeout=5)[0] == 502  # not a loop: its own address is no target
 
 
-def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
-    import time
+def _own_balancer(box) -> str:
+    """A load balancer answering on its listener in the sandbox `box`; its address."""
+    own = admin_session(box)
+    elbv2 = own.client("elbv2")
+    ec2 = own.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
+                                 AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+               for n, z in ((1, "a"), (2, "b"))]
+    balancer = elbv2.create_load_balancer(
+        Name="own", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
+                          Port=80, DefaultActions=[{"Type": "fixed-response",
+                                                    "FixedResponseConfig": {
+                                                        "StatusCode": "200"}}])
+    assert get(balancer["DNSName"], 80)[0] == 200
+    return balancer["DNSName"]
 
+
+def _gone(*pids: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return not any(_alive(pid) for pid in pids)
+
+
+def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
     from sandbox.control import Sandbox
 
     box = Sandbox(tmp_path / "own")
     box.up()
     try:
-        own = admin_session(box)
-        elbv2 = own.client("elbv2")
-        ec2 = own.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
-                                     AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
-                   for n, z in ((1, "a"), (2, "b"))]
-        balancer = elbv2.create_load_balancer(
-            Name="own", Subnets=subnets,
-            SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
-        elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
-                              Port=80, DefaultActions=[{"Type": "fixed-response",
-                                                        "FixedResponseConfig": {
-                                                            "StatusCode": "200"}}])
-        assert get(balancer["DNSName"], 80)[0] == 200
-        pid = box.moto.pid
+        address = _own_balancer(box)
+        pid, proxies = box.moto.pid, fronts_pid(box)
+        assert proxies != pid  # the listeners live in a process of their own
     finally:
         box.down()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    assert not _alive(pid)
+    assert _gone(pid, proxies)
     with pytest.raises(ConnectionRefusedError):
-        get(balancer["DNSName"], 80)
+        get(address, 80)
+
+
+def test_a_killed_server_takes_its_proxies_with_it(tmp_path, sandbox_box):
+    """The load balancers' process ends with the server however it ends (the kernel tells it)."""
+    from sandbox.control import Sandbox
+
+    box = Sandbox(tmp_path / "own")
+    box.up()
+    try:
+        address = _own_balancer(box)
+        pid, proxies = box.moto.pid, fronts_pid(box)
+        os.kill(pid, signal.SIGKILL)
+        assert _gone(pid, proxies)
+        with pytest.raises(ConnectionRefusedError):
+            get(address, 80)
+    finally:
+        box.down()
 
 
 def _alive(pid: int) -> bool:
