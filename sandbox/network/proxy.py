@@ -36,6 +36,8 @@ IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (idle_timeout.timeo
 # The least real time a target is given to answer (the idle timeout, time-scaled, can be one
 # second): sandbox machines on a busy host answer more slowly than EC2 instances.
 TARGET_WAIT = 10.0
+TIMEOUTS_KEPT = 0.05  # real seconds a listener keeps its timeouts (under a flood of connections)
+ADMITTED = 4096  # client addresses whose security-group decision a listener keeps
 # With routing.http.drop_invalid_header_fields.enabled, an ALB drops header names that are not
 # letters, digits and hyphens.
 VALID_HEADER = re.compile(r"[A-Za-z0-9-]+")
@@ -106,6 +108,8 @@ class Listener:
         self.address = (spec["host"], int(spec["port"]))
         self.key = [*self.address, spec.get("certificate"), spec.get("tls")]
         self.scheme = "https" if spec.get("certificate") else "http"
+        self._timed: tuple = ((None, 0.0), (0.0, 0.0))
+        self._decisions: tuple[dict | None, dict[str, bool]] = (None, {})
         tls = None
         if spec.get("certificate"):
             if not spec.get("tls"):
@@ -130,11 +134,25 @@ class Listener:
         return clock.real(int(seconds))
 
     def _timeouts(self) -> tuple[float, float]:
-        idle = self.idle_timeout()
-        return min(front.HEADER_TIMEOUT, idle), idle
+        """(header, idle) timeouts, worked out again when the listener changed or TIMEOUTS_KEPT
+        passed (the time scale may have): the accept loop asks for every connection."""
+        (spec, until), timeouts = self._timed
+        if spec is not self.spec or time.monotonic() >= until:
+            idle = self.idle_timeout()
+            timeouts = (min(front.HEADER_TIMEOUT, idle), idle)
+            self._timed = ((self.spec, time.monotonic() + TIMEOUTS_KEPT), timeouts)
+        return timeouts
 
     def _admits(self, client: str) -> bool:
-        return self.fronts.admits(self.spec, client)
+        """The security groups' decision for a client address (kept until the listener's
+        state changes: the accept loop asks for every connection)."""
+        spec, decisions = self._decisions
+        if spec is not self.spec or len(decisions) > ADMITTED:
+            spec, decisions = self._decisions = (self.spec, {})
+        found = decisions.get(client)
+        if found is None:
+            found = decisions[client] = self.fronts.admits(spec, client)
+        return found
 
     # -- a request ---------------------------------------------------------------------------
     def serve(self, connection: front.Connection) -> bool:
