@@ -12,7 +12,8 @@ loopback behind a load balancer, then measures:
 - slow heads: `--slow` connections that each send part of a request head and then one more
   header line a second (slowloris), from many loopback source addresses (so that the per-client
   cap does not stop them), held `--hold` seconds; the same answer times meanwhile, and how many
-  of the connections the balancers' process still held at the end (its sockets);
+  of the connections the balancers' process held once all were opened and at the end (its
+  sockets: the header timeout closes those still sending their heads after 10 s);
 - slow bodies: `--slow-bodies` requests whose head is whole and whose body comes a byte a second,
   from many addresses; the same answer times meanwhile;
 - a `--upload-mb` MiB POST: how much the load balancers' process's memory grew while it
@@ -113,18 +114,6 @@ class Slow:
                 with contextlib.suppress(OSError):
                     sock.send(b"x" if self.body else b"X-Slow: 1\r\n")
 
-    def held(self) -> int:
-        """How many the balancer has not closed."""
-        alive = 0
-        for sock in self.socks:
-            try:
-                alive += sock.recv(1) != b""
-            except BlockingIOError:
-                alive += 1
-            except OSError:
-                pass
-        return alive
-
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -154,13 +143,6 @@ class Flood:
             self.children.append(child)
             self.refused += int(child.stdout.readline())  # once all of its are open
 
-    def held(self) -> int:
-        held = 0
-        for child in self.children:
-            child.stdin.write("held\n")
-            held += int(child.stdout.readline())
-        return held
-
     def close(self) -> None:
         for child in self.children:
             child.stdin.close()
@@ -169,14 +151,13 @@ class Flood:
 
 
 def hold_for_parent(host: str, first: str, count: str, total: str, kind: str) -> None:
-    """A child of Flood: open its connections, say how many were refused, then say how many
-    are still held each time the parent asks, until the parent closes stdin."""
+    """A child of Flood: open its connections, say how many were refused, then hold them
+    until the parent closes stdin."""
     descriptors()
     slow = Slow(host, int(count), kind == "body", int(first), int(total))
     slow.open()
     print(slow.refused, flush=True)
-    for _line in sys.stdin:
-        print(slow.held(), flush=True)
+    sys.stdin.read()
     slow.close()
 
 
@@ -186,11 +167,12 @@ def under(host: str, slow: Flood, hold: float, requests: int, pid: int) -> dict:
     slow.open()
     opened = time.monotonic()
     try:
+        held = sockets(pid) - before
         normal = answer_times(host, requests)
         api = api_times(max(5, requests // 4))
         time.sleep(max(0.0, hold - (time.monotonic() - opened)))
-        return {"normal": normal, "api": api, "held": sockets(pid) - before,
-                "open": slow.held(), "opening": opened - started}
+        return {"normal": normal, "api": api, "held": held, "left": sockets(pid) - before,
+                "opening": opened - started, "refused": slow.refused}
     finally:
         slow.close()
 
@@ -282,9 +264,9 @@ def report(args, host: str, slow_count: int, pid: int) -> None:
         print(f"{name:32} normal client: {figures(found['normal'])}")
         print(f"{'':32} AWS API:       {figures(found['api'])}")
         if "held" in found:
-            print(f"{'':32} the balancers held {found['held']:,} of them at the end "
-                  f"(not closed on the client's side: {found['open']:,}; all opened in "
-                  f"{found['opening']:.1f} s)")
+            print(f"{'':32} all opened in {found['opening']:.1f} s; the balancers held "
+                  f"{found['held']:,} of them then, {found['left']:,} at the end (refused at "
+                  f"connect: {found['refused']:,})")
     grown, seconds = upload(host, args.upload_mb, pid)
     print(f"{args.upload_mb} MiB upload streamed in {seconds:.1f} s; the balancers' process "
           f"grew by at most {grown / (1 << 20):.1f} MiB while it ran")
