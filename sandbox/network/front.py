@@ -14,10 +14,14 @@ client can take the sandbox down:
   take at most UPLOAD_WORKERS of the workers at once, so that clients sending bodies slowly
   never hold every worker: requests without a body always find one;
 - all listeners together hold at most MAX_CONNECTIONS connections (and never more than half
-  the process's file descriptors); at that budget, a listener makes room by closing its
-  connection that has waited longest for a head, so a new client always gets in. The budget
-  also bounds the loop's work: a slowloris client trickling a header line a second into each of
-  its connections costs a read per connection per second.
+  the process's file descriptors); at that budget, a client already holding SHARE connections
+  on the listener has its new ones closed at once, and another client's new connection gets in,
+  the listener making room by closing its connection that has waited longest for a head. The
+  budget also bounds the loop's work: a slowloris client trickling a header line a second into
+  each of its connections costs a read per connection per second;
+- a listener listens on SOCKETS sockets sharing its port, each with a listen queue of its own,
+  so that a flood arriving faster than the loop accepts does not fill the queue and drop a new
+  client's SYN (which it would retry only a second later).
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ robin to the healthy targets, or to all of them when none is healthy (ALB fails 
 balancer answers itself as an ALB does: fixed responses and redirects, 503 when a target group
 has no targets, 502 when a target cannot be reached, 504 when it does not answer within the idle
 timeout. Each request is counted for the load balancer's metrics. An HTTPS listener terminates TLS
-with its certificate's key as ACM holds it (TLS 1.2 and later). Requests arrive through `front`
-(connections, timeouts, caps) and are read by `http1` (limits, desync classification): the
-balancer's `routing.http.desync_mitigation_mode` decides what is refused (400) and after what the
-client connection closes; bodies stream to the target and answers back a piece at a time.
+with its certificate's key as ACM holds it (TLS 1.2 and later). Listeners run in the load
+balancers' own process (`fronts`), routing by what the server last sent of them. Requests arrive
+through `front` (connections, timeouts, caps) and are read by `http1` (limits, desync
+classification): the balancer's `routing.http.desync_mitigation_mode` decides what is refused
+(400) and after what the client connection closes; bodies stream to the target and answers back
+a piece at a time.
 """
 
 from __future__ import annotations

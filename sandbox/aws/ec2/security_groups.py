@@ -18,7 +18,8 @@ default-security-group.html):
   - A client reaches a listener only when one of the balancer's groups admits its address on
     the listener's port (clients come from 127.0.0.1 here; 0.0.0.0/0 admits them); otherwise
     the connection is closed unanswered (on AWS it is dropped and the client times out).
-The load balancers check every connection, so a rule changed takes effect on the next one.
+The load balancers check every connection, and their process has a changed rule before the call
+that changed it returns (sandbox.network.supervisor), so it takes effect on the next one.
 """
 
 from __future__ import annotations
