@@ -201,3 +201,57 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_at_the_connection_budget_a_flooding_client_gets_no_more_and_a_new_one_gets_in(
+        tmp_path, sandbox_box):
+    """With every connection of the budget taken by clients holding 16 each and trickling their
+    heads, their next connections are closed at once (not their oldest: closing the new one is
+    the cheapest answer, so accepting keeps up with a flood), and a new client is answered."""
+    import resource
+
+    from sandbox.control import Sandbox
+
+    box = Sandbox(tmp_path / "own")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (640, hard))  # the balancers' budget: 320
+    try:
+        box.up()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    flood, more = [], []
+    try:
+        address = _own_balancer(box)
+        box.set_time_scale(1)  # the header timeout at its real 10 s while this runs
+        flood = [_slow(address, f"127.0.5.{1 + n % 20}") for n in range(320)]
+        time.sleep(0.3)  # all of them in the balancers' hands: the budget is taken
+        more = [_slow(address, "127.0.5.1") for _ in range(5)]
+        time.sleep(0.3)
+        assert all(_closed(sock) for sock in more)
+        assert sum(_closed(sock) for sock in flood) <= 1  # one, had the budget a connection less
+        started = time.monotonic()
+        assert get(address, 80, timeout=5)[0] == 200
+        assert time.monotonic() - started < 1
+    finally:
+        for sock in flood + more:
+            sock.close()
+        box.down()
+
+
+def _slow(address: str, source: str):
+    """A connection that has sent part of a request head."""
+    import socket
+
+    sock = socket.create_connection((address, 80), timeout=2, source_address=(source, 0))
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n")
+    return sock
+
+
+def _closed(sock) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
