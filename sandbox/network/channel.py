@@ -40,6 +40,7 @@ class Fronts:
         self._seq = 0
         self._acked = 0
         self._sent = ""
+        self.ended = False  # stopped for good: the server is ending
         self._lock = threading.Lock()  # one state at a time down the pipe
         self._acks = threading.Condition()
 
@@ -104,6 +105,7 @@ class Fronts:
                     self._acks.notify_all()
 
     def stop(self) -> None:
+        self.ended = True
         process, self.process = self.process, None
         if process is None:
             return

@@ -79,7 +79,7 @@ class Network:
     def tick(self) -> None:
         from moto.cloudwatch.models import cloudwatch_backends
 
-        if not self.fronts.alive():
+        if not self.fronts.alive() and not self.fronts.ended:
             print("sandbox network: the load balancers' process ended; starting it again",
                   file=sys.stderr, flush=True)
             self.fronts.start()  # this thread lives as long as the server
