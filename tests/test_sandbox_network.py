@@ -177,23 +177,6 @@ def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
         get(address, 80)
 
 
-def test_a_killed_server_takes_its_proxies_with_it(tmp_path, sandbox_box):
-    """The load balancers' process ends with the server however it ends (the kernel tells it)."""
-    from sandbox.control import Sandbox
-
-    box = Sandbox(tmp_path / "own")
-    box.up()
-    try:
-        address = _own_balancer(box)
-        pid, proxies = box.moto.pid, fronts_pid(box)
-        os.kill(pid, signal.SIGKILL)
-        assert _gone(pid, proxies)
-        with pytest.raises(ConnectionRefusedError):
-            get(address, 80)
-    finally:
-        box.down()
-
-
 def _alive(pid: int) -> bool:
     """Running (a zombie waiting for this test process to reap it has ended)."""
     try:
@@ -207,7 +190,8 @@ def test_at_the_connection_budget_a_flooding_client_gets_no_more_and_a_new_one_g
         tmp_path, sandbox_box):
     """With every connection of the budget taken by clients holding 16 each and trickling their
     heads, their next connections are closed at once (not their oldest: closing the new one is
-    the cheapest answer, so accepting keeps up with a flood), and a new client is answered."""
+    the cheapest answer, so accepting keeps up with a flood), and a new client is answered.
+    Killing the server then ends the load balancers' process too."""
     import resource
 
     from sandbox.control import Sandbox
@@ -232,6 +216,13 @@ def test_at_the_connection_budget_a_flooding_client_gets_no_more_and_a_new_one_g
         started = time.monotonic()
         assert get(address, 80, timeout=5)[0] == 200
         assert time.monotonic() - started < 1
+        # The load balancers' process ends with the server however it ends (the kernel tells
+        # it), here killed with all those connections open.
+        pid, proxies = box.moto.pid, fronts_pid(box)
+        os.kill(pid, signal.SIGKILL)
+        assert _gone(pid, proxies)
+        with pytest.raises(ConnectionRefusedError):
+            get(address, 80)
     finally:
         for sock in flood + more:
             sock.close()
