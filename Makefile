@@ -17,7 +17,7 @@ CHECKOV_VENV := .venv-checkov
 INVOKE := $(VENV)/bin/invoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := rpm createrepo-c dnf rpmlint openssh-server openssh-client ruby gnupg zstd \
-	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux uidmap
+	git curl ca-certificates python3-venv python3-dev gcc sudo iproute2 util-linux uidmap awscli
 # Real chef-solo and fpm from their sources, where this checkout sits beside a vendor folder
 # (README, "Chef-solo and fpm elsewhere"): their Debian dependencies are installed and they go
 # first on PATH.

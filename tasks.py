@@ -361,10 +361,13 @@ def ami_promote(c, version=None, to=None, app=None, json=False):
 
 @kiln_task(help={"keep": "images to keep per account and region (default: kiln.ami.keep)",
                  "app": "the app (default: kiln.app)",
+                 "foundation": "prune this foundation's images instead of an app's",
                  "dry_run": "print what would be removed and change nothing",
                  "json": "print the plan as JSON on stdout"})
-def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
-    """Deregister all but the newest KEEP images of an app and their snapshots; never one in use."""
+def ami_prune(c, keep=None, app=None, foundation=None, dry_run=False, json=False):
+    """Deregister all but the newest KEEP images of an app (or a foundation) and their
+    snapshots; never one in use or named by the parameter a deploy or bake reads."""
+    from cloud import foundations
     from cloud.console import emit_json
     from cloud.target import connect
     from cloud.tasking import pick, whole
@@ -372,7 +375,10 @@ def ami_prune(c, keep=None, app=None, dry_run=False, json=False):
 
     config = settings(c)
     keep = whole(pick(keep, config.ami.keep), "--keep", 1)
-    result = images.prune(connect(config), pick(app, config.app), keep, dry_run=dry_run)
+    if foundation:
+        foundations.for_foundation(config, foundation)  # a known name, or one clear line
+    label = foundations.app_label(foundation) if foundation else pick(app, config.app)
+    result = images.prune(connect(config), label, keep, dry_run=dry_run)
     if json:
         emit_json(result)
 
@@ -706,9 +712,28 @@ def pipeline_status(c, app=None, version=None, json=False):
         emit_json(result)
 
 
+@kiln_task(help={"app": _DEPLOY_HELP["app"],
+                 "json": "print the uploaded object (bucket, key, version) as JSON on stdout"})
+def pipeline_push(c, app=None, json=False):
+    """Upload this checkout to the app's CodePipeline S3 source: its tracked files and the
+    wheels of its lock, from which the builds install Kiln (docs/pipeline-engines.md)."""
+    from pathlib import Path
+
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import codepipeline
+
+    settings = _app_settings(c, app)
+    aws = connect(settings)
+    result = codepipeline.push(aws, settings.app, Path(__file__).resolve().parent)
+    if json:
+        emit_json(result)
+
+
 pipeline_tasks = Collection("pipeline")
 pipeline_tasks.add_task(pipeline_run, "run")
 pipeline_tasks.add_task(pipeline_status, "status")
+pipeline_tasks.add_task(pipeline_push, "push")
 pipeline_tasks.add_task(pipeline_approve, "approve")
 pipeline_tasks.add_task(pipeline_reject, "reject")
 ns.add_collection(pipeline_tasks)

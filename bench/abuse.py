@@ -12,12 +12,15 @@ loopback behind a load balancer, then measures:
 - slow heads: `--slow` connections that each send part of a request head and then one more
   header line a second (slowloris), from many loopback source addresses (so that the per-client
   cap does not stop them), held `--hold` seconds; the same answer times meanwhile, and how many
-  of the connections the balancer still held at the end;
+  of the connections the balancers' process held once all were opened and at the end (its
+  sockets: the header timeout closes those still sending their heads after 10 s);
 - slow bodies: `--slow-bodies` requests whose head is whole and whose body comes a byte a second,
   from many addresses; the same answer times meanwhile;
-- a `--upload-mb` MiB POST: how much the server process's memory grew while it streamed.
-Only loopback is contacted; the sandbox is stopped at the end. 20,000 slow connections need
-that many file descriptors here (the run is clamped to the soft limit).
+- a `--upload-mb` MiB POST: how much the load balancers' process's memory grew while it
+  streamed.
+Only loopback is contacted; the sandbox is stopped at the end. The slow connections are held by
+child processes of at most 5,000 each (fewer when the hard file descriptor limit is lower), so
+20,000 need no limit raised.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import resource
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +39,8 @@ import time
 from pathlib import Path
 
 import boto3
+
+RLIMIT = resource.RLIMIT_NOFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,18 +83,21 @@ def sources(count: int) -> list[str]:
 
 
 class Slow:
-    """Connections held open by sending a little now and then (slow heads or slow bodies)."""
+    """Connections held open by sending a little now and then (slow heads or slow bodies):
+    `first`..`first + count` of an attack of `total` connections."""
 
-    def __init__(self, host: str, count: int, body: bool):
-        self.host, self.count, self.body = host, count, body
+    def __init__(self, host: str, count: int, body: bool, first: int = 0,
+                 total: int | None = None):
+        self.host, self.count, self.body, self.first = host, count, body, first
+        self.total = total or count
         self.socks: list[socket.socket] = []
         self.refused = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, daemon=True)
 
     def open(self) -> None:
-        addresses = sources(self.count)
-        for n in range(self.count):
+        addresses = sources(self.total)
+        for n in range(self.first, self.first + self.count):
             try:
                 sock = socket.create_connection((self.host, 80), timeout=5,
                                                 source_address=(addresses[n % len(addresses)], 0))
@@ -105,18 +114,6 @@ class Slow:
                 with contextlib.suppress(OSError):
                     sock.send(b"x" if self.body else b"X-Slow: 1\r\n")
 
-    def held(self) -> int:
-        """How many the balancer has not closed."""
-        alive = 0
-        for sock in self.socks:
-            try:
-                alive += sock.recv(1) != b""
-            except BlockingIOError:
-                alive += 1
-            except OSError:
-                pass
-        return alive
-
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -124,16 +121,66 @@ class Slow:
             sock.close()
 
 
-def under(host: str, slow: Slow, hold: float, requests: int) -> dict:
+class Flood:
+    """`count` slow connections held by child processes of PER_PROCESS each (one process holds
+    no more connections than its file descriptor limit allows), opened one process after the
+    other as one attacker would."""
+
+    PER_PROCESS = 5000
+
+    def __init__(self, host: str, count: int, body: bool):
+        self.host, self.count, self.body = host, count, body
+        self.children: list[subprocess.Popen] = []
+        self.refused = 0
+
+    def open(self) -> None:
+        for first in range(0, self.count, self.PER_PROCESS):
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--hold-for-parent", self.host, str(first),
+                 str(min(self.PER_PROCESS, self.count - first)), str(self.count),
+                 "body" if self.body else "head"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            self.children.append(child)
+            self.refused += int(child.stdout.readline())  # once all of its are open
+
+    def close(self) -> None:
+        for child in self.children:
+            child.stdin.close()
+        for child in self.children:
+            child.wait(30)
+
+
+def hold_for_parent(host: str, first: str, count: str, total: str, kind: str) -> None:
+    """A child of Flood: open its connections, say how many were refused, then hold them
+    until the parent closes stdin."""
+    descriptors()
+    slow = Slow(host, int(count), kind == "body", int(first), int(total))
+    slow.open()
+    print(slow.refused, flush=True)
+    sys.stdin.read()
+    slow.close()
+
+
+def under(host: str, slow: Flood, hold: float, requests: int, pid: int) -> dict:
+    before = sockets(pid)
+    started = time.monotonic()
     slow.open()
     opened = time.monotonic()
     try:
+        held = sockets(pid) - before
         normal = answer_times(host, requests)
         api = api_times(max(5, requests // 4))
         time.sleep(max(0.0, hold - (time.monotonic() - opened)))
-        return {"normal": normal, "api": api, "held": slow.held(), "refused": slow.refused}
+        return {"normal": normal, "api": api, "held": held, "left": sockets(pid) - before,
+                "opening": opened - started, "refused": slow.refused}
     finally:
         slow.close()
+
+
+def sockets(pid: int) -> int:
+    """The sockets a process holds."""
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir()
+               if os.readlink(fd).startswith("socket:"))
 
 
 def rss(pid: int) -> int:
@@ -159,6 +206,14 @@ def upload(host: str, megabytes: int, pid: int) -> tuple[int, float]:
     return peak, time.monotonic() - started
 
 
+def descriptors() -> int:
+    """Raise this process's file descriptor limit to its hard limit (the sandbox it starts, and
+    the flood's processes, inherit it); the limit."""
+    _soft, hard = resource.getrlimit(RLIMIT)
+    resource.setrlimit(RLIMIT, (hard, hard))
+    return hard
+
+
 def figures(times: list[float]) -> str:
     ordered = sorted(times)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -176,9 +231,8 @@ def main() -> None:
     parser.add_argument("--upload-mb", type=int, default=128)
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    slow_count = min(args.slow, hard - 512)
+    Flood.PER_PROCESS = max(100, min(Flood.PER_PROCESS, descriptors() - 256))
+    slow_count = args.slow
     apps = {"baseline": App("baseline"), "canary": App("canary")}
     with tempfile.TemporaryDirectory(prefix="kiln-bench-abuse-") as state:
         box = Sandbox(Path(state))
@@ -187,7 +241,8 @@ def main() -> None:
             os.environ.update(box.env("admin"))
             host = load_balancer(apps, {"baseline": 1, "canary": 1})
             box.set_time_scale(1)  # once the targets are healthy: AWS's own timeouts from here
-            report(args, host, slow_count, box.moto.pid)
+            fronts = int((box.state_dir / "fronts.pid").read_text().split()[0])
+            report(args, host, slow_count, fronts)
         finally:
             box.down()
             for app in apps.values():
@@ -199,8 +254,9 @@ def report(args, host: str, slow_count: int, pid: int) -> None:
           f"{front.HEADER_TIMEOUT:.0f} s); per client {front.PER_CLIENT} connections, "
           f"{front.PER_CLIENT_BUSY} requests at once; {front.WORKERS} workers")
     base = {"normal": answer_times(host, args.requests), "api": api_times(args.requests // 4)}
-    heads = under(host, Slow(host, slow_count, body=False), args.hold, args.requests)
-    bodies = under(host, Slow(host, args.slow_bodies, body=True), args.hold, args.requests)
+    heads = under(host, Flood(host, slow_count, body=False), args.hold, args.requests, pid)
+    bodies = under(host, Flood(host, args.slow_bodies, body=True), args.hold, args.requests,
+                   pid)
     rows = [("baseline (nothing else)", base),
             (f"{slow_count:,} slow heads held {args.hold:.0f} s", heads),
             (f"{args.slow_bodies} slow bodies held {args.hold:.0f} s", bodies)]
@@ -208,12 +264,16 @@ def report(args, host: str, slow_count: int, pid: int) -> None:
         print(f"{name:32} normal client: {figures(found['normal'])}")
         print(f"{'':32} AWS API:       {figures(found['api'])}")
         if "held" in found:
-            print(f"{'':32} connections still open at the end: {found['held']:,} "
-                  f"(refused at connect: {found['refused']:,})")
+            print(f"{'':32} all opened in {found['opening']:.1f} s; the balancers held "
+                  f"{found['held']:,} of them then, {found['left']:,} at the end (refused at "
+                  f"connect: {found['refused']:,})")
     grown, seconds = upload(host, args.upload_mb, pid)
-    print(f"{args.upload_mb} MiB upload streamed in {seconds:.1f} s; server memory grew by at "
-          f"most {grown / (1 << 20):.1f} MiB while it ran")
+    print(f"{args.upload_mb} MiB upload streamed in {seconds:.1f} s; the balancers' process "
+          f"grew by at most {grown / (1 << 20):.1f} MiB while it ran")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--hold-for-parent"]:
+        hold_for_parent(*sys.argv[2:])
+    else:
+        main()

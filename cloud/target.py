@@ -27,9 +27,11 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
         from sandbox import control  # the only place Kiln reaches into the sandbox
 
         box = control.ensure_up(settings, start=not read_only)
+        # In a build of the sandbox's CodeBuild, none: the build's own, as on AWS.
         credentials = box.credentials("admin" if admin else "operator")
-        keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
-                "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]}
+        if credentials:
+            keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+                    "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]}
         profile = None
     else:
         _real_endpoint(settings)

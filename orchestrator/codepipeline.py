@@ -20,8 +20,14 @@ makes, in the build account, through a change set like every other stack:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import re
 import shlex
+import subprocess
+import zipfile
+from pathlib import Path
 
 import yaml
 
@@ -51,14 +57,24 @@ STATEMENTS = {
     "approval": (),
     "production": ("ReachTargetAccounts",),
 }
-# What the packager and the bake need on the build image beside Python.
-SYSTEM_PACKAGES = {"commit": "rpm-build createrepo_c gnupg2 zstd",
-                   "image": "rpm-build createrepo_c gnupg2 zstd openssh-clients"}
+# What the packager and the bake need on the build image beside Python: the programs, and the
+# Amazon Linux packages that hold them, installed only when one is missing (an image of your
+# own, or the sandbox's build machines, may have them all).
+SYSTEM_PROGRAMS = {"commit": ("rpmbuild createrepo_c gpg zstd",
+                              "rpm-build createrepo_c gnupg2 zstd"),
+                   "image": ("rpmbuild createrepo_c gpg zstd ssh",
+                             "rpm-build createrepo_c gnupg2 zstd openssh-clients")}
+# The build installs Kiln's runtime from the source itself, never from a package index: the
+# wheelhouse `invoke pipeline.push` puts in the source archive holds exactly the locked wheels
+# (uv.lock, for the build image's Python), checked against the lock's hashes. Kiln itself is
+# the checkout: `invoke` runs its tasks.py from there.
+PYTHON = "3.11"  # the build image's (runtime-versions), the wheels' ABI
+WHEELHOUSE = "wheelhouse"
 INSTALL = [
-    "python3 -m venv .venv-uv",
-    ".venv-uv/bin/pip install -q --require-hashes -r requirements/uv.txt",
-    ".venv-uv/bin/uv sync -q --locked --no-install-project",
-    ".venv-uv/bin/uv sync -q --locked",
+    "python3 -m venv .venv",
+    # --no-compile: the build's one run compiles what it imports; the rest would be wasted.
+    f".venv/bin/pip install -q --no-compile --no-index --find-links {WHEELHOUSE} --no-deps "
+    f"--require-hashes -r {WHEELHOUSE}/requirements.txt",
     'export PATH="$CODEBUILD_SRC_DIR/.venv/bin:$PATH"',
 ]
 
@@ -91,11 +107,13 @@ def buildspec(app: str, stage: pipelines.Stage) -> dict:
     """The CodeBuild buildspec of one stage: install Kiln from its lock, then the stage's own
     command and nothing else, so the pipeline and `invoke pipeline.run` cannot drift apart."""
     install = list(INSTALL)
-    if stage.action in SYSTEM_PACKAGES:
-        install.insert(0, f"dnf install -y -q {SYSTEM_PACKAGES[stage.action]}")
+    if stage.action in SYSTEM_PROGRAMS:
+        programs, packages = SYSTEM_PROGRAMS[stage.action]
+        install.insert(0, f"type -P {programs} >/dev/null || dnf install -y -q {packages}")
     return {"version": 0.2,
-            "env": {"shell": "bash", "variables": {"UV_PYTHON_DOWNLOADS": "never"}},
-            "phases": {"install": {"commands": install},
+            "env": {"shell": "bash"},
+            "phases": {"install": {"runtime-versions": {"python": PYTHON},
+                                   "commands": install},
                        "build": {"commands": [stage_command(app, stage.name)]}}}
 
 
@@ -287,7 +305,7 @@ def _build_security_group(app: str) -> dict:
         "VpcId": {"Ref": "BakeVpcId"},
         "SecurityGroupEgress": [
             {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0",
-             "Description": "AWS APIs and the package index (HTTPS)"},
+             "Description": "AWS APIs and dnf's repositories (HTTPS)"},
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0",
              "Description": "SSH to the bake instance"}],
         "Tags": _tags(app, "pipeline")}}}
@@ -589,6 +607,85 @@ def register(settings) -> list[str]:
             render_for=lambda config, app=app: template(config, app)))
         parts.append(part)
     return parts
+
+
+# -- the source archive: the checkout and the wheels of its lock ------------------------------
+
+# The wheels' platforms: those the build image runs (Amazon Linux 2023: glibc 2.34, x86_64),
+# each named, as pip takes a --platform literally.
+PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in (34, 28, 27, 24, 17, 12, 5)] + [
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+
+
+def runtime_requirements(root: Path) -> str:
+    """Kiln's runtime dependencies exactly as uv.lock pins them, each with its hashes."""
+    done = subprocess.run([str(root / ".venv-uv/bin/uv"), "export", "--frozen", "--no-dev",
+                           "--no-emit-project", "--no-header", "--format", "requirements-txt"],
+                          cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KilnError(f"uv export (the runtime's locked requirements): "
+                        f"{done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+def wheelhouse(root: Path, folder: Path) -> list[Path]:
+    """The locked runtime wheels for the build image, downloaded into `folder` (kept between
+    pushes: a wheel already there is not fetched again) with requirements.txt; only the
+    wheels whose hashes the lock names. pip checks every hash when it downloads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    requirements = runtime_requirements(root)
+    (folder / "requirements.txt").write_text(requirements)
+    download = [str(root / ".venv-uv/bin/pip"), "download", "-q", "--disable-pip-version-check",
+                "--no-deps", "--only-binary", ":all:", "--require-hashes",
+                "--python-version", PYTHON, "--implementation", "cp",
+                "--abi", "cp" + PYTHON.replace(".", ""),
+                *(f"--platform={platform}" for platform in PLATFORMS),
+                "-r", str(folder / "requirements.txt"), "-d", str(folder)]
+    done = subprocess.run([*download, "--no-index", "--find-links", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:  # a wheel not kept yet: from the package index
+        done = subprocess.run(download, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KilnError(f"pip download (the runtime's locked wheels): "
+                        f"{done.stderr.strip()[-400:]}")
+    locked = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", requirements))
+    return [folder / "requirements.txt"] + [
+        wheel for wheel in sorted(folder.glob("*.whl"))
+        if hashlib.sha256(wheel.read_bytes()).hexdigest() in locked]
+
+
+def source_archive(root: Path, wheels: list[Path]) -> bytes:
+    """The zip a pipeline's S3 source takes: the checkout's tracked files as they are on disk
+    (what `git ls-files` lists) and, under wheelhouse/, the locked runtime wheels."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True)
+    if listed.returncode != 0:
+        raise KilnError(f"{root}: not a git checkout ({listed.stderr.decode().strip()})")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in listed.stdout.decode().split("\0"):
+            if name and (root / name).is_file():  # a tracked file deleted on disk is not sent
+                archive.write(root / name, name)
+        for wheel in wheels:  # already compressed
+            archive.write(wheel, f"{WHEELHOUSE}/{wheel.name}", zipfile.ZIP_STORED)
+    return buffer.getvalue()
+
+
+def push(aws, app: str, root: Path) -> dict:
+    """Upload the app's source archive to its pipeline's S3 source: the new object version
+    starts an execution (the source's EventBridge rule)."""
+    found = engine(aws.settings, app)
+    if found is None or found.source["kind"] != "s3":
+        raise KilnError(f"kiln.apps.{app}.pipeline.source.kind: pipeline.push uploads to an s3 "
+                        f"source; a codecommit or codeconnections source takes a git push")
+    bucket = found.source["bucket"] or stacks.output(aws, PART.format(app=app),
+                                                     "ArtifactBucketName")
+    key = found.source["key"]
+    body = source_archive(root, wheelhouse(root, Path(aws.settings.dist) / WHEELHOUSE))
+    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    say(f"pipeline {app}: source s3://{bucket}/{key} version {put.get('VersionId')} "
+        f"({len(body) // 1024} KiB)")
+    return {"app": app, "bucket": bucket, "key": key, "version_id": put.get("VersionId"),
+            "bytes": len(body)}
 
 
 # -- reading the pipeline on AWS -----------------------------------------------------------------

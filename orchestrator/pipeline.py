@@ -201,7 +201,7 @@ def run(aws: Aws, version: str, start: str | None = None, end: str | None = None
         before = everything[:everything.index(stage)]
         gate(aws, app, version, stage, before, override, run_id)
         say(f"[{number}/{len(chosen)}] stage {stage.name} ({stage.action}): started")
-        started = time.monotonic()
+        started, calls = time.monotonic(), aws.calls.total
         try:
             evidence = ACTIONS[stage.action](aws, stage, version, run_id)
         except Refused:
@@ -220,9 +220,11 @@ def run(aws: Aws, version: str, start: str | None = None, end: str | None = None
         took = time.monotonic() - started
         if evidence is not None:  # an approval records itself, when it is given
             record(aws, app, version, stage.name, "passed", run_id, evidence, took)
-        say(f"[{number}/{len(chosen)}] stage {stage.name}: passed in {human(int(round(took)))}")
+        calls = aws.calls.total - calls  # the stage's own, its record included
+        say(f"[{number}/{len(chosen)}] stage {stage.name}: passed in {human(int(round(took)))} "
+            f"({calls} AWS calls)")
         done.append({"stage": stage.name, "action": stage.action, "outcome": "passed",
-                     "seconds": round(took, 1)})
+                     "seconds": round(took, 1), "api_calls": calls})
     return {"app": app, "version": version, "run_id": run_id, "stages": done}
 
 

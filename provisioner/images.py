@@ -4,8 +4,10 @@ A place is one account and region: every account in kiln.accounts (the build acc
 others by AssumeRole) in the main region and each copy region. Pruning keeps the newest images of
 an app per place — by version (semantic versioning), then creation time — and deregisters the
 rest, deleting each one's snapshots right after, so no snapshot is orphaned. An image that a
-launch template (any version) or a server group (its launch configuration, or its `kiln:ami`
-tag) still uses is never removed, whatever its age: the result says which one keeps it.
+launch template (any version), a server group (its launch configuration, or its `kiln:ami`
+tag) or the SSM parameter a deploy or an app bake reads (a promotion's
+/<prefix>/<app>/<account>/ami, a foundation's /<prefix>/foundation/<name>/ami) still uses is
+never removed, whatever its age: the result says which one keeps it.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import semver
 from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from cloud import foundations
 from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.console import say
 from cloud.errors import KilnError
 from cloud.images import all_images
-from provisioner.promote import regions
+from provisioner.promote import parameter_name, regions
 from provisioner.share import snapshot_ids
 
 AMI_TAG = "kiln:ami"
+FOUNDATION_PREFIX = foundations.app_label("")
 
 
 def places(aws: Aws, unreachable: Callable[[str, KilnError], None] | None = None
@@ -71,7 +75,7 @@ def prune(aws: Aws, app: str, keep: int, dry_run: bool = False) -> dict:
         found = all_images(ec2, Owners=["self"], Filters=kiln_tags.filters(
             {kiln_tags.APP: app}))
         ordered = sorted(found, key=version_key, reverse=True)
-        users = image_users(place, region) if ordered[keep:] else {}
+        users = image_users(place, region, app) if ordered[keep:] else {}
         for index, image in enumerate(ordered):
             entry = _entry(place, region, image)
             if index < keep:
@@ -124,9 +128,14 @@ def delete_snapshot(ec2, snapshot_id: str) -> None:
             raise
 
 
-def image_users(aws: Aws, region: str) -> dict[str, list[str]]:
-    """image id → what still uses it: launch template versions and server groups."""
+def image_users(aws: Aws, region: str, app: str | None = None) -> dict[str, list[str]]:
+    """image id → what still uses it: launch template versions, server groups and, for `app`,
+    the SSM parameter that names its current image."""
     users: dict[str, list[str]] = {}
+    if app:
+        name, image_id = _named(aws, region, app)
+        if image_id:
+            users.setdefault(image_id, []).append(f"SSM parameter {name}")
     ec2 = aws.client("ec2", region)
     for template in _paged(ec2, "describe_launch_templates", "LaunchTemplates"):
         versions = _paged(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
@@ -154,15 +163,28 @@ def image_users(aws: Aws, region: str) -> dict[str, list[str]]:
     return {k: sorted(set(v)) for k, v in users.items()}
 
 
+def _named(aws: Aws, region: str, app: str) -> tuple[str, str | None]:
+    """The parameter that names `app`'s current image in this account (a foundation's, or the
+    app's promotion parameter) and the image it names, if it exists."""
+    foundation = app.removeprefix(FOUNDATION_PREFIX)
+    name = (foundations.parameter_name(aws.settings, foundation) if foundation != app
+            else parameter_name(aws.settings, app, aws.account_name))
+    return name, _resolve(aws, region, f"resolve:ssm:{name}")
+
+
 def _resolve(aws: Aws, region: str, image_id: str | None) -> str | None:
-    """A launch template may name its image as resolve:ssm:<parameter>; read that parameter."""
+    """A launch template may name its image as resolve:ssm:<parameter>; read that parameter.
+    Only a parameter that does not exist names nothing: any other failure stops the prune,
+    which must not remove what it could not check."""
     prefix = "resolve:ssm:"
     if not image_id or not image_id.startswith(prefix):
         return image_id
     try:
         return aws.client("ssm", region).get_parameter(
             Name=image_id[len(prefix):])["Parameter"]["Value"]
-    except ClientError:
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ParameterNotFound":
+            raise
         return None
 
 

@@ -2,14 +2,16 @@
 
 Launching straight from the build account's image would tie production to the build account's
 key and image lifetime. Instead, in the target account (reached by AssumeRole with ExternalId):
-the shared image is confirmed visible, copied (CopyImage) with the target's own KMS key, waited
-for, tagged again (tags do not cross accounts) plus `kiln:promoted-from`, and recorded in the
-release record and in the SSM parameter /<stacks.prefix>/<app>/<env>/ami. Promoting again finds
-the copy by its tags and only refreshes the records.
+the shared image is confirmed visible, copied (CopyImage, every image region at once) with
+the target's own KMS key, waited for, tagged again (tags do not cross accounts) plus
+`kiln:promoted-from`, and recorded in the release record and in the SSM parameter
+/<stacks.prefix>/<app>/<env>/ami. Promoting again finds the copy by its tags and only refreshes
+the records.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
@@ -59,8 +61,7 @@ def promote(aws: Aws, app: str, version: str, to: str) -> dict:
     target = aws.account(to)
     # Every region's key first: a missing one fails before anything is copied.
     keys = {region: stacks.ami_key(target, region) for region in sources}
-    promotions = [_promote_one(aws, target, source, region, keys[region], app, version)
-                  for region, source in sources.items()]
+    promotions = _promote_all(aws, target, sources, keys, app, version)
     previous = record.load(aws.settings, app, version, release).get("promotions", [])
     kept = [p for p in previous
             if (p.get("account"), p.get("region")) not in {(to, r) for r in sources}]
@@ -103,6 +104,20 @@ def _images(aws: Aws, app: str, version: str, region: str, release: str | None) 
                         Filters=kiln_tags.filters(wanted)
                         + [{"Name": "state", "Values": ["available"]}])
     return [i for i in images if PROMOTED_FROM not in kiln_tags.from_list(i.get("Tags"))]
+
+
+def _promote_all(build: Aws, target: Aws, sources: dict[str, dict], keys: dict[str, str],
+                 app: str, version: str) -> list[dict]:
+    """Each region's copy at once, as the bake's region copies: a copy takes many minutes on
+    AWS, and the regions do not wait for each other. Clients are made first, since boto3
+    sessions are not safe to create clients from in threads."""
+    for region in sources:
+        build.client("ec2", region), build.client("kms", region)
+        target.client("ec2", region), target.client("ssm", region)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        futures = [pool.submit(_promote_one, build, target, source, region, keys[region], app,
+                               version) for region, source in sources.items()]
+        return [future.result() for future in futures]
 
 
 def _promote_one(build: Aws, target: Aws, source: dict, region: str, key: str, app: str,

@@ -199,9 +199,61 @@ class Sandbox:
             return False
 
 
-def ensure_up(settings, start: bool = True) -> Sandbox:
+class BuildSandbox:
+    """The sandbox a process is in when it runs in one of the sandbox's CodeBuild builds (a
+    stage of an app's pipeline): its AWS is the one the build runs in, as a build on AWS uses
+    the AWS it runs in. The endpoint is the one the sandbox's CodeBuild gives every build
+    (AWS_ENDPOINT_URL, which the SDKs and the CLI read, as AWS_REGION points them at AWS's
+    regional endpoints); the credentials are the build's, its project's service role, which
+    the SDK's default chain finds. Nothing is started; the state directory (the repository's
+    signing key, the HTTPS certificate) is the host's, not the build's."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    def credentials(self, identity: str = "operator") -> dict[str, str]:
+        return {}  # the build's own, whoever Kiln would sign as elsewhere
+
+    def overlay(self, settings) -> None:
+        """The bake reaches its instance over the sandbox sshd, and waiters poll at the
+        sandbox's pace, as on the host (ssh_access.overlay, _scale_waiters): the sandbox's
+        CodeBuild says where the sshd is and the time scale (KILN_SANDBOX_SSH, _TIME_SCALE)."""
+        user, _, place = os.environ.get("KILN_SANDBOX_SSH", "").rpartition("@")
+        host, _, port = place.rpartition(":")
+        bake = settings.get("bake")
+        if bake is not None and port:
+            bake.update({"ssh_port": int(port), "ssh_user": user,
+                         "ssh_cidrs": bake.get("ssh_cidrs") or [f"{host}/32"],
+                         "chef_install_command": ssh_access.CHEF_MISSING})
+        aws = settings.get("aws")
+        scale = os.environ.get("KILN_SANDBOX_TIME_SCALE")
+        if aws is not None and aws.get("waiter_delay") is None and scale:
+            aws["waiter_delay"] = max(0.02, 15 * float(scale))
+
+
+def in_build() -> BuildSandbox | None:
+    """The sandbox this process runs in, when it runs in a build of the sandbox's CodeBuild:
+    CODEBUILD_BUILD_ARN (CodeBuild's, in every build) with the sandbox's endpoint and time scale
+    (AWS_ENDPOINT_URL, KILN_SANDBOX_TIME_SCALE: the sandbox's CodeBuild's). In a build of AWS's
+    CodeBuild (a CI job running the sandbox, say), the sandbox target starts its own as
+    anywhere else."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if os.environ.get("CODEBUILD_BUILD_ARN") and endpoint and \
+            os.environ.get("KILN_SANDBOX_TIME_SCALE"):
+        return BuildSandbox(endpoint)
+    return None
+
+
+def ensure_up(settings, start: bool = True) -> Sandbox | BuildSandbox:
     """Start the sandbox if needed and point this process's boto3 at it. With `start` False (a
-    task that only reads) nothing is started: a sandbox that is not running is one line."""
+    task that only reads) nothing is started: a sandbox that is not running is one line. In a
+    build of the sandbox's CodeBuild, the sandbox the build runs in (BuildSandbox)."""
+    found = in_build()
+    if found is not None:
+        found.overlay(settings)
+        bootstrap.overlay(settings)
+        _overlay_watch(settings)
+        return found
     box = Sandbox.from_settings(settings)
     if start:
         box.up()

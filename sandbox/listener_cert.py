@@ -32,11 +32,13 @@ def ensure(state_dir: str | Path) -> dict[str, Path]:
     """The CA, certificate and key files, made on first use."""
     paths = files(state_dir)
     if not all(path.exists() for path in paths.values()):
-        _generate(paths)
+        generate(paths, "Kiln sandbox CA", [DOMAIN, f"*.{DOMAIN}"])
     return paths
 
 
-def _generate(paths: dict[str, Path]) -> None:
+def generate(paths: dict[str, Path], authority: str, names: list[str]) -> None:
+    """A new CA named `authority` ("ca"), and a server certificate for `names` signed by it
+    ("certificate", "key"), written to `paths`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -44,7 +46,7 @@ def _generate(paths: dict[str, Path]) -> None:
 
     now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kiln sandbox CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, authority)])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - datetime.timedelta(days=1))
@@ -55,13 +57,13 @@ def _generate(paths: dict[str, Path]) -> None:
           .sign(ca_key, hashes.SHA256()))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=395))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(DOMAIN), x509.DNSName(f"*.{DOMAIN}")]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+                           critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)

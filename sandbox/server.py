@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from sandbox.aws import apply_all, persistence, seams
+from sandbox.aws.elbv2 import load_balancers
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 from sandbox.aws.seams import SeamChanged
 
@@ -40,7 +41,10 @@ class KeepRaw:
         # A request that may change state is one the next snapshot waits for (persistence).
         changing = persistence.changing(environ.get("REQUEST_METHOD", "GET"), body, environ)
         with persistence.GATE.request(changing):
-            return self.app(environ, start_response)
+            answer = self.app(environ, start_response)
+        if changing:
+            load_balancers.follow()
+        return answer
 
 
 # moto's own control API (/moto-api/…) changes what the sandbox enforces or reveals, and needs

@@ -83,14 +83,15 @@ def web_image(box, ec2, name: str, status: int = 200, text: str = "hello") -> st
     return image
 
 
-def promoted_web_image(box, daws, version: str, status: int, release: str | None = None) -> str:
-    """A machine image of the web app in the deploy account, tagged as a promoted image (of
-    `release` too, when given)."""
+def promoted_web_image(box, daws, version: str, status: int, release: str | None = None,
+                       app: str = "hello-web") -> str:
+    """A machine image of the web app in the deploy account, tagged as a promoted image of
+    `app` (of `release` too, when given)."""
     ec2 = admin_of(daws).client("ec2", daws.region)
     image = web_image(box, ec2, f"web-{version}", status=status, text=f"version {version}")
     available(ec2, image)
     extra = {kiln_tags.RELEASE: release} if release else {}
-    tags = kiln_tags.kiln_tags("hello-web", "image", run_id="20250101T000000-abcdef",
+    tags = kiln_tags.kiln_tags(app, "image", run_id="20250101T000000-abcdef",
                                version=version, **extra)
     ec2.create_tags(Resources=[image], Tags=kiln_tags.to_list(tags))
     return image

@@ -192,6 +192,11 @@ def lb(clean_sandbox, apps):
             "listener": listener, "apps": apps}
 
 
+def fronts_pid(box) -> int:
+    """The pid of the sandbox's load balancers' process (sandbox/network/channel.py)."""
+    return int((box.state_dir / "fronts.pid").read_text().split()[0])
+
+
 def forward(groups: dict, **weights: int) -> dict:
     return {"Type": "forward", "ForwardConfig": {"TargetGroups": [
         {"TargetGroupArn": groups[name], "Weight": weight} for name, weight in weights.items()]}}

@@ -3,8 +3,14 @@ of its stack and the judges of its template."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+
+import yaml
+
 from cloud import settings as settings_module
-from tests.conftest import deep_merge, project_config
+from orchestrator import codepipeline
+from tests.conftest import ROOT, deep_merge, project_config
 
 STAGES = [
     {"name": "commit", "action": "commit", "commands": ["make test"]},
@@ -34,3 +40,20 @@ def engine_config(source: str = "s3") -> dict:
 def engine_settings(source: str = "s3", **overrides) -> settings_module.Settings:
     raw = deep_merge(deep_merge(project_config(), engine_config(source)), overrides)
     return settings_module.validate(raw, ["test config"])
+
+
+def source_with_config(config: dict) -> bytes:
+    """`invoke pipeline.push`'s archive of this checkout (its tracked files and the lock's
+    wheels, kept in dist/wheelhouse between runs) whose invoke.yaml carries `config`, as the
+    app's repository would."""
+    wheels = codepipeline.wheelhouse(ROOT, ROOT / "dist" / "wheelhouse")
+    archive = codepipeline.source_archive(ROOT, wheels)
+    settings = {"kiln": deep_merge(project_config(), config)}
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as found, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
+        for item in found.infolist():
+            body = yaml.safe_dump(settings).encode() if item.filename == "invoke.yaml" \
+                else found.read(item)
+            written.writestr(item, body)
+    return out.getvalue()

@@ -103,3 +103,40 @@ def test_ami_prune_task_refuses_a_bad_keep(run_invoke, aws, versions, keep, expe
     result = run_invoke("ami.prune", "--keep", keep, overrides=BUILD_ONLY)
     assert result.returncode == 4 and result.stderr.strip().splitlines()[-1] == f"kiln: {expected}"
     assert _remaining(aws.client("ec2")) == set(versions.values())
+
+
+def _name(ssm, name, image_id):
+    ssm.put_parameter(Name=name, Value=image_id, Type="String", Overwrite=True,
+                      DataType="aws:ec2:image")
+
+
+def test_prune_keeps_the_image_an_app_parameter_names(aws, admin_aws, versions):
+    """A promotion's parameter (/<prefix>/<app>/<account>/ami) is what a deploy reads: the
+    image it names stays even when newer ones are kept (a newer promotion may have failed)."""
+    name = f"/{aws.settings.stacks.prefix}/hello-web/{aws.account_name}/ami"
+    _name(admin_aws.client("ssm"), name, versions["1.2.0"])
+
+    result = images.prune(aws, "hello-web", 1)
+
+    assert sorted(r["version"] for r in result["removed"]) == ["1.0.0", "1.9.0"]
+    reasons = {k["version"]: k["reason"] for k in result["kept"]}
+    assert reasons["1.2.0"] == f"used by SSM parameter {name}"
+
+
+def test_prune_of_a_foundation_keeps_the_image_its_parameter_names(
+        run_invoke, aws, admin_aws, clean_sandbox):
+    """An app bake starts from the image the foundation's parameter names; pruning the
+    foundation's images (`--foundation`) never removes it."""
+    ec2 = admin_aws.client("ec2")
+    key = kms_key(admin_aws.client("kms"))
+    made = {v: make_image(ec2, key, app="foundation/java17", version=v)
+            for v in ("1.2.0", "1.1.0", "1.0.0")}
+    name = f"/{aws.settings.stacks.prefix}/foundation/java17/ami"
+    _name(admin_aws.client("ssm"), name, made["1.0.0"])
+
+    overrides = {**BUILD_ONLY, "foundations": {"java17": {"bake": {"run_list": ["recipe[java]"]}}}}
+    result = run_invoke("ami.prune", "--foundation", "java17", "--keep", "1", "--json",
+                        check=True, overrides=overrides)
+
+    assert _remaining(ec2) == {made["1.2.0"], made["1.0.0"]}
+    assert f"keeping {made['1.0.0']} (1.0.0): used by SSM parameter {name}" in result.stderr

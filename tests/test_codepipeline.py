@@ -4,10 +4,11 @@ that `invoke bootstrap` plans from the app's stages, its generated buildspecs, a
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import subprocess
 import time
+import zipfile
 
 import boto3
 import pytest
@@ -15,11 +16,19 @@ import yaml
 
 from accounts import bootstrap
 from cloud import settings as settings_module
-from cloud.errors import ConfigError
+from cloud.aws import Aws
+from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
 from orchestrator import codepipeline, pipeline
-from tests.conftest import project_config
-from tests.pipeline_helpers import SOURCES, STAGES, engine_config, engine_settings
+from sandbox import control
+from tests.conftest import ROOT, project_config
+from tests.pipeline_helpers import (
+    SOURCES,
+    STAGES,
+    engine_config,
+    engine_settings,
+    source_with_config,
+)
 from tests.test_templates import CFN_LINT
 
 APP = "hello-web"
@@ -52,8 +61,11 @@ def test_each_buildspec_runs_exactly_its_stage_command():
             f'invoke pipeline.run --app {APP} --stage {stage["name"]} --version "$KILN_VERSION"']
         assert codepipeline.stage_command(APP, stage["name"]) == \
             spec["phases"]["build"]["commands"][0]
-        # Kiln installed from its lock file, as `make setup` does.
-        assert ".venv-uv/bin/uv sync -q --locked" in spec["phases"]["install"]["commands"]
+        # Kiln's runtime installed from the source's wheelhouse alone, by the lock's hashes.
+        install = spec["phases"]["install"]["commands"]
+        assert ".venv/bin/pip install -q --no-compile --no-index --find-links wheelhouse " \
+               "--no-deps --require-hashes -r wheelhouse/requirements.txt" in install
+        assert not any("uv sync" in command for command in install)
         assert set(spec["phases"]) == {"install", "build"}
         assert projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
             "EnvironmentVariables"] == [{"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
@@ -191,53 +203,130 @@ def wait_for(check, what: str, timeout: float = 60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+BUILD_ARN = "arn:aws:codebuild:us-east-1:310987654321:build/kiln-pipeline-hello-web-commit:1"
+
+
+def test_a_build_endpoint_changes_nothing_for_the_aws_target(kiln_settings, monkeypatch):
+    """In a CodeBuild build, target aws still refuses an AWS_ENDPOINT_URL it was not given and
+    the sandbox's placeholder accounts: only the sandbox target uses the build's endpoint."""
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    accounts = {"build": {"id": "310987654321"}}
+    with pytest.raises(KilnError, match="AWS_ENDPOINT_URL is set .*kiln.aws.endpoint_url"):
+        connect(kiln_settings(target="aws", accounts=accounts))
+    with pytest.raises(ConfigError, match="kiln.accounts.build.id: 123456789012 is the "
+                                          "sandbox's placeholder"):
+        kiln_settings(target="aws", accounts={"build": {"id": "123456789012"}})
+
+
+def test_the_sandbox_target_in_another_build_starts_its_own_sandbox(kiln_settings,
+                                                                    monkeypatch):
+    """A CI job in AWS's CodeBuild that runs the sandbox: not a build of the sandbox's."""
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.delenv("KILN_SANDBOX_TIME_SCALE", raising=False)
+    assert isinstance(control.ensure_up(kiln_settings()), control.Sandbox)
+
+
+def test_the_sandbox_target_in_a_build_bakes_over_the_sandbox_sshd(kiln_settings, monkeypatch):
+    """In a sandbox build, Kiln's bake reaches its instance where the sandbox's CodeBuild says
+    the sshd is, and waiters poll at the sandbox's pace; it starts nothing."""
+    monkeypatch.setenv("CODEBUILD_BUILD_ARN", BUILD_ARN)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("KILN_SANDBOX_SSH", "builder@127.0.0.1:2222")
+    monkeypatch.setenv("KILN_SANDBOX_TIME_SCALE", "0.01")
+    settings = kiln_settings()
+    assert isinstance(control.ensure_up(settings), control.BuildSandbox)
+    assert (settings.bake.ssh_port, settings.bake.ssh_user, settings.bake.ssh_cidrs) == (
+        2222, "builder", ["127.0.0.1/32"])
+    assert settings.aws.waiter_delay == pytest.approx(0.15)
+
+
+def test_the_source_archive_holds_the_tracked_files_and_the_wheels(tmp_path):
+    wheel = tmp_path / "six-1.17.0-py2.py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")
+    (tmp_path / "requirements.txt").write_text("six==1.17.0 --hash=sha256:0\n")
+    names = zipfile.ZipFile(io.BytesIO(codepipeline.source_archive(
+        ROOT, [tmp_path / "requirements.txt", wheel]))).namelist()
+    assert {"tasks.py", "invoke.yaml", "uv.lock", "orchestrator/codepipeline.py",
+            "wheelhouse/requirements.txt", f"wheelhouse/{wheel.name}"} <= set(names)
+    assert not [n for n in names if n.startswith((".venv", ".sandbox/", "dist/"))]
+
+
+def test_push_takes_an_s3_source_only(kiln_settings):
+    settings = kiln_settings(**engine_config("codecommit"))
+    with pytest.raises(KilnError, match="pipeline.source.kind: pipeline.push uploads to an s3 "
+                                        "source"):
+        codepipeline.push(Aws(settings, boto3.Session(), "build", "123456789012"), APP, ROOT)
+
+
+SOURCE_BUCKET = "hello-web-source"
+
+
 @pytest.mark.slow
-def test_the_generated_pipeline_runs_in_the_sandbox_to_its_approval(clean_sandbox, kiln_settings,
-                                                                     run_invoke):
-    """bootstrap's stack kiln-pipeline-<app> runs: the execution of KILN_VERSION 1.1.0 waits at
-    its manual approval, which `invoke pipeline.approve --version 1.1.0` answers, and
-    `invoke pipeline.status` reads the live pipeline. (The stage's build, which installs Kiln,
-    is not run to its end here.)"""
+def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings, run_invoke):
+    """bootstrap's stack kiln-pipeline-<app> runs a commit of the app, its builds installing
+    Kiln from the source's wheelhouse alone (a sandbox build reaches no package index) and
+    using the AWS they run in: the commit stage's build packages and publishes 1.1.0; the
+    execution waits at its manual approval, which `invoke pipeline.approve --version 1.1.0`
+    answers; the approval stage's build then finds Kiln's record and the execution succeeds.
+    `invoke pipeline.status` reads the live pipeline."""
     config = engine_config()
     config["apps"][APP]["pipeline"].update(
-        stages=[{"name": "approval", "action": "approval"}],
+        stages=[{"name": "commit", "action": "commit"}, {"name": "approval", "action": "approval"}],
         # The default, the artifact bucket, takes TLS only; the sandbox's endpoint is HTTP.
-        source={"kind": "s3", "bucket": "hello-web-source"})
+        source={"kind": "s3", "bucket": SOURCE_BUCKET})
+    # The builds get no signing key yet (docs/pipeline-engines.md, "Not done yet").
+    config["repo"] = {"sign": False}
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="hello-web-source")
-    s3.put_bucket_versioning(Bucket="hello-web-source",
-                             VersioningConfiguration={"Status": "Enabled"})
+    s3.create_bucket(Bucket=SOURCE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SOURCE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     settings = kiln_settings(**config)
     codepipeline.register(settings)
     bootstrap.run(settings, connect(settings, admin=True), yes=True,
                   parts=("build", f"pipeline-{APP}"))
-    s3.put_object(Bucket="hello-web-source", Key=f"source/{APP}.zip",
-                  Body=b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    s3.put_object(Bucket=SOURCE_BUCKET, Key=f"source/{APP}.zip", Body=source_with_config(config))
     pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
     started = pipelines.start_pipeline_execution(name=name, variables=[
         {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
 
     def approve_state() -> dict:
-        stage = pipelines.get_pipeline_state(name=name)["stageStates"][1]
+        stage = pipelines.get_pipeline_state(name=name)["stageStates"][2]
         return stage["actionStates"][0].get("latestExecution") or {}
 
-    wait_for(lambda: approve_state().get("token"), "the manual approval")
+    def execution() -> dict:
+        return pipelines.get_pipeline_execution(
+            pipelineName=name, pipelineExecutionId=started)["pipelineExecution"]
+
+    def build_log(stage: str) -> str:
+        logs, group = boto3.client("logs"), f"/kiln/pipeline/{APP}"
+        streams = logs.describe_log_streams(logGroupName=group,
+                                            logStreamNamePrefix=f"{stage}/")["logStreams"]
+        return "\n".join(e["message"] for found in streams for e in logs.get_log_events(
+            logGroupName=group, logStreamName=found["logStreamName"])["events"])
+
+    def failure(stage: str) -> str:
+        actions = pipelines.list_action_executions(pipelineName=name, filter={
+            "pipelineExecutionId": started})["actionExecutionDetails"]
+        return "\n".join([*(f"{a['stageName']}.{a['actionName']}: {a['status']} "
+                             f"{a.get('output', {}).get('executionResult', {})}"
+                             for a in actions), build_log(stage)])
+
+    wait_for(lambda: approve_state().get("token") or execution()["status"] == "Failed",
+             "the commit stage", timeout=300)
+    assert execution()["status"] == "InProgress", failure("commit")
+    assert "[1/1] stage commit: passed in " in build_log("commit")
     approved = run_invoke("pipeline.approve", "--version", "1.1.0", overrides=config, check=True)
     assert f"pipeline {name}: approval at stage approval answered" in approved.stderr
     assert approve_state()["status"] == "Succeeded"
     assert approve_state()["summary"] == \
         "1.1.0-1 approved by arn:aws:iam::123456789012:user/kiln-operator"
+    wait_for(lambda: execution()["status"] != "InProgress", "the approval stage", timeout=300)
+    assert execution()["status"] == "Succeeded", failure("approval")
     shown = run_invoke("pipeline.status", "--json", overrides=config, check=True)
-    # The approval stage's build may already have failed it (the builds cannot install Kiln
-    # in the sandbox yet: docs/pipeline-engines.md); otherwise it ends here.
-    with contextlib.suppress(pipelines.exceptions.PipelineExecutionNotStoppableException):
-        pipelines.stop_pipeline_execution(pipelineName=name, pipelineExecutionId=started,
-                                          abandon=True, reason="the test ends here")
     live = json.loads(shown.stdout)
     assert live["engine"] == "codepipeline" and live["pipeline"] == name
-    assert live["stages"][1]["actions"][0] == {
+    assert live["stages"][2]["actions"][0] == {
         "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
-    # Ours (newest): in progress, or failed already by the approval stage's build (above);
-    # the one CodePipeline started when the pipeline was made failed on the source.
-    statuses = [e["status"] for e in live["executions"]]
-    assert statuses[0] in ("InProgress", "Failed") and statuses[1:] == ["Failed"], statuses
+    # Ours (newest) succeeded; the one CodePipeline started when the pipeline was made failed
+    # on the source, which was not there yet.
+    assert [e["status"] for e in live["executions"]] == ["Succeeded", "Failed"]

@@ -14,32 +14,38 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from orchestrator import operations
+from orchestrator import groups, operations
+from sandbox.machines import instances as machines
+from tests.cloud_init_helpers import console
 from tests.deploy_helpers import FAST, admin_of, asg_instances, make_image
-from tests.secret_reader import console, user_data
 from tests.test_sandbox_instances import base_image
 
 PARAMETER = "/hello-web/db-password"
+SECRET = "hello-web/api-token"
 
 
 @pytest.fixture
 def deploy_overrides(request) -> dict:
     """The secret to read; kiln.deploy.egress as a test's parameter says (default endpoints)."""
     return {"deploy": {**FAST["deploy"], "egress": getattr(request, "param", "endpoints"),
-                       "user_data": {"secrets": {"DB_PASSWORD": f"ssm:{PARAMETER}"}}}}
+                       "user_data": {"secrets": {"DB_PASSWORD": f"ssm:{PARAMETER}",
+                                                 "API_TOKEN": f"secretsmanager:{SECRET}"}}}}
 
 
 def test_an_instance_reads_its_secret_through_the_environments_endpoints(clean_sandbox, daws,
                                                                          outputs):
     admin = admin_of(daws)
     ec2 = admin.client("ec2", daws.region)
+    admin.client("secretsmanager", daws.region).create_secret(Name=SECRET,
+                                                              SecretString="battery-staple")
     admin.client("ssm", daws.region).put_parameter(Name=PARAMETER, Value="correct horse",
                                                    Type="SecureString")
     key = paramiko.RSAKey.generate(2048)
     ec2.import_key_pair(KeyName="egress", PublicKeyMaterial=f"ssh-rsa {key.get_base64()}")
     instance = ec2.run_instances(
         ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName="egress",
-        UserData=user_data(clean_sandbox.endpoint, PARAMETER),
+        UserData=groups.boot_script(daws.settings.deploy.user_data, {"KILN_APP": "hello-web"},
+                                    None, daws.region),
         IamInstanceProfile={"Arn": outputs["InstanceProfileArn"]},
         NetworkInterfaces=[{"DeviceIndex": 0, "AssociatePublicIpAddress": False,
                             "SubnetId": outputs["SubnetIds"].split(",")[0],
@@ -47,8 +53,11 @@ def test_an_instance_reads_its_secret_through_the_environments_endpoints(clean_s
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
                          "HttpPutResponseHopLimit": 1})["Instances"][0]
     output = console(clean_sandbox, instance["InstanceId"])
-    assert "secret: read, 13 characters" in output, output[-1500:]
-    assert "boot script done" in output
+    assert "failed" not in output, output[-1500:]
+    # Kiln's boot script wrote the secret its `aws ssm get-parameter` read into the env file.
+    written = machines.upper(clean_sandbox.state_dir, instance["InstanceId"]) / \
+        daws.settings.deploy.user_data.env_file.lstrip("/")
+    assert "DB_PASSWORD=correct\\ horse\nAPI_TOKEN=battery-staple\n" in written.read_text()
 
 
 @pytest.mark.parametrize("deploy_overrides", ["nat", "public"], indirect=True)

@@ -44,14 +44,20 @@ WHO_AM_I = ('curl -sf --aws-sigv4 "aws:amz:$AWS_REGION:sts" '
             '-d "Action=GetCallerIdentity&Version=2011-06-15" "$AWS_ENDPOINT_URL/"')
 
 
+# A build reaches the instances' SSH (in the sandbox, its sshd), as a build in a VPC does.
+SSH_BANNER = 'echo "sshd: $(head -c 7 < /dev/tcp/127.0.0.1/${KILN_SANDBOX_SSH##*:})"'
+
+
 def allow(actions, resources) -> dict:
     return {"Effect": "Allow", "Action": actions, "Resource": resources}
 
 
-def role(service: str, statements: list) -> dict:
+def role(service: str, statements: list, condition: dict | None = None) -> dict:
+    trust = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if condition:
+        trust["Condition"] = condition
     return {"Type": "AWS::IAM::Role", "Properties": {
-        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]},
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [trust]},
         "Policies": [{"PolicyName": "least", "PolicyDocument": {
             "Version": "2012-10-17", "Statement": statements}}]}}
 
@@ -92,7 +98,11 @@ def template(command: str, poll: bool = False, can_build: bool = True) -> str:
             allow("sns:Publish", {"Ref": "Topic"})]),
         "BuildRole": role("codebuild.amazonaws.com", [
             allow(["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "*"),
-            allow(["s3:GetObject", "s3:PutObject"], artifacts)]),
+            allow(["s3:GetObject", "s3:PutObject"], artifacts)],
+            # The confused deputy's guard: CodeBuild says which project it assumes the role for.
+            {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+             "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:codebuild:"
+                                                      "${AWS::Region}:${AWS::AccountId}:project/*"}}}),
         "Project": {"Type": "AWS::CodeBuild::Project", "Properties": {
             "ServiceRole": {"Fn::GetAtt": ["BuildRole", "Arn"]},
             "Source": {"Type": "CODEPIPELINE", "BuildSpec": buildspec(command)},
@@ -165,7 +175,7 @@ def pipelines(clean_sandbox):
 
 
 def test_a_pipeline_builds_on_a_machine_and_waits_for_its_approval(pipelines, clean_sandbox):
-    outputs = make_pipeline(WHO_AM_I)
+    outputs = make_pipeline(f"{WHO_AM_I} && {SSH_BANNER}")
     name = outputs["Pipeline"]
     # As on AWS, the new pipeline ran at once, and found no source object yet.
     [first] = pipelines.list_pipeline_executions(pipelineName=name)[
@@ -194,6 +204,7 @@ def test_a_pipeline_builds_on_a_machine_and_waits_for_its_approval(pipelines, cl
     assert f"greeting={GREETING} stage=build on Amazon Linux" in text
     assert f"assumed-role/{build['serviceRole'].rpartition('/')[2]}/" in text  # its own creds
     assert "post_build succeeding=1" in text
+    assert "sshd: SSH-2.0" in text
     machines = clean_sandbox.state_dir / "machines" / "instances"
     assert not list(machines.glob("codebuild-*"))  # its machine ended with it
 

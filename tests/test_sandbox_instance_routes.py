@@ -1,10 +1,12 @@
-"""sandbox/aws/ec2/routes.py and sandbox/machines/metadata.py: an instance reaches AWS's APIs only
-over a route its VPC gives it, with its instance profile's credentials from IMDSv2.
+"""sandbox/aws/ec2/routes.py, sandbox/machines/metadata.py and aws_names.py: an instance reaches
+AWS's APIs by their names, only over a route its VPC gives it, with its instance profile's
+credentials from IMDSv2, as the AWS CLI on an Amazon Linux 2023 instance does.
 
 One machine in a subnet whose route table sends 0.0.0.0/0 to an internet gateway, but without a
-public address (as a server group's instances are): its user data reads an SSM SecureString
-with the role's credentials and fails, for want of a route; once its VPC has an interface
-endpoint of SSM with private DNS, the same reader succeeds.
+public address (as a server group's instances are): Kiln's boot script (kiln.deploy.user_data
+with a `secrets` entry) reads an SSM SecureString with `aws ssm get-parameter` and fails, for
+want of a route; once its VPC has an interface endpoint of SSM with private DNS, the same
+command reads it, and a parameter the role may not read is AccessDenied.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import boto3
 import paramiko
 import pytest
 
+from cloud.settings import Settings
+from orchestrator import groups
 from sandbox.machines import forward
 from sandbox.machines import instances as machines
-from tests.secret_reader import console, user_data
+from tests.cloud_init_helpers import console
 from tests.test_sandbox_instances import base_image
 
 PARAMETER = "/routes/db-password"
+ENV_FILE = "/etc/kiln/environment"
 # Token requests IMDSv2 refuses, and a read with a token it never gave.
 REFUSALS = r'''
 import urllib.error, urllib.request
@@ -38,6 +43,19 @@ print(status("PUT", "/latest/api/token", {}),
       status("PUT", "/latest/api/token", {ttl: "60", "X-Forwarded-For": "203.0.113.9"}),
       status("GET", "/latest/meta-data/", {"X-aws-ec2-metadata-token": "made-up"}))
 '''
+
+
+def boot_script() -> str:
+    """Kiln's boot script for a group whose user data names one SSM secret."""
+    settings = Settings(env_file=ENV_FILE, environment={}, command="echo boot script done",
+                        secrets={"DB_PASSWORD": f"ssm:{PARAMETER}"})
+    return groups.boot_script(settings, {"KILN_APP": "routes"}, None, "us-east-1")
+
+
+def run(box, instance_id: str, *command: str) -> subprocess.CompletedProcess:
+    """`command` run in the instance as ec2-user."""
+    return subprocess.run([*machines.enter_command(box.state_dir, instance_id), *command],
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -68,7 +86,7 @@ def private_instance(clean_sandbox):
     ec2.import_key_pair(KeyName="routes", PublicKeyMaterial=f"ssh-rsa {key.get_base64()}")
     instance = ec2.run_instances(
         ImageId=base_image(ec2), MinCount=1, MaxCount=1, KeyName="routes",
-        UserData=user_data(clean_sandbox.endpoint, PARAMETER),
+        UserData=boot_script(),
         IamInstanceProfile={"Name": "reader"},
         NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet,
                             "AssociatePublicIpAddress": False}],
@@ -80,30 +98,33 @@ def private_instance(clean_sandbox):
 def test_a_secret_is_read_only_over_a_route_the_vpc_gives(clean_sandbox, private_instance):
     instance_id, ec2 = private_instance["id"], private_instance["ec2"]
     output = console(clean_sandbox, instance_id)
-    # IMDSv2: a token-less read is refused, the role's credentials come with a token.
-    assert "imds: without a token 401" in output
-    assert f"imds: instance {instance_id}" in output
-    assert "imds: role reader Success ASIA" in output
-    # No public address, no NAT, no endpoint: the read fails and set -e stops the script.
-    assert "secret: read" not in output and "boot script done" not in output
-    assert "script part-001 failed" in output
-    forwarded = (machines.instance_dir(clean_sandbox.state_dir, instance_id)
-                 / "forward.log").read_text()
-    assert "no route to ssm's endpoint" in forwarded
+    # No public address, no NAT, no endpoint: the CLI's read fails and set -e stops the script.
+    # (On AWS the connection times out; here it is closed unanswered, sandbox/machines/forward.py.)
+    assert 'endpoint URL: "https://ssm.us-east-1.amazonaws.com/"' in output, output[-1500:]
+    assert "boot script done" not in output and "script part-001 failed" in output
+    forwarded = machines.instance_dir(clean_sandbox.state_dir, instance_id) / "forward.log"
+    assert "no route to ssm's endpoint" in forwarded.read_text()
 
     ec2.create_vpc_endpoint(VpcId=private_instance["vpc"], VpcEndpointType="Interface",
                             ServiceName="com.amazonaws.us-east-1.ssm",
                             SubnetIds=[private_instance["subnet"]], PrivateDnsEnabled=True)
-    again = subprocess.run(
-        [*machines.enter_command(clean_sandbox.state_dir, instance_id), "sudo", "-n",
-         "python3", "/usr/local/bin/read-secret", clean_sandbox.endpoint, PARAMETER],
-        capture_output=True, text=True, timeout=60)
+    read = ["aws", "--region", "us-east-1", "ssm", "get-parameter", "--with-decryption",
+            "--query", "Parameter.Value", "--output", "text", "--name"]
+    again = run(clean_sandbox, instance_id, *read, PARAMETER)
     assert again.returncode == 0, again.stderr[-1000:]
-    assert "secret: read, 12 characters" in again.stdout
+    assert again.stdout.strip() == "s3cr3t-value"
+    # The role's policy names one parameter: another is refused by IAM, as on AWS.
+    boto3.client("ssm").put_parameter(Name="/routes/other", Value="x", Type="SecureString")
+    denied = run(clean_sandbox, instance_id, *read, "/routes/other")
+    assert denied.returncode != 0
+    assert "AccessDeniedException" in denied.stderr and "assumed-role/reader/" in denied.stderr
+    # Secrets Manager has no endpoint in this VPC: still no route.
+    other = run(clean_sandbox, instance_id, "aws", "--region", "us-east-1", "secretsmanager",
+                "get-secret-value", "--secret-id", "x")
+    assert other.returncode != 0 and "secretsmanager.us-east-1.amazonaws.com" in other.stderr
+    assert "no route to secretsmanager's endpoint" in forwarded.read_text()
 
-    refusals = subprocess.run(
-        [*machines.enter_command(clean_sandbox.state_dir, instance_id), "python3", "-c",
-         REFUSALS], capture_output=True, text=True, timeout=30)
+    refusals = run(clean_sandbox, instance_id, "python3", "-c", REFUSALS)
     assert refusals.stdout.split() == ["400", "400", "403", "401"], refusals.stderr[-500:]
 
 

@@ -4,6 +4,7 @@ listener of the `lb` fixture)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import boto3
 
 from sandbox import listener_cert
-from tests.network_helpers import forward, get, https_get
+from tests.network_helpers import forward, fronts_pid, get, https_get
 
 NAME = f"web.{listener_cert.DOMAIN}"
 
@@ -213,7 +214,7 @@ def test_slow_clients_hold_no_threads_and_one_client_is_capped(lb, clean_sandbox
     clean_sandbox.set_time_scale(1)  # the header timeout at its real 10 s while this runs
     slow = []
     try:
-        pid = clean_sandbox.moto.pid
+        pid = fronts_pid(clean_sandbox)
         threads = _threads(pid)
         for n in range(300):
             sock = _open(lb, source="127.0.0.2", timeout=2)
@@ -232,6 +233,39 @@ def test_slow_clients_hold_no_threads_and_one_client_is_capped(lb, clean_sandbox
             sock.close()
 
 
+def _sockets(pid: int) -> int:
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir()
+               if os.readlink(fd).startswith("socket:"))
+
+
+def test_a_flood_of_slow_clients_never_reaches_the_aws_api(lb, clean_sandbox):
+    """The listeners live in a process of their own: 1,500 connections trickling their heads
+    from six addresses cost the moto server no socket, and the AWS API answers at once
+    meanwhile."""
+    clean_sandbox.set_time_scale(1)  # the header timeout at its real 10 s while this runs
+    server, elbv2 = clean_sandbox.moto.pid, boto3.client("elbv2")
+    elbv2.describe_load_balancers()
+    sockets = _sockets(server)
+    slow = []
+    try:
+        for n in range(1500):
+            sock = _open(lb, source=f"127.0.4.{1 + n % 6}", timeout=2)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n")
+            slow.append(sock)
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            elbv2.describe_load_balancers()
+            times.append(time.monotonic() - started)
+        held = sum(1 for sock in slow if not _closed_now(sock))
+        assert held == 1500 and _sockets(server) < sockets + 20
+        assert max(times) < 0.5, times
+    finally:
+        clean_sandbox.set_time_scale(None)
+        for sock in slow:
+            sock.close()
+
+
 def _closed_now(sock: socket.socket) -> bool:
     sock.setblocking(False)
     try:
@@ -243,9 +277,9 @@ def _closed_now(sock: socket.socket) -> bool:
 
 
 def test_bodies_stream_to_the_target_without_being_held(lb, clean_sandbox):
-    """A 64 MiB upload: the balancer's process does not grow by the body's size while the
+    """A 64 MiB upload: the balancers' process does not grow by the body's size while the
     target holds its answer."""
-    pid = clean_sandbox.moto.pid
+    pid = fronts_pid(clean_sandbox)
     app_list = list(lb["apps"].values())
     for app in app_list:
         app.release.clear()

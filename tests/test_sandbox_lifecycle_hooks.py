@@ -114,3 +114,29 @@ def test_the_heartbeat_timeout_applies_the_default_result(clean_sandbox):
         assert "abandoned: Heartbeat Timeout" in activities[-1]["StatusMessage"]
     finally:
         clean_sandbox.set_time_scale(None)
+
+
+def test_an_instance_joins_its_target_groups_only_when_its_launch_hook_continues(clean_sandbox):
+    """As on AWS, a load-balanced group's new instance is registered with its target groups
+    after its launch hooks complete, not while it waits: the hook decides when traffic comes."""
+    ec2, elb = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    target_group = elb.create_target_group(Name="hooked-web", Protocol="HTTP", Port=8080,
+                                           VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    scaling = hooked_group("hooked-web", 0, timeout=3600)
+    scaling.attach_load_balancer_target_groups(AutoScalingGroupName="hooked-web",
+                                               TargetGroupARNs=[target_group])
+    scaling.set_desired_capacity(AutoScalingGroupName="hooked-web", DesiredCapacity=2)
+
+    def targets() -> set[str]:
+        return {t["Target"]["Id"] for t in elb.describe_target_health(
+            TargetGroupArn=target_group)["TargetHealthDescriptions"]}
+
+    waiting = states(scaling, "hooked-web")
+    assert sorted(waiting.values()) == ["Pending:Wait", "Pending:Wait"]
+    assert targets() == set()
+    kept = sorted(waiting)[0]
+    scaling.complete_lifecycle_action(AutoScalingGroupName="hooked-web", LifecycleHookName=HOOK,
+                                      InstanceId=kept, LifecycleActionResult="CONTINUE")
+    until(lambda: states(scaling, "hooked-web").get(kept) == "InService")
+    assert targets() == {kept}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
+import time
 from collections import Counter
+from pathlib import Path
 
 import boto3
 import pytest
@@ -13,6 +17,7 @@ from tests.network_helpers import (
     all_healthy,
     balancer_groups,
     forward,
+    fronts_pid,
     get,
     health,
     until,
@@ -130,44 +135,140 @@ def test_a_load_balancer_never_forwards_to_itself(lb):
     assert get(lb["dns"], 80, timeout=5)[0] == 502  # not a loop: its own address is no target
 
 
-def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
-    import time
+def _own_balancer(box) -> str:
+    """A load balancer answering on its listener in the sandbox `box`; its address."""
+    own = admin_session(box)
+    elbv2 = own.client("elbv2")
+    ec2 = own.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
+                                 AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
+               for n, z in ((1, "a"), (2, "b"))]
+    balancer = elbv2.create_load_balancer(
+        Name="own", Subnets=subnets,
+        SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
+    elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
+                          Port=80, DefaultActions=[{"Type": "fixed-response",
+                                                    "FixedResponseConfig": {
+                                                        "StatusCode": "200"}}])
+    assert get(balancer["DNSName"], 80)[0] == 200
+    return balancer["DNSName"]
 
+
+def _gone(*pids: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return not any(_alive(pid) for pid in pids)
+
+
+def test_down_ends_the_server_and_every_proxy(tmp_path, sandbox_box):
     from sandbox.control import Sandbox
 
     box = Sandbox(tmp_path / "own")
     box.up()
     try:
-        own = admin_session(box)
-        elbv2 = own.client("elbv2")
-        ec2 = own.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.6.{n}.0/24",
-                                     AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
-                   for n, z in ((1, "a"), (2, "b"))]
-        balancer = elbv2.create_load_balancer(
-            Name="own", Subnets=subnets,
-            SecurityGroups=balancer_groups(ec2, vpc, 80))["LoadBalancers"][0]
-        elbv2.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
-                              Port=80, DefaultActions=[{"Type": "fixed-response",
-                                                        "FixedResponseConfig": {
-                                                            "StatusCode": "200"}}])
-        assert get(balancer["DNSName"], 80)[0] == 200
-        pid = box.moto.pid
+        address = _own_balancer(box)
+        pid, proxies = box.moto.pid, fronts_pid(box)
+        assert proxies != pid  # the listeners live in a process of their own
     finally:
         box.down()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    assert not _alive(pid)
+    assert _gone(pid, proxies)
     with pytest.raises(ConnectionRefusedError):
-        get(balancer["DNSName"], 80)
+        get(address, 80)
 
 
 def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for this test process to reap it has ended)."""
+    """Running: one of its threads has not ended (a zombie waiting for this test process to
+    reap it has ended; a leader that ended before its other threads has not, as they still hold
+    its files)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_at_the_connection_budget_a_flooding_client_gets_no_more_and_a_new_one_gets_in(
+        tmp_path, sandbox_box):
+    """With every connection of the budget taken by clients holding 16 each and trickling their
+    heads, their next connections are closed at once (not their oldest: closing the new one is
+    the cheapest answer, so accepting keeps up with a flood), and a new client is answered.
+    Killing the server then ends the load balancers' process too."""
+    import resource
+
+    from sandbox.control import Sandbox
+
+    box = Sandbox(tmp_path / "own")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (640, hard))  # the balancers' budget: 320
+    try:
+        box.up()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    flood, more = [], []
+    try:
+        address = _own_balancer(box)
+        box.set_time_scale(1)  # the header timeout at its real 10 s while this runs
+        flood = [_slow(address, f"127.0.5.{1 + n % 20}") for n in range(320)]
+        proxies = fronts_pid(box)
+        # All of them in the balancers' hands (beside its eight listening sockets and its
+        # loop's wake-up pair): the budget is taken.
+        assert _within(lambda: _sockets(proxies) >= 320 + 10)
+        more = [_slow(address, "127.0.5.1") for _ in range(5)]
+        assert _within(lambda: all(_closed(sock) for sock in more))
+        # Not their oldest (one or two, had the budget a connection or two less for them).
+        assert sum(_closed(sock) for sock in flood) <= 2
+        started = time.monotonic()
+        assert get(address, 80, timeout=5)[0] == 200
+        assert time.monotonic() - started < 1
+        # The load balancers' process ends with the server however it ends (the kernel tells
+        # it), here killed with all those connections open.
+        pid = box.moto.pid
+        os.kill(pid, signal.SIGKILL)
+        assert _gone(pid, proxies)
+        with pytest.raises(ConnectionRefusedError):
+            get(address, 80)
+    finally:
+        for sock in flood + more:
+            sock.close()
+        box.down()
+
+
+def _within(check, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _sockets(pid: int) -> int:
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir()
+               if os.readlink(fd).startswith("socket:"))
+
+
+def _slow(address: str, source: str):
+    """A connection that has sent part of a request head."""
+    import socket
+
+    sock = socket.create_connection((address, 80), timeout=2, source_address=(source, 0))
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n")
+    return sock
+
+
+def _closed(sock) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

@@ -13,8 +13,10 @@ from cloud import apps, stacks
 from cloud.target import connect
 from orchestrator import operations
 from orchestrator import stack as env_stacks
+from tests.cloud_init_helpers import console
 from tests.conftest import deep_merge
 from tests.deploy_helpers import FAST, admin_of, make_image, make_unhealthy
+from tests.machine_helpers import promoted_web_image
 
 BACKLOG = "worker-backlog"
 APPS = {"worker": {"deploy": {"load_balancer": False, "alarms": [BACKLOG],
@@ -107,12 +109,13 @@ def test_a_worker_canary_is_rolled_back_on_its_alarm_or_its_instances_health(wor
 HOOK = "kiln-launch-health"
 
 
-def checked_worker(clean_sandbox, kiln_settings, heartbeat_timeout: int):
+def checked_worker(clean_sandbox, kiln_settings, heartbeat_timeout: int,
+                   command: str = "systemctl is-active worker", **deploy):
     """The worker with a health command: its groups carry a launch lifecycle hook."""
-    health = {"command": "systemctl is-active worker", "retries": 1, "interval": 1,
+    health = {"command": command, "retries": 1, "interval": 1,
               "timeout": 5, "heartbeat_timeout": heartbeat_timeout}
     return bootstrapped(kiln_settings(**deep_merge(SETTINGS, {"apps": {"worker": {"deploy": {
-        "launch_check": health}}}})))
+        "launch_check": health, **deploy}}}})))
 
 
 def autoscaling_endpoints(daws) -> list[str]:
@@ -123,42 +126,40 @@ def autoscaling_endpoints(daws) -> list[str]:
 
 def test_a_worker_with_a_health_command_is_in_service_once_its_instances_answer(
         clean_sandbox, kiln_settings):
-    import threading
-
-    aws, daws = checked_worker(clean_sandbox, kiln_settings, 3600)  # 7 s at the default scale
-    make_image(daws, "1.0.0", app="worker")
-    done = {}
-    deploy = threading.Thread(target=lambda: done.update(operations.deploy(aws, version="1.0.0")))
-    deploy.start()
+    """End to end: each instance runs the boot script of its launch template, whose AWS CLI
+    reads the worker's SSM secret and completes the launch hook once the health command (the
+    secret is in the environment file) passes, with the instance role's credentials, through
+    the environment's SSM and Auto Scaling endpoints; nothing else completes it."""
+    clean_sandbox.set_time_scale(0.01)  # the hook's 3600 s heartbeat: 36 s for the instances
+    try:
+        # Time for two machines to boot and run their AWS CLI (real seconds).
+        aws, daws = checked_worker(
+            clean_sandbox, kiln_settings, 3600, health_timeout="60s",
+            command="grep -qx 'QUEUE_TOKEN=s3cr3t' /etc/kiln/environment",
+            user_data={"secrets": {"QUEUE_TOKEN": "ssm:/worker/queue-token"}})
+        admin_of(daws).client("ssm").put_parameter(Name="/worker/queue-token", Value="s3cr3t",
+                                                   Type="SecureString")
+        promoted_web_image(clean_sandbox, daws, "1.0.0", 200, app="worker")
+        assert operations.deploy(aws, version="1.0.0")["result"] == "ok"
+    finally:
+        clean_sandbox.set_time_scale(None)
     scaling = admin_of(daws).client("autoscaling")
-
-    def waiting() -> list[str]:
-        groups = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=["worker-v001"])[
-            "AutoScalingGroups"]
-        return [i["InstanceId"] for g in groups for i in g["Instances"]
-                if i["LifecycleState"] == "Pending:Wait"]
-
-    deadline = time.monotonic() + 30
-    while len(waiting()) < 2 and time.monotonic() < deadline and deploy.is_alive():
-        time.sleep(0.05)
-    held = waiting()
-    assert len(held) == 2, "the group's instances never waited for their hook"
     (hook,) = scaling.describe_lifecycle_hooks(AutoScalingGroupName="worker-v001")[
         "LifecycleHooks"]
     assert (hook["LifecycleHookName"], hook["LifecycleTransition"], hook["HeartbeatTimeout"],
             hook["DefaultResult"]) == (HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING", 3600,
                                        "ABANDON")
-    for instance in held:  # as each instance's boot script does once its command passes
-        scaling.complete_lifecycle_action(AutoScalingGroupName="worker-v001",
-                                          LifecycleHookName=HOOK, InstanceId=instance,
-                                          LifecycleActionResult="CONTINUE")
-    deploy.join(60)
-    assert done.get("result") == "ok"
+    (group,) = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=["worker-v001"])[
+        "AutoScalingGroups"]
+    assert [i["LifecycleState"] for i in group["Instances"]] == ["InService"] * 2
+    for instance in group["Instances"]:
+        output = console(clean_sandbox, instance["InstanceId"])
+        assert "health command failed" not in output and "failed" not in output, output
     assert autoscaling_endpoints(daws) == ["com.amazonaws.us-east-1.autoscaling"]
     template = admin_of(daws).client("ec2").describe_launch_template_versions(
         LaunchTemplateName="worker-v001")["LaunchTemplateVersions"][0]
     script = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
-    assert "timeout 5 bash -c 'systemctl is-active worker'" in script
+    assert "ssm get-parameter --with-decryption --name /worker/queue-token" in script
     assert ("complete-lifecycle-action --auto-scaling-group-name worker-v001 "
             f"--lifecycle-hook-name {HOOK}") in script
 

@@ -7,7 +7,9 @@ Run by `unshare` as PID 1 of new mount, PID, network, UTS and IPC namespaces:
 SPEC: {"root", "upper", "work", "layers": [read-only layers, topmost first], "scratch": a folder
 for a tmpfs of the boot's own, "binds": [host folders shown read-only at the same path],
 "hide": [host paths the instance must not see], "hostname", "address", "ids": the host uid and
-gid of the instance's root, run as root (userns.instance_ids), else null}.
+gid of the instance's root, run as root (userns.instance_ids), else null, "aws": null or
+{"address", "names", "ca"}: where AWS's service names lead and the CA the instance trusts for
+them (aws_names.py)}.
 
 Run as root, the boot builds the filesystem as the host's root, then moves into a user namespace
 of the instance's own, whose ids 0-65535 are the host's "ids" onwards, and becomes its init
@@ -32,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import json
 import os
 import subprocess
 import sys
 
 from sandbox import userns
-from sandbox.machines import confine
+from sandbox.machines import aws_names, confine
 
 CLONE_NEWUSER = 0x10000000
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -100,6 +103,7 @@ def main(spec: dict) -> None:
             mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", root + path)
     _kernel_filesystems(root, spec.get("ids"))
     _network(root, spec)
+    _trust(root, spec)
     os.chdir(root)
     # The old root goes: nothing in the instance can reach the host's filesystem again.
     subprocess.run(["pivot_root", ".", "."], check=True)
@@ -208,6 +212,9 @@ def _network(root: str, spec: dict) -> None:
     with open(f"{root}/etc/hosts", "w") as hosts:
         hosts.write(f"127.0.0.1 localhost\n::1 localhost\n"
                     f"{spec['address']} {spec['hostname']}\n")
+        if spec.get("aws"):  # AWS's service names, as the VPC's resolver answers them on EC2
+            hosts.writelines(f"{spec['aws']['address']} {name}\n"
+                             for name in spec["aws"]["names"])
     if spec.get("ids"):
         os.chown(f"{root}/etc/hosts", *spec["ids"])
         # Its network belongs to the host's root, not to the instance's: its root may still
@@ -218,6 +225,27 @@ def _network(root: str, spec: dict) -> None:
     subprocess.run(["ip", "addr", "add", f"{spec['address']}/32", "dev", "lo"], check=True)
     # Where its instance metadata service answers (sandbox.machines.metadata), as on EC2.
     subprocess.run(["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"], check=True)
+
+
+def _trust(root: str, spec: dict) -> None:
+    """The CA bundles the instance's programs read (aws_names.TRUST), with the CA of AWS's
+    names appended: copies on the boot's tmpfs, mounted over the bundles in the instance only."""
+    if not spec.get("aws"):
+        return
+    with open(spec["aws"]["ca"], "rb") as ca:
+        authority = ca.read()
+    folder = f"{spec['scratch']}/trust"
+    os.makedirs(folder)
+    found = sorted({path for pattern in aws_names.TRUST for path in glob.glob(f"{root}/{pattern}")
+                    if os.path.isfile(path) and not os.path.islink(path)})
+    for number, bundle in enumerate(found):
+        with open(bundle, "rb") as source:
+            text = source.read()
+        copy = f"{folder}/{number}.pem"
+        with open(copy, "wb") as target:
+            target.write(text.rstrip(b"\n") + b"\n" + authority)
+        os.chmod(copy, 0o644)
+        mount("--bind", copy, bundle)
 
 
 def _devices(root: str, owner: str) -> None:

@@ -47,6 +47,12 @@ if [ "$stage" = init ]; then
     exit 0
 fi
 [ -e "$dir/boot-finished" ] && exit 0
+# As on EC2, where cloud-init reads the user data from the metadata service: the scripts run once
+# it answers (or after 10 s, when the instance has none).
+tries=0
+until curl -s -o /dev/null --connect-timeout 1 http://169.254.169.254/ || [ $tries -ge 50 ]; do
+    tries=$((tries + 1)); sleep 0.2
+done
 [ -f "$dir/write-files-deferred" ] && /bin/sh "$dir/write-files-deferred"
 for script in "$dir"/scripts/*; do
     [ -f "$script" ] || continue

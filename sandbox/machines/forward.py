@@ -1,6 +1,7 @@
 """The one way out of a sandbox instance's network namespace: to the sandbox's own endpoint.
 
-    python -m sandbox.machines.forward [--routes=FILE] INIT_PID PORT [PORT…]
+    python -m sandbox.machines.forward [--routes=FILE] [--endpoints=CERT,KEY,PORT] INIT_PID
+        PORT [PORT…]
 
 Listens on 127.0.0.1:PORT inside the namespace of process INIT_PID (the instance's init) and
 copies each connection to 127.0.0.1:PORT outside it, where the sandbox's moto server (its S3, the
@@ -12,6 +13,12 @@ With `--routes`, a JSON file the sandbox's EC2 wrote (sandbox.aws.ec2.routes: {"
 service (the signing name in its credential scope; an unsigned request is S3's); any other is
 closed unanswered, as a connection with no route fails, and logged. The file is read for each
 connection: the sandbox rewrites it when the instance's routes change.
+
+With `--endpoints`, it also answers where AWS's service names lead inside the instance
+(aws_names.ADDRESS:443) with TLS (the certificate and key for those names), and relays each
+request, as the client sent it, to 127.0.0.1:PORT outside: the sandbox's endpoint, which reads
+the service from the Host header and checks the SigV4 signature made over it. The same route
+check applies.
 """
 
 from __future__ import annotations
@@ -21,13 +28,16 @@ import ctypes
 import json
 import os
 import re
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
 
 CLONE_NEWNET = 0x40000000
 HEADER_WAIT = 5  # seconds a client may take to send its request line and headers
+READY = "forward: listening"
 # The service a SigV4 request is for: its credential scope's, in the header or the query.
 _SCOPE = re.compile(rb"Credential=[^/\s]+/\d{8}/[^/\s]*/([a-z0-9-]+)/aws4_request", re.I)
 _QUERY_SCOPE = re.compile(rb"X-Amz-Credential=[^&\s]+?(?:/|%2F)\d{8}(?:/|%2F)[^/%\s]*"
@@ -66,11 +76,11 @@ def in_namespace(pid: int, make):
     return result["value"]
 
 
-def listener(pid: int, port: int) -> socket.socket:
+def listener(pid: int, port: int, address: str = "127.0.0.1") -> socket.socket:
     def make():
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", port))
+        server.bind((address, port))
         server.listen(64)
         return server
 
@@ -126,16 +136,27 @@ def refused(reach: dict | None, inside: socket.socket) -> str | None:
     (A client keeps one connection per service's endpoint, so the first request decides.)"""
     if reach is None:
         return None
-    service = service_of(peek_head(inside))
+    return unrouted(reach, peek_head(inside))
+
+
+def unrouted(reach: dict | None, head: bytes) -> str | None:
+    """The service of a request's head when the instance has no route to it."""
+    if reach is None:
+        return None
+    service = service_of(head)
     return None if service in reach.get("services", []) else service
+
+
+def say_unrouted(service: str) -> None:
+    print(f"forward: no route to {service}'s endpoint: no public address with an internet "
+          f"gateway, no NAT gateway, no VPC endpoint of it", flush=True)
 
 
 def connection(inside: socket.socket, port: int, routes: str | None) -> None:
     try:
         service = refused(reach_of(routes), inside)
         if service:
-            print(f"forward: no route to {service}'s endpoint: no public address with an "
-                  f"internet gateway, no NAT gateway, no VPC endpoint of it", flush=True)
+            say_unrouted(service)
             inside.close()
             return
         outside = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -153,11 +174,98 @@ def serve(server: socket.socket, port: int, routes: str | None = None) -> None:
         threading.Thread(target=connection, args=(inside, port, routes), daemon=True).start()
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    routes_file = args.pop(0).split("=", 1)[1] if args[0].startswith("--routes=") else None
+def read_head(inside: ssl.SSLSocket) -> bytes:
+    """What the client sent up to the end of its first request's headers (or 64 KiB)."""
+    inside.settimeout(HEADER_WAIT)
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 65536:
+        data = inside.recv(65536)
+        if not data:
+            break
+        head += data
+    inside.settimeout(None)
+    return head
+
+
+def relay(secure: ssl.SSLSocket, plain: socket.socket) -> None:
+    """Copy both ways on one thread: an SSL connection is not for two threads at once."""
+    try:
+        while True:
+            ready = [secure] if secure.pending() else \
+                select.select([secure, plain], [], [])[0]
+            for source in ready:
+                data = source.recv(65536)
+                if not data:
+                    return
+                (plain if source is secure else secure).sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (secure, plain):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+def tls_connection(raw: socket.socket, context: ssl.SSLContext, port: int,
+                   routes: str | None) -> None:
+    """One connection to AWS's names: TLS ended here, its requests relayed to the endpoint."""
+    inside = outside = None
+    try:
+        raw.settimeout(HEADER_WAIT)
+        inside = context.wrap_socket(raw, server_side=True)
+        head = read_head(inside)
+        service = unrouted(reach_of(routes), head)
+        if service:
+            say_unrouted(service)
+        if service or not head:
+            inside.close()
+            return
+        outside = socket.create_connection(("127.0.0.1", port), timeout=10)
+        outside.settimeout(None)
+        outside.sendall(head)
+    except OSError:  # a failed handshake, a client gone, the endpoint down
+        for end in (inside or raw, outside):
+            with contextlib.suppress(OSError, AttributeError):
+                end.close()
+        return
+    relay(inside, outside)
+
+
+def serve_tls(server: socket.socket, context: ssl.SSLContext, port: int,
+              routes: str | None) -> None:
+    while True:
+        raw, _ = server.accept()
+        threading.Thread(target=tls_connection, args=(raw, context, port, routes),
+                         daemon=True).start()
+
+
+def endpoints(init_pid: int, option: str, routes: str | None) -> None:
+    """Serve AWS's names in the instance (`option`: CERT,KEY,PORT) on a thread."""
+    from sandbox.machines import aws_names
+
+    certificate, key, port = option.split(",")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server = listener(init_pid, aws_names.PORT, aws_names.ADDRESS)
+    threading.Thread(target=serve_tls, args=(server, context, int(port), routes),
+                     daemon=True).start()
+
+
+def main(args: list[str]) -> None:
+    options = {}
+    while args[0].startswith("--"):
+        name, _, value = args.pop(0)[2:].partition("=")
+        options[name] = value
+    routes_file = options.get("routes")
     init_pid, ports = int(args[0]), [int(port) for port in args[1:]]
     servers = [(listener(init_pid, port), port) for port in ports]
+    if options.get("endpoints"):
+        endpoints(init_pid, options["endpoints"], routes_file)
+    print(READY, flush=True)  # every listener is bound: the instance's way out is open
     for server, port in servers[1:]:
         threading.Thread(target=serve, args=(server, port, routes_file), daemon=True).start()
     serve(*servers[0], routes_file)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from sandbox import process_identity, userns
-from sandbox.machines import boot, cloudinit, confine, forward, image, images
+from sandbox.machines import aws_names, boot, cloudinit, confine, forward, image, images
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 20
@@ -94,10 +94,12 @@ def _ours(meta: dict, key: str) -> bool:
 
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
            sandbox_ports=(), provides=(), chef_solo: str | None = None,
-           user_data: bytes | None = None, routes: dict | None = None) -> Path:
+           user_data: bytes | None = None, routes: dict | None = None,
+           endpoint_port: int | None = None) -> Path:
     """Start the instance from `layers` over the base image, its user data handed to its
     cloud-init; its directory. `routes` (sandbox.aws.ec2.routes.reach): the AWS services its
-    VPC lets it reach; None: all (a machine outside any VPC, a build's)."""
+    VPC lets it reach; None: all (a machine outside any VPC, a build's). `endpoint_port`: the
+    sandbox's endpoint, where AWS's service names lead in the instance (aws_names.py)."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
     images.private(instances_dir(state))  # its writable layer, a bake's staging dir in it
@@ -112,7 +114,11 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
             "work": str(world / "work"), "hostname": "ip-" + address.replace(".", "-"),
             "layers": [*(str(Path(layer).resolve()) for layer in layers), str(base)],
             "scratch": str(world / "scratch"), "binds": _binds(chef_solo),
-            "hide": [str(state)], "address": address, "ids": ids}
+            "hide": [str(state)], "address": address, "ids": ids, "aws": None}
+    tls = aws_names.ensure(state) if endpoint_port else None
+    if tls:
+        spec["aws"] = {"address": aws_names.ADDRESS, "names": aws_names.names(),
+                       "ca": str(tls["ca"])}
     with open(world / "console.log", "ab") as log:
         starter = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
@@ -128,10 +134,13 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     meta["identities"]["init_pid"] = process_identity.of(pid)
     _save(world, meta)
     if sandbox_ports:
-        meta["forward_pid"] = _forward(world, pid, sandbox_ports, routes is not None)
-        meta["names"]["forward_pid"] = _comm(meta["forward_pid"])
-        meta["identities"]["forward_pid"] = process_identity.of(meta["forward_pid"])
-        _save(world, meta)
+        endpoints = (tls, endpoint_port) if tls else None
+        process, start = _forward(world, pid, sandbox_ports, routes is not None, endpoints)
+        meta["forward_pid"] = process.pid
+        meta["names"]["forward_pid"] = _comm(process.pid)
+        meta["identities"]["forward_pid"] = process_identity.of(process.pid)
+        _save(world, meta)  # recorded first: a termination meanwhile ends it too
+        _wait_listening(world / "forward.log", start, process)
     return world
 
 
@@ -196,14 +205,32 @@ def write_routes(state_dir: str | Path, instance_id: str, routes: dict) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def _forward(world: Path, pid: int, ports, routed: bool) -> int:
+def _forward(world: Path, pid: int, ports, routed: bool,
+             endpoints=None) -> tuple[subprocess.Popen, int]:
+    """The instance's way out, started, and where its log's new lines begin."""
     with open(world / "forward.log", "ab") as log:
         check = [f"--routes={world / 'routes.json'}"] if routed else []
+        if endpoints:  # AWS's names, over TLS, to the sandbox's endpoint
+            tls, port = endpoints
+            check.append(f"--endpoints={tls['certificate']},{tls['key']},{port}")
         argv = [sys.executable, "-m", "sandbox.machines.forward", *check, str(pid),
                 *map(str, ports)]
+        start = log.tell()
         process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True)
-    return process.pid
+    return process, start
+
+
+def _wait_listening(log: Path, start: int, process: subprocess.Popen) -> None:
+    """Until the way out listens (its log says so from `start` on): the instance's programs,
+    its user data among them, find AWS reachable from their first call, as on EC2."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        with open(log, "rb") as text:
+            text.seek(start)
+            if forward.READY.encode() in text.read():
+                return
+        time.sleep(0.02)
 
 
 def connect(state_dir: str | Path, instance_id: str, port: int,

@@ -10,8 +10,9 @@ instance and runs as ec2-user there. `terminate` removes the key and ends the in
 
 What the sandbox machine of this host offers an instance is kept in
 `<state_dir>/machines/host.json`: the host's chef-solo (kiln.sandbox.chef_solo, else the one on
-PATH), the extra capabilities of the base image (kiln.sandbox.base_provides) and the port of the
-sandbox's endpoint, the one address an instance reaches.
+PATH), the extra capabilities of the base image (kiln.sandbox.base_provides), the ports an
+instance reaches (the sandbox's endpoint, and proxies before it) and the endpoint's own port,
+where AWS's service names lead inside an instance (aws_names.py).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def configure(state_dir: str | Path, sandbox_port: int | None, chef_solo: str | 
     ports = sorted({*known.get("sandbox_ports", []), sandbox_port} - {None})
     # A shell without chef-solo on PATH does not make the sandbox forget the one it had.
     recorded = str(Path(found).resolve()) if found else known.get("chef_solo")
-    host = {"chef_solo": recorded, "provides": list(provides), "sandbox_ports": ports}
+    host = {"chef_solo": recorded, "provides": list(provides), "sandbox_ports": ports,
+            "endpoint_port": sandbox_port or known.get("endpoint_port")}
     images.machines_dir(state_dir)
     _write(path, host)
     return host
@@ -118,15 +120,18 @@ def overlay(settings, state_dir: str | Path | None = None):
 def launch(state_dir: str | Path, instance_id: str, address: str,
            public_key: str | None = None, layers=(), user_data: bytes | None = None,
            ssh_from: list[str] | tuple = (), routes: dict | None = None,
-           on_boot=None) -> Path:
+           on_boot=None, reach: tuple[int, ...] = ()) -> Path:
     """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it, from the
     addresses in `ssh_from` (CIDRs its security groups admit on port 22). `routes`: what of
-    AWS it reaches (instances.launch); `on_boot()` runs once it has booted."""
+    AWS it reaches (instances.launch); `on_boot()` runs once it has booted; `reach`: further
+    host ports it reaches (a build's machine: the sandbox sshd, the instances' SSH)."""
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
-                            sandbox_ports=host["sandbox_ports"], provides=host["provides"],
-                            chef_solo=host["chef_solo"], user_data=user_data, routes=routes)
+                            sandbox_ports=sorted({*host["sandbox_ports"], *reach}),
+                            provides=host["provides"],
+                            chef_solo=host["chef_solo"], user_data=user_data, routes=routes,
+                            endpoint_port=host.get("endpoint_port"))
     if on_boot:
         on_boot()
     if public_key:

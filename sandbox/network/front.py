@@ -14,10 +14,14 @@ client can take the sandbox down:
   take at most UPLOAD_WORKERS of the workers at once, so that clients sending bodies slowly
   never hold every worker: requests without a body always find one;
 - all listeners together hold at most MAX_CONNECTIONS connections (and never more than half
-  the process's file descriptors); at that budget, a listener makes room by closing its
-  connection that has waited longest for a head, so a new client always gets in. The budget
-  also bounds the loop's work: a slowloris client trickling a header line a second into each of
-  its connections costs a read per connection per second.
+  the process's file descriptors); at that budget, a client already holding SHARE connections
+  on the listener has its new ones closed at once, and another client's new connection gets in,
+  the listener making room by closing its connection that has waited longest for a head. The
+  budget also bounds the loop's work: a slowloris client trickling a header line a second into
+  each of its connections costs a read per connection per second;
+- a listener listens on SOCKETS sockets sharing its port, each with a listen queue of its own,
+  so that a flood arriving faster than the loop accepts does not fill the queue and drop a new
+  client's SYN (which it would retry only a second later).
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ PER_CLIENT_BUSY = 8
 WORKERS = 32
 UPLOAD_WORKERS = WORKERS // 2
 MAX_CONNECTIONS = 4096
-ACCEPTS = 256  # connections taken per wake-up of the loop
+ACCEPTS = 1024  # connections taken per wake-up of the loop
+SHARE = 16  # connections a client keeps getting once all listeners are at their budget
+# Listening sockets per listener (SO_REUSEPORT: the kernel spreads new connections over them),
+# each with its own listen queue of up to net.core.somaxconn (4,096 by default), so that a
+# flood faster than the loop fills none of them and a new client's SYN is never dropped.
+SOCKETS = 8
 
 
 class Budget:
@@ -67,6 +76,9 @@ class Budget:
     def give(self) -> None:
         with self._lock:
             self.used -= 1
+
+    def full(self) -> bool:
+        return self.used >= self.limit
 
 
 class Pool:
@@ -138,12 +150,12 @@ class Front:
                  tls: ssl.SSLContext | None = None):
         self.serve, self.pool, self.admits, self.timeouts, self.tls = (
             serve, pool, admits, timeouts, tls)
-        self.server = socket.create_server(address, backlog=4096)
-        self.server.setblocking(False)
+        self.servers = _listening(address)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self.server, selectors.EVENT_READ, "accept")
+        for server in self.servers:
+            self._selector.register(server, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._waiting: collections.OrderedDict[int, Connection] = collections.OrderedDict()
         self._deadlines: list[tuple[float, int, int, Connection]] = []
@@ -167,7 +179,8 @@ class Front:
         self._wake()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(5)
-        self.server.close()
+        for server in self.servers:
+            server.close()
         for connection in list(self._waiting.values()):
             self._close(connection)
         for parked in [*self._parked.values(), self._uploads]:
@@ -198,7 +211,7 @@ class Front:
         events.sort(key=lambda event: event[0].data != "accept")  # new clients first
         for key, _mask in events:
             if key.data == "accept":
-                self._accept()
+                self._accept(key.fileobj)
             elif key.data == "wake":
                 self._drain_wake()
             elif key.fileobj.fileno() in self._waiting:
@@ -215,10 +228,10 @@ class Front:
         except BlockingIOError:
             pass
 
-    def _accept(self) -> None:
+    def _accept(self, server: socket.socket) -> None:
         for _ in range(ACCEPTS):
             try:
-                sock, address = self.server.accept()
+                sock, address = server.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # out of descriptors for a moment: the next round tries again
@@ -226,7 +239,8 @@ class Front:
             self._admit(sock, address[0])
 
     def _admit(self, sock: socket.socket, client: str) -> None:
-        if self._open[client] >= PER_CLIENT or not self.admits(client) or not self._room():
+        if (self._open[client] >= PER_CLIENT or self._over_share(client)
+                or not self.admits(client) or not self._room()):
             sock.close()  # over the caps, or dropped by the balancer's security groups
             return
         self._open[client] += 1
@@ -242,6 +256,12 @@ class Front:
                 return
         connection = Connection(sock, client, self.tls is not None)
         self._listen(connection)
+
+    def _over_share(self, client: str) -> bool:
+        """At the budget, a client already holding SHARE connections here gets no more (closed
+        at once: the cheapest answer to a flood, so that the loop keeps up with it and a new
+        client's connection is soon taken from the listen queue)."""
+        return self._open[client] >= SHARE and self.pool.budget.full()
 
     def _room(self) -> bool:
         """A connection's worth of the budget, closing the one waiting longest if need be."""
@@ -406,6 +426,23 @@ class Front:
         self._open[client] -= 1
         if self._open[client] <= 0:
             del self._open[client]
+
+
+def _listening(address: tuple[str, int]) -> list[socket.socket]:
+    """SOCKETS listening sockets sharing `address`, once nothing else listens there (a port
+    in use fails as a single socket would)."""
+    socket.create_server(address).close()
+    servers = []
+    try:
+        for _ in range(SOCKETS):
+            server = socket.create_server(address, backlog=4096, reuse_port=True)
+            server.setblocking(False)
+            servers.append(server)
+    except OSError:
+        for server in servers:
+            server.close()
+        raise
+    return servers
 
 
 def _body_to_come(connection: Connection) -> bool:

@@ -8,10 +8,12 @@ robin to the healthy targets, or to all of them when none is healthy (ALB fails 
 balancer answers itself as an ALB does: fixed responses and redirects, 503 when a target group
 has no targets, 502 when a target cannot be reached, 504 when it does not answer within the idle
 timeout. Each request is counted for the load balancer's metrics. An HTTPS listener terminates TLS
-with its certificate's key as ACM holds it (TLS 1.2 and later). Requests arrive through `front`
-(connections, timeouts, caps) and are read by `http1` (limits, desync classification): the
-balancer's `routing.http.desync_mitigation_mode` decides what is refused (400) and after what the
-client connection closes; bodies stream to the target and answers back a piece at a time.
+with its certificate's key as ACM holds it (TLS 1.2 and later). Listeners run in the load
+balancers' own process (`fronts`), routing by what the server last sent of them. Requests arrive
+through `front` (connections, timeouts, caps) and are read by `http1` (limits, desync
+classification): the balancer's `routing.http.desync_mitigation_mode` decides what is refused
+(400) and after what the client connection closes; bodies stream to the target and answers back
+a piece at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ IDLE_TIMEOUT = 60  # seconds: the ALB's default idle timeout (idle_timeout.timeo
 # The least real time a target is given to answer (the idle timeout, time-scaled, can be one
 # second): sandbox machines on a busy host answer more slowly than EC2 instances.
 TARGET_WAIT = 10.0
+TIMEOUTS_KEPT = 0.05  # real seconds a listener keeps its timeouts (under a flood of connections)
+ADMITTED = 4096  # client addresses whose security-group decision a listener keeps
 # With routing.http.drop_invalid_header_fields.enabled, an ALB drops header names that are not
 # letters, digits and hyphens.
 VALID_HEADER = re.compile(r"[A-Za-z0-9-]+")
@@ -94,20 +98,26 @@ class Request:
 
 
 class Listener:
-    """One listener's proxy. `serve` is called for each request head that arrives."""
+    """One listener's proxy, in the load balancers' process (`fronts`): `spec` is what the
+    server last said of the listener, `serve` is called for each request head that arrives."""
 
-    def __init__(self, network, where: tuple[str, str], lb_arn: str, listener_arn: str,
-                 host: str, port: int, certificate: str | None = None):
-        self.network = network
-        self.where = where
-        self.lb_arn = lb_arn
-        self.arn = listener_arn
-        self.address = (host, port)
-        self.certificate = certificate
-        self.scheme = "https" if certificate else "http"
-        self._attributes: tuple[float, dict] = (0.0, {})
-        tls = tls_context(where, certificate) if certificate else None
-        self.front = front.Front((host, port), self.serve, network.pool, self._admits,
+    def __init__(self, fronts, arn: str, spec: dict):
+        self.fronts = fronts
+        self.arn = arn
+        self.spec = spec
+        self.where = tuple(spec["where"])
+        self.lb_arn = spec["lb"]
+        self.address = (spec["host"], int(spec["port"]))
+        self.key = [*self.address, spec.get("certificate"), spec.get("tls")]
+        self.scheme = "https" if spec.get("certificate") else "http"
+        self._timed: tuple = ((None, 0.0), (0.0, 0.0))
+        self._decisions: tuple[dict | None, dict[str, bool]] = (None, {})
+        tls = None
+        if spec.get("certificate"):
+            if not spec.get("tls"):
+                raise ValueError(f"its certificate {spec['certificate']} cannot be read")
+            tls = tls_context(*spec["tls"])
+        self.front = front.Front(self.address, self.serve, fronts.pool, self._admits,
                                  self._timeouts, tls)
 
     def start(self) -> None:
@@ -118,13 +128,7 @@ class Listener:
 
     # -- the balancer's attributes -----------------------------------------------------------
     def attributes(self) -> dict:
-        """The balancer's attributes (read at most every 0.2 s: the accept loop asks often)."""
-        read_at, attributes = self._attributes
-        if time.monotonic() - read_at > 0.2:
-            balancer = self.network.elbv2(*self.where).load_balancers.get(self.lb_arn)
-            attributes = dict(balancer.attrs) if balancer else {}
-            self._attributes = (time.monotonic(), attributes)
-        return attributes
+        return self.spec.get("attributes") or {}
 
     def idle_timeout(self) -> float:
         """The balancer's idle timeout in real seconds (an AWS setting: time-scaled)."""
@@ -132,13 +136,25 @@ class Listener:
         return clock.real(int(seconds))
 
     def _timeouts(self) -> tuple[float, float]:
-        idle = self.idle_timeout()
-        return min(front.HEADER_TIMEOUT, idle), idle
+        """(header, idle) timeouts, worked out again when the listener changed or TIMEOUTS_KEPT
+        passed (the time scale may have): the accept loop asks for every connection."""
+        (spec, until), timeouts = self._timed
+        if spec is not self.spec or time.monotonic() >= until:
+            idle = self.idle_timeout()
+            timeouts = (min(front.HEADER_TIMEOUT, idle), idle)
+            self._timed = ((self.spec, time.monotonic() + TIMEOUTS_KEPT), timeouts)
+        return timeouts
 
     def _admits(self, client: str) -> bool:
-        from sandbox.aws.ec2 import security_groups
-
-        return security_groups.admits_client(self.where, self.lb_arn, self.address[1], client)
+        """The security groups' decision for a client address (kept until the listener's
+        state changes: the accept loop asks for every connection)."""
+        spec, decisions = self._decisions
+        if spec is not self.spec or len(decisions) > ADMITTED:
+            spec, decisions = self._decisions = (self.spec, {})
+        found = decisions.get(client)
+        if found is None:
+            found = decisions[client] = self.fronts.admits(spec, client)
+        return found
 
     # -- a request ---------------------------------------------------------------------------
     def serve(self, connection: front.Connection) -> bool:
@@ -173,7 +189,7 @@ class Listener:
 
     def _refuse(self, request, status: int) -> None:
         """The balancer's own 400 or 408, then the connection closes."""
-        self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
+        self.fronts.record(self.where, self.lb_arn, None, None, status, None)
         if isinstance(request, Request) and request.answered:
             return
         sock = request.sock
@@ -185,41 +201,36 @@ class Listener:
                  ("Content-Length", str(len(body))), ("Connection", "close")]) + body)
 
     def route(self, request: Request) -> None:
-        backend = self.network.elbv2(*self.where)
-        balancer = backend.load_balancers.get(self.lb_arn)
-        listener = balancer.listeners.get(self.arn) if balancer else None
-        if listener is None:
-            return _answer(request, 503, b"listener gone\n")
-        action = _first_action(_route(listener, request))
+        spec = self.spec
+        action = _first_action(_route(spec, request))
         if action is None:
             return self._elb_answer(request, 503, None)
-        if action.type == "fixed-response":
-            return self._fixed(request, action.data.get("FixedResponseConfig", {}))
-        if action.type == "redirect":
-            return self._redirect(request, action.data.get("RedirectConfig", {}))
-        if action.type != "forward":
+        if action["type"] == "fixed-response":
+            return self._fixed(request, action["data"].get("FixedResponseConfig", {}))
+        if action["type"] == "redirect":
+            return self._redirect(request, action["data"].get("RedirectConfig", {}))
+        if action["type"] != "forward":
             return self._elb_answer(request, 503, None)
-        group_arn = self.network.weighted.choose(
-            f"{self.arn} {id(action)}", _forward_weights(action.data))
-        group = backend.target_groups.get(group_arn) if group_arn else None
+        group_arn = self.fronts.weighted.choose(
+            f"{self.arn} {action['id']}", _forward_weights(action["data"]))
+        group = self.fronts.groups.get(group_arn) if group_arn else None
         if group is None:
             return self._elb_answer(request, 503, group_arn)
-        drop = balancer.attrs.get("routing.http.drop_invalid_header_fields.enabled") == "true"
-        self._forward(request, group, drop)
+        drop = self.attributes().get("routing.http.drop_invalid_header_fields.enabled") == "true"
+        self._forward(request, group_arn, group, drop)
 
-    def _forward(self, request: Request, group, drop_invalid: bool = False) -> None:
-        registered = list(group.targets.values())
+    def _forward(self, request: Request, group_arn: str, group: dict,
+                 drop_invalid: bool = False) -> None:
+        registered = group["targets"]
         if not registered:
-            return self._elb_answer(request, 503, group.arn)
+            return self._elb_answer(request, 503, group_arn)
         addressed = [(t, where) for t in registered
-                     if (where := targets.endpoint(group.target_type, t["Id"], t["Port"],
-                                                   (group.arn, (self.lb_arn,))))]
+                     if (where := self.fronts.endpoint(t, self.lb_arn))]
         if not addressed:
-            return self._elb_answer(request, 502, group.arn)
-        healthy = [pair for pair in addressed
-                   if self.network.health.healthy(group.arn, pair[0]["Id"])]
+            return self._elb_answer(request, 502, group_arn)
+        healthy = [pair for pair in addressed if pair[0].get("healthy")]
         pool = healthy or addressed  # all unhealthy: an ALB routes to all of them
-        _target, where = pool[next(self.network.round_robin(group.arn)) % len(pool)]
+        _target, where = pool[next(self.fronts.round_robin(group_arn)) % len(pool)]
         started = time.monotonic()
         connection = targets.Connection(where, max(self.idle_timeout(), TARGET_WAIT))
         try:
@@ -227,25 +238,25 @@ class Listener:
                 response = _send(request, connection, self.address[1], self.scheme,
                                  drop_invalid)
             except TimeoutError:
-                return self._elb_answer(request, 504, group.arn)
+                return self._elb_answer(request, 504, group_arn)
             except (OSError, http.client.HTTPException):
-                return self._elb_answer(request, 502, group.arn)
+                return self._elb_answer(request, 502, group_arn)
             seconds = time.monotonic() - started
-            self.network.metrics.record(self.where, self.lb_arn, group.arn, response.status,
-                                        None, seconds)
+            self.fronts.record(self.where, self.lb_arn, group_arn, response.status, None,
+                               seconds)
             _relay(request, response)
         finally:
             connection.close()
 
     def _elb_answer(self, request: Request, status: int, group_arn: str | None) -> None:
-        self.network.metrics.record(self.where, self.lb_arn, group_arn, None, status, None)
+        self.fronts.record(self.where, self.lb_arn, group_arn, None, status, None)
         reason = http.client.responses.get(status, "")
         _answer(request, status, f"{status} {reason}\n".encode(),
                 [("Content-Type", "text/plain"), ("Server", "awselb/2.0")])
 
     def _fixed(self, request: Request, config: dict) -> None:
         status = int(config.get("StatusCode", 200))
-        self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
+        self.fronts.record(self.where, self.lb_arn, None, None, status, None)
         _answer(request, status, (config.get("MessageBody") or "").encode(),
                 [("Content-Type", config.get("ContentType") or "text/plain")])
 
@@ -262,21 +273,27 @@ class Listener:
             host = f"{host}:{port}"
         location = f"{protocol}://{host}{path}" + (f"?{query}" if query else "")
         status = 301 if config.get("StatusCode") == "HTTP_301" else 302
-        self.network.metrics.record(self.where, self.lb_arn, None, None, status, None)
+        self.fronts.record(self.where, self.lb_arn, None, None, status, None)
         _answer(request, status, b"", [("Location", location)])
 
 
-def tls_context(where: tuple[str, str], certificate_arn: str) -> ssl.SSLContext:
-    """A server context with the certificate, its chain and key as ACM holds them."""
+def tls_context(chain: str, key: str) -> ssl.SSLContext:
+    """A server context with the certificate, its chain and key as ACM holds them (the server
+    sends them over the channel: they never touch a disk)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with _in_memory(chain.encode()) as cert_path, _in_memory(key.encode()) as key_path:
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def certificate(where: tuple[str, str], certificate_arn: str) -> list[str]:
+    """[chain, key] of an ACM certificate, as PEM text (read in the moto server)."""
     from moto.acm.models import acm_backends
 
     bundle = acm_backends[where[0]][where[1]].get_certificate(certificate_arn)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     chain = bundle.cert.rstrip(b"\n") + b"\n" + (bundle.chain or b"")
-    with _in_memory(chain) as cert_path, _in_memory(bundle.key) as key_path:
-        context.load_cert_chain(cert_path, key_path)
-    return context
+    return [chain.decode(), bundle.key.decode()]
 
 
 @contextlib.contextmanager
@@ -381,18 +398,18 @@ def _answer(request: Request, status: int, payload: bytes,
 
 
 # -- routing ---------------------------------------------------------------------------------
-def _route(listener, request: Request) -> list:
-    rules = [r for r in listener.rules.values() if not getattr(r, "is_default", False)]
-    rules.sort(key=lambda r: int(r.priority))
-    for rule in rules:
-        if all(_matches(condition, request) for condition in rule.conditions or []):
-            return rule.actions
-    return listener.default_actions
+def _route(spec: dict, request: Request) -> list:
+    """The actions of the first rule (by priority) whose conditions all match, else the
+    listener's default actions."""
+    for rule in spec.get("rules", ()):
+        if all(_matches(condition, request) for condition in rule["conditions"] or []):
+            return rule["actions"]
+    return spec.get("default", [])
 
 
-def _first_action(actions: list):
-    terminal = [a for a in actions if a.type in ("forward", "fixed-response", "redirect")]
-    return min(terminal, key=lambda a: int(a.data.get("Order") or 0)) if terminal else None
+def _first_action(actions: list) -> dict | None:
+    terminal = [a for a in actions if a["type"] in ("forward", "fixed-response", "redirect")]
+    return min(terminal, key=lambda a: int(a["data"].get("Order") or 0)) if terminal else None
 
 
 def _forward_weights(data: dict) -> list[tuple[str, int]]:

@@ -1,34 +1,35 @@
 """One thread in the moto server that keeps the network in step with what the APIs say.
 
-Every tick it starts a proxy for each new listener and stops those whose listener or load
-balancer is gone (after a reset: all of them), runs the health checks that are due, publishes
-each period's metrics and evaluates the alarms. Listener changes made through the API also
-reconcile at once, so a listener answers as soon as CreateListener returns.
+The listeners' proxies run in a process of their own (`fronts`, started and ended through
+`channel`); this side tells it what they need. Every tick it sends the listeners and the target
+groups they forward to (when they changed: a new listener, a rule, a target's health, a
+security group), runs the health checks that are due, publishes each period's metrics (counted
+from the requests the process reports) and evaluates the alarms. Changes made through the API
+reconcile at once, and wait until the process has them, so a listener answers as soon as
+CreateListener returns and a changed rule or security group holds for the next request.
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 import traceback
+from pathlib import Path
 
-from sandbox.network import alarms, front, health, metrics, proxy, targets
+from sandbox.network import alarms, channel, health, metrics, proxy, targets
 
 TICK = 0.2  # real seconds between rounds
+APPLIED = 10.0  # real seconds an API call waits for the proxies to follow it
 
 
 class Network:
-    def __init__(self):
+    def __init__(self, state_dir: Path):
         self.health = health.HealthChecks()
         self.metrics = metrics.Metrics()
         self.alarms = alarms.Evaluator()
-        self.weighted = proxy.Weighted()
-        self.pool = front.Pool()  # the worker threads of every listener's requests
-        self._counters: dict[str, itertools.count] = {}
-        self._listeners: dict[str, proxy.Listener] = {}
-        self._failed: set[tuple] = set()
+        self.fronts = channel.Fronts(state_dir, self._metric)
         self.balancers: dict[str, list[str]] = {}  # target group ARN -> balancers forwarding
+        self._listening = False  # some listener exists
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sandbox-network")
@@ -46,27 +47,24 @@ class Network:
             for region, backend in list(regions.items()):
                 yield account, region, backend
 
-    def round_robin(self, group_arn: str) -> itertools.count:
-        counter = self._counters.get(group_arn)
-        if counter is None:
-            counter = self._counters.setdefault(group_arn, itertools.count())
-        return counter
+    def _metric(self, record: list) -> None:
+        where, *rest = record
+        self.metrics.record(tuple(where), *rest)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.fronts.start()  # from the server's main thread, which lives as long as it does
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.stop_all()
+        self.fronts.stop()
 
     def stop_all(self) -> None:
         with self._lock:
-            for listener in self._listeners.values():
-                listener.stop()
-            self._listeners.clear()
-            self._failed.clear()
+            seq = self.fronts.send({"listeners": {}, "groups": {}})
             targets.set_listeners(())
+        self.fronts.wait(seq, APPLIED)
         self.health.clear()
         self.metrics.clear()
         self.alarms.forget()
@@ -81,7 +79,11 @@ class Network:
     def tick(self) -> None:
         from moto.cloudwatch.models import cloudwatch_backends
 
-        in_use = self.reconcile()
+        if not self.fronts.alive() and not self.fronts.ended:
+            print("sandbox network: the load balancers' process ended; starting it again",
+                  file=sys.stderr, flush=True)
+            self.fronts.start()  # this thread lives as long as the server
+        in_use = self.reconcile(wait=0)
         self.health.run([group for _where, _lb, group in in_use], self.balancers)
         if self.metrics.due():
             self.metrics.publish([(*where, lb, group.arn, *self._host_counts(group))
@@ -93,56 +95,91 @@ class Network:
         return healthy, len(group.targets) - healthy
 
     # -- listeners ---------------------------------------------------------------------------
-    def reconcile(self) -> list[tuple[tuple[str, str], str, object]]:
-        """Start and stop proxies to match the listeners; the target groups in use."""
+    def reconcile(self, wait: float = APPLIED) -> list[tuple[tuple[str, str], str, object]]:
+        """Send the listeners and the groups they forward to (waiting up to `wait` seconds for
+        the proxies to follow); the target groups in use."""
         from moto.elbv2.models import elbv2_backends
 
-        wanted: dict[str, tuple] = {}
-        in_use = []
-        for account, region, backend in self._backends(elbv2_backends):
-            for lb in list(backend.load_balancers.values()):
-                for listener in list(lb.listeners.values()):
-                    wanted[listener.arn] = ((account, region), lb.arn, listener.arn,
-                                            lb.dns_name, int(listener.port), _tls(listener))
-                    for arn in _forwarded(backend, listener):
-                        group = backend.target_groups.get(arn)
-                        if group is not None:
-                            in_use.append(((account, region), lb.arn, group))
-        balancers: dict[str, list[str]] = {}
-        for _where, lb_arn, group in in_use:
-            balancers.setdefault(group.arn, []).append(lb_arn)
-        self.balancers = balancers
         with self._lock:
-            # Stop what is gone or changed first: a listener moved off a port frees it for the
-            # one that takes it over (an HTTP listener becoming HTTPS beside its redirect).
-            stale = [arn for arn, current in self._listeners.items() if arn not in wanted
-                     or (*current.address, current.certificate) != wanted[arn][3:]]
-            for arn in stale:
-                self._listeners.pop(arn).stop()
-            if stale:
-                self._failed.clear()  # a port one of them held may be what another waited for
-            for arn, spec in wanted.items():
-                if arn not in self._listeners:
-                    self._start(spec)
-            targets.set_listeners(listener.address for listener in self._listeners.values())
-        return _unique(in_use)
+            wanted: dict[str, dict] = {}
+            in_use = []
+            for account, region, backend in self._backends(elbv2_backends):
+                for lb in list(backend.load_balancers.values()):
+                    for listener in list(lb.listeners.values()):
+                        wanted[listener.arn] = _listener((account, region), lb, listener)
+                        for arn in _forwarded(backend, listener):
+                            group = backend.target_groups.get(arn)
+                            if group is not None:
+                                in_use.append(((account, region), lb.arn, group))
+            balancers: dict[str, list[str]] = {}
+            for _where, lb_arn, group in in_use:
+                balancers.setdefault(group.arn, []).append(lb_arn)
+            self.balancers = balancers
+            self._listening = bool(wanted)
+            targets.set_listeners((spec["host"], spec["port"]) for spec in wanted.values())
+            in_use = _unique(in_use)
+            groups = {group.arn: self._group(group, balancers[group.arn])
+                      for _where, _lb, group in in_use}
+            seq = self.fronts.send({"listeners": wanted, "groups": groups})
+        if wait and seq:
+            self.fronts.wait(seq, wait)
+        return in_use
 
-    def _start(self, spec: tuple) -> None:
-        if spec in self._failed:
-            return
-        try:
-            listener = proxy.Listener(self, *spec)
-        except Exception as error:  # noqa: BLE001 - a port in use, a certificate gone: say so
-            self._failed.add(spec)
-            print(f"sandbox network: listener {spec[2]} cannot listen on {spec[3]}:{spec[4]}: "
-                  f"{error}", file=sys.stderr, flush=True)
-            return
-        listener.start()
-        self._listeners[spec[2]] = listener
+    def follow(self) -> None:
+        """After an API call that may have changed what the proxies judge by (a security group,
+        an attribute, a target): they have it before the call returns."""
+        if self._listening:
+            self.reconcile()
 
-    def listening(self) -> dict[str, tuple[str, int]]:
-        with self._lock:
-            return {arn: listener.address for arn, listener in self._listeners.items()}
+    def _group(self, group, balancers: list[str]) -> dict:
+        """A target group as the proxies need it: its targets, where each is, whether it is
+        healthy, and which of the balancers its security groups drop."""
+        from sandbox.aws.ec2 import security_groups
+
+        found = []
+        for target in list(group.targets.values()):
+            target_id, port = target["Id"], int(target["Port"])
+            where = targets.endpoint(group.target_type, target_id, port)
+            entry = {"id": target_id, "port": port,
+                     "healthy": self.health.healthy(group.arn, target_id), "endpoint": None}
+            if where is not None and where.opener is None:
+                entry["endpoint"] = ["ip", where.host, where.port]
+            elif where is not None:
+                entry["endpoint"] = ["instance", target_id, where.host, where.port]
+                entry["dropped"] = [lb for lb in balancers
+                                    if not security_groups.admits(group.arn, (lb,), target_id,
+                                                                  port)]
+            found.append(entry)
+        return {"targets": found}
+
+
+def _listener(where: tuple[str, str], lb, listener) -> dict:
+    """What the proxies need of a listener (plain data, for the load balancers' process)."""
+    from sandbox.aws.ec2 import security_groups
+
+    certificate = _tls(listener)
+    admitted, said = security_groups.client_cidrs(where, lb.arn, int(listener.port))
+    rules = [r for r in list(listener.rules.values()) if not getattr(r, "is_default", False)]
+    rules.sort(key=lambda r: int(r.priority))
+    return {"where": list(where), "lb": lb.arn, "host": lb.dns_name,
+            "port": int(listener.port), "certificate": certificate,
+            "tls": _material(where, certificate) if certificate else None,
+            "attributes": dict(lb.attrs), "admitted": admitted, "groups_said": said,
+            "rules": [{"conditions": list(rule.conditions or []),
+                       "actions": _actions(rule.arn, rule.actions)} for rule in rules],
+            "default": _actions(f"{listener.arn} default", listener.default_actions)}
+
+
+def _actions(owner: str, actions) -> list[dict]:
+    return [{"id": f"{owner} {n}", "type": action.type, "data": action.data}
+            for n, action in enumerate(actions or [])]
+
+
+def _material(where: tuple[str, str], certificate: str) -> list[str] | None:
+    try:
+        return proxy.certificate(where, certificate)
+    except Exception:  # noqa: BLE001 - a certificate gone: the listener says it cannot listen
+        return None
 
 
 def _tls(listener) -> str | None:

@@ -55,6 +55,10 @@ def set_listeners(addresses) -> None:
     _listeners = frozenset(addresses)
 
 
+def is_listener(host: str, port: int) -> bool:
+    return (host, int(port)) in _listeners
+
+
 def loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host) in _LOOPBACK

@@ -14,6 +14,9 @@ https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html):
   heartbeat timeout.
 - Completing or heartbeating an action that is not waiting is a ValidationError, "No active
   Lifecycle Action found with instance ID …" (or "… with token …").
+- A load-balanced group registers an instance with its target groups only once its launch
+  hooks are completed (Pending:Proceed, before InService), not while it waits: moto registered
+  every instance of the group at launch.
 DescribeAutoScalingInstances and DescribeAutoScalingGroups show the states.
 """
 
@@ -38,7 +41,7 @@ _stop = threading.Event()
 
 
 def apply(state_dir: Path) -> None:
-    from moto.autoscaling.models import InstanceState
+    from moto.autoscaling.models import AutoScalingBackend, InstanceState
     from moto.autoscaling.responses import AutoScalingResponse
 
     seams.wrap(InstanceState, "__init__", _held,
@@ -46,6 +49,8 @@ def apply(state_dir: Path) -> None:
                          "health_status: 'str' = 'Healthy', protected_from_scale_in: "
                          "'bool | None' = False, autoscaling_group: "
                          "'FakeAutoScalingGroup | None' = None)", owner=__name__)
+    seams.replace(AutoScalingBackend, "update_attached_target_groups", _register_ready,
+                  signature="(self, group_name: 'str') -> 'None'", owner=__name__)
     seams.add(AutoScalingResponse, "complete_lifecycle_action", _complete, owner=__name__)
     seams.add(AutoScalingResponse, "record_lifecycle_action_heartbeat", _heartbeat,
               owner=__name__)
@@ -79,6 +84,19 @@ def _held(moto_init):
             self.lifecycle_state = "Pending:Wait"
 
     return init
+
+
+def _register_ready(self, group_name: str) -> None:
+    """Register the group's instances with its target groups, as moto does, except those
+    still waiting for a launch hook (they are registered when it completes)."""
+    group = self.autoscaling_groups[group_name]
+    if not group.target_group_arns:
+        return
+    ready = [s.instance.id for s in list(group.instance_states) if not _waits(s)]
+    for target_group in self.elbv2_backend.describe_target_groups(
+            target_group_arns=group.target_group_arns, load_balancer_arn=None, names=None):
+        self.elbv2_backend.register_targets(
+            target_group.arn, [{"Id": i, "Port": target_group.port} for i in ready])
 
 
 def _waits(state) -> dict:
@@ -150,6 +168,7 @@ def _settle(backend, state, wait, result: str, why: str) -> None:
         backend.terminate_instance(state.instance.id, should_decrement=False)
     elif not waits:
         state.lifecycle_state = "InService"
+        backend.update_attached_target_groups(state.auto_scaling_group.name)
 
 
 def _record_cancelled(state, wait, why: str) -> None:

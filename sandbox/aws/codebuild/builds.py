@@ -43,6 +43,7 @@ from sandbox.aws.codepipeline import service_role
 from sandbox.aws.codepipeline.service_role import Refused
 from sandbox.machines import instances as machines
 from sandbox.machines import ssh_access
+from sandbox.sshd import Sshd, current_user
 
 QUEUED_SECONDS = 2.0  # AWS seconds a build waits in the queue
 PROVISIONING_SECONDS = 20.0  # AWS seconds to provision its container
@@ -143,6 +144,16 @@ def _stop_build(backend, build_id):
     if run is not None:
         run.stop()
     return copy.deepcopy(found[0]) if found else None
+
+
+def _sandbox_env(sshd: Sshd) -> dict[str, str]:
+    """What Kiln's sandbox target in the build needs of the host's sandbox beside its endpoint
+    (sandbox.control.BuildSandbox): where the instances' SSH is, and the time scale. AWS has
+    neither: only the sandbox target reads them."""
+    found = {"KILN_SANDBOX_TIME_SCALE": str(clock.scale())}
+    if sshd.port:
+        found["KILN_SANDBOX_SSH"] = f"{current_user()}@{sshd.host}:{sshd.port}"
+    return found
 
 
 def _address() -> str:
@@ -246,15 +257,20 @@ class Run:
 
     def _provision(self) -> None:
         started = time.monotonic()
-        if not service_role.trusts(self.role, "codebuild.amazonaws.com"):
+        if not service_role.trusts(self.role, "codebuild.amazonaws.com", self.project["arn"]):
             raise BuildFailed("FAILED", "ACCESS_DENIED",
                               f"CodeBuild is not authorized to perform: sts:AssumeRole on "
                               f"{self.role}")
         self.logs.open(self.role, self.session)
         credentials = self._assume()
         self.machine = "codebuild-" + uuid.uuid4().hex[:17]
-        ssh_access.launch(self.state_dir, self.machine, _address())
-        self.exports = {**self._codebuild_env(), **credentials, **self._project_env()}
+        # A build reaches the instances' SSH, as a build in a VPC reaches its instances: in the
+        # sandbox every instance's SSH is the sandbox sshd on the host.
+        sshd = Sshd(self.state_dir)
+        ssh_access.launch(self.state_dir, self.machine, _address(),
+                          reach=(sshd.port,) if sshd.port else ())
+        self.exports = {**self._codebuild_env(), **credentials, **_sandbox_env(sshd),
+                        **self._project_env()}
         self._open_shell()
         self._sleep_until(started, PROVISIONING_SECONDS)
 

@@ -26,13 +26,19 @@ def check(role_arn: str, session: str, action: str, resource: str, region: str) 
         raise Refused(why)
 
 
-def trusts(role_arn: str, service: str) -> bool:
-    """The role exists and its trust policy lets `service` (codebuild.amazonaws.com) assume it."""
+def trusts(role_arn: str, service: str, source: str | None = None) -> bool:
+    """The role exists and its trust policy lets `service` (codebuild.amazonaws.com) assume it;
+    `source`: the ARN of the resource the service acts for (a CodeBuild project), given as
+    aws:SourceArn and aws:SourceAccount, as AWS's services give them (a trust policy's guard
+    against the confused deputy)."""
     role = identities.role_by_arn(role_arn)
     if role is None:
         return False
+    context = {"aws:SecureTransport": True}
+    if source:
+        context.update({"aws:SourceArn": source, "aws:SourceAccount": source.split(":")[4]})
     found = iam.evaluate([role.assume_role_policy_document], "sts:AssumeRole", role_arn,
-                         {"aws:SecureTransport": True}, principal={"service": service})
+                         context, principal={"service": service})
     return found == iam.Result.ALLOW
 
 

@@ -18,7 +18,8 @@ default-security-group.html):
   - A client reaches a listener only when one of the balancer's groups admits its address on
     the listener's port (clients come from 127.0.0.1 here; 0.0.0.0/0 admits them); otherwise
     the connection is closed unanswered (on AWS it is dropped and the client times out).
-The load balancers check every connection, so a rule changed takes effect on the next one.
+The load balancers check every connection, and their process has a changed rule before the call
+that changed it returns (sandbox.network.supervisor), so it takes effect on the next one.
 """
 
 from __future__ import annotations
@@ -149,27 +150,23 @@ def admits(target_group_arn: str, balancer_arns, instance_id: str, port: int) ->
     return False
 
 
-def admits_client(where: tuple[str, str], balancer_arn: str, port: int, client: str) -> bool:
-    """Whether the balancer's security groups admit `client` (an address) on listener `port`.
-    Clients reach the sandbox's balancers from loopback, so only a CIDR holding their address
-    (0.0.0.0/0 for a public balancer) admits them."""
+def client_cidrs(where: tuple[str, str], balancer_arn: str, port: int) -> tuple[list[str], str]:
+    """The CIDRs the balancer's security groups admit clients from on listener `port`, and the
+    groups' ids (for the note a dropped client gets): what the load balancers' own process
+    judges each connection by (sandbox.network.fronts)."""
     from moto.ec2.models import ec2_backends
     from moto.elbv2.models import elbv2_backends
 
     account, region = where
     balancer = elbv2_backends[account][region].load_balancers.get(balancer_arn)
     if balancer is None:
-        return False
-    address = ipaddress.ip_address(client)
-    for group in _groups(ec2_backends[account][region], balancer.security_groups,
-                         balancer.vpc_id):
-        for rule in group.ingress_rules:
-            cidr = rule.ip_range.get("CidrIp")
-            if _carries(rule, port) and cidr and address in ipaddress.ip_network(cidr):
-                return True
-    _note(f"load balancer {balancer_arn} drops {client} on port {port}: none of its security "
-          f"groups ({', '.join(balancer.security_groups) or 'the VPC default'}) admits it")
-    return False
+        return [], ""
+    cidrs = [rule.ip_range["CidrIp"]
+             for group in _groups(ec2_backends[account][region], balancer.security_groups,
+                                  balancer.vpc_id)
+             for rule in group.ingress_rules
+             if _carries(rule, port) and rule.ip_range.get("CidrIp")]
+    return cidrs, ", ".join(balancer.security_groups) or "the VPC default"
 
 
 def _groups(ec2, ids_or_groups, vpc_id: str) -> list:

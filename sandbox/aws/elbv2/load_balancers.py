@@ -44,7 +44,7 @@ def apply(state_dir: Path) -> None:
     from moto.core.base_backend import BackendDict
     from moto.elbv2.models import ELBv2Backend
 
-    network = NETWORK = Network()
+    network = NETWORK = Network(state_dir)
     seams.wrap(ELBv2Backend, "create_load_balancer", _own_address, signature=CREATE_BALANCER,
                owner=__name__)
     for name, signature in RECONCILING.items():
@@ -86,6 +86,13 @@ RECONCILING = {
 def reconcile() -> None:
     """The proxies follow the balancers' listeners and rules (after a change to them)."""
     NETWORK.reconcile()
+
+
+def follow() -> None:
+    """After any call that may change state: the proxies have what they judge by before it
+    returns (a security group rule, an attribute, a target registered)."""
+    if NETWORK is not None:
+        NETWORK.follow()
 
 
 def _own_address(moto):

@@ -45,6 +45,21 @@ def _ssm(action, params, account, region):
     return _arn("ssm", region, account, f"parameter/{name.lstrip('/')}")
 
 
+def _secretsmanager(action, params, account, region):
+    """The secret's ARN, with the six characters AWS adds to its name (what a policy's
+    `<name>-??????` matches), looked up when the request names it by name or partial ARN."""
+    secret = params.get("SecretId")
+    if not secret:
+        return None
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    found = secretsmanager_backends[account][region].secrets.get(secret)
+    if found is not None:
+        return found.arn
+    return secret if secret.startswith("arn:") else \
+        _arn("secretsmanager", region, account, f"secret:{secret}")
+
+
 def _cloudformation(action, params, account, region):
     stack = params.get("StackName")
     if not stack:
@@ -117,7 +132,7 @@ def _codebuild(action, params, account, region):
     return _arn("codebuild", region, account, f"project/{name.partition(':')[0]}")
 
 
-BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm,
+BUILDERS = {"dynamodb": _dynamodb, "kms": _kms, "ssm": _ssm, "secretsmanager": _secretsmanager,
             "cloudformation": _cloudformation, "logs": _logs, "iam": _iam, "sns": _sns,
             "codepipeline": _codepipeline, "codebuild": _codebuild}
 
