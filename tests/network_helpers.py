@@ -223,3 +223,14 @@ def admin_session(box) -> boto3.Session:
                             region_name="us-east-1")
     session.client = functools.partial(session.client, endpoint_url=env["AWS_ENDPOINT_URL"])
     return session
+
+
+def closed(sock) -> bool:
+    """The peer has closed this connection (read without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

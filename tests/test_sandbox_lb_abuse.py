@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 
 from sandbox import listener_cert
-from tests.network_helpers import forward, fronts_pid, get, https_get
+from tests.network_helpers import closed, forward, fronts_pid, get, https_get
 
 NAME = f"web.{listener_cert.DOMAIN}"
 
@@ -225,8 +225,8 @@ def test_slow_clients_hold_no_threads_and_one_client_is_capped(lb, clean_sandbox
         assert get(lb["dns"], 80, timeout=5)[0] == 200
         assert time.monotonic() - started < 1
         assert _threads(pid) < threads + 40
-        closed = sum(1 for sock in slow if _closed_now(sock))
-        assert 40 <= closed <= 50, closed
+        cut = sum(1 for sock in slow if closed(sock))
+        assert 40 <= cut <= 50, cut
     finally:
         clean_sandbox.set_time_scale(None)
         for sock in slow:
@@ -257,23 +257,13 @@ def test_a_flood_of_slow_clients_never_reaches_the_aws_api(lb, clean_sandbox):
             started = time.monotonic()
             elbv2.describe_load_balancers()
             times.append(time.monotonic() - started)
-        held = sum(1 for sock in slow if not _closed_now(sock))
+        held = sum(1 for sock in slow if not closed(sock))
         assert held == 1500 and _sockets(server) < sockets + 20
         assert max(times) < 0.5, times
     finally:
         clean_sandbox.set_time_scale(None)
         for sock in slow:
             sock.close()
-
-
-def _closed_now(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def test_bodies_stream_to_the_target_without_being_held(lb, clean_sandbox):

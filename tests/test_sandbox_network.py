@@ -16,6 +16,7 @@ from tests.network_helpers import (
     admin_session,
     all_healthy,
     balancer_groups,
+    closed,
     forward,
     fronts_pid,
     get,
@@ -222,9 +223,9 @@ def test_at_the_connection_budget_a_flooding_client_gets_no_more_and_a_new_one_g
         # loop's wake-up pair): the budget is taken.
         assert _within(lambda: _sockets(proxies) >= 320 + 10)
         more = [_slow(address, "127.0.5.1") for _ in range(5)]
-        assert _within(lambda: all(_closed(sock) for sock in more))
+        assert _within(lambda: all(closed(sock) for sock in more))
         # Not their oldest (one or two, had the budget a connection or two less for them).
-        assert sum(_closed(sock) for sock in flood) <= 2
+        assert sum(closed(sock) for sock in flood) <= 2
         started = time.monotonic()
         assert get(address, 80, timeout=5)[0] == 200
         assert time.monotonic() - started < 1
@@ -264,11 +265,3 @@ def _slow(address: str, source: str):
     return sock
 
 
-def _closed(sock) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
