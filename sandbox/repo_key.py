@@ -6,14 +6,18 @@ sandbox signs RPMs and repomd.xml like a real deployment does, with a key nobody
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from cloud.errors import KilnError
 
 USER_ID = "Kiln sandbox repository <repo@kiln.sandbox.invalid>"
+AGENT_EXIT_TIMEOUT = 5  # seconds a stopped agent has to end before it is killed
 
 
 def ensure_key(state_dir: str | Path) -> tuple[str, str]:
@@ -52,9 +56,30 @@ def overlay(settings, generate: bool = True) -> None:
 
 
 def stop_agent(gpg_home: str | Path) -> None:
-    """Stop the gpg-agent serving `gpg_home` (it outlives gpg otherwise)."""
+    """Stop the gpg-agent serving `gpg_home` (it outlives gpg otherwise), and wait until it is
+    gone: gpgconf only asks it to end."""
     subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ,
                    "GNUPGHOME": str(gpg_home)}, capture_output=True, check=False)
+    deadline = time.monotonic() + AGENT_EXIT_TIMEOUT
+    while (left := _agents(gpg_home)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _agents(gpg_home: str | Path) -> list[int]:
+    """The gpg-agents serving `gpg_home`, by their command line."""
+    home = str(Path(gpg_home)).encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            line = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gpg-agent" in line and home in line:
+            found.append(int(entry.name))
+    return found
 
 
 def _fingerprint(home: Path) -> str | None:

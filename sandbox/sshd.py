@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cloud.console import say
 from cloud.errors import KilnError
-from sandbox.daemon import Daemon, accepts, free_port
+from sandbox.daemon import Daemon, accepts, free_port, wait_gone
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -87,8 +87,13 @@ class Sshd:
             return port
 
     def down(self) -> bool:
-        """Stop sshd; True if one was running. Open sessions end with it."""
-        return self.daemon.stop()
+        """Stop sshd and wait until it is gone; True if one was running. Open sessions end
+        with it."""
+        pid = self.daemon.pid
+        stopped = self.daemon.stop()
+        if stopped:
+            wait_gone(pid)
+        return stopped
 
     def _prepare(self, port: int) -> None:
         if os.geteuid() == 0:

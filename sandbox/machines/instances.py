@@ -274,7 +274,7 @@ def terminate(state_dir: str | Path, instance_id: str) -> None:
         # Only the process recorded at launch: a pid reused since by another is left alone.
         if ours[key]:
             _kill(meta[key])
-    for key in ("init_pid", "starter_pid"):
+    for key in ("forward_pid", "init_pid", "starter_pid"):
         if ours[key]:
             _wait_gone(meta[key])
     for pid in _strays(world):
