@@ -45,7 +45,7 @@ def rootless_user():
     if os.geteuid() != 0:
         yield pwd.getpwuid(os.getuid())
         return
-    subprocess.run(["userdel", TEST_USER], capture_output=True)  # one a killed run left
+    _remove_user()  # one a killed run left, with any process it left running
     # A shell: sshd runs the forced command of a session with it.
     subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
                     "--shell", "/bin/sh", TEST_USER], check=True)
@@ -54,7 +54,13 @@ def rootless_user():
                         TEST_USER], check=True)
         yield pwd.getpwnam(TEST_USER)
     finally:
-        subprocess.run(["userdel", TEST_USER], check=False)
+        _remove_user()
+
+
+def _remove_user() -> None:
+    """The test user gone, with its processes: userdel refuses a user that still runs one."""
+    subprocess.run(["pkill", "-KILL", "-u", TEST_USER], capture_output=True)
+    subprocess.run(["userdel", "--force", TEST_USER], capture_output=True)
 
 
 def run_as(user, argv: list[str], home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
