@@ -239,7 +239,11 @@ def test_a_script_in_user_data_runs_as_root_and_a_stopped_machine_is_replaced(
     until(replaced, timeout=30)
     state = boto3.client("ec2").describe_instances(InstanceIds=[first[0]])
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
-    assert not machines.instance_dir(clean_sandbox.state_dir, first[0]).exists()
+
+    def removed():  # the machine's folder goes once its processes are gone, just after
+        assert not machines.instance_dir(clean_sandbox.state_dir, first[0]).exists()
+
+    until(removed, timeout=10)
     healthy(lb["group"], 2)
     (new,) = set(instance_ids()) - set(first)
     finished(clean_sandbox, new)  # the replacement ran the launch template's user data too
