@@ -1,6 +1,6 @@
 """The one way out of a sandbox instance's network namespace: to the sandbox's own endpoint.
 
-    python -m sandbox.machines.forward [--routes=FILE] [--endpoints=CERT,KEY,PORT] INIT_PID
+    python -m sandbox.machines.forward [--routes=FILE] [--endpoints=CERT,KEY,PORT,CA] INIT_PID
         PORT [PORT…]
 
 Listens on 127.0.0.1:PORT inside the namespace of process INIT_PID (the instance's init) and
@@ -10,15 +10,17 @@ leaves the instance: its namespace has no other route.
 
 With `--routes`, a JSON file the sandbox's EC2 wrote (sandbox.aws.ec2.routes: {"internet": bool,
 "services": [...]}), a request goes through only when the instance's VPC gives it a route to its
-service (the signing name in its credential scope; an unsigned request is S3's); any other is
-closed unanswered, as a connection with no route fails, and logged. The file is read for each
-connection: the sandbox rewrites it when the instance's routes change.
+service (the signing name in its credential scope; an unsigned request is S3's, and so is one
+over TLS to the endpoint's port, which only the endpoint reads: the repository's, for dnf);
+any other is closed unanswered, as a connection with no route fails, and logged. The file is
+read for each connection: the sandbox rewrites it when the instance's routes change.
 
 With `--endpoints`, it also answers where AWS's service names lead inside the instance
 (aws_names.ADDRESS:443) with TLS (the certificate and key for those names), and relays each
-request, as the client sent it, to 127.0.0.1:PORT outside: the sandbox's endpoint, which reads
-the service from the Host header and checks the SigV4 signature made over it. The same route
-check applies.
+request, as the client sent it, to 127.0.0.1:PORT outside over TLS (verified against CA): the
+sandbox's endpoint, which reads the service from the Host header, checks the SigV4 signature
+made over it, and sees the request arrive over TLS (aws:SecureTransport), as AWS does. The same
+route check applies.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import time
 
 CLONE_NEWNET = 0x40000000
 HEADER_WAIT = 5  # seconds a client may take to send its request line and headers
+TLS_HANDSHAKE = 0x16  # the first byte of a TLS client's hello: no request head to read
 READY = "forward: listening"
 # The service a SigV4 request is for: its credential scope's, in the header or the query.
 _SCOPE = re.compile(rb"Credential=[^/\s]+/\d{8}/[^/\s]*/([a-z0-9-]+)/aws4_request", re.I)
@@ -112,7 +115,7 @@ def peek_head(inside: socket.socket) -> bytes:
     head = b""
     while time.monotonic() < deadline:
         head = inside.recv(65536, socket.MSG_PEEK)
-        if not head or b"\r\n\r\n" in head or len(head) >= 65536:
+        if not head or b"\r\n\r\n" in head or len(head) >= 65536 or head[0] == TLS_HANDSHAKE:
             break
         time.sleep(0.01)
     inside.settimeout(None)
@@ -187,27 +190,28 @@ def read_head(inside: ssl.SSLSocket) -> bytes:
     return head
 
 
-def relay(secure: ssl.SSLSocket, plain: socket.socket) -> None:
+def relay(inside: ssl.SSLSocket, outside: socket.socket) -> None:
     """Copy both ways on one thread: an SSL connection is not for two threads at once."""
+    ends = (inside, outside)
     try:
         while True:
-            ready = [secure] if secure.pending() else \
-                select.select([secure, plain], [], [])[0]
+            ready = [end for end in ends if isinstance(end, ssl.SSLSocket) and end.pending()] \
+                or select.select(ends, [], [])[0]
             for source in ready:
                 data = source.recv(65536)
                 if not data:
                     return
-                (plain if source is secure else secure).sendall(data)
+                (outside if source is inside else inside).sendall(data)
     except OSError:
         pass
     finally:
-        for end in (secure, plain):
+        for end in ends:
             with contextlib.suppress(OSError):
                 end.close()
 
 
 def tls_connection(raw: socket.socket, context: ssl.SSLContext, port: int,
-                   routes: str | None) -> None:
+                   routes: str | None, onward: ssl.SSLContext | None = None) -> None:
     """One connection to AWS's names: TLS ended here, its requests relayed to the endpoint."""
     inside = outside = None
     try:
@@ -221,6 +225,8 @@ def tls_connection(raw: socket.socket, context: ssl.SSLContext, port: int,
             inside.close()
             return
         outside = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if onward:  # over TLS to the endpoint, as the client's request came
+            outside = onward.wrap_socket(outside, server_hostname="127.0.0.1")
         outside.settimeout(None)
         outside.sendall(head)
     except OSError:  # a failed handshake, a client gone, the endpoint down
@@ -232,22 +238,24 @@ def tls_connection(raw: socket.socket, context: ssl.SSLContext, port: int,
 
 
 def serve_tls(server: socket.socket, context: ssl.SSLContext, port: int,
-              routes: str | None) -> None:
+              routes: str | None, onward: ssl.SSLContext | None = None) -> None:
     while True:
         raw, _ = server.accept()
-        threading.Thread(target=tls_connection, args=(raw, context, port, routes),
+        threading.Thread(target=tls_connection, args=(raw, context, port, routes, onward),
                          daemon=True).start()
 
 
 def endpoints(init_pid: int, option: str, routes: str | None) -> None:
-    """Serve AWS's names in the instance (`option`: CERT,KEY,PORT) on a thread."""
+    """Serve AWS's names in the instance (`option`: CERT,KEY,PORT[,CA]) on a thread; with CA,
+    relay to the endpoint over TLS, verified against it."""
     from sandbox.machines import aws_names
 
-    certificate, key, port = option.split(",")
+    certificate, key, port, *authority = option.split(",")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
+    onward = ssl.create_default_context(cafile=authority[0]) if authority else None
     server = listener(init_pid, aws_names.PORT, aws_names.ADDRESS)
-    threading.Thread(target=serve_tls, args=(server, context, int(port), routes),
+    threading.Thread(target=serve_tls, args=(server, context, int(port), routes, onward),
                      daemon=True).start()
 
 

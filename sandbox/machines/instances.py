@@ -212,7 +212,7 @@ def _forward(world: Path, pid: int, ports, routed: bool,
         check = [f"--routes={world / 'routes.json'}"] if routed else []
         if endpoints:  # AWS's names, over TLS, to the sandbox's endpoint
             tls, port = endpoints
-            check.append(f"--endpoints={tls['certificate']},{tls['key']},{port}")
+            check.append(f"--endpoints={tls['certificate']},{tls['key']},{port},{tls['ca']}")
         argv = [sys.executable, "-m", "sandbox.machines.forward", *check, str(pid),
                 *map(str, ports)]
         start = log.tell()

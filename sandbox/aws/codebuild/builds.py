@@ -11,7 +11,8 @@ run on a machine of its own, the AL2023-like machines bakes use (sandbox.machine
 shell (sandbox.aws.codebuild.shell) with the project's environment variables (PLAINTEXT and
 PARAMETER_STORE), the buildspec's, CodeBuild's own (CODEBUILD_BUILD_ID, CODEBUILD_SRC_DIR…), and
 the temporary credentials of the service role's session, which the sandbox's IAM accepts and
-evaluates; AWS_ENDPOINT_URL points the machine's AWS SDKs and CLI at the sandbox. A failed
+evaluates; AWS_ENDPOINT_URL points the machine's AWS SDKs and CLI at the sandbox, over TLS
+(AWS_CA_BUNDLE: the machine's system bundle, which trusts the sandbox's CA). A failed
 command in INSTALL or PRE_BUILD ends the build (to FINALIZING); one in BUILD still runs
 POST_BUILD (with CODEBUILD_BUILD_SUCCEEDING=0) and UPLOAD_ARTIFACTS, as AWS documents. Every
 line goes to CloudWatch Logs, group /aws/codebuild/<project> (or the project's logsConfig),
@@ -41,8 +42,8 @@ from sandbox.aws.codebuild import buildspec as spec_file
 from sandbox.aws.codebuild.shell import Shell, ShellGone
 from sandbox.aws.codepipeline import service_role
 from sandbox.aws.codepipeline.service_role import Refused
+from sandbox.machines import aws_names, ssh_access
 from sandbox.machines import instances as machines
-from sandbox.machines import ssh_access
 from sandbox.sshd import Sshd, current_user
 
 QUEUED_SECONDS = 2.0  # AWS seconds a build waits in the queue
@@ -453,7 +454,10 @@ class Run:
         region = self.backend.region_name
         build = self.build
         return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '5000')}",
+                # The sandbox's endpoint over TLS, as a build on AWS calls AWS's; the machine's
+                # system bundle holds the sandbox's CA (sandbox.machines.aws_names).
+                "AWS_ENDPOINT_URL": f"https://127.0.0.1:{os.environ.get('MOTO_PORT', '5000')}",
+                "AWS_CA_BUNDLE": aws_names.system_bundle(),
                 "CODEBUILD_BUILD_ID": build["id"], "CODEBUILD_BUILD_ARN": build["arn"],
                 "CODEBUILD_BUILD_NUMBER": str(build["buildNumber"]),
                 "CODEBUILD_BUILD_IMAGE": build["environment"].get("image", ""),

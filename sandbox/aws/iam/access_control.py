@@ -243,7 +243,7 @@ def _anonymous_s3(response, wire: sigv4.WireRequest) -> None:
     bucket = _bucket(response, target.bucket)
     policies = [bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy] \
         if bucket is not None and bucket.policy else []
-    context = {"aws:SourceIp": _source_ip(), "aws:SecureTransport": False}
+    context = {"aws:SourceIp": _source_ip(), "aws:SecureTransport": _secure_transport()}
     result = iam.evaluate(policies, action, resource, context, principal={"anonymous": True})
     if result != iam.Result.ALLOW:
         _log(f"DENY anonymous {action} {resource}")
@@ -260,6 +260,13 @@ def _bucket(response, name: str | None):
         return s3_backends[response.current_account]["aws"].get_bucket(name)
     except S3ClientError:
         return None
+
+
+def _secure_transport() -> bool:
+    """Whether the request came over TLS (sandbox/server.py answers both on one port)."""
+    from flask import has_request_context, request
+
+    return has_request_context() and request.environ.get("wsgi.url_scheme") == "https"
 
 
 def _source_ip() -> str:
@@ -478,7 +485,7 @@ def _context(caller: Caller, action: str, params: dict) -> dict:
         "aws:PrincipalArn": caller.principal_arn,
         "aws:PrincipalAccount": caller.account,
         "aws:PrincipalType": "AssumedRole" if caller.role else "User",
-        "aws:SecureTransport": False,
+        "aws:SecureTransport": _secure_transport(),
         "aws:ViaAWSService": False,
         "aws:SourceIp": _source_ip(),
     }
