@@ -28,11 +28,12 @@ import shlex
 import subprocess
 import zipfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import yaml
 
 from accounts import bootstrap
-from cloud import apps, pipelines, stacks
+from cloud import apps, pipelines, stacks, tags
 from cloud.console import say
 from cloud.errors import KilnError
 
@@ -679,13 +680,35 @@ def push(aws, app: str, root: Path) -> dict:
                         f"source; a codecommit or codeconnections source takes a git push")
     bucket = found.source["bucket"] or stacks.output(aws, PART.format(app=app),
                                                      "ArtifactBucketName")
-    key = found.source["key"]
     body = source_archive(root, wheelhouse(root, Path(aws.settings.dist) / WHEELHOUSE))
-    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    return upload(aws, app, bucket, found.source["key"], body)
+
+
+def upload(aws, app: str, bucket: str, key: str, body: bytes) -> dict:
+    """The source archive put as the source's new object version, tagged at creation."""
+    labels = tags.kiln_tags(app, "pipeline-source", run_id=tags.new_run_id())
+    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body,
+                                      Tagging=urlencode(labels))
     say(f"pipeline {app}: source s3://{bucket}/{key} version {put.get('VersionId')} "
         f"({len(body) // 1024} KiB)")
     return {"app": app, "bucket": bucket, "key": key, "version_id": put.get("VersionId"),
             "bytes": len(body)}
+
+
+def source_objects(settings, partition: str) -> list[str]:
+    """The ARNs `invoke pipeline.push` puts to (s3:PutObject, s3:PutObjectTagging): each
+    app's S3 source object, in its own bucket or in its pipeline's artifact bucket, whose
+    name CloudFormation makes from the stack's (cut to fit S3's 63 characters)."""
+    found = []
+    for app in engine_apps(settings):
+        source = engine(settings, app).source
+        if source["kind"] != "s3":
+            continue
+        stack = pipeline_name(settings, app).lower()
+        bucket = source["bucket"] or (f"{stack}-artifactbucket-*" if len(stack) <= 34
+                                      else f"{stack[:34]}*")
+        found.append(f"arn:{partition}:s3:::{bucket}/{source['key']}")
+    return found
 
 
 # -- reading the pipeline on AWS -----------------------------------------------------------------

@@ -16,6 +16,7 @@ import yaml
 
 from accounts import bootstrap
 from cloud import settings as settings_module
+from cloud import stacks
 from cloud.aws import Aws
 from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
@@ -259,9 +260,6 @@ def test_push_takes_an_s3_source_only(kiln_settings):
         codepipeline.push(Aws(settings, boto3.Session(), "build", "123456789012"), APP, ROOT)
 
 
-SOURCE_BUCKET = "hello-web-source"
-
-
 @pytest.mark.slow
 def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings, run_invoke):
     """bootstrap's stack kiln-pipeline-<app> runs a commit of the app, its builds installing
@@ -269,22 +267,26 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     using the AWS they run in: the commit stage's build packages and publishes 1.1.0; the
     execution waits at its manual approval, which `invoke pipeline.approve --version 1.1.0`
     answers; the approval stage's build then finds Kiln's record and the execution succeeds.
-    `invoke pipeline.status` reads the live pipeline."""
+    `invoke pipeline.status` reads the live pipeline. The source is the default, an object in
+    the artifact bucket, which takes requests over TLS only: Kiln uploads it over the sandbox's
+    TLS endpoint, as the operator, tagged at creation; `invoke pipeline.push` does the same."""
     config = engine_config()
     config["apps"][APP]["pipeline"].update(
         stages=[{"name": "commit", "action": "commit"}, {"name": "approval", "action": "approval"}],
-        # The default, the artifact bucket, takes TLS only; the sandbox's endpoint is HTTP.
-        source={"kind": "s3", "bucket": SOURCE_BUCKET})
+        source={"kind": "s3"})
     # The builds get no signing key yet (docs/pipeline-engines.md, "Not done yet").
     config["repo"] = {"sign": False}
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=SOURCE_BUCKET)
-    s3.put_bucket_versioning(Bucket=SOURCE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     settings = kiln_settings(**config)
     codepipeline.register(settings)
     bootstrap.run(settings, connect(settings, admin=True), yes=True,
-                  parts=("build", f"pipeline-{APP}"))
-    s3.put_object(Bucket=SOURCE_BUCKET, Key=f"source/{APP}.zip", Body=source_with_config(config))
+                  parts=("build", "operator", f"pipeline-{APP}"))
+    # As pipeline.push uploads, with the archive carrying this test's settings.
+    operator = connect(settings)
+    bucket = stacks.output(operator, f"pipeline-{APP}", "ArtifactBucketName")
+    source = codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip",
+                                 source_with_config(config))
+    assert source_tags(bucket, source) == {"kiln:managed-by": "kiln", "kiln:app": APP,
+                                           "kiln:role": "pipeline-source"}
     pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
     started = pipelines.start_pipeline_execution(name=name, variables=[
         {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
@@ -330,3 +332,21 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     # Ours (newest) succeeded; the one CodePipeline started when the pipeline was made failed
     # on the source, which was not there yet.
     assert [e["status"] for e in live["executions"]] == ["Succeeded", "Failed"]
+    # `invoke pipeline.push` (this checkout as it is; the lock's wheels kept in dist/) puts a
+    # new version of the source, tagged. (No execution follows in the sandbox, whose S3
+    # delivers no events to CodePipeline.)
+    pushed = run_invoke("pipeline.push", "--json", check=True,
+                        overrides={**config, "dist": str(ROOT / "dist")})
+    found = json.loads(pushed.stdout)
+    assert (found["bucket"], found["key"]) == (bucket, f"source/{APP}.zip")
+    assert found["version_id"] not in (None, source["version_id"])
+    assert source_tags(bucket, found)["kiln:role"] == "pipeline-source"
+
+
+def source_tags(bucket: str, source: dict) -> dict:
+    """The tags of the source's object version, but its run id (one per push)."""
+    found = boto3.client("s3").get_object_tagging(Bucket=bucket, Key=source["key"],
+                                                  VersionId=source["version_id"])["TagSet"]
+    tags = {t["Key"]: t["Value"] for t in found}
+    assert tags.pop("kiln:run-id")
+    return tags
