@@ -137,6 +137,8 @@ def either_server(host: str, port: int, app, handler, context: ssl.SSLContext):
     from werkzeug.serving import ThreadedWSGIServer
 
     class Handler(handler):
+        disable_nagle_algorithm = True  # a TLS response's records go out at once
+
         def make_environ(self):
             environ = super().make_environ()
             environ["wsgi.url_scheme"] = "https" if isinstance(self.connection,
