@@ -26,11 +26,11 @@ from cloud.errors import KilnError, Refused
 from packager import signing
 
 OUTPUT = "SigningKeySecretArn"
-SECRET = "{prefix}-pipeline-{app}/repo-signing-key"
+NAME = "{prefix}-pipeline-{app}/repo-signing-key"
 
 
 def secret_name(settings, app: str) -> str:
-    return SECRET.format(prefix=settings.stacks.prefix, app=app)
+    return NAME.format(prefix=settings.stacks.prefix, app=app)
 
 
 def _secret_arn(aws, app: str) -> str:
