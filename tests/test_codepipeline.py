@@ -17,6 +17,7 @@ import yaml
 from accounts import bootstrap
 from cloud import settings as settings_module
 from cloud import stacks
+from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
@@ -332,13 +333,16 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     Kiln from the source's wheelhouse alone (a sandbox build reaches no package index) and
     using the AWS they run in: the commit stage's build imports the repository's signing key
     from the stack's secret (`invoke pipeline.key` put it there), packages, signs and publishes
-    1.1.0; the
-    execution waits at its manual approval, which `invoke pipeline.approve --version 1.1.0`
-    answers; the approval stage's build then finds Kiln's record and the execution succeeds.
+    1.1.0; the image stage's build bakes it with chef-solo on a sandbox instance from the signed
+    repository (the deploy account is the build account here: no promotion); the execution
+    waits at its manual approval, which `invoke pipeline.approve --version 1.1.0` answers; the
+    approval stage's build then finds Kiln's record and the execution succeeds.
     `invoke pipeline.status` reads the live pipeline."""
     config = engine_config()
+    config["deploy"] = {"account": "build"}
     config["apps"][APP]["pipeline"].update(
-        stages=[{"name": "commit", "action": "commit"}, {"name": "approval", "action": "approval"}],
+        stages=[{"name": "commit", "action": "commit"}, {"name": "image", "action": "image"},
+                {"name": "approval", "action": "approval"}],
         # The default, the artifact bucket, takes TLS only; the sandbox's endpoint is HTTP.
         source={"kind": "s3", "bucket": SOURCE_BUCKET})
     s3 = boto3.client("s3")
@@ -355,7 +359,7 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
         {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
 
     def approve_state() -> dict:
-        stage = pipelines.get_pipeline_state(name=name)["stageStates"][2]
+        stage = pipelines.get_pipeline_state(name=name)["stageStates"][3]
         return stage["actionStates"][0].get("latestExecution") or {}
 
     def execution() -> dict:
@@ -386,6 +390,13 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     assert "PRIVATE KEY" not in commit_log
     repomd = s3_repo_object(settings, "repodata/repomd.xml.asc")
     assert repomd.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    image_log = build_log("image")
+    assert "hello-web-1.1.0-1.noarch is already in the repo" in image_log  # the commit's
+    assert "bake: verified hello-web-1.1.0-1 and 1 smoke check(s)" in image_log
+    assert "[1/1] stage image: passed in " in image_log
+    baked = boto3.client("ec2").describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {kiln_tags.APP: APP, kiln_tags.VERSION: "1.1.0"}))["Images"]
+    assert [kiln_tags.from_list(i["Tags"])["kiln:stage:image"][:7] for i in baked] == ["passed "]
     approved = run_invoke("pipeline.approve", "--version", "1.1.0", overrides=config, check=True)
     assert f"pipeline {name}: approval at stage approval answered" in approved.stderr
     assert approve_state()["status"] == "Succeeded"
@@ -396,7 +407,7 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     shown = run_invoke("pipeline.status", "--json", overrides=config, check=True)
     live = json.loads(shown.stdout)
     assert live["engine"] == "codepipeline" and live["pipeline"] == name
-    assert live["stages"][2]["actions"][0] == {
+    assert live["stages"][3]["actions"][0] == {
         "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
     # Ours (newest) succeeded; the one CodePipeline started when the pipeline was made failed
     # on the source, which was not there yet.
