@@ -12,6 +12,8 @@ makes, in the build account, through a change set like every other stack:
   installed from its lock file, then the stage's command. The commit and image stages run in the
   build account's bake VPC (its private pipeline subnet); the later stages reach the target
   accounts through their deployer roles;
+- with a signed repository, a secret the stages that publish (commit, image) import its signing
+  key from, put there by `invoke pipeline.key` (orchestrator/pipeline_key.py);
 - an artifact bucket (versioned, encrypted with the pipeline's key, public access blocked,
   TLS only), an SNS topic for approvals and failures (an EventBridge rule on failed executions),
   the pipeline's log group, and a role for the pipeline and one per project, each allowed only

@@ -95,10 +95,11 @@ def import_key(aws, app: str) -> dict:
     name = secret_name(settings, app)
     signer = _local_signer(settings)
     signer.import_keys(_secret_value(aws, app, name))
+    if not signer.has_secret_key():  # another key: not the one the build signs with
+        raise KilnError(f"secret {name}: holds no private key of {signer.key} "
+                        f"(kiln.repo.gpg_key): run `invoke pipeline.key --app {app}` with the "
+                        f"repository's signing key")
     fingerprint, pinned = signer.fingerprint(), _pinned(aws)
-    if not signer.has_secret_key():
-        raise KilnError(f"secret {name}: holds no private key of {fingerprint}: run "
-                        f"`invoke pipeline.key --app {app}` with the signing key")
     if pinned and fingerprint != pinned:
         raise KilnError(f"secret {name}: holds key {fingerprint}, but the repository is pinned "
                         f"to {pinned}: run `invoke pipeline.key --app {app}` with that key")

@@ -22,6 +22,7 @@ from cloud.aws import Aws
 from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
 from orchestrator import codepipeline, pipeline, pipeline_key
+from packager import signing
 from sandbox import control
 from tests.conftest import ROOT, project_config
 from tests.pipeline_helpers import (
@@ -305,6 +306,9 @@ def put_the_signing_key(run_invoke, settings, config: dict, tmp_path) -> None:
     (its kiln.repo.gpg_home is changed)."""
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
+    # --dry-run writes nothing: the import below still finds the secret empty.
+    dry = run_invoke("pipeline.key", "--dry-run", "--json", overrides=config, check=True)
+    assert json.loads(dry.stdout)["secret"] == SECRET and json.loads(dry.stdout)["dry_run"]
     builder = connect(settings, admin=True)  # the sandbox's key: kiln.repo.gpg_key
     builder.settings.repo["gpg_home"] = str(home)  # a build's own, still empty
     with pytest.raises(KilnError) as empty:
@@ -318,6 +322,34 @@ def put_the_signing_key(run_invoke, settings, config: dict, tmp_path) -> None:
     assert "PRIVATE KEY" not in put.stdout + put.stderr
     value = boto3.client("secretsmanager").get_secret_value(SecretId=SECRET)["SecretString"]
     assert value.startswith("-----BEGIN PGP PRIVATE KEY BLOCK-----")
+
+
+def test_pipeline_key_puts_only_the_pinned_key(clean_sandbox, kiln_settings, tmp_path):
+    """A key that is not the one the repository is pinned to is refused before anything is
+    read or written: the builds would sign what every reader refuses."""
+    home = tmp_path / "other-gnupg"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--batch", "--homedir", str(home), "--passphrase", "",
+                    "--quick-gen-key", "Other <other@example.invalid>", "ed25519", "sign",
+                    "never"], check=True, capture_output=True)
+    try:
+        other = signing.Signer("other@example.invalid", str(home)).fingerprint()
+        pinned = "A" * 40
+        settings = kiln_settings(**engine_config(), repo={
+            "gpg_home": str(home), "gpg_key": other, "key_fingerprint": pinned})
+        with pytest.raises(KilnError) as refused:
+            pipeline_key.put(connect(settings), APP)
+        assert str(refused.value) == (
+            f"kiln.repo.gpg_key: {other} is key {other}, but the repository is pinned to "
+            f"{pinned}: the builds would sign what every reader refuses; name that key, or run "
+            f"`invoke bootstrap` to record the new one")
+        unsigned = kiln_settings(**engine_config(), repo={"sign": False})
+        with pytest.raises(KilnError, match="kiln.repo.sign: false, so the pipeline's builds "
+                                            "sign nothing"):
+            pipeline_key.put(connect(unsigned), APP)
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(home)},
+                       check=False, capture_output=True)
 
 
 def s3_repo_object(settings, name: str) -> bytes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sandbox.aws import persistence
+
 
 def apply(state_dir: Path) -> None:
     from moto.cloudformation import parsing
@@ -70,6 +72,7 @@ def apply(state_dir: Path) -> None:
             _delete(self.arn, account_id, region_name)
 
     Secret.__module__ = __name__
+    persistence.by_name(Secret, __name__)  # stacks hold its instances
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
 
