@@ -24,6 +24,7 @@ sandbox without root), private to it (0700: images.py).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 from pathlib import Path
@@ -32,11 +33,12 @@ CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 32, 4096, 16384, 1 << 19
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
+MS_NOSYMFOLLOW, ST_NOSYMFOLLOW = 256, 8192  # Linux 5.10; Python's os does not name them
 MNT_DETACH = 2
 # What a mount already has that a bind remount must keep (without root, the host's mounts'
 # flags are locked: dropping one is refused), from statvfs's flags to mount's.
 KEPT = {os.ST_NOEXEC: MS_NOEXEC, os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME,
-        os.ST_RELATIME: MS_RELATIME}
+        os.ST_RELATIME: MS_RELATIME, ST_NOSYMFOLLOW: MS_NOSYMFOLLOW}
 FROZEN = MS_RDONLY | MS_NOSUID | MS_NODEV
 
 _namespace: str | None = None  # the sandbox's mount namespace, once this process made it
@@ -53,7 +55,7 @@ def _libc() -> ctypes.CDLL:
 def _check(result: int, what: str) -> None:
     if result != 0:
         number = ctypes.get_errno()
-        raise OSError(number, f"sandbox: {what}: {os.strerror(number)}")
+        raise OSError(number, f"{what}: {os.strerror(number)}")
 
 
 def own_namespace() -> None:
@@ -61,7 +63,7 @@ def own_namespace() -> None:
     mounts receive the host's changes and send none back (slave)."""
     global _namespace
     if len(os.listdir("/proc/self/task")) != 1:
-        raise RuntimeError("sandbox: a mount namespace is made before any thread starts")
+        raise OSError(errno.EBUSY, "a mount namespace is made before any thread starts")
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS), "unshare of a mount namespace")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")

@@ -132,6 +132,13 @@ def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
         return layer
 
 
+def freeze_built(state_dir: str | Path) -> None:
+    """Freeze the base layer a last server built (at a server's start: a new namespace has no
+    mounts)."""
+    if (layer_dir(state_dir).parent / "base.sha256").is_file() and layer_dir(state_dir).is_dir():
+        frozen.freeze(layer_dir(state_dir))
+
+
 def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | None) -> Path:
     import systemctl2.systemctl3 as systemctl_module  # a large module: loaded when building
 
