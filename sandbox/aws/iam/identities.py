@@ -80,7 +80,7 @@ def operator_policy(prefix: str, account: str = BUILD_ACCOUNT, partition: str = 
         "${PipelineSourceObjects}",
         "arn:${AWS::Partition}:s3:::${Prefix}-pipeline-*-artifactbucket-*/source/*")
     for name, value in (("${Prefix}", prefix), ("${AWS::AccountId}", account),
-                        ("${AWS::Partition}", partition)):
+                        ("${AWS::Partition}", partition), ("${AWS::URLSuffix}", "amazonaws.com")):
         text = text.replace(name, value)
     return text
 
