@@ -37,6 +37,7 @@ class Fronts:
         self.pool = front.Pool()
         self.weighted = proxy.Weighted()
         self.groups: dict[str, dict] = {}
+        self.clients: dict[str, dict] = {}  # a machine's source address -> its place (reach)
         self._counters: dict[str, itertools.count] = {}
         self._listeners: dict[str, proxy.Listener] = {}
         self._failed: set[str] = set()
@@ -47,6 +48,7 @@ class Fronts:
     def apply(self, state: dict) -> None:
         """Follow the state: its groups, then its listeners (stopped, changed, started)."""
         self.groups = state.get("groups", {})
+        self.clients = state.get("clients", {})
         wanted = state.get("listeners", {})
         # Stop what is gone or changed first: a listener moved off a port frees it for the one
         # that takes it over (an HTTP listener becoming HTTPS beside its redirect).
@@ -113,6 +115,15 @@ class Fronts:
         from sandbox.machines import instances as machines
 
         return machines.connect(self.state_dir, instance_id, port, timeout=timeout)
+
+    def client(self, spec: dict, peer: str) -> str:
+        """The client's address as the balancer sees it: a sandbox machine's connections come
+        from its source address on the host (sandbox.network.reach), and stand for its private
+        address (an internal balancer, reached in its VPC) or its public one."""
+        place = self.clients.get(peer)
+        if place is None:
+            return peer
+        return place.get("private" if spec.get("internal") else "public") or peer
 
     def admits(self, spec: dict, client: str) -> bool:
         """Whether the balancer's security groups admit `client` on the listener's port."""
