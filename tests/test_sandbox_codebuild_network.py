@@ -118,9 +118,9 @@ def test_a_build_without_a_vpc_reaches_internet_facing_balancers_only(lb, clean_
     assert answers(log, "refused") == {"failed"}, log  # its groups admit no public address
 
 
-def test_a_build_in_a_vpc_reaches_its_vpcs_balancers_and_the_internet_through_its_nat(
-        lb, clean_sandbox):
-    clean_sandbox.set_time_scale(None)
+def private_subnet(lb) -> tuple[str, list[str], str, str]:
+    """A subnet of the `lb` fixture's VPC whose default route leads to a NAT gateway: the VPC,
+    the balancer's subnets, the subnet, the NAT gateway's public address."""
     ec2 = boto3.client("ec2")
     subnets = subnets_of(lb)
     vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
@@ -132,12 +132,18 @@ def test_a_build_in_a_vpc_reaches_its_vpcs_balancers_and_the_internet_through_it
     table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
     ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     ec2.associate_route_table(RouteTableId=table, SubnetId=private)
+    return vpc, subnets, private, address["PublicIp"]
+
+
+def test_a_build_in_a_vpc_reaches_its_vpcs_balancers_and_the_internet_through_its_nat(
+        lb, clean_sandbox):
+    clean_sandbox.set_time_scale(None)
+    ec2 = boto3.client("ec2")
+    vpc, subnets, private, nat_address = private_subnet(lb)
     build_group = ec2.create_security_group(GroupName="build", Description="the build",
                                             VpcId=vpc)["GroupId"]
-
     internal = balancer(lb, "inside", "internal", subnets, "10.8.9.0/24")
-    through_nat = balancer(lb, "nat-clients", "internet-facing", subnets,
-                           f"{address['PublicIp']}/32")
+    through_nat = balancer(lb, "nat-clients", "internet-facing", subnets, f"{nat_address}/32")
     other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     elsewhere = balancer(lb, "elsewhere", "internal", [
         ec2.create_subnet(VpcId=other_vpc, CidrBlock=f"10.9.{n}.0/24",
@@ -152,3 +158,37 @@ def test_a_build_in_a_vpc_reaches_its_vpcs_balancers_and_the_internet_through_it
     assert answers(log, "internal") == {"blue"}, log  # from its address in 10.8.9.0/24
     assert answers(log, "nat") == {"blue"}, log  # from the NAT gateway's address
     assert answers(log, "elsewhere") == {"failed"}, log  # another VPC's: no route
+
+
+def test_a_vpc_builds_security_groups_decide_as_an_instances_do(lb, clean_sandbox):
+    """Its outbound rules let it out to its VPC only; a balancer admitting its group (a rule
+    naming the group, not an address) answers it."""
+    clean_sandbox.set_time_scale(None)
+    ec2 = boto3.client("ec2")
+    vpc, subnets, private, nat_address = private_subnet(lb)
+    build_group = ec2.create_security_group(GroupName="build", Description="the build",
+                                            VpcId=vpc)["GroupId"]
+    everywhere = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    ec2.revoke_security_group_egress(GroupId=build_group, IpPermissions=everywhere)
+    ec2.authorize_security_group_egress(GroupId=build_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+         "IpRanges": [{"CidrIp": "10.8.0.0/16"}]}])
+    by_group = balancer(lb, "by-group", "internal", subnets, "192.0.2.0/24")
+    ec2.authorize_security_group_ingress(
+        GroupId=balancer_group(by_group), IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+             "UserIdGroupPairs": [{"GroupId": build_group}]}])
+    through_nat = balancer(lb, "nat-clients", "internet-facing", subnets, f"{nat_address}/32")
+    all_healthy(lb)
+    log = run_build([*fetch("group", f"http://{by_group}/"),
+                     *fetch("nat", f"http://{through_nat}/")],
+                    vpc_config={"vpcId": vpc, "subnets": [private],
+                                "securityGroupIds": [build_group]})
+    assert answers(log, "group") == {"blue"}, log
+    assert answers(log, "nat") == {"failed"}, log  # its groups let nothing out to the internet
+
+
+def balancer_group(dns_name: str) -> str:
+    [found] = [b for b in boto3.client("elbv2").describe_load_balancers()["LoadBalancers"]
+               if b["DNSName"] == dns_name]
+    return found["SecurityGroups"][0]

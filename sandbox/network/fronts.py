@@ -38,6 +38,7 @@ class Fronts:
         self.weighted = proxy.Weighted()
         self.groups: dict[str, dict] = {}
         self.clients: dict[str, dict] = {}  # a machine's source address -> its place (reach)
+        self.members: dict[str, set[str]] = {}  # a machine's private address -> its groups
         self._counters: dict[str, itertools.count] = {}
         self._listeners: dict[str, proxy.Listener] = {}
         self._failed: set[str] = set()
@@ -49,6 +50,8 @@ class Fronts:
         """Follow the state: its groups, then its listeners (stopped, changed, started)."""
         self.groups = state.get("groups", {})
         self.clients = state.get("clients", {})
+        self.members = {place["private"]: set(place.get("groups") or ())
+                        for place in self.clients.values() if place.get("private")}
         wanted = state.get("listeners", {})
         # Stop what is gone or changed first: a listener moved off a port frees it for the one
         # that takes it over (an HTTP listener becoming HTTPS beside its redirect).
@@ -130,6 +133,10 @@ class Fronts:
         address = ipaddress.ip_address(client)
         if any(address in ipaddress.ip_network(cidr, strict=False)
                for cidr in spec.get("admitted", ())):
+            return True
+        # A rule naming a source group admits its members, inside the balancer's VPC only.
+        if spec.get("internal") and self.members.get(client, set()) & set(
+                spec.get("admitted_groups", ())):
             return True
         self.note(f"load balancer {spec['lb']} drops {client} on port {spec['port']}: none of "
                   f"its security groups ({spec.get('groups_said', '')}) admits it")

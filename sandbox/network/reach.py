@@ -30,9 +30,11 @@ address it does not reach has no listener inside it, and its connection is refus
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -47,17 +49,18 @@ _SEQ = iter(range(1, 1 << 62))
 
 
 def register(state_dir: str | Path, machine: str, place: dict,
-             listeners: dict | None = None) -> tuple[Path, str]:
+             listeners: dict | None = None, locate=None) -> tuple[Path, str]:
     """Record the machine's place; the file its way out reads and its source address. The
     file lists what it reaches of `listeners` (the supervisor's, when given) until the
-    supervisor's next round."""
+    supervisor's next round. `locate(place)`: the place again, as routes and security groups
+    are now (each round asks: they change while it runs)."""
     folder = machines.instance_dir(state_dir, machine)
     folder.mkdir(parents=True, exist_ok=True)
     with _LOCK:
         taken = {entry["source"] for entry in _MACHINES.values()}
         source = _source_address(taken)
         entry = {"place": dict(place), "source": source, "file": folder / FILE,
-                 "listening": None, "seq": 0}
+                 "listening": None, "seq": 0, "locate": locate}
         _MACHINES[machine] = entry
         _write(entry, reached(place, listeners or {}))
     return entry["file"], source
@@ -69,9 +72,12 @@ def forget(machine: str) -> None:
 
 
 def clients() -> dict[str, dict]:
-    """The place each machine's source address stands for (for the load balancers' process)."""
+    """What each machine's source address stands for (for the load balancers' process): its
+    addresses, and its security groups (a balancer's rule may name one)."""
     with _LOCK:
-        return {entry["source"]: dict(entry["place"]) for entry in _MACHINES.values()}
+        return {entry["source"]: {key: entry["place"].get(key)
+                                  for key in ("private", "public", "groups")}
+                for entry in _MACHINES.values()}
 
 
 def reached(place: dict, listeners: dict) -> list[list]:
@@ -82,16 +88,49 @@ def reached(place: dict, listeners: dict) -> list[list]:
             ok = place.get("vpc") is not None and place["vpc"] == spec.get("vpc")
         else:
             ok = place.get("public") is not None
-        if ok:
+        if ok and _lets_out(place.get("egress"), spec):
             found.add((spec["host"], int(spec["port"])))
     return [list(where) for where in sorted(found)]
 
 
-def update(listeners: dict) -> list[Path]:
-    """Each machine's file follows the listeners; the files that changed."""
+def _lets_out(rules: list[dict] | None, spec: dict) -> bool:
+    """The machine's outbound rules let it out to the listener: to the balancer's subnets or
+    groups (an internal one, in its VPC), or to a CIDR with public addresses in it (an
+    internet-facing one). None: no security group (outside any VPC), everything goes out."""
+    if rules is None:
+        return True
+    port = int(spec["port"])
+    for rule in rules:
+        if rule["protocol"] != "-1" and not (
+                rule["protocol"] == "tcp" and rule["from"] <= port <= rule["to"]):
+            continue
+        if rule.get("group"):
+            if spec.get("internal") and rule["group"] in spec.get("groups", ()):
+                return True
+            continue
+        cidr = ipaddress.ip_network(rule["cidr"], strict=False) if rule.get("cidr") else None
+        if cidr is None:
+            continue
+        if spec.get("internal"):
+            if any(ipaddress.ip_network(subnet).overlaps(cidr)
+                   for subnet in spec.get("subnets", ())):
+                return True
+        elif not cidr.is_private:
+            return True
+    return False
+
+
+def update(listeners: dict) -> list[tuple[Path, int]]:
+    """Each machine's file follows the listeners; (file, seq) of those that changed."""
     changed = []
     with _LOCK:
         for entry in _MACHINES.values():
+            if entry["locate"] is not None:
+                try:
+                    entry["place"] = entry["locate"](entry["place"])
+                except Exception as error:  # noqa: BLE001 - keep the place it had, say why
+                    print(f"sandbox network: a machine's place was not refreshed: {error!r}",
+                          file=sys.stderr, flush=True)
             wanted = reached(entry["place"], listeners)
             if wanted != entry["listening"]:
                 _write(entry, wanted)

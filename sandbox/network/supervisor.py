@@ -168,10 +168,13 @@ def _listener(where: tuple[str, str], lb, listener) -> dict:
 
     certificate = _tls(listener)
     admitted, said = security_groups.client_cidrs(where, lb.arn, int(listener.port))
+    own, admitted_groups = security_groups.client_groups(where, lb.arn, int(listener.port))
     rules = [r for r in list(listener.rules.values()) if not getattr(r, "is_default", False)]
     rules.sort(key=lambda r: int(r.priority))
     return {"where": list(where), "lb": lb.arn, "host": lb.dns_name,
             "internal": lb.scheme == "internal", "vpc": lb.vpc_id,
+            "groups": own, "admitted_groups": admitted_groups,
+            "subnets": [subnet.cidr_block for subnet in lb.subnets],
             "port": int(listener.port), "certificate": certificate,
             "tls": _material(where, certificate) if certificate else None,
             "attributes": dict(lb.attrs), "admitted": admitted, "groups_said": said,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import os
 import shlex
 import subprocess
@@ -267,8 +268,10 @@ class Run:
         # its place reaches, by their DNS names (sandbox.network.reach).
         sshd = Sshd(self.state_dir)
         network = load_balancers.NETWORK
+        locate = functools.partial(placement.located, self.backend, self.project) \
+            if "egress" in place else None  # a VPC's routes and groups change as it runs
         balancers = reach.register(self.state_dir, self.machine, place,
-                                   network.listeners if network is not None else None)
+                                   network.listeners if network is not None else None, locate)
         ssh_access.launch(self.state_dir, self.machine, place["private"],
                           reach=(sshd.port,) if sshd.port else (), balancers=balancers)
         if network is not None:

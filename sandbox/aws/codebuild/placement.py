@@ -7,9 +7,12 @@ subnets (the service role must let CodeBuild create one: ec2:CreateNetworkInterf
 private address of that subnet and no public one: it reaches the internet only when the
 subnet's route table sends 0.0.0.0/0 to a NAT gateway, its requests then coming from the NAT's
 address; an internet gateway alone gives it none (AWS documents that a build in a public subnet
-has no internet access).
+has no internet access). Its security groups (the project's, else the VPC's default) let out
+what their outbound rules allow, and are what a balancer's rule naming a source group admits.
 
-    place(backend, project, role, session) -> {"vpc", "private", "public"}   (sandbox.network.reach)
+    place(backend, project, role, session) -> {"vpc", "private", "public", "groups", "egress"}
+    located(backend, project, place) -> the place again, after its routes or groups changed
+(sandbox.network.reach reads them.)
 """
 
 from __future__ import annotations
@@ -36,8 +39,24 @@ def place(backend, project: dict, role: str, session: str) -> dict:
     if subnet is None or subnet.vpc_id != config["vpcId"]:
         raise Refused(f"Build's VPC configuration is invalid: subnet "
                       f"{subnets[0] if subnets else '(none)'} is not in VPC {config['vpcId']}")
-    return {"vpc": subnet.vpc_id, "private": _in(subnet.cidr_block),
-            "public": _nat_address(ec2, subnet.id)}
+    return located(backend, project, {"private": _in(subnet.cidr_block)})
+
+
+def located(backend, project: dict, place: dict) -> dict:
+    """A VPC build's place as its subnet's routes and its groups are now (its address kept)."""
+    from moto.ec2.models import ec2_backends
+
+    from sandbox.aws.ec2 import security_groups
+
+    config = project["vpcConfig"]
+    ec2 = ec2_backends[backend.account_id][backend.region_name]
+    subnet = _subnet(ec2, config["subnets"][0])
+    if subnet is None:  # gone while the build runs: its interface with it
+        return {**place, "public": None, "groups": [], "egress": []}
+    groups, egress = security_groups.egress_of(ec2, config.get("securityGroupIds") or [],
+                                               subnet.vpc_id)
+    return {"vpc": subnet.vpc_id, "private": place["private"],
+            "public": _nat_address(ec2, subnet.id), "groups": groups, "egress": egress}
 
 
 def _subnet(ec2, subnet_id: str):
