@@ -292,8 +292,10 @@ class Balancers:
 
     def _apply(self, wanted: set[tuple[str, int]]) -> None:
         for where in set(self.servers) - wanted:
+            server = self.servers.pop(where)
             with contextlib.suppress(OSError):
-                self.servers.pop(where).close()  # its accept loop ends with it
+                server.shutdown(socket.SHUT_RDWR)  # wakes its accept loop; a close would not
+            server.close()
         for where in wanted - set(self.servers):
             try:
                 server = listener(self.pid, where[1], where[0])
