@@ -3,7 +3,7 @@ VpcConfig it has the internet: an internet-facing balancer's DNS name answers it
 balancer's listeners and security groups, an internal one does not. With a VpcConfig it reaches
 what an instance of its subnet reaches: the internal balancers of its VPC (from its private
 address), the internet-facing ones through its subnet's NAT gateway (from the NAT's address),
-nothing of another VPC."""
+nothing of another VPC. A listener made while a build runs answers it."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def fetch(name: str, url: str) -> list[str]:
             f'echo "{name} python=$(python3 -c {json.dumps(python)} 2>/dev/null || echo failed)"']
 
 
-def run_build(commands: list[str], vpc_config: dict | None = None) -> str:
-    """A project of `commands` (its source a small archive), one build of it; its log."""
+def run_build(commands: list[str], vpc_config: dict | None = None, building=None) -> str:
+    """A project of `commands` (its source a small archive), one build of it; its log.
+    `building()` is called once the build runs its BUILD phase."""
     iam, builds = boto3.client("iam"), boto3.client("codebuild")
     role = iam.create_role(RoleName="reach-build",
                            AssumeRolePolicyDocument=json.dumps(ROLE_TRUST))["Role"]["Arn"]
@@ -68,9 +69,12 @@ def run_build(commands: list[str], vpc_config: dict | None = None) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         [build] = builds.batch_get_builds(ids=[build_id])["builds"]
+        if building is not None and build["currentPhase"] == "BUILD":
+            building()
+            building = None
         if build["buildComplete"]:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert build["buildStatus"] == "SUCCEEDED", build["phases"]
     events = boto3.client("logs").get_log_events(logGroupName="/aws/codebuild/reach",
                                                  logStreamName=build_id.partition(":")[2])
@@ -192,3 +196,29 @@ def balancer_group(dns_name: str) -> str:
     [found] = [b for b in boto3.client("elbv2").describe_load_balancers()["LoadBalancers"]
                if b["DNSName"] == dns_name]
     return found["SecurityGroups"][0]
+
+
+def test_a_listener_made_while_a_build_runs_answers_it(lb, clean_sandbox):
+    clean_sandbox.set_time_scale(None)
+    ec2, elbv2 = boto3.client("ec2"), boto3.client("elbv2")
+    subnets = subnets_of(lb)
+    vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName="later", Description="its clients",
+                                      VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080,
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    later = elbv2.create_load_balancer(Name="later", Subnets=subnets,
+                                       SecurityGroups=[group])["LoadBalancers"][0]
+    all_healthy(lb)
+
+    def listen():
+        elbv2.create_listener(LoadBalancerArn=later["LoadBalancerArn"], Protocol="HTTP",
+                              Port=8080, DefaultActions=[forward(lb["groups"], blue=1)])
+
+    url = f"http://{later['DNSName']}:8080/"
+    # At most 10 s: the listener is made once the build runs its commands.
+    log = run_build([f"for i in $(seq 200); do curl -sf --max-time 1 {url} && break; "
+                     "sleep 0.05; done",
+                     *fetch("later", url)], building=listen)
+    assert answers(log, "later") == {"blue"}, log
