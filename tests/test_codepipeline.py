@@ -465,3 +465,57 @@ def source_tags(bucket: str, source: dict) -> dict:
     tags = {t["Key"]: t["Value"] for t in found}
     assert tags.pop("kiln:run-id")
     return tags
+
+
+def test_a_new_source_object_starts_the_generated_pipeline_through_its_rule(clean_sandbox,
+                                                                          kiln_settings):
+    """The artifact bucket sends S3's "Object Created" events to EventBridge (its
+    NotificationConfiguration); the stack's StartRule matches a new version of the source
+    object and starts the pipeline as its StartRole: the execution's trigger is the rule, with no
+    StartPipelineExecution. A role that may not start the pipeline starts nothing: the rule's
+    FailedInvocations metric counts the event, as on AWS. The commit stage's inbound transition
+    is disabled: no build runs here."""
+    config = engine_config()
+    config["deploy"] = {"account": "build"}
+    config["apps"][APP]["pipeline"].update(stages=[{"name": "commit", "action": "commit"}],
+                                           source={"kind": "s3"})
+    settings = kiln_settings(**config)
+    codepipeline.register(settings)
+    bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                  parts=("build", "operator", f"pipeline-{APP}"))
+    pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
+    pipelines.disable_stage_transition(pipelineName=name, stageName="commit",
+                                       transitionType="Inbound", reason="no build here")
+    operator = connect(settings)
+    bucket = stacks.output(operator, f"pipeline-{APP}", "ArtifactBucketName")
+    resources = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in boto3.client(
+        "cloudformation").list_stack_resources(StackName=name)["StackResourceSummaries"]}
+
+    def from_the_rule() -> list[dict]:
+        return [e for e in pipelines.list_pipeline_executions(pipelineName=name)[
+            "pipelineExecutionSummaries"] if e["trigger"]["triggerType"] == "CloudWatchEvent"]
+
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("README", "a commit\n")
+    codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip", package.getvalue())
+    [started] = wait_for(from_the_rule, "the execution the new source object starts")
+    assert started["trigger"]["triggerDetail"] == \
+        f"arn:aws:events:us-east-1:123456789012:rule/{resources['StartRule']}"
+    pipelines.stop_pipeline_execution(pipelineName=name, abandon=True, reason="seen",
+                                      pipelineExecutionId=started["pipelineExecutionId"])
+
+    # The rule's role loses the right to start this pipeline: the next object starts nothing.
+    boto3.client("iam").put_role_policy(
+        RoleName=resources["StartRole"], PolicyName="start", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "codepipeline:StartPipelineExecution",
+                "Resource": "arn:aws:codepipeline:us-east-1:123456789012:another"}]}))
+    codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip", package.getvalue())
+    failed = boto3.client("cloudwatch").get_metric_statistics(
+        Namespace="AWS/Events", MetricName="FailedInvocations",
+        Dimensions=[{"Name": "RuleName", "Value": resources["StartRule"]}],
+        StartTime=time.time() - 3600, EndTime=time.time() + 60, Period=3600,
+        Statistics=["Sum"])["Datapoints"]
+    assert [d["Sum"] for d in failed] == [1.0]
+    assert len(from_the_rule()) == 1

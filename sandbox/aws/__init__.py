@@ -2,7 +2,7 @@
 
 Laid out by the AWS service each part stands in for (as moto lays out its own): iam/ (SigV4,
 the action table, policy evaluation, identities, resource naming), ec2/, elbv2/, autoscaling/,
-cloudformation/, cloudwatch/, codepipeline/, codebuild/, and the cross-service quotas and
+cloudformation/, cloudwatch/, codepipeline/, codebuild/, events/, and the cross-service quotas and
 pending-state timing. Each module closes a gap between moto and AWS on a flow Kiln uses, has
 its own test, and is listed in docs/sandbox.md. Kiln's own code never bends around a moto gap.
 """
@@ -47,6 +47,7 @@ PATCHES: list[str] = [
     "iam.simulation",
     "codebuild.builds",  # builds run on sandbox machines
     "codepipeline.executions",  # executions run stage by stage
+    "events.delivery",  # S3's events reach the default bus; rules start pipelines
     "cloudformation.pipeline_resources",
     "cloudformation.secret_resources",
     "persistence",  # restores the last snapshot before the users are seeded

@@ -2,8 +2,9 @@
 
 moto's CloudFormation creates many resources but drops parts of them. This patch makes it honour:
 
-- `AWS::S3::Bucket`: VersioningConfiguration and PublicAccessBlockConfiguration (moto keeps only
-  BucketEncryption and Tags), on create and on update.
+- `AWS::S3::Bucket`: VersioningConfiguration, PublicAccessBlockConfiguration and
+  NotificationConfiguration's EventBridgeConfiguration (moto keeps only BucketEncryption and
+  Tags), on create and on update.
 - `AWS::S3::BucketPolicy`: moto skips it with a warning; here it is a real resource, created,
   updated and deleted with its stack (AWS::CloudWatch::Alarm: see cfn_alarms).
 - `AWS::KMS::Key`: a KeyPolicy given as an object (CloudFormation's usual form, moto wants a JSON
@@ -72,6 +73,21 @@ def _apply_bucket_properties(bucket_name: str, properties: dict, account_id: str
     elif "PublicAccessBlockConfiguration" not in properties:
         bucket = backend.get_bucket(bucket_name)
         bucket.public_access_block = None
+    _apply_bucket_notifications(backend, bucket_name, properties)
+
+
+def _apply_bucket_notifications(backend, bucket_name: str, properties: dict) -> None:
+    """NotificationConfiguration's EventBridgeConfiguration: the bucket's events go to
+    EventBridge (sandbox.aws.events.delivery). Its Lambda, queue and topic configurations are
+    not made here."""
+    found = (properties.get("NotificationConfiguration") or {}).get("EventBridgeConfiguration")
+    enabled = found is not None and _bool(found.get("EventBridgeEnabled", True))
+    bucket = backend.get_bucket(bucket_name)
+    if bucket.notification_configuration is not None:
+        bucket.notification_configuration.event_bridge = {} if enabled else None
+    elif enabled:
+        backend.put_bucket_notification_configuration(bucket_name,
+                                                      {"EventBridgeConfiguration": {}})
 
 
 def _patch_bucket() -> None:

@@ -8,7 +8,8 @@ ActionNotFoundException, InvalidApprovalTokenException, ApprovalAlreadyCompleted
 PipelineExecutionNotStoppableException); GetPipelineExecution and ListPipelineExecutions report
 the execution's status as it moves. A new version of an S3 source object starts an execution
 of each pipeline whose S3 source action polls it (PollForSourceChanges, true unless "false"),
-after CodePipeline's polling interval on the sandbox clock.
+after CodePipeline's polling interval on the sandbox clock; one that does not poll is started by
+an EventBridge rule on the object's events (sandbox.aws.events.delivery).
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def apply(state_dir: Path) -> None:
 
 
 def _start(moto):
-    def start_pipeline_execution(backend, name, variables, trigger="StartPipelineExecution"):
+    def start_pipeline_execution(backend, name, variables, trigger="StartPipelineExecution",
+                                 detail=None):
+        """`trigger` and `detail` as the execution reports them: the caller's ARN unless
+        given (an EventBridge rule's, say)."""
         execution_id = moto(backend, name, variables)
         pipeline = backend.pipelines[name]
         record = pipeline.executions[execution_id]
         record.variables = _variables(pipeline, variables)
-        record.trigger = {"triggerType": trigger, "triggerDetail": _caller_arn(None)}
+        record.trigger = {"triggerType": trigger,
+                          "triggerDetail": _caller_arn(None) if detail is None else detail}
         record.sandbox_run = Execution(backend, pipeline, record)
         record.sandbox_run.start()
         return execution_id
