@@ -31,10 +31,11 @@ from pathlib import Path
 
 import yaml
 
-from accounts import bootstrap
+from accounts import bootstrap, verify
 from cloud import apps, pipelines, stacks
 from cloud.console import say
 from cloud.errors import KilnError
+from orchestrator import pipeline_checks
 
 PART = "pipeline-{app}"
 OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName")
@@ -605,6 +606,9 @@ def register(settings) -> list[str]:
             part, f"{part}.json", lambda config, app=app: _where(config, app),
             lambda place, app=app: parameters(place, app), OUTPUTS,
             render_for=lambda config, app=app: template(config, app)))
+        for check in pipeline_checks.CHECKS:
+            if check not in verify.CHECKS.get(part, []):
+                verify.register(part, check)
         parts.append(part)
     return parts
 
