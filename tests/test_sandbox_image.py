@@ -66,3 +66,35 @@ def test_the_base_layer_holds_no_password_hash_of_the_host(tmp_path):
     assert oct((layer / "etc/shadow").stat().st_mode & 0o777) == "0o600"
     assert {line.split(":")[1] for line in (layer / "etc/gshadow").read_text().splitlines()} \
         == {"!"}
+
+
+def test_fresh_state_dirs_link_the_base_layer_built_once(tmp_path):
+    """With the run's cache (tests/conftest.py), a second state dir's layer is the first's files
+    hard-linked under folders of its own, owned and marked as built; replacing one state dir's
+    layer (other content) leaves the other's as it was. The first test's content: built once."""
+    content = (("nodejs = 18.20.4",), "/opt/chef/bin/chef-solo")
+    first = image.ensure(tmp_path / "one", *content)
+    second = image.ensure(tmp_path / "two", *content)
+    assert first.parent.parent != second.parent.parent
+    for path in ("etc/os-release", "usr/bin/systemctl", "var/lib/rpm", "home/ec2-user"):
+        one, two = (first / path).lstat(), (second / path).lstat()
+        assert (one.st_mode, one.st_uid, one.st_gid) == (two.st_mode, two.st_uid, two.st_gid)
+    assert (first / "etc/os-release").stat().st_ino == (second / "etc/os-release").stat().st_ino
+    assert first.stat().st_ino != second.stat().st_ino
+    cache = Path(os.environ[image.CACHE_ENV])
+    assert {oct(p.stat().st_mode & 0o777) for p in (first, second, cache)} == {"0o700"}
+    for path in image.HIDDEN:
+        assert os.getxattr(second / path, image.OPAQUE) == b"y"
+    assert (second.parent / "base.sha256").read_text() == (first.parent / "base.sha256").read_text()
+    image.ensure(tmp_path / "one")
+    assert provides(first, "nodejs").returncode != 0
+    assert provides(second, "nodejs").stdout.startswith("system-release-2023")
+    assert "exec /opt/chef/bin/chef-solo" in (second / "usr/bin/chef-solo").read_text()
+
+
+def test_a_cache_it_may_not_use_leaves_the_layer_built_as_without_one(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("not a folder\n")
+    monkeypatch.setenv(image.CACHE_ENV, str(tmp_path / "cache"))
+    layer = image.ensure(tmp_path / "state")
+    assert 'ID="amzn"' in (layer / "etc/os-release").read_text()
+    assert (tmp_path / "cache").read_text() == "not a folder\n"
