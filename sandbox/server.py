@@ -1,6 +1,8 @@
 """Entry point of the sandbox's moto server: apply the sandbox patches, then serve.
 
-Run as `python -m sandbox.server --port N --state-dir DIR`; `sandbox.control` starts it.
+Run as `python -m sandbox.server --port N --state-dir DIR`; `sandbox.control` starts it. It
+first makes a mount namespace of its own, where every process it starts lives and image layers
+are frozen (sandbox.machines.frozen).
 
 The server keeps each request as it arrived (the raw request line's target and the body's bytes)
 in the WSGI environ before moto sees it, because SigV4 is computed over those and a framework's
@@ -19,6 +21,7 @@ from sandbox.aws import apply_all, persistence, seams
 from sandbox.aws.elbv2 import load_balancers
 from sandbox.aws.iam.access_control import RAW_BODY, RAW_TARGET
 from sandbox.aws.seams import SeamChanged
+from sandbox.machines import frozen, image, images
 
 
 class KeepRaw:
@@ -80,16 +83,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    try:
+        frozen.own_namespace()  # first, while this is the only thread
+    except OSError as error:
+        _refuse(f"it cannot make a mount namespace of its own: {error.strerror}")
     # As on AWS: RunInstances refuses an AMI id that does not exist.
     os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
     os.environ.setdefault("MOTO_PORT", str(args.port))
     try:
         applied = apply_all(args.state_dir.resolve())
         print(f"sandbox patches: {', '.join(applied) or 'none'}", file=sys.stderr, flush=True)
+        _freeze(args.state_dir.resolve())
         serve(args.host, args.port)
     except SeamChanged as error:  # a moto upgrade moved what the sandbox stands on
-        print(f"sandbox: refusing to start: {error}", file=sys.stderr, flush=True)
-        sys.exit(3)
+        _refuse(str(error))
+
+
+def _freeze(state_dir: Path) -> None:
+    """The layers a last server built and registered, frozen again: a new namespace has none
+    of its mounts."""
+    try:
+        image.freeze_built(state_dir)
+        images.freeze_all(state_dir)
+    except OSError as error:
+        _refuse(f"the image layers cannot be frozen: {error.strerror}")
+
+
+def _refuse(reason: str) -> None:
+    print(f"sandbox: refusing to start: {reason}", file=sys.stderr, flush=True)
+    sys.exit(3)
 
 
 def serve(host: str, port: int) -> None:

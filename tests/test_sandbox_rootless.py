@@ -7,6 +7,7 @@ and removes it after; run as anyone else, it is that user.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -16,9 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import boto3
 import pytest
 
+from sandbox.control import Sandbox
+from sandbox.daemon import free_port
+from sandbox.machines import images
+from sandbox.network import client
+from tests import layer_helpers
+from tests.conftest import project_config
 from tests.host_helpers import package_layer
+from tests.network_helpers import admin_session, until
 
 # One at a time: both change this host's /var (host_with_history) and read what it holds.
 pytestmark = pytest.mark.xdist_group("host-history")
@@ -109,7 +118,10 @@ def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_
     dnf has run as root (its logs and cache root's): the bake's instance is an AL2023 machine in
     a user namespace (ec2-user, sudo, the package's account and files, real chef-solo, the app's
     unit and smoke check), and the deployed group's machines pass the load balancer's health
-    checks. Only listener ports below 1024 stay root's."""
+    checks, and carry a client's requests through a listener of their load balancer (its
+    process reaching into the machines' network namespaces). Image layers are frozen for every
+    process of the sandbox (read-only, nosuid mounts in its namespace). Only listener ports below
+    1024 stay root's."""
     home = Path(tempfile.mkdtemp(prefix="kiln-rootless-"))
     (home / "kiln.yaml").write_text(f"kiln:\n  dist: {home / 'dist'}\n"
                                     f"  sandbox:\n    state_dir: {home / 'sandbox'}\n")
@@ -127,6 +139,10 @@ def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_
         status = json.loads(kiln(rootless_user, home, "status", "--json").stdout)
         [group] = status["clusters"][0]["server_groups"]
         assert (group["in_service"], group["healthy"]) == (2, 2), group
+        box = Sandbox(home / "sandbox")
+        prod = _deploy_account(box)
+        _a_balancer_carries_traffic(box, prod, status["clusters"][0], group)
+        _layers_are_frozen(box, prod, group)
         kiln(rootless_user, home, "sandbox.down")
         # Every process the sandbox started has ended (a zombie waits only for its reaper).
         listed = subprocess.run(["ps", "-o", "stat=,args=", "-u", str(rootless_user.pw_uid)],
@@ -134,6 +150,59 @@ def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_
         assert [line for line in listed if not line.startswith("Z")] == []
     finally:
         put_away(rootless_user, home, tmp_path_factory)
+
+
+def _deploy_account(box: Sandbox):
+    """A client maker for the deploy account of `box`, as its administrator's role there."""
+    account = project_config()["sandbox"]["accounts"]["prod"]
+    role = f"arn:aws:iam::{account['id']}:role/{account['admin_role']}"
+    keys = admin_session(box).client("sts").assume_role(
+        RoleArn=role, RoleSessionName="rootless-test")["Credentials"]
+    session = boto3.Session(aws_access_key_id=keys["AccessKeyId"],
+                            aws_secret_access_key=keys["SecretAccessKey"],
+                            aws_session_token=keys["SessionToken"], region_name="us-east-1")
+    return functools.partial(session.client, endpoint_url=box.endpoint)
+
+
+def _a_balancer_carries_traffic(box: Sandbox, prod, cluster: dict, group: dict) -> None:
+    """A listener on a port a user may bind, added to the environment's load balancer, forwards
+    to the group's machines: its requests are answered by the app on them."""
+    elbv2, ec2 = prod("elbv2"), prod("ec2")
+    balancer_arn = elbv2.describe_listeners(ListenerArns=[cluster["listener"]])[
+        "Listeners"][0]["LoadBalancerArn"]
+    balancer = elbv2.describe_load_balancers(LoadBalancerArns=[balancer_arn])[
+        "LoadBalancers"][0]
+    port = free_port("127.0.0.1")
+    ec2.authorize_security_group_ingress(GroupId=balancer["SecurityGroups"][0], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+         "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}])
+    elbv2.create_listener(LoadBalancerArn=balancer_arn, Protocol="HTTP", Port=port,
+                          DefaultActions=[{"Type": "forward",
+                                           "TargetGroupArn": group["target_group"]}])
+    url = f"http://{balancer['DNSName']}:{port}/"
+
+    def answered():
+        assert client.get(box.state_dir, url, cluster["app"], "/health")[0] == 200
+
+    until(answered)
+
+
+def _layers_are_frozen(box: Sandbox, prod, group: dict) -> None:
+    """An image of one of the group's machines, whose ec2-user made a setuid copy of `id`: in
+    the server's namespace every layer is a read-only, nosuid mount, the probe runs with the
+    caller's ids, and root there (the layers' owner) writes nothing into the layer."""
+    ec2 = prod("ec2")
+    instance = prod("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[group["name"]])["AutoScalingGroups"][0]["Instances"][0]
+    layer_helpers.plant_setuid_probe(box.state_dir, instance["InstanceId"])
+    image = ec2.create_image(InstanceId=instance["InstanceId"], Name="probe")["ImageId"]
+    layer = images.stack(box.state_dir, image)[0]
+    pid = box.moto.pid
+    assert layer_helpers.not_frozen(pid, box.state_dir) == []
+    assert layer_helpers.run_probe(pid, layer) == "0"
+    said = layer_helpers.write_into(pid, layer)
+    assert said.count("Read-only file system") == 2, said
+    ec2.deregister_image(ImageId=image)
 
 
 # Run by the user in a user namespace of its own (as the sandbox server runs): a machine of the

@@ -1,7 +1,7 @@
 """The one way out of a sandbox instance's network namespace: to the sandbox's own endpoint.
 
-    python -m sandbox.machines.forward [--routes=FILE] [--endpoints=CERT,KEY,PORT] INIT_PID
-        PORT [PORT…]
+    python -m sandbox.machines.forward [--routes=FILE] [--endpoints=CERT,KEY,PORT]
+        [--balancers=FILE,SOURCE] INIT_PID PORT [PORT…]
 
 Listens on 127.0.0.1:PORT inside the namespace of process INIT_PID (the instance's init) and
 copies each connection to 127.0.0.1:PORT outside it, where the sandbox's moto server (its S3, the
@@ -19,6 +19,13 @@ With `--endpoints`, it also answers where AWS's service names lead inside the in
 request, as the client sent it, to 127.0.0.1:PORT outside: the sandbox's endpoint, which reads
 the service from the Host header and checks the SigV4 signature made over it. The same route
 check applies.
+
+With `--balancers`, it also listens inside on each load balancer listener the machine reaches
+(FILE, written by the sandbox: sandbox.network.reach; {"seq", "listeners": [[address, port]…]}),
+on the balancer's own address (its DNS name) and port, and copies each connection to that
+listener outside from SOURCE, the machine's loopback address on the host, which the balancers
+take for the machine's. It follows the file as it changes, and says in FILE's `balancers.bound`
+the `seq` it listens as.
 """
 
 from __future__ import annotations
@@ -251,6 +258,78 @@ def endpoints(init_pid: int, option: str, routes: str | None) -> None:
                      daemon=True).start()
 
 
+BALANCERS_POLL = 0.02  # seconds between looks at the balancers' file
+
+
+class Balancers:
+    """The listeners of load balancers the machine reaches, inside it, following FILE."""
+
+    def __init__(self, init_pid: int, option: str):
+        path, _, self.source = option.rpartition(",")
+        self.path, self.pid = path, init_pid
+        self.servers: dict[tuple[str, int], socket.socket] = {}
+        self.seen: tuple | None = None
+
+    def follow(self) -> None:
+        """Listen as the file says now (called once before the machine is said ready)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return
+        if self.seen == (stat.st_mtime_ns, stat.st_size, stat.st_ino):
+            return
+        try:
+            with open(self.path) as file:
+                wanted = json.load(file)
+        except (OSError, ValueError):
+            return  # being replaced: the next look reads it whole
+        self.seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        self._apply({(host, int(port)) for host, port in wanted.get("listeners", [])})
+        bound = os.path.join(os.path.dirname(self.path), "balancers.bound")
+        with open(bound + ".tmp", "w") as file:
+            file.write(str(wanted.get("seq", 0)))
+        os.replace(bound + ".tmp", bound)
+
+    def _apply(self, wanted: set[tuple[str, int]]) -> None:
+        for where in set(self.servers) - wanted:
+            server = self.servers.pop(where)
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes its accept loop; a close would not
+            server.close()
+        for where in wanted - set(self.servers):
+            try:
+                server = listener(self.pid, where[1], where[0])
+            except OSError as error:  # the address and port taken inside: a build's own server
+                print(f"forward: cannot listen for {where[0]}:{where[1]}: {error}", flush=True)
+                continue
+            self.servers[where] = server
+            threading.Thread(target=self._serve, args=(server, where), daemon=True).start()
+
+    def _serve(self, server: socket.socket, where: tuple[str, int]) -> None:
+        while True:
+            try:
+                inside, _ = server.accept()
+            except OSError:
+                return  # closed: the machine no longer reaches that listener
+            threading.Thread(target=self._connection, args=(inside, where), daemon=True).start()
+
+    def _connection(self, inside: socket.socket, where: tuple[str, int]) -> None:
+        try:
+            outside = socket.create_connection(where, timeout=10,
+                                               source_address=(self.source, 0))
+        except OSError:
+            inside.close()
+            return
+        outside.settimeout(None)
+        for source, sink in ((inside, outside), (outside, inside)):
+            threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(BALANCERS_POLL)
+            self.follow()
+
+
 def main(args: list[str]) -> None:
     options = {}
     while args[0].startswith("--"):
@@ -261,6 +340,10 @@ def main(args: list[str]) -> None:
     servers = [(listener(init_pid, port), port) for port in ports]
     if options.get("endpoints"):
         endpoints(init_pid, options["endpoints"], routes_file)
+    if options.get("balancers"):
+        balancers = Balancers(init_pid, options["balancers"])
+        balancers.follow()
+        threading.Thread(target=balancers.run, daemon=True).start()
     print(READY, flush=True)  # every listener is bound: the instance's way out is open
     for server, port in servers[1:]:
         threading.Thread(target=serve, args=(server, port, routes_file), daemon=True).start()

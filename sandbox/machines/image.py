@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 
 from sandbox import userns
-from sandbox.machines import boot, confine, images
+from sandbox.machines import boot, confine, frozen, images
 
 OS_RELEASE = """\
 NAME="Amazon Linux"
@@ -130,10 +130,20 @@ def layer_dir(state_dir: str | Path) -> Path:
 
 def ensure(state_dir: str | Path, provides: tuple[str, ...] = (),
            chef_solo: str | None = None) -> Path:
-    """The base layer under the state dir, rebuilt only when what goes into it changed."""
+    """The base layer under the state dir, rebuilt only when what goes into it changed, and
+    frozen (frozen.py)."""
     # Instances boot in parallel (a server group's): one builds, the others wait and reuse it.
     with _building:
-        return _ensure(state_dir, provides, chef_solo)
+        layer = _ensure(state_dir, provides, chef_solo)
+        frozen.freeze(layer)
+        return layer
+
+
+def freeze_built(state_dir: str | Path) -> None:
+    """Freeze the base layer a last server built (at a server's start: a new namespace has no
+    mounts)."""
+    if (layer_dir(state_dir).parent / "base.sha256").is_file() and layer_dir(state_dir).is_dir():
+        frozen.freeze(layer_dir(state_dir))
 
 
 def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | None) -> Path:
@@ -161,6 +171,7 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
             _build(tree, work, capabilities, chef_solo)
             _to_cache(stamp, tree)
         if layer.exists():
+            frozen.thaw(layer)
             shutil.rmtree(layer)
         tree.chmod(0o700)
         os.replace(tree, layer)

@@ -77,7 +77,7 @@ def operator_policy(prefix: str, account: str = BUILD_ACCOUNT, partition: str = 
     text = OPERATOR_POLICY.read_text().replace(
         "${DeployerRoleArns}", "arn:${AWS::Partition}:iam::*:role/${Prefix}-deployer")
     for name, value in (("${Prefix}", prefix), ("${AWS::AccountId}", account),
-                        ("${AWS::Partition}", partition)):
+                        ("${AWS::Partition}", partition), ("${AWS::URLSuffix}", "amazonaws.com")):
         text = text.replace(name, value)
     return text
 
