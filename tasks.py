@@ -730,10 +730,33 @@ def pipeline_push(c, app=None, json=False):
         emit_json(result)
 
 
+@kiln_task(help={"app": _DEPLOY_HELP["app"],
+                 "import": "in a signing stage's build: import the key from the secret into "
+                           "kiln.repo.gpg_home (the pipeline's buildspec runs it)",
+                 "dry_run": "say which key would be put in which secret, and put nothing",
+                 "json": "print the secret and the key's fingerprint as JSON on stdout"})
+def pipeline_key(c, app=None, import_=False, dry_run=False, json=False):
+    """Put the repository's signing key (kiln.repo.gpg_key) into the secret of the app's
+    CodePipeline stack, from which the builds that publish sign (docs/pipeline-engines.md)."""
+    from cloud.console import emit_json
+    from cloud.target import connect
+    from orchestrator import pipeline_key
+
+    settings = _app_settings(c, app)
+    aws = connect(settings)
+    if import_:
+        result = pipeline_key.import_key(aws, settings.app)
+    else:
+        result = pipeline_key.put(aws, settings.app, dry_run=dry_run)
+    if json:
+        emit_json(result)
+
+
 pipeline_tasks = Collection("pipeline")
 pipeline_tasks.add_task(pipeline_run, "run")
 pipeline_tasks.add_task(pipeline_status, "status")
 pipeline_tasks.add_task(pipeline_push, "push")
+pipeline_tasks.add_task(pipeline_key, "key")
 pipeline_tasks.add_task(pipeline_approve, "approve")
 pipeline_tasks.add_task(pipeline_reject, "reject")
 ns.add_collection(pipeline_tasks)

@@ -281,6 +281,8 @@ def _substituted(value):
 
 
 DEPLOYER_ROLES = "${DeployerRoleArns}"  # in operator.json: the deployer roles, a parameter
+# In operator.json: the S3 source objects of the apps' pipelines (pipeline.push), a parameter.
+PIPELINE_SOURCES = "${PipelineSourceObjects}"
 
 
 def operator_template() -> str:
@@ -290,6 +292,8 @@ def operator_template() -> str:
     for statement in document["Statement"]:
         if statement.get("Resource") == DEPLOYER_ROLES:
             statement["Resource"] = {"Ref": "DeployerRoleArns"}
+        if statement.get("Resource") == PIPELINE_SOURCES:
+            statement["Resource"] = {"Ref": "PipelineSourceObjects"}
     return json.dumps({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kiln operator policy: what day-to-day tasks need in the build account. "
@@ -298,7 +302,11 @@ def operator_template() -> str:
                                   "AllowedPattern": "[a-z][a-z0-9-]{1,20}"},
                        "DeployerRoleArns": {"Type": "CommaDelimitedList",
                                             "Description": "The deployer roles the operator "
-                                                           "assumes (kiln.accounts.<name>.role)"}},
+                                                           "assumes (kiln.accounts.<name>.role)"},
+                       "PipelineSourceObjects": {
+                           "Type": "CommaDelimitedList",
+                           "Description": "The S3 source objects of the apps' pipelines on "
+                                          "CodePipeline, which `invoke pipeline.push` puts"}},
         "Resources": {"OperatorPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
             "ManagedPolicyName": {"Fn::Sub": "${Prefix}-operator"},
             "Description": "Kiln's day-to-day tasks (bake, publish, share, promote, deploy)",
@@ -312,7 +320,17 @@ def operator_parameters(place: Place) -> dict[str, str]:
     settings = place.settings
     roles = [deployer_role_arn(settings, name, place.region) for name in other_accounts(settings)]
     none = f"arn:{partition(place.region)}:iam::*:role/{settings.stacks.prefix}-deployer"
-    return {"Prefix": settings.stacks.prefix, "DeployerRoleArns": ",".join(roles) or none}
+    return {"Prefix": settings.stacks.prefix, "DeployerRoleArns": ",".join(roles) or none,
+            "PipelineSourceObjects": ",".join(pipeline_sources(settings, place.region))}
+
+
+def pipeline_sources(settings: Settings, region: str) -> list[str]:
+    """What `invoke pipeline.push` puts; with no S3 source, a name no bucket has (an S3
+    bucket's name never holds an upper-case letter), as a policy names at least one."""
+    from orchestrator import codepipeline
+
+    part = partition(region)
+    return codepipeline.source_objects(settings, part) or [f"arn:{part}:s3:::NO-SOURCE/none"]
 
 
 BUILD_OUTPUTS = ("RepoBucket", "AmiKmsKeyArn", "AmiKmsAliasName", "BakeInstanceProfileName",

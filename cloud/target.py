@@ -47,13 +47,16 @@ def connect(settings: Settings, read_only: bool = False, admin: bool = False) ->
 
 def _real_endpoint(settings: Settings) -> None:
     """With target aws, talk to AWS itself unless kiln.aws.endpoint_url names another endpoint:
-    a leftover AWS_ENDPOINT_URL (the sandbox's) must not redirect a real run."""
+    a leftover AWS_ENDPOINT_URL (the sandbox's) must not redirect a real run, nor the CA bundle
+    that came with it (AWS_CA_BUNDLE) verify one."""
     configured, found = settings.aws.endpoint_url, os.environ.get("AWS_ENDPOINT_URL")
+    bundle = os.environ.get("AWS_CA_BUNDLE")
     if configured:
         os.environ["AWS_ENDPOINT_URL"] = configured  # botocore and subprocesses alike
     elif found:
-        raise KilnError(f"AWS_ENDPOINT_URL is set ({found}) but kiln.target is aws: unset it, "
-                        f"or set kiln.aws.endpoint_url to use that endpoint on purpose")
+        also = f" (and AWS_CA_BUNDLE, {bundle}, set with it)" if bundle else ""
+        raise KilnError(f"AWS_ENDPOINT_URL is set ({found}) but kiln.target is aws: unset "
+                        f"it{also}, or set kiln.aws.endpoint_url to use that endpoint on purpose")
 
 
 def caller(aws: Aws) -> tuple[str, str]:

@@ -12,6 +12,8 @@ makes, in the build account, through a change set like every other stack:
   installed from its lock file, then the stage's command. The commit and image stages run in the
   build account's bake VPC (its private pipeline subnet); the later stages reach the target
   accounts through their deployer roles;
+- with a signed repository, a secret the stages that publish (commit, image) import its signing
+  key from, put there by `invoke pipeline.key` (orchestrator/pipeline_key.py);
 - an artifact bucket (versioned, encrypted with the pipeline's key, public access blocked,
   TLS only), an SNS topic for approvals and failures (an EventBridge rule on failed executions),
   the pipeline's log group, and a role for the pipeline and one per project, each allowed only
@@ -28,17 +30,19 @@ import shlex
 import subprocess
 import zipfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import yaml
 
 from accounts import bootstrap, verify
-from cloud import apps, pipelines, stacks
+from cloud import apps, pipelines, stacks, tags
 from cloud.console import say
 from cloud.errors import KilnError
 from orchestrator import pipeline_checks
 
 PART = "pipeline-{app}"
-OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName")
+OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName",
+           "SigningKeySecretArn")
 IMAGE = "aws/codebuild/amazonlinux-x86_64-standard:5.0"  # Amazon Linux 2023
 VERSION_VARIABLE = "KILN_VERSION"
 # The stages that run inside the build account's bake VPC: packaging and baking, and the
@@ -58,6 +62,9 @@ STATEMENTS = {
     "approval": (),
     "production": ("ReachTargetAccounts",),
 }
+# The stages that may publish to the repository, and so sign its packages and metadata: their
+# builds import the repository's signing key from the stack's secret (orchestrator/pipeline_key.py).
+SIGNING = ("commit", "image")
 # What the packager and the bake need on the build image beside Python: the programs, and the
 # Amazon Linux packages that hold them, installed only when one is missing (an image of your
 # own, or the sandbox's build machines, may have them all).
@@ -104,18 +111,31 @@ def stage_command(app: str, stage: str) -> str:
             f'--version "${VERSION_VARIABLE}"')
 
 
-def buildspec(app: str, stage: pipelines.Stage) -> dict:
-    """The CodeBuild buildspec of one stage: install Kiln from its lock, then the stage's own
-    command and nothing else, so the pipeline and `invoke pipeline.run` cannot drift apart."""
+def signs(settings, stage: pipelines.Stage) -> bool:
+    """Whether the stage's build needs the repository's signing key."""
+    return bool(settings.repo.sign) and stage.action in SIGNING
+
+
+def key_import(app: str) -> list[str]:
+    """A signing stage's PRE_BUILD: the key from the stack's secret into a GnuPG home of the
+    build's own (mktemp -d: a private folder), which Kiln signs from (kiln.repo.gpg_home)."""
+    return ['export INVOKE_KILN_REPO_GPG_HOME="$(mktemp -d)"',
+            f"invoke pipeline.key --app {shlex.quote(app)} --import"]
+
+
+def buildspec(app: str, stage: pipelines.Stage, signing: bool = False) -> dict:
+    """The CodeBuild buildspec of one stage: install Kiln from its lock (and, for a stage that
+    signs, import the signing key), then the stage's own command and nothing else, so the
+    pipeline and `invoke pipeline.run` cannot drift apart."""
     install = list(INSTALL)
     if stage.action in SYSTEM_PROGRAMS:
         programs, packages = SYSTEM_PROGRAMS[stage.action]
         install.insert(0, f"type -P {programs} >/dev/null || dnf install -y -q {packages}")
-    return {"version": 0.2,
-            "env": {"shell": "bash"},
-            "phases": {"install": {"runtime-versions": {"python": PYTHON},
-                                   "commands": install},
-                       "build": {"commands": [stage_command(app, stage.name)]}}}
+    phases = {"install": {"runtime-versions": {"python": PYTHON}, "commands": install}}
+    if signing:
+        phases["pre_build"] = {"commands": key_import(app)}
+    phases["build"] = {"commands": [stage_command(app, stage.name)]}
+    return {"version": 0.2, "env": {"shell": "bash"}, "phases": phases}
 
 
 # -- names -----------------------------------------------------------------------------------
@@ -180,6 +200,10 @@ def template(settings, app: str) -> str:
         resources.update(_project(settings, app, stage, found))
     if any(s.action in IN_BAKE_VPC for s in stages):
         resources.update(_build_security_group(app))
+    outputs = {}
+    if any(signs(settings, s) for s in stages):
+        resources["SigningKey"] = _signing_key(app)
+        outputs["SigningKeySecretArn"] = {"Value": {"Ref": "SigningKey"}}
     resources["Pipeline"] = _pipeline(settings, app, stages, found)
     resources["PipelineRole"] = _pipeline_role(settings, app, stages, found.source)
     return json.dumps({
@@ -193,6 +217,7 @@ def template(settings, app: str) -> str:
             "ArtifactBucketName": {"Value": {"Ref": "ArtifactBucket"}},
             "TopicArn": {"Value": {"Ref": "Topic"}},
             "LogGroupName": {"Value": {"Ref": "LogGroup"}},
+            **outputs,
         },
     }, indent=1)
 
@@ -209,6 +234,9 @@ def _parameters() -> dict:
                              "Description": "The deployer roles the stages assume"},
         "KilnTarget": {"Type": "String", "AllowedValues": ["aws", "sandbox"],
                        "Description": "kiln.target of the builds: the bootstrap's own"},
+        "RepoKeyFingerprint": {"Type": "String", "Default": "",
+                               "Description": "The build stack's RepoKeyFingerprint output: the "
+                                              "key the signing stages sign with"},
         "DefaultVersion": {"Type": "String", "MinLength": 1,
                            "Description": "KILN_VERSION of an execution started without it "
                                           "(a new source revision): the manifest's version"},
@@ -300,6 +328,17 @@ def _shared(app: str) -> dict:
     }
 
 
+def _signing_key(app: str) -> dict:
+    """The secret the signing stages' builds import the repository's key from. Made empty:
+    `invoke pipeline.key` puts the key, so it is never in a template or a parameter."""
+    return {"Type": "AWS::SecretsManager::Secret", "Properties": {
+        "Name": _sub("${Prefix}-pipeline-${AppName}/repo-signing-key"),
+        "Description": _sub("${Prefix}: the repository's signing key (armored private key) for "
+                            "the ${AppName} pipeline's builds that publish: invoke pipeline.key"),
+        "KmsKeyId": {"Fn::GetAtt": ["PipelineKey", "Arn"]},
+        "Tags": _tags(app, "pipeline")}}
+
+
 def _build_security_group(app: str) -> dict:
     return {"BuildSecurityGroup": {"Type": "AWS::EC2::SecurityGroup", "Properties": {
         "GroupDescription": _sub("${Prefix}: the ${AppName} pipeline's builds in the bake VPC"),
@@ -319,20 +358,25 @@ def _logical(stage: str) -> str:
 def _project(settings, app: str, stage: pipelines.Stage, found: pipelines.Engine) -> dict:
     """The stage's CodeBuild project and its role."""
     logical = _logical(stage.name)
+    signing = signs(settings, stage)
+    variables = [{"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
+                  "Value": {"Ref": "KilnTarget"}}]
+    if signing:  # the key the build imports and signs with (its public fingerprint)
+        variables.append({"Name": "INVOKE_KILN_REPO_GPG_KEY", "Type": "PLAINTEXT",
+                          "Value": {"Ref": "RepoKeyFingerprint"}})
     project = {
         "Name": project_name(settings, app, stage.name),
         "Description": f"Kiln: stage {stage.name} ({stage.action}) of {app}",
         "ServiceRole": {"Fn::GetAtt": [f"{logical}Role", "Arn"]},
         "Artifacts": {"Type": "CODEPIPELINE"},
         "Source": {"Type": "CODEPIPELINE",
-                   "BuildSpec": yaml.safe_dump(buildspec(app, stage), sort_keys=False)},
+                   "BuildSpec": yaml.safe_dump(buildspec(app, stage, signing),
+                                               sort_keys=False)},
         # The builds run Kiln against the target the stack was bootstrapped for (a checkout's
         # invoke.yaml may name another, e.g. the sandbox for its developers).
         "Environment": {"Type": "LINUX_CONTAINER", "ComputeType": found.compute_type,
                         "Image": IMAGE, "ImagePullCredentialsType": "CODEBUILD",
-                        "PrivilegedMode": False, "EnvironmentVariables": [
-                            {"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
-                             "Value": {"Ref": "KilnTarget"}}]},
+                        "PrivilegedMode": False, "EnvironmentVariables": variables},
         "EncryptionKey": {"Fn::GetAtt": ["PipelineKey", "Arn"]},
         "TimeoutInMinutes": 240 if stage.action == "image" else 120,
         "LogsConfig": {"CloudWatchLogs": {"Status": "ENABLED", "GroupName": {"Ref": "LogGroup"},
@@ -376,6 +420,11 @@ def _project_role(settings, app: str, stage: pipelines.Stage) -> dict:
     ]
     if stage.action in IN_BAKE_VPC:
         statements += _vpc_statements()
+    if signs(settings, stage):
+        # Secrets Manager decrypts it with the pipeline's key as the caller (UseThePipelineKey).
+        statements.append({"Sid": "ReadTheSigningKey", "Effect": "Allow",
+                           "Action": "secretsmanager:GetSecretValue",
+                           "Resource": {"Ref": "SigningKey"}})
     return {"Type": "AWS::IAM::Role", "Properties": {
         "RoleName": name,
         "Description": f"Kiln: CodeBuild runs stage {stage.name} of {app}",
@@ -575,6 +624,7 @@ def parameters(place, app: str) -> dict[str, str]:
     return {"Prefix": settings.stacks.prefix, "AppName": app, "BakeVpcId": built["BakeVpcId"],
             "PipelineSubnetId": subnet, "DeployerRoleArns": operator["DeployerRoleArns"],
             "KilnTarget": settings.target,
+            "RepoKeyFingerprint": built.get("RepoKeyFingerprint", ""),
             "DefaultVersion": _manifest_version(settings, app),
             "LogRetentionDays": str(settings.bootstrap.log_retention_days)}
 
@@ -683,13 +733,35 @@ def push(aws, app: str, root: Path) -> dict:
                         f"source; a codecommit or codeconnections source takes a git push")
     bucket = found.source["bucket"] or stacks.output(aws, PART.format(app=app),
                                                      "ArtifactBucketName")
-    key = found.source["key"]
     body = source_archive(root, wheelhouse(root, Path(aws.settings.dist) / WHEELHOUSE))
-    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    return upload(aws, app, bucket, found.source["key"], body)
+
+
+def upload(aws, app: str, bucket: str, key: str, body: bytes) -> dict:
+    """The source archive put as the source's new object version, tagged at creation."""
+    labels = tags.kiln_tags(app, "pipeline-source", run_id=tags.new_run_id())
+    put = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body,
+                                      Tagging=urlencode(labels))
     say(f"pipeline {app}: source s3://{bucket}/{key} version {put.get('VersionId')} "
         f"({len(body) // 1024} KiB)")
     return {"app": app, "bucket": bucket, "key": key, "version_id": put.get("VersionId"),
             "bytes": len(body)}
+
+
+def source_objects(settings, partition: str) -> list[str]:
+    """The ARNs `invoke pipeline.push` puts to (s3:PutObject, s3:PutObjectTagging): each
+    app's S3 source object, in its own bucket or in its pipeline's artifact bucket, whose
+    name CloudFormation makes from the stack's (cut to fit S3's 63 characters)."""
+    found = []
+    for app in engine_apps(settings):
+        source = engine(settings, app).source
+        if source["kind"] != "s3":
+            continue
+        stack = pipeline_name(settings, app).lower()
+        bucket = source["bucket"] or (f"{stack}-artifactbucket-*" if len(stack) <= 34
+                                      else f"{stack[:34]}*")
+        found.append(f"arn:{partition}:s3:::{bucket}/{source['key']}")
+    return found
 
 
 # -- reading the pipeline on AWS -----------------------------------------------------------------

@@ -92,6 +92,24 @@ class Signer:
                             f"{self.gpg_home or '~/.gnupg'}")
         return result.stdout
 
+    def secret_key(self) -> bytes:
+        """The armored private key, for a build's secret store (never printed or logged)."""
+        result = self._run(["gpg", "--batch", "--armor", "--export-secret-keys",
+                            self.fingerprint()], "export the private key")
+        if b"PRIVATE KEY BLOCK" not in result.stdout:
+            raise KilnError(f"kiln.repo.gpg_key: no private key {self.key!r} in "
+                            f"{self.gpg_home or '~/.gnupg'}")
+        return result.stdout
+
+    def import_keys(self, armored: bytes) -> None:
+        """Import armored keys into this signer's GnuPG home."""
+        self._run(["gpg", "--batch", "--import"], "import the key", input=armored)
+
+    def has_secret_key(self) -> bool:
+        """True if the GnuPG home holds the private part of the key (it can sign)."""
+        result = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys",
+                                 self.key], env=self._env(), capture_output=True)
+        return result.returncode == 0 and b"\nsec:" in b"\n" + result.stdout
 
     def fingerprint(self) -> str:
         """The primary fingerprint of the one key `self.key` names (its public part is enough)."""

@@ -58,8 +58,25 @@ class Sandbox:
 
     @property
     def endpoint(self) -> str | None:
+        """The server's plain-HTTP URL: its control calls, proxies in front of it, and what
+        reads the repository at the URL it was given before. Requests to it are not over TLS
+        (aws:SecureTransport false)."""
         port = self.moto.port
         return f"http://{self.host}:{port}" if port else None
+
+    @property
+    def secure_endpoint(self) -> str | None:
+        """The same port's HTTPS URL, as AWS's endpoints are: the one Kiln's sandbox target and
+        `invoke sandbox.env` use, verified against `ca_bundle`."""
+        port = self.moto.port
+        return f"https://{self.host}:{port}" if port else None
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The CA the server's certificate chains to (sandbox.machines.aws_names)."""
+        from sandbox.machines import aws_names
+
+        return aws_names.files(self.state_dir)["ca"]
 
     def running(self) -> bool:
         return self.moto.running()
@@ -67,6 +84,7 @@ class Sandbox:
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self) -> str:
         """Start the moto server (and the sandbox sshd) unless running; return the endpoint."""
+        private_folder(self.state_dir)
         with self.moto.lock():
             if self.time_scale is not None:
                 self.set_time_scale(self.time_scale)
@@ -125,7 +143,7 @@ class Sandbox:
                         # namespace of its own (sandbox/userns.py).
                         launch=userns.spawn if userns.needed() else subprocess.Popen)
         (self.state_dir / LAST_PORT).write_text(f"{port}\n")
-        say(f"sandbox: moto server started at {self.endpoint} (log: {self.moto.log})")
+        say(f"sandbox: moto server started at {self.secure_endpoint} (log: {self.moto.log})")
 
     def _last_port(self) -> int | None:
         """The port of the last server, when free: what its state names (the repository's
@@ -175,12 +193,14 @@ class Sandbox:
         urllib.request.urlopen(request, timeout=30).close()
 
     def env(self, identity: str = "operator") -> dict[str, str]:
-        """Environment variables that point boto3 and the aws CLI at this sandbox, signing as
-        its operator (day-to-day tasks) or admin (bootstrap)."""
+        """Environment variables that point boto3 and the aws CLI at this sandbox over TLS
+        (AWS_CA_BUNDLE: the sandbox's CA, which the SDKs and the CLI read as they would a
+        proxy's), signing as its operator (day-to-day tasks) or admin (bootstrap)."""
         if not self.endpoint:
             raise KilnError(f"sandbox in {self.state_dir} is not running (invoke sandbox.up)")
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": self.region,
-                "AWS_REGION": self.region, **self.credentials(identity)}
+        return {"AWS_ENDPOINT_URL": self.secure_endpoint, "AWS_CA_BUNDLE": str(self.ca_bundle),
+                "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region,
+                **self.credentials(identity)}
 
     def credentials(self, identity: str = "operator") -> dict[str, str]:
         """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY of the sandbox's admin or operator."""
@@ -324,3 +344,10 @@ def _is_server(pid: int) -> bool:
 
 def _project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def private_folder(folder: Path) -> None:
+    """The state dir is its owner's alone (0700), made so or made so again: its logs record
+    requests and its files name keys and instances, none of which another local user reads."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)

@@ -11,6 +11,7 @@ balancer against `tls/ca.crt`, with the certificate's name as the TLS server nam
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 from pathlib import Path
 
@@ -37,8 +38,8 @@ def ensure(state_dir: str | Path) -> dict[str, Path]:
 
 
 def generate(paths: dict[str, Path], authority: str, names: list[str]) -> None:
-    """A new CA named `authority` ("ca"), and a server certificate for `names` signed by it
-    ("certificate", "key"), written to `paths`."""
+    """A new CA named `authority` ("ca"), and a server certificate for `names` (host names, or
+    IP addresses) signed by it ("certificate", "key"), written to `paths`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -62,7 +63,7 @@ def generate(paths: dict[str, Path], authority: str, names: list[str]) -> None:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=395))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+            .add_extension(x509.SubjectAlternativeName([_alternative(name) for name in names]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -74,6 +75,16 @@ def generate(paths: dict[str, Path], authority: str, names: list[str]) -> None:
                                            serialization.NoEncryption()), 0o600)
     _write(paths["certificate"], leaf.public_bytes(pem), 0o644)
     _write(paths["ca"], ca.public_bytes(pem), 0o644)
+
+
+def _alternative(name: str):
+    """A certificate's alternative name: an IP address's entry, else a host name's."""
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

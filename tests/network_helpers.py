@@ -221,7 +221,8 @@ def admin_session(box) -> boto3.Session:
     session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                             region_name="us-east-1")
-    session.client = functools.partial(session.client, endpoint_url=env["AWS_ENDPOINT_URL"])
+    session.client = functools.partial(session.client, endpoint_url=env["AWS_ENDPOINT_URL"],
+                                       verify=env["AWS_CA_BUNDLE"])
     return session
 
 

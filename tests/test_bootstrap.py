@@ -12,6 +12,7 @@ from cloud import locks, stacks
 from cloud.errors import KilnError
 from cloud.target import connect
 from tests.conftest import deep_merge
+from tests.pipeline_helpers import engine_config
 
 # The support stacks of this area; other areas register more (e.g. kiln-env-<app>).
 PARTS = ("build", "prod", "keys")
@@ -125,6 +126,26 @@ def test_the_operator_policy_assumes_the_deployer_roles_as_configured(clean_sand
     assert statements["ReachTargetAccounts"]["Resource"] in (
         "arn:aws:iam::222222222222:role/release-deployer",
         ["arn:aws:iam::222222222222:role/release-deployer"])
+
+
+def test_the_operator_policy_puts_only_the_pipelines_source_objects(clean_sandbox,
+                                                                    kiln_settings):
+    """`invoke pipeline.push` puts (and tags) the S3 source object of each app's pipeline on
+    CodePipeline: in the pipeline's artifact bucket, or in the bucket the config names."""
+    config = engine_config()
+    config["apps"]["billing"] = deep_merge(config["apps"]["hello-web"], {"pipeline": {
+        "source": {"kind": "s3", "bucket": "billing-sources", "key": "billing/src.zip"}}})
+    aws = connect(kiln_settings(**config), admin=True)
+    (result,) = bootstrap.run(aws.settings, aws, yes=True, parts=("operator",))
+    iam = aws.client("iam")
+    arn = result["outputs"]["OperatorPolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
+    pushes = {s["Sid"]: s for s in document["Document"]["Statement"]}["PushPipelineSources"]
+    assert pushes["Action"] == ["s3:PutObject", "s3:PutObjectTagging"]
+    assert sorted(pushes["Resource"]) == [
+        "arn:aws:s3:::billing-sources/billing/src.zip",
+        "arn:aws:s3:::kiln-pipeline-hello-web-artifactbucket-*/source/hello-web.zip"]
 
 
 def test_second_run_is_up_to_date_and_leaves_no_change_sets(fresh):

@@ -65,7 +65,8 @@ def test_sandbox_env_prints_another_accounts_credentials(run_invoke, clean_sandb
     result = run_invoke("sandbox.env", "--account", "prod", check=True)
     values = dict(line.removeprefix("export ").split("=", 1)
                   for line in result.stdout.splitlines())
-    assert values["AWS_ENDPOINT_URL"] == clean_sandbox.endpoint
+    assert values["AWS_ENDPOINT_URL"] == clean_sandbox.secure_endpoint
+    assert values["AWS_CA_BUNDLE"] == str(clean_sandbox.ca_bundle)
     session = boto3.Session(aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
                             aws_session_token=values["AWS_SESSION_TOKEN"],

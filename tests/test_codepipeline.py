@@ -16,10 +16,13 @@ import yaml
 
 from accounts import bootstrap, verify
 from cloud import settings as settings_module
+from cloud import stacks
+from cloud import tags as kiln_tags
 from cloud.aws import Aws
 from cloud.errors import ConfigError, KilnError
 from cloud.target import connect
-from orchestrator import codepipeline, pipeline
+from orchestrator import codepipeline, pipeline, pipeline_key
+from packager import signing
 from sandbox import control
 from tests.conftest import ROOT, project_config
 from tests.pipeline_helpers import (
@@ -66,10 +69,43 @@ def test_each_buildspec_runs_exactly_its_stage_command():
         assert ".venv/bin/pip install -q --no-compile --no-index --find-links wheelhouse " \
                "--no-deps --require-hashes -r wheelhouse/requirements.txt" in install
         assert not any("uv sync" in command for command in install)
-        assert set(spec["phases"]) == {"install", "build"}
-        assert projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
-            "EnvironmentVariables"] == [{"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
-                                         "Value": {"Ref": "KilnTarget"}}]
+        target = {"Name": "INVOKE_KILN_TARGET", "Type": "PLAINTEXT",
+                  "Value": {"Ref": "KilnTarget"}}
+        variables = projects[f"kiln-pipeline-{APP}-{stage['name']}"]["Environment"][
+            "EnvironmentVariables"]
+        if stage["action"] in ("commit", "image"):  # they publish, so they sign
+            assert set(spec["phases"]) == {"install", "pre_build", "build"}
+            assert spec["phases"]["pre_build"]["commands"] == [
+                'export INVOKE_KILN_REPO_GPG_HOME="$(mktemp -d)"',
+                f"invoke pipeline.key --app {APP} --import"]
+            assert variables == [target, {"Name": "INVOKE_KILN_REPO_GPG_KEY",
+                                          "Type": "PLAINTEXT",
+                                          "Value": {"Ref": "RepoKeyFingerprint"}}]
+        else:
+            assert set(spec["phases"]) == {"install", "build"}
+            assert variables == [target]
+
+
+def test_only_the_signing_stages_read_the_signing_key_secret():
+    """The private key is in the stack's secret, empty at creation, encrypted with the
+    pipeline's key and readable by the roles of the stages that publish alone; nothing of it
+    is in the template. An unsigned repository has no secret."""
+    resources = rendered()["Resources"]
+    secret = resources["SigningKey"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    assert set(secret["Properties"]) == {"Name", "Description", "KmsKeyId", "Tags"}
+    assert secret["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["PipelineKey", "Arn"]}
+    assert {"Key": "kiln:managed-by", "Value": "kiln"} in secret["Properties"]["Tags"]
+    readers = {logical for logical, r in resources.items() if r["Type"] == "AWS::IAM::Role"
+               and {"Ref": "SigningKey"} in [s["Resource"] for s in r["Properties"]["Policies"][0][
+                   "PolicyDocument"]["Statement"]]}
+    assert readers == {"CommitRole", "ImageRole"}
+    read = next(s for s in resources["CommitRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"]["Statement"] if s["Resource"] == {"Ref": "SigningKey"})
+    assert read["Action"] == "secretsmanager:GetSecretValue"
+    unsigned = json.loads(codepipeline.template(engine_settings(repo={"sign": False}), APP))
+    assert "SigningKey" not in unsigned["Resources"]
+    assert "SigningKeySecretArn" not in unsigned["Outputs"]
 
 
 def test_the_pipeline_has_the_apps_stages_with_an_approval_before_production():
@@ -165,11 +201,16 @@ def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings
 
 
 def test_verify_reads_the_artifact_bucket_and_the_topic_as_they_are(clean_sandbox, kiln_settings):
+    """The first app's pipeline added to a build stack made before it (which gains its
+    pipeline subnet), then changed by hand."""
+    plain = connect(kiln_settings(), admin=True)
+    bootstrap.run(plain.settings, plain, yes=True, parts=("build",))
     settings = kiln_settings(**engine_config())
     admin = connect(settings, admin=True)
     parts = ("build", f"pipeline-{APP}")
     codepipeline.register(settings)
-    bootstrap.run(settings, admin, yes=True, parts=parts)
+    assert [r["action"] for r in bootstrap.run(settings, admin, yes=True, parts=parts)] == [
+        "updated", "created"]
     assert [c.problems for c in verify.run(settings, admin, parts=parts) if not c.ok] == []
     outputs = bootstrap.outputs(admin.client("cloudformation"), f"kiln-pipeline-{APP}")
     bucket, topic = outputs["ArtifactBucketName"], outputs["TopicArn"]
@@ -286,38 +327,106 @@ def test_push_takes_an_s3_source_only(kiln_settings):
         codepipeline.push(Aws(settings, boto3.Session(), "build", "123456789012"), APP, ROOT)
 
 
-SOURCE_BUCKET = "hello-web-source"
+SECRET = f"kiln-pipeline-{APP}/repo-signing-key"
+
+
+def put_the_signing_key(run_invoke, settings, config: dict, tmp_path) -> None:
+    """Before `invoke pipeline.key`, a build's import is refused in one line naming the secret
+    and the task (as the admin here: the operator may put the key, not read it); after it, the
+    secret holds the sandbox's signing key, never printed. `settings`: the test's own copy
+    (its kiln.repo.gpg_home is changed)."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    # --dry-run writes nothing: the import below still finds the secret empty.
+    dry = run_invoke("pipeline.key", "--dry-run", "--json", overrides=config, check=True)
+    assert json.loads(dry.stdout)["secret"] == SECRET and json.loads(dry.stdout)["dry_run"]
+    builder = connect(settings, admin=True)  # the sandbox's key: kiln.repo.gpg_key
+    builder.settings.repo["gpg_home"] = str(home)  # a build's own, still empty
+    with pytest.raises(KilnError) as empty:
+        pipeline_key.import_key(builder, APP)
+    assert str(empty.value) == (
+        f"secret {SECRET}: no signing key in it yet: run `invoke pipeline.key --app {APP}` "
+        f"where the repository's signing key (kiln.repo.gpg_key) is")
+    put = run_invoke("pipeline.key", overrides=config, check=True)
+    assert f"pipeline {APP}: signing key " in put.stderr
+    assert f" put in secret {SECRET} (version " in put.stderr
+    assert "PRIVATE KEY" not in put.stdout + put.stderr
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=SECRET)["SecretString"]
+    assert value.startswith("-----BEGIN PGP PRIVATE KEY BLOCK-----")
+
+
+def test_pipeline_key_puts_only_the_pinned_key(clean_sandbox, kiln_settings, tmp_path):
+    """A key that is not the one the repository is pinned to is refused before anything is
+    read or written: the builds would sign what every reader refuses."""
+    home = tmp_path / "other-gnupg"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--batch", "--homedir", str(home), "--passphrase", "",
+                    "--quick-gen-key", "Other <other@example.invalid>", "ed25519", "sign",
+                    "never"], check=True, capture_output=True)
+    try:
+        other = signing.Signer("other@example.invalid", str(home)).fingerprint()
+        pinned = "A" * 40
+        settings = kiln_settings(**engine_config(), repo={
+            "gpg_home": str(home), "gpg_key": other, "key_fingerprint": pinned})
+        with pytest.raises(KilnError) as refused:
+            pipeline_key.put(connect(settings), APP)
+        assert str(refused.value) == (
+            f"kiln.repo.gpg_key: {other} is key {other}, but the repository is pinned to "
+            f"{pinned}: the builds would sign what every reader refuses; name that key, or run "
+            f"`invoke bootstrap` to record the new one")
+        unsigned = kiln_settings(**engine_config(), repo={"sign": False})
+        with pytest.raises(KilnError, match="kiln.repo.sign: false, so the pipeline's builds "
+                                            "sign nothing"):
+            pipeline_key.put(connect(unsigned), APP)
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(home)},
+                       check=False, capture_output=True)
+
+
+def s3_repo_object(settings, name: str) -> bytes:
+    bucket = stacks.output(connect(settings), "build", "RepoBucket")
+    return boto3.client("s3").get_object(
+        Bucket=bucket, Key=f"{settings.repo.prefix}/{name}")["Body"].read()
 
 
 @pytest.mark.slow
-def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings, run_invoke):
+def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings, run_invoke,
+                                                    tmp_path):
     """bootstrap's stack kiln-pipeline-<app> runs a commit of the app, its builds installing
     Kiln from the source's wheelhouse alone (a sandbox build reaches no package index) and
-    using the AWS they run in: the commit stage's build packages and publishes 1.1.0; the
-    execution waits at its manual approval, which `invoke pipeline.approve --version 1.1.0`
-    answers; the approval stage's build then finds Kiln's record and the execution succeeds.
-    `invoke pipeline.status` reads the live pipeline."""
+    using the AWS they run in: the commit stage's build imports the repository's signing key
+    from the stack's secret (`invoke pipeline.key` put it there), packages, signs and publishes
+    1.1.0; the image stage's build bakes it with chef-solo on a sandbox instance from the signed
+    repository (the deploy account is the build account here: no promotion); the execution
+    waits at its manual approval, which `invoke pipeline.approve --version 1.1.0` answers; the
+    approval stage's build then finds Kiln's record and the execution succeeds.
+    `invoke pipeline.status` reads the live pipeline. The source is the default, an object in
+    the artifact bucket, which takes requests over TLS only: Kiln uploads it over the sandbox's
+    TLS endpoint, as the operator, tagged at creation; `invoke pipeline.push` does the same."""
     config = engine_config()
+    config["deploy"] = {"account": "build"}
     config["apps"][APP]["pipeline"].update(
-        stages=[{"name": "commit", "action": "commit"}, {"name": "approval", "action": "approval"}],
-        # The default, the artifact bucket, takes TLS only; the sandbox's endpoint is HTTP.
-        source={"kind": "s3", "bucket": SOURCE_BUCKET})
-    # The builds get no signing key yet (docs/pipeline-engines.md, "Not done yet").
-    config["repo"] = {"sign": False}
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=SOURCE_BUCKET)
-    s3.put_bucket_versioning(Bucket=SOURCE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        stages=[{"name": "commit", "action": "commit"}, {"name": "image", "action": "image"},
+                {"name": "approval", "action": "approval"}],
+        source={"kind": "s3"})
     settings = kiln_settings(**config)
     codepipeline.register(settings)
     bootstrap.run(settings, connect(settings, admin=True), yes=True,
-                  parts=("build", f"pipeline-{APP}"))
-    s3.put_object(Bucket=SOURCE_BUCKET, Key=f"source/{APP}.zip", Body=source_with_config(config))
+                  parts=("build", "operator", f"pipeline-{APP}"))
+    put_the_signing_key(run_invoke, kiln_settings(**config), config, tmp_path)
+    # As pipeline.push uploads, with the archive carrying this test's settings.
+    operator = connect(settings)
+    bucket = stacks.output(operator, f"pipeline-{APP}", "ArtifactBucketName")
+    source = codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip",
+                                 source_with_config(config))
+    assert source_tags(bucket, source) == {"kiln:managed-by": "kiln", "kiln:app": APP,
+                                           "kiln:role": "pipeline-source"}
     pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
     started = pipelines.start_pipeline_execution(name=name, variables=[
         {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
 
     def approve_state() -> dict:
-        stage = pipelines.get_pipeline_state(name=name)["stageStates"][2]
+        stage = pipelines.get_pipeline_state(name=name)["stageStates"][3]
         return stage["actionStates"][0].get("latestExecution") or {}
 
     def execution() -> dict:
@@ -341,7 +450,20 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     wait_for(lambda: approve_state().get("token") or execution()["status"] == "Failed",
              "the commit stage", timeout=300)
     assert execution()["status"] == "InProgress", failure("commit")
-    assert "[1/1] stage commit: passed in " in build_log("commit")
+    commit_log = build_log("commit")
+    assert "[1/1] stage commit: passed in " in commit_log
+    fingerprint = connect(settings).settings.repo.gpg_key
+    assert f"signing key {fingerprint} imported from secret {SECRET}" in commit_log
+    assert "PRIVATE KEY" not in commit_log
+    repomd = s3_repo_object(settings, "repodata/repomd.xml.asc")
+    assert repomd.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    image_log = build_log("image")
+    assert "hello-web-1.1.0-1.noarch is already in the repo" in image_log  # the commit's
+    assert "bake: verified hello-web-1.1.0-1 and 1 smoke check(s)" in image_log
+    assert "[1/1] stage image: passed in " in image_log
+    baked = boto3.client("ec2").describe_images(Owners=["self"], Filters=kiln_tags.filters(
+        {kiln_tags.APP: APP, kiln_tags.VERSION: "1.1.0"}))["Images"]
+    assert [kiln_tags.from_list(i["Tags"])["kiln:stage:image"][:7] for i in baked] == ["passed "]
     approved = run_invoke("pipeline.approve", "--version", "1.1.0", overrides=config, check=True)
     assert f"pipeline {name}: approval at stage approval answered" in approved.stderr
     assert approve_state()["status"] == "Succeeded"
@@ -352,8 +474,26 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     shown = run_invoke("pipeline.status", "--json", overrides=config, check=True)
     live = json.loads(shown.stdout)
     assert live["engine"] == "codepipeline" and live["pipeline"] == name
-    assert live["stages"][2]["actions"][0] == {
+    assert live["stages"][3]["actions"][0] == {
         "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
     # Ours (newest) succeeded; the one CodePipeline started when the pipeline was made failed
     # on the source, which was not there yet.
     assert [e["status"] for e in live["executions"]] == ["Succeeded", "Failed"]
+    # `invoke pipeline.push` (this checkout as it is; the lock's wheels kept in dist/) puts a
+    # new version of the source, tagged. (No execution follows in the sandbox, whose S3
+    # delivers no events to CodePipeline.)
+    pushed = run_invoke("pipeline.push", "--json", check=True,
+                        overrides={**config, "dist": str(ROOT / "dist")})
+    found = json.loads(pushed.stdout)
+    assert (found["bucket"], found["key"]) == (bucket, f"source/{APP}.zip")
+    assert found["version_id"] not in (None, source["version_id"])
+    assert source_tags(bucket, found)["kiln:role"] == "pipeline-source"
+
+
+def source_tags(bucket: str, source: dict) -> dict:
+    """The tags of the source's object version, but its run id (one per push)."""
+    found = boto3.client("s3").get_object_tagging(Bucket=bucket, Key=source["key"],
+                                                  VersionId=source["version_id"])["TagSet"]
+    tags = {t["Key"]: t["Value"] for t in found}
+    assert tags.pop("kiln:run-id")
+    return tags

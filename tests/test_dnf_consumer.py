@@ -2,7 +2,8 @@
 
 dnf runs with its own HOME (rpm's database path), config, reposdir and cache, into an installroot
 under the test's temp dir, with gpgcheck=1 and repo_gpgcheck=1, and reads the repository with
-anonymous HTTP GETs (the bucket policy grants them, as for dnf on a bake instance). An empty
+anonymous HTTPS GETs (the bucket policy grants them, as for dnf on a bake instance), trusting
+the sandbox's CA as a bake instance does (sslcacert; AWS's certificates need none). An empty
 installroot has no shell, so a small base package (built here) brings /bin/sh and recording
 stand-ins for useradd, groupadd, getent and systemctl, which cannot exist in an installroot.
 """
@@ -13,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -39,6 +41,7 @@ reposdir={reposdir}
 cachedir={work}/cache
 logdir={work}/log
 persistdir={work}/persist
+sslcacert={ca}
 """
 
 
@@ -64,7 +67,8 @@ class Dnf:
         # Debian's rpm keeps its database under $HOME: point it inside the installroot.
         (self.home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
         self.conf = work / "dnf.conf"
-        self.conf.write_text(DNF_CONF.format(reposdir=self.reposdir, work=work))
+        self.conf.write_text(DNF_CONF.format(reposdir=self.reposdir, work=work,
+                                             ca=os.environ["AWS_CA_BUNDLE"]))
         self.env = {"HOME": str(self.home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                     "LANG": "C.UTF-8"}
 
@@ -84,7 +88,8 @@ class Dnf:
 
 def http_get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        trust = ssl.create_default_context(cafile=os.environ["AWS_CA_BUNDLE"])
+        with urllib.request.urlopen(url, timeout=10, context=trust) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, b""

@@ -1,7 +1,8 @@
 """The acceptance stage: a transient environment of the candidate image behind a non-production
 stack's load balancer, the app's acceptance command run against it (KILN_URL and friends; a
 JUnit XML file it writes is read for counts), and the environment removed after, whether the
-command passed, failed or was cancelled. The image is a sandbox machine serving a web app."""
+command passed, failed or was cancelled; also from the generated pipeline's build in the
+sandbox's CodeBuild. The image is a sandbox machine serving a web app."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import json
 import signal
 import subprocess
 import threading
+import time
 
+import boto3
 import pytest
 import yaml
 
 from accounts import bootstrap
+from cloud import stacks
 from cloud.errors import EXIT_INTERRUPTED
 from cloud.target import connect
+from orchestrator import codepipeline
 from tests.conftest import INVOKE, ROOT, deep_merge
 from tests.deploy_helpers import FAST, env_stack
 from tests.machine_helpers import promoted_web_image
+from tests.pipeline_helpers import source_with_config
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +117,60 @@ def test_a_cancelled_acceptance_removes_the_environment(config_overrides, tmp_pa
     assert "[1/1] stage acceptance: interrupted after" in "\n".join(lines)
     assert "to go on: `invoke pipeline.run --app hello-web --version 1.3.0-1 --from acceptance`" \
         in lines
+
+
+# In a build the sandbox CA that signs the listener's certificate is not there yet
+# (docs/pipeline-engines.md, "Not done yet"): the build's command checks the answer, not TLS.
+BUILD_CHECK = ('curl -fsS -k --resolve "$KILN_RESOLVE" -H "$KILN_HEADER" "$KILN_URL" '
+               '| grep -F "version $KILN_VERSION"')
+SOURCE_BUCKET = "hello-web-source"
+
+
+def engine(source_cidrs: list[str] | None = None) -> dict:
+    found = deep_merge(config(BUILD_CHECK), {"repo": {"sign": False}, "apps": {"hello-web": {
+        "pipeline": {"engine": "codepipeline",
+                     "source": {"kind": "s3", "bucket": SOURCE_BUCKET}}}}})
+    if source_cidrs:
+        found["deploy"]["self_service"] = {"source_cidrs": source_cidrs}
+    return found
+
+
+def test_the_generated_pipelines_acceptance_stage_reaches_the_candidate_from_its_build(
+        clean_sandbox, kaws, daws, kiln_settings):
+    """The acceptance stage's build, in the bake VPC's pipeline subnet, reaches the candidate
+    through the stack's load balancer by its DNS name, its requests coming from the subnet's NAT
+    gateway: the environment's listener rule admits that address alone (PipelineEgressIp in
+    source_cidrs, as on AWS)."""
+    clean_sandbox.set_time_scale(None)
+    settings = kiln_settings(**engine())
+    codepipeline.register(settings)
+    # prod's deployer role comes to trust the pipeline's project roles.
+    bootstrap.run(settings, connect(settings, admin=True), yes=True,
+                  parts=("prod", "build", "pipeline-hello-web"))
+    env_stack(daws, cluster="hello-web-acceptance")
+    promoted_web_image(clean_sandbox, daws, "1.3.0", status=200, release="1")
+    egress = stacks.output(kaws, "build", "PipelineEgressIp")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=SOURCE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SOURCE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=SOURCE_BUCKET, Key="source/hello-web.zip",
+                  Body=source_with_config(engine([f"{egress}/32"])))
+    pipelines, name = boto3.client("codepipeline"), "kiln-pipeline-hello-web"
+    started = pipelines.start_pipeline_execution(name=name, variables=[
+        {"name": "KILN_VERSION", "value": "1.3.0"}])["pipelineExecutionId"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = pipelines.get_pipeline_execution(pipelineName=name, pipelineExecutionId=started)[
+            "pipelineExecution"]["status"]
+        if status != "InProgress":
+            break
+        time.sleep(0.5)
+    logs, group = boto3.client("logs"), "/kiln/pipeline/hello-web"
+    text = "\n".join(e["message"] for found in logs.describe_log_streams(
+        logGroupName=group, logStreamNamePrefix="acceptance/")["logStreams"]
+        for e in logs.get_log_events(logGroupName=group,
+                                     logStreamName=found["logStreamName"])["events"])
+    assert status == "Succeeded", text
+    assert f"reached with header X-Kiln-Env: candidate from {egress}/32" in text
+    assert "\nversion 1.3.0\n" in f"\n{text}\n"
+    assert "[1/1] stage acceptance: passed in " in text

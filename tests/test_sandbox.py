@@ -41,7 +41,7 @@ def test_connect_prints_the_target_and_reaches_prod_by_assume_role(kiln_settings
     bootstrap.run(admin.settings, admin, yes=True, parts=("prod",))
     capsys.readouterr()
     aws = connect(kiln_settings())
-    assert "target: sandbox (moto at http://127.0.0.1:" in capsys.readouterr().err
+    assert "target: sandbox (moto at https://127.0.0.1:" in capsys.readouterr().err
     prod = aws.account("prod")
     assert prod.client("sts").get_caller_identity()["Account"] == "222222222222"
     assert aws.calls.by_operation["sts:AssumeRole"] == 1
@@ -58,7 +58,8 @@ def test_connect_refuses_credentials_of_another_account(kiln_settings):
 
 def test_sandbox_env_task_prints_export_lines(run_invoke, sandbox_box):
     result = run_invoke("sandbox.env", check=True)
-    assert f"export AWS_ENDPOINT_URL={sandbox_box.endpoint}" in result.stdout
+    assert f"export AWS_ENDPOINT_URL={sandbox_box.secure_endpoint}" in result.stdout
+    assert f"export AWS_CA_BUNDLE={sandbox_box.ca_bundle}" in result.stdout
 
 
 def test_assumed_role_credentials_are_renewed_before_they_expire(kiln_settings):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from cloud.target import connect
 from packager import repo
 from sandbox.control import Sandbox
 from sandbox.daemon import wait_gone
+from sandbox.machines import images
 from sandbox.machines import instances as machines
+from tests import layer_helpers
 from tests.repo_helpers import build_rpm
 from tests.test_sandbox_instances import base_image, ssh_group
 
@@ -53,7 +56,10 @@ def own_box(tmp_path):
 
 def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_box, capsys):
     box = own_box
+    box.state_dir.mkdir(mode=0o755)  # made beforehand with the usual umask
     box.up()
+    # The state dir is its owner's alone: its logs record requests and sessions.
+    assert stat.S_IMODE(os.stat(box.state_dir).st_mode) == 0o700
     ec2, s3 = _client(box, "ec2"), _client(box, "s3")
     ec2.create_key_pair(KeyName="k", TagSpecifications=[
         {"ResourceType": "key-pair", "Tags": [{"Key": "kiln:role", "Value": "bake-key"}]}])
@@ -67,6 +73,7 @@ def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_bo
     _client(box, "ssm").put_parameter(Name="/kept", Value="v", Type="String")
     init = machines.init_pid(box.state_dir, instance)
     assert init and Path(f"/proc/{init}").exists()
+    image = ec2.create_image(InstanceId=instance, Name="kept-image")["ImageId"]
     _wait_saved(box)
     endpoint = box.endpoint
     server = _kill(box)
@@ -89,6 +96,10 @@ def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_bo
     found = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
     assert found["State"]["Name"] == "stopped"  # its machine is gone: as a failed host leaves it
     assert found["StateReason"]["Code"] == "Server.InternalError"
+    # The new server's namespace froze the layers again: the base's and the image's.
+    [layer] = images.stack(box.state_dir, image)
+    assert layer in layer_helpers.layers(box.state_dir)
+    assert layer_helpers.not_frozen(box.moto.pid, box.state_dir) == []
     box.down()
     box.up()  # after a clean stop: what was restored, and no crash
     said = capsys.readouterr().err

@@ -72,7 +72,10 @@ def private_instance(clean_sandbox):
         "Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "ssm:GetParameter",
              "Resource": f"arn:aws:ssm:us-east-1:*:parameter{PARAMETER}"},
-            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}))
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
+            # The instance's calls reach the sandbox over TLS, as they reach AWS.
+            {"Effect": "Deny", "Action": "*", "Resource": "*",
+             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
     iam.create_instance_profile(InstanceProfileName="reader")
     iam.add_role_to_instance_profile(InstanceProfileName="reader", RoleName="reader")
     vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]

@@ -1,6 +1,8 @@
 """A judge over a running sandbox, as a local attacker would look at it: no setuid or
 world-writable file that another user can reach under the state dir, no listener of the
-sandbox's beyond loopback, and instance processes without the capabilities a container drops.
+sandbox's beyond loopback, instance processes without the capabilities a container drops, and
+every image layer a read-only, nosuid mount for every process of the sandbox (in its server's
+mount namespace) while the host's mount table holds none of them.
 
 It looks at this worker's shared sandbox after launching a machine in it, so it also judges what
 earlier tests of the worker left there."""
@@ -15,8 +17,13 @@ from pathlib import Path
 import boto3
 import pytest
 
+from sandbox.machines import images
 from sandbox.machines import instances as machines
+from tests import layer_helpers
 from tests.test_sandbox_instances import base_image, ssh_group
+
+# One worker runs the module (an xdist group): its module-scoped `machine` is made once.
+pytestmark = pytest.mark.xdist_group("sandbox-judge")
 
 # Capabilities no sandbox machine may hold (Linux's numbers): DAC_READ_SEARCH (open_by_handle_at),
 # SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_ADMIN, SYS_BOOT, MKNOD, SYS_TIME, AUDIT_CONTROL.
@@ -36,6 +43,17 @@ def machine(sandbox_box):
     yield instance
     ec2.terminate_instances(InstanceIds=[instance])
     ec2.delete_key_pair(KeyName="judged")
+
+
+@pytest.fixture(scope="module")
+def probe_layer(sandbox_box, machine):
+    """The top layer of an image of the judged machine, whose ec2-user made a copy of `id`
+    setuid to itself before the image was made."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    layer_helpers.plant_setuid_probe(sandbox_box.state_dir, machine)
+    image = ec2.create_image(InstanceId=machine, Name="judged-probe")["ImageId"]
+    yield images.stack(sandbox_box.state_dir, image)[0]
+    ec2.deregister_image(ImageId=image)
 
 
 def _reachable_by_others(path: Path, top: Path) -> bool:
@@ -162,3 +180,26 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def test_every_layer_is_a_read_only_nosuid_mount_in_the_sandbox_and_none_on_the_host(
+        sandbox_box, machine, probe_layer):
+    pid = sandbox_box.moto.pid
+    assert layer_helpers.not_frozen(pid, sandbox_box.state_dir) == []
+    on_host = [point for point in layer_helpers.mounts(os.getpid())
+               if point.startswith(str(sandbox_box.state_dir))]
+    assert on_host == []
+
+
+def test_a_setuid_file_in_a_layer_grants_nothing_to_a_process_of_the_sandbox(sandbox_box,
+                                                                             probe_layer):
+    """Root runs the probe (setuid to the machine's ec2-user) from the layer's path: it stays
+    root, as under nosuid; with the bit honoured it would say the ec2-user's id."""
+    assert layer_helpers.run_probe(sandbox_box.moto.pid, probe_layer) == "0"
+
+
+def test_no_process_of_the_sandbox_writes_into_a_registered_layer_not_even_root(sandbox_box,
+                                                                                probe_layer):
+    said = layer_helpers.write_into(sandbox_box.moto.pid, probe_layer)
+    assert said.count("Read-only file system") == 2, said
+    assert not (probe_layer / "written").exists()

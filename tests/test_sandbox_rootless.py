@@ -7,6 +7,7 @@ and removes it after; run as anyone else, it is that user.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -16,9 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import boto3
 import pytest
 
+from sandbox.control import Sandbox
+from sandbox.daemon import free_port
+from sandbox.machines import images
+from sandbox.network import client
+from tests import layer_helpers
+from tests.conftest import project_config
 from tests.host_helpers import package_layer
+from tests.network_helpers import admin_session, until
 
 # One at a time: both change this host's /var (host_with_history) and read what it holds.
 pytestmark = pytest.mark.xdist_group("host-history")
@@ -77,6 +86,21 @@ def run_as(user, argv: list[str], home: Path, timeout: float = 300) -> subproces
                           timeout=timeout)
 
 
+def put_away(user, home: Path, run_folder) -> None:
+    """The test's home gone from /tmp once the user's processes have ended: as root, moved into
+    this run's temporary folder, which pytest removes with the others (deleting a sandbox's
+    base image takes seconds); otherwise removed from the user's namespace, whose ids own it."""
+    subprocess.run(["pkill", "-KILL", "-u", str(user.pw_uid)], check=False)
+    if os.geteuid() == 0:
+        try:
+            os.rename(home, run_folder.mktemp("rootless-home") / home.name)
+            return
+        except OSError:
+            pass
+    run_as(user, [PYTHON, "-m", "sandbox.userns", "rm", str(home)], home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def kiln(user, home: Path, *task: str) -> subprocess.CompletedProcess:
     """`invoke TASK…` as `user`, with the settings in `home`; the test fails if it does."""
     argv = [PYTHON, "-c", "import sys; from invoke.main import program; "
@@ -88,12 +112,16 @@ def kiln(user, home: Path, *task: str) -> subprocess.CompletedProcess:
 
 
 def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_user,
-                                                                      host_with_history):
+                                                                      host_with_history,
+                                                                      tmp_path_factory):
     """The whole path a release engineer takes, run by a user who is not root, on a host where
     dnf has run as root (its logs and cache root's): the bake's instance is an AL2023 machine in
     a user namespace (ec2-user, sudo, the package's account and files, real chef-solo, the app's
     unit and smoke check), and the deployed group's machines pass the load balancer's health
-    checks. Only listener ports below 1024 stay root's."""
+    checks, and carry a client's requests through a listener of their load balancer (its
+    process reaching into the machines' network namespaces). Image layers are frozen for every
+    process of the sandbox (read-only, nosuid mounts in its namespace). Only listener ports below
+    1024 stay root's."""
     home = Path(tempfile.mkdtemp(prefix="kiln-rootless-"))
     (home / "kiln.yaml").write_text(f"kiln:\n  dist: {home / 'dist'}\n"
                                     f"  sandbox:\n    state_dir: {home / 'sandbox'}\n")
@@ -111,15 +139,70 @@ def test_a_user_without_root_bakes_promotes_and_deploys_in_the_sandbox(rootless_
         status = json.loads(kiln(rootless_user, home, "status", "--json").stdout)
         [group] = status["clusters"][0]["server_groups"]
         assert (group["in_service"], group["healthy"]) == (2, 2), group
+        box = Sandbox(home / "sandbox")
+        prod = _deploy_account(box)
+        _a_balancer_carries_traffic(box, prod, status["clusters"][0], group)
+        _layers_are_frozen(box, prod, group)
         kiln(rootless_user, home, "sandbox.down")
         # Every process the sandbox started has ended (a zombie waits only for its reaper).
         listed = subprocess.run(["ps", "-o", "stat=,args=", "-u", str(rootless_user.pw_uid)],
                                 capture_output=True, text=True).stdout.splitlines()
         assert [line for line in listed if not line.startswith("Z")] == []
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", str(rootless_user.pw_uid)], check=False)
-        run_as(rootless_user, [PYTHON, "-m", "sandbox.userns", "rm", str(home)], home)
-        shutil.rmtree(home, ignore_errors=True)
+        put_away(rootless_user, home, tmp_path_factory)
+
+
+def _deploy_account(box: Sandbox):
+    """A client maker for the deploy account of `box`, as its administrator's role there."""
+    account = project_config()["sandbox"]["accounts"]["prod"]
+    role = f"arn:aws:iam::{account['id']}:role/{account['admin_role']}"
+    keys = admin_session(box).client("sts").assume_role(
+        RoleArn=role, RoleSessionName="rootless-test")["Credentials"]
+    session = boto3.Session(aws_access_key_id=keys["AccessKeyId"],
+                            aws_secret_access_key=keys["SecretAccessKey"],
+                            aws_session_token=keys["SessionToken"], region_name="us-east-1")
+    return functools.partial(session.client, endpoint_url=box.endpoint)
+
+
+def _a_balancer_carries_traffic(box: Sandbox, prod, cluster: dict, group: dict) -> None:
+    """A listener on a port a user may bind, added to the environment's load balancer, forwards
+    to the group's machines: its requests are answered by the app on them."""
+    elbv2, ec2 = prod("elbv2"), prod("ec2")
+    balancer_arn = elbv2.describe_listeners(ListenerArns=[cluster["listener"]])[
+        "Listeners"][0]["LoadBalancerArn"]
+    balancer = elbv2.describe_load_balancers(LoadBalancerArns=[balancer_arn])[
+        "LoadBalancers"][0]
+    port = free_port("127.0.0.1")
+    ec2.authorize_security_group_ingress(GroupId=balancer["SecurityGroups"][0], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+         "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}])
+    elbv2.create_listener(LoadBalancerArn=balancer_arn, Protocol="HTTP", Port=port,
+                          DefaultActions=[{"Type": "forward",
+                                           "TargetGroupArn": group["target_group"]}])
+    url = f"http://{balancer['DNSName']}:{port}/"
+
+    def answered():
+        assert client.get(box.state_dir, url, cluster["app"], "/health")[0] == 200
+
+    until(answered)
+
+
+def _layers_are_frozen(box: Sandbox, prod, group: dict) -> None:
+    """An image of one of the group's machines, whose ec2-user made a setuid copy of `id`: in
+    the server's namespace every layer is a read-only, nosuid mount, the probe runs with the
+    caller's ids, and root there (the layers' owner) writes nothing into the layer."""
+    ec2 = prod("ec2")
+    instance = prod("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[group["name"]])["AutoScalingGroups"][0]["Instances"][0]
+    layer_helpers.plant_setuid_probe(box.state_dir, instance["InstanceId"])
+    image = ec2.create_image(InstanceId=instance["InstanceId"], Name="probe")["ImageId"]
+    layer = images.stack(box.state_dir, image)[0]
+    pid = box.moto.pid
+    assert layer_helpers.not_frozen(pid, box.state_dir) == []
+    assert layer_helpers.run_probe(pid, layer) == "0"
+    said = layer_helpers.write_into(pid, layer)
+    assert said.count("Read-only file system") == 2, said
+    ec2.deregister_image(ImageId=image)
 
 
 # Run by the user in a user namespace of its own (as the sandbox server runs): a machine of the
@@ -146,7 +229,7 @@ IN_NAMESPACE = ("import subprocess, sys\nfrom sandbox import userns\n"
 
 
 def test_dnf_runs_on_a_machine_without_root_on_a_host_where_dnf_ran_as_root(
-        rootless_user, host_with_history):
+        rootless_user, host_with_history, tmp_path_factory):
     """The host's /var/log/dnf.log (root's, which a user namespace cannot write) is not the
     machine's: its /var is its image's."""
     home = Path(tempfile.mkdtemp(prefix="kiln-rootless-"))
@@ -159,8 +242,7 @@ def test_dnf_runs_on_a_machine_without_root_on_a_host_where_dnf_ran_as_root(
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert done.stdout.split()[-1:] == ["hello"]
     finally:
-        run_as(rootless_user, [PYTHON, "-m", "sandbox.userns", "rm", str(home)], home)
-        shutil.rmtree(home, ignore_errors=True)
+        put_away(rootless_user, home, tmp_path_factory)
 
 
 def test_a_user_without_subordinate_ids_is_told_what_is_missing_in_one_line(tmp_path):

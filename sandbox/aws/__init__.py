@@ -48,6 +48,7 @@ PATCHES: list[str] = [
     "codebuild.builds",  # builds run on sandbox machines
     "codepipeline.executions",  # executions run stage by stage
     "cloudformation.pipeline_resources",
+    "cloudformation.secret_resources",
     "persistence",  # restores the last snapshot before the users are seeded
     "iam.access_control",  # last: it seeds the sandbox's users with the other patches in place
 ]

@@ -13,6 +13,11 @@ does the same, unchanged:
   bundles it finds (TRUST) with the CA appended, on mounts of its own; the host's files are
   never changed.
 
+The sandbox's endpoint on the host (sandbox/server.py) answers TLS with the same certificate,
+which also names the host's loopback (ENDPOINT_NAMES): Kiln on the host verifies it against the
+same CA (AWS_CA_BUNDLE), and the way out relays an instance's requests to it over TLS, so that
+the sandbox's IAM sees them arrive over TLS (aws:SecureTransport), as AWS sees them.
+
     ensure(state_dir) -> {"ca", "certificate", "key"}   # made on first use, or when names change
     names() -> [host names]
 """
@@ -31,6 +36,7 @@ PORT = 443
 SERVICES = ("ssm", "secretsmanager", "autoscaling", "sts", "s3", "ec2", "kms", "logs",
             "monitoring", "elasticloadbalancing", "cloudformation")
 GLOBAL = ("s3.amazonaws.com", "sts.amazonaws.com")  # us-east-1's legacy global endpoints
+ENDPOINT_NAMES = ("127.0.0.1", "localhost")  # the sandbox's endpoint on the host
 _making = threading.Lock()  # instances launch in parallel: one makes the files
 # CA bundles an instance's programs read, where the host has them: the system's (Debian's, and
 # Amazon Linux's and Fedora's), and those Python packages carry (certifi's, botocore's, the
@@ -59,7 +65,8 @@ def files(state_dir: str | Path) -> dict[str, Path]:
 
 
 def ensure(state_dir: str | Path) -> dict[str, Path]:
-    """The CA, the endpoints' certificate and key (one wildcard name per region)."""
+    """The CA, the endpoints' certificate and key (one wildcard name per region, and the
+    sandbox's endpoint on the host)."""
     from sandbox import listener_cert
 
     with _making:
@@ -67,13 +74,22 @@ def ensure(state_dir: str | Path) -> dict[str, Path]:
 
 
 def _ensure(paths: dict[str, Path], generate) -> dict[str, Path]:
-    wanted = [*(f"*.{region}.amazonaws.com" for region in regions()), *GLOBAL]
+    wanted = [*(f"*.{region}.amazonaws.com" for region in regions()), *GLOBAL,
+              *ENDPOINT_NAMES]
     recorded = paths["names"].read_text().split() if paths["names"].is_file() else []
     if recorded != wanted or not all(path.exists() for path in paths.values()):
         paths["ca"].parent.mkdir(parents=True, exist_ok=True)
         generate(paths, "Kiln sandbox AWS CA", wanted)
         paths["names"].write_text("\n".join(wanted) + "\n")
     return paths
+
+
+def system_bundle() -> str:
+    """The system's CA bundle in a machine (the CA appended, as boot.py shows it): what a
+    build's own Python environment is pointed at (AWS_CA_BUNDLE), its certifi being the
+    package's, which no AMI's trust reaches."""
+    found = [path for path in TRUST[:2] if Path("/", path).is_file()]
+    return f"/{found[0] if found else TRUST[0]}"
 
 
 def hosts_lines() -> str:

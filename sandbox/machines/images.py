@@ -11,6 +11,8 @@ deregistered (running instances keep their own copies, as an instance keeps its 
 `<state>/machines/` is its owner's alone (root's, or the user's of a sandbox without root), as
 are its layers: they hold what images hold (setuid files, a world-writable /var/tmp) and the
 instances' writable layers (a bake's staging dir), none of which another local user may reach.
+A layer is frozen once its image is registered: a read-only, nosuid mount for every process of
+the sandbox (frozen.py); it is unmounted there only to be freed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+
+from sandbox.machines import frozen
 
 _lock = threading.Lock()
 
@@ -66,6 +70,7 @@ def capture(state_dir, image_id: str, instance_id: str, upper: Path) -> list[str
     # cp -a keeps owners, modes, links and overlay whiteouts (character devices 0/0).
     subprocess.run(["cp", "-a", "--reflink=auto", f"{upper}/.", str(target)], check=True)
     target.chmod(0o700)  # an instance's root folder takes its mode from its own layer
+    frozen.freeze(target)
     with _lock:
         index = _read(state_dir)
         stack = [layer, *index["instances"].get(instance_id, [])]
@@ -92,8 +97,18 @@ def release(state_dir, image_id: str) -> list[str]:
         freed = [layer for layer in gone if layer not in used]
         _write(state_dir, index)
     for layer in freed:
+        frozen.thaw(layers_dir(state_dir) / layer)
         shutil.rmtree(layers_dir(state_dir) / layer, ignore_errors=True)
     return freed
+
+
+def freeze_all(state_dir) -> None:
+    """Freeze the layers of every image (at a server's start: a new namespace has no mounts)."""
+    with _lock:
+        held = {layer for stack_ in _read(state_dir)["images"].values() for layer in stack_}
+    for layer in sorted(held):
+        if (layers_dir(state_dir) / layer).is_dir():
+            frozen.freeze(layers_dir(state_dir) / layer)
 
 
 def stack(state_dir, image_id: str) -> list[Path] | None:
@@ -133,6 +148,7 @@ def usage(state_dir) -> list[dict]:
 
 def forget_all(state_dir) -> None:
     with _lock:
+        frozen.thaw_under(layers_dir(state_dir))
         shutil.rmtree(layers_dir(state_dir), ignore_errors=True)
         _index_file(state_dir).unlink(missing_ok=True)
 

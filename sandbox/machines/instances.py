@@ -95,11 +95,13 @@ def _ours(meta: dict, key: str) -> bool:
 def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
            sandbox_ports=(), provides=(), chef_solo: str | None = None,
            user_data: bytes | None = None, routes: dict | None = None,
-           endpoint_port: int | None = None) -> Path:
+           endpoint_port: int | None = None, balancers: tuple | None = None) -> Path:
     """Start the instance from `layers` over the base image, its user data handed to its
     cloud-init; its directory. `routes` (sandbox.aws.ec2.routes.reach): the AWS services its
     VPC lets it reach; None: all (a machine outside any VPC, a build's). `endpoint_port`: the
-    sandbox's endpoint, where AWS's service names lead in the instance (aws_names.py)."""
+    sandbox's endpoint, where AWS's service names lead in the instance (aws_names.py).
+    `balancers`: (file, source address) of the load balancers it reaches
+    (sandbox.network.reach); None: none."""
     state = Path(state_dir).resolve()
     base = image.ensure(state, tuple(provides), chef_solo)
     images.private(instances_dir(state))  # its writable layer, a bake's staging dir in it
@@ -135,7 +137,8 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     _save(world, meta)
     if sandbox_ports:
         endpoints = (tls, endpoint_port) if tls else None
-        process, start = _forward(world, pid, sandbox_ports, routes is not None, endpoints)
+        process, start = _forward(world, pid, sandbox_ports, routes is not None, endpoints,
+                                  balancers)
         meta["forward_pid"] = process.pid
         meta["names"]["forward_pid"] = _comm(process.pid)
         meta["identities"]["forward_pid"] = process_identity.of(process.pid)
@@ -205,14 +208,16 @@ def write_routes(state_dir: str | Path, instance_id: str, routes: dict) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def _forward(world: Path, pid: int, ports, routed: bool,
-             endpoints=None) -> tuple[subprocess.Popen, int]:
+def _forward(world: Path, pid: int, ports, routed: bool, endpoints=None,
+             balancers=None) -> tuple[subprocess.Popen, int]:
     """The instance's way out, started, and where its log's new lines begin."""
     with open(world / "forward.log", "ab") as log:
         check = [f"--routes={world / 'routes.json'}"] if routed else []
         if endpoints:  # AWS's names, over TLS, to the sandbox's endpoint
             tls, port = endpoints
-            check.append(f"--endpoints={tls['certificate']},{tls['key']},{port}")
+            check.append(f"--endpoints={tls['certificate']},{tls['key']},{port},{tls['ca']}")
+        if balancers:  # the load balancers' listeners it reaches
+            check.append(f"--balancers={balancers[0]},{balancers[1]}")
         argv = [sys.executable, "-m", "sandbox.machines.forward", *check, str(pid),
                 *map(str, ports)]
         start = log.tell()

@@ -120,18 +120,19 @@ def overlay(settings, state_dir: str | Path | None = None):
 def launch(state_dir: str | Path, instance_id: str, address: str,
            public_key: str | None = None, layers=(), user_data: bytes | None = None,
            ssh_from: list[str] | tuple = (), routes: dict | None = None,
-           on_boot=None, reach: tuple[int, ...] = ()) -> Path:
+           on_boot=None, reach: tuple[int, ...] = (), balancers: tuple | None = None) -> Path:
     """Start the instance; authorize `public_key` (a Kiln bake key pair's) for it, from the
     addresses in `ssh_from` (CIDRs its security groups admit on port 22). `routes`: what of
     AWS it reaches (instances.launch); `on_boot()` runs once it has booted; `reach`: further
-    host ports it reaches (a build's machine: the sandbox sshd, the instances' SSH)."""
+    host ports it reaches (a build's machine: the sandbox sshd, the instances' SSH);
+    `balancers`: the load balancers' listeners it reaches (instances.launch)."""
     path = host_file(state_dir)
     host = json.loads(path.read_text()) if path.is_file() else configure(state_dir, None)
     world = machines.launch(state_dir, instance_id, address, layers=layers,
                             sandbox_ports=sorted({*host["sandbox_ports"], *reach}),
                             provides=host["provides"],
                             chef_solo=host["chef_solo"], user_data=user_data, routes=routes,
-                            endpoint_port=host.get("endpoint_port"))
+                            endpoint_port=host.get("endpoint_port"), balancers=balancers)
     if on_boot:
         on_boot()
     if public_key:

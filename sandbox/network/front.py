@@ -147,9 +147,11 @@ Serve = Callable[[Connection], bool]
 class Front:
     def __init__(self, address: tuple[str, int], serve: Serve, pool: Pool,
                  admits: Callable[[str], bool], timeouts: Callable[[], tuple[float, float]],
-                 tls: ssl.SSLContext | None = None):
-        self.serve, self.pool, self.admits, self.timeouts, self.tls = (
-            serve, pool, admits, timeouts, tls)
+                 tls: ssl.SSLContext | None = None,
+                 client: Callable[[str], str] = str):
+        # `client`: the address a peer stands for (a sandbox machine's relayed connection).
+        self.serve, self.pool, self.admits, self.timeouts, self.tls, self.client = (
+            serve, pool, admits, timeouts, tls, client)
         self.servers = _listening(address)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -236,7 +238,7 @@ class Front:
                 return
             except OSError:  # out of descriptors for a moment: the next round tries again
                 return
-            self._admit(sock, address[0])
+            self._admit(sock, self.client(address[0]))
 
     def _admit(self, sock: socket.socket, client: str) -> None:
         if (self._open[client] >= PER_CLIENT or self._over_share(client)

@@ -37,6 +37,8 @@ class Fronts:
         self.pool = front.Pool()
         self.weighted = proxy.Weighted()
         self.groups: dict[str, dict] = {}
+        self.clients: dict[str, dict] = {}  # a machine's source address -> its place (reach)
+        self.members: dict[str, set[str]] = {}  # a machine's private address -> its groups
         self._counters: dict[str, itertools.count] = {}
         self._listeners: dict[str, proxy.Listener] = {}
         self._failed: set[str] = set()
@@ -47,6 +49,9 @@ class Fronts:
     def apply(self, state: dict) -> None:
         """Follow the state: its groups, then its listeners (stopped, changed, started)."""
         self.groups = state.get("groups", {})
+        self.clients = state.get("clients", {})
+        self.members = {place["private"]: set(place.get("groups") or ())
+                        for place in self.clients.values() if place.get("private")}
         wanted = state.get("listeners", {})
         # Stop what is gone or changed first: a listener moved off a port frees it for the one
         # that takes it over (an HTTP listener becoming HTTPS beside its redirect).
@@ -114,11 +119,24 @@ class Fronts:
 
         return machines.connect(self.state_dir, instance_id, port, timeout=timeout)
 
+    def client(self, spec: dict, peer: str) -> str:
+        """The client's address as the balancer sees it: a sandbox machine's connections come
+        from its source address on the host (sandbox.network.reach), and stand for its private
+        address (an internal balancer, reached in its VPC) or its public one."""
+        place = self.clients.get(peer)
+        if place is None:
+            return peer
+        return place.get("private" if spec.get("internal") else "public") or peer
+
     def admits(self, spec: dict, client: str) -> bool:
         """Whether the balancer's security groups admit `client` on the listener's port."""
         address = ipaddress.ip_address(client)
         if any(address in ipaddress.ip_network(cidr, strict=False)
                for cidr in spec.get("admitted", ())):
+            return True
+        # A rule naming a source group admits its members, inside the balancer's VPC only.
+        if spec.get("internal") and self.members.get(client, set()) & set(
+                spec.get("admitted_groups", ())):
             return True
         self.note(f"load balancer {spec['lb']} drops {client} on port {spec['port']}: none of "
                   f"its security groups ({spec.get('groups_said', '')}) admits it")

@@ -118,7 +118,7 @@ class Listener:
                 raise ValueError(f"its certificate {spec['certificate']} cannot be read")
             tls = tls_context(*spec["tls"])
         self.front = front.Front(self.address, self.serve, fronts.pool, self._admits,
-                                 self._timeouts, tls)
+                                 self._timeouts, tls, self._client)
 
     def start(self) -> None:
         self.front.start()
@@ -144,6 +144,10 @@ class Listener:
             timeouts = (min(front.HEADER_TIMEOUT, idle), idle)
             self._timed = ((self.spec, time.monotonic() + TIMEOUTS_KEPT), timeouts)
         return timeouts
+
+    def _client(self, peer: str) -> str:
+        """The address a connection from `peer` comes from, as the balancer sees it."""
+        return self.fronts.client(self.spec, peer)
 
     def _admits(self, client: str) -> bool:
         """The security groups' decision for a client address (kept until the listener's

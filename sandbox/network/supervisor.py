@@ -16,7 +16,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from sandbox.network import alarms, channel, health, metrics, proxy, targets
+from sandbox.network import alarms, channel, health, metrics, proxy, reach, targets
 
 TICK = 0.2  # real seconds between rounds
 APPLIED = 10.0  # real seconds an API call waits for the proxies to follow it
@@ -29,6 +29,7 @@ class Network:
         self.alarms = alarms.Evaluator()
         self.fronts = channel.Fronts(state_dir, self._metric)
         self.balancers: dict[str, list[str]] = {}  # target group ARN -> balancers forwarding
+        self.listeners: dict[str, dict] = {}  # the listeners last sent, by ARN
         self._listening = False  # some listener exists
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -62,7 +63,9 @@ class Network:
 
     def stop_all(self) -> None:
         with self._lock:
-            seq = self.fronts.send({"listeners": {}, "groups": {}})
+            self.listeners = {}
+            reach.update({})
+            seq = self.fronts.send({"listeners": {}, "groups": {}, "clients": reach.clients()})
             targets.set_listeners(())
         self.fronts.wait(seq, APPLIED)
         self.health.clear()
@@ -120,9 +123,15 @@ class Network:
             in_use = _unique(in_use)
             groups = {group.arn: self._group(group, balancers[group.arn])
                       for _where, _lb, group in in_use}
-            seq = self.fronts.send({"listeners": wanted, "groups": groups})
+            # The machines that reach balancers (sandbox.network.reach) follow the listeners.
+            self.listeners = wanted
+            changed = reach.update(wanted)
+            seq = self.fronts.send({"listeners": wanted, "groups": groups,
+                                    "clients": reach.clients()})
         if wait and seq:
             self.fronts.wait(seq, wait)
+        if wait and changed:
+            reach.wait(changed, wait)
         return in_use
 
     def follow(self) -> None:
@@ -159,9 +168,13 @@ def _listener(where: tuple[str, str], lb, listener) -> dict:
 
     certificate = _tls(listener)
     admitted, said = security_groups.client_cidrs(where, lb.arn, int(listener.port))
+    own, admitted_groups = security_groups.client_groups(where, lb.arn, int(listener.port))
     rules = [r for r in list(listener.rules.values()) if not getattr(r, "is_default", False)]
     rules.sort(key=lambda r: int(r.priority))
     return {"where": list(where), "lb": lb.arn, "host": lb.dns_name,
+            "internal": lb.scheme == "internal", "vpc": lb.vpc_id,
+            "groups": own, "admitted_groups": admitted_groups,
+            "subnets": [subnet.cidr_block for subnet in lb.subnets],
             "port": int(listener.port), "certificate": certificate,
             "tls": _material(where, certificate) if certificate else None,
             "attributes": dict(lb.attrs), "admitted": admitted, "groups_said": said,

@@ -11,7 +11,8 @@ run on a machine of its own, the AL2023-like machines bakes use (sandbox.machine
 shell (sandbox.aws.codebuild.shell) with the project's environment variables (PLAINTEXT and
 PARAMETER_STORE), the buildspec's, CodeBuild's own (CODEBUILD_BUILD_ID, CODEBUILD_SRC_DIR…), and
 the temporary credentials of the service role's session, which the sandbox's IAM accepts and
-evaluates; AWS_ENDPOINT_URL points the machine's AWS SDKs and CLI at the sandbox. A failed
+evaluates; AWS_ENDPOINT_URL points the machine's AWS SDKs and CLI at the sandbox, over TLS
+(AWS_CA_BUNDLE: the machine's system bundle, which trusts the sandbox's CA). A failed
 command in INSTALL or PRE_BUILD ends the build (to FINALIZING); one in BUILD still runs
 POST_BUILD (with CODEBUILD_BUILD_SUCCEEDING=0) and UPLOAD_ARTIFACTS, as AWS documents. Every
 line goes to CloudWatch Logs, group /aws/codebuild/<project> (or the project's logsConfig),
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import os
 import shlex
 import subprocess
@@ -38,11 +40,14 @@ from pathlib import Path
 from sandbox import clock
 from sandbox.aws import seams
 from sandbox.aws.codebuild import buildspec as spec_file
+from sandbox.aws.codebuild import placement
 from sandbox.aws.codebuild.shell import Shell, ShellGone
 from sandbox.aws.codepipeline import service_role
 from sandbox.aws.codepipeline.service_role import Refused
+from sandbox.aws.elbv2 import load_balancers
+from sandbox.machines import aws_names, ssh_access
 from sandbox.machines import instances as machines
-from sandbox.machines import ssh_access
+from sandbox.network import reach
 from sandbox.sshd import Sshd, current_user
 
 QUEUED_SECONDS = 2.0  # AWS seconds a build waits in the queue
@@ -156,12 +161,6 @@ def _sandbox_env(sshd: Sshd) -> dict[str, str]:
     return found
 
 
-def _address() -> str:
-    """A private address in 10.0.0.0/8, the build's own (it is alone in its network)."""
-    number = uuid.uuid4().int
-    return f"10.{number % 200 + 20}.{number // 200 % 250}.{number // 50000 % 250 + 1}"
-
-
 def _now() -> datetime.datetime:
     """UTC without a zone, as moto keeps a build's times."""
     from moto.core.utils import utcnow
@@ -263,12 +262,21 @@ class Run:
                               f"{self.role}")
         self.logs.open(self.role, self.session)
         credentials = self._assume()
+        place = placement.place(self.backend, self.project, self.role, self.session)
         self.machine = "codebuild-" + uuid.uuid4().hex[:17]
         # A build reaches the instances' SSH, as a build in a VPC reaches its instances: in the
-        # sandbox every instance's SSH is the sandbox sshd on the host.
+        # sandbox every instance's SSH is the sandbox sshd on the host. And the load balancers
+        # its place reaches, by their DNS names (sandbox.network.reach).
         sshd = Sshd(self.state_dir)
-        ssh_access.launch(self.state_dir, self.machine, _address(),
-                          reach=(sshd.port,) if sshd.port else ())
+        network = load_balancers.NETWORK
+        locate = functools.partial(placement.located, self.backend, self.project) \
+            if "egress" in place else None  # a VPC's routes and groups change as it runs
+        balancers = reach.register(self.state_dir, self.machine, place,
+                                   network.listeners if network is not None else None, locate)
+        ssh_access.launch(self.state_dir, self.machine, place["private"],
+                          reach=(sshd.port,) if sshd.port else (), balancers=balancers)
+        if network is not None:
+            network.reconcile()  # the balancers know what its source address stands for
         self.exports = {**self._codebuild_env(), **credentials, **_sandbox_env(sshd),
                         **self._project_env()}
         self._open_shell()
@@ -345,6 +353,7 @@ class Run:
         if self.shell is not None:
             self.shell.close()
         if self.machine is not None:
+            reach.forget(self.machine)
             ssh_access.terminate(self.state_dir, self.machine)
         self._end(record, "SUCCEEDED")
         with LOCK:
@@ -453,7 +462,10 @@ class Run:
         region = self.backend.region_name
         build = self.build
         return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '5000')}",
+                # The sandbox's endpoint over TLS, as a build on AWS calls AWS's; the machine's
+                # system bundle holds the sandbox's CA (sandbox.machines.aws_names).
+                "AWS_ENDPOINT_URL": f"https://127.0.0.1:{os.environ.get('MOTO_PORT', '5000')}",
+                "AWS_CA_BUNDLE": aws_names.system_bundle(),
                 "CODEBUILD_BUILD_ID": build["id"], "CODEBUILD_BUILD_ARN": build["arn"],
                 "CODEBUILD_BUILD_NUMBER": str(build["buildNumber"]),
                 "CODEBUILD_BUILD_IMAGE": build["environment"].get("image", ""),

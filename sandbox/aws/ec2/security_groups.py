@@ -169,6 +169,34 @@ def client_cidrs(where: tuple[str, str], balancer_arn: str, port: int) -> tuple[
     return cidrs, ", ".join(balancer.security_groups) or "the VPC default"
 
 
+def client_groups(where: tuple[str, str], balancer_arn: str,
+                  port: int) -> tuple[list[str], list[str]]:
+    """The balancer's own groups (ids), and the groups whose members they admit on listener
+    `port` (a rule naming a source group): a client in the balancer's VPC reaches it from one
+    of those."""
+    from moto.ec2.models import ec2_backends
+    from moto.elbv2.models import elbv2_backends
+
+    account, region = where
+    balancer = elbv2_backends[account][region].load_balancers.get(balancer_arn)
+    if balancer is None:
+        return [], []
+    groups = _groups(ec2_backends[account][region], balancer.security_groups, balancer.vpc_id)
+    return [group.id for group in groups], sorted({
+        rule.source_group["GroupId"] for group in groups for rule in group.ingress_rules
+        if _carries(rule, port) and rule.source_group.get("GroupId")})
+
+
+def egress_of(ec2, group_ids, vpc_id: str) -> tuple[list[str], list[dict]]:
+    """The groups (ids; the VPC's default when none) and their outbound rules, as plain data:
+    {"protocol", "from", "to", "cidr" or "group"} (sandbox.network.reach judges by them)."""
+    groups = _groups(ec2, group_ids, vpc_id)
+    rules = [{"protocol": rule.ip_protocol, "from": rule.from_port, "to": rule.to_port,
+              "cidr": rule.ip_range.get("CidrIp"), "group": rule.source_group.get("GroupId")}
+             for group in groups for rule in group.egress_rules]
+    return [group.id for group in groups], rules
+
+
 def _groups(ec2, ids_or_groups, vpc_id: str) -> list:
     """The groups (ids or groups, each once), or the VPC's default group when there are none."""
     found = {}

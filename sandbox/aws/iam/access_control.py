@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote
 from sandbox.aws import seams
 from sandbox.aws.iam import actions, identities, resources, sigv4
 from sandbox.aws.iam import policy as iam
-from sandbox.aws.iam.arns import keys_used, passed_roles, resource_for
+from sandbox.aws.iam.arns import keys_used, passed_roles, resource_for, secret_key_used
 
 STATE: dict = {"dir": None, "lock": threading.Lock()}
 # Where sandbox.server keeps the request as it arrived, in the WSGI environ.
@@ -243,7 +243,7 @@ def _anonymous_s3(response, wire: sigv4.WireRequest) -> None:
     bucket = _bucket(response, target.bucket)
     policies = [bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy] \
         if bucket is not None and bucket.policy else []
-    context = {"aws:SourceIp": _source_ip(), "aws:SecureTransport": False}
+    context = {"aws:SourceIp": _source_ip(), "aws:SecureTransport": _secure_transport()}
     result = iam.evaluate(policies, action, resource, context, principal={"anonymous": True})
     if result != iam.Result.ALLOW:
         _log(f"DENY anonymous {action} {resource}")
@@ -260,6 +260,13 @@ def _bucket(response, name: str | None):
         return s3_backends[response.current_account]["aws"].get_bucket(name)
     except S3ClientError:
         return None
+
+
+def _secure_transport() -> bool:
+    """Whether the request came over TLS (sandbox/server.py answers both on one port)."""
+    from flask import has_request_context, request
+
+    return has_request_context() and request.environ.get("wsgi.url_scheme") == "https"
 
 
 def _source_ip() -> str:
@@ -430,22 +437,36 @@ def _unknown_operation(call: Call, caller: Caller) -> None:
 
 
 def _check_keys_used(call: Call, caller: Caller, action: str, params: dict) -> None:
-    """EC2 uses customer managed keys as the caller (kms:ViaService ec2): the key policy and the
-    caller's policies must allow it. AWS managed keys (aws/ebs) allow every caller through EC2."""
+    """EC2 uses customer managed keys as the caller (kms:ViaService ec2), and so does Secrets
+    Manager for a secret's value (kms:ViaService secretsmanager, the secret's ARN in the
+    encryption context): the key policy and the caller's policies must allow it. AWS managed
+    keys (aws/ebs, aws/secretsmanager) allow every caller through their service."""
     region = call.region
     context = _context(caller, action, params)
+    ec2 = {"kms:ViaService": f"ec2.{region}.amazonaws.com"}
     for key_arn, kms_actions in keys_used(action, params, caller.account, region):
-        key = identities.kms_key(key_arn, caller.account, region)
-        if key is None or getattr(key, "key_manager", "CUSTOMER") == "AWS":
-            continue  # no such key: EC2 answers that itself
-        for kms_action in kms_actions:
-            here = {**context, "kms:ViaService": f"ec2.{region}.amazonaws.com",
-                    "kms:CallerAccount": caller.account,
-                    "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant",
-                    **key_context(key), iam.UNCOMPUTED: []}
-            allowed, why = _decide(caller, kms_action, key.arn, here, params, region)
-            if not allowed:
-                _deny(call, caller, kms_action, key.arn, _with_uncomputed(why, here))
+        _check_key_use(call, caller, key_arn, kms_actions, {**context, **ec2}, params)
+    used = secret_key_used(action, params, caller.account, region)
+    if used is not None:
+        key_arn, secret_arn, kms_actions = used
+        via = {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com",
+               "kms:EncryptionContext:SecretARN": secret_arn}
+        _check_key_use(call, caller, key_arn, kms_actions, {**context, **via}, params)
+
+
+def _check_key_use(call: Call, caller: Caller, key_arn: str, kms_actions: tuple,
+                   context: dict, params: dict) -> None:
+    region = call.region
+    key = identities.kms_key(key_arn, caller.account, region)
+    if key is None or getattr(key, "key_manager", "CUSTOMER") == "AWS":
+        return  # no such key: the service answers that itself
+    for kms_action in kms_actions:
+        here = {**context, "kms:CallerAccount": caller.account,
+                "kms:GrantIsForAWSResource": kms_action == "kms:CreateGrant",
+                **key_context(key), iam.UNCOMPUTED: []}
+        allowed, why = _decide(caller, kms_action, key.arn, here, params, region)
+        if not allowed:
+            _deny(call, caller, kms_action, key.arn, _with_uncomputed(why, here))
 
 
 def _deleted_objects(call: Call, action: str, resource: str) -> list[resources.Target]:
@@ -478,7 +499,7 @@ def _context(caller: Caller, action: str, params: dict) -> dict:
         "aws:PrincipalArn": caller.principal_arn,
         "aws:PrincipalAccount": caller.account,
         "aws:PrincipalType": "AssumedRole" if caller.role else "User",
-        "aws:SecureTransport": False,
+        "aws:SecureTransport": _secure_transport(),
         "aws:ViaAWSService": False,
         "aws:SourceIp": _source_ip(),
     }

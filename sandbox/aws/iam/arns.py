@@ -215,6 +215,28 @@ def keys_used(action: str, params: dict, account: str, region: str) -> list[tupl
     return []
 
 
+# What Secrets Manager does with a secret's customer managed key as the caller: it decrypts the
+# value GetSecretValue reads and makes a data key for the one PutSecretValue stores.
+SECRET_VALUE_KEY = {"secretsmanager:GetSecretValue": ("kms:Decrypt",),
+                    "secretsmanager:PutSecretValue": ("kms:GenerateDataKey",)}
+
+
+def secret_key_used(action: str, params: dict, account: str,
+                    region: str) -> tuple[str, str, tuple] | None:
+    """(key ARN, secret ARN, KMS actions) Secrets Manager performs as the caller for this
+    request, when it reads or writes the value of a secret encrypted with a key of its own."""
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    uses = SECRET_VALUE_KEY.get(action)
+    if not uses or not params.get("SecretId"):
+        return None
+    found = secretsmanager_backends[account][region].secrets.get(params["SecretId"])
+    key = getattr(found, "kms_key_id", None)
+    if found is None or not key:
+        return None
+    return _key_arn(key, account, region), found.arn, uses
+
+
 def _key_arn(key: str, account: str, region: str) -> str:
     """A key id, alias name or ARN as the ARN policies name it."""
     if key.startswith("arn:"):

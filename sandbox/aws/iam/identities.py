@@ -74,10 +74,13 @@ def mode(state_dir: Path | None) -> str:
 
 def operator_policy(prefix: str, account: str = BUILD_ACCOUNT, partition: str = "aws") -> str:
     # The sandbox's accounts use the default deployer role name (invoke.yaml).
+    # ... and pipelines' S3 sources in their artifact buckets (orchestrator/codepipeline.py).
     text = OPERATOR_POLICY.read_text().replace(
-        "${DeployerRoleArns}", "arn:${AWS::Partition}:iam::*:role/${Prefix}-deployer")
+        "${DeployerRoleArns}", "arn:${AWS::Partition}:iam::*:role/${Prefix}-deployer").replace(
+        "${PipelineSourceObjects}",
+        "arn:${AWS::Partition}:s3:::${Prefix}-pipeline-*-artifactbucket-*/source/*")
     for name, value in (("${Prefix}", prefix), ("${AWS::AccountId}", account),
-                        ("${AWS::Partition}", partition)):
+                        ("${AWS::Partition}", partition), ("${AWS::URLSuffix}", "amazonaws.com")):
         text = text.replace(name, value)
     return text
 
