@@ -177,7 +177,14 @@ def _in_region(place: Place) -> str:
 def check_repo_bucket_private(place: Place, values: dict) -> Check:
     bucket = values["RepoBucket"]
     check = Check(place.account, f"repo bucket {bucket} is not public")
-    s3 = place.aws.client("s3")
+    check.problems += bucket_public_problems(place.aws.client("s3"), bucket)
+    return check
+
+
+def bucket_public_problems(s3, bucket: str) -> list[str]:
+    """What makes `bucket` public or able to become so: a public access block flag off, an ACL
+    for all users, a policy statement for everyone without a restricting condition."""
+    problems = []
     try:
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     except ClientError as error:
@@ -187,25 +194,31 @@ def check_repo_bucket_private(place: Place, values: dict) -> Check:
     for flag in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                  "RestrictPublicBuckets"):
         if not block.get(flag):
-            check.problems.append(f"bucket {bucket}: public access block {flag} is off")
+            problems.append(f"bucket {bucket}: public access block {flag} is off")
     for grant in s3.get_bucket_acl(Bucket=bucket).get("Grants", []):
         if grant.get("Grantee", {}).get("URI") in ALL_USERS:
-            check.problems.append(f"bucket {bucket}: ACL grants {grant['Permission']} to "
-                                  f"{grant['Grantee']['URI'].rsplit('/', 1)[1]}")
-    for index, statement in enumerate(statements(_bucket_policy(s3, bucket))):
-        if allows(statement) and _everyone(statement) and not restricted(statement):
-            actions = ", ".join(as_list(statement.get("Action"))) or "actions"
-            check.problems.append(f"bucket {bucket}: policy statement {sid(statement, index)} "
-                                  f"grants {actions} to everyone (Principal *) without a "
-                                  f"restricting condition")
-    return check
+            problems.append(f"bucket {bucket}: ACL grants {grant['Permission']} to "
+                            f"{grant['Grantee']['URI'].rsplit('/', 1)[1]}")
+    problems += public_statements(f"bucket {bucket}", bucket_policy(s3, bucket))
+    return problems
+
+
+def public_statements(what: str, policy) -> list[str]:
+    """A line for each statement of `policy` that allows everyone without a restricting
+    condition."""
+    return [f"{what}: policy statement {sid(statement, index)} grants "
+            f"{', '.join(as_list(statement.get('Action'))) or 'actions'} to everyone "
+            f"(Principal *) without a restricting condition"
+            for index, statement in enumerate(statements(policy))
+            if allows(statement) and _everyone(statement) and not restricted(statement)]
 
 
 def _everyone(statement: dict) -> bool:
     return "*" in principals(statement)
 
 
-def _bucket_policy(s3, bucket: str) -> str | None:
+def bucket_policy(s3, bucket: str) -> str | None:
+    """The bucket's policy document, or None when it has none."""
     try:
         return s3.get_bucket_policy(Bucket=bucket)["Policy"]
     except ClientError as error:
@@ -217,32 +230,40 @@ def _bucket_policy(s3, bucket: str) -> str | None:
 def check_repo_bucket_encrypted(place: Place, values: dict) -> Check:
     bucket = values["RepoBucket"]
     check = Check(place.account, f"repo bucket {bucket} is encrypted")
+    check.problems += bucket_encryption_problems(place.aws.client("s3"), bucket)
+    return check
+
+
+def bucket_encryption_problems(s3, bucket: str) -> list[str]:
     try:
-        rules = place.aws.client("s3").get_bucket_encryption(Bucket=bucket)[
+        rules = s3.get_bucket_encryption(Bucket=bucket)[
             "ServerSideEncryptionConfiguration"]["Rules"]
     except ClientError as error:
         if "ServerSideEncryptionConfigurationNotFound" not in str(error):
             raise
         rules = []
     if not any(r.get("ApplyServerSideEncryptionByDefault") for r in rules):
-        check.problems.append(f"bucket {bucket}: default encryption is off")
-    return check
+        return [f"bucket {bucket}: default encryption is off"]
+    return []
 
 
 def check_repo_bucket_versioned(place: Place, values: dict) -> Check:
     bucket = values["RepoBucket"]
     check = Check(place.account, f"repo bucket {bucket} keeps versions")
-    status = place.aws.client("s3").get_bucket_versioning(Bucket=bucket).get("Status")
-    if status != "Enabled":
-        check.problems.append(f"bucket {bucket}: versioning is {status or 'off'}")
+    check.problems += bucket_versioning_problems(place.aws.client("s3"), bucket)
     return check
+
+
+def bucket_versioning_problems(s3, bucket: str) -> list[str]:
+    status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
+    return [] if status == "Enabled" else [f"bucket {bucket}: versioning is {status or 'off'}"]
 
 
 def check_repo_readable_by_bake_role(place: Place, values: dict) -> Check:
     bucket, role = values["RepoBucket"], values["BakeRoleArn"]
     check = Check(place.account, "bake role may read the repo")
     granted = any(allows(s) and role in principals(s) and action_covers(s, "s3:GetObject")
-                  for s in statements(_bucket_policy(place.aws.client("s3"), bucket)))
+                  for s in statements(bucket_policy(place.aws.client("s3"), bucket)))
     if not granted:
         check.problems.append(f"bucket {bucket}: the policy does not let {role} s3:GetObject")
     return check

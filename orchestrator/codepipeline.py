@@ -34,10 +34,11 @@ from urllib.parse import urlencode
 
 import yaml
 
-from accounts import bootstrap
+from accounts import bootstrap, verify
 from cloud import apps, pipelines, stacks, tags
 from cloud.console import say
 from cloud.errors import KilnError
+from orchestrator import pipeline_checks
 
 PART = "pipeline-{app}"
 OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName",
@@ -655,6 +656,9 @@ def register(settings) -> list[str]:
             part, f"{part}.json", lambda config, app=app: _where(config, app),
             lambda place, app=app: parameters(place, app), OUTPUTS,
             render_for=lambda config, app=app: template(config, app)))
+        for check in pipeline_checks.CHECKS:
+            if check not in verify.CHECKS.get(part, []):
+                verify.register(part, check)
         parts.append(part)
     return parts
 

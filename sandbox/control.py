@@ -84,6 +84,7 @@ class Sandbox:
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self) -> str:
         """Start the moto server (and the sandbox sshd) unless running; return the endpoint."""
+        private_folder(self.state_dir)
         with self.moto.lock():
             if self.time_scale is not None:
                 self.set_time_scale(self.time_scale)
@@ -343,3 +344,10 @@ def _is_server(pid: int) -> bool:
 
 def _project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def private_folder(folder: Path) -> None:
+    """The state dir is its owner's alone (0700), made so or made so again: its logs record
+    requests and its files name keys and instances, none of which another local user reads."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)

@@ -41,6 +41,25 @@ def project_config() -> dict:
     return yaml.safe_load((ROOT / "invoke.yaml").read_text())["kiln"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def base_layer_cache(tmp_path_factory):
+    """One folder for the run's sandbox base layers (sandbox/machines/image.py): each fresh state
+    dir links the layer built once, instead of building its own (seconds each). Both workers of
+    an xdist run share the run's folder; a run of its own has its own."""
+    from sandbox.machines.image import CACHE_ENV
+
+    run = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run = run.parent  # pytest-N, above this worker's popen-gwN
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(run / "base-layers")
+    yield
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def sandbox_box(tmp_path_factory):
     # The shared sandbox refuses what IAM refuses, as `invoke sandbox.up` does.

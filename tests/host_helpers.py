@@ -5,7 +5,8 @@ the host.
 has from its first day), a log was written and a cache filled under /var, and somebody left
 files in /opt and /var/tmp; after the test it removes what it made, and only that.
 `hello_rpm(folder)` builds a small noarch package; `package_layer(folder)` is a read-only layer
-holding it at /srv/kiln-hello.rpm, for a machine to install it from.
+holding it at /srv/kiln-hello.rpm, for a machine to install it from. `var_tmp_state` is a
+sandbox state dir under the host's /var/tmp, which every local user can reach.
 """
 
 from __future__ import annotations
@@ -88,6 +89,24 @@ def host_with_history():
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.lexists(path):
                 os.unlink(path)
+
+
+@pytest.fixture
+def var_tmp_state(tmp_path_factory):
+    """A fresh state dir in /var/tmp, 0755 (a checkout's .sandbox, or a Jenkins workspace under
+    /var). After the test its machines are ended and the folder moves into this run's own
+    temporary folder, where pytest removes it with the others: deleting a base layer's
+    thousands of folders takes seconds. Where it cannot move (another filesystem), it goes."""
+    from sandbox.machines import instances as machines
+
+    folder = Path(tempfile.mkdtemp(prefix="kiln-state-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    machines.terminate_all(folder)
+    try:
+        os.rename(folder, tmp_path_factory.mktemp("var-tmp-state") / folder.name)
+    except OSError:
+        subprocess.run(["rm", "-rf", "--", str(folder)], check=False)
 
 
 def _write(path: str, mode: int) -> None:

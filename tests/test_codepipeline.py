@@ -14,7 +14,7 @@ import boto3
 import pytest
 import yaml
 
-from accounts import bootstrap
+from accounts import bootstrap, verify
 from cloud import settings as settings_module
 from cloud import stacks
 from cloud import tags as kiln_tags
@@ -198,6 +198,38 @@ def test_bootstrap_dry_run_lists_the_pipeline_stack(clean_sandbox, kiln_settings
     summaries = admin.client("cloudformation").list_stacks()["StackSummaries"]
     assert [s["StackName"] for s in summaries if s["StackStatus"] != "DELETE_COMPLETE"] == [
         "kiln-build"]
+
+
+def test_verify_reads_the_artifact_bucket_and_the_topic_as_they_are(clean_sandbox, kiln_settings):
+    """The first app's pipeline added to a build stack made before it (which gains its
+    pipeline subnet), then changed by hand."""
+    plain = connect(kiln_settings(), admin=True)
+    bootstrap.run(plain.settings, plain, yes=True, parts=("build",))
+    settings = kiln_settings(**engine_config())
+    admin = connect(settings, admin=True)
+    parts = ("build", f"pipeline-{APP}")
+    codepipeline.register(settings)
+    assert [r["action"] for r in bootstrap.run(settings, admin, yes=True, parts=parts)] == [
+        "updated", "created"]
+    assert [c.problems for c in verify.run(settings, admin, parts=parts) if not c.ok] == []
+    outputs = bootstrap.outputs(admin.client("cloudformation"), f"kiln-pipeline-{APP}")
+    bucket, topic = outputs["ArtifactBucketName"], outputs["TopicArn"]
+    # Changed by hand after bootstrap: each change is one line.
+    s3, sns = admin.client("s3"), admin.client("sns")
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Sid": "Oops", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue="")
+    found = [p for c in verify.run(settings, admin, parts=(f"pipeline-{APP}",)) for p in c.problems]
+    assert found == [
+        f"bucket {bucket}: policy statement Oops grants s3:GetObject to everyone (Principal *) "
+        f"without a restricting condition",
+        f"bucket {bucket}: versioning is Suspended",
+        f"bucket {bucket}: no policy statement denies requests without TLS "
+        f"(aws:SecureTransport false)",
+        f"topic {topic}: encryption is off (no KmsMasterKeyId)"]
 
 
 def test_status_without_a_pipeline_stack_shows_the_recorded_stages(clean_sandbox, kiln_settings,

@@ -8,11 +8,13 @@ whose %post scriptlet fails both fail the run, each with dnf's or rpm's own reas
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from contextlib import contextmanager
 
 import boto3
 import pytest
+import yaml
 
 from cloud.errors import KilnError
 from cloud.target import connect
@@ -27,7 +29,7 @@ from provisioner.provision import (
     wait_for_ssh,
 )
 from tests.bake_helpers import bootstrapped_sandbox, write_probe_manifest
-from tests.conftest import ROOT, project_config
+from tests.conftest import INVOKE, ROOT, project_config
 from tests.test_sandbox_instances import ssh_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cookbook")]
@@ -39,13 +41,21 @@ RECIPES = ("repo", "install", "service", "smoke")
 
 @pytest.fixture(scope="module")
 def published(sandbox_box, tmp_path_factory):
-    """A bootstrapped sandbox whose repo holds hello-web 1.0.0."""
-    return bootstrapped_sandbox(sandbox_box, tmp_path_factory)
+    """A bootstrapped sandbox whose repo holds hello-web 1.0.0, published once for the module
+    (a test may add a package beside it, or change the repo and put it back)."""
+    box = bootstrapped_sandbox(sandbox_box, tmp_path_factory)
+    folder = tmp_path_factory.mktemp("publish")
+    runtime = folder / "publish.yaml"
+    runtime.write_text(yaml.safe_dump({"kiln": {
+        "sandbox": {"state_dir": str(box.state_dir)}, "dist": str(folder / "dist")}}))
+    done = subprocess.run([INVOKE, "-f", str(runtime), "publish", "--version", "1.0.0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return box
 
 
 @pytest.fixture
-def settings(published, kiln_settings, run_invoke):
-    run_invoke("publish", "--version", "1.0.0", check=True)
+def settings(published, kiln_settings):
     config = kiln_settings(bake={"smoke_retries": 2, "smoke_retry_delay": 1})
     return config, connect(config)
 
@@ -165,13 +175,12 @@ TEAM = {"run_list": ["role[runtime]", "recipe[kiln_app]", "recipe[runtime::after
 
 
 def test_a_team_run_list_converges_its_runtime_before_the_app_and_a_recipe_after_it(
-        published, kiln_settings, run_invoke, capsys):
+        published, kiln_settings, capsys):
     """The worked example of docs/image-stage.md, with real chef-solo: role[runtime] (from the
     team's roles folder) installs the runtime from the team's cookbook folder before Kiln's
     recipe, whose smoke check runs it; the team's attribute (normal) beats the cookbook's
     default, the environment's override beats the role's default; a recipe after Kiln's sees
     the installed app."""
-    run_invoke("publish", "--version", "1.0.0", check=True)
     runtime_check = "/opt/runtime/bin/runtime | grep -Fx 'runtime 21 heap 1g'"
     config = kiln_settings(bake={
         **TEAM, "smoke_retries": 2, "smoke_retry_delay": 1,

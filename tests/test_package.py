@@ -23,6 +23,10 @@ from packager.manifest import load
 from packager.spec import Provenance, scriptlets
 from tests.conftest import deep_merge, project_config
 
+# One worker runs the module (an xdist group): its module-scoped `hello` (a package fpm
+# builds) is made once.
+pytestmark = pytest.mark.xdist_group("package")
+
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "manifests" / "hello-web.yaml"
 EPOCH = 1_700_000_000

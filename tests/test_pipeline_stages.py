@@ -21,7 +21,9 @@ from tests.conftest import deep_merge, project_config
 from tests.deploy_helpers import FAST, env_stack
 from tests.machine_helpers import promoted_web_image
 
-pytestmark = pytest.mark.slow
+# One worker runs the module (an xdist group): its module-scoped `world` (a bootstrapped
+# sandbox, an environment and an image) is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline-stages")]
 
 LOAD = {"name": "capacity", "action": "capacity", "stack": "acceptance", "users": 4,
         "spawn_rate": 4, "duration": "4s",

@@ -14,6 +14,9 @@ from cloud.target import connect
 from packager import repo, repodata
 from tests.repo_helpers import S3Log, build_rpm, fresh_repo
 
+# One worker runs the module (an xdist group): its module-scoped `rpms` is made once.
+pytestmark = pytest.mark.xdist_group("repo")
+
 
 @pytest.fixture(scope="module")
 def rpms(tmp_path_factory):

@@ -17,6 +17,9 @@ from packager.memory import Written
 from tests.deploy_helpers import deployer
 from tests.repo_helpers import fresh_repo, three_rpms
 
+# One worker runs the module (an xdist group): its module-scoped `rpms` is made once.
+pytestmark = pytest.mark.xdist_group("repo-memory")
+
 ALPHA, BETA, GAMMA = (f"Packages/{n}-1.0.0-1.noarch.rpm" for n in ("alpha", "beta", "gamma"))
 
 

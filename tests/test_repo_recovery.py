@@ -26,6 +26,9 @@ from tests.deploy_helpers import deployer
 from tests.faults import FaultProxy
 from tests.repo_helpers import fresh_repo, three_rpms
 
+# One worker runs the module (an xdist group): its module-scoped `rpms` is made once.
+pytestmark = pytest.mark.xdist_group("repo-recovery")
+
 
 @pytest.fixture(scope="module")
 def rpms(tmp_path_factory):

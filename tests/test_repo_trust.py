@@ -16,6 +16,9 @@ from cloud.target import connect
 from packager import repo, repodata
 from tests.repo_helpers import build_rpm, make_lock_table, make_repo_bucket
 
+# One worker runs the module (an xdist group): its module-scoped `rpms` is made once.
+pytestmark = pytest.mark.xdist_group("repo-trust")
+
 REPOMD = repo.REPOMD
 
 

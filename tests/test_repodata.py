@@ -15,6 +15,9 @@ import pytest
 from packager import repodata
 from tests.repo_helpers import build_rpm
 
+# One worker runs the module (an xdist group): its module-scoped `packages` is made once.
+pytestmark = pytest.mark.xdist_group("repodata")
+
 REPO = repodata.REPO_NS
 
 

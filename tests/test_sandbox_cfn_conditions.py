@@ -41,3 +41,53 @@ def test_conditions_made_of_conditions(clean_sandbox):
         {"ParameterKey": "Hook", "ParameterValue": "false"}])
     cloudformation.get_waiter("stack_create_complete").wait(StackName="without")
     assert made(cloudformation, "without") == {"Vpc", "WithNotBoth"}
+
+
+LATER = """
+Parameters:
+  ExtraCidr: {Type: String, Default: ""}
+Conditions:
+  HasExtra: !Not [!Equals [!Ref ExtraCidr, ""]]
+Resources:
+  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.9.0.0/16}}
+  ExtraSubnet: {Type: AWS::EC2::Subnet, Condition: HasExtra,
+                Properties: {VpcId: !Ref Vpc, CidrBlock: !Ref ExtraCidr}}
+  ExtraTable: {Type: AWS::EC2::RouteTable, Condition: HasExtra, Properties: {VpcId: !Ref Vpc}}
+  ExtraRoutes: {Type: AWS::EC2::SubnetRouteTableAssociation, Condition: HasExtra,
+                Properties: {SubnetId: !Ref ExtraSubnet, RouteTableId: !Ref ExtraTable}}
+Outputs:
+  VpcId: {Value: !Ref Vpc}
+  ExtraSubnetId: {Condition: HasExtra, Value: !Ref ExtraSubnet}
+"""
+
+
+def test_a_change_set_that_turns_a_condition_on_makes_its_resources(clean_sandbox):
+    """As `invoke bootstrap` adds the first app's pipeline to a build stack made before it: the
+    same template, a parameter that turns a condition on. Every resource of the condition is
+    made (moto made only those using the changed parameter, and left the others to be made
+    when first listed, which failed), and the condition's outputs appear; turned off again,
+    they go."""
+    cloudformation = boto3.client("cloudformation")
+    cloudformation.create_stack(StackName="later", TemplateBody=LATER)
+    cloudformation.get_waiter("stack_create_complete").wait(StackName="later")
+
+    def update(cidr: str) -> tuple[set[str], set[str]]:
+        name = f"cidr-{len(cidr)}"
+        cloudformation.create_change_set(
+            StackName="later", ChangeSetName=name, TemplateBody=LATER, ChangeSetType="UPDATE",
+            Parameters=[{"ParameterKey": "ExtraCidr", "ParameterValue": cidr}])
+        cloudformation.get_waiter("change_set_create_complete").wait(
+            StackName="later", ChangeSetName=name)
+        cloudformation.execute_change_set(StackName="later", ChangeSetName=name)
+        cloudformation.get_waiter("stack_update_complete").wait(StackName="later")
+        stack = cloudformation.describe_stacks(StackName="later")["Stacks"][0]
+        return made(cloudformation, "later"), {o["OutputKey"] for o in stack["Outputs"]}
+
+    assert update("10.9.1.0/24") == ({"Vpc", "ExtraSubnet", "ExtraTable", "ExtraRoutes"},
+                                     {"VpcId", "ExtraSubnetId"})
+    subnets = boto3.client("ec2").describe_subnets(
+        Filters=[{"Name": "cidr-block", "Values": ["10.9.1.0/24"]}])["Subnets"]
+    assert len(subnets) == 1
+    assert update("") == ({"Vpc"}, {"VpcId"})
+    assert not boto3.client("ec2").describe_subnets(
+        Filters=[{"Name": "cidr-block", "Values": ["10.9.1.0/24"]}])["Subnets"]

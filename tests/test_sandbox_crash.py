@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def own_box(tmp_path):
 
 def test_up_after_a_killed_server_ends_its_machines_and_restores_the_rest(own_box, capsys):
     box = own_box
+    box.state_dir.mkdir(mode=0o755)  # made beforehand with the usual umask
     box.up()
+    # The state dir is its owner's alone: its logs record requests and sessions.
+    assert stat.S_IMODE(os.stat(box.state_dir).st_mode) == 0o700
     ec2, s3 = _client(box, "ec2"), _client(box, "s3")
     ec2.create_key_pair(KeyName="k", TagSpecifications=[
         {"ResourceType": "key-pair", "Tags": [{"Key": "kiln:role", "Value": "bake-key"}]}])

@@ -66,3 +66,33 @@ def test_the_base_layer_holds_no_password_hash_of_the_host(tmp_path):
     assert oct((layer / "etc/shadow").stat().st_mode & 0o777) == "0o600"
     assert {line.split(":")[1] for line in (layer / "etc/gshadow").read_text().splitlines()} \
         == {"!"}
+
+
+def test_fresh_state_dirs_link_the_base_layer_built_once(tmp_path):
+    """With the run's cache (tests/conftest.py), a second state dir's layer is the first's files
+    hard-linked under folders of its own, owned, marked and stamped as built. The first test's
+    content: built once in the run."""
+    content = (("nodejs = 18.20.4",), "/opt/chef/bin/chef-solo")
+    first = image.ensure(tmp_path / "one", *content)
+    second = image.ensure(tmp_path / "two", *content)
+    assert first.parent.parent != second.parent.parent
+    for path in ("etc/os-release", "usr/bin/systemctl", "var/lib/rpm", "home/ec2-user"):
+        one, two = (first / path).lstat(), (second / path).lstat()
+        assert (one.st_mode, one.st_uid, one.st_gid) == (two.st_mode, two.st_uid, two.st_gid)
+    assert (first / "etc/os-release").stat().st_ino == (second / "etc/os-release").stat().st_ino
+    assert first.stat().st_ino != second.stat().st_ino
+    cache = Path(os.environ[image.CACHE_ENV])
+    assert {oct(p.stat().st_mode & 0o777) for p in (first, second, cache)} == {"0o700"}
+    for path in image.HIDDEN:
+        assert os.getxattr(second / path, image.OPAQUE) == b"y"
+    assert (second.parent / "base.sha256").read_text() == (first.parent / "base.sha256").read_text()
+    assert provides(second, "nodejs").stdout.startswith("system-release-2023")
+    assert "exec /opt/chef/bin/chef-solo" in (second / "usr/bin/chef-solo").read_text()
+
+
+def test_a_cache_that_is_not_a_folder_is_not_used(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("not a folder\n")
+    monkeypatch.setenv(image.CACHE_ENV, str(tmp_path / "cache"))
+    assert image._cache() is None
+    monkeypatch.setenv(image.CACHE_ENV, "")
+    assert image._cache() is None

@@ -22,6 +22,9 @@ from sandbox.machines import instances as machines
 from tests import layer_helpers
 from tests.test_sandbox_instances import base_image, ssh_group
 
+# One worker runs the module (an xdist group): its module-scoped `machine` is made once.
+pytestmark = pytest.mark.xdist_group("sandbox-judge")
+
 # Capabilities no sandbox machine may hold (Linux's numbers): DAC_READ_SEARCH (open_by_handle_at),
 # SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_ADMIN, SYS_BOOT, MKNOD, SYS_TIME, AUDIT_CONTROL.
 FORBIDDEN_CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17,

@@ -1,9 +1,7 @@
 """sandbox/aws/ec2/machine_images.py: images hold the machine's filesystem, copies share it."""
 
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import boto3
@@ -80,26 +78,22 @@ def test_instances_stack_the_image_where_it_lies_and_keep_what_they_write(clean_
         {f"{world}/scratch/skeleton"}
 
 
-def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden():
+def test_a_state_dir_inside_a_system_folder_still_boots_and_stays_hidden(var_tmp_state):
     """A sandbox whose state lies under the host's /var (a Jenkins workspace, say): the
     instance's /var is its layers' (the image's, never the host's), so its layers stack in place
     and the state is not visible inside."""
-    state = Path(tempfile.mkdtemp(prefix="kiln-state-", dir="/var/tmp"))
-    try:
-        layer = state / "machines" / "layers" / "layer-test"
-        (layer / "var" / "lib" / "app").mkdir(parents=True)
-        (layer / "var" / "lib" / "app" / "data").write_text("kept\n")
-        (layer / "opt" / "app").mkdir(parents=True)
-        (layer / "opt" / "app" / "run").write_text("run\n")
-        machines.launch(state, "i-0123456789abcdef0", "10.0.0.5", layers=[layer])
-        enter = machines.enter_command(state, "i-0123456789abcdef0")
-        shown = subprocess.run([*enter, "sh", "-c", f"cat /var/lib/app/data /opt/app/run; "
-                                f"ls -A {state} | wc -l"],
-                               capture_output=True, text=True, timeout=30)
-        assert shown.stdout.split() == ["kept", "run", "0"], shown.stderr
-    finally:
-        machines.terminate_all(state)
-        shutil.rmtree(state, ignore_errors=True)
+    state = var_tmp_state
+    layer = state / "machines" / "layers" / "layer-test"
+    (layer / "var" / "lib" / "app").mkdir(parents=True)
+    (layer / "var" / "lib" / "app" / "data").write_text("kept\n")
+    (layer / "opt" / "app").mkdir(parents=True)
+    (layer / "opt" / "app" / "run").write_text("run\n")
+    machines.launch(state, "i-0123456789abcdef0", "10.0.0.5", layers=[layer])
+    enter = machines.enter_command(state, "i-0123456789abcdef0")
+    shown = subprocess.run([*enter, "sh", "-c", f"cat /var/lib/app/data /opt/app/run; "
+                            f"ls -A {state} | wc -l"],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.stdout.split() == ["kept", "run", "0"], shown.stderr
 
 
 def test_only_a_chef_installation_outside_the_system_folders_is_bound_and_never_the_root():

@@ -9,7 +9,6 @@ import errno
 import os
 import pwd
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,11 @@ def as_user(uid: int, command: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def state():
+def state(var_tmp_state):
     """A state dir every local user can reach (a checkout's .sandbox, say)."""
     if os.geteuid() != 0:
         pytest.skip("running as other users needs root")  # CI runs as root
-    folder = Path(tempfile.mkdtemp(prefix="kiln-state-", dir="/var/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    machines.terminate_all(folder)
-    subprocess.run(["rm", "-rf", "--", str(folder)], check=False)
+    return var_tmp_state
 
 
 def test_no_local_user_reaches_an_images_layers_or_an_instances_own(state):

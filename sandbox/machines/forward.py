@@ -173,6 +173,11 @@ def connection(inside: socket.socket, port: int, routes: str | None) -> None:
     except OSError:
         inside.close()
         return
+    join(inside, outside)
+
+
+def join(inside: socket.socket, outside: socket.socket) -> None:
+    """Carry bytes both ways between the two connections until either side closes."""
     outside.settimeout(None)
     for source, sink in ((inside, outside), (outside, inside)):
         threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
@@ -328,9 +333,7 @@ class Balancers:
         except OSError:
             inside.close()
             return
-        outside.settimeout(None)
-        for source, sink in ((inside, outside), (outside, inside)):
-            threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+        join(inside, outside)
 
     def run(self) -> None:
         while True:

@@ -14,6 +14,12 @@ that an instance never starts from the host's leftovers; and what differs on AL2
 
 `chef_solo`, a chef-solo found on the host, becomes `/usr/bin/chef-solo` in the image, as an
 omnibus install's symlink would on AWS; without one, the image has no Chef.
+
+Where KILN_SANDBOX_BASE_CACHE names a folder (the test suite gives each run one), a base layer is
+built once for every state dir of that run: it is kept there by its content's stamp, and a fresh
+state dir's layer is a copy of it whose files are hard links (its folders its own). That is sound
+because a layer is never written: instances write into their own upper layer (overlayfs copies a
+file up before changing it), and a changed base is a new tree replacing the old one.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ root    ALL=(ALL)       ALL
 EC2_USER = ("ec2-user", 1000)
 CONFINE = "/usr/libexec/kiln-sandbox/confine"  # confine.py, run by the instance's python3
 _building = threading.Lock()
+CACHE_ENV = "KILN_SANDBOX_BASE_CACHE"
 # The host's folders that are not the instance's (its units, sshd's, …; its repositories): the
 # image's own, empty, hide them.
 HIDDEN = ("etc/systemd/system", "usr/lib/systemd/system", "etc/yum.repos.d", "etc/init.d",
@@ -160,13 +167,9 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     work = Path(tempfile.mkdtemp(prefix="base-", dir=layer.parent))
     try:
         tree = work / "tree"
-        ids = userns.instance_ids()
-        if userns.inside() or ids:  # the instance's root is not the host's
-            _without_root(tree)
-        _write_files(tree, chef_solo)
-        _write_rpm_database(tree, work, capabilities)
-        if ids:
-            userns.shift_owners(tree, *ids)
+        if not _from_cache(stamp, tree):
+            _build(tree, work, capabilities, chef_solo)
+            _to_cache(stamp, tree)
         if layer.exists():
             frozen.thaw(layer)
             shutil.rmtree(layer)
@@ -176,6 +179,63 @@ def _ensure(state_dir: str | Path, provides: tuple[str, ...], chef_solo: str | N
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return layer
+
+
+def _build(tree: Path, work: Path, capabilities: tuple[str, ...], chef_solo: str | None) -> None:
+    ids = userns.instance_ids()
+    if userns.inside() or ids:  # the instance's root is not the host's
+        _without_root(tree)
+    _write_files(tree, chef_solo)
+    _write_rpm_database(tree, work, capabilities)
+    if ids:
+        userns.shift_owners(tree, *ids)
+
+
+def _cache() -> Path | None:
+    """The folder of KILN_SANDBOX_BASE_CACHE, its owner's alone; None without one, or when it is
+    not this user's to use (a sandbox without root under another user builds its own)."""
+    folder = os.environ.get(CACHE_ENV)
+    if not folder:
+        return None
+    try:
+        return images.private(Path(folder))
+    except OSError:
+        return None
+
+
+def _from_cache(stamp: str, tree: Path) -> bool:
+    """`tree` as a copy of the cached layer of this stamp, its files hard links; False when there
+    is none (or it could not be copied: then the layer is built)."""
+    cache = _cache()
+    if cache is None or not (cache / stamp).is_dir():
+        return False
+    if _link_copy(cache / stamp, tree):
+        return True
+    shutil.rmtree(tree, ignore_errors=True)
+    return False
+
+
+def _to_cache(stamp: str, tree: Path) -> None:
+    """Keep a linked copy of a new layer for the next state dir; another process's copy of the
+    same stamp, if one came first, stays."""
+    cache = _cache()
+    if cache is None or (cache / stamp).exists():
+        return
+    staging = Path(tempfile.mkdtemp(prefix="new-", dir=cache))
+    try:
+        if _link_copy(tree, staging / "tree"):
+            with contextlib.suppress(OSError):
+                os.rename(staging / "tree", cache / stamp)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _link_copy(source: Path, target: Path) -> bool:
+    """`target` made as `source`: folders with their owners, modes and extended attributes (the
+    overlay's opaque marks, which cp must keep or fail), files and links hard-linked."""
+    done = subprocess.run(["cp", "-a", "--preserve=xattr", "--link", "--no-target-directory",
+                           str(source), str(target)], capture_output=True)
+    return done.returncode == 0
 
 
 def _write_files(tree: Path, chef_solo: str | None) -> None:

@@ -441,14 +441,20 @@ def _diff(self):
 
 def _present(stack, template: dict, parameters: dict) -> dict:
     """The template's resources whose Condition, if any, is true with these parameters."""
+    return _present_in(stack.stack_id, stack.name, stack.region_name, stack.account_id,
+                       template, parameters)
+
+
+def _present_in(stack_id: str, stack_name: str, region: str, account: str, template: dict,
+                parameters: dict) -> dict:
     from moto.cloudformation.parsing import ResourceMap
 
     template = template or {}
     resources = template.get("Resources", {})
     if not template.get("Conditions"):
         return dict(resources)
-    found = ResourceMap(stack.stack_id, stack.name, dict(parameters), {}, stack.region_name,
-                        stack.account_id, template, None)
+    found = ResourceMap(stack_id, stack_name, dict(parameters), {}, region, account, template,
+                        None)
     found.load_mapping()
     found.load_parameters()
     found.load_conditions()
@@ -490,7 +496,7 @@ def _patch_update_order() -> None:
     from moto.cloudformation import parsing
 
     def update(self, template: dict, parameters: dict | None = None) -> None:
-        actions = self.build_resource_diff(template, parameters)
+        actions = _actions(self, template, parameters)
         old_json = dict(self._resource_json_map)
         self._template = template
         if parameters:
@@ -510,11 +516,25 @@ def _patch_update_order() -> None:
         # The cleanup phase: dependents go before what they depend on.
         for name in reversed(_dependency_order(old_json, actions["Remove"])):
             if name in self._parsed_resources:
-                self._delete_resource(self._parsed_resources[name], old_json[name])
+                self._delete_resource(self._parsed_resources.pop(name), old_json[name])
 
     seams.replace(parsing.ResourceMap, "update", update,
                   signature="(self, template: dict[str, typing.Any], parameters: dict[str, "
                             "typing.Any] | None = None) -> None", owner=__name__)
+
+
+def _actions(resource_map, template: dict, parameters: dict | None) -> dict[str, list[str]]:
+    """moto's diff of an update, with resources as CloudFormation counts them: one whose
+    Condition turns true is added (moto only modified it, or left it uncreated when it used no
+    changed parameter), one whose Condition turns false is removed."""
+    actions = resource_map.build_resource_diff(template, parameters)
+    where = (resource_map.stack_id, resource_map["AWS::StackName"], resource_map._region_name,
+             resource_map._account_id)
+    before = _present_in(*where, resource_map._template, resource_map.input_parameters)
+    after = _present_in(*where, template, parameters or resource_map.input_parameters)
+    return {"Add": [name for name in after if name not in before],
+            "Modify": [name for name in actions["Modify"] if name in before and name in after],
+            "Remove": [name for name in before if name not in after]}
 
 
 def _dependency_order(resources: dict, names: list[str]) -> list[str]:

@@ -140,7 +140,7 @@ SAME_NAME: dict[str, tuple[str, ...]] = {
         "DescribeLogStreams", "FilterLogEvents", "GetLogEvents", "PutLogEvents",
         "PutRetentionPolicy", "TagResource"),
     "secretsmanager": ("CreateSecret", "DeleteSecret", "DescribeSecret", "GetSecretValue",
-                       "ListSecrets", "PutSecretValue", "TagResource"),
+                       "ListSecrets", "PutSecretValue", "TagResource", "UpdateSecret"),
     "servicequotas": ("GetServiceQuota", "ListServiceQuotas", "RequestServiceQuotaIncrease"),
     "sns": ("CreateTopic", "DeleteTopic", "GetTopicAttributes", "ListSubscriptionsByTopic",
             "ListTopics", "Publish", "SetTopicAttributes", "Subscribe", "TagResource",
