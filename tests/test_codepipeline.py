@@ -414,6 +414,11 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     bootstrap.run(settings, connect(settings, admin=True), yes=True,
                   parts=("build", "operator", f"pipeline-{APP}"))
     put_the_signing_key(run_invoke, kiln_settings(**config), config, tmp_path)
+    pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
+    # The new source object starts an execution (the stack's rule) of the manifest's version;
+    # this test's, of 1.1.0, supersedes it at the commit stage's transition, held meanwhile.
+    pipelines.disable_stage_transition(pipelineName=name, stageName="commit",
+                                       transitionType="Inbound", reason="1.1.0 first")
     # As pipeline.push uploads, with the archive carrying this test's settings.
     operator = connect(settings)
     bucket = stacks.output(operator, f"pipeline-{APP}", "ArtifactBucketName")
@@ -421,9 +426,15 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
                                  source_with_config(config))
     assert source_tags(bucket, source) == {"kiln:managed-by": "kiln", "kiln:app": APP,
                                            "kiln:role": "pipeline-source"}
-    pipelines, name = boto3.client("codepipeline"), f"kiln-pipeline-{APP}"
+    [from_rule] = wait_for(lambda: executions_from_the_rule(pipelines, name),
+                           "the execution the new source object starts")
     started = pipelines.start_pipeline_execution(name=name, variables=[
         {"name": "KILN_VERSION", "value": "1.1.0"}])["pipelineExecutionId"]
+    wait_for(lambda: pipelines.get_pipeline_execution(
+        pipelineName=name, pipelineExecutionId=from_rule["pipelineExecutionId"])[
+        "pipelineExecution"]["status"] == "Superseded", "1.1.0 to supersede it")
+    pipelines.enable_stage_transition(pipelineName=name, stageName="commit",
+                                      transitionType="Inbound")
 
     def approve_state() -> dict:
         stage = pipelines.get_pipeline_state(name=name)["stageStates"][3]
@@ -476,18 +487,36 @@ def test_the_generated_pipeline_runs_in_the_sandbox(clean_sandbox, kiln_settings
     assert live["engine"] == "codepipeline" and live["pipeline"] == name
     assert live["stages"][3]["actions"][0] == {
         "action": "approve", "status": "Succeeded", "summary": approve_state()["summary"]}
-    # Ours (newest) succeeded; the one CodePipeline started when the pipeline was made failed
-    # on the source, which was not there yet.
-    assert [e["status"] for e in live["executions"]] == ["Succeeded", "Failed"]
+    # Ours (newest) succeeded; the source object's was superseded; the one CodePipeline
+    # started when the pipeline was made failed on the source, which was not there yet.
+    assert [e["status"] for e in live["executions"]] == ["Succeeded", "Superseded", "Failed"]
     # `invoke pipeline.push` (this checkout as it is; the lock's wheels kept in dist/) puts a
-    # new version of the source, tagged. (No execution follows in the sandbox, whose S3
-    # delivers no events to CodePipeline.)
+    # new version of the source, tagged, which starts an execution (held and stopped here).
+    pipelines.disable_stage_transition(pipelineName=name, stageName="commit",
+                                       transitionType="Inbound", reason="no second run")
     pushed = run_invoke("pipeline.push", "--json", check=True,
                         overrides={**config, "dist": str(ROOT / "dist")})
     found = json.loads(pushed.stdout)
     assert (found["bucket"], found["key"]) == (bucket, f"source/{APP}.zip")
     assert found["version_id"] not in (None, source["version_id"])
     assert source_tags(bucket, found)["kiln:role"] == "pipeline-source"
+    pushed_run = wait_for(lambda: [e for e in executions_from_the_rule(pipelines, name)
+                                   if e["pipelineExecutionId"] != from_rule[
+                                       "pipelineExecutionId"]], "the push's execution")[0]
+    pipelines.stop_pipeline_execution(pipelineName=name, reason="seen", abandon=True,
+                                      pipelineExecutionId=pushed_run["pipelineExecutionId"])
+
+
+def execution_status(pipelines, name: str, found: dict) -> str:
+    return pipelines.get_pipeline_execution(
+        pipelineName=name, pipelineExecutionId=found["pipelineExecutionId"])[
+        "pipelineExecution"]["status"]
+
+
+def executions_from_the_rule(pipelines, name: str) -> list[dict]:
+    """The executions the stack's StartRule started (a new source object's event)."""
+    return [e for e in pipelines.list_pipeline_executions(pipelineName=name)[
+        "pipelineExecutionSummaries"] if e["trigger"]["triggerType"] == "CloudWatchEvent"]
 
 
 def source_tags(bucket: str, source: dict) -> dict:
@@ -503,9 +532,10 @@ def test_a_new_source_object_starts_the_generated_pipeline_through_its_rule(clea
                                                                           kiln_settings):
     """The artifact bucket sends S3's "Object Created" events to EventBridge (its
     NotificationConfiguration); the stack's StartRule matches a new version of the source
-    object and starts the pipeline as its StartRole: the execution's trigger is the rule, with no
-    StartPipelineExecution. A role that may not start the pipeline starts nothing: the rule's
-    FailedInvocations metric counts the event, as on AWS. The commit stage's inbound transition
+    object (a put, or a copy onto it) and starts the pipeline as its StartRole: the execution's
+    trigger is the rule, with no StartPipelineExecution. A role that may not start the pipeline,
+    or that EventBridge may not assume, starts nothing: the rule's FailedInvocations metric
+    counts the events, as on AWS. The commit stage's inbound transition
     is disabled: no build runs here."""
     config = engine_config()
     config["deploy"] = {"account": "build"}
@@ -523,31 +553,45 @@ def test_a_new_source_object_starts_the_generated_pipeline_through_its_rule(clea
     resources = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in boto3.client(
         "cloudformation").list_stack_resources(StackName=name)["StackResourceSummaries"]}
 
-    def from_the_rule() -> list[dict]:
-        return [e for e in pipelines.list_pipeline_executions(pipelineName=name)[
-            "pipelineExecutionSummaries"] if e["trigger"]["triggerType"] == "CloudWatchEvent"]
-
     package = io.BytesIO()
     with zipfile.ZipFile(package, "w") as archive:
         archive.writestr("README", "a commit\n")
-    codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip", package.getvalue())
-    [started] = wait_for(from_the_rule, "the execution the new source object starts")
+    key = f"source/{APP}.zip"
+    codepipeline.upload(operator, APP, bucket, key, package.getvalue())
+    [started] = wait_for(lambda: executions_from_the_rule(pipelines, name),
+                         "the execution the new source object starts")
     assert started["trigger"]["triggerDetail"] == \
         f"arn:aws:events:us-east-1:123456789012:rule/{resources['StartRule']}"
-    pipelines.stop_pipeline_execution(pipelineName=name, abandon=True, reason="seen",
-                                      pipelineExecutionId=started["pipelineExecutionId"])
+    # A copy onto the source key is a new object too (CopyObject's "Object Created").
+    boto3.client("s3").copy_object(Bucket=bucket, Key=key, MetadataDirective="REPLACE",
+                                   CopySource={"Bucket": bucket, "Key": key})
+    copied = wait_for(lambda: [e for e in executions_from_the_rule(pipelines, name)
+                               if e["pipelineExecutionId"] != started["pipelineExecutionId"]],
+                      "the execution the copy starts")
+    for found in (started, *copied):  # held at the transition, one superseded by the next
+        if execution_status(pipelines, name, found) == "InProgress":
+            pipelines.stop_pipeline_execution(pipelineName=name, reason="seen",
+                                              pipelineExecutionId=found["pipelineExecutionId"])
 
-    # The rule's role loses the right to start this pipeline: the next object starts nothing.
-    boto3.client("iam").put_role_policy(
-        RoleName=resources["StartRole"], PolicyName="start", PolicyDocument=json.dumps({
+    # The rule's role loses the right to start this pipeline: the next object starts nothing;
+    # given it back, but trusting another service than EventBridge: nothing either.
+    iam, role = boto3.client("iam"), resources["StartRole"]
+    pipeline_arn = f"arn:aws:codepipeline:us-east-1:123456789012:{name}"
+    for resource, service in ((f"{pipeline_arn}-another", "events.amazonaws.com"),
+                              (pipeline_arn, "codebuild.amazonaws.com")):
+        iam.put_role_policy(RoleName=role, PolicyName="start", PolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Action": "codepipeline:StartPipelineExecution",
-                "Resource": "arn:aws:codepipeline:us-east-1:123456789012:another"}]}))
-    codepipeline.upload(operator, APP, bucket, f"source/{APP}.zip", package.getvalue())
+                "Resource": resource}]}))
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": service},
+                "Action": "sts:AssumeRole"}]}))
+        codepipeline.upload(operator, APP, bucket, key, package.getvalue())
     failed = boto3.client("cloudwatch").get_metric_statistics(
         Namespace="AWS/Events", MetricName="FailedInvocations",
         Dimensions=[{"Name": "RuleName", "Value": resources["StartRule"]}],
         StartTime=time.time() - 3600, EndTime=time.time() + 60, Period=3600,
         Statistics=["Sum"])["Datapoints"]
-    assert [d["Sum"] for d in failed] == [1.0]
-    assert len(from_the_rule()) == 1
+    assert [d["Sum"] for d in failed] == [2.0]
+    assert len(executions_from_the_rule(pipelines, name)) == 2
