@@ -60,8 +60,8 @@ def config(egress: str | None = None) -> dict:
 
 class Requests:
     """The AWS requests the sandbox's endpoint answered (its log: one line per request, from
-    Kiln here, Kiln and the AWS CLI in the builds, CodeBuild's logs and the bench alike) from
-    when `start()` was called."""
+    Kiln here and in the builds and from the bench alike; CodePipeline's and CodeBuild's own
+    work runs inside the sandbox and makes none) from when `start()` was called."""
 
     def __init__(self, folder: Path):
         self.log, self.offset = folder / "moto.log", 0
@@ -219,7 +219,7 @@ def report(engine: dict, local: dict, scale: float) -> None:
     print(f"the bench's own calls to drive the execution (start, watch, approve): "
           f"{engine['driving']}")
     print(f"requests the sandbox's endpoint answered: {engine['requests']} during the execution "
-          f"(Kiln and the AWS CLI in the builds, CodeBuild's logs, the bench), {answered} during "
+          f"(Kiln in the builds, pipeline.approve, the bench), {answered} during "
           f"the stages on this machine (Kiln, pipeline.approve)")
 
 
