@@ -46,9 +46,10 @@ OUTPUTS = ("PipelineName", "ArtifactBucketName", "TopicArn", "LogGroupName",
 IMAGE = "aws/codebuild/amazonlinux-x86_64-standard:5.0"  # Amazon Linux 2023
 VERSION_VARIABLE = "KILN_VERSION"
 # The stages that run inside the build account's bake VPC: packaging and baking, and the
-# acceptance command, whose requests must come from one of kiln.deploy.self_service.source_cidrs
-# (the pipeline subnet's NAT address, the build stack's PipelineEgressIp).
-IN_BAKE_VPC = ("commit", "image", "acceptance")
+# acceptance command and the capacity stage's load test, whose requests must come from one of
+# kiln.deploy.self_service.source_cidrs (the pipeline subnet's NAT address, the build stack's
+# PipelineEgressIp).
+IN_BAKE_VPC = ("commit", "image", "acceptance", "capacity")
 # The operator policy's statements (cloud/policies/operator.json, by Sid) each stage's project
 # needs beside the ledger's; nothing else.
 LEDGER = ("ReadStacksAndWhoAmI", "Locks", "History", "PipelineNotices")
@@ -58,6 +59,7 @@ STATEMENTS = {
               "BakeAndShareImages", "PassTheBakeRole", "ReadKilnRoles", "UseTheAmiKeys",
               "ListKeyAliases", "BaseImageParameter", "ReachTargetAccounts"),
     "acceptance": ("ReachTargetAccounts",),
+    "capacity": ("ReachTargetAccounts", "RepoObjects"),  # Locust's reports, kept in the repo
     "deploy": ("ReachTargetAccounts",),
     "approval": (),
     "production": ("ReachTargetAccounts",),

@@ -143,6 +143,23 @@ def test_each_project_role_has_only_its_stages_statements():
     assert "RepoObjects" not in sids("ProductionRole")
 
 
+
+def test_a_capacity_stage_runs_its_load_test_from_the_bake_vpc():
+    """A capacity stage, like acceptance, reaches a transient environment whose rule admits
+    kiln.deploy.self_service.source_cidrs only (so from the pipeline subnet's NAT address), and
+    keeps Locust's reports in the repository bucket."""
+    stages = [*STAGES[:3], {"name": "capacity", "action": "capacity", "stack": "acceptance"},
+              *STAGES[3:]]
+    entry = engine_config()["apps"][APP]
+    settings = engine_settings(apps={APP: {**entry, "pipeline": {**entry["pipeline"],
+                                                                 "stages": stages}}})
+    resources = json.loads(codepipeline.template(settings, APP))["Resources"]
+    project = resources["CapacityProject"]["Properties"]
+    assert project["VpcConfig"]["Subnets"] == [{"Ref": "PipelineSubnetId"}]
+    statements = resources["CapacityRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]
+    assert {"ReachTargetAccounts", "RepoObjects"} <= {s["Sid"] for s in statements}
+
 @pytest.mark.parametrize("change, message", [
     ({"source": {"kind": "svn"}},
      "kiln.apps.hello-web.pipeline.source.kind: 'svn' is not one of s3, codecommit, "

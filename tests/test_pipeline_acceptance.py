@@ -119,10 +119,10 @@ def test_a_cancelled_acceptance_removes_the_environment(config_overrides, tmp_pa
         in lines
 
 
-# In a build the sandbox CA that signs the listener's certificate is not there yet
-# (docs/pipeline-engines.md, "Not done yet"): the build's command checks the answer, not TLS.
-BUILD_CHECK = ('curl -fsS -k --resolve "$KILN_RESOLVE" -H "$KILN_HEADER" "$KILN_URL" '
-               '| grep -F "version $KILN_VERSION"')
+# In a build the machine trusts the sandbox CA that signs the listener's certificate, as an AMI
+# trusts the public CAs that sign ACM's: KILN_CA_BUNDLE is the machine's system bundle.
+BUILD_CHECK = ('curl -fsS --resolve "$KILN_RESOLVE" --cacert "$KILN_CA_BUNDLE" '
+               '-H "$KILN_HEADER" "$KILN_URL" | grep -F "version $KILN_VERSION"')
 SOURCE_BUCKET = "hello-web-source"
 
 
@@ -140,7 +140,8 @@ def test_the_generated_pipelines_acceptance_stage_reaches_the_candidate_from_its
     """The acceptance stage's build, in the bake VPC's pipeline subnet, reaches the candidate
     through the stack's load balancer by its DNS name, its requests coming from the subnet's NAT
     gateway: the environment's listener rule admits that address alone (PipelineEgressIp in
-    source_cidrs, as on AWS)."""
+    source_cidrs, as on AWS); the command checks the listener's certificate against the CA
+    bundle it is handed, the build machine's own."""
     clean_sandbox.set_time_scale(None)
     settings = kiln_settings(**engine())
     codepipeline.register(settings)

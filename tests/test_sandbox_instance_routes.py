@@ -12,16 +12,21 @@ command reads it, and a parameter the role may not read is AccessDenied.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from unittest import mock
 
 import boto3
 import paramiko
 import pytest
 
 from cloud.settings import Settings
+from cloud.target import connect
 from orchestrator import groups
-from sandbox.machines import forward
+from sandbox import listener_cert
+from sandbox.machines import aws_names, forward
 from sandbox.machines import instances as machines
+from sandbox.network import client
 from tests.cloud_init_helpers import console
 from tests.test_sandbox_instances import base_image
 
@@ -129,6 +134,30 @@ def test_a_secret_is_read_only_over_a_route_the_vpc_gives(clean_sandbox, private
 
     refusals = run(clean_sandbox, instance_id, "python3", "-c", REFUSALS)
     assert refusals.stdout.split() == ["400", "400", "403", "401"], refusals.stderr[-500:]
+
+
+@pytest.fixture
+def listeners_ca(clean_sandbox, kiln_settings) -> str:
+    """The sandbox CA of the listeners' certificates, made as any Kiln run against the sandbox
+    makes it (before the instance boots, as on AWS the public CAs are there before any AMI)."""
+    connect(kiln_settings())
+    return listener_cert.files(clean_sandbox.state_dir)["ca"].read_text()
+
+
+def test_an_instance_trusts_the_ca_of_the_listeners_certificates(clean_sandbox, listeners_ca,
+                                                                  private_instance):
+    """As an AMI trusts the public CAs that sign ACM's certificates, a sandbox machine's system
+    bundle holds the sandbox CA that signs the load balancers' certificates (a build's acceptance
+    command checks the candidate's TLS with it), beside the CA of AWS's names."""
+    console(clean_sandbox, private_instance["id"])  # booted
+    bundle = run(clean_sandbox, private_instance["id"], "cat", aws_names.system_bundle())
+    assert listeners_ca.strip() in bundle.stdout, bundle.stderr[-500:]
+    assert aws_names.files(clean_sandbox.state_dir)["ca"].read_text().strip() in bundle.stdout
+    in_build = {"CODEBUILD_BUILD_ARN": "arn:aws:codebuild:us-east-1:123456789012:build/x:1",
+                "AWS_ENDPOINT_URL": "https://127.0.0.1:5000", "KILN_SANDBOX_TIME_SCALE": "1"}
+    with mock.patch.dict(os.environ, in_build):
+        handed = client.environment("/nowhere", "https://127.0.0.9:443/", "hello-web")
+    assert handed["KILN_CA_BUNDLE"] == aws_names.system_bundle() == handed["SSL_CERT_FILE"]
 
 
 def test_a_requests_service_is_its_credential_scopes():

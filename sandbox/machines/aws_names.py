@@ -11,7 +11,9 @@ does the same, unchanged:
   it), through the same route checks as every request out of the instance;
 - the instance trusts that CA as an AMI trusts Amazon's: boot.py shows the instance the CA
   bundles it finds (TRUST) with the CA appended, on mounts of its own; the host's files are
-  never changed.
+  never changed. The CA of the load balancers' certificates is appended too (trusted()), as an
+  AMI trusts the public CAs that sign ACM's certificates: a client on a machine (a build's
+  acceptance command) checks a listener's TLS as on AWS.
 
 The sandbox's endpoint on the host (sandbox/server.py) answers TLS with the same certificate,
 which also names the host's loopback (ENDPOINT_NAMES): Kiln on the host verifies it against the
@@ -82,6 +84,16 @@ def _ensure(paths: dict[str, Path], generate) -> dict[str, Path]:
         generate(paths, "Kiln sandbox AWS CA", wanted)
         paths["names"].write_text("\n".join(wanted) + "\n")
     return paths
+
+
+def trusted(state_dir: str | Path) -> list[Path]:
+    """The CAs a machine trusts beside its image's: that of AWS's names, and that of the load
+    balancers' certificates (sandbox/listener_cert.py), as an AMI trusts the public CAs that sign
+    ACM's. The latter once made: Kiln makes it before it makes any listener."""
+    from sandbox import listener_cert
+
+    listeners = listener_cert.files(state_dir)["ca"]
+    return [files(state_dir)["ca"], *([listeners] if listeners.is_file() else [])]
 
 
 def system_bundle() -> str:

@@ -8,8 +8,8 @@ SPEC: {"root", "upper", "work", "layers": [read-only layers, topmost first], "sc
 for a tmpfs of the boot's own, "binds": [host folders shown read-only at the same path],
 "hide": [host paths the instance must not see], "hostname", "address", "ids": the host uid and
 gid of the instance's root, run as root (userns.instance_ids), else null, "aws": null or
-{"address", "names", "ca"}: where AWS's service names lead and the CA the instance trusts for
-them (aws_names.py)}.
+{"address", "names", "cas"}: where AWS's service names lead and the CAs the instance trusts
+beside its image's (aws_names.py)}.
 
 Run as root, the boot builds the filesystem as the host's root, then moves into a user namespace
 of the instance's own, whose ids 0-65535 are the host's "ids" onwards, and becomes its init
@@ -228,12 +228,15 @@ def _network(root: str, spec: dict) -> None:
 
 
 def _trust(root: str, spec: dict) -> None:
-    """The CA bundles the instance's programs read (aws_names.TRUST), with the CA of AWS's
-    names appended: copies on the boot's tmpfs, mounted over the bundles in the instance only."""
+    """The CA bundles the instance's programs read (aws_names.TRUST), with the sandbox's CAs
+    appended (aws_names.trusted): copies on the boot's tmpfs, mounted over the bundles in the
+    instance only."""
     if not spec.get("aws"):
         return
-    with open(spec["aws"]["ca"], "rb") as ca:
-        authority = ca.read()
+    authority = b""
+    for path in spec["aws"]["cas"]:
+        with open(path, "rb") as ca:
+            authority += ca.read().rstrip(b"\n") + b"\n"
     folder = f"{spec['scratch']}/trust"
     os.makedirs(folder)
     found = sorted({path for pattern in aws_names.TRUST for path in glob.glob(f"{root}/{pattern}")

@@ -120,7 +120,7 @@ def launch(state_dir: str | Path, instance_id: str, address: str, layers=(),
     tls = aws_names.ensure(state) if endpoint_port else None
     if tls:
         spec["aws"] = {"address": aws_names.ADDRESS, "names": aws_names.names(),
-                       "ca": str(tls["ca"])}
+                       "cas": [str(ca) for ca in aws_names.trusted(state)]}
     with open(world / "console.log", "ab") as log:
         starter = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",

@@ -56,10 +56,22 @@ def get(state_dir: str | Path, url: str, app: str, path: str = "/",
 def command(state_dir: str | Path, url: str, app: str, path: str = "/") -> str:
     """The curl command line that makes the same request."""
     scheme, host, port = _where(url)
-    ca = listener_cert.files(state_dir)["ca"]
+    ca = trusted(state_dir)
     target = f"{scheme}://{name(app)}{'' if port in (80, 443) else f':{port}'}{path}"
     trust = ["--cacert", str(ca)] if scheme == "https" else []
     return shlex.join(["curl", *trust, "--resolve", f"{name(app)}:{port}:{host}", target])
+
+
+def trusted(state_dir: str | Path) -> str:
+    """The CA file that verifies a listener: on this host the state dir's; in a build of the
+    sandbox's CodeBuild, whose machine does not see the state dir, the machine's system bundle,
+    which holds that CA as an AMI's holds the public CAs (sandbox/machines/aws_names.py)."""
+    from sandbox.control import in_build
+    from sandbox.machines import aws_names
+
+    if in_build() is not None:
+        return aws_names.system_bundle()
+    return str(listener_cert.files(state_dir)["ca"])
 
 
 def environment(state_dir: str | Path, url: str, app: str) -> dict[str, str]:
@@ -68,7 +80,7 @@ def environment(state_dir: str | Path, url: str, app: str) -> dict[str, str]:
     balancer's loopback address) and KILN_CA_BUNDLE (the sandbox CA, also as SSL_CERT_FILE and
     REQUESTS_CA_BUNDLE for Python clients)."""
     scheme, host, port = _where(url)
-    ca = str(listener_cert.files(state_dir)["ca"])
+    ca = trusted(state_dir)
     shown = "" if port in (80, 443) else f":{port}"
     return {"KILN_URL": f"{scheme}://{name(app)}{shown}/",
             "KILN_RESOLVE": f"{name(app)}:{port}:{host}", "KILN_CA_BUNDLE": ca,
