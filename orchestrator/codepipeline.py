@@ -59,11 +59,15 @@ STATEMENTS = {
               "BakeAndShareImages", "PassTheBakeRole", "ReadKilnRoles", "UseTheAmiKeys",
               "ListKeyAliases", "BaseImageParameter", "ReachTargetAccounts"),
     "acceptance": ("ReachTargetAccounts",),
-    "capacity": ("ReachTargetAccounts", "RepoObjects"),  # Locust's reports, kept in the repo
+    "capacity": ("ReachTargetAccounts",),
     "deploy": ("ReachTargetAccounts",),
     "approval": (),
     "production": ("ReachTargetAccounts",),
 }
+# The stages that keep reports (JUnit XML, Locust's) beside their record in the repository
+# bucket, under pipeline/<app>/ (orchestrator/pipeline.py, `keep`): they may put there, nothing
+# more of the repository.
+REPORTING = ("acceptance", "capacity")
 # The stages that may publish to the repository, and so sign its packages and metadata: their
 # builds import the repository's signing key from the stack's secret (orchestrator/pipeline_key.py).
 SIGNING = ("commit", "image")
@@ -420,6 +424,10 @@ def _project_role(settings, app: str, stage: pipelines.Stage) -> dict:
          "Condition": {"StringEquals": {"aws:ResourceTag/kiln:managed-by": "kiln"}}},
         *_operator_statements(LEDGER + STATEMENTS[stage.action]),
     ]
+    if stage.action in REPORTING:
+        statements.append({"Sid": "KeepItsReports", "Effect": "Allow", "Action": "s3:PutObject",
+                           "Resource": _sub("arn:${AWS::Partition}:s3:::${Prefix}-repo-"
+                                            "${AWS::AccountId}-*/pipeline/${AppName}/*")})
     if stage.action in IN_BAKE_VPC:
         statements += _vpc_statements()
     if signs(settings, stage):

@@ -141,6 +141,9 @@ def test_each_project_role_has_only_its_stages_statements():
     assert "ReachTargetAccounts" in sids("StagingRole")
     assert "ReachTargetAccounts" not in sids("CommitRole") | sids("ApprovalRole")
     assert "RepoObjects" not in sids("ProductionRole")
+    # Acceptance keeps its JUnit report beside its record, and may put nothing else.
+    assert "KeepItsReports" in sids("AcceptanceRole")
+    assert "RepoObjects" not in sids("AcceptanceRole")
 
 
 
@@ -158,7 +161,9 @@ def test_a_capacity_stage_runs_its_load_test_from_the_bake_vpc():
     assert project["VpcConfig"]["Subnets"] == [{"Ref": "PipelineSubnetId"}]
     statements = resources["CapacityRole"]["Properties"]["Policies"][0]["PolicyDocument"][
         "Statement"]
-    assert {"ReachTargetAccounts", "RepoObjects"} <= {s["Sid"] for s in statements}
+    assert {"ReachTargetAccounts", "KeepItsReports"} <= {s["Sid"] for s in statements}
+    assert "RepoObjects" not in {s["Sid"] for s in statements}
+
 
 @pytest.mark.parametrize("change, message", [
     ({"source": {"kind": "svn"}},

@@ -122,7 +122,8 @@ def test_a_cancelled_acceptance_removes_the_environment(config_overrides, tmp_pa
 # In a build the machine trusts the sandbox CA that signs the listener's certificate, as an AMI
 # trusts the public CAs that sign ACM's: KILN_CA_BUNDLE is the machine's system bundle.
 BUILD_CHECK = ('curl -fsS --resolve "$KILN_RESOLVE" --cacert "$KILN_CA_BUNDLE" '
-               '-H "$KILN_HEADER" "$KILN_URL" | grep -F "version $KILN_VERSION"')
+               '-H "$KILN_HEADER" "$KILN_URL" | grep -F "version $KILN_VERSION" && '
+               'echo \'<testsuite tests="1" failures="0" errors="0"/>\' > "$KILN_JUNIT_XML"')
 SOURCE_BUCKET = "hello-web-source"
 
 
@@ -175,3 +176,7 @@ def test_the_generated_pipelines_acceptance_stage_reaches_the_candidate_from_its
     assert f"reached with header X-Kiln-Env: candidate from {egress}/32" in text
     assert "\nversion 1.3.0\n" in f"\n{text}\n"
     assert "[1/1] stage acceptance: passed in " in text
+    # Its JUnit report is kept beside the stage's record, as on the laptop.
+    bucket = stacks.output(kaws, "build", "RepoBucket")
+    kept = s3.list_objects_v2(Bucket=bucket, Prefix="pipeline/hello-web/1.3.0")["Contents"]
+    assert [o["Key"].rsplit("/", 2)[1:] for o in kept] == [["acceptance", "junit.xml"]]
