@@ -138,8 +138,15 @@ def engine(app: str, raw, stages: list[Stage] | None = None) -> Engine | None:
 
 
 def _check_approval(where: str, stages: list[Stage]) -> None:
-    """CodePipeline stops at a manual approval before production: the stages must have one."""
+    """CodePipeline stops at a manual approval before production: the stages must have one. An
+    exploratory stage keeps an environment up until people decide, which a build cannot wait
+    for: on CodePipeline that is an approval stage (with staging as the place to try it)."""
     names = [s.action for s in stages]
+    if "exploratory" in names:
+        index = names.index("exploratory")
+        raise ConfigError(f"{where}.stages[{index}] ({stages[index].name}): engine codepipeline "
+                          f"runs no exploratory stage: use an approval stage after a deploy "
+                          f"stage, or the local engine")
     if "production" in names and ("approval" not in names
                                   or names.index("approval") > names.index("production")):
         raise ConfigError(f"{where}.stages: engine codepipeline needs an approval stage before "

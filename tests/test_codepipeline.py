@@ -175,6 +175,9 @@ def test_a_capacity_stage_runs_its_load_test_from_the_bake_vpc():
      "kiln.apps.hello-web.pipeline.stages: engine codepipeline needs an approval stage before "
      "the production stage"),
     ({"engine": "local"}, "kiln.apps.hello-web.pipeline.source: only for engine codepipeline"),
+    ({"stages": [*STAGES[:4], {"name": "explore", "action": "exploratory"}, *STAGES[4:]]},
+     "kiln.apps.hello-web.pipeline.stages[4] (explore): engine codepipeline runs no exploratory "
+     "stage: use an approval stage after a deploy stage, or the local engine"),
 ])
 def test_a_wrong_engine_setting_is_one_line(change, message):
     entry = engine_config()["apps"][APP]
