@@ -91,6 +91,16 @@ INSTALL = [
     f"--require-hashes -r {WHEELHOUSE}/requirements.txt",
     'export PATH="$CODEBUILD_SRC_DIR/.venv/bin:$PATH"',
 ]
+# A repository source (codecommit, codeconnections) is the checkout without wheels: there the
+# build installs from the lock itself as `make setup` does, uv pinned by hash and every package
+# by uv.lock's hashes (from the index, through the build's NAT gateway or its own internet).
+INSTALL_FROM_LOCK = [
+    "python3 -m venv .venv-uv",
+    ".venv-uv/bin/pip install -q --require-hashes -r requirements/uv.txt",
+    "UV_PROJECT_ENVIRONMENT=.venv .venv-uv/bin/uv sync -q --locked --no-dev "
+    "--no-install-project --python python3",
+    'export PATH="$CODEBUILD_SRC_DIR/.venv/bin:$PATH"',
+]
 
 
 def engine(settings, app: str) -> pipelines.Engine | None:
@@ -129,11 +139,12 @@ def key_import(app: str) -> list[str]:
             f"invoke pipeline.key --app {shlex.quote(app)} --import"]
 
 
-def buildspec(app: str, stage: pipelines.Stage, signing: bool = False) -> dict:
+def buildspec(app: str, stage: pipelines.Stage, signing: bool = False,
+              source: str = "s3") -> dict:
     """The CodeBuild buildspec of one stage: install Kiln from its lock (and, for a stage that
     signs, import the signing key), then the stage's own command and nothing else, so the
     pipeline and `invoke pipeline.run` cannot drift apart."""
-    install = list(INSTALL)
+    install = list(INSTALL if source == "s3" else INSTALL_FROM_LOCK)
     if stage.action in SYSTEM_PROGRAMS:
         programs, packages = SYSTEM_PROGRAMS[stage.action]
         install.insert(0, f"type -P {programs} >/dev/null || dnf install -y -q {packages}")
@@ -376,8 +387,8 @@ def _project(settings, app: str, stage: pipelines.Stage, found: pipelines.Engine
         "ServiceRole": {"Fn::GetAtt": [f"{logical}Role", "Arn"]},
         "Artifacts": {"Type": "CODEPIPELINE"},
         "Source": {"Type": "CODEPIPELINE",
-                   "BuildSpec": yaml.safe_dump(buildspec(app, stage, signing),
-                                               sort_keys=False)},
+                   "BuildSpec": yaml.safe_dump(
+                       buildspec(app, stage, signing, found.source["kind"]), sort_keys=False)},
         # The builds run Kiln against the target the stack was bootstrapped for (a checkout's
         # invoke.yaml may name another, e.g. the sandbox for its developers).
         "Environment": {"Type": "LINUX_CONTAINER", "ComputeType": found.compute_type,

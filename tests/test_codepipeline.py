@@ -108,6 +108,20 @@ def test_only_the_signing_stages_read_the_signing_key_secret():
     assert "SigningKeySecretArn" not in unsigned["Outputs"]
 
 
+@pytest.mark.parametrize("source", ["codecommit", "codeconnections"])
+def test_a_repository_sources_build_installs_from_the_lock(source):
+    """The repository's tree holds no wheelhouse: its builds install as `make setup` does, uv
+    by its pinned hashes, then uv.lock's packages by theirs (the install phase failed there)."""
+    resources = rendered(source)["Resources"]
+    for resource in resources.values():
+        if resource["Type"] != "AWS::CodeBuild::Project":
+            continue
+        install = yaml.safe_load(resource["Properties"]["Source"]["BuildSpec"])["phases"][
+            "install"]["commands"]
+        assert install[-4:] == codepipeline.INSTALL_FROM_LOCK
+        assert not any("wheelhouse" in command for command in install)
+
+
 def test_the_pipeline_has_the_apps_stages_with_an_approval_before_production():
     resources = rendered()["Resources"]
     pipeline = resources["Pipeline"]["Properties"]
