@@ -28,8 +28,13 @@ Resources:
 
 
 def made(cloudformation, name: str) -> set[str]:
+    """The stack's resources, as both of CloudFormation's listings give them (a resource whose
+    Condition is false is in neither)."""
     summaries = cloudformation.list_stack_resources(StackName=name)["StackResourceSummaries"]
-    return {r["LogicalResourceId"] for r in summaries if r.get("LogicalResourceId")}
+    described = cloudformation.describe_stack_resources(StackName=name)["StackResources"]
+    assert len(summaries) == len(described)
+    return {r["LogicalResourceId"] for r in summaries} | {
+        r["LogicalResourceId"] for r in described}
 
 
 def test_conditions_made_of_conditions(clean_sandbox):

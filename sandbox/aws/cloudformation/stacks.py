@@ -50,6 +50,7 @@ def apply(state_dir: Path) -> None:
     _add_models()
     _patch_change_sets()
     _patch_update_order()
+    _patch_stack_resources()
 
 
 # -- S3 buckets -------------------------------------------------------------------------------
@@ -535,6 +536,16 @@ def _actions(resource_map, template: dict, parameters: dict | None) -> dict[str,
     return {"Add": [name for name in after if name not in before],
             "Modify": [name for name in actions["Modify"] if name in before and name in after],
             "Remove": [name for name in before if name not in after]}
+
+
+def _patch_stack_resources() -> None:
+    """A resource whose Condition is false is not there: DescribeStackResources and
+    ListStackResources leave it out (moto listed it as an entry without a logical id)."""
+    from moto.cloudformation.models import Stack
+
+    seams.wrap(Stack, "stack_resources",
+               lambda moto: property(lambda self: [r for r in moto.fget(self) if r is not None]),
+               signature="(self) -> 'Iterable[type[CloudFormationModel]]'", owner=__name__)
 
 
 def _dependency_order(resources: dict, names: list[str]) -> list[str]:
