@@ -143,3 +143,23 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_pipeline_stack_is_kept_across_a_restart(own_box):
+    """A stack holding a pipeline and a build project (the sandbox's own CloudFormation models)
+    is in the snapshot: CloudFormation was left out of it whole when such a stack existed."""
+    from sandbox.aws import persistence
+    from tests.test_sandbox_codepipeline import template
+
+    box = own_box
+    box.up()
+    cfn = _client(box, "cloudformation")
+    cfn.create_stack(StackName="kept-pipeline", TemplateBody=template("true"),
+                     Capabilities=["CAPABILITY_IAM"])
+    box.down()
+    box.up()
+    assert "cloudformation" not in persistence.read_report(box.state_dir).get("left_out", {})
+    cfn = _client(box, "cloudformation")
+    assert cfn.describe_stacks(StackName="kept-pipeline")["Stacks"][0]["StackStatus"] == \
+        "CREATE_COMPLETE"
+    assert _client(box, "codebuild").list_projects()["projects"]

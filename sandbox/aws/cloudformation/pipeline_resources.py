@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from sandbox.aws import persistence
+
 KEPT_AS_IS = {"Configuration"}  # an action's configuration keys are the provider's own
 
 
@@ -132,6 +134,8 @@ def apply(state_dir: Path) -> None:
             _builds(account_id, region_name).delete_project(self.name)
 
     Pipeline.__module__ = Project.__module__ = __name__
+    persistence.by_name(Pipeline, __name__)  # stacks hold their instances: snapshots pickle them
+    persistence.by_name(Project, __name__)
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
 
