@@ -29,19 +29,33 @@ endif
 
 KILN_PACKAGES := accounts cloud orchestrator packager provisioner sandbox tasks.py
 
-.PHONY: setup apt venv lock demo test lint clean
+.PHONY: setup apt lock-apt venv lock demo test lint clean
 
 setup: apt venv
 
+# Debian's packages come at the versions requirements/debian.lock names, as Python's come from
+# uv.lock: a package installed at another version is installed again at the locked one.
+DEBIAN_LOCK := requirements/debian.lock
+
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:" $$missing; \
+	@wanted=$$(for p in $(sort $(APT_PACKAGES)); do \
+		v=$$(sed -n "s/^$$p=//p" $(DEBIAN_LOCK)); \
+		if [ -z "$$v" ]; then echo "kiln: $(DEBIAN_LOCK): no version for package $$p: run make lock-apt" >&2; exit 1; fi; \
+		[ "$$(dpkg-query -W -f='$${Status} $${Version}' $$p 2>/dev/null)" = "install ok installed $$v" ] || echo "$$p=$$v"; \
+	done) || exit 1; \
+	if [ -n "$$wanted" ]; then \
+		echo "installing Debian packages:" $$wanted; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			--allow-downgrades $$wanted; \
 	fi
+
+# Write requirements/debian.lock again from the versions installed here (after `apt-get
+# upgrade`, say); then run the suite and commit the lock alone.
+lock-apt:
+	@{ sed -n '/^#/p' $(DEBIAN_LOCK); for p in $(sort $(APT_PACKAGES)); do \
+		dpkg-query -W -f='$${Package}=$${Version}\n' $$p; done; } > $(DEBIAN_LOCK).new && \
+	mv $(DEBIAN_LOCK).new $(DEBIAN_LOCK)
 
 venv: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
